@@ -1,0 +1,115 @@
+//! Lock-free rings over a caller-provided memory region.
+//!
+//! A region is a base pointer and a length, typically a shared-memory
+//! mapping. Everything in it is an index or a stamp, never a pointer, so
+//! the same region may be mapped at different addresses in different
+//! processes. This crate is `no_std`, makes no system calls, and runs under
+//! loom (`--cfg shmlane_loom`) and Miri.
+//!
+//! - [`spsc`]: one producer, one consumer, with cached indices and batches.
+//! - [`mpmc`]: many producers and consumers, a sequence stamp per slot.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::alloc::{alloc_zeroed, dealloc, Layout};
+//! use std::ptr::NonNull;
+//! use shmlane_ring::{spsc, RingKind, RingLayout};
+//!
+//! let layout = RingLayout::new(RingKind::Spsc, 4, 8, 8).unwrap();
+//! let mem = Layout::from_size_align(layout.region_len(), layout.region_align()).unwrap();
+//! // SAFETY: `mem` has a non-zero size.
+//! let base = NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap();
+//! // SAFETY: the allocation is `region_len` bytes, aligned, and unused; it
+//! // outlives both handles, and there is one producer and one consumer.
+//! let (mut tx, mut rx) = unsafe {
+//!     layout.init(base, mem.size()).unwrap();
+//!     (
+//!         spsc::Producer::attach(base, mem.size(), &layout).unwrap(),
+//!         spsc::Consumer::attach(base, mem.size(), &layout).unwrap(),
+//!     )
+//! };
+//! tx.try_push(&42u64.to_ne_bytes()).unwrap();
+//! let mut out = [0u8; 8];
+//! rx.try_pop(&mut out).unwrap();
+//! assert_eq!(u64::from_ne_bytes(out), 42);
+//! drop((tx, rx));
+//! // SAFETY: allocated above with the same layout; no handle is left.
+//! unsafe { dealloc(base.as_ptr(), mem) };
+//! ```
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod layout;
+pub mod mpmc;
+pub mod spsc;
+mod sync;
+
+use core::fmt;
+
+pub use layout::{LayoutError, RingKind, RingLayout, CACHE_LINE, MAX_SLOTS, MAX_SLOT_ALIGN};
+
+/// The region's indices or stamps are not in any state the algorithm can
+/// reach: a peer wrote garbage into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corrupted;
+
+impl fmt::Display for Corrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ring indices are inconsistent (corrupted by a peer)")
+    }
+}
+
+/// Why a push did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The ring holds `capacity` messages.
+    Full,
+    /// The message is larger than a slot.
+    TooLarge,
+    /// See [`Corrupted`].
+    Corrupted,
+}
+
+/// Why a pop did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopError {
+    /// No message is ready.
+    Empty,
+    /// See [`Corrupted`].
+    Corrupted,
+}
+
+impl From<Corrupted> for PushError {
+    fn from(_: Corrupted) -> Self {
+        Self::Corrupted
+    }
+}
+
+impl From<Corrupted> for PopError {
+    fn from(_: Corrupted) -> Self {
+        Self::Corrupted
+    }
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full => f.write_str("ring is full"),
+            Self::TooLarge => f.write_str("message is larger than a ring slot"),
+            Self::Corrupted => Corrupted.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("ring is empty"),
+            Self::Corrupted => Corrupted.fmt(f),
+        }
+    }
+}

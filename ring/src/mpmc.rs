@@ -1,0 +1,307 @@
+//! Multi-producer multi-consumer ring (after Vyukov's bounded MPMC queue).
+//!
+//! Every slot carries a sequence stamp. For the ever-growing position `p`
+//! of a slot with `S` slots:
+//! - `stamp == p`: empty, waiting for the producer of position `p`;
+//! - `stamp == p + 1`: full, waiting for the consumer of position `p`;
+//! - the consumer frees it by storing `p + S`, the next lap's empty stamp.
+//!
+//! Producers claim a position with a CAS on the enqueue index, write, then
+//! publish the stamp; consumers do the same on the dequeue index. When the
+//! capacity asked for is below the slot count, producers also keep the
+//! enqueue index within `capacity` of the dequeue index, so the capacity is
+//! exact.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::layout::{Control, LayoutError, MpmcSlot, RingKind, RingLayout};
+use crate::sync::Ordering;
+use crate::{PopError, PushError};
+
+/// A handle on an MPMC ring. It is `Sync`: any number of threads (and, over
+/// shared memory, processes with their own handles) push and pop at once.
+pub struct Ring {
+    base: NonNull<u8>,
+    layout: RingLayout,
+    mask: u64,
+    /// Whether `capacity < slots`, so pushes must check the dequeue index.
+    limited: bool,
+}
+
+// SAFETY: every access to the region goes through atomics or through slots
+// a thread owns by a successful CAS; the attach contract keeps it alive.
+unsafe impl Send for Ring {}
+// SAFETY: as above; `&Ring` methods synchronise through the atomics only.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// Attaches to an initialised MPMC region.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if the region is misaligned or too short.
+    ///
+    /// # Panics
+    ///
+    /// If `layout` is not an MPMC layout.
+    ///
+    /// # Safety
+    ///
+    /// - `base` is valid for reads and writes of `len` bytes for as long as
+    ///   the handle lives, and holds a ring initialised by
+    ///   [`RingLayout::init`] with this same layout.
+    pub unsafe fn attach(
+        base: NonNull<u8>,
+        len: usize,
+        layout: &RingLayout,
+    ) -> Result<Self, LayoutError> {
+        assert_eq!(layout.kind(), RingKind::Mpmc, "an MPMC handle needs an MPMC layout");
+        layout.check_region(base, len)?;
+        Ok(Self {
+            base,
+            layout: *layout,
+            mask: layout.slots() - 1,
+            limited: layout.capacity() < layout.slots(),
+        })
+    }
+
+    /// The layout this handle was attached with.
+    pub fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// The number of messages the ring holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.layout.capacity()
+    }
+
+    fn control(&self) -> &Control {
+        // SAFETY: the region starts with an initialised `Control` (attach's
+        // contract) and outlives this handle.
+        unsafe { self.base.cast::<Control>().as_ref() }
+    }
+
+    fn slot(&self, pos: u64) -> (&MpmcSlot, NonNull<u8>) {
+        let offset = self.layout.slot_offset(pos & self.mask);
+        let header = self.base.as_ptr().wrapping_add(offset);
+        // SAFETY: `pos & mask < slots`, so the header lies inside the region,
+        // was initialised by `RingLayout::init`, and is 8-aligned.
+        let slot = unsafe { &*header.cast::<MpmcSlot>() };
+        let payload = header.wrapping_add(self.layout.payload_offset());
+        // SAFETY: derived from the non-null base by an in-bounds offset.
+        (slot, unsafe { NonNull::new_unchecked(payload) })
+    }
+
+    /// Claims a slot for writing. The slot is published when the returned
+    /// reservation is committed or dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] when `capacity` messages are in the ring (or being
+    /// written or read).
+    pub fn try_reserve(&self) -> Result<Reservation<'_>, PushError> {
+        let ctrl = self.control();
+        // Relaxed: only a hint; the stamp check and the CAS decide.
+        let mut pos = ctrl.tail.value.load(Ordering::Relaxed);
+        loop {
+            let (slot, payload) = self.slot(pos);
+            // Acquire: pairs with the Release store of the stamp by the
+            // consumer that freed this slot (`Claim::drop`), so its read of
+            // the old payload is done before we overwrite it.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let diff = stamp.wrapping_sub(pos) as i64;
+            if diff == 0 {
+                if self.limited {
+                    // Acquire: pairs with the consumers' CAS on `head`;
+                    // a stale value only makes the ring look fuller.
+                    let head = ctrl.head.value.load(Ordering::Acquire);
+                    let used = pos.wrapping_sub(head) as i64;
+                    if used < 0 {
+                        // `pos` is stale: consumers are already past it.
+                        pos = ctrl.tail.value.load(Ordering::Relaxed);
+                        continue;
+                    }
+                    if used as u64 >= self.layout.capacity() {
+                        return Err(PushError::Full);
+                    }
+                }
+                // Relaxed: the CAS only decides who owns position `pos`; the
+                // slot's contents are ordered by its stamp.
+                match ctrl.tail.value.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        slot.tracker.write();
+                        return Ok(Reservation { slot, payload, pos, _ring: PhantomData });
+                    }
+                    Err(current) => pos = current,
+                }
+            } else if diff < 0 {
+                // The slot still holds the message from the previous lap.
+                return Err(PushError::Full);
+            } else {
+                // Another producer took `pos`; the enqueue index has moved.
+                let current = ctrl.tail.value.load(Ordering::Relaxed);
+                if current == pos {
+                    // A stamp ahead of an index that did not move is
+                    // impossible in a well-formed ring.
+                    return Err(PushError::Corrupted);
+                }
+                pos = current;
+            }
+        }
+    }
+
+    /// Writes one message through `write` if there is room.
+    ///
+    /// `write` gets a pointer to `slot_size` writable bytes aligned to the
+    /// layout's slot alignment; the slot is published when it returns (or
+    /// unwinds).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve); `write` is not called then.
+    pub fn try_push_with(&self, write: impl FnOnce(*mut u8)) -> Result<(), PushError> {
+        let reservation = self.try_reserve()?;
+        write(reservation.as_mut_ptr());
+        reservation.commit();
+        Ok(())
+    }
+
+    /// Claims a full slot for reading. The slot is freed when the returned
+    /// claim is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`] when no published message is at the head.
+    pub fn try_claim(&self) -> Result<Claim<'_>, PopError> {
+        let ctrl = self.control();
+        // Relaxed: a hint; the stamp check and the CAS decide.
+        let mut pos = ctrl.head.value.load(Ordering::Relaxed);
+        loop {
+            let (slot, payload) = self.slot(pos);
+            // Acquire: pairs with the Release store of the stamp in
+            // `Reservation::drop`, making the payload visible.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let diff = stamp.wrapping_sub(pos.wrapping_add(1)) as i64;
+            if diff == 0 {
+                // Relaxed: decides ownership of `pos` only (see try_reserve).
+                match ctrl.head.value.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        slot.tracker.read();
+                        let next_lap = pos.wrapping_add(self.layout.slots());
+                        return Ok(Claim { slot, payload, next_lap, _ring: PhantomData });
+                    }
+                    Err(current) => pos = current,
+                }
+            } else if diff < 0 {
+                // Not yet written (or being written) for this lap.
+                return Err(PopError::Empty);
+            } else {
+                let current = ctrl.head.value.load(Ordering::Relaxed);
+                if current == pos {
+                    return Err(PopError::Corrupted);
+                }
+                pos = current;
+            }
+        }
+    }
+
+    /// Reads one message through `read` if there is one; the slot is freed
+    /// when `read` returns (or unwinds).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_claim`](Self::try_claim); `read` is not called then.
+    pub fn try_pop_with<R>(&self, read: impl FnOnce(*const u8) -> R) -> Result<R, PopError> {
+        let claim = self.try_claim()?;
+        Ok(read(claim.as_ptr()))
+    }
+
+    /// The number of messages in the ring, counting those being written.
+    pub fn len(&self) -> u64 {
+        let ctrl = self.control();
+        loop {
+            // SeqCst: a consistent snapshot of the two indices; retried
+            // while producers move the tail underneath.
+            let tail = ctrl.tail.value.load(Ordering::SeqCst);
+            let head = ctrl.head.value.load(Ordering::SeqCst);
+            if ctrl.tail.value.load(Ordering::SeqCst) == tail {
+                let len = tail.wrapping_sub(head) as i64;
+                return (len.max(0) as u64).min(self.capacity());
+            }
+        }
+    }
+
+    /// Whether the ring holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A slot owned by one producer until it is committed (or dropped, which
+/// commits it too: the ring must never be left with a hole).
+#[must_use = "a reservation publishes its slot when dropped"]
+pub struct Reservation<'a> {
+    slot: &'a MpmcSlot,
+    payload: NonNull<u8>,
+    pos: u64,
+    _ring: PhantomData<&'a Ring>,
+}
+
+impl Reservation<'_> {
+    /// The slot's payload: `slot_size` writable bytes.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.payload.as_ptr()
+    }
+
+    /// The position of this slot in the ring's history.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Publishes the slot to consumers.
+    pub fn commit(self) {}
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        // Release: publishes the payload; pairs with the Acquire stamp load
+        // in `Ring::try_claim`.
+        self.slot.stamp.store(self.pos.wrapping_add(1), Ordering::Release);
+    }
+}
+
+/// A published slot owned by one consumer until it is dropped.
+#[must_use = "a claim frees its slot when dropped"]
+pub struct Claim<'a> {
+    slot: &'a MpmcSlot,
+    payload: NonNull<u8>,
+    next_lap: u64,
+    _ring: PhantomData<&'a Ring>,
+}
+
+impl Claim<'_> {
+    /// The slot's payload: `slot_size` readable bytes.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.payload.as_ptr()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        // Release: our reads of the payload are done before a producer of
+        // the next lap may write it; pairs with the Acquire stamp load in
+        // `Ring::try_reserve`.
+        self.slot.stamp.store(self.next_lap, Ordering::Release);
+    }
+}

@@ -1,0 +1,327 @@
+//! Single-producer single-consumer ring (after Rigtorp's SPSCQueue).
+//!
+//! The producer owns `tail` and the consumer owns `head`, each on its own
+//! 128-byte line. Each side keeps its own index in a local and a cached copy
+//! of the other side's index, and reads the shared one only when the cache
+//! says the ring is full (producer) or empty (consumer). A batch publishes
+//! many slots with one store.
+
+use core::ptr::NonNull;
+
+use crate::layout::{Control, LayoutError, RingKind, RingLayout, SpscSlot};
+use crate::sync::Ordering;
+use crate::{Corrupted, PopError, PushError};
+
+/// The part of a layout both sides need, copied into process-local memory.
+#[derive(Clone, Copy)]
+struct Geometry {
+    base: NonNull<u8>,
+    layout: RingLayout,
+    mask: u64,
+}
+
+impl Geometry {
+    /// # Safety
+    ///
+    /// As for [`Producer::attach`].
+    unsafe fn new(base: NonNull<u8>, len: usize, layout: &RingLayout) -> Result<Self, LayoutError> {
+        assert_eq!(layout.kind(), RingKind::Spsc, "an SPSC handle needs an SPSC layout");
+        layout.check_region(base, len)?;
+        Ok(Self { base, layout: *layout, mask: layout.slots() - 1 })
+    }
+
+    fn control(&self) -> &Control {
+        // SAFETY: the region starts with an initialised `Control` (attach's
+        // contract) and outlives this handle.
+        unsafe { self.base.cast::<Control>().as_ref() }
+    }
+
+    /// The slot for the ever-growing `index`, and a pointer to its payload.
+    fn slot(&self, index: u64) -> (&SpscSlot, *mut u8) {
+        let offset = self.layout.slot_offset(index & self.mask);
+        let header = self.base.as_ptr().wrapping_add(offset);
+        // SAFETY: `index & mask < slots`, so the header lies inside the region,
+        // was initialised by `RingLayout::init`, and is aligned.
+        let slot = unsafe { &*header.cast::<SpscSlot>() };
+        (slot, header.wrapping_add(self.layout.payload_offset()))
+    }
+}
+
+/// The writing end of an SPSC ring. `Send` but not `Sync`: there is one.
+pub struct Producer {
+    geo: Geometry,
+    tail: u64,
+    cached_head: u64,
+}
+
+// SAFETY: the producer's state is its own locals plus the region, which the
+// attach contract keeps alive and shared only through atomics.
+unsafe impl Send for Producer {}
+
+/// The reading end of an SPSC ring. `Send` but not `Sync`: there is one.
+pub struct Consumer {
+    geo: Geometry,
+    head: u64,
+    cached_tail: u64,
+}
+
+// SAFETY: as for `Producer`.
+unsafe impl Send for Consumer {}
+
+impl Producer {
+    /// Attaches the producer to an initialised SPSC region.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if the region is misaligned or too short.
+    ///
+    /// # Panics
+    ///
+    /// If `layout` is not an SPSC layout.
+    ///
+    /// # Safety
+    ///
+    /// - `base` is valid for reads and writes of `len` bytes for as long as
+    ///   the producer lives, and holds a ring initialised by
+    ///   [`RingLayout::init`] with this same layout.
+    /// - No other producer is attached to the region at the same time.
+    pub unsafe fn attach(
+        base: NonNull<u8>,
+        len: usize,
+        layout: &RingLayout,
+    ) -> Result<Self, LayoutError> {
+        // SAFETY: forwarded from the caller.
+        let geo = unsafe { Geometry::new(base, len, layout) }?;
+        let ctrl = geo.control();
+        // Relaxed: the tail is only ever written by the producer, and the
+        // caller guarantees no other producer is attached now.
+        let tail = ctrl.tail.value.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release store of `head`.
+        let head = ctrl.head.value.load(Ordering::Acquire);
+        Ok(Self { geo, tail, cached_head: head })
+    }
+
+    /// The number of messages the ring holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.geo.layout.capacity()
+    }
+
+    /// The size of one slot's payload in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.geo.layout.slot_size()
+    }
+
+    /// How many slots can be written now without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] if the consumer index in the region is not within
+    /// `capacity` behind the producer index.
+    pub fn free(&mut self) -> Result<u64, Corrupted> {
+        let capacity = self.capacity();
+        let used = self.tail.wrapping_sub(self.cached_head);
+        if used < capacity {
+            return Ok(capacity - used);
+        }
+        // Acquire: pairs with the Release store of `head` in
+        // `Consumer::read_batch`; the consumer is done with every slot
+        // before `head`, so they may be overwritten.
+        let head = self.geo.control().head.value.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if used > capacity {
+            return Err(Corrupted);
+        }
+        self.cached_head = head;
+        Ok(capacity - used)
+    }
+
+    /// Writes up to `max` messages and publishes them with one store.
+    ///
+    /// `write(i, payload)` is called for `i` in `0..n` with a pointer to
+    /// `slot_size()` writable bytes, aligned to the layout's slot alignment.
+    /// Returns `n`, which is 0 when the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] as for [`free`](Self::free).
+    pub fn write_batch(
+        &mut self,
+        max: u64,
+        mut write: impl FnMut(u64, *mut u8),
+    ) -> Result<u64, Corrupted> {
+        let n = self.free()?.min(max);
+        for i in 0..n {
+            let (slot, payload) = self.geo.slot(self.tail.wrapping_add(i));
+            slot.tracker.write();
+            write(i, payload);
+        }
+        if n > 0 {
+            self.tail = self.tail.wrapping_add(n);
+            // Release: publishes the payloads written above; pairs with the
+            // Acquire load of `tail` in `Consumer::available`.
+            self.geo.control().tail.value.store(self.tail, Ordering::Release);
+        }
+        Ok(n)
+    }
+
+    /// Writes one message through `write` if there is room.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] (nothing called) or [`PushError::Corrupted`].
+    pub fn try_push_with(&mut self, write: impl FnOnce(*mut u8)) -> Result<(), PushError> {
+        let mut write = Some(write);
+        match self.write_batch(1, |_, p| {
+            if let Some(w) = write.take() {
+                w(p)
+            }
+        })? {
+            0 => Err(PushError::Full),
+            _ => Ok(()),
+        }
+    }
+
+    /// Copies `bytes` into one slot.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::TooLarge`] if `bytes` is longer than a slot, else as
+    /// [`try_push_with`](Self::try_push_with).
+    pub fn try_push(&mut self, bytes: &[u8]) -> Result<(), PushError> {
+        if bytes.len() > self.slot_size() {
+            return Err(PushError::TooLarge);
+        }
+        self.try_push_with(|p| {
+            // SAFETY: `p` points to `slot_size() >= bytes.len()` writable bytes
+            // that nobody else touches until the slot is published, and
+            // `bytes` is a separate borrow, so they do not overlap.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) }
+        })
+    }
+}
+
+impl Consumer {
+    /// Attaches the consumer to an initialised SPSC region.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if the region is misaligned or too short.
+    ///
+    /// # Panics
+    ///
+    /// If `layout` is not an SPSC layout.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`Producer::attach`], with "consumer" for "producer".
+    pub unsafe fn attach(
+        base: NonNull<u8>,
+        len: usize,
+        layout: &RingLayout,
+    ) -> Result<Self, LayoutError> {
+        // SAFETY: forwarded from the caller.
+        let geo = unsafe { Geometry::new(base, len, layout) }?;
+        let ctrl = geo.control();
+        // Relaxed: only the consumer writes `head`, and it is not running.
+        let head = ctrl.head.value.load(Ordering::Relaxed);
+        Ok(Self { geo, head, cached_tail: head })
+    }
+
+    /// The number of messages the ring holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.geo.layout.capacity()
+    }
+
+    /// The size of one slot's payload in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.geo.layout.slot_size()
+    }
+
+    /// How many messages can be read now without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] if the producer index in the region is behind the
+    /// consumer index or more than `capacity` ahead of it.
+    pub fn available(&mut self) -> Result<u64, Corrupted> {
+        let ready = self.cached_tail.wrapping_sub(self.head);
+        if ready > 0 {
+            return Ok(ready);
+        }
+        // Acquire: pairs with the Release store of `tail` in
+        // `Producer::write_batch`, making the published payloads visible.
+        let tail = self.geo.control().tail.value.load(Ordering::Acquire);
+        let ready = tail.wrapping_sub(self.head);
+        if ready > self.capacity() {
+            return Err(Corrupted);
+        }
+        self.cached_tail = tail;
+        Ok(ready)
+    }
+
+    /// Reads up to `max` messages and frees their slots with one store.
+    ///
+    /// `read(i, payload)` is called for `i` in `0..n` with a pointer to the
+    /// `slot_size()` bytes of the slot. Returns `n`, 0 when the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] as for [`available`](Self::available).
+    pub fn read_batch(
+        &mut self,
+        max: u64,
+        mut read: impl FnMut(u64, *const u8),
+    ) -> Result<u64, Corrupted> {
+        let n = self.available()?.min(max);
+        for i in 0..n {
+            let (slot, payload) = self.geo.slot(self.head.wrapping_add(i));
+            slot.tracker.read();
+            read(i, payload);
+        }
+        if n > 0 {
+            self.head = self.head.wrapping_add(n);
+            // Release: the reads above are done before the producer may
+            // reuse the slots; pairs with the Acquire load of `head` in
+            // `Producer::free`.
+            self.geo.control().head.value.store(self.head, Ordering::Release);
+        }
+        Ok(n)
+    }
+
+    /// Reads one message through `read` if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`] (nothing called) or [`PopError::Corrupted`].
+    pub fn try_pop_with<R>(&mut self, read: impl FnOnce(*const u8) -> R) -> Result<R, PopError> {
+        let mut read = Some(read);
+        let mut out = None;
+        self.read_batch(1, |_, p| {
+            if let Some(r) = read.take() {
+                out = Some(r(p));
+            }
+        })?;
+        out.ok_or(PopError::Empty)
+    }
+
+    /// Copies one message into `out`, which must be `slot_size()` long or
+    /// longer.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop_with`](Self::try_pop_with).
+    ///
+    /// # Panics
+    ///
+    /// If `out` is shorter than a slot.
+    pub fn try_pop(&mut self, out: &mut [u8]) -> Result<(), PopError> {
+        let size = self.slot_size();
+        assert!(out.len() >= size, "output buffer shorter than a slot");
+        self.try_pop_with(|p| {
+            // SAFETY: `p` points to `size` bytes of a published slot that the
+            // producer will not touch until `head` moves past it; `out` is a
+            // distinct, long enough buffer.
+            unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), size) }
+        })
+    }
+}

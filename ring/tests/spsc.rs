@@ -1,0 +1,117 @@
+//! SPSC ring behaviour through the public API.
+
+mod common;
+
+use common::{read_u64, scaled, write_u64, Region};
+use shmlane_ring::{PopError, PushError, RingKind};
+
+#[test]
+fn push_pop_wraps_many_times() {
+    let region = Region::new(RingKind::Spsc, 2, 8);
+    let (mut tx, mut rx) = region.spsc();
+    for i in 0..scaled(1000) {
+        tx.try_push_with(|p| write_u64(p, i)).unwrap();
+        assert_eq!(rx.try_pop_with(read_u64), Ok(i));
+    }
+    assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Empty));
+}
+
+#[test]
+fn capacity_is_exact_even_when_not_a_power_of_two() {
+    let region = Region::new(RingKind::Spsc, 3, 8);
+    let (mut tx, mut rx) = region.spsc();
+    for round in 0..5 {
+        for i in 0..3 {
+            tx.try_push(&(round * 10 + i as u64).to_ne_bytes()).unwrap();
+        }
+        assert_eq!(tx.try_push(&[0; 8]), Err(PushError::Full));
+        assert_eq!(tx.free(), Ok(0));
+        for i in 0..3 {
+            assert_eq!(rx.try_pop_with(read_u64), Ok(round * 10 + i));
+        }
+        assert_eq!(rx.available(), Ok(0));
+    }
+}
+
+#[test]
+fn too_large_message_is_refused() {
+    let region = Region::new(RingKind::Spsc, 4, 8);
+    let (mut tx, _rx) = region.spsc();
+    assert_eq!(tx.try_push(&[0; 9]), Err(PushError::TooLarge));
+    tx.try_push(&[1, 2, 3]).unwrap();
+}
+
+#[test]
+fn batches_publish_together() {
+    let region = Region::new(RingKind::Spsc, 8, 8);
+    let (mut tx, mut rx) = region.spsc();
+    assert_eq!(tx.write_batch(5, |i, p| write_u64(p, i)), Ok(5));
+    assert_eq!(tx.write_batch(5, |i, p| write_u64(p, 100 + i)), Ok(3));
+    assert_eq!(tx.write_batch(5, |_, _| unreachable!()), Ok(0));
+    let mut seen = Vec::new();
+    assert_eq!(rx.read_batch(6, |_, p| seen.push(read_u64(p))), Ok(6));
+    assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(2));
+    assert_eq!(seen, [0, 1, 2, 3, 4, 100, 101, 102]);
+}
+
+#[test]
+fn reattached_handles_continue_where_the_old_ones_stopped() {
+    let region = Region::new(RingKind::Spsc, 4, 8);
+    {
+        let (mut tx, mut rx) = region.spsc();
+        for i in 0..3 {
+            tx.try_push_with(|p| write_u64(p, i)).unwrap();
+        }
+        assert_eq!(rx.try_pop_with(read_u64), Ok(0));
+    }
+    let (mut tx, mut rx) = region.spsc();
+    assert_eq!(tx.free(), Ok(2));
+    assert_eq!(rx.try_pop_with(read_u64), Ok(1));
+    assert_eq!(rx.try_pop_with(read_u64), Ok(2));
+    assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Empty));
+}
+
+#[test]
+fn garbage_indices_are_reported_not_followed() {
+    let region = Region::new(RingKind::Spsc, 4, 8);
+    let (mut tx, mut rx) = region.spsc();
+    // The producer index (second control line) jumps past the capacity.
+    region.word(128).store(1000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Corrupted));
+    // The consumer index (first control line) runs ahead of the producer.
+    for i in 0..4 {
+        tx.try_push_with(|p| write_u64(p, i)).unwrap();
+    }
+    region.word(0).store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(tx.try_push(&[0; 8]), Err(PushError::Corrupted));
+}
+
+#[test]
+fn two_threads_every_message_in_order() {
+    let n = scaled(200_000);
+    let region = Region::new(RingKind::Spsc, 64, 8);
+    let (mut tx, mut rx) = region.spsc();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut next = 0;
+            while next < n {
+                let wrote = tx.write_batch(7.min(n - next), |i, p| write_u64(p, next + i));
+                next += wrote.unwrap();
+                if next < n {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut expect = 0;
+        while expect < n {
+            match rx.try_pop_with(read_u64) {
+                Ok(v) => {
+                    assert_eq!(v, expect);
+                    expect += 1;
+                }
+                Err(PopError::Empty) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+}
