@@ -1,1 +1,59 @@
-//! placeholder
+//! Cross-process wakeups for shmlane.
+//!
+//! - [`EventCount`]: sleep until another thread or process changes some
+//!   shared state; a futex without the private flag, with a waiter count so
+//!   that a waker makes no system call when nobody sleeps. Every wait takes
+//!   an optional deadline and survives `EINTR` and spurious wakeups.
+//! - [`WaitStrategy`]: bounded spin, then yield, then park (or busy-poll).
+//!
+//! Both are plain `#[repr(C)]` data and can live in shared memory. On
+//! platforms without futexes a parked waiter polls in 50 us sleeps (correct,
+//! but slow); the POSIX-semaphore fallback is not written yet.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use std::sync::Arc;
+//! use shmlane_semaphore::{EventCount, WaitStrategy};
+//!
+//! let state = Arc::new((EventCount::new(), AtomicBool::new(false)));
+//! let waker = {
+//!     let state = Arc::clone(&state);
+//!     std::thread::spawn(move || {
+//!         state.1.store(true, Ordering::Release);
+//!         state.0.notify_all();
+//!     })
+//! };
+//! let (ec, flag) = &*state;
+//! WaitStrategy::default()
+//!     .wait(ec, None, || flag.load(Ordering::Acquire).then_some(()))
+//!     .unwrap();
+//! waker.join().unwrap();
+//! ```
+
+mod eventcount;
+mod futex;
+mod sync;
+mod wait;
+
+pub use eventcount::{EventCount, TimedOut};
+pub use wait::WaitStrategy;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// Turns a raw system call result into `io::Result`, reading `errno` on -1.
+#[cfg_attr(any(shmlane_loom, not(target_os = "linux")), allow(dead_code))]
+pub(crate) fn cvt(ret: libc::c_long) -> std::io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}

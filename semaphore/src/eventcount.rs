@@ -1,0 +1,207 @@
+//! An eventcount: lets a thread sleep until another changes some state,
+//! without a lock, and without a system call on the waker's side when
+//! nobody sleeps.
+//!
+//! Protocol (the two SeqCst fences form a Dekker pair):
+//!
+//! ```text
+//! waiter                                 waker
+//! waiters += 1                           make the condition true
+//! fence(SeqCst)                          fence(SeqCst)
+//! key = seq                              if waiters > 0:
+//! if condition: done                         seq += 1
+//! futex_wait(seq, key)                       futex_wake(seq)
+//! waiters -= 1
+//! ```
+//!
+//! Either the waker sees the waiter's announcement, or the waiter's
+//! re-check sees the condition. If the waker bumps `seq` after the waiter
+//! read its key, `futex_wait` returns at once because `seq != key`.
+
+use std::time::{Duration, Instant};
+
+use crate::futex::{self, Wake};
+use crate::sync::{fence, AtomicU32, Ordering};
+
+/// A wakeup word pair that may live in shared memory (`#[repr(C)]`, 8 bytes,
+/// no pointers). All-zero bytes are a valid, idle eventcount.
+#[repr(C)]
+pub struct EventCount {
+    seq: AtomicU32,
+    waiters: AtomicU32,
+    #[cfg(shmlane_loom)]
+    model: futex::Model,
+}
+
+#[cfg(not(shmlane_loom))]
+const _: () = {
+    assert!(core::mem::size_of::<EventCount>() == 8);
+    assert!(core::mem::align_of::<EventCount>() == 4);
+};
+
+/// Whether [`EventCount::wait_until`] returned because its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+impl Default for EventCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for EventCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventCount")
+            .field("seq", &self.seq.load(Ordering::Relaxed))
+            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl EventCount {
+    /// An idle eventcount.
+    pub fn new() -> Self {
+        Self {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            #[cfg(shmlane_loom)]
+            model: futex::Model::new(),
+        }
+    }
+
+    /// How many waiters are announced now (a diagnostic).
+    pub fn waiters(&self) -> u32 {
+        // Relaxed: a snapshot for display and tests; orders nothing.
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// How many times a waker found an announced waiter and made the wake
+    /// system call (a diagnostic).
+    pub fn wakeups(&self) -> u32 {
+        // Relaxed: as for `waiters`.
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    /// Wakes one sleeping waiter, if any is announced. Call it after making
+    /// the waited-for condition true.
+    #[inline]
+    pub fn notify_one(&self) {
+        self.notify(1);
+    }
+
+    /// Wakes every sleeping waiter, if any is announced.
+    #[inline]
+    pub fn notify_all(&self) {
+        self.notify(i32::MAX);
+    }
+
+    #[inline]
+    fn notify(&self, count: i32) {
+        // SeqCst: orders the caller's store of the condition before the load
+        // of `waiters`; pairs with the fence in `prepare`.
+        fence(Ordering::SeqCst);
+        // Relaxed: the fence above gives the ordering.
+        if self.waiters.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.wake_slow(count);
+    }
+
+    #[cold]
+    fn wake_slow(&self, count: i32) {
+        // Release: a waiter that reads the new `seq` as its key also sees
+        // everything the waker wrote before notifying.
+        self.seq.fetch_add(1, Ordering::Release);
+        #[cfg(shmlane_loom)]
+        self.model.wake(&self.seq, count);
+        #[cfg(not(shmlane_loom))]
+        futex::wake(&self.seq, count);
+    }
+
+    /// Announces a waiter and returns the key to sleep on. The caller must
+    /// re-check its condition after this and before [`Self::sleep`].
+    fn prepare(&self) -> Key<'_> {
+        // Relaxed: the fence below orders it.
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: orders the announcement before the caller's re-check of
+        // the condition; pairs with the fence in `notify`.
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the Release bump in `wake_slow`.
+        let seq = self.seq.load(Ordering::Acquire);
+        Key { ec: self, seq }
+    }
+
+    /// Sleeps until `cond` returns `Some`, re-checking it after every
+    /// wakeup, or until `deadline` passes. Does not spin first; see
+    /// [`WaitStrategy`](crate::WaitStrategy) for that.
+    ///
+    /// # Errors
+    ///
+    /// [`TimedOut`] when the deadline passed and `cond` still returned `None`
+    /// on its last check.
+    pub fn wait_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut cond: impl FnMut() -> Option<R>,
+    ) -> Result<R, TimedOut> {
+        self.wait_in_steps(deadline, None, &mut cond)
+    }
+
+    /// As [`wait_until`](Self::wait_until), but never sleeps longer than
+    /// `step` at a time, so a caller can notice events that come with no
+    /// wakeup (a peer process that died) between checks of `cond`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_until`](Self::wait_until).
+    pub fn wait_in_steps<R>(
+        &self,
+        deadline: Option<Instant>,
+        step: Option<Duration>,
+        cond: &mut impl FnMut() -> Option<R>,
+    ) -> Result<R, TimedOut> {
+        loop {
+            if let Some(r) = cond() {
+                return Ok(r);
+            }
+            let key = self.prepare();
+            if let Some(r) = cond() {
+                return Ok(r);
+            }
+            let timeout = match deadline {
+                None => step,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        drop(key);
+                        return cond().ok_or(TimedOut);
+                    }
+                    Some(step.map_or(left, |s| s.min(left)))
+                }
+            };
+            key.sleep(timeout);
+        }
+    }
+}
+
+/// An announced waiter; withdraws the announcement when dropped.
+struct Key<'a> {
+    ec: &'a EventCount,
+    seq: u32,
+}
+
+impl Key<'_> {
+    fn sleep(self, timeout: Option<Duration>) -> Wake {
+        #[cfg(shmlane_loom)]
+        return self.ec.model.wait(&self.ec.seq, self.seq, timeout);
+        #[cfg(not(shmlane_loom))]
+        futex::wait(&self.ec.seq, self.seq, timeout)
+    }
+}
+
+impl Drop for Key<'_> {
+    fn drop(&mut self) {
+        // Relaxed: a late decrement only costs a waker one needless syscall.
+        self.ec.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+}

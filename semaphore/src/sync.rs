@@ -1,0 +1,28 @@
+//! The only place in this crate that names `core::sync::atomic` or `loom`.
+
+#[cfg(shmlane_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, Ordering};
+
+#[cfg(not(shmlane_loom))]
+pub(crate) use core::sync::atomic::{fence, AtomicU32, Ordering};
+
+#[cfg(shmlane_loom)]
+pub(crate) use loom::sync::{Condvar, Mutex};
+
+/// A CPU hint inside a spin loop (a loom yield under loom).
+#[inline(always)]
+pub(crate) fn spin_loop() {
+    #[cfg(shmlane_loom)]
+    loom::hint::spin_loop();
+    #[cfg(not(shmlane_loom))]
+    core::hint::spin_loop();
+}
+
+/// Gives the CPU to another runnable thread.
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(shmlane_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(shmlane_loom))]
+    std::thread::yield_now();
+}
