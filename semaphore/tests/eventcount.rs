@@ -121,15 +121,7 @@ fn no_lost_wakeups_under_contention() {
                 let mut taken = 0;
                 while taken < ROUNDS {
                     let (ec, count) = &*shared;
-                    strategy
-                        .wait(ec, None, || {
-                            let c = count.load(Ordering::Acquire);
-                            (c > 0 && count
-                                .compare_exchange(c, c - 1, Ordering::AcqRel, Ordering::Relaxed)
-                                .is_ok())
-                            .then_some(())
-                        })
-                        .unwrap();
+                    strategy.wait(ec, None, || take_token(count)).unwrap();
                     taken += 1;
                 }
             })
@@ -143,4 +135,16 @@ fn no_lost_wakeups_under_contention() {
         c.join().unwrap();
     }
     assert_eq!(shared.1.load(Ordering::Relaxed), 0);
+}
+
+/// Takes one token if any is left, retrying a CAS that lost a race.
+fn take_token(tokens: &AtomicU64) -> Option<()> {
+    let mut t = tokens.load(Ordering::Acquire);
+    while t > 0 {
+        match tokens.compare_exchange_weak(t, t - 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(()),
+            Err(current) => t = current,
+        }
+    }
+    None
 }

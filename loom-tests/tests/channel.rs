@@ -1,0 +1,58 @@
+//! Loom models of the in-process channel: delivery and disconnect.
+
+#![cfg(shmlane_loom)]
+
+use loom::thread;
+use shmlane::{RecvError, SendError, TryRecvError};
+
+#[test]
+fn buffered_message_arrives_then_disconnect() {
+    loom::model(|| {
+        let (s, r) = shmlane::bounded(1);
+        let sender = thread::spawn(move || {
+            s.send(7u32).unwrap();
+            drop(s);
+        });
+        assert_eq!(r.recv(), Ok(7));
+        assert_eq!(r.recv(), Err(RecvError));
+        assert_eq!(r.try_recv(), Err(TryRecvError::Disconnected));
+        sender.join().unwrap();
+    });
+}
+
+#[test]
+fn blocked_sender_wakes_when_the_receiver_goes() {
+    loom::model(|| {
+        let (s, r) = shmlane::bounded(1);
+        s.send(1u32).unwrap();
+        let receiver = thread::spawn(move || drop(r));
+        // Full: this blocks until the receiver is dropped (or, if it is
+        // already gone, fails at once). A lost wakeup is a loom deadlock.
+        assert_eq!(s.send(2), Err(SendError(2)));
+        receiver.join().unwrap();
+    });
+}
+
+#[test]
+fn blocked_receiver_wakes_when_the_sender_goes() {
+    loom::model(|| {
+        let (s, r) = shmlane::bounded::<u32>(1);
+        let sender = thread::spawn(move || drop(s));
+        assert_eq!(r.recv(), Err(RecvError));
+        sender.join().unwrap();
+    });
+}
+
+#[test]
+fn blocked_sender_proceeds_when_a_slot_frees() {
+    loom::model(|| {
+        let (s, r) = shmlane::bounded(1);
+        s.send(1u32).unwrap();
+        let receiver = thread::spawn(move || {
+            assert_eq!(r.recv(), Ok(1));
+            assert_eq!(r.recv(), Ok(2));
+        });
+        s.send(2).unwrap();
+        receiver.join().unwrap();
+    });
+}
