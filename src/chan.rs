@@ -61,12 +61,16 @@ impl<T> Chan<T> {
         // SAFETY: the layout's size is non-zero (it always holds the control
         // lines).
         let raw = unsafe { alloc::alloc_zeroed(region_layout) };
-        let Some(region) = NonNull::new(raw) else { alloc::handle_alloc_error(region_layout) };
+        let Some(region) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(region_layout)
+        };
         // SAFETY: `region` is a fresh allocation of `region_len` bytes with
         // the region's alignment, used by nobody else; it lives until
         // `Chan::drop`, after the ring handle is gone.
         let ring = unsafe {
-            layout.init(region, region_layout.size()).expect("region fits its own layout");
+            layout
+                .init(region, region_layout.size())
+                .expect("region fits its own layout");
             mpmc::Ring::attach(region, region_layout.size(), &layout)
                 .expect("region fits its own layout")
         };
@@ -147,7 +151,9 @@ impl<T> Chan<T> {
     fn send_until(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         let msg = match self.try_send(msg) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Disconnected(msg)) => return Err(SendTimeoutError::Disconnected(msg)),
+            Err(TrySendError::Disconnected(msg)) => {
+                return Err(SendTimeoutError::Disconnected(msg))
+            }
             Err(TrySendError::Full(msg)) => msg,
         };
         self.send_slow(msg, deadline)
@@ -171,7 +177,9 @@ impl<T> Chan<T> {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(SendTimeoutError::Disconnected(msg)),
             // The last check before timing out put the message back.
-            Err(_) => Err(SendTimeoutError::Timeout(pending.expect("message kept on timeout"))),
+            Err(_) => Err(SendTimeoutError::Timeout(
+                pending.expect("message kept on timeout"),
+            )),
         }
     }
 
@@ -185,11 +193,13 @@ impl<T> Chan<T> {
 
     #[cold]
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let waited = self.strategy.wait(&self.not_empty.0, deadline, || match self.try_recv() {
-            Ok(msg) => Some(Ok(msg)),
-            Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-            Err(TryRecvError::Empty) => None,
-        });
+        let waited = self
+            .strategy
+            .wait(&self.not_empty.0, deadline, || match self.try_recv() {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                Err(TryRecvError::Empty) => None,
+            });
         waited.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 }
@@ -252,7 +262,12 @@ pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
 /// As [`bounded`].
 pub fn bounded_with<T>(cap: usize, strategy: WaitStrategy) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan::new(cap, strategy));
-    (Sender { chan: Arc::clone(&chan) }, Receiver { chan })
+    (
+        Sender {
+            chan: Arc::clone(&chan),
+        },
+        Receiver { chan },
+    )
 }
 
 /// The sending side of a channel. Clone it for more senders.
@@ -284,7 +299,9 @@ impl<T> Sender<T> {
     ///
     /// [`SendError`] with the message if every receiver is gone.
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        self.chan.send_until(msg, None).map_err(|e| SendError(e.into_inner()))
+        self.chan
+            .send_until(msg, None)
+            .map_err(|e| SendError(e.into_inner()))
     }
 
     /// Sends a message, blocking while the channel is full for at most
@@ -295,7 +312,8 @@ impl<T> Sender<T> {
     /// [`SendTimeoutError::Timeout`] or [`SendTimeoutError::Disconnected`],
     /// with the message.
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.chan.send_until(msg, Instant::now().checked_add(timeout))
+        self.chan
+            .send_until(msg, Instant::now().checked_add(timeout))
     }
 
     /// Sends a message, blocking while the channel is full until `deadline`.
@@ -415,7 +433,9 @@ impl<T> Clone for Sender<T> {
         // Relaxed: a new handle is made from a live one, so the count cannot
         // reach zero meanwhile (as in `Arc::clone`).
         self.chan.senders.fetch_add(1, Ordering::Relaxed);
-        Self { chan: Arc::clone(&self.chan) }
+        Self {
+            chan: Arc::clone(&self.chan),
+        }
     }
 }
 
@@ -423,7 +443,9 @@ impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
         // Relaxed: as for `Sender::clone`.
         self.chan.receivers.fetch_add(1, Ordering::Relaxed);
-        Self { chan: Arc::clone(&self.chan) }
+        Self {
+            chan: Arc::clone(&self.chan),
+        }
     }
 }
 

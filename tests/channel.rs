@@ -101,7 +101,10 @@ fn drops_exactly_once_when_handles_vanish_mid_stream() {
                 scope.spawn(move || {
                     // Senders stop when the receivers are gone; the refused
                     // message comes back and is dropped here.
-                    while s.send_timeout(Tracked::new(), Duration::from_secs(10)).is_ok() {}
+                    while s
+                        .send_timeout(Tracked::new(), Duration::from_secs(10))
+                        .is_ok()
+                    {}
                 });
             }
             drop(s);

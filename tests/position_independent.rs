@@ -3,7 +3,6 @@
 
 #![cfg(target_os = "linux")]
 
-use std::ffi::CStr;
 use std::ptr::NonNull;
 
 use shmlane_ring::{mpmc, spsc, PopError, RingKind, RingLayout};
@@ -27,8 +26,16 @@ impl Mapping {
                 0,
             )
         };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        Self { base: NonNull::new(p.cast()).unwrap(), len }
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        Self {
+            base: NonNull::new(p.cast()).unwrap(),
+            len,
+        }
     }
 }
 
@@ -41,7 +48,7 @@ impl Drop for Mapping {
 }
 
 fn memfd(len: usize) -> libc::c_int {
-    let name = CStr::from_bytes_with_nul(b"shmlane-test\0").unwrap();
+    let name = c"shmlane-test";
     // SAFETY: plain system calls on a name we own and a fd we just created.
     unsafe {
         let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
@@ -57,7 +64,10 @@ fn two_mappings(layout: &RingLayout) -> (Mapping, Mapping) {
     let (a, b) = (Mapping::new(fd, len), Mapping::new(fd, len));
     // SAFETY: the mappings keep the memory alive; the fd is ours.
     unsafe { libc::close(fd) };
-    assert_ne!(a.base, b.base, "the two mappings must differ for the test to mean anything");
+    assert_ne!(
+        a.base, b.base,
+        "the two mappings must differ for the test to mean anything"
+    );
     (a, b)
 }
 
@@ -106,12 +116,15 @@ fn mpmc_across_two_mappings() {
         for i in 0..5 {
             let msg = (round * 10 + i).to_ne_bytes();
             // SAFETY: each slot has 8 writable bytes.
-            ra.try_push_with(|p| unsafe { p.copy_from_nonoverlapping(msg.as_ptr(), 8) }).unwrap();
+            ra.try_push_with(|p| unsafe { p.copy_from_nonoverlapping(msg.as_ptr(), 8) })
+                .unwrap();
         }
         assert_eq!(rb.len(), 5);
         for i in 0..5 {
             // SAFETY: each published slot has 8 readable bytes.
-            let got = rb.try_pop_with(|p| unsafe { p.cast::<u64>().read_unaligned() }).unwrap();
+            let got = rb
+                .try_pop_with(|p| unsafe { p.cast::<u64>().read_unaligned() })
+                .unwrap();
             assert_eq!(got, round * 10 + i);
         }
     }

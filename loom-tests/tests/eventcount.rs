@@ -20,7 +20,9 @@ fn a_notify_after_the_condition_always_wakes_the_waiter() {
         };
         // A lost wakeup parks this thread forever: loom reports a deadlock.
         let (ec, flag) = &*shared;
-        WaitStrategy::default().wait(ec, None, || flag.load(Ordering::Acquire).then_some(())).unwrap();
+        WaitStrategy::default()
+            .wait(ec, None, || flag.load(Ordering::Acquire).then_some(()))
+            .unwrap();
         notifier.join().unwrap();
     });
 }

@@ -35,7 +35,6 @@ fn spsc_wraps_around_at_capacity_two() {
             }
         }
         producer.join().unwrap();
-        drop(rx);
     });
 }
 
@@ -90,7 +89,10 @@ fn mpmc_two_producers_two_consumers() {
         for p in producers {
             p.join().unwrap();
         }
-        let mut got: Vec<u64> = consumers.into_iter().filter_map(|c| c.join().unwrap()).collect();
+        let mut got: Vec<u64> = consumers
+            .into_iter()
+            .filter_map(|c| c.join().unwrap())
+            .collect();
         // Everything is published now: what the consumers missed is there.
         while let Ok(v) = ring.try_pop_with(read_u64) {
             got.push(v);

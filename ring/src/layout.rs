@@ -66,7 +66,10 @@ impl fmt::Display for LayoutError {
             Self::ZeroCapacity => f.write_str("ring capacity must be at least 1"),
             Self::ZeroSlotSize => f.write_str("ring slot size must be at least 1 byte"),
             Self::CapacityTooLarge { capacity } => {
-                write!(f, "ring capacity {capacity} exceeds the maximum of {MAX_SLOTS} slots")
+                write!(
+                    f,
+                    "ring capacity {capacity} exceeds the maximum of {MAX_SLOTS} slots"
+                )
             }
             Self::BadAlignment { align } => write!(
                 f,
@@ -77,7 +80,10 @@ impl fmt::Display for LayoutError {
                 write!(f, "ring region is not aligned to {required} bytes")
             }
             Self::RegionTooSmall { needed, actual } => {
-                write!(f, "ring region holds {actual} bytes but the layout needs {needed}")
+                write!(
+                    f,
+                    "ring region holds {actual} bytes but the layout needs {needed}"
+                )
             }
         }
     }
@@ -249,10 +255,15 @@ impl RingLayout {
     /// [`LayoutError::Misaligned`] or [`LayoutError::RegionTooSmall`].
     pub fn check_region(&self, base: NonNull<u8>, len: usize) -> Result<(), LayoutError> {
         if (base.as_ptr() as usize) % self.region_align != 0 {
-            return Err(LayoutError::Misaligned { required: self.region_align });
+            return Err(LayoutError::Misaligned {
+                required: self.region_align,
+            });
         }
         if len < self.region_len {
-            return Err(LayoutError::RegionTooSmall { needed: self.region_len, actual: len });
+            return Err(LayoutError::RegionTooSmall {
+                needed: self.region_len,
+                actual: len,
+            });
         }
         Ok(())
     }
@@ -273,8 +284,12 @@ impl RingLayout {
         self.check_region(base, len)?;
         let ctrl = base.as_ptr().cast::<Control>();
         let control = Control {
-            head: Line { value: AtomicU64::new(0) },
-            tail: Line { value: AtomicU64::new(0) },
+            head: Line {
+                value: AtomicU64::new(0),
+            },
+            tail: Line {
+                value: AtomicU64::new(0),
+            },
         };
         // SAFETY: the region is aligned to `region_align >= align_of::<Control>()`
         // and at least `region_len > size_of::<Control>()` bytes long, writable
@@ -284,14 +299,19 @@ impl RingLayout {
             let header = self.slot_header(base, i);
             match self.kind {
                 RingKind::Spsc => {
-                    let slot = SpscSlot { tracker: Tracker::new() };
+                    let slot = SpscSlot {
+                        tracker: Tracker::new(),
+                    };
                     // SAFETY: `slot_header` is in bounds (i < slots) and aligned
                     // to the header's alignment (stride and region alignment
                     // are multiples of it).
                     unsafe { header.cast::<SpscSlot>().write(slot) };
                 }
                 RingKind::Mpmc => {
-                    let slot = MpmcSlot { stamp: AtomicU64::new(i), tracker: Tracker::new() };
+                    let slot = MpmcSlot {
+                        stamp: AtomicU64::new(i),
+                        tracker: Tracker::new(),
+                    };
                     // SAFETY: as above, for the MPMC header.
                     unsafe { header.cast::<MpmcSlot>().write(slot) };
                 }
@@ -348,8 +368,14 @@ mod tests {
         use LayoutError::*;
         assert_eq!(RingLayout::new(RingKind::Spsc, 0, 8, 8), Err(ZeroCapacity));
         assert_eq!(RingLayout::new(RingKind::Spsc, 8, 0, 8), Err(ZeroSlotSize));
-        assert_eq!(RingLayout::new(RingKind::Spsc, 8, 8, 3), Err(BadAlignment { align: 3 }));
-        assert_eq!(RingLayout::new(RingKind::Spsc, 8, 8, 0), Err(BadAlignment { align: 0 }));
+        assert_eq!(
+            RingLayout::new(RingKind::Spsc, 8, 8, 3),
+            Err(BadAlignment { align: 3 })
+        );
+        assert_eq!(
+            RingLayout::new(RingKind::Spsc, 8, 8, 0),
+            Err(BadAlignment { align: 0 })
+        );
         assert_eq!(
             RingLayout::new(RingKind::Spsc, 8, 8, 8192),
             Err(BadAlignment { align: 8192 })
@@ -358,7 +384,13 @@ mod tests {
             RingLayout::new(RingKind::Mpmc, u64::MAX, 8, 8),
             Err(CapacityTooLarge { capacity: u64::MAX })
         );
-        assert_eq!(RingLayout::new(RingKind::Mpmc, MAX_SLOTS, usize::MAX / 2, 8), Err(Overflow));
-        assert_eq!(RingLayout::new(RingKind::Spsc, 4, usize::MAX - 2, 1), Err(Overflow));
+        assert_eq!(
+            RingLayout::new(RingKind::Mpmc, MAX_SLOTS, usize::MAX / 2, 8),
+            Err(Overflow)
+        );
+        assert_eq!(
+            RingLayout::new(RingKind::Spsc, 4, usize::MAX - 2, 1),
+            Err(Overflow)
+        );
     }
 }

@@ -56,7 +56,11 @@ impl Ring {
         len: usize,
         layout: &RingLayout,
     ) -> Result<Self, LayoutError> {
-        assert_eq!(layout.kind(), RingKind::Mpmc, "an MPMC handle needs an MPMC layout");
+        assert_eq!(
+            layout.kind(),
+            RingKind::Mpmc,
+            "an MPMC handle needs an MPMC layout"
+        );
         layout.check_region(base, len)?;
         Ok(Self {
             base,
@@ -136,7 +140,12 @@ impl Ring {
                 ) {
                     Ok(_) => {
                         slot.tracker.write();
-                        return Ok(Reservation { slot, payload, pos, _ring: PhantomData });
+                        return Ok(Reservation {
+                            slot,
+                            payload,
+                            pos,
+                            _ring: PhantomData,
+                        });
                     }
                     Err(current) => pos = current,
                 }
@@ -199,7 +208,12 @@ impl Ring {
                     Ok(_) => {
                         slot.tracker.read();
                         let next_lap = pos.wrapping_add(self.layout.slots());
-                        return Ok(Claim { slot, payload, next_lap, _ring: PhantomData });
+                        return Ok(Claim {
+                            slot,
+                            payload,
+                            next_lap,
+                            _ring: PhantomData,
+                        });
                     }
                     Err(current) => pos = current,
                 }
@@ -277,7 +291,9 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         // Release: publishes the payload; pairs with the Acquire stamp load
         // in `Ring::try_claim`.
-        self.slot.stamp.store(self.pos.wrapping_add(1), Ordering::Release);
+        self.slot
+            .stamp
+            .store(self.pos.wrapping_add(1), Ordering::Release);
     }
 }
 

@@ -25,9 +25,17 @@ impl Geometry {
     ///
     /// As for [`Producer::attach`].
     unsafe fn new(base: NonNull<u8>, len: usize, layout: &RingLayout) -> Result<Self, LayoutError> {
-        assert_eq!(layout.kind(), RingKind::Spsc, "an SPSC handle needs an SPSC layout");
+        assert_eq!(
+            layout.kind(),
+            RingKind::Spsc,
+            "an SPSC handle needs an SPSC layout"
+        );
         layout.check_region(base, len)?;
-        Ok(Self { base, layout: *layout, mask: layout.slots() - 1 })
+        Ok(Self {
+            base,
+            layout: *layout,
+            mask: layout.slots() - 1,
+        })
     }
 
     fn control(&self) -> &Control {
@@ -98,7 +106,11 @@ impl Producer {
         let tail = ctrl.tail.value.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `head`.
         let head = ctrl.head.value.load(Ordering::Acquire);
-        Ok(Self { geo, tail, cached_head: head })
+        Ok(Self {
+            geo,
+            tail,
+            cached_head: head,
+        })
     }
 
     /// The number of messages the ring holds at most.
@@ -159,7 +171,11 @@ impl Producer {
             self.tail = self.tail.wrapping_add(n);
             // Release: publishes the payloads written above; pairs with the
             // Acquire load of `tail` in `Consumer::available`.
-            self.geo.control().tail.value.store(self.tail, Ordering::Release);
+            self.geo
+                .control()
+                .tail
+                .value
+                .store(self.tail, Ordering::Release);
         }
         Ok(n)
     }
@@ -224,7 +240,11 @@ impl Consumer {
         let ctrl = geo.control();
         // Relaxed: only the consumer writes `head`, and it is not running.
         let head = ctrl.head.value.load(Ordering::Relaxed);
-        Ok(Self { geo, head, cached_tail: head })
+        Ok(Self {
+            geo,
+            head,
+            cached_tail: head,
+        })
     }
 
     /// The number of messages the ring holds at most.
@@ -283,7 +303,11 @@ impl Consumer {
             // Release: the reads above are done before the producer may
             // reuse the slots; pairs with the Acquire load of `head` in
             // `Producer::free`.
-            self.geo.control().head.value.store(self.head, Ordering::Release);
+            self.geo
+                .control()
+                .head
+                .value
+                .store(self.head, Ordering::Release);
         }
         Ok(n)
     }

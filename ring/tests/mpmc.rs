@@ -14,10 +14,14 @@ fn capacity_is_exact() {
         let ring = region.mpmc();
         for round in 0..4 {
             for i in 0..capacity {
-                ring.try_push_with(|p| write_u64(p, round * 100 + i)).unwrap();
+                ring.try_push_with(|p| write_u64(p, round * 100 + i))
+                    .unwrap();
             }
             assert_eq!(ring.len(), capacity);
-            assert!(matches!(ring.try_reserve(), Err(PushError::Full)), "cap {capacity}");
+            assert!(
+                matches!(ring.try_reserve(), Err(PushError::Full)),
+                "cap {capacity}"
+            );
             for i in 0..capacity {
                 assert_eq!(ring.try_pop_with(read_u64), Ok(round * 100 + i));
             }
@@ -98,7 +102,10 @@ fn many_threads_exactly_once_and_in_order_per_producer() {
                             let (producer, i) = (msg >> 32, msg & 0xffff_ffff);
                             let prev = last[producer as usize].replace(i);
                             assert!(prev.is_none_or(|p| p < i), "out of order");
-                            assert_eq!(seen[producer as usize][i as usize].swap(1, Ordering::Relaxed), 0);
+                            assert_eq!(
+                                seen[producer as usize][i as usize].swap(1, Ordering::Relaxed),
+                                0
+                            );
                             received.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(PopError::Empty) => std::thread::yield_now(),
@@ -108,5 +115,8 @@ fn many_threads_exactly_once_and_in_order_per_producer() {
             });
         }
     });
-    assert!(seen.iter().flatten().all(|s| s.load(Ordering::Relaxed) == 1));
+    assert!(seen
+        .iter()
+        .flatten()
+        .all(|s| s.load(Ordering::Relaxed) == 1));
 }

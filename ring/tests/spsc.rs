@@ -76,13 +76,17 @@ fn garbage_indices_are_reported_not_followed() {
     let region = Region::new(RingKind::Spsc, 4, 8);
     let (mut tx, mut rx) = region.spsc();
     // The producer index (second control line) jumps past the capacity.
-    region.word(128).store(1000, std::sync::atomic::Ordering::SeqCst);
+    region
+        .word(128)
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Corrupted));
     // The consumer index (first control line) runs ahead of the producer.
     for i in 0..4 {
         tx.try_push_with(|p| write_u64(p, i)).unwrap();
     }
-    region.word(0).store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    region
+        .word(0)
+        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(tx.try_push(&[0; 8]), Err(PushError::Corrupted));
 }
 

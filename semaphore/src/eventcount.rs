@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::futex::{self, Wake};
+use crate::futex;
 use crate::sync::{fence, AtomicU32, Ordering};
 
 /// A wakeup word pair that may live in shared memory (`#[repr(C)]`, 8 bytes,
@@ -191,11 +191,13 @@ struct Key<'a> {
 }
 
 impl Key<'_> {
-    fn sleep(self, timeout: Option<Duration>) -> Wake {
+    /// Sleeps unless `seq` moved since the key was taken; returns on a
+    /// wake, a timeout, or a signal alike. Withdraws the announcement.
+    fn sleep(self, timeout: Option<Duration>) {
         #[cfg(shmlane_loom)]
-        return self.ec.model.wait(&self.ec.seq, self.seq, timeout);
+        self.ec.model.wait(&self.ec.seq, self.seq, timeout);
         #[cfg(not(shmlane_loom))]
-        futex::wait(&self.ec.seq, self.seq, timeout)
+        futex::wait(&self.ec.seq, self.seq, timeout);
     }
 }
 

@@ -6,31 +6,23 @@
 //! give the same guarantee: a waiter whose expected value is stale does not
 //! sleep, and a wake after a change reaches every sleeper it must.
 
-/// What ended a wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// Woken, or the word no longer held the expected value, or a signal
-    /// interrupted the wait: the caller re-checks its condition.
-    Maybe,
-    /// The timeout elapsed.
-    TimedOut,
-}
-
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod imp {
     use std::ptr;
     use std::time::Duration;
 
-    use super::Wake;
     use crate::cvt;
     use crate::sync::AtomicU32;
 
-    pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wake {
+    /// Sleeps while `word == expected`, for at most `timeout`. Returns on a
+    /// wake, a timeout, a changed word (EAGAIN) or a signal (EINTR) alike:
+    /// the caller re-checks its condition and its deadline either way.
+    pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
         });
-        let ts_ptr = ts.as_ref().map_or(ptr::null(), |t| ptr::from_ref(t));
+        let ts_ptr = ts.as_ref().map_or(ptr::null(), ptr::from_ref);
         // SAFETY: `word` is a live, aligned u32 for the duration of the call;
         // `ts_ptr` is null or points to a timespec on this stack frame. The
         // kernel only reads both.
@@ -45,21 +37,27 @@ mod imp {
                 0u32,
             )
         };
-        match cvt(ret) {
-            Ok(_) => Wake::Maybe,
-            Err(e) => match e.raw_os_error() {
-                Some(libc::ETIMEDOUT) => Wake::TimedOut,
-                // EAGAIN: the word changed before we slept; EINTR: a signal.
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Wake::Maybe,
+        if let Err(e) = cvt(ret) {
+            match e.raw_os_error() {
+                Some(libc::ETIMEDOUT | libc::EAGAIN | libc::EINTR) => {}
+                // EFAULT/EINVAL would mean a bad address: a bug, not a runtime case.
                 _ => panic!("futex wait failed: {e}"),
-            },
+            }
         }
     }
 
     pub(crate) fn wake(word: &AtomicU32, count: i32) {
         // SAFETY: as in `wait`; FUTEX_WAKE only uses the address as a key.
         let ret = unsafe {
-            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, count, 0usize, 0usize, 0u32)
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                count,
+                0usize,
+                0usize,
+                0u32,
+            )
         };
         if let Err(e) = cvt(ret) {
             // EFAULT/EINVAL would mean a bad address: a bug, not a runtime case.
@@ -74,24 +72,14 @@ mod imp {
 mod imp {
     use std::time::Duration;
 
-    use super::Wake;
     use crate::sync::{AtomicU32, Ordering};
 
     const STEP: Duration = Duration::from_micros(50);
 
-    pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wake {
-        if word.load(Ordering::Acquire) != expected {
-            return Wake::Maybe;
-        }
-        match timeout {
-            Some(t) if t <= STEP => {
-                std::thread::sleep(t);
-                Wake::TimedOut
-            }
-            _ => {
-                std::thread::sleep(STEP);
-                Wake::Maybe
-            }
+    pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        // Acquire: as the kernel's check of the futex word.
+        if word.load(Ordering::Acquire) == expected {
+            std::thread::sleep(timeout.map_or(STEP, |t| t.min(STEP)));
         }
     }
 
@@ -108,7 +96,10 @@ pub(crate) struct Model {
 #[cfg(shmlane_loom)]
 impl Model {
     pub(crate) fn new() -> Self {
-        Self { lock: crate::sync::Mutex::new(()), cond: crate::sync::Condvar::new() }
+        Self {
+            lock: crate::sync::Mutex::new(()),
+            cond: crate::sync::Condvar::new(),
+        }
     }
 
     /// Timeouts are ignored: in a model, a lost wakeup must show up as a
@@ -118,15 +109,13 @@ impl Model {
         word: &crate::sync::AtomicU32,
         expected: u32,
         _timeout: Option<std::time::Duration>,
-    ) -> Wake {
+    ) {
         let guard = self.lock.lock().unwrap();
         // Acquire: the lock orders this load after any wake that took the
         // lock before us, like the kernel's bucket lock does.
-        if word.load(crate::sync::Ordering::Acquire) != expected {
-            return Wake::Maybe;
+        if word.load(crate::sync::Ordering::Acquire) == expected {
+            drop(self.cond.wait(guard).unwrap());
         }
-        drop(self.cond.wait(guard).unwrap());
-        Wake::Maybe
     }
 
     pub(crate) fn wake(&self, _word: &crate::sync::AtomicU32, _count: i32) {

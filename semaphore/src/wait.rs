@@ -39,12 +39,20 @@ impl Default for WaitStrategy {
 impl WaitStrategy {
     /// Spin (about 2-10 us on current CPUs), yield a few times, then park.
     pub const fn new() -> Self {
-        Self { spin: 16, yields: 8, park: true }
+        Self {
+            spin: 16,
+            yields: 8,
+            park: true,
+        }
     }
 
     /// Spin, then yield for as long as it takes: never sleeps in the kernel.
     pub const fn busy_poll() -> Self {
-        Self { spin: 64, yields: u32::MAX, park: false }
+        Self {
+            spin: 64,
+            yields: u32::MAX,
+            park: false,
+        }
     }
 
     /// Sets how many spinning re-checks come before yielding.

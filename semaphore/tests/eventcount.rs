@@ -49,7 +49,10 @@ fn wait_times_out_at_the_deadline() {
         let r: Result<(), _> = strategy.wait(&ec, Some(deadline), || None);
         assert_eq!(r, Err(TimedOut));
         assert!(Instant::now() >= deadline);
-        assert!(start.elapsed() < Duration::from_secs(5), "{strategy:?} overslept");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{strategy:?} overslept"
+        );
     }
     // A deadline in the past still checks the condition once.
     let past = Instant::now() - Duration::from_millis(1);
@@ -78,17 +81,24 @@ fn signals_do_not_end_a_wait_early() {
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
     }
     let shared = Arc::new((EventCount::new(), AtomicBool::new(false), AtomicU64::new(0)));
     let waiter = {
         let shared = Arc::clone(&shared);
         thread::spawn(move || {
             // SAFETY: pthread_self has no preconditions.
-            shared.2.store(unsafe { libc::pthread_self() } as u64, Ordering::Release);
+            shared
+                .2
+                .store(unsafe { libc::pthread_self() } as u64, Ordering::Release);
             let (ec, flag, _) = &*shared;
             let deadline = Instant::now() + Duration::from_secs(30);
-            ec.wait_until(Some(deadline), || flag.load(Ordering::Acquire).then_some(()))
+            ec.wait_until(Some(deadline), || {
+                flag.load(Ordering::Acquire).then_some(())
+            })
         })
     };
     while shared.0.waiters() == 0 {
@@ -97,7 +107,10 @@ fn signals_do_not_end_a_wait_early() {
     for _ in 0..20 {
         // SAFETY: the thread is alive (it waits until the flag is set below).
         let rc = unsafe {
-            libc::pthread_kill(shared.2.load(Ordering::Acquire) as libc::pthread_t, libc::SIGUSR1)
+            libc::pthread_kill(
+                shared.2.load(Ordering::Acquire) as libc::pthread_t,
+                libc::SIGUSR1,
+            )
         };
         assert_eq!(rc, 0);
         thread::sleep(Duration::from_millis(2));

@@ -1,0 +1,1 @@
+//! Placeholder until the first fuzz target (see Cargo.toml).
