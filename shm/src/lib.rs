@@ -1,5 +1,30 @@
-//! Shared-memory segments for shmlane (POSIX shm, mmapped files, memfd).
+//! Shared-memory segments for shmlane.
 //!
-//! Not written yet: the segment layer (create/open protocol, header,
-//! permissions, liveness) is the next piece of work. This crate exists so
-//! the workspace has its final shape; it exports nothing.
+//! A segment is one channel: a header page, then a ring region laid out by
+//! [`shmlane_ring`]. Three backends sit behind [`Segment`]: named POSIX
+//! shared memory (`shm:NAME`), a mmapped file (`file:PATH`), and an
+//! anonymous memfd handed to a child process.
+//!
+//! - **Create**: `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode `0600` unless
+//!   asked otherwise, every header field written, then READY published.
+//! - **Open**: fstat (regular file, expected owner, no group/other write
+//!   unless allowed), a bounded wait for READY, every field validated, the
+//!   layout copied into process-local memory and never read again.
+//! - **Liveness**: each participant holds an open-file-description lock on
+//!   its own byte; the kernel drops it when the process dies, and survivors
+//!   notice with `F_OFD_GETLK` and reap the dead entry.
+//!
+//! Only memfd segments can be sealed against resizing; a hostile peer that
+//! truncates a `shm:` or `file:` segment can still make a mapping fault.
+
+mod error;
+pub mod header;
+mod segment;
+mod sys;
+
+pub use error::{AddressError, AttachError, CreateError, OpenError};
+pub use header::{Fixed, Header};
+pub use segment::{
+    shm_path, unlink, Address, Attachment, Backend, CreateOptions, OpenOptions, ParticipantInfo,
+    Role, Segment, Spec, TypeInfo,
+};

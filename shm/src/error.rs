@@ -1,0 +1,236 @@
+//! One error enum per operation, each naming what is wrong and, where it
+//! helps, how to fix it.
+
+use std::fmt;
+use std::io;
+
+use shmlane_ring::LayoutError;
+
+/// Why an address string could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// The scheme before `:` is not one this crate serves.
+    UnknownScheme(String),
+    /// `shm:` with an empty name, or one with `/` or NUL, or longer than
+    /// 250 bytes.
+    BadName(String),
+    /// `file:` with an empty path.
+    MissingPath,
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownScheme(s) => write!(
+                f,
+                "unknown address scheme `{s}`: use `shm:NAME` or `file:PATH`"
+            ),
+            Self::BadName(n) => write!(
+                f,
+                "bad shared-memory name `{n}`: use 1 to 250 bytes without `/` or NUL"
+            ),
+            Self::MissingPath => f.write_str("`file:` needs a path, as in `file:/tmp/orders.ring`"),
+        }
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+/// Why a segment could not be created.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// Something already exists at that name or path.
+    AlreadyExists(String),
+    /// The OS refused to create it there.
+    PermissionDenied(String),
+    /// The capacity, slot size or alignment cannot make a ring.
+    Layout(LayoutError),
+    /// Another OS error.
+    Os(io::Error),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AlreadyExists(a) => write!(
+                f,
+                "{a} already exists: open it instead, or remove it (`shmlane rm`) if it is stale"
+            ),
+            Self::PermissionDenied(a) => write!(f, "permission denied creating {a}"),
+            Self::Layout(e) => write!(f, "bad channel layout: {e}"),
+            Self::Os(e) => write!(f, "creating segment: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a segment could not be opened. Each variant names the field or
+/// property at fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Nothing exists at that name or path.
+    NotFound(String),
+    /// The OS refused access.
+    PermissionDenied(String),
+    /// The path is a symbolic link (never followed).
+    Symlink(String),
+    /// The path is not a regular file (a directory, FIFO, device, ...).
+    NotRegularFile {
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// The file belongs to another user.
+    WrongOwner {
+        /// The uid expected.
+        expected: u32,
+        /// The uid found.
+        found: u32,
+    },
+    /// The file is writable by group or others and that was not allowed.
+    InsecureMode {
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// The file is shorter than a header page.
+    TooSmall {
+        /// Its length.
+        len: u64,
+    },
+    /// The first bytes are not shmlane's magic: not a shmlane segment.
+    BadMagic,
+    /// Written by an incompatible version of shmlane.
+    VersionMismatch {
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A layout field is inconsistent (a value another field or the file
+    /// contradicts).
+    LayoutMismatch {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The segment carries another message type.
+    TypeMismatch {
+        /// The type this side asked for.
+        expected: String,
+        /// The type the segment was created for.
+        found: String,
+    },
+    /// The creator has not published the segment (still initialising, or
+    /// died before it finished).
+    NotReady {
+        /// Whether the creator still holds its lock (slow, not dead).
+        creator_alive: bool,
+    },
+    /// A field holds a value no creator writes: the header is corrupted.
+    Corrupted {
+        /// The field at fault.
+        field: &'static str,
+    },
+    /// Another OS error.
+    Os(io::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound(a) => write!(f, "{a} does not exist: create it first"),
+            Self::PermissionDenied(a) => write!(f, "permission denied opening {a}"),
+            Self::Symlink(a) => write!(f, "{a} is a symbolic link, which shmlane never follows"),
+            Self::NotRegularFile { found } => {
+                write!(f, "not a shmlane segment: the path is a {found}, not a regular file")
+            }
+            Self::WrongOwner { expected, found } => {
+                write!(f, "segment is owned by uid {found}, expected uid {expected}")
+            }
+            Self::InsecureMode { mode } => write!(
+                f,
+                "segment mode {mode:o} lets group or others write it; allow that explicitly \
+                 or fix the mode"
+            ),
+            Self::TooSmall { len } => {
+                write!(f, "segment is {len} bytes, shorter than a header page: not a shmlane segment")
+            }
+            Self::BadMagic => f.write_str("not a shmlane segment (bad magic)"),
+            Self::VersionMismatch { found, supported } => write!(
+                f,
+                "segment layout version {found} is not supported (this build reads {supported})"
+            ),
+            Self::LayoutMismatch { field, detail } => write!(f, "segment {field} mismatch: {detail}"),
+            Self::TypeMismatch { expected, found } => write!(
+                f,
+                "message type mismatch: this side uses `{expected}` but the segment carries `{found}`"
+            ),
+            Self::NotReady { creator_alive: true } => {
+                f.write_str("segment not ready: its creator is still initialising it")
+            }
+            Self::NotReady { creator_alive: false } => f.write_str(
+                "segment never became ready: its creator died while initialising it; remove it",
+            ),
+            Self::Corrupted { field } => write!(f, "segment header corrupted: bad {field}"),
+            Self::Os(e) => write!(f, "opening segment: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a process could not attach as a sender or receiver.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// Single-producer or single-consumer ring and that side is taken by a
+    /// live participant.
+    RoleTaken {
+        /// "sender" or "receiver".
+        role: &'static str,
+    },
+    /// Every participant slot is held by a live process.
+    TableFull,
+    /// The segment was opened read-only.
+    ReadOnly,
+    /// An OS error while locking.
+    Os(io::Error),
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RoleTaken { role } => write!(
+                f,
+                "this single-{role} ring already has a live {role}; use an MPMC ring for more"
+            ),
+            Self::TableFull => write!(
+                f,
+                "{} participants are already attached",
+                crate::header::MAX_PARTICIPANTS
+            ),
+            Self::ReadOnly => f.write_str("segment was opened read-only"),
+            Self::Os(e) => write!(f, "attaching: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}

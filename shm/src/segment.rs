@@ -1,0 +1,1006 @@
+//! Creating, opening, validating and attaching to segments.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions as FsOpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+use shmlane_ring::{RingKind, RingLayout};
+
+use crate::error::{AddressError, AttachError, CreateError, OpenError};
+use crate::header::{
+    Fixed, Header, Participant, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS, STATE_INIT,
+    STATE_READY, STATUS_ATTACHED, STATUS_FREE, TYPE_NAME_LEN, VERSION,
+};
+use crate::sys;
+
+/// Where a segment lives, parsed from `shm:NAME` or `file:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// Named POSIX shared memory (`/dev/shm/NAME`).
+    Shm(String),
+    /// A mmapped file; survives restarts of both sides when kept.
+    File(PathBuf),
+}
+
+impl Address {
+    /// Parses `shm:NAME` or `file:PATH`.
+    ///
+    /// # Errors
+    ///
+    /// [`AddressError`] naming what is wrong.
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
+        let (scheme, rest) = s.split_once(':').unwrap_or((s, ""));
+        match scheme {
+            "shm" => {
+                let ok = !rest.is_empty()
+                    && rest.len() <= 250
+                    && !rest.contains('/')
+                    && !rest.contains('\0')
+                    && rest != "."
+                    && rest != "..";
+                if ok {
+                    Ok(Self::Shm(rest.to_owned()))
+                } else {
+                    Err(AddressError::BadName(rest.to_owned()))
+                }
+            }
+            "file" if rest.is_empty() => Err(AddressError::MissingPath),
+            "file" => Ok(Self::File(PathBuf::from(rest))),
+            other => Err(AddressError::UnknownScheme(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shm(n) => write!(f, "shm:{n}"),
+            Self::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<Self, AddressError> {
+        Self::parse(s)
+    }
+}
+
+/// Where an open segment came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Named POSIX shared memory.
+    Shm(String),
+    /// A mmapped file.
+    File(PathBuf),
+    /// An anonymous memfd, shared by inheritance.
+    Memfd,
+}
+
+/// What a segment carries, so that two sides agree on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// Readable name (cut to 95 bytes in the header).
+    pub name: String,
+    /// `size_of` the type.
+    pub size: u64,
+    /// `align_of` the type.
+    pub align: u64,
+    /// Which codec frames it.
+    pub codec: u32,
+}
+
+impl TypeInfo {
+    /// The fingerprint stored in the header: FNV-1a over name, size,
+    /// alignment and codec.
+    pub fn hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(self.name.as_bytes());
+        eat(&self.size.to_le_bytes());
+        eat(&self.align.to_le_bytes());
+        eat(&self.codec.to_le_bytes());
+        h
+    }
+
+    fn matches(&self, fixed: &Fixed) -> bool {
+        fixed.type_hash == self.hash()
+            && fixed.type_size == self.size
+            && fixed.type_align == self.align
+            && fixed.codec == self.codec
+    }
+}
+
+/// The shape of a new segment.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Ring algorithm.
+    pub kind: RingKind,
+    /// Messages held at most.
+    pub capacity: u64,
+    /// Payload bytes per slot.
+    pub slot_size: usize,
+    /// Payload alignment.
+    pub slot_align: usize,
+    /// The message type.
+    pub ty: TypeInfo,
+}
+
+/// Options for [`Segment::create`].
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Permission bits (default `0o600`); applied exactly, not through the
+    /// umask.
+    pub mode: u32,
+    /// Keep the name or file after the creator drops the segment (default:
+    /// unlink it).
+    pub keep: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self {
+            mode: 0o600,
+            keep: false,
+        }
+    }
+}
+
+/// Options for [`Segment::open`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// How long to wait for the creator to publish the segment (default 1 s).
+    pub ready_timeout: Duration,
+    /// The uid that must own the file (default: this process's euid).
+    pub owner: Option<u32>,
+    /// Accept a file writable by group or others (default: refuse).
+    pub allow_group_write: bool,
+    /// Map read-only; such a segment cannot be attached to (for tools).
+    pub read_only: bool,
+    /// The ring kind this side needs, if it needs one.
+    pub kind: Option<RingKind>,
+    /// The message type this side needs, if it needs one.
+    pub ty: Option<TypeInfo>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            ready_timeout: Duration::from_secs(1),
+            owner: None,
+            allow_group_write: false,
+            read_only: false,
+            kind: None,
+            ty: None,
+        }
+    }
+}
+
+/// The side a participant plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Pushes messages.
+    Sender,
+    /// Pops messages.
+    Receiver,
+}
+
+impl Role {
+    fn index(self) -> usize {
+        match self {
+            Self::Sender => 0,
+            Self::Receiver => 1,
+        }
+    }
+
+    fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Sender),
+            1 => Some(Self::Receiver),
+            _ => None,
+        }
+    }
+
+    /// "sender" or "receiver".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sender => "sender",
+            Self::Receiver => "receiver",
+        }
+    }
+}
+
+/// One row of [`Segment::participants`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// Slot in the participant table.
+    pub index: usize,
+    /// Its role (`None` if the table holds garbage).
+    pub role: Option<Role>,
+    /// Its process id.
+    pub pid: u32,
+    /// Whether it still holds its lock.
+    pub alive: bool,
+}
+
+/// A mapped, validated segment. The layout was copied out of shared memory
+/// when it was opened and is never read from there again.
+pub struct Segment {
+    file: File,
+    map: MmapRaw,
+    backend: Backend,
+    fixed: Fixed,
+    layout: RingLayout,
+    unlink_on_drop: bool,
+    read_only: bool,
+    /// Participant slots this `Segment` holds (bit i = slot i). Locks taken
+    /// through our own open file description are invisible to `F_OFD_GETLK`
+    /// from it, so our own slots are known here instead.
+    held: Mutex<u32>,
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("backend", &self.backend)
+            .field("layout", &self.layout)
+            .field("type", &self.fixed.type_name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_offset(index: usize) -> u64 {
+    LOCK_BASE + 1 + index as u64
+}
+
+const CREATOR_LOCK: u64 = LOCK_BASE;
+
+fn map_err_create(addr: &str, e: io::Error) -> CreateError {
+    match e.kind() {
+        io::ErrorKind::AlreadyExists => CreateError::AlreadyExists(addr.to_owned()),
+        io::ErrorKind::PermissionDenied => CreateError::PermissionDenied(addr.to_owned()),
+        _ => CreateError::Os(e),
+    }
+}
+
+fn map_err_open(addr: &str, e: io::Error) -> OpenError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenError::NotFound(addr.to_owned()),
+        Some(libc::EACCES | libc::EPERM) => OpenError::PermissionDenied(addr.to_owned()),
+        Some(libc::ELOOP) => OpenError::Symlink(addr.to_owned()),
+        Some(libc::EISDIR) => OpenError::NotRegularFile { found: "directory" },
+        Some(libc::ENXIO) => OpenError::NotRegularFile {
+            found: "socket or device",
+        },
+        _ => OpenError::Os(e),
+    }
+}
+
+/// Removes a half-made segment if creation fails.
+struct Unlinker<'a>(Option<&'a Address>);
+
+impl Drop for Unlinker<'_> {
+    fn drop(&mut self) {
+        if let Some(addr) = self.0 {
+            let _ = unlink(addr);
+        }
+    }
+}
+
+/// Removes the name or file of a segment. Processes that have it mapped
+/// keep using it.
+///
+/// # Errors
+///
+/// The OS error (`NotFound` if nothing is there).
+pub fn unlink(addr: &Address) -> io::Result<()> {
+    match addr {
+        Address::Shm(name) => sys::shm_unlink(name),
+        Address::File(path) => fs::remove_file(path),
+    }
+}
+
+impl Segment {
+    /// Creates a segment at `addr`: `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`,
+    /// the mode exactly as asked, every header field written, the ring
+    /// initialised, then READY published.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: already exists, permission denied, a bad layout, or
+    /// the OS error.
+    pub fn create(addr: &Address, spec: &Spec, opts: &CreateOptions) -> Result<Self, CreateError> {
+        let layout = layout_of(spec)?;
+        let name = addr.to_string();
+        let file = match addr {
+            Address::Shm(n) => sys::shm_open(
+                n,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                opts.mode,
+            ),
+            Address::File(p) => FsOpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(opts.mode)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(p),
+        }
+        .map_err(|e| map_err_create(&name, e))?;
+        let mut guard = Unlinker(Some(addr));
+        // The umask may have cleared bits the caller asked for.
+        file.set_permissions(fs::Permissions::from_mode(opts.mode))
+            .map_err(CreateError::Os)?;
+        let backend = match addr {
+            Address::Shm(n) => Backend::Shm(n.clone()),
+            Address::File(p) => Backend::File(p.clone()),
+        };
+        let seg = Self::init(file, backend, spec, layout, !opts.keep)?;
+        guard.0 = None;
+        Ok(seg)
+    }
+
+    /// Creates an anonymous segment in a memfd, sealed against shrinking
+    /// and growing. Hand it to a child with [`Segment::raw_fd`] (clearing
+    /// close-on-exec on a duplicate) and open it there with
+    /// [`Segment::open_inherited`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_memfd(spec: &Spec) -> Result<Self, CreateError> {
+        let layout = layout_of(spec)?;
+        let file = sys::memfd_create("shmlane").map_err(CreateError::Os)?;
+        let seg = Self::init(file, Backend::Memfd, spec, layout, false)?;
+        sys::seal_size(&seg.file).map_err(CreateError::Os)?;
+        Ok(seg)
+    }
+
+    fn init(
+        file: File,
+        backend: Backend,
+        spec: &Spec,
+        layout: RingLayout,
+        unlink_on_drop: bool,
+    ) -> Result<Self, CreateError> {
+        // Held until this segment is dropped: openers tell "creator still
+        // initialising" from "creator died" by it.
+        if !sys::try_lock_byte(&file, CREATOR_LOCK).map_err(CreateError::Os)? {
+            return Err(CreateError::Os(io::Error::other(
+                "creator lock already held",
+            )));
+        }
+        let total = HEADER_LEN
+            .checked_add(layout.region_len())
+            .ok_or(CreateError::Layout(shmlane_ring::LayoutError::Overflow))?;
+        file.set_len(total as u64).map_err(CreateError::Os)?;
+        let map = MmapOptions::new()
+            .len(total)
+            .map_raw(&file)
+            .map_err(CreateError::Os)?;
+        let mut type_name = [0u8; TYPE_NAME_LEN];
+        let cut = spec.ty.name.len().min(TYPE_NAME_LEN - 1);
+        type_name[..cut].copy_from_slice(&spec.ty.name.as_bytes()[..cut]);
+        let fixed = Fixed {
+            ring_kind: kind_to_raw(layout.kind()),
+            codec: spec.ty.codec,
+            capacity: layout.capacity(),
+            slots: layout.slots(),
+            slot_size: layout.slot_size() as u64,
+            slot_align: layout.slot_align() as u64,
+            data_offset: HEADER_LEN as u64,
+            total_len: total as u64,
+            type_hash: spec.ty.hash(),
+            type_size: spec.ty.size,
+            type_align: spec.ty.align,
+            type_name,
+        };
+        let seg = Self {
+            file,
+            map,
+            backend,
+            fixed,
+            layout,
+            unlink_on_drop,
+            read_only: false,
+            held: Mutex::new(0),
+        };
+        let h = seg.header();
+        h.magic.write(MAGIC);
+        h.version.write(VERSION);
+        h.fixed.write(fixed);
+        h.creator_pid.write(sys::pid());
+        h.creator_start.write(sys::start_time(sys::pid()));
+        let (base, len) = seg.ring_region();
+        // SAFETY: the region lies inside our fresh mapping (HEADER_LEN +
+        // region_len bytes), page-aligned plus HEADER_LEN (4096, at least the
+        // region alignment), and nobody can use it before READY.
+        unsafe { layout.init(base, len) }.map_err(CreateError::Layout)?;
+        // Release: publishes every field written above; pairs with the
+        // Acquire load of `state` in `open`.
+        h.state.store(STATE_READY, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Opens the segment at `addr`, waits (bounded) for it to be ready,
+    /// and validates every header field.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`] naming what is wrong.
+    pub fn open(addr: &Address, opts: &OpenOptions) -> Result<Self, OpenError> {
+        let name = addr.to_string();
+        let file = match addr {
+            Address::Shm(n) => {
+                let flags = if opts.read_only {
+                    libc::O_RDONLY
+                } else {
+                    libc::O_RDWR
+                };
+                sys::shm_open(n, flags | libc::O_NOFOLLOW, 0)
+            }
+            Address::File(p) => FsOpenOptions::new()
+                .read(true)
+                .write(!opts.read_only)
+                // O_NONBLOCK: opening a FIFO must not hang; no effect on files.
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(p),
+        }
+        .map_err(|e| map_err_open(&name, e))?;
+        let backend = match addr {
+            Address::Shm(n) => Backend::Shm(n.clone()),
+            Address::File(p) => Backend::File(p.clone()),
+        };
+        Self::open_file(file, backend, opts)
+    }
+
+    /// Opens a memfd segment inherited from a parent as file descriptor
+    /// `fd`. It is reopened through `/proc/self/fd`, so this process gets
+    /// its own open file description (its own liveness locks).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_inherited(fd: BorrowedFd<'_>, opts: &OpenOptions) -> Result<Self, OpenError> {
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let file = FsOpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| map_err_open(&path, e))?;
+        Self::open_file(file, Backend::Memfd, opts)
+    }
+
+    fn open_file(file: File, backend: Backend, opts: &OpenOptions) -> Result<Self, OpenError> {
+        let meta = file.metadata().map_err(OpenError::Os)?;
+        let ft = meta.file_type();
+        if !ft.is_file() {
+            let found = if ft.is_dir() {
+                "directory"
+            } else if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "device"
+            } else {
+                "special file"
+            };
+            return Err(OpenError::NotRegularFile { found });
+        }
+        let expected = opts.owner.unwrap_or_else(sys::euid);
+        if meta.uid() != expected {
+            return Err(OpenError::WrongOwner {
+                expected,
+                found: meta.uid(),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        // A memfd is always mode 0777 and has no name: only processes handed
+        // its descriptor can reach it, so its mode says nothing.
+        if mode & 0o022 != 0 && !opts.allow_group_write && backend != Backend::Memfd {
+            return Err(OpenError::InsecureMode { mode });
+        }
+        let len = wait_ready(&file, opts.ready_timeout)?;
+        let len_usize = usize::try_from(len).map_err(|_| OpenError::LayoutMismatch {
+            field: "file length",
+            detail: len.to_string(),
+        })?;
+        let map = if opts.read_only {
+            MmapOptions::new().len(len_usize).map_raw_read_only(&file)
+        } else {
+            MmapOptions::new().len(len_usize).map_raw(&file)
+        }
+        .map_err(OpenError::Os)?;
+        // SAFETY: the mapping is at least HEADER_LEN bytes (wait_ready checked
+        // the length), page-aligned, and lives as long as `map`; `Header`
+        // holds only atomics and `Shared` cells, valid for any bytes.
+        let header = unsafe { &*map.as_ptr().cast::<Header>() };
+        // Acquire: pairs with the creator's Release store of READY, so the
+        // fields read below are the ones it wrote.
+        if header.state.load(Ordering::Acquire) != STATE_READY {
+            return Err(OpenError::Corrupted { field: "state" });
+        }
+        if header.magic.read() != MAGIC {
+            return Err(OpenError::BadMagic);
+        }
+        let version = header.version.read();
+        if version != VERSION {
+            return Err(OpenError::VersionMismatch {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let fixed = header.fixed.read();
+        let layout = validate(&fixed, len)?;
+        if let Some(kind) = opts.kind {
+            if kind != layout.kind() {
+                return Err(OpenError::LayoutMismatch {
+                    field: "ring kind",
+                    detail: format!(
+                        "this side needs {kind:?}, the segment is {:?}",
+                        layout.kind()
+                    ),
+                });
+            }
+        }
+        if let Some(ty) = &opts.ty {
+            if !ty.matches(&fixed) {
+                return Err(OpenError::TypeMismatch {
+                    expected: ty.name.clone(),
+                    found: fixed.type_name(),
+                });
+            }
+        }
+        if backend == Backend::Memfd {
+            let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+            if sys::seals(&file) & want != want {
+                return Err(OpenError::LayoutMismatch {
+                    field: "seals",
+                    detail: "memfd is not sealed against resizing".into(),
+                });
+            }
+        }
+        Ok(Self {
+            file,
+            map,
+            backend,
+            fixed,
+            layout,
+            unlink_on_drop: false,
+            read_only: opts.read_only,
+            held: Mutex::new(0),
+        })
+    }
+
+    /// The header in shared memory (atomics and volatile cells only).
+    pub fn header(&self) -> &Header {
+        // SAFETY: as in `open_file`: the mapping outlives `self` and holds a
+        // header page.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    /// The ring region: base and length.
+    pub fn ring_region(&self) -> (NonNull<u8>, usize) {
+        let base = self.map.as_mut_ptr().wrapping_add(HEADER_LEN);
+        // SAFETY: an in-bounds offset from a non-null mapping.
+        (
+            unsafe { NonNull::new_unchecked(base) },
+            self.map.len() - HEADER_LEN,
+        )
+    }
+
+    /// The ring layout, as validated when the segment was opened.
+    pub fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// The header's descriptive fields, as copied when opened.
+    pub fn fixed(&self) -> &Fixed {
+        &self.fixed
+    }
+
+    /// Where the segment came from.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The open file (for a memfd: the descriptor to hand to a child).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Whether the segment was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Unlink (or keep) the name when this `Segment` is dropped.
+    pub fn set_unlink_on_drop(&mut self, unlink: bool) {
+        self.unlink_on_drop = unlink && self.backend != Backend::Memfd;
+    }
+
+    fn participant(&self, index: usize) -> &Participant {
+        &self.header().participants[index]
+    }
+
+    fn is_alive(&self, index: usize) -> bool {
+        if *self.held.lock().unwrap_or_else(|e| e.into_inner()) & (1 << index) != 0 {
+            return true;
+        }
+        // An error here (it should not happen) counts as alive: never reap a
+        // participant we cannot prove dead.
+        sys::byte_is_locked(&self.file, lock_offset(index)).unwrap_or(true)
+    }
+
+    /// Marks a dead participant's slot free, once.
+    fn reap(&self, index: usize, seen_state: u64, role: Role) {
+        let p = self.participant(index);
+        let next = ((seen_state >> 8).wrapping_add(1) << 8) | STATUS_FREE;
+        // AcqRel: orders the reap with the attach that set `seen_state`;
+        // only one reaper (or attacher) wins the exchange.
+        if p.state
+            .compare_exchange(seen_state, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // Release: pairs with the Acquire load in `live_count`.
+            self.header().live[role.index()].fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// The number of live participants in `role`, reaping dead ones (whose
+    /// processes died without detaching) on the way. Cheap when the header
+    /// counter is zero; otherwise a lock probe per attached participant.
+    pub fn live_count(&self, role: Role) -> u32 {
+        // Acquire: pairs with the Release updates in attach/detach/reap.
+        if self.header().live[role.index()].load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let mut live = 0;
+        for i in 0..MAX_PARTICIPANTS {
+            let p = self.participant(i);
+            // Acquire: pairs with the Release CAS publishing ATTACHED, so the
+            // role read below is the attacher's.
+            let state = p.state.load(Ordering::Acquire);
+            if state & 0xff != STATUS_ATTACHED
+                || Role::from_raw(p.role.load(Ordering::Relaxed)) != Some(role)
+            {
+                continue;
+            }
+            if self.is_alive(i) {
+                live += 1;
+            } else if !self.read_only {
+                self.reap(i, state, role);
+            }
+        }
+        live
+    }
+
+    /// Whether a participant in `role` ever attached to this segment.
+    pub fn ever_attached(&self, role: Role) -> bool {
+        // Acquire: pairs with the Release store in `attach`.
+        self.header().seen[role.index()].load(Ordering::Acquire) != 0
+    }
+
+    /// Every attached participant, alive or dead, for tools.
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        (0..MAX_PARTICIPANTS)
+            .filter_map(|i| {
+                let p = self.participant(i);
+                // Acquire: as in `live_count`.
+                let state = p.state.load(Ordering::Acquire);
+                (state & 0xff == STATUS_ATTACHED).then(|| ParticipantInfo {
+                    index: i,
+                    role: Role::from_raw(p.role.load(Ordering::Relaxed)),
+                    pid: p.pid.load(Ordering::Relaxed),
+                    alive: self.is_alive(i),
+                })
+            })
+            .collect()
+    }
+
+    /// Attaches this process as a `role` participant: takes the kernel lock
+    /// that marks it alive and records its pid. With `exclusive`, fails if
+    /// another live participant has the same role (SPSC rings).
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError`].
+    pub fn attach(
+        self: &Arc<Self>,
+        role: Role,
+        exclusive: bool,
+    ) -> Result<Attachment, AttachError> {
+        if self.read_only {
+            return Err(AttachError::ReadOnly);
+        }
+        let index = self.claim_slot(role)?;
+        let attachment = Attachment {
+            seg: Arc::clone(self),
+            index,
+            role,
+        };
+        if exclusive {
+            let others = (0..MAX_PARTICIPANTS).filter(|&j| j != index).any(|j| {
+                let p = self.participant(j);
+                // Acquire: as in `live_count`.
+                let state = p.state.load(Ordering::Acquire);
+                state & 0xff == STATUS_ATTACHED
+                    && Role::from_raw(p.role.load(Ordering::Relaxed)) == Some(role)
+                    && self.is_alive(j)
+            });
+            if others {
+                // Dropping the attachment detaches it again.
+                return Err(AttachError::RoleTaken { role: role.name() });
+            }
+        }
+        Ok(attachment)
+    }
+
+    fn claim_slot(&self, role: Role) -> Result<usize, AttachError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let (pid, start) = (sys::pid(), sys::start_time(sys::pid()));
+        for i in 0..MAX_PARTICIPANTS {
+            if *held & (1 << i) != 0 {
+                continue;
+            }
+            // The lock is the ownership: whoever holds it owns slot i, and a
+            // slot whose lock is free has no live owner.
+            if !sys::try_lock_byte(&self.file, lock_offset(i)).map_err(AttachError::Os)? {
+                continue;
+            }
+            let p = self.participant(i);
+            let h = self.header();
+            // Counted before it is published, so a reaper's decrement can
+            // never run ahead of this increment.
+            // Release: pairs with the Acquire loads in `live_count`.
+            h.live[role.index()].fetch_add(1, Ordering::Release);
+            loop {
+                // Acquire: sees the previous owner's fields if it is to be reaped.
+                let state = p.state.load(Ordering::Acquire);
+                if state & 0xff == STATUS_ATTACHED {
+                    // The previous owner died attached: reap it first.
+                    if let Some(old) = Role::from_raw(p.role.load(Ordering::Relaxed)) {
+                        self.reap(i, state, old);
+                    } else {
+                        let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_FREE;
+                        // Relaxed: a garbage role; just clear the slot.
+                        let _ = p.state.compare_exchange(
+                            state,
+                            next,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    continue;
+                }
+                // Relaxed: published by the Release exchange below.
+                p.role.store(role.index() as u32, Ordering::Relaxed);
+                p.pid.store(pid, Ordering::Relaxed);
+                p.start_time.store(start, Ordering::Relaxed);
+                let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_ATTACHED;
+                // Release: publishes role/pid/start; pairs with Acquire loads
+                // of `state` in `live_count` and `participants`.
+                if p.state
+                    .compare_exchange(state, next, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            // Release: pairs with the Acquire load in `ever_attached`.
+            h.seen[role.index()].store(1, Ordering::Release);
+            *held |= 1 << i;
+            return Ok(i);
+        }
+        Err(AttachError::TableFull)
+    }
+
+    fn detach(&self, index: usize, role: Role) {
+        let p = self.participant(index);
+        let h = self.header();
+        // Acquire: as in `live_count`.
+        let state = p.state.load(Ordering::Acquire);
+        if state & 0xff == STATUS_ATTACHED {
+            let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_FREE;
+            // AcqRel: races only with a (mistaken) reaper; one wins.
+            if p.state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                // Release: pairs with the Acquire load in `live_count`.
+                h.live[role.index()].fetch_sub(1, Ordering::Release);
+            }
+        }
+        let _ = sys::unlock_byte(&self.file, lock_offset(index));
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) &= !(1 << index);
+        // Blocked peers re-check whether their side is disconnected.
+        h.not_empty.0.notify_all();
+        h.not_full.0.notify_all();
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            let _ = match &self.backend {
+                Backend::Shm(n) => sys::shm_unlink(n),
+                Backend::File(p) => fs::remove_file(p),
+                Backend::Memfd => Ok(()),
+            };
+        }
+    }
+}
+
+/// A live participant; detaches (and wakes blocked peers) when dropped.
+pub struct Attachment {
+    seg: Arc<Segment>,
+    index: usize,
+    role: Role,
+}
+
+impl Attachment {
+    /// The segment attached to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// The role attached as.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.seg.detach(self.index, self.role);
+    }
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("index", &self.index)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+fn kind_to_raw(kind: RingKind) -> u32 {
+    match kind {
+        RingKind::Spsc => 1,
+        RingKind::Mpmc => 2,
+    }
+}
+
+fn layout_of(spec: &Spec) -> Result<RingLayout, CreateError> {
+    let layout = RingLayout::new(spec.kind, spec.capacity, spec.slot_size, spec.slot_align)
+        .map_err(CreateError::Layout)?;
+    if layout.region_align() > HEADER_LEN {
+        return Err(CreateError::Layout(
+            shmlane_ring::LayoutError::BadAlignment {
+                align: spec.slot_align,
+            },
+        ));
+    }
+    Ok(layout)
+}
+
+/// Waits for the creator to publish READY; returns the file length.
+fn wait_ready(file: &File, timeout: Duration) -> Result<u64, OpenError> {
+    // A creator that has the file but not yet its lock, its length or its
+    // header gets this long before it is judged dead.
+    const GRACE: Duration = Duration::from_millis(20);
+    let start = Instant::now();
+    loop {
+        let len = file.metadata().map_err(OpenError::Os)?.len();
+        if len >= HEADER_LEN as u64 {
+            let mut head = [0u8; 16];
+            file.read_exact_at(&mut head, 0).map_err(OpenError::Os)?;
+            let magic: [u8; 8] = head[..8].try_into().expect("8 bytes");
+            let state = u32::from_ne_bytes(head[12..16].try_into().expect("4 bytes"));
+            if magic != MAGIC && magic != [0; 8] {
+                return Err(OpenError::BadMagic);
+            }
+            if magic == MAGIC && state == STATE_READY {
+                return Ok(len);
+            }
+            if state != STATE_INIT && state != STATE_READY {
+                return Err(OpenError::Corrupted { field: "state" });
+            }
+        }
+        let creator_alive = sys::byte_is_locked(file, CREATOR_LOCK).unwrap_or(true);
+        let waited = start.elapsed();
+        if (!creator_alive && waited >= GRACE) || waited >= timeout {
+            return Err(if len < HEADER_LEN as u64 && !creator_alive {
+                OpenError::TooSmall { len }
+            } else {
+                OpenError::NotReady { creator_alive }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Checks every layout field against the others and the file length.
+fn validate(fixed: &Fixed, file_len: u64) -> Result<RingLayout, OpenError> {
+    let kind = match fixed.ring_kind {
+        1 => RingKind::Spsc,
+        2 => RingKind::Mpmc,
+        _ => return Err(OpenError::Corrupted { field: "ring kind" }),
+    };
+    if fixed.data_offset != HEADER_LEN as u64 {
+        return Err(OpenError::LayoutMismatch {
+            field: "data offset",
+            detail: format!(
+                "{} (this build puts the ring at {HEADER_LEN})",
+                fixed.data_offset
+            ),
+        });
+    }
+    if !fixed.slots.is_power_of_two() {
+        return Err(OpenError::LayoutMismatch {
+            field: "slot count",
+            detail: format!("{} is not a power of two", fixed.slots),
+        });
+    }
+    let to_usize = |v: u64, field| {
+        usize::try_from(v).map_err(|_| OpenError::LayoutMismatch {
+            field,
+            detail: format!("{v} is too large"),
+        })
+    };
+    let layout = RingLayout::new(
+        kind,
+        fixed.capacity,
+        to_usize(fixed.slot_size, "slot size")?,
+        to_usize(fixed.slot_align, "slot alignment")?,
+    )
+    .map_err(|e| OpenError::LayoutMismatch {
+        field: "capacity and slot size",
+        detail: e.to_string(),
+    })?;
+    if layout.slots() != fixed.slots {
+        return Err(OpenError::LayoutMismatch {
+            field: "slot count",
+            detail: format!("{} slots for capacity {}", fixed.slots, fixed.capacity),
+        });
+    }
+    let expected = (HEADER_LEN as u64).checked_add(layout.region_len() as u64);
+    if expected != Some(fixed.total_len) {
+        return Err(OpenError::LayoutMismatch {
+            field: "total length",
+            detail: format!(
+                "header says {} bytes, the layout needs {expected:?}",
+                fixed.total_len
+            ),
+        });
+    }
+    if fixed.total_len != file_len {
+        return Err(OpenError::LayoutMismatch {
+            field: "file length",
+            detail: format!("file is {file_len} bytes, header says {}", fixed.total_len),
+        });
+    }
+    Ok(layout)
+}
+
+/// Whether `path` exists as a shmlane segment name under `/dev/shm`.
+pub fn shm_path(name: &str) -> PathBuf {
+    Path::new("/dev/shm").join(name)
+}

@@ -1,0 +1,624 @@
+//! Malformed segments, made by hand: each is rejected with the right error,
+//! without a panic or a SIGBUS.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shmlane_ring::RingKind;
+use shmlane_shm::header::{offsets, HEADER_LEN};
+use shmlane_shm::{
+    Address, CreateError, CreateOptions, OpenError, OpenOptions, Segment, Spec, TypeInfo,
+};
+
+/// A scratch directory removed on drop, even when a test fails.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "shmlane-open-errors-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ty() -> TypeInfo {
+    TypeInfo {
+        name: "u64".into(),
+        size: 8,
+        align: 8,
+        codec: 1,
+    }
+}
+
+fn spec() -> Spec {
+    Spec {
+        kind: RingKind::Mpmc,
+        capacity: 8,
+        slot_size: 16,
+        slot_align: 8,
+        ty: ty(),
+    }
+}
+
+/// The bytes of a valid segment, made by the real creator.
+fn valid_bytes(scratch: &Scratch) -> Vec<u8> {
+    let path = scratch.path("valid");
+    let addr = Address::File(path.clone());
+    let seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    drop(seg);
+    assert!(!path.exists(), "the creator unlinks by default");
+    bytes
+}
+
+fn opts() -> OpenOptions {
+    OpenOptions {
+        ready_timeout: Duration::from_millis(200),
+        ty: Some(ty()),
+        ..OpenOptions::default()
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Writes `bytes` after `tamper` and opens it.
+fn open_tampered(tamper: impl FnOnce(&mut Vec<u8>)) -> Result<Segment, OpenError> {
+    let scratch = Scratch::new();
+    let mut bytes = valid_bytes(&scratch);
+    tamper(&mut bytes);
+    let path = scratch.path("bad");
+    write_file(&path, &bytes);
+    Segment::open(&Address::File(path), &opts())
+}
+
+fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
+    bytes[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+#[test]
+fn the_valid_segment_opens() {
+    let seg = open_tampered(|_| {}).unwrap();
+    assert_eq!(seg.layout().capacity(), 8);
+    assert_eq!(seg.fixed().type_name(), "u64");
+}
+
+#[test]
+fn truncated_inside_the_header() {
+    let r = open_tampered(|b| b.truncate(100));
+    assert!(matches!(r, Err(OpenError::TooSmall { len: 100 })), "{r:?}");
+}
+
+#[test]
+fn empty_file() {
+    let r = open_tampered(|b| b.clear());
+    assert!(matches!(r, Err(OpenError::TooSmall { len: 0 })), "{r:?}");
+}
+
+#[test]
+fn truncated_inside_the_ring() {
+    let r = open_tampered(|b| b.truncate(HEADER_LEN + 64));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "file length",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn longer_than_the_header_says() {
+    let r = open_tampered(|b| b.extend_from_slice(&[0; 4096]));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "file length",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn wrong_magic() {
+    let r = open_tampered(|b| b[..8].copy_from_slice(b"NOTLANE\0"));
+    assert!(matches!(r, Err(OpenError::BadMagic)), "{r:?}");
+}
+
+#[test]
+fn some_other_file() {
+    let r = open_tampered(|b| b.iter_mut().for_each(|x| *x = b'#'));
+    assert!(matches!(r, Err(OpenError::BadMagic)), "{r:?}");
+}
+
+#[test]
+fn future_version() {
+    let r = open_tampered(|b| put_u32(b, offsets::VERSION, 2));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::VersionMismatch {
+                found: 2,
+                supported: 1
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn never_initialised() {
+    // The right size, all zeros, and no creator holding its lock.
+    let r = open_tampered(|b| b.iter_mut().for_each(|x| *x = 0));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::NotReady {
+                creator_alive: false
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn creator_died_before_ready() {
+    let r = open_tampered(|b| put_u32(b, offsets::STATE, 0));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::NotReady {
+                creator_alive: false
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn garbage_state() {
+    let r = open_tampered(|b| put_u32(b, offsets::STATE, 0xdead));
+    assert!(
+        matches!(r, Err(OpenError::Corrupted { field: "state" })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn garbage_ring_kind() {
+    let r = open_tampered(|b| put_u32(b, offsets::RING_KIND, 7));
+    assert!(
+        matches!(r, Err(OpenError::Corrupted { field: "ring kind" })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn slot_count_not_a_power_of_two() {
+    let r = open_tampered(|b| put_u64(b, offsets::SLOTS, 6));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "slot count",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn slot_count_disagrees_with_capacity() {
+    let r = open_tampered(|b| put_u64(b, offsets::SLOTS, 64));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "slot count",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn capacity_times_slot_size_overflows() {
+    let r = open_tampered(|b| {
+        put_u64(b, offsets::CAPACITY, 1 << 32);
+        put_u64(b, offsets::SLOTS, 1 << 32);
+        put_u64(b, offsets::SLOT_SIZE, u64::MAX / 4);
+    });
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "capacity and slot size",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn zero_capacity() {
+    let r = open_tampered(|b| put_u64(b, offsets::CAPACITY, 0));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "capacity and slot size",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn slot_alignment_not_a_power_of_two() {
+    let r = open_tampered(|b| put_u64(b, offsets::SLOT_ALIGN, 24));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "capacity and slot size",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn total_length_disagrees_with_layout() {
+    let r = open_tampered(|b| put_u64(b, offsets::TOTAL_LEN, 1 << 20));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "total length",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn bigger_slots_than_the_file_holds() {
+    let r = open_tampered(|b| put_u64(b, offsets::SLOT_SIZE, 4096));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "total length",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn wrong_data_offset() {
+    let r = open_tampered(|b| put_u64(b, offsets::DATA_OFFSET, 0));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "data offset",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn wrong_type_fingerprint() {
+    let r = open_tampered(|b| put_u64(b, offsets::TYPE_HASH, 12345));
+    match r {
+        Err(OpenError::TypeMismatch { expected, found }) => {
+            assert_eq!((expected.as_str(), found.as_str()), ("u64", "u64"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn other_message_type_names_both() {
+    let scratch = Scratch::new();
+    let path = scratch.path("typed");
+    let addr = Address::File(path);
+    let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
+    let want = TypeInfo {
+        name: "my::Order".into(),
+        size: 16,
+        align: 8,
+        codec: 1,
+    };
+    let r = Segment::open(
+        &addr,
+        &OpenOptions {
+            ty: Some(want),
+            ..opts()
+        },
+    );
+    let err = r.unwrap_err();
+    assert!(matches!(err, OpenError::TypeMismatch { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("my::Order") && msg.contains("u64"), "{msg}");
+}
+
+#[test]
+fn wrong_codec() {
+    let r = open_tampered(|b| put_u32(b, offsets::CODEC, 9));
+    assert!(matches!(r, Err(OpenError::TypeMismatch { .. })), "{r:?}");
+}
+
+#[test]
+fn wrong_ring_kind_for_this_side() {
+    let scratch = Scratch::new();
+    let addr = Address::File(scratch.path("kind"));
+    let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
+    let r = Segment::open(
+        &addr,
+        &OpenOptions {
+            kind: Some(RingKind::Spsc),
+            ..opts()
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "ring kind",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn symlink_is_not_followed() {
+    let scratch = Scratch::new();
+    let target = scratch.path("target");
+    let addr = Address::File(target.clone());
+    let _seg = Segment::create(
+        &addr,
+        &spec(),
+        &CreateOptions {
+            keep: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let link = scratch.path("link");
+    symlink(&target, &link).unwrap();
+    let r = Segment::open(&Address::File(link.clone()), &opts());
+    assert!(matches!(r, Err(OpenError::Symlink(_))), "{r:?}");
+    // Creating through a symlink is refused too.
+    let r = Segment::create(&Address::File(link), &spec(), &CreateOptions::default());
+    assert!(matches!(r, Err(CreateError::AlreadyExists(_))), "{r:?}");
+}
+
+#[test]
+fn fifo_is_not_a_segment() {
+    let scratch = Scratch::new();
+    let path = scratch.path("fifo");
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path string; mkfifo creates a node in our scratch dir.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let r = Segment::open(&Address::File(path), &opts());
+    assert!(
+        matches!(r, Err(OpenError::NotRegularFile { found: "FIFO" })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn directory_is_not_a_segment() {
+    let scratch = Scratch::new();
+    let r = Segment::open(&Address::File(scratch.0.clone()), &opts());
+    assert!(
+        matches!(r, Err(OpenError::NotRegularFile { found: "directory" })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn file_of_another_user() {
+    let scratch = Scratch::new();
+    let bytes = valid_bytes(&scratch);
+    let path = scratch.path("other-owner");
+    write_file(&path, &bytes);
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if me == 0 {
+        // As root, really give the file to another user.
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; chown of our own scratch file.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        let r = Segment::open(&Address::File(path.clone()), &opts());
+        assert!(
+            matches!(
+                r,
+                Err(OpenError::WrongOwner {
+                    expected: 0,
+                    found: 65534
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    // Whoever runs this: a segment expected to belong to someone else.
+    let r = Segment::open(
+        &Address::File(path),
+        &OpenOptions {
+            owner: Some(me.wrapping_add(4242)),
+            ..opts()
+        },
+    );
+    assert!(matches!(r, Err(OpenError::WrongOwner { .. })), "{r:?}");
+}
+
+#[test]
+fn group_or_world_writable_is_refused_unless_allowed() {
+    let scratch = Scratch::new();
+    let bytes = valid_bytes(&scratch);
+    for mode in [0o620, 0o602, 0o666] {
+        let path = scratch.path(&format!("mode-{mode:o}"));
+        write_file(&path, &bytes);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        let r = Segment::open(&Address::File(path.clone()), &opts());
+        assert!(
+            matches!(r, Err(OpenError::InsecureMode { mode: m }) if m == mode),
+            "{r:?}"
+        );
+        let ok = Segment::open(
+            &Address::File(path),
+            &OpenOptions {
+                allow_group_write: true,
+                ..opts()
+            },
+        );
+        assert!(ok.is_ok(), "{mode:o}: {ok:?}");
+    }
+}
+
+#[test]
+fn missing_segment() {
+    let scratch = Scratch::new();
+    let r = Segment::open(&Address::File(scratch.path("nothing")), &opts());
+    assert!(matches!(r, Err(OpenError::NotFound(_))), "{r:?}");
+    let r = Segment::open(
+        &Address::Shm(format!("shmlane-missing-{}", std::process::id())),
+        &opts(),
+    );
+    assert!(matches!(r, Err(OpenError::NotFound(_))), "{r:?}");
+}
+
+#[test]
+fn creator_still_initialising_is_not_ready_yet() {
+    // A zeroed file whose creator lock is held by a live open file
+    // description: the opener waits, then reports a slow creator.
+    let scratch = Scratch::new();
+    let bytes = vec![0u8; valid_bytes(&scratch).len()];
+    let path = scratch.path("slow");
+    write_file(&path, &bytes);
+    let holder = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: shmlane_shm::header::LOCK_BASE as libc::off_t,
+        l_len: 1,
+        l_pid: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on our own fd with a valid flock.
+    let rc = unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(rc, 0);
+    let start = std::time::Instant::now();
+    let r = Segment::open(&Address::File(path), &opts());
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::NotReady {
+                creator_alive: true
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "waited the whole ready timeout"
+    );
+}
+
+#[test]
+fn create_refuses_to_overwrite_and_checks_layout() {
+    let scratch = Scratch::new();
+    let addr = Address::File(scratch.path("twice"));
+    let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
+    let r = Segment::create(&addr, &spec(), &CreateOptions::default());
+    assert!(matches!(r, Err(CreateError::AlreadyExists(_))), "{r:?}");
+    let bad = Spec {
+        capacity: 0,
+        ..spec()
+    };
+    let r = Segment::create(
+        &Address::File(scratch.path("zero")),
+        &bad,
+        &CreateOptions::default(),
+    );
+    assert!(matches!(r, Err(CreateError::Layout(_))), "{r:?}");
+    assert!(!scratch.path("zero").exists(), "nothing is left behind");
+}
+
+#[test]
+fn addresses_parse_or_say_what_is_wrong() {
+    use shmlane_shm::AddressError;
+    assert_eq!(
+        Address::parse("shm:orders"),
+        Ok(Address::Shm("orders".into()))
+    );
+    assert_eq!(
+        Address::parse("file:/tmp/x"),
+        Ok(Address::File("/tmp/x".into()))
+    );
+    assert_eq!(
+        Address::parse("shm:"),
+        Err(AddressError::BadName(String::new()))
+    );
+    assert_eq!(
+        Address::parse("shm:a/b"),
+        Err(AddressError::BadName("a/b".into()))
+    );
+    assert_eq!(Address::parse("file:"), Err(AddressError::MissingPath));
+    assert_eq!(
+        Address::parse("carrier-pigeon:x"),
+        Err(AddressError::UnknownScheme("carrier-pigeon".into()))
+    );
+    assert!(Address::parse("nope")
+        .unwrap_err()
+        .to_string()
+        .contains("shm:NAME"));
+}
