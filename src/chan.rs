@@ -14,7 +14,7 @@ use shmlane_semaphore::{EventCount, WaitStrategy};
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{spin_loop, yield_now, Arc, AtomicBool, AtomicUsize, Ordering};
 
 /// Keeps a field alone on its cache line pair.
 #[repr(align(128))]
@@ -106,17 +106,23 @@ impl<T> Chan<T> {
         if self.is_disconnected() {
             return Err(TrySendError::Disconnected(msg));
         }
-        match self.ring.try_reserve() {
-            Ok(slot) => {
-                // SAFETY: the reservation owns a slot of `size_of::<T>()` bytes
-                // or more, aligned for `T` (the layout was made for `T`).
-                unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
-                slot.commit();
-                self.not_empty.0.notify_one();
-                Ok(())
+        let mut step = 0;
+        loop {
+            match self.ring.try_reserve() {
+                Ok(slot) => {
+                    // SAFETY: the reservation owns a slot of `size_of::<T>()`
+                    // bytes or more, aligned for `T` (the layout was made for `T`).
+                    unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
+                    slot.commit();
+                    self.not_empty.0.notify_one();
+                    return Ok(());
+                }
+                Err(PushError::Full) => return Err(TrySendError::Full(msg)),
+                // A receiver is mid-read on the next slot: not full, and its
+                // wakeup may already be spent, so never park on this.
+                Err(PushError::Busy) => backoff(&mut step),
+                Err(e) => unreachable!("in-process ring: {e}"),
             }
-            Err(PushError::Full) => Err(TrySendError::Full(msg)),
-            Err(e) => unreachable!("in-process ring: {e}"),
         }
     }
 
@@ -133,18 +139,24 @@ impl<T> Chan<T> {
 
     #[inline]
     fn pop(&self) -> Option<T> {
-        match self.ring.try_claim() {
-            Ok(slot) => {
-                // SAFETY: a claimed slot holds a `T` written by `try_send` and
-                // published by its commit; the claim frees the slot on drop,
-                // so this read moves the value out exactly once.
-                let msg = unsafe { slot.as_ptr().cast::<T>().read() };
-                drop(slot);
-                self.not_full.0.notify_one();
-                Some(msg)
+        let mut step = 0;
+        loop {
+            match self.ring.try_claim() {
+                Ok(slot) => {
+                    // SAFETY: a claimed slot holds a `T` written by `try_send`
+                    // and published by its commit; the claim frees the slot
+                    // on drop, so this read moves the value out exactly once.
+                    let msg = unsafe { slot.as_ptr().cast::<T>().read() };
+                    drop(slot);
+                    self.not_full.0.notify_one();
+                    return Some(msg);
+                }
+                Err(PopError::Empty) => return None,
+                // A sender is mid-write on the head slot: not empty (see
+                // `try_send`).
+                Err(PopError::Busy) => backoff(&mut step),
+                Err(e) => unreachable!("in-process ring: {e}"),
             }
-            Err(PopError::Empty) => None,
-            Err(e) => unreachable!("in-process ring: {e}"),
         }
     }
 
@@ -201,6 +213,22 @@ impl<T> Chan<T> {
                 Err(TryRecvError::Empty) => None,
             });
         waited.unwrap_or(Err(RecvTimeoutError::Timeout))
+    }
+}
+
+/// Waits a moment for another thread to finish the slot operation it is
+/// in the middle of: spin a little, then give the CPU away (that thread may
+/// be preempted on this very core).
+fn backoff(step: &mut u32) {
+    // Under loom the spins would only multiply states: one yield is the
+    // same behaviour.
+    if *step < 6 && !cfg!(shmlane_loom) {
+        for _ in 0..1u32 << *step {
+            spin_loop();
+        }
+        *step += 1;
+    } else {
+        yield_now();
     }
 }
 
@@ -461,7 +489,8 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        // AcqRel: as in `Sender::drop`.
+        // AcqRel: receivers publish nothing the last one needs, but the
+        // Release half keeps their last pops before the disconnect.
         if self.chan.receivers.fetch_sub(1, Ordering::AcqRel) == 1 {
             // What is buffered stays until the channel itself goes (when
             // the last sender does), as in crossbeam's bounded channel.

@@ -37,6 +37,8 @@
 
 mod chan;
 mod error;
+#[cfg(not(shmlane_loom))]
+pub mod ipc;
 mod sync;
 
 pub use chan::{bounded, bounded_with, IntoIter, Iter, Receiver, Sender, TryIter};

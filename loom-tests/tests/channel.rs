@@ -56,3 +56,30 @@ fn blocked_sender_proceeds_when_a_slot_frees() {
         receiver.join().unwrap();
     });
 }
+
+#[test]
+fn two_blocked_receivers_both_get_a_message() {
+    // The interleaving behind a lost wakeup: one sender is mid-write on the
+    // head slot while the other publishes the next one and notifies a
+    // single receiver. Both receivers must end up with a message. The
+    // yields on a busy slot make for long paths: allow more branches.
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 100_000;
+    model.check(|| {
+        let (s, r) = shmlane::bounded::<u32>(2);
+        let receivers: Vec<_> = (0..2)
+            .map(|_| {
+                let r = r.clone();
+                thread::spawn(move || r.recv().unwrap())
+            })
+            .collect();
+        drop(r);
+        let s2 = s.clone();
+        let other = thread::spawn(move || s2.send(2).unwrap());
+        s.send(1).unwrap();
+        other.join().unwrap();
+        let mut got: Vec<u32> = receivers.into_iter().map(|h| h.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+    });
+}

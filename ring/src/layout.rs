@@ -254,7 +254,7 @@ impl RingLayout {
     ///
     /// [`LayoutError::Misaligned`] or [`LayoutError::RegionTooSmall`].
     pub fn check_region(&self, base: NonNull<u8>, len: usize) -> Result<(), LayoutError> {
-        if (base.as_ptr() as usize) % self.region_align != 0 {
+        if base.as_ptr().addr() % self.region_align != 0 {
             return Err(LayoutError::Misaligned {
                 required: self.region_align,
             });

@@ -68,6 +68,10 @@ impl fmt::Display for Corrupted {
 pub enum PushError {
     /// The ring holds `capacity` messages.
     Full,
+    /// MPMC only: the next slot is still being read by the consumer that
+    /// claimed it. The ring is not full; retry (without parking: the
+    /// consumer's release of the slot may already have sent its wakeup).
+    Busy,
     /// The message is larger than a slot.
     TooLarge,
     /// See [`Corrupted`].
@@ -79,6 +83,10 @@ pub enum PushError {
 pub enum PopError {
     /// No message is ready.
     Empty,
+    /// MPMC only: a producer claimed the head slot and is still writing it.
+    /// The ring is not empty; retry (without parking, as for
+    /// [`PushError::Busy`]).
+    Busy,
     /// See [`Corrupted`].
     Corrupted,
 }
@@ -99,6 +107,7 @@ impl fmt::Display for PushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Full => f.write_str("ring is full"),
+            Self::Busy => f.write_str("next slot is still being read"),
             Self::TooLarge => f.write_str("message is larger than a ring slot"),
             Self::Corrupted => Corrupted.fmt(f),
         }
@@ -109,6 +118,7 @@ impl fmt::Display for PopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("ring is empty"),
+            Self::Busy => f.write_str("next message is still being written"),
             Self::Corrupted => Corrupted.fmt(f),
         }
     }

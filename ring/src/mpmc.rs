@@ -103,7 +103,9 @@ impl Ring {
     /// # Errors
     ///
     /// [`PushError::Full`] when `capacity` messages are in the ring (or being
-    /// written or read).
+    /// written); [`PushError::Busy`] when the next slot is still being read
+    /// by a consumer that claimed it (retry soon: it is not full);
+    /// [`PushError::Corrupted`] for indices no valid ring can have.
     pub fn try_reserve(&self) -> Result<Reservation<'_>, PushError> {
         let ctrl = self.control();
         // Relaxed: only a hint; the stamp check and the CAS decide.
@@ -117,14 +119,23 @@ impl Ring {
             let diff = stamp.wrapping_sub(pos) as i64;
             if diff == 0 {
                 if self.limited {
-                    // Acquire: pairs with the consumers' CAS on `head`;
-                    // a stale value only makes the ring look fuller.
+                    // Acquire: pairs with the Release CAS on `head` in
+                    // `try_claim`, so a head past `pos` implies our reload of
+                    // the tail sees a producer's claim of `pos`. A stale head
+                    // only makes the ring look fuller.
                     let head = ctrl.head.value.load(Ordering::Acquire);
                     let used = pos.wrapping_sub(head) as i64;
                     if used < 0 {
                         // `pos` is stale: consumers are already past it.
-                        pos = ctrl.tail.value.load(Ordering::Relaxed);
+                        let current = ctrl.tail.value.load(Ordering::Relaxed);
+                        if current == pos {
+                            return Err(PushError::Corrupted);
+                        }
+                        pos = current;
                         continue;
+                    }
+                    if used as u64 >= self.layout.slots() {
+                        return Err(PushError::Corrupted);
                     }
                     if used as u64 >= self.layout.capacity() {
                         return Err(PushError::Full);
@@ -150,8 +161,16 @@ impl Ring {
                     Err(current) => pos = current,
                 }
             } else if diff < 0 {
-                // The slot still holds the message from the previous lap.
-                return Err(PushError::Full);
+                // The slot still holds the message from the previous lap:
+                // full if no consumer has claimed it yet, else a consumer is
+                // reading it right now.
+                // Acquire: as in the limited check above.
+                let head = ctrl.head.value.load(Ordering::Acquire);
+                return Err(if pos.wrapping_sub(head) >= self.layout.slots() {
+                    PushError::Full
+                } else {
+                    PushError::Busy
+                });
             } else {
                 // Another producer took `pos`; the enqueue index has moved.
                 let current = ctrl.tail.value.load(Ordering::Relaxed);
@@ -186,7 +205,9 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`PopError::Empty`] when no published message is at the head.
+    /// [`PopError::Empty`] when no producer has claimed the head slot;
+    /// [`PopError::Busy`] when one has but is still writing it (retry soon:
+    /// it is not empty); [`PopError::Corrupted`] for impossible stamps.
     pub fn try_claim(&self) -> Result<Claim<'_>, PopError> {
         let ctrl = self.control();
         // Relaxed: a hint; the stamp check and the CAS decide.
@@ -198,11 +219,13 @@ impl Ring {
             let stamp = slot.stamp.load(Ordering::Acquire);
             let diff = stamp.wrapping_sub(pos.wrapping_add(1)) as i64;
             if diff == 0 {
-                // Relaxed: decides ownership of `pos` only (see try_reserve).
+                // Release on success: a producer that Acquire-loads a head past
+                // `pos` (the limited check in `try_reserve`) also sees the
+                // claims that led here. Relaxed on failure: nothing is read.
                 match ctrl.head.value.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
+                    Ordering::Release,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
@@ -218,8 +241,15 @@ impl Ring {
                     Err(current) => pos = current,
                 }
             } else if diff < 0 {
-                // Not yet written (or being written) for this lap.
-                return Err(PopError::Empty);
+                // Not published for this lap: empty if no producer claimed
+                // it, else a producer is writing it right now.
+                // Relaxed: only compared; the stamp orders the payload.
+                let tail = ctrl.tail.value.load(Ordering::Relaxed);
+                return Err(if tail == pos {
+                    PopError::Empty
+                } else {
+                    PopError::Busy
+                });
             } else {
                 let current = ctrl.head.value.load(Ordering::Relaxed);
                 if current == pos {
@@ -241,19 +271,51 @@ impl Ring {
         Ok(read(claim.as_ptr()))
     }
 
-    /// The number of messages in the ring, counting those being written.
+    /// Publishes, on its producer's behalf, the slot at the head if it was
+    /// claimed and never published: its producer died between the two.
+    /// `mark` first writes into the slot's payload (a "skip" marker for the
+    /// layer above, so the consumer drops it). Returns whether it did so.
+    ///
+    /// Call it only when no producer that could still publish that slot is
+    /// alive: a late publish would overwrite a slot already recycled. It is
+    /// not `unsafe` (no memory is misused either way), but it is a contract.
+    pub fn publish_abandoned(&self, mark: impl FnOnce(*mut u8)) -> bool {
+        let ctrl = self.control();
+        // Acquire: pairs with consumers' CAS on `head` (via the stamp chain).
+        let pos = ctrl.head.value.load(Ordering::Acquire);
+        // Acquire: a tail past `pos` means a producer claimed `pos`.
+        let tail = ctrl.tail.value.load(Ordering::Acquire);
+        if tail.wrapping_sub(pos) as i64 <= 0 {
+            return false;
+        }
+        let (slot, payload) = self.slot(pos);
+        // Acquire: as in `try_claim`.
+        if slot.stamp.load(Ordering::Acquire) != pos {
+            return false;
+        }
+        mark(payload.as_ptr());
+        // Release: publishes the marker like a producer's commit; pairs with
+        // the Acquire stamp load in `try_claim`. Only one caller wins.
+        slot.stamp
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// The number of messages in the ring, counting those being written or
+    /// read: an approximate snapshot, clamped to `0..=capacity`.
     pub fn len(&self) -> u64 {
         let ctrl = self.control();
-        loop {
-            // SeqCst: a consistent snapshot of the two indices; retried
-            // while producers move the tail underneath.
-            let tail = ctrl.tail.value.load(Ordering::SeqCst);
-            let head = ctrl.head.value.load(Ordering::SeqCst);
-            if ctrl.tail.value.load(Ordering::SeqCst) == tail {
-                let len = tail.wrapping_sub(head) as i64;
-                return (len.max(0) as u64).min(self.capacity());
-            }
-        }
+        // Relaxed: a snapshot for display and `is_full`; orders nothing.
+        // The tail is read first so a concurrent pop cannot make the
+        // difference look larger than it ever was.
+        let tail = ctrl.tail.value.load(Ordering::Relaxed);
+        let head = ctrl.head.value.load(Ordering::Relaxed);
+        (tail.wrapping_sub(head) as i64).clamp(0, self.capacity() as i64) as u64
     }
 
     /// Whether the ring holds no message.

@@ -44,6 +44,16 @@ impl Geometry {
         unsafe { self.base.cast::<Control>().as_ref() }
     }
 
+    /// Messages in the ring now, clamped to the capacity (a snapshot; the
+    /// indices come from shared memory and may be garbage).
+    fn len(&self) -> u64 {
+        let ctrl = self.control();
+        // Acquire: a snapshot consistent with each side's last publish.
+        let head = ctrl.head.value.load(Ordering::Acquire);
+        let tail = ctrl.tail.value.load(Ordering::Acquire);
+        (tail.wrapping_sub(head) as i64).clamp(0, self.layout.capacity() as i64) as u64
+    }
+
     /// The slot for the ever-growing `index`, and a pointer to its payload.
     fn slot(&self, index: u64) -> (&SpscSlot, *mut u8) {
         let offset = self.layout.slot_offset(index & self.mask);
@@ -121,6 +131,16 @@ impl Producer {
     /// The size of one slot's payload in bytes.
     pub fn slot_size(&self) -> usize {
         self.geo.layout.slot_size()
+    }
+
+    /// Messages in the ring now (a snapshot).
+    pub fn len(&self) -> u64 {
+        self.geo.len()
+    }
+
+    /// Whether the ring is empty now (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// How many slots can be written now without waiting.
@@ -257,6 +277,16 @@ impl Consumer {
         self.geo.layout.slot_size()
     }
 
+    /// Messages in the ring now (a snapshot).
+    pub fn len(&self) -> u64 {
+        self.geo.len()
+    }
+
+    /// Whether the ring is empty now (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// How many messages can be read now without waiting.
     ///
     /// # Errors
@@ -293,21 +323,33 @@ impl Consumer {
         mut read: impl FnMut(u64, *const u8),
     ) -> Result<u64, Corrupted> {
         let n = self.available()?.min(max);
+        // Frees the slots read so far even if `read` unwinds, so a caller
+        // that moves values out never sees (and drops) one twice.
+        struct Release<'a> {
+            consumer: &'a mut Consumer,
+            done: u64,
+        }
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                if self.done > 0 {
+                    let c = &mut *self.consumer;
+                    c.head = c.head.wrapping_add(self.done);
+                    // Release: the reads are done before the producer may
+                    // reuse the slots; pairs with the Acquire load of `head`
+                    // in `Producer::free`.
+                    c.geo.control().head.value.store(c.head, Ordering::Release);
+                }
+            }
+        }
+        let mut guard = Release {
+            consumer: self,
+            done: 0,
+        };
         for i in 0..n {
-            let (slot, payload) = self.geo.slot(self.head.wrapping_add(i));
+            let (slot, payload) = guard.consumer.geo.slot(guard.consumer.head.wrapping_add(i));
             slot.tracker.read();
             read(i, payload);
-        }
-        if n > 0 {
-            self.head = self.head.wrapping_add(n);
-            // Release: the reads above are done before the producer may
-            // reuse the slots; pairs with the Acquire load of `head` in
-            // `Producer::free`.
-            self.geo
-                .control()
-                .head
-                .value
-                .store(self.head, Ordering::Release);
+            guard.done = i + 1;
         }
         Ok(n)
     }

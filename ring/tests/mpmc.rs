@@ -120,3 +120,24 @@ fn many_threads_exactly_once_and_in_order_per_producer() {
         .flatten()
         .all(|s| s.load(Ordering::Relaxed) == 1));
 }
+
+#[test]
+fn an_abandoned_claim_can_be_published_once_by_a_survivor() {
+    let region = Region::new(RingKind::Mpmc, 4, 8);
+    let ring = region.mpmc();
+    // Nothing claimed: nothing to publish.
+    assert!(!ring.publish_abandoned(|_| unreachable!()));
+    ring.try_push_with(|p| write_u64(p, 1)).unwrap();
+    // A producer claims position 1 and "dies" (the reservation is leaked).
+    std::mem::forget(ring.try_reserve().unwrap());
+    ring.try_push_with(|p| write_u64(p, 3)).unwrap();
+    assert_eq!(ring.try_pop_with(read_u64), Ok(1));
+    assert!(
+        matches!(ring.try_claim(), Err(PopError::Empty)),
+        "the hole blocks the head"
+    );
+    assert!(ring.publish_abandoned(|p| write_u64(p, u64::MAX)));
+    assert!(!ring.publish_abandoned(|_| unreachable!()), "only once");
+    assert_eq!(ring.try_pop_with(read_u64), Ok(u64::MAX));
+    assert_eq!(ring.try_pop_with(read_u64), Ok(3));
+}

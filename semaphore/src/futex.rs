@@ -2,9 +2,9 @@
 //!
 //! The private flag is never used: the word may live in a shared mapping,
 //! where the kernel keys waiters by the physical page, not the address.
-//! Under loom the futex is replaced by a mutex and condition variable that
-//! give the same guarantee: a waiter whose expected value is stale does not
-//! sleep, and a wake after a change reaches every sleeper it must.
+//! Under loom the futex is replaced by a mutex and condition variable with
+//! the kernel's guarantees: a waiter whose expected value is stale does not
+//! sleep, and a wake after a change reaches as many sleepers as asked for.
 
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod imp {
@@ -118,9 +118,16 @@ impl Model {
         }
     }
 
-    pub(crate) fn wake(&self, _word: &crate::sync::AtomicU32, _count: i32) {
+    /// Wakes one sleeper for `count == 1` (as `FUTEX_WAKE(1)` does, so a
+    /// protocol that spends a wakeup on the wrong waiter fails in the
+    /// model), else all of them.
+    pub(crate) fn wake(&self, _word: &crate::sync::AtomicU32, count: i32) {
         let _guard = self.lock.lock().unwrap();
-        self.cond.notify_all();
+        if count == 1 {
+            self.cond.notify_one();
+        } else {
+            self.cond.notify_all();
+        }
     }
 }
 

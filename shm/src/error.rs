@@ -211,6 +211,14 @@ pub enum AttachError {
     TableFull,
     /// The segment was opened read-only.
     ReadOnly,
+    /// The handle asked for does not fit the ring (an SPSC handle on an
+    /// MPMC ring or the reverse).
+    WrongKind {
+        /// The ring kind the handle needs.
+        needs: &'static str,
+        /// The segment's ring kind.
+        found: &'static str,
+    },
     /// An OS error while locking.
     Os(io::Error),
 }
@@ -228,6 +236,10 @@ impl fmt::Display for AttachError {
                 crate::header::MAX_PARTICIPANTS
             ),
             Self::ReadOnly => f.write_str("segment was opened read-only"),
+            Self::WrongKind { needs, found } => write!(
+                f,
+                "this handle needs an {needs} ring but the segment holds an {found} ring"
+            ),
             Self::Os(e) => write!(f, "attaching: {e}"),
         }
     }

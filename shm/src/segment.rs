@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions as FsOpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -475,8 +475,10 @@ impl Segment {
     /// # Errors
     ///
     /// As [`open`](Self::open).
-    pub fn open_inherited(fd: BorrowedFd<'_>, opts: &OpenOptions) -> Result<Self, OpenError> {
-        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    pub fn open_inherited(fd: RawFd, opts: &OpenOptions) -> Result<Self, OpenError> {
+        // Only a path is formed from the number; nothing is done through it
+        // as a descriptor, so any number is safe to pass.
+        let path = format!("/proc/self/fd/{fd}");
         let file = FsOpenOptions::new()
             .read(true)
             .write(!opts.read_only)
@@ -667,8 +669,7 @@ impl Segment {
     /// processes died without detaching) on the way. Cheap when the header
     /// counter is zero; otherwise a lock probe per attached participant.
     pub fn live_count(&self, role: Role) -> u32 {
-        // Acquire: pairs with the Release updates in attach/detach/reap.
-        if self.header().live[role.index()].load(Ordering::Acquire) == 0 {
+        if self.live_hint(role) == 0 {
             return 0;
         }
         let mut live = 0;
@@ -689,6 +690,14 @@ impl Segment {
             }
         }
         live
+    }
+
+    /// The header's count of attached participants in `role`, dead ones
+    /// included until someone reaps them: 0 means none is alive. One load.
+    pub fn live_hint(&self, role: Role) -> u32 {
+        // Acquire: pairs with the Release updates in attach/detach/reap, so
+        // a sender's pushes before its detach are visible after a 0.
+        self.header().live[role.index()].load(Ordering::Acquire)
     }
 
     /// Whether a participant in `role` ever attached to this segment.

@@ -187,7 +187,7 @@ fn memfd_is_sealed_and_reopens_through_proc() {
     // Growing or shrinking a sealed memfd fails.
     assert!(seg.file().set_len(1 << 20).is_err());
     assert!(seg.file().set_len(100).is_err());
-    let fd = std::os::fd::AsFd::as_fd(seg.file());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(seg.file());
     let other = Segment::open_inherited(fd, &OpenOptions::default()).unwrap();
     let seg = Arc::new(seg);
     let _tx = seg.attach(Role::Sender, false).unwrap();

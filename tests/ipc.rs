@@ -1,0 +1,444 @@
+//! Cross-process channels between real processes: this test binary runs
+//! copies of itself as producers and consumers (the `child` test below does
+//! nothing unless `SHMLANE_IPC_CHILD` names a role). Every segment name is
+//! unique; creators unlink on drop and a guard kills children on failure.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmlane::ipc::{AttachError, Builder};
+use shmlane::{RecvTimeoutError, TryRecvError};
+
+const ROLE: &str = "SHMLANE_IPC_CHILD";
+const LONG: Duration = Duration::from_secs(60);
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shm:shmlane-ipc-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Children that are killed and reaped when the test ends, however it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(role: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Waits for a child to print `word` on a line of its own.
+fn wait_for(child: &mut Child, word: &str) {
+    let out = child.stdout.as_mut().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "child exited before `{word}`"
+        );
+        if line.trim() == word {
+            return;
+        }
+    }
+}
+
+fn say(child: &mut Child, word: &str) {
+    writeln!(child.stdin.as_mut().unwrap(), "{word}").unwrap();
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set"))
+}
+
+fn read_stdin_line() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+/// The child side of every test.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let addr = env("ADDR");
+    let count: u64 = std::env::var("COUNT").map_or(0, |c| c.parse().unwrap());
+    match role.as_str() {
+        "spsc-producer" => {
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            let mut tx = chan.spsc_sender().unwrap();
+            for i in 0..count {
+                tx.send(i).unwrap();
+            }
+        }
+        "mpmc-producer" => {
+            let id: u64 = env("ID").parse().unwrap();
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            let tx = chan.sender().unwrap();
+            println!("ready");
+            read_stdin_line();
+            for i in 0..count {
+                tx.send(id << 32 | i).unwrap();
+            }
+        }
+        "mpmc-consumer" => {
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            let rx = chan.receiver().unwrap();
+            println!("ready");
+            let mut got = Vec::new();
+            loop {
+                match rx.recv_timeout(LONG) {
+                    Ok(v) => got.push(v),
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => panic!("consumer stalled"),
+                }
+            }
+            let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(env("OUT"), bytes).unwrap();
+        }
+        "endless-producer" => {
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            // Sends until killed (the parent never lets it finish).
+            if env("KIND") == "spsc" {
+                let mut tx = chan.spsc_sender().unwrap();
+                for i in 0..u64::MAX {
+                    tx.send(i).unwrap();
+                }
+            } else {
+                let tx = chan.sender().unwrap();
+                for i in 0..u64::MAX {
+                    tx.send(i).unwrap();
+                }
+            }
+        }
+        "short-consumer" => {
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            let rx = chan.receiver().unwrap();
+            for _ in 0..count {
+                rx.recv_timeout(LONG).unwrap();
+            }
+            println!("done");
+            if env("EXIT") == "hang" {
+                std::thread::sleep(LONG);
+            }
+        }
+        "second-spsc-producer" => {
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            match chan.spsc_sender() {
+                Err(AttachError::RoleTaken { role: "sender" }) => println!("refused"),
+                other => println!("unexpected: {other:?}"),
+            }
+        }
+        "memfd-producer" => {
+            let fd: i32 = env("FD").parse().unwrap();
+            let chan = Builder::inherited(fd).open::<[u32; 4]>().unwrap();
+            let tx = chan.sender().unwrap();
+            for i in 0..count as u32 {
+                tx.send([i, i + 1, i + 2, !i]).unwrap();
+            }
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+#[test]
+fn spsc_ten_million_in_order() {
+    const N: u64 = 10_000_000;
+    let addr = unique("spsc");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .spsc()
+        .capacity(4096)
+        .create::<u64>()
+        .unwrap();
+    let mut rx = chan.spsc_receiver().unwrap();
+    let _children = Children(vec![spawn(
+        "spsc-producer",
+        &[("ADDR", addr.clone()), ("COUNT", N.to_string())],
+    )]);
+    let mut batch = Vec::with_capacity(4096);
+    let mut expect = 0;
+    while expect < N {
+        batch.clear();
+        match rx.try_recv_batch(&mut batch, 4096) {
+            Ok(0) => match rx.recv_timeout(LONG) {
+                Ok(v) => batch.push(v),
+                Err(e) => panic!("after {expect}: {e:?}"),
+            },
+            Ok(_) => {}
+            Err(e) => panic!("after {expect}: {e:?}"),
+        }
+        for &v in &batch {
+            assert_eq!(v, expect, "out of order or lost");
+            expect += 1;
+        }
+    }
+    assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
+}
+
+#[test]
+fn mpmc_two_producer_and_two_consumer_processes() {
+    const PER: u64 = 200_000;
+    let addr = unique("mpmc");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(1000)
+        .create::<u64>()
+        .unwrap();
+    let dir = std::env::temp_dir();
+    let outs: Vec<_> = (0..2)
+        .map(|i| dir.join(format!("shmlane-ipc-{}-{i}.bin", std::process::id())))
+        .collect();
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|p| drop(std::fs::remove_file(p)));
+        }
+    }
+    let _cleanup = Cleanup(outs.clone());
+    let mut kids = Children(Vec::new());
+    for id in 0..2 {
+        let e = [
+            ("ADDR", addr.clone()),
+            ("COUNT", PER.to_string()),
+            ("ID", id.to_string()),
+        ];
+        kids.0.push(spawn("mpmc-producer", &e));
+    }
+    for out in &outs {
+        let e = [("ADDR", addr.clone()), ("OUT", out.display().to_string())];
+        kids.0.push(spawn("mpmc-consumer", &e));
+    }
+    for k in &mut kids.0 {
+        wait_for(k, "ready");
+    }
+    say(&mut kids.0[0], "go");
+    say(&mut kids.0[1], "go");
+    for k in &mut kids.0 {
+        assert!(k.wait().unwrap().success());
+    }
+    let mut seen = vec![vec![false; PER as usize]; 2];
+    for out in &outs {
+        let bytes = std::fs::read(out).unwrap();
+        let mut last = [None::<u64>; 2];
+        for chunk in bytes.chunks_exact(8) {
+            let v = u64::from_le_bytes(chunk.try_into().unwrap());
+            let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+            assert!(
+                last[p].is_none_or(|l| l < i),
+                "producer {p} out of order in one consumer"
+            );
+            last[p] = Some(i);
+            assert!(!seen[p][i as usize], "message {p}/{i} received twice");
+            seen[p][i as usize] = true;
+        }
+    }
+    assert!(seen.iter().flatten().all(|&s| s), "a message was lost");
+    drop(chan);
+}
+
+fn killed_producer(kind: &str) {
+    let addr = unique("kill");
+    let builder = Builder::new(&addr).unwrap().capacity(1024);
+    let builder = if kind == "spsc" {
+        builder.spsc()
+    } else {
+        builder
+    };
+    let chan = builder.create::<u64>().unwrap();
+    let mut kids = Children(vec![spawn(
+        "endless-producer",
+        &[("ADDR", addr.clone()), ("KIND", kind.to_string())],
+    )]);
+    let mut next = 0u64;
+    let check = |next: &mut u64, v: u64| {
+        assert_eq!(v, *next, "a message was lost, torn or duplicated");
+        *next += 1;
+    };
+    let (killed_at, disconnected_at) = if kind == "spsc" {
+        let mut rx = chan.spsc_receiver().unwrap();
+        while next < 200_000 {
+            check(&mut next, rx.recv_timeout(LONG).unwrap());
+        }
+        kids.0[0].kill().unwrap();
+        let killed_at = Instant::now();
+        loop {
+            match rx.recv_timeout(LONG) {
+                Ok(v) => check(&mut next, v),
+                Err(RecvTimeoutError::Disconnected) => break (killed_at, Instant::now()),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    } else {
+        let rx = chan.receiver().unwrap();
+        while next < 200_000 {
+            check(&mut next, rx.recv_timeout(LONG).unwrap());
+        }
+        kids.0[0].kill().unwrap();
+        let killed_at = Instant::now();
+        loop {
+            match rx.recv_timeout(LONG) {
+                Ok(v) => check(&mut next, v),
+                Err(RecvTimeoutError::Disconnected) => {
+                    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+                    break (killed_at, Instant::now());
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    };
+    let took = disconnected_at - killed_at;
+    eprintln!("{kind}: {next} messages, disconnected {took:?} after SIGKILL");
+    // The goal is 100 ms (measured by the bench); this only catches a hang.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn spsc_producer_killed_mid_stream() {
+    killed_producer("spsc");
+}
+
+#[test]
+fn mpmc_producer_killed_mid_stream() {
+    killed_producer("mpmc");
+}
+
+#[test]
+fn senders_see_a_receiver_that_left_or_died() {
+    for exit in ["clean", "hang"] {
+        let addr = unique("rxgone");
+        let chan = Builder::new(&addr)
+            .unwrap()
+            .capacity(8)
+            .create::<u64>()
+            .unwrap();
+        let tx = chan.sender().unwrap();
+        let mut kids = Children(vec![spawn(
+            "short-consumer",
+            &[
+                ("ADDR", addr.clone()),
+                ("COUNT", "5".into()),
+                ("EXIT", exit.into()),
+            ],
+        )]);
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        wait_for(&mut kids.0[0], "done");
+        if exit == "hang" {
+            kids.0[0].kill().unwrap();
+        }
+        kids.0[0].wait().unwrap();
+        // The ring fills, then the dead or departed receiver is noticed.
+        let start = Instant::now();
+        let mut sent = 0;
+        let err = loop {
+            match tx.send_timeout(sent, LONG) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(err.is_disconnected(), "{exit}: {err:?}");
+        assert!(sent <= 8, "{exit}: sent {sent} into a ring of 8");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn spsc_refuses_a_second_producer_in_another_process() {
+    let addr = unique("excl");
+    let chan = Builder::new(&addr).unwrap().spsc().create::<u64>().unwrap();
+    let _tx = chan.spsc_sender().unwrap();
+    let mut kids = Children(vec![spawn(
+        "second-spsc-producer",
+        &[("ADDR", addr.clone())],
+    )]);
+    wait_for(&mut kids.0[0], "refused");
+}
+
+#[test]
+fn memfd_between_parent_and_child() {
+    let chan = Builder::memfd().capacity(64).create::<[u32; 4]>().unwrap();
+    let rx = chan.receiver().unwrap();
+    let fd = chan.inheritable_fd().unwrap();
+    use std::os::fd::AsRawFd;
+    let kids = Children(vec![spawn(
+        "memfd-producer",
+        &[
+            ("ADDR", "unused".into()),
+            ("FD", fd.as_raw_fd().to_string()),
+            ("COUNT", "10000".into()),
+        ],
+    )]);
+    drop(fd);
+    for i in 0..10_000u32 {
+        assert_eq!(rx.recv_timeout(LONG), Ok([i, i + 1, i + 2, !i]));
+    }
+    assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
+    drop(kids);
+}
+
+#[test]
+fn wrong_type_and_wrong_handle_kind_are_clear_errors() {
+    let addr = unique("types");
+    let chan = Builder::new(&addr).unwrap().create::<u64>().unwrap();
+    let err = Builder::new(&addr).unwrap().open::<[u16; 4]>().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("[u16; 4]") && msg.contains("u64"), "{msg}");
+    assert!(matches!(
+        chan.spsc_sender(),
+        Err(AttachError::WrongKind { .. })
+    ));
+    let err = Builder::new("shm:").unwrap_err();
+    assert!(err.to_string().contains("bad shared-memory name"));
+    let err = Builder::new(&format!("{addr}-missing"))
+        .unwrap()
+        .open::<u64>()
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn creator_unlinks_unless_asked_to_keep() {
+    let addr = unique("keep");
+    let name = addr.trim_start_matches("shm:").to_owned();
+    let path = std::path::Path::new("/dev/shm").join(&name);
+    drop(Builder::new(&addr).unwrap().create::<u64>().unwrap());
+    assert!(!path.exists());
+    drop(
+        Builder::new(&addr)
+            .unwrap()
+            .keep(true)
+            .create::<u64>()
+            .unwrap(),
+    );
+    assert!(path.exists());
+    // Reopened later (a restart), it still works; then clean up.
+    let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    tx.send(7).unwrap();
+    assert_eq!(rx.recv(), Ok(7));
+    std::fs::remove_file(path).unwrap();
+}
