@@ -377,6 +377,13 @@ impl<T> Sender<T> {
     pub fn same_channel(&self, other: &Sender<T>) -> bool {
         Arc::ptr_eq(&self.chan, &other.chan)
     }
+
+    /// How many receivers are parked waiting for a message (for models and
+    /// tests; not part of the crossbeam API).
+    #[doc(hidden)]
+    pub fn parked_receivers(&self) -> u32 {
+        self.chan.not_empty.0.waiters()
+    }
 }
 
 impl<T> Receiver<T> {

@@ -61,9 +61,15 @@ fn blocked_sender_proceeds_when_a_slot_frees() {
 fn two_blocked_receivers_both_get_a_message() {
     // The interleaving behind a lost wakeup: one sender is mid-write on the
     // head slot while the other publishes the next one and notifies a
-    // single receiver. Both receivers must end up with a message. The
-    // yields on a busy slot make for long paths: allow more branches.
+    // single receiver. Both receivers must end up with a message.
+    //
+    // Four threads are too many for two preemptions (it runs for tens of
+    // minutes); the interleaving needs only one (the sender paused between
+    // its claim and its commit) once both receivers are parked, so this
+    // model is bounded at one. With the ring reporting a busy slot as
+    // empty (the bug this guards against), it deadlocks within that bound.
     let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(1);
     model.max_branches = 100_000;
     model.check(|| {
         let (s, r) = shmlane::bounded::<u32>(2);
@@ -74,6 +80,11 @@ fn two_blocked_receivers_both_get_a_message() {
             })
             .collect();
         drop(r);
+        // Let both receivers park first (yields, unlike preemptions, are
+        // not counted against the bound).
+        while s.parked_receivers() < 2 {
+            thread::yield_now();
+        }
         let s2 = s.clone();
         let other = thread::spawn(move || s2.send(2).unwrap());
         s.send(1).unwrap();

@@ -52,6 +52,22 @@ use core::fmt;
 
 pub use layout::{LayoutError, RingKind, RingLayout, CACHE_LINE, MAX_SLOTS, MAX_SLOT_ALIGN};
 
+/// The number of messages in a ring region, read without attaching (for
+/// tools), clamped to the capacity. Loads only.
+///
+/// # Safety
+///
+/// - `base` is valid for reads of `layout.region_len()` bytes, aligned,
+///   and holds a ring initialised with `layout`.
+pub unsafe fn peek_len(base: core::ptr::NonNull<u8>, layout: &RingLayout) -> u64 {
+    // SAFETY: the region starts with an initialised `Control` (caller).
+    let ctrl = unsafe { base.cast::<layout::Control>().as_ref() };
+    // Relaxed: a snapshot for display; orders nothing.
+    let head = ctrl.head.value.load(sync::Ordering::Relaxed);
+    let tail = ctrl.tail.value.load(sync::Ordering::Relaxed);
+    (tail.wrapping_sub(head) as i64).clamp(0, layout.capacity() as i64) as u64
+}
+
 /// The region's indices or stamps are not in any state the algorithm can
 /// reach: a peer wrote garbage into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -692,6 +692,25 @@ impl Segment {
         live
     }
 
+    /// Whether the process that created the segment still has it open
+    /// (through another open file description than this one).
+    pub fn creator_alive(&self) -> bool {
+        sys::byte_is_locked(&self.file, CREATOR_LOCK).unwrap_or(true)
+    }
+
+    /// Messages buffered in the ring now (a snapshot, for tools).
+    pub fn buffered(&self) -> u64 {
+        let (base, _) = self.ring_region();
+        // SAFETY: the region was validated against the layout when opened
+        // and lives as long as `self`; only loads are made.
+        unsafe { shmlane_ring::peek_len(base, &self.layout) }
+    }
+
+    /// The pid that created the segment (as it recorded it).
+    pub fn creator_pid(&self) -> u32 {
+        self.header().creator_pid.read()
+    }
+
     /// The header's count of attached participants in `role`, dead ones
     /// included until someone reaps them: 0 means none is alive. One load.
     pub fn live_hint(&self, role: Role) -> u32 {

@@ -1,0 +1,509 @@
+//! Cross-process measurements: two processes pinned to different cores.
+//!
+//! - the floor: a bare cache-line ping-pong (one atomic counter alone on
+//!   its line of a shared mapping), the best any channel could do;
+//! - ping-pong round trips of 8-byte messages through two SPSC channels,
+//!   in busy-poll mode and with the default wait strategy;
+//! - one-way throughput of 8- and 64-byte messages, one `send` per message
+//!   and in batches.
+//!
+//! The peer is this same executable, re-run with `SHMLANE_BENCH_PEER` set:
+//! every binary that measures must call [`maybe_run_peer`] first thing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use shmlane::ipc::Builder;
+use shmlane::WaitStrategy;
+
+const PEER_ENV: &str = "SHMLANE_BENCH_PEER";
+
+/// Runs the peer side and exits, if this process was started as a peer.
+pub fn maybe_run_peer() {
+    let Ok(args) = std::env::var(PEER_ENV) else {
+        return;
+    };
+    let args: Vec<&str> = args.split(' ').collect();
+    pin_to_cpu(1);
+    match args.as_slice() {
+        ["floor", path, iters] => peer_floor(path, iters.parse().unwrap()),
+        ["pingpong", ping, pong, iters, busy] => {
+            peer_pingpong(ping, pong, iters.parse().unwrap(), *busy == "busy")
+        }
+        ["sink", addr, n, "8"] => peer_sink::<u64>(addr, n.parse().unwrap()),
+        ["sink", addr, n, "64"] => peer_sink::<[u64; 8]>(addr, n.parse().unwrap()),
+        other => panic!("unknown bench peer command {other:?}"),
+    }
+    std::process::exit(0);
+}
+
+/// Pins this process to one CPU (best effort: a machine with one CPU, or a
+/// container that forbids it, runs unpinned).
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ncpu < 2 {
+        return false;
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it;
+    // sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % ncpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Lets this process run on every CPU again.
+pub fn unpin() {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: as in `pin_to_cpu`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..ncpu {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A peer process, killed if still running when dropped.
+struct Peer(Child);
+
+impl Peer {
+    fn spawn(args: &str) -> Self {
+        let exe = std::env::current_exe().expect("own executable");
+        let child = Command::new(exe)
+            .env(PEER_ENV, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn bench peer");
+        Self(child)
+    }
+
+    fn wait_line(&mut self, word: &str) {
+        let out = self.0.stdout.as_mut().expect("piped");
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("peer stdout");
+            assert!(n > 0, "bench peer exited before `{word}`");
+            if line.trim() == word {
+                return;
+            }
+        }
+    }
+
+    fn finish(mut self) {
+        let status = self.0.wait().expect("peer exit");
+        assert!(status.success(), "bench peer failed: {status}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::AtomicU32;
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmlane-bench-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Round-trip latency percentiles, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+}
+
+fn percentiles(mut samples: Vec<u64>) -> Latency {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize] as f64;
+    Latency {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+    }
+}
+
+/// A shared mapping of one page in /dev/shm, unlinked when dropped.
+struct SharedPage {
+    map: memmap2::MmapRaw,
+    path: Option<std::path::PathBuf>,
+}
+
+impl SharedPage {
+    fn create(path: &std::path::Path) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .expect("create floor page");
+        f.set_len(4096).expect("size floor page");
+        let map = memmap2::MmapOptions::new()
+            .len(4096)
+            .map_raw(&f)
+            .expect("map floor page");
+        Self {
+            map,
+            path: Some(path.to_owned()),
+        }
+    }
+
+    fn open(path: &str) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open page");
+        let map = memmap2::MmapOptions::new()
+            .len(4096)
+            .map_raw(&f)
+            .expect("map floor page");
+        Self { map, path: None }
+    }
+
+    /// The counter: the first word of the page, alone on its cache line.
+    fn counter(&self) -> &AtomicU64 {
+        // SAFETY: the page is 4096 bytes, page-aligned, lives as long as
+        // `self`, and is only accessed through this atomic in both processes.
+        unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn spin_until(counter: &AtomicU64, value: u64) {
+    let mut spins = 0u32;
+    // Acquire: pairs with the peer's Release store of `value`.
+    while counter.load(Ordering::Acquire) != value {
+        std::hint::spin_loop();
+        spins += 1;
+        // Bounded spin: give the core back now and then (a peer that is
+        // not running would otherwise be starved on a shared core).
+        if spins % (1 << 16) == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn peer_floor(path: &str, iters: u64) {
+    let page = SharedPage::open(path);
+    let c = page.counter();
+    println!("ready");
+    for i in 0..iters {
+        spin_until(c, 2 * i + 1);
+        // Release: pairs with the parent's Acquire in `spin_until`.
+        c.store(2 * i + 2, Ordering::Release);
+    }
+}
+
+/// The floor: a cache-line ping-pong between two pinned processes.
+pub fn floor(iters: u64) -> Latency {
+    let path = std::path::Path::new("/dev/shm").join(unique("floor"));
+    let page = SharedPage::create(&path);
+    let mut peer = Peer::spawn(&format!("floor {} {iters}", path.display()));
+    peer.wait_line("ready");
+    let c = page.counter();
+    let mut samples = Vec::with_capacity(iters as usize);
+    for i in 0..iters {
+        let t = Instant::now();
+        // Release: pairs with the peer's Acquire in `spin_until`.
+        c.store(2 * i + 1, Ordering::Release);
+        spin_until(c, 2 * i + 2);
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    peer.finish();
+    percentiles(samples)
+}
+
+fn strategy(busy: bool) -> WaitStrategy {
+    if busy {
+        WaitStrategy::busy_poll()
+    } else {
+        WaitStrategy::default()
+    }
+}
+
+fn peer_pingpong(ping: &str, pong: &str, iters: u64, busy: bool) {
+    let ping = Builder::new(ping)
+        .unwrap()
+        .wait_strategy(strategy(busy))
+        .open::<u64>()
+        .unwrap();
+    let pong = Builder::new(pong)
+        .unwrap()
+        .wait_strategy(strategy(busy))
+        .open::<u64>()
+        .unwrap();
+    let mut rx = ping.spsc_receiver().unwrap();
+    let mut tx = pong.spsc_sender().unwrap();
+    println!("ready");
+    for _ in 0..iters {
+        let v = rx.recv().unwrap();
+        tx.send(v).unwrap();
+    }
+}
+
+/// Round trips of 8-byte messages through two SPSC channels.
+pub fn pingpong(iters: u64, busy: bool) -> Latency {
+    let (ping, pong) = (
+        format!("shm:{}", unique("ping")),
+        format!("shm:{}", unique("pong")),
+    );
+    let make = |addr: &str| {
+        Builder::new(addr)
+            .unwrap()
+            .spsc()
+            .capacity(64)
+            .wait_strategy(strategy(busy))
+            .create::<u64>()
+            .unwrap()
+    };
+    let (ping_chan, pong_chan) = (make(&ping), make(&pong));
+    let mut tx = ping_chan.spsc_sender().unwrap();
+    let mut rx = pong_chan.spsc_receiver().unwrap();
+    let mode = if busy { "busy" } else { "default" };
+    let mut peer = Peer::spawn(&format!("pingpong {ping} {pong} {iters} {mode}"));
+    peer.wait_line("ready");
+    let mut samples = Vec::with_capacity(iters as usize);
+    for i in 0..iters {
+        let t = Instant::now();
+        tx.send(i).unwrap();
+        let back = rx.recv().unwrap();
+        samples.push(t.elapsed().as_nanos() as u64);
+        debug_assert_eq!(back, i);
+    }
+    drop(tx);
+    peer.finish();
+    percentiles(samples)
+}
+
+fn peer_sink<T: bytemuck::Pod>(addr: &str, n: u64) {
+    let chan = Builder::new(addr)
+        .unwrap()
+        .wait_strategy(WaitStrategy::busy_poll());
+    let chan = chan.open::<T>().unwrap();
+    let mut rx = chan.spsc_receiver().unwrap();
+    let mut buf = Vec::with_capacity(4096);
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut got = 0;
+    while got < n {
+        buf.clear();
+        got += match rx.try_recv_batch(&mut buf, 4096) {
+            Ok(0) => {
+                buf.push(rx.recv().unwrap());
+                1
+            }
+            Ok(k) => k as u64,
+            Err(e) => panic!("sink: {e:?}"),
+        };
+    }
+    println!("done");
+}
+
+/// How a throughput run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    /// One `send` per message.
+    PerMessage,
+    /// `send_batch` of 256 messages.
+    Batch,
+}
+
+fn throughput_of<T: bytemuck::Pod + Default>(n: u64, mode: SendMode, size: usize) -> f64 {
+    let addr = format!("shm:{}", unique("tput"));
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .spsc()
+        .capacity(8192)
+        .wait_strategy(WaitStrategy::busy_poll())
+        .create::<T>()
+        .unwrap();
+    let mut tx = chan.spsc_sender().unwrap();
+    let mut peer = Peer::spawn(&format!("sink {addr} {n} {size}"));
+    peer.wait_line("ready");
+    let start = Instant::now();
+    match mode {
+        SendMode::PerMessage => {
+            for _ in 0..n {
+                tx.send(T::default()).unwrap();
+            }
+        }
+        SendMode::Batch => {
+            let batch = vec![T::default(); 256];
+            let mut sent = 0;
+            while sent < n {
+                let k = (n - sent).min(256) as usize;
+                tx.send_batch(&batch[..k]).unwrap();
+                sent += k as u64;
+            }
+        }
+    }
+    peer.wait_line("done");
+    let elapsed = start.elapsed();
+    peer.finish();
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// One-way messages per second for `size`-byte messages (8 or 64).
+///
+/// # Panics
+///
+/// For another size.
+pub fn throughput(n: u64, size: usize, mode: SendMode) -> f64 {
+    match size {
+        8 => throughput_of::<u64>(n, mode, 8),
+        64 => throughput_of::<[u64; 8]>(n, mode, 64),
+        _ => panic!("throughput is measured for 8- and 64-byte messages"),
+    }
+}
+
+/// Every cross-process figure, medians of `runs` runs.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The bare cache-line ping-pong.
+    pub floor: Latency,
+    /// Ping-pong through shmlane, busy-poll.
+    pub busy: Latency,
+    /// Ping-pong through shmlane, default wait strategy.
+    pub default: Latency,
+    /// (size, mode, messages/s).
+    pub throughput: Vec<(usize, SendMode, f64)>,
+    /// Whether the two processes were pinned to different CPUs.
+    pub pinned: bool,
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+fn median_latency(v: Vec<Latency>) -> Latency {
+    Latency {
+        p50: median_f64(v.iter().map(|l| l.p50).collect()),
+        p99: median_f64(v.iter().map(|l| l.p99).collect()),
+        p999: median_f64(v.iter().map(|l| l.p999).collect()),
+    }
+}
+
+/// Runs everything `runs` times (interleaved) and takes medians.
+/// `scale` multiplies the message counts (1.0 for the full run).
+pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Report {
+    let pinned = pin_to_cpu(0);
+    let iters = ((200_000.0 * scale) as u64).max(1000);
+    let n8 = ((20_000_000.0 * scale) as u64).max(10_000);
+    let nbatch = ((100_000_000.0 * scale) as u64).max(10_000);
+    let (mut floor_r, mut busy_r, mut default_r) = (Vec::new(), Vec::new(), Vec::new());
+    let cases = [
+        (8, SendMode::PerMessage, n8),
+        (8, SendMode::Batch, nbatch),
+        (64, SendMode::PerMessage, n8 / 2),
+        (64, SendMode::Batch, nbatch / 4),
+    ];
+    let mut tput: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for run in 0..runs {
+        progress(&format!("run {}/{runs}: floor", run + 1));
+        floor_r.push(floor(iters));
+        progress(&format!("run {}/{runs}: ping-pong busy-poll", run + 1));
+        busy_r.push(pingpong(iters, true));
+        progress(&format!("run {}/{runs}: ping-pong default", run + 1));
+        default_r.push(pingpong(iters, false));
+        for (i, &(size, mode, n)) in cases.iter().enumerate() {
+            progress(&format!(
+                "run {}/{runs}: throughput {size} B {mode:?}",
+                run + 1
+            ));
+            tput[i].push(throughput(n, size, mode));
+        }
+    }
+    unpin();
+    Report {
+        floor: median_latency(floor_r),
+        busy: median_latency(busy_r),
+        default: median_latency(default_r),
+        throughput: cases
+            .iter()
+            .zip(tput)
+            .map(|(&(size, mode, _), v)| (size, mode, median_f64(v)))
+            .collect(),
+        pinned,
+    }
+}
+
+/// Formats a report as two tables with the goals of the cross-process
+/// issue beside each figure.
+pub fn report_table(r: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "round trip, 8-byte messages    p50 ns    p99 ns  p99.9 ns   p50 vs floor (goal)\n",
+    );
+    let row = |name: &str, l: &Latency, goal: &str| {
+        format!(
+            "{name:<30}{:>8.0}{:>10.0}{:>10.0}   {:>5.2}x {goal}\n",
+            l.p50,
+            l.p99,
+            l.p999,
+            l.p50 / r.floor.p50
+        )
+    };
+    out.push_str(&row("floor (cache-line ping-pong)", &r.floor, ""));
+    out.push_str(&row("shmlane SPSC, busy-poll", &r.busy, "(<= 1.2x)"));
+    out.push_str(&row("shmlane SPSC, default wait", &r.default, "(<= 1.5x)"));
+    out.push_str("\none-way throughput, SPSC        Mmsg/s      GB/s   goal\n");
+    for &(size, mode, rate) in &r.throughput {
+        let goal = match (size, mode) {
+            (8, SendMode::PerMessage) => ">= 25 Mmsg/s",
+            (8, SendMode::Batch) => ">= 300 Mmsg/s",
+            _ => "",
+        };
+        let label = format!(
+            "{size} B, {}",
+            if mode == SendMode::Batch {
+                "batch of 256"
+            } else {
+                "per message"
+            }
+        );
+        out.push_str(&format!(
+            "{label:<30}{:>8.1}{:>10.2}   {goal}\n",
+            rate / 1e6,
+            rate * size as f64 / 1e9
+        ));
+    }
+    if !r.pinned {
+        out.push_str("(not pinned: fewer than 2 CPUs or affinity refused)\n");
+    }
+    out
+}
