@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 use shmlane_ring::{mpmc, spsc, PopError, PushError};
-use shmlane_semaphore::{EventCount, WaitStrategy};
+use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 use shmlane_shm::{Attachment, CreateOptions, OpenOptions, Spec, TypeInfo};
 
 pub use shmlane_ring::RingKind;
@@ -75,6 +75,37 @@ const BUSY_RETRIES: u32 = 64;
 /// Bytes in front of each message: its length (low 32 bits) and flags.
 fn meta_size<T>() -> usize {
     align_of::<T>().max(8)
+}
+
+/// Slot payload size and alignment for `T`. SPSC slots hold the bare `T`
+/// (the producer publishes through the ring's tail, so nothing else is
+/// needed, and 64-byte messages fill whole cache lines); MPMC slots put a
+/// length word first, which also carries the skip flag for abandoned slots.
+fn slot_shape<T>(kind: RingKind) -> (usize, usize) {
+    match kind {
+        RingKind::Spsc => (size_of::<T>().max(1), align_of::<T>()),
+        RingKind::Mpmc => (meta_size::<T>() + size_of::<T>(), meta_size::<T>()),
+    }
+}
+
+/// Writes a bare `T` into an SPSC slot.
+///
+/// # Safety
+///
+/// - `payload` points to an SPSC slot this side owns, made for `T`.
+unsafe fn write_bare<T: Pod>(payload: *mut u8, msg: &T) {
+    // SAFETY: per the contract (aligned, large enough); volatile: shared.
+    unsafe { payload.cast::<T>().write_volatile(*msg) }
+}
+
+/// Reads a bare `T` out of an SPSC slot.
+///
+/// # Safety
+///
+/// - `payload` points to a published SPSC slot this side reads, made for `T`.
+unsafe fn read_bare<T: Pod>(payload: *const u8) -> T {
+    // SAFETY: per the contract; every bit pattern is a valid `T: Pod`.
+    unsafe { payload.cast::<T>().read_volatile() }
 }
 
 /// The fingerprint of `T` as a Pod message.
@@ -244,11 +275,12 @@ impl Builder {
     /// [`CreateError`]: the address exists, permission denied, a bad
     /// capacity (zero, too large), or an OS error.
     pub fn create<T: Pod>(&self) -> Result<Channel<T>, CreateError> {
+        let (slot_size, slot_align) = slot_shape::<T>(self.kind);
         let spec = Spec {
             kind: self.kind,
             capacity: self.capacity,
-            slot_size: meta_size::<T>() + size_of::<T>(),
-            slot_align: meta_size::<T>(),
+            slot_size,
+            slot_align,
             ty: type_info::<T>(),
         };
         let seg = match &self.target {
@@ -520,30 +552,35 @@ impl Side {
         seg.live_count(peer) == 0
     }
 
+    /// Sends through `try_send(msg, probe)`, waiting while full. `probe`
+    /// is false while spinning, so that lock probes for dead peers happen
+    /// only after a yield or a park.
     fn send_blocking<T>(
         &self,
         msg: T,
         deadline: Option<Instant>,
-        mut try_send: impl FnMut(T) -> Result<(), TrySendError<T>>,
+        mut try_send: impl FnMut(T, bool) -> Result<(), TrySendError<T>>,
     ) -> Result<(), SendTimeoutError<T>> {
-        let msg = match try_send(msg) {
+        let msg = match try_send(msg, false) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(m)) => return Err(SendTimeoutError::Disconnected(m)),
             Err(TrySendError::Full(m)) => m,
         };
         let mut pending = Some(msg);
-        let waited = self
-            .strategy
-            .wait_in_steps(self.not_full(), deadline, Some(STEP), || {
-                match try_send(pending.take()?) {
+        let waited =
+            self.strategy.wait_phased(
+                self.not_full(),
+                deadline,
+                Some(STEP),
+                |phase| match try_send(pending.take()?, phase != Phase::Spin) {
                     Ok(()) => Some(Ok(())),
                     Err(TrySendError::Disconnected(m)) => Some(Err(m)),
                     Err(TrySendError::Full(m)) => {
                         pending = Some(m);
                         None
                     }
-                }
-            });
+                },
+            );
         match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(m)) => Err(SendTimeoutError::Disconnected(m)),
@@ -553,24 +590,29 @@ impl Side {
         }
     }
 
+    /// Receives through `try_recv(probe)`, waiting while empty (`probe` as
+    /// in [`send_blocking`](Self::send_blocking)).
     fn recv_blocking<T>(
         &self,
         deadline: Option<Instant>,
-        mut try_recv: impl FnMut() -> Result<T, TryRecvError>,
+        mut try_recv: impl FnMut(bool) -> Result<T, TryRecvError>,
     ) -> Result<T, RecvTimeoutError> {
-        match try_recv() {
+        match try_recv(false) {
             Ok(v) => return Ok(v),
             Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
             Err(TryRecvError::Empty) => {}
         }
         self.strategy
-            .wait_in_steps(self.not_empty(), deadline, Some(STEP), || {
-                match try_recv() {
+            .wait_phased(
+                self.not_empty(),
+                deadline,
+                Some(STEP),
+                |phase| match try_recv(phase != Phase::Spin) {
                     Ok(v) => Some(Ok(v)),
                     Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
                     Err(TryRecvError::Empty) => None,
-                }
-            })
+                },
+            )
             .unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 }
@@ -592,7 +634,7 @@ struct MpmcEnd {
 }
 
 impl MpmcEnd {
-    fn try_send<T: Pod>(&self, msg: T) -> Result<(), TrySendError<T>> {
+    fn try_send<T: Pod>(&self, msg: T, probe: bool) -> Result<(), TrySendError<T>> {
         let side = &self.side;
         if side.corrupted() || side.peers_gone(Role::Receiver, false) {
             return Err(TrySendError::Disconnected(msg));
@@ -610,7 +652,7 @@ impl MpmcEnd {
                 }
                 Err(PushError::Busy) if step < BUSY_RETRIES => busy_backoff(&mut step),
                 Err(PushError::Full | PushError::Busy) => {
-                    return Err(if side.peers_gone(Role::Receiver, true) {
+                    return Err(if side.peers_gone(Role::Receiver, probe) {
                         TrySendError::Disconnected(msg)
                     } else {
                         TrySendError::Full(msg)
@@ -624,7 +666,7 @@ impl MpmcEnd {
         }
     }
 
-    fn try_recv<T: Pod>(&self) -> Result<T, TryRecvError> {
+    fn try_recv<T: Pod>(&self, probe: bool) -> Result<T, TryRecvError> {
         let side = &self.side;
         if side.corrupted() {
             return Err(TryRecvError::Disconnected);
@@ -651,7 +693,7 @@ impl MpmcEnd {
                     if senders_gone {
                         return Err(TryRecvError::Disconnected);
                     }
-                    if !side.peers_gone(Role::Sender, true) {
+                    if !side.peers_gone(Role::Sender, probe) {
                         return Err(TryRecvError::Empty);
                     }
                     // Every sender is gone: what they sent is visible now;
@@ -661,7 +703,7 @@ impl MpmcEnd {
                 Err(PopError::Busy) => {
                     // A producer claimed the head slot and has not published
                     // it. If every sender is dead, it never will: skip it.
-                    if side.peers_gone(Role::Sender, true) {
+                    if side.peers_gone(Role::Sender, probe) {
                         if !self.ring.publish_abandoned(mark_skipped) {
                             busy_backoff(&mut step);
                         }
@@ -740,7 +782,7 @@ impl<T: Pod> Sender<T> {
     /// [`TrySendError::Full`] or [`TrySendError::Disconnected`], with the
     /// message.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        self.end.try_send(msg)
+        self.end.try_send(msg, true)
     }
 
     /// Sends, blocking while the channel is full.
@@ -774,7 +816,7 @@ impl<T: Pod> Sender<T> {
     fn send_until(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         self.end
             .side
-            .send_blocking(msg, deadline, |m| self.end.try_send(m))
+            .send_blocking(msg, deadline, |m, probe| self.end.try_send(m, probe))
     }
 
     /// Whether both senders share one attachment (are clones).
@@ -801,7 +843,7 @@ impl<T: Pod> Receiver<T> {
     /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the
     /// channel is empty and every sender is gone.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.end.try_recv()
+        self.end.try_recv(true)
     }
 
     /// Receives, blocking while the channel is empty.
@@ -834,7 +876,7 @@ impl<T: Pod> Receiver<T> {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         self.end
             .side
-            .recv_blocking(deadline, || self.end.try_recv())
+            .recv_blocking(deadline, |probe| self.end.try_recv(probe))
     }
 
     /// A blocking iterator that ends when the channel disconnects.
@@ -889,17 +931,18 @@ fn spsc_try_send<T: Pod>(
     ring: &mut spsc::Producer,
     side: &Side,
     msg: T,
+    probe: bool,
 ) -> Result<(), TrySendError<T>> {
     if side.corrupted() || side.peers_gone(Role::Receiver, false) {
         return Err(TrySendError::Disconnected(msg));
     }
-    // SAFETY: each payload is a slot of this layout, made for `T`.
-    match ring.try_push_with(|p| unsafe { write_msg(p, &msg) }) {
+    // SAFETY: each payload is an SPSC slot of this layout, made for `T`.
+    match ring.try_push_with(|p| unsafe { write_bare(p, &msg) }) {
         Ok(()) => {
             side.not_empty().notify_one();
             Ok(())
         }
-        Err(PushError::Full | PushError::Busy) => Err(if side.peers_gone(Role::Receiver, true) {
+        Err(PushError::Full | PushError::Busy) => Err(if side.peers_gone(Role::Receiver, probe) {
             TrySendError::Disconnected(msg)
         } else {
             TrySendError::Full(msg)
@@ -911,20 +954,23 @@ fn spsc_try_send<T: Pod>(
     }
 }
 
-fn spsc_try_recv<T: Pod>(ring: &mut spsc::Consumer, side: &Side) -> Result<T, TryRecvError> {
+fn spsc_try_recv<T: Pod>(
+    ring: &mut spsc::Consumer,
+    side: &Side,
+    probe: bool,
+) -> Result<T, TryRecvError> {
     if side.corrupted() {
         return Err(TryRecvError::Disconnected);
     }
     let mut senders_gone = false;
     loop {
-        // SAFETY: a published slot of this layout, made for `T`.
-        match ring.try_pop_with(|p| unsafe { read_msg::<T>(p) }) {
-            Ok(Ok(Some(v))) => {
+        // SAFETY: a published SPSC slot of this layout, made for `T`.
+        match ring.try_pop_with(|p| unsafe { read_bare::<T>(p) }) {
+            Ok(v) => {
                 side.not_full().notify_one();
                 return Ok(v);
             }
-            Ok(Ok(None) | Err(())) | Err(PopError::Corrupted) => {
-                // SPSC producers never skip slots: a skip marker is garbage.
+            Err(PopError::Corrupted) => {
                 side.poison();
                 return Err(TryRecvError::Disconnected);
             }
@@ -932,7 +978,7 @@ fn spsc_try_recv<T: Pod>(ring: &mut spsc::Consumer, side: &Side) -> Result<T, Tr
                 if senders_gone {
                     return Err(TryRecvError::Disconnected);
                 }
-                if !side.peers_gone(Role::Sender, true) {
+                if !side.peers_gone(Role::Sender, probe) {
                     return Err(TryRecvError::Empty);
                 }
                 senders_gone = true;
@@ -959,7 +1005,7 @@ impl<T: Pod> SpscSender<T> {
     /// [`TrySendError::Full`] or [`TrySendError::Disconnected`], with the
     /// message.
     pub fn try_send(&mut self, msg: T) -> Result<(), TrySendError<T>> {
-        spsc_try_send(&mut self.ring, &self.side, msg)
+        spsc_try_send(&mut self.ring, &self.side, msg, true)
     }
 
     /// Sends, blocking while the channel is full.
@@ -992,7 +1038,9 @@ impl<T: Pod> SpscSender<T> {
 
     fn send_until(&mut self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         let (ring, side) = (&mut self.ring, &self.side);
-        side.send_blocking(msg, deadline, |m| spsc_try_send(ring, side, m))
+        side.send_blocking(msg, deadline, |m, probe| {
+            spsc_try_send(ring, side, m, probe)
+        })
     }
 
     /// Sends as many of `msgs` as fit now, publishing them with one store
@@ -1039,8 +1087,10 @@ impl<T: Pod> SpscSender<T> {
                 Ok(0) => {
                     // Full: wait for room for one, then batch again.
                     let (ring, side) = (&mut self.ring, &self.side);
-                    side.send_blocking(msgs[sent], None, |m| spsc_try_send(ring, side, m))
-                        .map_err(|_| SendError(sent))?;
+                    side.send_blocking(msgs[sent], None, |m, probe| {
+                        spsc_try_send(ring, side, m, probe)
+                    })
+                    .map_err(|_| SendError(sent))?;
                     1
                 }
                 Ok(n) => n,
@@ -1070,7 +1120,7 @@ impl<T: Pod> SpscReceiver<T> {
     /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the
     /// channel is empty and the sender is gone.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
-        spsc_try_recv(&mut self.ring, &self.side)
+        spsc_try_recv(&mut self.ring, &self.side, true)
     }
 
     /// Receives, blocking while the channel is empty.
@@ -1102,7 +1152,7 @@ impl<T: Pod> SpscReceiver<T> {
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let (ring, side) = (&mut self.ring, &self.side);
-        side.recv_blocking(deadline, || spsc_try_recv(ring, side))
+        side.recv_blocking(deadline, |probe| spsc_try_recv(ring, side, probe))
     }
 
     /// Appends up to `max` ready messages to `out`, freeing their slots with
@@ -1117,16 +1167,13 @@ impl<T: Pod> SpscReceiver<T> {
         if side.corrupted() {
             return Err(TryRecvError::Disconnected);
         }
-        let mut bad = false;
         let before = out.len();
-        // SAFETY: each payload is a published slot of this layout, made for `T`.
+        // SAFETY: each payload is a published SPSC slot of this layout, made
+        // for `T`.
         let read = self
             .ring
-            .read_batch(max as u64, |_, p| match unsafe { read_msg::<T>(p) } {
-                Ok(Some(v)) => out.push(v),
-                _ => bad = true,
-            });
-        if bad || read.is_err() {
+            .read_batch(max as u64, |_, p| out.push(unsafe { read_bare::<T>(p) }));
+        if read.is_err() {
             out.truncate(before);
             side.poison();
             return Err(TryRecvError::Disconnected);
@@ -1136,7 +1183,7 @@ impl<T: Pod> SpscReceiver<T> {
             side.not_full().notify_one();
             return Ok(n);
         }
-        match spsc_try_recv(&mut self.ring, side) {
+        match spsc_try_recv(&mut self.ring, side, true) {
             Ok(v) => {
                 out.push(v);
                 Ok(1)

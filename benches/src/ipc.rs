@@ -39,10 +39,19 @@ pub fn maybe_run_peer() {
     std::process::exit(0);
 }
 
+/// CPUs online, whatever this process's affinity mask says (a child
+/// inherits its parent's pinned mask, so `available_parallelism` would
+/// answer 1 there).
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 /// Pins this process to one CPU (best effort: a machine with one CPU, or a
 /// container that forbids it, runs unpinned).
 pub fn pin_to_cpu(cpu: usize) -> bool {
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ncpu = online_cpus();
     if ncpu < 2 {
         return false;
     }
@@ -57,7 +66,7 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
 
 /// Lets this process run on every CPU again.
 pub fn unpin() {
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ncpu = online_cpus();
     // SAFETY: as in `pin_to_cpu`.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -357,7 +366,7 @@ fn throughput_of<T: bytemuck::Pod + Default>(n: u64, mode: SendMode, size: usize
             }
         }
         SendMode::Batch => {
-            let batch = vec![T::default(); 256];
+            let batch = [T::default(); 256];
             let mut sent = 0;
             while sent < n {
                 let k = (n - sent).min(256) as usize;

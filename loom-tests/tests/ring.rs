@@ -78,7 +78,7 @@ fn mpmc_two_producers_two_consumers() {
                     for _ in 0..2 {
                         match ring.try_pop_with(read_u64) {
                             Ok(v) => return Some(v),
-                            Err(PopError::Empty) => thread::yield_now(),
+                            Err(PopError::Empty | PopError::Busy) => thread::yield_now(),
                             Err(e) => panic!("{e}"),
                         }
                     }

@@ -37,7 +37,8 @@ fn an_open_reservation_hides_later_messages_until_committed() {
     let ring = region.mpmc();
     let first = ring.try_reserve().unwrap();
     ring.try_push_with(|p| write_u64(p, 2)).unwrap();
-    assert!(matches!(ring.try_claim(), Err(PopError::Empty)));
+    // Not empty: a message is being written at the head.
+    assert!(matches!(ring.try_claim(), Err(PopError::Busy)));
     write_u64(first.as_mut_ptr(), 1);
     first.commit();
     assert_eq!(ring.try_pop_with(read_u64), Ok(1));
@@ -52,7 +53,8 @@ fn a_claim_holds_its_slot_until_dropped() {
     ring.try_push_with(|p| write_u64(p, 8)).unwrap();
     let claim = ring.try_claim().unwrap();
     assert_eq!(read_u64(claim.as_ptr()), 7);
-    assert!(matches!(ring.try_reserve(), Err(PushError::Full)));
+    // Not full: the next slot is being read.
+    assert!(matches!(ring.try_reserve(), Err(PushError::Busy)));
     drop(claim);
     ring.try_push_with(|p| write_u64(p, 9)).unwrap();
     assert_eq!(ring.try_pop_with(read_u64), Ok(8));
@@ -108,7 +110,7 @@ fn many_threads_exactly_once_and_in_order_per_producer() {
                             );
                             received.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(PopError::Empty) => std::thread::yield_now(),
+                        Err(PopError::Empty | PopError::Busy) => std::thread::yield_now(),
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -133,7 +135,7 @@ fn an_abandoned_claim_can_be_published_once_by_a_survivor() {
     ring.try_push_with(|p| write_u64(p, 3)).unwrap();
     assert_eq!(ring.try_pop_with(read_u64), Ok(1));
     assert!(
-        matches!(ring.try_claim(), Err(PopError::Empty)),
+        matches!(ring.try_claim(), Err(PopError::Busy)),
         "the hole blocks the head"
     );
     assert!(ring.publish_abandoned(|p| write_u64(p, u64::MAX)));

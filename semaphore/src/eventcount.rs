@@ -2,12 +2,13 @@
 //! without a lock, and without a system call on the waker's side when
 //! nobody sleeps.
 //!
-//! Protocol (the two SeqCst fences form a Dekker pair):
+//! Protocol (the two barriers form a Dekker pair; see `barrier` for the
+//! asymmetric version that keeps the waker's side free of fences):
 //!
 //! ```text
 //! waiter                                 waker
 //! waiters += 1                           make the condition true
-//! fence(SeqCst)                          fence(SeqCst)
+//! barrier (heavy)                        barrier (light)
 //! key = seq                              if waiters > 0:
 //! if condition: done                         seq += 1
 //! futex_wait(seq, key)                       futex_wake(seq)
@@ -20,8 +21,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::futex;
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering};
+use crate::{barrier, futex};
 
 /// A wakeup word pair that may live in shared memory (`#[repr(C)]`, 8 bytes,
 /// no pointers). All-zero bytes are a valid, idle eventcount.
@@ -97,10 +98,11 @@ impl EventCount {
 
     #[inline]
     fn notify(&self, count: i32) {
-        // SeqCst: orders the caller's store of the condition before the load
-        // of `waiters`; pairs with the fence in `prepare`.
-        fence(Ordering::SeqCst);
-        // Relaxed: the fence above gives the ordering.
+        // Orders the caller's store of the condition before the load of
+        // `waiters`; pairs with `waiter_side` in `prepare` (a SeqCst fence
+        // pair, or compiler barrier + membarrier: see `barrier`).
+        barrier::waker_side();
+        // Relaxed: the barrier pair gives the ordering.
         if self.waiters.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -121,11 +123,11 @@ impl EventCount {
     /// Announces a waiter and returns the key to sleep on. The caller must
     /// re-check its condition after this and before [`Self::sleep`].
     fn prepare(&self) -> Key<'_> {
-        // Relaxed: the fence below orders it.
+        // Relaxed: the barrier below orders it.
         self.waiters.fetch_add(1, Ordering::Relaxed);
-        // SeqCst: orders the announcement before the caller's re-check of
-        // the condition; pairs with the fence in `notify`.
-        fence(Ordering::SeqCst);
+        // Orders the announcement before the caller's re-check of the
+        // condition; pairs with `waker_side` in `notify`.
+        barrier::waiter_side();
         // Acquire: pairs with the Release bump in `wake_slow`.
         let seq = self.seq.load(Ordering::Acquire);
         Key { ec: self, seq }

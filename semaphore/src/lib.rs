@@ -32,13 +32,15 @@
 //! waker.join().unwrap();
 //! ```
 
+mod barrier;
 mod eventcount;
 mod futex;
 mod sync;
 mod wait;
 
+pub use barrier::asymmetric as uses_membarrier;
 pub use eventcount::{EventCount, TimedOut};
-pub use wait::WaitStrategy;
+pub use wait::{Phase, WaitStrategy};
 
 impl std::fmt::Display for TimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -5,14 +5,25 @@ use std::time::{Duration, Instant};
 use crate::eventcount::{EventCount, TimedOut};
 use crate::sync::{spin_loop, yield_now};
 
+/// Where a waiter is when it re-checks its condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Spinning: checks come tens of nanoseconds apart; keep them cheap.
+    Spin,
+    /// Just gave the CPU away (or busy-polling between spin rounds).
+    Yield,
+    /// Woken from the kernel (or a step of a stepped wait ended).
+    Park,
+}
+
 /// How a blocked sender or receiver waits for the other side.
 ///
-/// First it spins, re-checking the condition with exponentially more CPU
-/// pause hints between checks (up to 64), `spin` times; then it gives the
-/// CPU away with `sched_yield`, `yields` times; then it parks on the
-/// eventcount until woken or until the deadline. The busy-poll strategy
-/// never parks: after its spins it keeps yielding, so a waiter stays
-/// runnable (lowest latency) yet never holds a core another thread needs.
+/// First it spins: `spin` re-checks with one CPU pause hint between them
+/// (on the order of 10-40 us in all). Then it gives the CPU away with
+/// `sched_yield`, `yields` times. Then it parks on the eventcount until
+/// woken or until the deadline. Busy-poll never parks: it spins `spin`
+/// checks, yields once, and starts over, so it answers within a pause hint
+/// yet never holds a core that another runnable thread needs for long.
 ///
 /// # Examples
 ///
@@ -36,21 +47,24 @@ impl Default for WaitStrategy {
     }
 }
 
+/// Spin checks between two looks at the clock (deadline checks).
+const CLOCK_EVERY: u32 = 64;
+
 impl WaitStrategy {
-    /// Spin (about 2-10 us on current CPUs), yield a few times, then park.
+    /// Spin 512 checks, yield 8 times, then park.
     pub const fn new() -> Self {
         Self {
-            spin: 16,
+            spin: 512,
             yields: 8,
             park: true,
         }
     }
 
-    /// Spin, then yield for as long as it takes: never sleeps in the kernel.
+    /// Spin, yield once, spin again...: never sleeps in the kernel.
     pub const fn busy_poll() -> Self {
         Self {
-            spin: 64,
-            yields: u32::MAX,
+            spin: 256,
+            yields: 0,
             park: false,
         }
     }
@@ -72,7 +86,7 @@ impl WaitStrategy {
         self.spin
     }
 
-    /// The number of yielding re-checks (`u32::MAX` for busy-poll).
+    /// The number of yielding re-checks before parking.
     pub const fn yields(&self) -> u32 {
         self.yields
     }
@@ -95,47 +109,62 @@ impl WaitStrategy {
         &self,
         ec: &EventCount,
         deadline: Option<Instant>,
-        cond: impl FnMut() -> Option<R>,
+        mut cond: impl FnMut() -> Option<R>,
     ) -> Result<R, TimedOut> {
-        self.wait_in_steps(ec, deadline, None, cond)
+        self.wait_phased(ec, deadline, None, |_| cond())
     }
 
     /// As [`wait`](Self::wait), but a parked waiter wakes at least every
-    /// `step` to re-check `cond` (for events that send no wakeup).
+    /// `step` to re-check (for events that send no wakeup, such as a peer
+    /// process dying), and `cond` learns which [`Phase`] it is called in, so
+    /// that it can keep expensive checks out of the spin.
     ///
     /// # Errors
     ///
     /// [`TimedOut`] when the deadline passed first.
-    pub fn wait_in_steps<R>(
+    pub fn wait_phased<R>(
         &self,
         ec: &EventCount,
         deadline: Option<Instant>,
         step: Option<Duration>,
-        mut cond: impl FnMut() -> Option<R>,
+        mut cond: impl FnMut(Phase) -> Option<R>,
     ) -> Result<R, TimedOut> {
+        let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
         // Under loom the spin and yield phases add nothing but states:
         // they only re-run the same check.
         if !cfg!(shmlane_loom) {
-            for i in 0..self.spin {
-                if let Some(r) = cond() {
-                    return Ok(r);
-                }
-                for _ in 0..1u32 << i.min(6) {
+            loop {
+                for i in 1..=self.spin {
+                    if let Some(r) = cond(Phase::Spin) {
+                        return Ok(r);
+                    }
+                    if i % CLOCK_EVERY == 0 && past(deadline) {
+                        return cond(Phase::Spin).ok_or(TimedOut);
+                    }
                     spin_loop();
                 }
-            }
-            let mut i = 0;
-            while i < self.yields || !self.park {
-                if let Some(r) = cond() {
+                if self.park {
+                    break;
+                }
+                // Busy-poll: one yield per spin round, then spin again.
+                yield_now();
+                if let Some(r) = cond(Phase::Yield) {
                     return Ok(r);
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return cond().ok_or(TimedOut);
+                if past(deadline) {
+                    return cond(Phase::Yield).ok_or(TimedOut);
                 }
+            }
+            for _ in 0..self.yields {
                 yield_now();
-                i = i.saturating_add(1);
+                if let Some(r) = cond(Phase::Yield) {
+                    return Ok(r);
+                }
+                if past(deadline) {
+                    return cond(Phase::Yield).ok_or(TimedOut);
+                }
             }
         }
-        ec.wait_in_steps(deadline, step, &mut cond)
+        ec.wait_in_steps(deadline, step, &mut || cond(Phase::Park))
     }
 }

@@ -1,0 +1,129 @@
+//! The two halves of the eventcount's Dekker pair, made asymmetric.
+//!
+//! A waker runs once per message and must be cheap; a waiter is about to
+//! make a futex system call anyway. So when the kernel offers
+//! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, the waker's half is only
+//! a compiler barrier and the waiter's half is the membarrier call, which
+//! makes every CPU running a registered process execute a full barrier
+//! (or be between context switches, which are full barriers). This is the
+//! asymmetric-fence technique of Linux RCU and folly.
+//!
+//! Every process registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`) on
+//! first use. Where membarrier is missing or refused, or
+//! `SHMLANE_NO_MEMBARRIER` is set, both halves are SeqCst fences. A waiter
+//! in such a process paired with a waker in an asymmetric one is not
+//! ordered: cross-process waits therefore always park in bounded steps,
+//! so that case costs latency (one step), never a hang. Under loom both
+//! halves are fences, which loom models.
+
+use crate::sync::{fence, Ordering};
+
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+mod imp {
+    use std::sync::atomic::{compiler_fence, AtomicU8, Ordering};
+
+    const UNKNOWN: u8 = 0;
+    const ASYMMETRIC: u8 = 1;
+    const SYMMETRIC: u8 = 2;
+
+    // Values from <linux/membarrier.h>.
+    const CMD_QUERY: libc::c_int = 0;
+    const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    fn membarrier(cmd: libc::c_int) -> libc::c_long {
+        // SAFETY: membarrier takes two integers and touches no memory of ours.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) }
+    }
+
+    #[cold]
+    fn init() -> u8 {
+        let supported = membarrier(CMD_QUERY);
+        let mode = if std::env::var_os("SHMLANE_NO_MEMBARRIER").is_none()
+            && supported > 0
+            && supported & libc::c_long::from(CMD_GLOBAL_EXPEDITED) != 0
+            && membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+        {
+            ASYMMETRIC
+        } else {
+            SYMMETRIC
+        };
+        // Relaxed: registration (a system call) is complete before this
+        // store; racing initialisers reach the same answer.
+        MODE.store(mode, Ordering::Relaxed);
+        mode
+    }
+
+    #[inline]
+    fn mode() -> u8 {
+        // Relaxed: a once-set flag; see `init`.
+        match MODE.load(Ordering::Relaxed) {
+            UNKNOWN => init(),
+            m => m,
+        }
+    }
+
+    /// Whether the asymmetric pair is in use in this process.
+    pub(crate) fn asymmetric() -> bool {
+        mode() == ASYMMETRIC
+    }
+
+    #[inline]
+    pub(crate) fn light() -> bool {
+        if mode() == ASYMMETRIC {
+            // SeqCst compiler barrier: keeps the compiler from moving the
+            // caller's store past our load; the CPU half is the waiter's
+            // membarrier.
+            compiler_fence(Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn heavy() -> bool {
+        mode() == ASYMMETRIC && membarrier(CMD_GLOBAL_EXPEDITED) == 0
+    }
+}
+
+#[cfg(any(not(target_os = "linux"), shmlane_loom))]
+mod imp {
+    pub(crate) fn asymmetric() -> bool {
+        false
+    }
+    pub(crate) fn light() -> bool {
+        false
+    }
+    pub(crate) fn heavy() -> bool {
+        false
+    }
+}
+
+/// Whether this process uses the asymmetric (membarrier) pair.
+pub fn asymmetric() -> bool {
+    imp::asymmetric()
+}
+
+/// The waker's half: after storing the condition, before loading the
+/// waiter count.
+#[inline]
+pub(crate) fn waker_side() {
+    if !imp::light() {
+        // SeqCst: pairs with the waiter's fence (symmetric mode).
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The waiter's half: after announcing itself, before re-checking the
+/// condition.
+#[inline]
+pub(crate) fn waiter_side() {
+    if !imp::heavy() {
+        // SeqCst: pairs with the waker's fence (symmetric mode). A failed
+        // membarrier in asymmetric mode also lands here; bounded steps cover
+        // that case as described above.
+        fence(Ordering::SeqCst);
+    }
+}
