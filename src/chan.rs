@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use shmlane_ring::{mpmc, PopError, PushError, RingKind, RingLayout};
-use shmlane_semaphore::{EventCount, WaitStrategy};
+use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -101,14 +101,22 @@ impl<T> Chan<T> {
         self.not_full.0.notify_all();
     }
 
+    /// Sends without waiting. `precise`: tell a slot still being read from
+    /// a full ring (needed before parking; costs a read of the receivers'
+    /// index line, which spinning checks skip).
     #[inline]
-    fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+    fn try_send(&self, msg: T, precise: bool) -> Result<(), TrySendError<T>> {
         if self.is_disconnected() {
             return Err(TrySendError::Disconnected(msg));
         }
         let mut step = 0;
         loop {
-            match self.ring.try_reserve() {
+            let reserved = if precise {
+                self.ring.try_reserve()
+            } else {
+                self.ring.try_reserve_spin()
+            };
+            match reserved {
                 Ok(slot) => {
                     // SAFETY: the reservation owns a slot of `size_of::<T>()`
                     // bytes or more, aligned for `T` (the layout was made for `T`).
@@ -126,22 +134,28 @@ impl<T> Chan<T> {
         }
     }
 
+    /// Receives without waiting; `precise` as in [`try_send`](Self::try_send).
     #[inline]
-    fn try_recv(&self) -> Result<T, TryRecvError> {
-        match self.pop() {
+    fn try_recv(&self, precise: bool) -> Result<T, TryRecvError> {
+        match self.pop(precise) {
             Some(msg) => Ok(msg),
             None if !self.is_disconnected() => Err(TryRecvError::Empty),
             // Every sender is gone: whatever they pushed is visible now, so
             // one more look decides between a last message and the end.
-            None => self.pop().ok_or(TryRecvError::Disconnected),
+            None => self.pop(true).ok_or(TryRecvError::Disconnected),
         }
     }
 
     #[inline]
-    fn pop(&self) -> Option<T> {
+    fn pop(&self, precise: bool) -> Option<T> {
         let mut step = 0;
         loop {
-            match self.ring.try_claim() {
+            let claimed = if precise {
+                self.ring.try_claim()
+            } else {
+                self.ring.try_claim_spin()
+            };
+            match claimed {
                 Ok(slot) => {
                     // SAFETY: a claimed slot holds a `T` written by `try_send`
                     // and published by its commit; the claim frees the slot
@@ -161,7 +175,7 @@ impl<T> Chan<T> {
     }
 
     fn send_until(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-        let msg = match self.try_send(msg) {
+        let msg = match self.try_send(msg, false) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(msg)) => {
                 return Err(SendTimeoutError::Disconnected(msg))
@@ -174,17 +188,19 @@ impl<T> Chan<T> {
     #[cold]
     fn send_slow(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         let mut pending = Some(msg);
-        let waited = self.strategy.wait(&self.not_full.0, deadline, || {
-            let msg = pending.take()?;
-            match self.try_send(msg) {
-                Ok(()) => Some(Ok(())),
-                Err(TrySendError::Disconnected(msg)) => Some(Err(msg)),
-                Err(TrySendError::Full(msg)) => {
-                    pending = Some(msg);
-                    None
+        let waited = self
+            .strategy
+            .wait_phased(&self.not_full.0, deadline, None, |phase| {
+                let msg = pending.take()?;
+                match self.try_send(msg, phase == Phase::Park) {
+                    Ok(()) => Some(Ok(())),
+                    Err(TrySendError::Disconnected(msg)) => Some(Err(msg)),
+                    Err(TrySendError::Full(msg)) => {
+                        pending = Some(msg);
+                        None
+                    }
                 }
-            }
-        });
+            });
         match waited {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(SendTimeoutError::Disconnected(msg)),
@@ -196,7 +212,7 @@ impl<T> Chan<T> {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        match self.try_recv() {
+        match self.try_recv(false) {
             Ok(msg) => Ok(msg),
             Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             Err(TryRecvError::Empty) => self.recv_slow(deadline),
@@ -205,13 +221,17 @@ impl<T> Chan<T> {
 
     #[cold]
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let waited = self
-            .strategy
-            .wait(&self.not_empty.0, deadline, || match self.try_recv() {
-                Ok(msg) => Some(Ok(msg)),
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                Err(TryRecvError::Empty) => None,
-            });
+        let waited =
+            self.strategy
+                .wait_phased(&self.not_empty.0, deadline, None, |phase| {
+                    match self.try_recv(phase == Phase::Park) {
+                        Ok(msg) => Some(Ok(msg)),
+                        Err(TryRecvError::Disconnected) => {
+                            Some(Err(RecvTimeoutError::Disconnected))
+                        }
+                        Err(TryRecvError::Empty) => None,
+                    }
+                });
         waited.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 }
@@ -318,7 +338,7 @@ impl<T> Sender<T> {
     /// [`TrySendError::Disconnected`] if every receiver is gone; both hand
     /// the message back.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        self.chan.try_send(msg)
+        self.chan.try_send(msg, true)
     }
 
     /// Sends a message, blocking while the channel is full.
@@ -395,7 +415,7 @@ impl<T> Receiver<T> {
     /// [`TryRecvError::Disconnected`] if the channel is empty and every
     /// sender is gone.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.try_recv()
+        self.chan.try_recv(true)
     }
 
     /// Receives a message, blocking while the channel is empty. Messages

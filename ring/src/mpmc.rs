@@ -107,6 +107,23 @@ impl Ring {
     /// by a consumer that claimed it (retry soon: it is not full);
     /// [`PushError::Corrupted`] for indices no valid ring can have.
     pub fn try_reserve(&self) -> Result<Reservation<'_>, PushError> {
+        self.reserve(true)
+    }
+
+    /// As [`try_reserve`](Self::try_reserve), but reports a slot still
+    /// being read as [`PushError::Full`] instead of [`PushError::Busy`]:
+    /// it never reads the consumers' index, so a spinning producer does not
+    /// pull that cache line away from them. Only for checks that will be
+    /// repeated; a check made before parking must use `try_reserve`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve), without `Busy`.
+    pub fn try_reserve_spin(&self) -> Result<Reservation<'_>, PushError> {
+        self.reserve(false)
+    }
+
+    fn reserve(&self, precise: bool) -> Result<Reservation<'_>, PushError> {
         let ctrl = self.control();
         // Relaxed: only a hint; the stamp check and the CAS decide.
         let mut pos = ctrl.tail.value.load(Ordering::Relaxed);
@@ -164,6 +181,9 @@ impl Ring {
                 // The slot still holds the message from the previous lap:
                 // full if no consumer has claimed it yet, else a consumer is
                 // reading it right now.
+                if !precise {
+                    return Err(PushError::Full);
+                }
                 // Acquire: as in the limited check above.
                 let head = ctrl.head.value.load(Ordering::Acquire);
                 return Err(if pos.wrapping_sub(head) >= self.layout.slots() {
@@ -209,6 +229,22 @@ impl Ring {
     /// [`PopError::Busy`] when one has but is still writing it (retry soon:
     /// it is not empty); [`PopError::Corrupted`] for impossible stamps.
     pub fn try_claim(&self) -> Result<Claim<'_>, PopError> {
+        self.claim(true)
+    }
+
+    /// As [`try_claim`](Self::try_claim), but reports a slot still being
+    /// written as [`PopError::Empty`] instead of [`PopError::Busy`]: it
+    /// never reads the producers' index (see
+    /// [`try_reserve_spin`](Self::try_reserve_spin)).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_claim`](Self::try_claim), without `Busy`.
+    pub fn try_claim_spin(&self) -> Result<Claim<'_>, PopError> {
+        self.claim(false)
+    }
+
+    fn claim(&self, precise: bool) -> Result<Claim<'_>, PopError> {
         let ctrl = self.control();
         // Relaxed: a hint; the stamp check and the CAS decide.
         let mut pos = ctrl.head.value.load(Ordering::Relaxed);
@@ -243,6 +279,9 @@ impl Ring {
             } else if diff < 0 {
                 // Not published for this lap: empty if no producer claimed
                 // it, else a producer is writing it right now.
+                if !precise {
+                    return Err(PopError::Empty);
+                }
                 // Relaxed: only compared; the stamp orders the payload.
                 let tail = ctrl.tail.value.load(Ordering::Relaxed);
                 return Err(if tail == pos {
