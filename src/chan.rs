@@ -318,6 +318,31 @@ pub fn bounded_with<T>(cap: usize, strategy: WaitStrategy) -> (Sender<T>, Receiv
     )
 }
 
+/// `len`, `is_empty`, `is_full` and `capacity`, the same on both ends.
+macro_rules! size_methods {
+    () => {
+        /// Whether the channel holds no message.
+        pub fn is_empty(&self) -> bool {
+            self.chan.ring.is_empty()
+        }
+
+        /// Whether the channel holds `capacity` messages.
+        pub fn is_full(&self) -> bool {
+            self.len() == self.chan.ring.capacity() as usize
+        }
+
+        /// The number of messages in the channel.
+        pub fn len(&self) -> usize {
+            self.chan.ring.len() as usize
+        }
+
+        /// The capacity: always `Some` (every shmlane channel is bounded).
+        pub fn capacity(&self) -> Option<usize> {
+            Some(self.chan.ring.capacity() as usize)
+        }
+    };
+}
+
 /// The sending side of a channel. Clone it for more senders.
 pub struct Sender<T> {
     chan: Arc<Chan<T>>,
@@ -373,25 +398,7 @@ impl<T> Sender<T> {
         self.chan.send_until(msg, Some(deadline))
     }
 
-    /// Whether the channel holds no message.
-    pub fn is_empty(&self) -> bool {
-        self.chan.ring.is_empty()
-    }
-
-    /// Whether the channel holds `capacity` messages.
-    pub fn is_full(&self) -> bool {
-        self.len() == self.chan.ring.capacity() as usize
-    }
-
-    /// The number of messages in the channel.
-    pub fn len(&self) -> usize {
-        self.chan.ring.len() as usize
-    }
-
-    /// The capacity: always `Some` (every shmlane channel is bounded).
-    pub fn capacity(&self) -> Option<usize> {
-        Some(self.chan.ring.capacity() as usize)
-    }
+    size_methods!();
 
     /// Whether both senders belong to the same channel.
     pub fn same_channel(&self, other: &Sender<T>) -> bool {
@@ -457,25 +464,7 @@ impl<T> Receiver<T> {
         TryIter { receiver: self }
     }
 
-    /// Whether the channel holds no message.
-    pub fn is_empty(&self) -> bool {
-        self.chan.ring.is_empty()
-    }
-
-    /// Whether the channel holds `capacity` messages.
-    pub fn is_full(&self) -> bool {
-        self.len() == self.chan.ring.capacity() as usize
-    }
-
-    /// The number of messages in the channel.
-    pub fn len(&self) -> usize {
-        self.chan.ring.len() as usize
-    }
-
-    /// The capacity: always `Some` (every shmlane channel is bounded).
-    pub fn capacity(&self) -> Option<usize> {
-        Some(self.chan.ring.capacity() as usize)
-    }
+    size_methods!();
 
     /// Whether both receivers belong to the same channel.
     pub fn same_channel(&self, other: &Receiver<T>) -> bool {

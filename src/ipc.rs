@@ -420,21 +420,25 @@ impl<T: Pod> Channel<T> {
         self.seg.ring_region()
     }
 
-    /// A sender on an MPMC ring.
-    ///
-    /// # Errors
-    ///
-    /// [`AttachError::WrongKind`] on an SPSC ring, or a full participant table.
-    pub fn sender(&self) -> Result<Sender<T>, AttachError> {
-        let side = self.side(Role::Sender, RingKind::Mpmc)?;
+    fn mpmc_end(&self, role: Role) -> Result<Arc<MpmcEnd>, AttachError> {
+        let side = self.side(role, RingKind::Mpmc)?;
         let (base, len) = self.region();
         // SAFETY: the region is the segment's validated ring region; the
         // attachment in `side` keeps the segment (and mapping) alive as long
         // as the ring handle.
         let ring =
             unsafe { mpmc::Ring::attach(base, len, self.seg.layout()) }.expect("validated layout");
+        Ok(Arc::new(MpmcEnd { ring, side }))
+    }
+
+    /// A sender on an MPMC ring.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError::WrongKind`] on an SPSC ring, or a full participant table.
+    pub fn sender(&self) -> Result<Sender<T>, AttachError> {
         Ok(Sender {
-            end: Arc::new(MpmcEnd { ring, side }),
+            end: self.mpmc_end(Role::Sender)?,
             _msg: PhantomData,
         })
     }
@@ -445,13 +449,8 @@ impl<T: Pod> Channel<T> {
     ///
     /// As [`sender`](Self::sender).
     pub fn receiver(&self) -> Result<Receiver<T>, AttachError> {
-        let side = self.side(Role::Receiver, RingKind::Mpmc)?;
-        let (base, len) = self.region();
-        // SAFETY: as in `sender`.
-        let ring =
-            unsafe { mpmc::Ring::attach(base, len, self.seg.layout()) }.expect("validated layout");
         Ok(Receiver {
-            end: Arc::new(MpmcEnd { ring, side }),
+            end: self.mpmc_end(Role::Receiver)?,
             _msg: PhantomData,
         })
     }
@@ -465,7 +464,7 @@ impl<T: Pod> Channel<T> {
     pub fn spsc_sender(&self) -> Result<SpscSender<T>, AttachError> {
         let side = self.side(Role::Sender, RingKind::Spsc)?;
         let (base, len) = self.region();
-        // SAFETY: as in `sender`; the exclusive attach guarantees no other
+        // SAFETY: as in `mpmc_end`; the exclusive attach guarantees no other
         // live producer, and a dead one published nothing half-written.
         let ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
             .expect("validated layout");

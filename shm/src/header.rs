@@ -165,7 +165,7 @@ pub mod offsets {
     pub const VERSION: usize = offset_of!(Header, version);
     /// Offset of `state`.
     pub const STATE: usize = offset_of!(Header, state);
-    /// Offset of a field of [`Fixed`](super::Fixed) inside the header.
+    /// Offset of a field of [`Fixed`] inside the header.
     pub const fn fixed(field_offset: usize) -> usize {
         offset_of!(Header, fixed) + field_offset
     }

@@ -355,8 +355,8 @@ impl Segment {
     }
 
     /// Creates an anonymous segment in a memfd, sealed against shrinking
-    /// and growing. Hand it to a child with [`Segment::raw_fd`] (clearing
-    /// close-on-exec on a duplicate) and open it there with
+    /// and growing. Hand it to a child through [`Segment::file`] (a duplicate without
+    /// close-on-exec) and open it there with
     /// [`Segment::open_inherited`].
     ///
     /// # Errors
