@@ -216,7 +216,15 @@ impl Builder {
     }
 
     /// The memfd channel inherited from a parent as descriptor `fd`.
-    pub fn inherited(fd: RawFd) -> Self {
+    /// [`open`](Self::open) reopens it (so this process gets liveness locks
+    /// of its own) and then closes `fd`.
+    ///
+    /// # Safety
+    ///
+    /// - `fd` is a descriptor this process owns and nothing else uses (as
+    ///   one inherited from a parent is); `open` consumes it, so it must be
+    ///   opened once at most.
+    pub unsafe fn inherited(fd: RawFd) -> Self {
         Self::with_target(Target::Inherited(fd))
     }
 
@@ -319,12 +327,40 @@ impl Builder {
         let seg =
             match &self.target {
                 Target::Address(addr) => Segment::open(addr, &opts)?,
-                Target::Inherited(fd) => Segment::open_inherited(*fd, &opts)?,
+                Target::Inherited(fd) => {
+                    let seg = Segment::open_inherited(*fd, &opts)?;
+                    // The inherited descriptor shares the parent's open file
+                    // description, and with it the parent's liveness locks:
+                    // kept open here, it would keep a dead parent looking alive.
+                    // SAFETY: `Builder::inherited`'s caller handed the descriptor
+                    // over to be consumed; it is closed once, here.
+                    unsafe { libc::close(*fd) };
+                    seg
+                }
                 Target::Memfd => return Err(OpenError::Os(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "a memfd channel has no name to open: use Builder::inherited(fd) in the child",
                 ))),
             };
+        // The fingerprint says which type the segment carries, but anyone
+        // can forge it: the slots must also have exactly the shape this side
+        // will read and write, or a hostile creator could make us access
+        // memory past a slot (or past the mapping).
+        let layout = seg.layout();
+        let shape = slot_shape::<T>(layout.kind());
+        if (layout.slot_size(), layout.slot_align()) != shape {
+            return Err(OpenError::LayoutMismatch {
+                field: "slot size",
+                detail: format!(
+                    "{} bytes aligned to {}, but `{}` needs {} aligned to {}",
+                    layout.slot_size(),
+                    layout.slot_align(),
+                    std::any::type_name::<T>(),
+                    shape.0,
+                    shape.1
+                ),
+            });
+        }
         Ok(Channel::new(seg, self.strategy))
     }
 }
@@ -672,6 +708,7 @@ impl MpmcEnd {
         }
         let mut step = 0;
         let mut senders_gone = false;
+        let mut abandon_failures = 0;
         loop {
             match self.ring.try_claim() {
                 Ok(slot) => {
@@ -701,16 +738,27 @@ impl MpmcEnd {
                 }
                 Err(PopError::Busy) => {
                     // A producer claimed the head slot and has not published
-                    // it. If every sender is dead, it never will: skip it.
-                    if side.peers_gone(Role::Sender, probe) {
-                        if !self.ring.publish_abandoned(mark_skipped) {
-                            busy_backoff(&mut step);
-                        }
-                    } else if step < BUSY_RETRIES {
+                    // it yet. Give it a moment (it may be mid-write).
+                    if step < BUSY_RETRIES {
                         busy_backoff(&mut step);
-                    } else {
+                        continue;
+                    }
+                    if !side.peers_gone(Role::Sender, probe) {
                         return Err(TryRecvError::Empty);
                     }
+                    // Every sender is dead: the slot will never be published,
+                    // so skip it. Another receiver may beat us to it (then the
+                    // next claim succeeds); if it can never be skipped (its
+                    // stamp is neither claimed nor published), the ring is
+                    // garbage.
+                    if !self.ring.publish_abandoned(mark_skipped) {
+                        abandon_failures += 1;
+                        if abandon_failures > 3 {
+                            side.poison();
+                            return Err(TryRecvError::Disconnected);
+                        }
+                    }
+                    step = 0;
                 }
                 Err(PopError::Corrupted) => {
                     side.poison();
@@ -1054,10 +1102,11 @@ impl<T: Pod> SpscSender<T> {
         if side.corrupted() || side.peers_gone(Role::Receiver, false) {
             return Err(TrySendError::Disconnected(0));
         }
-        // SAFETY: each payload is a slot of this layout, made for `T`, and
-        // `i < msgs.len()` because at most `msgs.len()` slots are asked for.
+        // SAFETY: each payload is an SPSC slot of this layout, holding a bare
+        // `T` (see `slot_shape`); `i < msgs.len()` because at most
+        // `msgs.len()` slots are asked for.
         let wrote = self.ring.write_batch(msgs.len() as u64, |i, p| unsafe {
-            write_msg(p, &msgs[i as usize])
+            write_bare(p, &msgs[i as usize])
         });
         match wrote {
             Ok(0) if side.peers_gone(Role::Receiver, true) => Err(TrySendError::Disconnected(0)),

@@ -151,9 +151,20 @@ fn child() {
                 other => println!("unexpected: {other:?}"),
             }
         }
+        "batch-producer" => {
+            let chan = Builder::new(&addr).unwrap().open::<[u32; 3]>().unwrap();
+            let mut tx = chan.spsc_sender().unwrap();
+            let msgs: Vec<[u32; 3]> = (0..count as u32).map(|i| [i, !i, i ^ 0x5555]).collect();
+            for chunk in msgs.chunks(1000) {
+                tx.send_batch(chunk).unwrap();
+            }
+        }
         "memfd-producer" => {
             let fd: i32 = env("FD").parse().unwrap();
-            let chan = Builder::inherited(fd).open::<[u32; 4]>().unwrap();
+            // SAFETY: the parent passed this inherited descriptor for us to use.
+            let chan = unsafe { Builder::inherited(fd) }
+                .open::<[u32; 4]>()
+                .unwrap();
             let tx = chan.sender().unwrap();
             for i in 0..count as u32 {
                 tx.send([i, i + 1, i + 2, !i]).unwrap();
@@ -441,4 +452,71 @@ fn creator_unlinks_unless_asked_to_keep() {
     tx.send(7).unwrap();
     assert_eq!(rx.recv(), Ok(7));
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn spsc_batches_between_processes_keep_every_value() {
+    // Odd-sized messages (12 bytes, align 4) through batches of 1000 into a
+    // ring of 300: batches wrap, split and wait; every value must survive.
+    const N: u32 = 300_000;
+    let addr = unique("batch");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .spsc()
+        .capacity(300)
+        .create::<[u32; 3]>()
+        .unwrap();
+    let mut rx = chan.spsc_receiver().unwrap();
+    let _kids = Children(vec![spawn(
+        "batch-producer",
+        &[("ADDR", addr.clone()), ("COUNT", N.to_string())],
+    )]);
+    let mut buf = Vec::new();
+    let mut next = 0u32;
+    while next < N {
+        buf.clear();
+        match rx.try_recv_batch(&mut buf, 77) {
+            Ok(0) => buf.push(rx.recv_timeout(LONG).unwrap()),
+            Ok(_) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        for m in &buf {
+            assert_eq!(*m, [next, !next, next ^ 0x5555]);
+            next += 1;
+        }
+    }
+    assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
+}
+
+#[test]
+fn a_forged_fingerprint_with_the_wrong_slot_shape_is_refused() {
+    use shmlane_shm::{CreateOptions, Segment, Spec, TypeInfo};
+    // A creator that writes u64's fingerprint but 1-byte slots: opening as
+    // u64 must fail instead of reading and writing past each slot.
+    let addr = unique("forged");
+    let spec = Spec {
+        kind: shmlane::ipc::RingKind::Mpmc,
+        capacity: 8,
+        slot_size: 1,
+        slot_align: 1,
+        ty: TypeInfo {
+            name: "u64".into(),
+            size: 8,
+            align: 8,
+            codec: 1,
+        },
+    };
+    let parsed = shmlane::ipc::Address::parse(&addr).unwrap();
+    let _seg = Segment::create(&parsed, &spec, &CreateOptions::default()).unwrap();
+    let err = Builder::new(&addr).unwrap().open::<u64>().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            shmlane::ipc::OpenError::LayoutMismatch {
+                field: "slot size",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
