@@ -16,6 +16,12 @@ use crate::error::{
 };
 use crate::sync::{spin_loop, yield_now, Arc, AtomicBool, AtomicUsize, Ordering};
 
+/// Parked waiters re-check at least this often. The eventcount needs no
+/// timer to be correct; this bounds the cost of the one case that is not
+/// ordered (a membarrier call failing after wakers relied on it; see
+/// `shmlane_semaphore`'s barrier notes) to one step instead of a hang.
+const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
+
 /// Keeps a field alone on its cache line pair.
 #[repr(align(128))]
 struct Padded<T>(T);
@@ -190,7 +196,7 @@ impl<T> Chan<T> {
         let mut pending = Some(msg);
         let waited = self
             .strategy
-            .wait_phased(&self.not_full.0, deadline, None, |phase| {
+            .wait_phased(&self.not_full.0, deadline, SAFETY_STEP, |phase| {
                 let msg = pending.take()?;
                 match self.try_send(msg, phase == Phase::Park) {
                     Ok(()) => Some(Ok(())),
@@ -221,17 +227,15 @@ impl<T> Chan<T> {
 
     #[cold]
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let waited =
-            self.strategy
-                .wait_phased(&self.not_empty.0, deadline, None, |phase| {
-                    match self.try_recv(phase == Phase::Park) {
-                        Ok(msg) => Some(Ok(msg)),
-                        Err(TryRecvError::Disconnected) => {
-                            Some(Err(RecvTimeoutError::Disconnected))
-                        }
-                        Err(TryRecvError::Empty) => None,
-                    }
-                });
+        let waited = self
+            .strategy
+            .wait_phased(&self.not_empty.0, deadline, SAFETY_STEP, |phase| match self
+                .try_recv(phase == Phase::Park)
+            {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                Err(TryRecvError::Empty) => None,
+            });
         waited.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
 }

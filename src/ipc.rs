@@ -13,7 +13,11 @@
 //!
 //! When the last sender is dropped, or dies (SIGKILL included), receivers
 //! drain what is buffered and then get `Disconnected`; a blocked receiver
-//! notices a death within about 10 ms. Symmetrically, senders get
+//! notices a death within about 10 ms. A slot left half-written by a
+//! producer killed mid-send is skipped once every sender is gone; while
+//! other producers of an MPMC ring live, it blocks the ring's head (a known
+//! limit: the slot has no owner recorded yet), and a consumer killed while
+//! reading a slot likewise blocks producers at that slot. Symmetrically, senders get
 //! `Disconnected` once every receiver is gone. A peer that writes garbage
 //! into the segment makes the channel report `Disconnected` and
 //! [`is_corrupted`](Receiver::is_corrupted) true, never crash this process.

@@ -110,13 +110,13 @@ pub struct Header {
     pub(crate) state: AtomicU32,
     pub(crate) fixed: Shared<Fixed>,
     pub(crate) creator_pid: Shared<u32>,
-    _pad0: u32,
+    _pad0: AtomicU32,
     pub(crate) creator_start: Shared<u64>,
     /// 1 once any sender (index 0) or receiver (index 1) ever attached.
     pub(crate) seen: [AtomicU32; 2],
     /// Attached senders (0) and receivers (1), dead ones until reaped.
     pub(crate) live: [AtomicU32; 2],
-    _pad1: [u8; 32],
+    _pad1: [AtomicU64; 4],
     /// Receivers sleep here; senders notify.
     pub not_empty: Line<EventCount>,
     /// Senders sleep here; receivers notify.

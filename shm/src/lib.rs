@@ -16,6 +16,11 @@
 //!
 //! Only memfd segments can be sealed against resizing; a hostile peer that
 //! truncates a `shm:` or `file:` segment can still make a mapping fault.
+//!
+//! Do not `fork` while a [`Segment`] is open and keep using it on both
+//! sides: parent and child would share one open file description, so their
+//! liveness locks could not tell them apart. Spawn (fork + exec, where the
+//! descriptor is close-on-exec) or open the segment again in the child.
 
 mod error;
 pub mod header;

@@ -660,9 +660,20 @@ impl Segment {
             .compare_exchange(seen_state, next, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            // Release: pairs with the Acquire load in `live_count`.
-            self.header().live[role.index()].fetch_sub(1, Ordering::Release);
+            self.count_down(role);
         }
+    }
+
+    /// Decrements the live counter of `role`, never below zero (a peer may
+    /// have scribbled on it).
+    fn count_down(&self, role: Role) {
+        // Release: pairs with the Acquire load in `live_hint`, publishing
+        // everything the departing participant did before.
+        let _ = self.header().live[role.index()].fetch_update(
+            Ordering::Release,
+            Ordering::Relaxed,
+            |v| v.checked_sub(1),
+        );
     }
 
     /// The number of live participants in `role`, reaping dead ones (whose
@@ -757,17 +768,21 @@ impl Segment {
         if self.read_only {
             return Err(AttachError::ReadOnly);
         }
-        let index = self.claim_slot(role)?;
+        let (index, state) = self.claim_slot(role)?;
         let attachment = Attachment {
             seg: Arc::clone(self),
             index,
             role,
+            state,
         };
         if exclusive {
             let others = (0..MAX_PARTICIPANTS).filter(|&j| j != index).any(|j| {
                 let p = self.participant(j);
-                // Acquire: as in `live_count`.
-                let state = p.state.load(Ordering::Acquire);
+                // SeqCst: with the SeqCst exchange that published our own slot
+                // this is a store-then-load pair on two locations; SeqCst on
+                // both sides means two racing attachers cannot both miss each
+                // other (both may back off, which is safe).
+                let state = p.state.load(Ordering::SeqCst);
                 state & 0xff == STATUS_ATTACHED
                     && Role::from_raw(p.role.load(Ordering::Relaxed)) == Some(role)
                     && self.is_alive(j)
@@ -780,7 +795,8 @@ impl Segment {
         Ok(attachment)
     }
 
-    fn claim_slot(&self, role: Role) -> Result<usize, AttachError> {
+    /// Takes a free slot; returns its index and the state it published.
+    fn claim_slot(&self, role: Role) -> Result<(usize, u64), AttachError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let (pid, start) = (sys::pid(), sys::start_time(sys::pid()));
         for i in 0..MAX_PARTICIPANTS {
@@ -798,7 +814,7 @@ impl Segment {
             // never run ahead of this increment.
             // Release: pairs with the Acquire loads in `live_count`.
             h.live[role.index()].fetch_add(1, Ordering::Release);
-            loop {
+            let published = loop {
                 // Acquire: sees the previous owner's fields if it is to be reaped.
                 let state = p.state.load(Ordering::Acquire);
                 if state & 0xff == STATUS_ATTACHED {
@@ -822,38 +838,38 @@ impl Segment {
                 p.pid.store(pid, Ordering::Relaxed);
                 p.start_time.store(start, Ordering::Relaxed);
                 let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_ATTACHED;
-                // Release: publishes role/pid/start; pairs with Acquire loads
-                // of `state` in `live_count` and `participants`.
+                // SeqCst (a Release at least): publishes role/pid/start, pairs
+                // with Acquire loads of `state` in `live_count` and
+                // `participants`, and with the SeqCst loads of the
+                // exclusivity check in `attach`.
                 if p.state
-                    .compare_exchange(state, next, Ordering::Release, Ordering::Relaxed)
+                    .compare_exchange(state, next, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
                 {
-                    break;
+                    break next;
                 }
-            }
+            };
             // Release: pairs with the Acquire load in `ever_attached`.
             h.seen[role.index()].store(1, Ordering::Release);
             *held |= 1 << i;
-            return Ok(i);
+            return Ok((i, published));
         }
         Err(AttachError::TableFull)
     }
 
-    fn detach(&self, index: usize, role: Role) {
+    /// Frees slot `index`, but only from the exact state this attachment
+    /// published: if the slot changed hands meanwhile (it cannot, short of
+    /// a fork sharing our locks, or a peer scribbling), it is left alone.
+    fn detach(&self, index: usize, role: Role, published: u64) {
         let p = self.participant(index);
         let h = self.header();
-        // Acquire: as in `live_count`.
-        let state = p.state.load(Ordering::Acquire);
-        if state & 0xff == STATUS_ATTACHED {
-            let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_FREE;
-            // AcqRel: races only with a (mistaken) reaper; one wins.
-            if p.state
-                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                // Release: pairs with the Acquire load in `live_count`.
-                h.live[role.index()].fetch_sub(1, Ordering::Release);
-            }
+        let next = ((published >> 8).wrapping_add(1) << 8) | STATUS_FREE;
+        // AcqRel: races only with a (mistaken) reaper; one wins.
+        if p.state
+            .compare_exchange(published, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.count_down(role);
         }
         let _ = sys::unlock_byte(&self.file, lock_offset(index));
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) &= !(1 << index);
@@ -880,6 +896,8 @@ pub struct Attachment {
     seg: Arc<Segment>,
     index: usize,
     role: Role,
+    /// The slot state this attachment published.
+    state: u64,
 }
 
 impl Attachment {
@@ -896,7 +914,7 @@ impl Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        self.seg.detach(self.index, self.role);
+        self.seg.detach(self.index, self.role, self.state);
     }
 }
 
