@@ -158,12 +158,16 @@ impl Ring {
                         return Err(PushError::Full);
                     }
                 }
-                // Relaxed: the CAS only decides who owns position `pos`; the
-                // slot's contents are ordered by its stamp.
+                // Release on success: a consumer that Acquire-loads a tail
+                // past `pos` (the Busy check in `claim`) also sees what this
+                // producer did before claiming, e.g. attaching to a segment,
+                // so it never mistakes a new producer's claim for an
+                // abandoned one. The slot's contents are ordered by its
+                // stamp. Relaxed on failure: nothing is read.
                 match ctrl.tail.value.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
+                    Ordering::Release,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
@@ -282,8 +286,9 @@ impl Ring {
                 if !precise {
                     return Err(PopError::Empty);
                 }
-                // Relaxed: only compared; the stamp orders the payload.
-                let tail = ctrl.tail.value.load(Ordering::Relaxed);
+                // Acquire: pairs with the Release CAS in `reserve` (see
+                // there); the stamp orders the payload.
+                let tail = ctrl.tail.value.load(Ordering::Acquire);
                 return Err(if tail == pos {
                     PopError::Empty
                 } else {
