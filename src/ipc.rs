@@ -174,6 +174,7 @@ fn mark_skipped(payload: *mut u8) {
 pub struct Builder {
     target: Target,
     capacity: u64,
+    slot_size: Option<usize>,
     kind: RingKind,
     mode: u32,
     keep: bool,
@@ -194,6 +195,7 @@ impl Builder {
         Self {
             target,
             capacity: 1024,
+            slot_size: None,
             kind: RingKind::Mpmc,
             mode: 0o600,
             keep: false,
@@ -235,6 +237,14 @@ impl Builder {
     /// How many messages the channel holds (exactly; default 1024).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity as u64;
+        self
+    }
+
+    /// Bytes per slot (default: exactly what the message type needs, see
+    /// `create`). Larger slots leave room for future, larger message
+    /// versions; smaller ones are refused by `create`.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = Some(bytes);
         self
     }
 
@@ -287,7 +297,14 @@ impl Builder {
     /// [`CreateError`]: the address exists, permission denied, a bad
     /// capacity (zero, too large), or an OS error.
     pub fn create<T: Pod>(&self) -> Result<Channel<T>, CreateError> {
-        let (slot_size, slot_align) = slot_shape::<T>(self.kind);
+        let (needed, slot_align) = slot_shape::<T>(self.kind);
+        let slot_size = self.slot_size.unwrap_or(needed);
+        if slot_size < needed {
+            return Err(CreateError::SlotTooSmall {
+                asked: slot_size,
+                needed,
+            });
+        }
         let spec = Spec {
             kind: self.kind,
             capacity: self.capacity,
@@ -352,11 +369,12 @@ impl Builder {
         // memory past a slot (or past the mapping).
         let layout = seg.layout();
         let shape = slot_shape::<T>(layout.kind());
-        if (layout.slot_size(), layout.slot_align()) != shape {
+        // Alignments are powers of two, so "at least" means "a multiple".
+        if layout.slot_size() < shape.0 || layout.slot_align() < shape.1 {
             return Err(OpenError::LayoutMismatch {
                 field: "slot size",
                 detail: format!(
-                    "{} bytes aligned to {}, but `{}` needs {} aligned to {}",
+                    "{} bytes aligned to {}, but `{}` needs at least {} aligned to {}",
                     layout.slot_size(),
                     layout.slot_align(),
                     std::any::type_name::<T>(),

@@ -432,6 +432,39 @@ fn wrong_type_and_wrong_handle_kind_are_clear_errors() {
 }
 
 #[test]
+fn slot_size_can_be_larger_but_not_smaller() {
+    let addr = unique("slots");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .slot_size(64)
+        .create::<u32>()
+        .unwrap();
+    assert_eq!(chan.segment().layout().slot_size(), 64);
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let peer = Builder::new(&addr).unwrap().open::<u32>().unwrap();
+    let ptx = peer.sender().unwrap();
+    tx.send(1).unwrap();
+    ptx.send(2).unwrap();
+    assert_eq!((rx.recv(), rx.recv()), (Ok(1), Ok(2)));
+    let err = Builder::new(&unique("small"))
+        .unwrap()
+        .slot_size(4)
+        .create::<u64>()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            shmlane::ipc::CreateError::SlotTooSmall {
+                asked: 4,
+                needed: 16
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at least 16"));
+}
+
+#[test]
 fn creator_unlinks_unless_asked_to_keep() {
     let addr = unique("keep");
     let name = addr.trim_start_matches("shm:").to_owned();

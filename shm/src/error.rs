@@ -47,6 +47,13 @@ pub enum CreateError {
     PermissionDenied(String),
     /// The capacity, slot size or alignment cannot make a ring.
     Layout(LayoutError),
+    /// The slot size asked for cannot hold the message type.
+    SlotTooSmall {
+        /// Bytes asked for.
+        asked: usize,
+        /// Bytes the message type needs.
+        needed: usize,
+    },
     /// Another OS error.
     Os(io::Error),
 }
@@ -60,6 +67,10 @@ impl fmt::Display for CreateError {
             ),
             Self::PermissionDenied(a) => write!(f, "permission denied creating {a}"),
             Self::Layout(e) => write!(f, "bad channel layout: {e}"),
+            Self::SlotTooSmall { asked, needed } => write!(
+                f,
+                "slot size {asked} cannot hold the message type: it needs at least {needed} bytes"
+            ),
             Self::Os(e) => write!(f, "creating segment: {e}"),
         }
     }
