@@ -1032,6 +1032,7 @@ fn spsc_try_recv<T: Pod>(
         return Err(TryRecvError::Disconnected);
     }
     let mut senders_gone = false;
+    let mut refreshed = false;
     loop {
         // SAFETY: a published SPSC slot of this layout, made for `T`.
         match ring.try_pop_with(|p| unsafe { read_bare::<T>(p) }) {
@@ -1044,6 +1045,21 @@ fn spsc_try_recv<T: Pod>(
                 return Err(TryRecvError::Disconnected);
             }
             Err(PopError::Empty | PopError::Busy) => {
+                // Spinning checks look only at the head slot's stamp; any
+                // other check (and the last before parking) also reads the
+                // producer's index, in case this receiver attached inside
+                // a batch.
+                if probe && !refreshed {
+                    refreshed = true;
+                    match ring.refresh() {
+                        Ok(0) => {}
+                        Ok(_) => continue,
+                        Err(_) => {
+                            side.poison();
+                            return Err(TryRecvError::Disconnected);
+                        }
+                    }
+                }
                 if senders_gone {
                     return Err(TryRecvError::Disconnected);
                 }
@@ -1051,6 +1067,7 @@ fn spsc_try_recv<T: Pod>(
                     return Err(TryRecvError::Empty);
                 }
                 senders_gone = true;
+                refreshed = false;
             }
         }
     }

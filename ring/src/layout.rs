@@ -110,9 +110,13 @@ const _: () = {
     assert!(align_of::<Control>() == CACHE_LINE);
 };
 
-/// The header in front of each SPSC slot: nothing outside loom.
+/// The header in front of each SPSC slot. `stamp` is written only in the
+/// first slot of a batch: the position one past the batch's last message.
+/// It sits on the same cache line as the slot's payload, so a consumer
+/// waiting for the next message watches one line, not the producer's index.
 #[repr(C)]
 pub(crate) struct SpscSlot {
+    pub(crate) stamp: AtomicU64,
     pub(crate) tracker: Tracker,
 }
 
@@ -125,7 +129,7 @@ pub(crate) struct MpmcSlot {
 
 #[cfg(not(shmlane_loom))]
 const _: () = {
-    assert!(size_of::<SpscSlot>() == 0);
+    assert!(size_of::<SpscSlot>() == 8 && align_of::<SpscSlot>() == 8);
     assert!(size_of::<MpmcSlot>() == 8 && align_of::<MpmcSlot>() == 8);
 };
 
@@ -300,6 +304,7 @@ impl RingLayout {
             match self.kind {
                 RingKind::Spsc => {
                     let slot = SpscSlot {
+                        stamp: AtomicU64::new(0),
                         tracker: Tracker::new(),
                     };
                     // SAFETY: `slot_header` is in bounds (i < slots) and aligned
@@ -349,9 +354,9 @@ mod tests {
         assert_eq!(l.stride(), 16);
         assert_eq!(l.region_len(), 256 + 4 * 16);
         let l = RingLayout::new(RingKind::Spsc, 1, 1, 1).unwrap();
-        assert_eq!((l.capacity(), l.slots(), l.stride()), (1, 2, 1));
+        assert_eq!((l.capacity(), l.slots(), l.stride()), (1, 2, 16));
         let l = RingLayout::new(RingKind::Spsc, 1024, 8, 8).unwrap();
-        assert_eq!(l.region_len(), 256 + 1024 * 8);
+        assert_eq!(l.region_len(), 256 + 1024 * 16);
     }
 
     #[test]

@@ -2,9 +2,17 @@
 //!
 //! The producer owns `tail` and the consumer owns `head`, each on its own
 //! 128-byte line. Each side keeps its own index in a local and a cached copy
-//! of the other side's index, and reads the shared one only when the cache
-//! says the ring is full (producer) or empty (consumer). A batch publishes
-//! many slots with one store.
+//! of how far it may go.
+//!
+//! A batch of `n` messages at position `t` is published with one store:
+//! the stamp of slot `t` becomes `t + n` (Release). The consumer, once it
+//! has read everything it knew of, looks at the stamp of its head slot,
+//! which is on the same cache line as that slot's payload; so a message
+//! crosses between cores as one cache line, as in a bare ping-pong. A stamp
+//! left from an earlier lap is never greater than its slot's position, so
+//! it never reads as news. `tail` is still stored after each batch, for
+//! tools, for a consumer that attaches mid-stream, and for
+//! [`Consumer::refresh`], but a consumer that keeps up never reads it.
 
 use core::ptr::NonNull;
 
@@ -113,9 +121,18 @@ impl Producer {
         let ctrl = geo.control();
         // Relaxed: the tail is only ever written by the producer, and the
         // caller guarantees no other producer is attached now.
-        let tail = ctrl.tail.value.load(Ordering::Relaxed);
+        let mut tail = ctrl.tail.value.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of `head`.
         let head = ctrl.head.value.load(Ordering::Acquire);
+        // A previous producer may have stamped a batch and died before
+        // storing `tail`: consumers treat that batch as published, so we
+        // must too.
+        // Relaxed: the stamp was written by a producer that is gone.
+        let stamp = geo.slot(tail).0.stamp.load(Ordering::Relaxed);
+        let ahead = stamp.wrapping_sub(tail);
+        if ahead as i64 > 0 && ahead <= geo.layout.capacity() {
+            tail = stamp;
+        }
         Ok(Self {
             geo,
             tail,
@@ -188,9 +205,18 @@ impl Producer {
             write(i, payload);
         }
         if n > 0 {
-            self.tail = self.tail.wrapping_add(n);
-            // Release: publishes the payloads written above; pairs with the
-            // Acquire load of `tail` in `Consumer::available`.
+            let end = self.tail.wrapping_add(n);
+            // Release: publishes the `n` payloads written above with one
+            // store; pairs with the Acquire stamp load in `Consumer::look`.
+            self.geo
+                .slot(self.tail)
+                .0
+                .stamp
+                .store(end, Ordering::Release);
+            self.tail = end;
+            // Release: for readers of `tail` (a consumer attaching or
+            // refreshing, tools); pairs with their Acquire loads. A consumer
+            // that keeps up never reads it, so this line stays here.
             self.geo
                 .control()
                 .tail
@@ -260,11 +286,16 @@ impl Consumer {
         let ctrl = geo.control();
         // Relaxed: only the consumer writes `head`, and it is not running.
         let head = ctrl.head.value.load(Ordering::Relaxed);
-        Ok(Self {
+        let mut consumer = Self {
             geo,
             head,
             cached_tail: head,
-        })
+        };
+        // A previous consumer may have stopped inside a batch, whose stamp
+        // is behind us: learn what is published from `tail`. Garbage there is
+        // reported by the next call instead.
+        let _ = consumer.refresh();
+        Ok(consumer)
     }
 
     /// The number of messages the ring holds at most.
@@ -287,26 +318,65 @@ impl Consumer {
         self.len() == 0
     }
 
-    /// How many messages can be read now without waiting.
+    /// How many messages can be read now without waiting. Once what it
+    /// knew of is read, it looks only at the head slot's stamp (the
+    /// payload's own cache line); see [`refresh`](Self::refresh).
     ///
     /// # Errors
     ///
-    /// [`Corrupted`] if the producer index in the region is behind the
-    /// consumer index or more than `capacity` ahead of it.
+    /// [`Corrupted`] if a stamp claims more than `capacity` messages ready.
     pub fn available(&mut self) -> Result<u64, Corrupted> {
-        let ready = self.cached_tail.wrapping_sub(self.head);
-        if ready > 0 {
-            return Ok(ready);
+        self.look(false, 1)
+    }
+
+    /// As [`available`](Self::available), but also reads the producer's
+    /// index: needed only by a consumer that did not see every batch start
+    /// (one attached inside a batch), and before sleeping. Costs a read of
+    /// the line the producer writes last.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] if the index or a stamp claims more than `capacity`
+    /// messages ready.
+    pub fn refresh(&mut self) -> Result<u64, Corrupted> {
+        self.look(true, 1)
+    }
+
+    /// Learns how many messages are ready, following batch stamps from the
+    /// known end until at least `want` are known (or no more are
+    /// published). Each stamp read is in a slot about to be read anyway.
+    fn look(&mut self, precise: bool, want: u64) -> Result<u64, Corrupted> {
+        let capacity = self.capacity();
+        let mut end = self.cached_tail;
+        if end.wrapping_sub(self.head) as i64 <= 0 {
+            end = self.head;
         }
-        // Acquire: pairs with the Release store of `tail` in
-        // `Producer::write_batch`, making the published payloads visible.
-        let tail = self.geo.control().tail.value.load(Ordering::Acquire);
-        let ready = tail.wrapping_sub(self.head);
-        if ready > self.capacity() {
-            return Err(Corrupted);
+        while end.wrapping_sub(self.head) < want.min(capacity) {
+            // `end` is where the next batch starts. Acquire: pairs with the
+            // Release store of its stamp in `Producer::write_batch`, making
+            // the batch's payloads visible.
+            let stamp = self.geo.slot(end).0.stamp.load(Ordering::Acquire);
+            if stamp.wrapping_sub(end) as i64 <= 0 {
+                break;
+            }
+            if stamp.wrapping_sub(self.head) > capacity {
+                return Err(Corrupted);
+            }
+            end = stamp;
         }
-        self.cached_tail = tail;
-        Ok(ready)
+        if precise {
+            // Acquire: pairs with the Release store of `tail` in
+            // `Producer::write_batch` (made after the stamps it covers).
+            let tail = self.geo.control().tail.value.load(Ordering::Acquire);
+            if tail.wrapping_sub(end) as i64 > 0 {
+                if tail.wrapping_sub(self.head) > capacity {
+                    return Err(Corrupted);
+                }
+                end = tail;
+            }
+        }
+        self.cached_tail = end;
+        Ok(end.wrapping_sub(self.head))
     }
 
     /// Reads up to `max` messages and frees their slots with one store.
@@ -322,7 +392,7 @@ impl Consumer {
         max: u64,
         mut read: impl FnMut(u64, *const u8),
     ) -> Result<u64, Corrupted> {
-        let n = self.available()?.min(max);
+        let n = self.look(false, max)?.min(max);
         // Frees the slots read so far even if `read` unwinds, so a caller
         // that moves values out never sees (and drops) one twice.
         struct Release<'a> {

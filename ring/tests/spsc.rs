@@ -75,11 +75,24 @@ fn reattached_handles_continue_where_the_old_ones_stopped() {
 fn garbage_indices_are_reported_not_followed() {
     let region = Region::new(RingKind::Spsc, 4, 8);
     let (mut tx, mut rx) = region.spsc();
-    // The producer index (second control line) jumps past the capacity.
+    // The producer index (second control line) jumps past the capacity: a
+    // consumer that keeps up never reads it, but `refresh` does.
     region
         .word(128)
         .store(1000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(rx.refresh(), Err(shmlane_ring::Corrupted));
+    region
+        .word(128)
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    // The stamp of the head slot (first word after the control lines)
+    // claims far more than the ring holds.
+    region
+        .word(256)
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Corrupted));
+    region
+        .word(256)
+        .store(0, std::sync::atomic::Ordering::SeqCst);
     // The consumer index (first control line) runs ahead of the producer.
     for i in 0..4 {
         tx.try_push_with(|p| write_u64(p, i)).unwrap();
@@ -118,4 +131,23 @@ fn two_threads_every_message_in_order() {
             }
         }
     });
+}
+
+#[test]
+fn a_consumer_attaching_inside_a_batch_sees_the_rest() {
+    let region = Region::new(RingKind::Spsc, 8, 8);
+    {
+        let (mut tx, mut rx) = region.spsc();
+        assert_eq!(tx.write_batch(5, |i, p| write_u64(p, i)), Ok(5));
+        let mut seen = Vec::new();
+        assert_eq!(rx.read_batch(2, |_, p| seen.push(read_u64(p))), Ok(2));
+        assert_eq!(seen, [0, 1]);
+    }
+    // The new consumer's head is inside the batch, past its stamp.
+    let (mut tx, mut rx) = region.spsc();
+    assert_eq!(rx.available(), Ok(3));
+    assert_eq!(tx.write_batch(2, |i, p| write_u64(p, 10 + i)), Ok(2));
+    let mut seen = Vec::new();
+    assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(5));
+    assert_eq!(seen, [2, 3, 4, 10, 11]);
 }

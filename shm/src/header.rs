@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// The layout version this build writes and accepts.
-pub const VERSION: u32 = 1;
+/// Version 2: SPSC slots carry a batch stamp in front of the payload.
+pub const VERSION: u32 = 2;
 /// The length of the header page; the ring region starts here.
 pub const HEADER_LEN: usize = 4096;
 /// How many processes (or handles) may be attached at once.

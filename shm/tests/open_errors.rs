@@ -163,13 +163,13 @@ fn some_other_file() {
 
 #[test]
 fn future_version() {
-    let r = open_tampered(|b| put_u32(b, offsets::VERSION, 2));
+    let r = open_tampered(|b| put_u32(b, offsets::VERSION, 3));
     assert!(
         matches!(
             r,
             Err(OpenError::VersionMismatch {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         ),
         "{r:?}"
