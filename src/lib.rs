@@ -1,10 +1,15 @@
 //! shmlane: channels between threads and processes over lock-free rings.
 //!
-//! This release has the in-process channel: [`bounded`] gives a
-//! multi-producer multi-consumer channel with crossbeam-channel's API and
-//! error types, built on the lock-free ring of [`shmlane_ring`] and the
-//! futex eventcount of [`shmlane_semaphore`]. The cross-process channel
-//! over shared memory, the codecs and the fallback transports come next.
+//! - [`bounded`]: a multi-producer multi-consumer channel between threads
+//!   with crossbeam-channel's API and error types, built on the lock-free
+//!   ring of [`shmlane_ring`] and the futex eventcount of
+//!   [`shmlane_semaphore`].
+//! - [`ipc`]: the same kind of channel between processes, over a segment
+//!   in shared memory (`shm:NAME`), a mmapped file (`file:PATH`) or a
+//!   memfd, for plain-old-data messages.
+//!
+//! Zero-copy rkyv messages and the fallback transports (pipes, sockets,
+//! message queues, ...) are not written yet.
 //!
 //! # Examples
 //!
