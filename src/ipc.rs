@@ -1049,7 +1049,7 @@ fn spsc_try_recv<T: Pod>(
                 // other check (and the last before parking) also reads the
                 // producer's index, in case this receiver attached inside
                 // a batch.
-                if probe && !refreshed {
+                if (probe || senders_gone) && !refreshed {
                     refreshed = true;
                     match ring.refresh() {
                         Ok(0) => {}
@@ -1250,6 +1250,9 @@ impl<T: Pod> SpscReceiver<T> {
     /// [`TryRecvError::Disconnected`] once the channel is empty and the
     /// sender is gone.
     pub fn try_recv_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
         let side = &self.side;
         if side.corrupted() {
             return Err(TryRecvError::Disconnected);

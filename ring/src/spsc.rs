@@ -127,11 +127,14 @@ impl Producer {
         // A previous producer may have stamped a batch and died before
         // storing `tail`: consumers treat that batch as published, so we
         // must too.
-        // Relaxed: the stamp was written by a producer that is gone.
-        let stamp = geo.slot(tail).0.stamp.load(Ordering::Relaxed);
+        // Acquire: pairs with the dead producer's Release stamp store.
+        let stamp = geo.slot(tail).0.stamp.load(Ordering::Acquire);
         let ahead = stamp.wrapping_sub(tail);
         if ahead as i64 > 0 && ahead <= geo.layout.capacity() {
             tail = stamp;
+            // Release: record it, so a consumer that stopped inside that
+            // batch and is replaced finds it through `tail` (see `look`).
+            ctrl.tail.value.store(tail, Ordering::Release);
         }
         Ok(Self {
             geo,
@@ -352,9 +355,11 @@ impl Consumer {
             end = self.head;
         }
         while end.wrapping_sub(self.head) < want.min(capacity) {
-            // `end` is where the next batch starts. Acquire: pairs with the
-            // Release store of its stamp in `Producer::write_batch`, making
-            // the batch's payloads visible.
+            // `end` is where the next batch starts (or, for a consumer that
+            // attached inside a batch, a position whose stamp is stale and
+            // reads as nothing; `refresh` covers that case). Acquire: pairs
+            // with the Release store of the stamp in `Producer::write_batch`,
+            // making the batch's payloads visible.
             let stamp = self.geo.slot(end).0.stamp.load(Ordering::Acquire);
             if stamp.wrapping_sub(end) as i64 <= 0 {
                 break;
@@ -373,6 +378,19 @@ impl Consumer {
                     return Err(Corrupted);
                 }
                 end = tail;
+            } else if tail != end {
+                // `tail` is behind: a producer stamped a batch at `tail` and
+                // died before recording it (a consumer may even be inside
+                // that batch). The batch's stamp still says where it ends.
+                // Acquire: pairs with that producer's Release stamp store.
+                let stamp = self.geo.slot(tail).0.stamp.load(Ordering::Acquire);
+                let ahead = stamp.wrapping_sub(tail);
+                if ahead as i64 > 0 && ahead <= capacity && stamp.wrapping_sub(end) as i64 > 0 {
+                    if stamp.wrapping_sub(self.head) > capacity {
+                        return Err(Corrupted);
+                    }
+                    end = stamp;
+                }
             }
         }
         self.cached_tail = end;

@@ -151,3 +151,39 @@ fn a_consumer_attaching_inside_a_batch_sees_the_rest() {
     assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(5));
     assert_eq!(seen, [2, 3, 4, 10, 11]);
 }
+
+#[test]
+fn a_batch_stamped_by_a_producer_that_died_before_recording_it_is_not_lost() {
+    let region = Region::new(RingKind::Spsc, 8, 8);
+    {
+        let (mut tx, mut rx) = region.spsc();
+        assert_eq!(tx.write_batch(5, |i, p| write_u64(p, i)), Ok(5));
+        // The producer "died" between its stamp and its `tail` store.
+        region
+            .word(128)
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        // A consumer reads part of the batch and goes away.
+        let mut seen = Vec::new();
+        assert_eq!(rx.read_batch(2, |_, p| seen.push(read_u64(p))), Ok(2));
+        assert_eq!(seen, [0, 1]);
+    }
+    // A new consumer alone (no producer has come back to repair `tail`),
+    // inside the batch, still finds the rest.
+    // SAFETY: the region outlives the handle; it is the only consumer.
+    let mut rx = unsafe {
+        shmlane_ring::spsc::Consumer::attach(region.base, region.mem.size(), &region.layout)
+    }
+    .unwrap();
+    assert_eq!(rx.refresh(), Ok(3));
+    // A new producer adopts the batch (and records it) rather than
+    // overwriting it.
+    let (mut tx, _) = region.spsc();
+    assert_eq!(
+        region.word(128).load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
+    assert_eq!(tx.write_batch(1, |_, p| write_u64(p, 99)), Ok(1));
+    let mut seen = Vec::new();
+    assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(4));
+    assert_eq!(seen, [2, 3, 4, 99]);
+}

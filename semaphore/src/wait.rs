@@ -156,7 +156,8 @@ impl WaitStrategy {
                         return Ok(r);
                     }
                     if i % CLOCK_EVERY == 0 && past(deadline) {
-                        return cond(Phase::Spin).ok_or(TimedOut);
+                        // The last look before giving up is a thorough one.
+                        return cond(Phase::Yield).ok_or(TimedOut);
                     }
                     for _ in 0..pause {
                         spin_loop();
