@@ -14,7 +14,7 @@ use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::sync::{spin_loop, yield_now, Arc, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering};
 
 /// Parked waiters re-check at least this often. The eventcount needs no
 /// timer to be correct; this bounds the cost of the one case that is not
@@ -237,22 +237,6 @@ impl<T> Chan<T> {
                 Err(TryRecvError::Empty) => None,
             });
         waited.unwrap_or(Err(RecvTimeoutError::Timeout))
-    }
-}
-
-/// Waits a moment for another thread to finish the slot operation it is
-/// in the middle of: spin a little, then give the CPU away (that thread may
-/// be preempted on this very core).
-fn backoff(step: &mut u32) {
-    // Under loom the spins would only multiply states: one yield is the
-    // same behaviour.
-    if *step < 6 && !cfg!(shmlane_loom) {
-        for _ in 0..1u32 << *step {
-            spin_loop();
-        }
-        *step += 1;
-    } else {
-        yield_now();
     }
 }
 

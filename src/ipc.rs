@@ -63,6 +63,7 @@ pub use shmlane_shm::{
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+use crate::sync::backoff;
 
 /// Codec id of plain-old-data messages in the type fingerprint.
 const CODEC_POD: u32 = 1;
@@ -674,17 +675,6 @@ impl Side {
     }
 }
 
-fn busy_backoff(step: &mut u32) {
-    if *step < 6 {
-        for _ in 0..1u32 << *step {
-            std::hint::spin_loop();
-        }
-    } else {
-        std::thread::yield_now();
-    }
-    *step += 1;
-}
-
 struct MpmcEnd {
     ring: mpmc::Ring,
     side: Side,
@@ -707,7 +697,7 @@ impl MpmcEnd {
                     side.not_empty().notify_one();
                     return Ok(());
                 }
-                Err(PushError::Busy) if step < BUSY_RETRIES => busy_backoff(&mut step),
+                Err(PushError::Busy) if step < BUSY_RETRIES => backoff(&mut step),
                 Err(PushError::Full | PushError::Busy) => {
                     return Err(if side.peers_gone(Role::Receiver, probe) {
                         TrySendError::Disconnected(msg)
@@ -762,7 +752,7 @@ impl MpmcEnd {
                     // A producer claimed the head slot and has not published
                     // it yet. Give it a moment (it may be mid-write).
                     if step < BUSY_RETRIES {
-                        busy_backoff(&mut step);
+                        backoff(&mut step);
                         continue;
                     }
                     if !side.peers_gone(Role::Sender, probe) {

@@ -21,6 +21,23 @@ pub(crate) fn spin_loop() {
     std::hint::spin_loop();
 }
 
+/// Waits a moment for another thread or process to finish the slot
+/// operation it is in the middle of: spin 1, 2, 4... 32 pause hints, then
+/// give the CPU away (that thread may be preempted on this very core).
+/// `step` counts the calls, so callers can bound their retries.
+pub(crate) fn backoff(step: &mut u32) {
+    // Under loom the spins would only multiply states: one yield is the
+    // same behaviour.
+    if *step < 6 && !cfg!(shmlane_loom) {
+        for _ in 0..1u32 << *step {
+            spin_loop();
+        }
+    } else {
+        yield_now();
+    }
+    *step = step.saturating_add(1);
+}
+
 /// Gives the CPU to another runnable thread.
 #[inline]
 pub(crate) fn yield_now() {

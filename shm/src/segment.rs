@@ -632,11 +632,6 @@ impl Segment {
         self.read_only
     }
 
-    /// Unlink (or keep) the name when this `Segment` is dropped.
-    pub fn set_unlink_on_drop(&mut self, unlink: bool) {
-        self.unlink_on_drop = unlink && self.backend != Backend::Memfd;
-    }
-
     fn participant(&self, index: usize) -> &Participant {
         &self.header().participants[index]
     }
@@ -1046,7 +1041,7 @@ fn validate(fixed: &Fixed, file_len: u64) -> Result<RingLayout, OpenError> {
     Ok(layout)
 }
 
-/// Whether `path` exists as a shmlane segment name under `/dev/shm`.
+/// Where the named POSIX shared-memory segment `name` lives: `/dev/shm/NAME`.
 pub fn shm_path(name: &str) -> PathBuf {
     Path::new("/dev/shm").join(name)
 }
