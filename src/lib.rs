@@ -6,10 +6,12 @@
 //!   [`shmlane_semaphore`].
 //! - [`ipc`]: the same kind of channel between processes, over a segment
 //!   in shared memory (`shm:NAME`), a mmapped file (`file:PATH`) or a
-//!   memfd, for plain-old-data messages.
+//!   memfd. Messages are plain-old-data types (copied, or written and
+//!   read in place), rkyv archives (serialized into the slot and read in
+//!   place, validated as far as the receiver's trust says), or raw bytes.
 //!
-//! Zero-copy rkyv messages and the fallback transports (pipes, sockets,
-//! message queues, ...) are not written yet.
+//! The fallback transports (pipes, sockets, message queues, ...) are not
+//! written yet.
 //!
 //! # Examples
 //!
@@ -51,6 +53,12 @@ pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 pub use shmlane_semaphore::WaitStrategy;
+
+/// The rkyv crate shmlane archives messages with, for deriving message
+/// types with `#[rkyv(crate = shmlane::rkyv)]` (or depend on rkyv 0.8
+/// directly).
+#[cfg(not(shmlane_loom))]
+pub use rkyv;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -246,6 +246,29 @@ impl Producer {
         }
     }
 
+    /// Offers one slot to `write`, and publishes it only if `write`
+    /// returns true (a message that turned out not to fit is simply not
+    /// published; the slot stays this producer's). Returns what `write`
+    /// returned.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] (nothing called) or [`PushError::Corrupted`].
+    pub fn try_push_if(&mut self, write: impl FnOnce(*mut u8) -> bool) -> Result<bool, PushError> {
+        if self.free()? == 0 {
+            return Err(PushError::Full);
+        }
+        let (slot, payload) = self.geo.slot(self.tail);
+        slot.tracker.write();
+        if !write(payload) {
+            return Ok(false);
+        }
+        // Room for one is known, so this writes nothing more and publishes
+        // the slot written above.
+        self.write_batch(1, |_, _| {})?;
+        Ok(true)
+    }
+
     /// Copies `bytes` into one slot.
     ///
     /// # Errors
@@ -456,6 +479,41 @@ impl Consumer {
             }
         })?;
         out.ok_or(PopError::Empty)
+    }
+
+    /// The payload of the oldest published message, left in place until
+    /// [`release_front`](Self::release_front): for reading a message where
+    /// it lies for as long as the caller needs.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`] or [`PopError::Corrupted`].
+    pub fn front(&mut self) -> Result<*const u8, PopError> {
+        if self.look(false, 1)? == 0 {
+            return Err(PopError::Empty);
+        }
+        let (slot, payload) = self.geo.slot(self.head);
+        slot.tracker.read();
+        Ok(payload)
+    }
+
+    /// Frees the slot [`front`](Self::front) returned; the producer may
+    /// overwrite it from now on.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, if no message is ready (no `front` to release).
+    pub fn release_front(&mut self) {
+        debug_assert!(self.cached_tail.wrapping_sub(self.head) as i64 > 0);
+        self.head = self.head.wrapping_add(1);
+        // Release: the reads of the slot happen before the producer may
+        // reuse it; pairs with the Acquire load of `head` in
+        // `Producer::free`.
+        self.geo
+            .control()
+            .head
+            .value
+            .store(self.head, Ordering::Release);
     }
 
     /// Copies one message into `out`, which must be `slot_size()` long or

@@ -187,3 +187,41 @@ fn a_batch_stamped_by_a_producer_that_died_before_recording_it_is_not_lost() {
     assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(4));
     assert_eq!(seen, [2, 3, 4, 99]);
 }
+
+#[test]
+fn conditional_push_publishes_only_when_asked() {
+    let region = Region::new(RingKind::Spsc, 2, 8);
+    let (mut tx, mut rx) = region.spsc();
+    // A write that gives up leaves the slot unpublished and reusable.
+    assert_eq!(tx.try_push_if(|p| { write_u64(p, 99); false }), Ok(false));
+    assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Empty));
+    for i in 0..scaled(100) {
+        assert_eq!(tx.try_push_if(|p| { write_u64(p, i); true }), Ok(true));
+        assert_eq!(rx.try_pop_with(read_u64), Ok(i));
+    }
+    tx.try_push_if(|p| { write_u64(p, 1); true }).unwrap();
+    tx.try_push_if(|p| { write_u64(p, 2); true }).unwrap();
+    assert_eq!(tx.try_push_if(|_| unreachable!()), Err(PushError::Full));
+}
+
+#[test]
+fn front_is_read_in_place_until_released() {
+    let region = Region::new(RingKind::Spsc, 2, 8);
+    let (mut tx, mut rx) = region.spsc();
+    assert_eq!(rx.front(), Err(PopError::Empty));
+    for i in 0..scaled(100) {
+        tx.try_push_with(|p| write_u64(p, i)).unwrap();
+        tx.try_push_with(|p| write_u64(p, i + 1000)).unwrap();
+        let p = rx.front().unwrap();
+        // Not released: the producer cannot reuse the slot, and the same
+        // message stays at the front.
+        assert_eq!(tx.free(), Ok(0));
+        assert_eq!(read_u64(p), i);
+        assert_eq!(read_u64(rx.front().unwrap()), i);
+        rx.release_front();
+        assert_eq!(tx.free(), Ok(1));
+        assert_eq!(read_u64(rx.front().unwrap()), i + 1000);
+        rx.release_front();
+    }
+    assert_eq!(rx.front(), Err(PopError::Empty));
+}

@@ -1,0 +1,222 @@
+//! rkyv messages: serialized straight into a slot, read in place.
+//!
+//! Any type that derives rkyv's `Archive`, `Serialize` and `Deserialize` is
+//! a [`Message`], as long as it needs no shared-pointer support (`Rc`,
+//! `Arc`): the serializer here is rkyv's low-level one, which never touches
+//! the heap for sharing maps. Strings, vectors, options, enums and nested
+//! structs all work.
+
+use core::mem::{align_of, size_of};
+
+use rkyv::api::low::{self, LowDeserializer, LowSerializer, LowValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::{Arena, ArenaHandle};
+use rkyv::ser::{Positional, Writer};
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Archived, Deserialize, Serialize};
+
+use crate::{kind, EncodeError, Fingerprint, InvalidMessage, Trust};
+
+/// Alignment of an archive's first byte in a slot (and in private copies):
+/// rkyv's own aligned buffers use 16, which covers every archived primitive.
+pub const ALIGN: usize = 16;
+
+/// Writes into a slot; past its end it only counts, so that a message too
+/// large for the slot reports how large it is instead of failing half-way.
+pub struct SlotWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SlotWriter<'a> {
+    /// A writer at the start of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+}
+
+impl Positional for SlotWriter<'_> {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<E> Writer<E> for SlotWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let end = self.pos.saturating_add(bytes.len());
+        if let Some(dst) = self.buf.get_mut(self.pos..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.pos = end;
+        Ok(())
+    }
+}
+
+/// The serializer's reusable scratch space: one per sending handle. It
+/// allocates while it warms up, then never again for messages of the same
+/// shape.
+pub struct Scratch {
+    arena: Arena,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    /// Empty scratch space.
+    pub fn new() -> Self {
+        Self {
+            arena: Arena::new(),
+        }
+    }
+}
+
+/// A private, aligned buffer that [`Trust::hostile`] copies received
+/// messages into. Allocates nothing until first used, and reuses its
+/// capacity after that.
+pub type CopyBuf = AlignedVec<ALIGN>;
+
+/// Copies `bytes` into `buf` (replacing what it held) and returns the copy.
+pub fn copy_into<'a>(buf: &'a mut CopyBuf, bytes: &[u8]) -> &'a [u8] {
+    buf.clear();
+    buf.extend_from_slice(bytes);
+    buf.as_slice()
+}
+
+type Ser<'w, 'a> = LowSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::Error>;
+type Val<'a> = LowValidator<'a, rancor::Error>;
+type De = LowDeserializer<rancor::Error>;
+
+/// A type that can travel as an rkyv archive.
+///
+/// Implemented for every type whose derives allow it; see the module docs.
+pub trait Message: Archive + Sized {
+    /// Serializes `self` into the start of `buf` (which must be aligned to
+    /// [`ALIGN`]) and returns the archive's length.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::TooLarge`] (with the length needed) when `buf` is too
+    /// short: then `buf` holds garbage and must not be published.
+    /// [`EncodeError::Failed`] when a `Serialize` impl fails.
+    fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError>;
+
+    /// Validates `bytes` as an archive of `Self` and returns its root.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMessage::Check`] for anything that is not a valid archive.
+    fn check(bytes: &[u8]) -> Result<&Self::Archived, InvalidMessage>;
+
+    /// Deserializes an archived value into an owned one.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMessage::Check`] if a `Deserialize` impl fails.
+    fn decode(archived: &Self::Archived) -> Result<Self, InvalidMessage>;
+
+    /// The fingerprint of `Self` as an rkyv message.
+    fn fingerprint() -> Fingerprint {
+        Fingerprint {
+            name: core::any::type_name::<Self>(),
+            size: size_of::<Archived<Self>>(),
+            align: align_of::<Archived<Self>>(),
+            codec: kind::RKYV,
+        }
+    }
+}
+
+impl<T> Message for T
+where
+    T: Archive + for<'w, 'a> Serialize<Ser<'w, 'a>>,
+    T::Archived: for<'a> CheckBytes<Val<'a>> + Deserialize<T, De>,
+{
+    fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {
+        debug_assert_eq!(buf.as_ptr() as usize % ALIGN, 0, "unaligned slot");
+        let max = buf.len();
+        let writer = SlotWriter::new(buf);
+        let writer = low::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            self,
+            writer,
+            scratch.arena.acquire(),
+        )
+        .map_err(EncodeError::Failed)?;
+        match writer.pos {
+            len if len <= max => Ok(len),
+            len => Err(EncodeError::TooLarge { len, max }),
+        }
+    }
+
+    fn check(bytes: &[u8]) -> Result<&Self::Archived, InvalidMessage> {
+        low::access::<T::Archived, rancor::Error>(bytes).map_err(InvalidMessage::Check)
+    }
+
+    fn decode(archived: &Self::Archived) -> Result<Self, InvalidMessage> {
+        low::deserialize::<T, rancor::Error>(archived).map_err(InvalidMessage::Check)
+    }
+}
+
+/// The archived root of a message received as `bytes`, as far as `trust`
+/// allows: validated in place, copied into `copy` and validated there,
+/// or taken as it is.
+///
+/// # Errors
+///
+/// [`InvalidMessage`] when validation fails (never with
+/// [`Trust::unchecked`], short of a length or alignment no encoder writes).
+pub fn view<'a, T: Message>(
+    bytes: &'a [u8],
+    trust: Trust,
+    copy: &'a mut CopyBuf,
+) -> Result<&'a T::Archived, InvalidMessage> {
+    if trust.copies() {
+        return T::check(copy_into(copy, bytes));
+    }
+    view_in_place::<T>(bytes, trust)
+}
+
+/// As [`view`], never copying: [`Trust::hostile`] validates in place like
+/// [`Trust::validate`] (for bytes already copied to private memory).
+///
+/// # Errors
+///
+/// As [`view`].
+pub fn view_in_place<T: Message>(bytes: &[u8], trust: Trust) -> Result<&T::Archived, InvalidMessage> {
+    if trust.validates() {
+        return T::check(bytes);
+    }
+    if bytes.len() < size_of::<T::Archived>() || bytes.as_ptr() as usize % ALIGN != 0 {
+        // Even unchecked, a length our own encoder never writes is refused:
+        // it costs a comparison and keeps a stray bug out of UB territory.
+        return Err(InvalidMessage::Length {
+            len: bytes.len() as u64,
+            max: size_of::<T::Archived>(),
+        });
+    }
+    // SAFETY: `Trust::unchecked` was created by a caller who promised that
+    // every peer writes only archives of `T` encoded by `encode_into`; the
+    // length and alignment were checked above.
+    Ok(unsafe { rkyv::access_unchecked::<T::Archived>(bytes) })
+}
+
+/// The exact archive length of `value`: for choosing a channel's message
+/// size from a sample of the largest messages it will carry. Allocates.
+pub fn archived_len<T: Message>(value: &T) -> usize {
+    let mut scratch = Scratch::new();
+    match value.encode_into(&mut [], &mut scratch) {
+        Ok(len) | Err(EncodeError::TooLarge { len, .. }) => len,
+        Err(EncodeError::Failed(_)) => 0,
+    }
+}
+
+/// The archive length of any value of `T` when `T` has no out-of-line
+/// data (no strings, vectors or boxes), in which case every value archives
+/// to this many bytes. For types with out-of-line data it is a lower bound;
+/// use [`archived_len`] on a large sample instead.
+pub const fn fixed_archived_len<T: Archive>() -> usize {
+    size_of::<Archived<T>>()
+}

@@ -1,0 +1,1140 @@
+//! Channels between processes, over shared-memory segments.
+//!
+//! One process creates a channel at an address (`shm:NAME` or
+//! `file:PATH`), another opens it; each takes a sender or a receiver. The
+//! handles have crossbeam-channel's methods. A channel carries one kind of
+//! message, chosen by its type parameter `M` (a [`Message`]):
+//!
+//! - a `bytemuck::Pod` type `T` (`Channel<T>`): copied in and out with
+//!   crossbeam-channel's error types, or written in place
+//!   ([`Sender::send_with`]) and read in place ([`Receiver::recv_ref`]);
+//! - [`Rkyv<T>`] for any rkyv-archivable `T`: `send(&T)` serializes straight
+//!   into the slot; `recv()` returns an owned `T`; `recv_ref()` returns a
+//!   guard that derefs to the archived value where it lies, and frees the
+//!   slot when dropped. How far received archives are trusted is the
+//!   receiver's [`Trust`] (set with [`Builder::trust`]);
+//! - [`Bytes`]: `send(&[u8])`, or loan a slot as `&mut [u8]`
+//!   ([`Sender::send_with`]) and commit a length; receive a borrowed
+//!   `&[u8]`.
+//!
+//! Rkyv and byte messages have a length, bounded by the message size fixed
+//! at creation ([`Builder::message_size`]); a message that does not fit is
+//! refused with [`SendMsgError::Encode`] (sends borrow the message, so the
+//! caller still has it), never truncated. Bytes that are
+//! not a valid message give [`RecvMsgError::Invalid`], and the channel keeps
+//! working.
+//!
+//! Ring kinds:
+//!
+//! - MPMC rings give [`Sender`] / [`Receiver`]: `&self` methods, `Clone`,
+//!   any number of processes on each side.
+//! - SPSC rings give [`SpscSender`] / [`SpscReceiver`]: `&mut self`
+//!   methods, not `Clone` or `Sync`, one per side across all processes
+//!   (a second is refused at attach time); the fastest path, with batches.
+//!
+//! When the last sender is dropped, or dies (SIGKILL included), receivers
+//! drain what is buffered and then get `Disconnected`; a blocked receiver
+//! notices a death within about 10 ms. A slot left half-written by a
+//! producer killed mid-send is skipped once every sender is gone; while
+//! other producers of an MPMC ring live, it blocks the ring's head (a known
+//! limit: the slot has no owner recorded yet), and a consumer killed while
+//! reading a slot likewise blocks producers at that slot. Symmetrically,
+//! senders get `Disconnected` once every receiver is gone. A peer that
+//! breaks the ring itself (its indices or stamps) makes the channel report
+//! `Disconnected` and [`is_corrupted`](Receiver::is_corrupted) true, never
+//! crash this process.
+//!
+//! # Examples
+//!
+//! Two processes (run the same way here, in one):
+//!
+//! ```
+//! use shmlane::ipc::Builder;
+//!
+//! let name = format!("shm:doc-example-{}", std::process::id());
+//! // Process A: create the channel and receive.
+//! let chan = Builder::new(&name)?.capacity(64).create::<u64>()?;
+//! let rx = chan.receiver()?;
+//! // Process B: open it by name and send.
+//! let peer = Builder::new(&name)?.open::<u64>()?;
+//! let tx = peer.sender()?;
+//! tx.send(42)?;
+//! assert_eq!(rx.recv()?, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Structured messages with rkyv, read in place:
+//!
+//! ```
+//! use shmlane::ipc::{Builder, Rkyv};
+//! use shmlane::rkyv::{Archive, Deserialize, Serialize};
+//!
+//! #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+//! #[rkyv(crate = shmlane::rkyv)]
+//! struct Order {
+//!     id: u64,
+//!     symbol: String,
+//!     price: f64,
+//! }
+//!
+//! let name = format!("shm:doc-rkyv-{}", std::process::id());
+//! let chan = Builder::new(&name)?.message_size(128).create::<Rkyv<Order>>()?;
+//! let (tx, rx) = (chan.sender()?, chan.receiver()?);
+//! tx.send(&Order { id: 1, symbol: "ACME".into(), price: 9.5 })?;
+//! let order = rx.recv_ref()?; // the archived order, where it lies
+//! assert_eq!(order.symbol, "ACME");
+//! assert_eq!(order.price, 9.5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod kinds;
+mod port;
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shmlane_codec::archive::CopyBuf;
+use shmlane_ring::{mpmc, spsc};
+use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
+use shmlane_shm::{Attachment, CreateOptions, OpenOptions, Spec, TypeInfo};
+
+pub use kinds::{Bytes, Message, MsgRef, RecvMsgError, Rkyv, SendMsgError};
+pub use shmlane_codec::{Codec, EncodeError, InvalidMessage, Trust};
+pub use shmlane_ring::RingKind;
+pub use shmlane_shm::{
+    Address, AddressError, AttachError, Backend, CreateError, OpenError, Role, Segment,
+};
+
+use bytemuck::Pod;
+use port::{Failed, Tried};
+use shmlane_codec::archive::Scratch;
+
+use crate::error::{SendError, TryRecvError, TrySendError};
+
+/// Slot flag: the slot was abandoned (by a dead producer, or by a send
+/// whose message did not fit); skip it.
+const FLAG_SKIP: u64 = 1 << 32;
+/// A parked side wakes at least this often to check on its peers.
+const STEP: Duration = Duration::from_millis(10);
+/// Lock probes for dead peers happen at most this often per handle.
+const PROBE_INTERVAL: Duration = Duration::from_millis(5);
+/// Busy-slot retries before a side treats the ring as full or empty and
+/// waits in steps instead (the busy peer may be dead).
+const BUSY_RETRIES: u32 = 64;
+/// Default slot size (length word included) for messages of varying length.
+const DEFAULT_SLOT: usize = 256;
+
+/// Bytes in front of each message in a slot: its length (low 32 bits) and
+/// flags; 0 for SPSC Pod slots, which hold the bare `T` (the producer
+/// publishes through the ring, so nothing else is needed, and 64-byte
+/// messages fill whole cache lines).
+fn meta_len<M: Message>(kind: RingKind) -> usize {
+    if M::KIND == shmlane_codec::kind::POD && kind == RingKind::Spsc {
+        0
+    } else {
+        M::ALIGN.max(8)
+    }
+}
+
+/// Slot payload size and alignment for messages of up to `len` bytes.
+fn slot_shape<M: Message>(kind: RingKind, len: usize) -> (usize, usize) {
+    let meta = meta_len::<M>(kind);
+    let align = meta.max(M::ALIGN);
+    ((meta + len).max(1), align)
+}
+
+/// The fingerprint of `M` as the segment header stores it.
+fn type_info<M: Message>() -> TypeInfo {
+    let f = M::fingerprint();
+    TypeInfo {
+        name: M::display_name(),
+        size: f.size as u64,
+        align: f.align as u64,
+        codec: f.codec,
+    }
+}
+
+fn mark_skipped(payload: *mut u8) {
+    // SAFETY: `publish_abandoned` hands us the payload of a slot nobody
+    // alive owns; its first 8 bytes are the meta word (every MPMC slot has
+    // it).
+    unsafe { payload.cast::<u64>().write_volatile(FLAG_SKIP) };
+}
+
+/// Settings for creating or opening a cross-process channel.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    target: Target,
+    capacity: u64,
+    slot_size: Option<usize>,
+    message_size: Option<usize>,
+    trust: Trust,
+    kind: RingKind,
+    mode: u32,
+    keep: bool,
+    strategy: WaitStrategy,
+    open_timeout: Duration,
+    allow_group_write: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Address(Address),
+    Memfd,
+    Inherited(RawFd),
+}
+
+impl Builder {
+    fn with_target(target: Target) -> Self {
+        Self {
+            target,
+            capacity: 1024,
+            slot_size: None,
+            message_size: None,
+            trust: Trust::validate(),
+            kind: RingKind::Mpmc,
+            mode: 0o600,
+            keep: false,
+            strategy: WaitStrategy::default(),
+            open_timeout: Duration::from_secs(1),
+            allow_group_write: false,
+        }
+    }
+
+    /// A channel at `shm:NAME` or `file:PATH`.
+    ///
+    /// # Errors
+    ///
+    /// [`AddressError`] for an unknown scheme or a bad name or path.
+    pub fn new(address: &str) -> Result<Self, AddressError> {
+        Ok(Self::with_target(Target::Address(Address::parse(address)?)))
+    }
+
+    /// An anonymous channel in a memfd, for a child process: create it,
+    /// pass [`Channel::inheritable_fd`] to the child, open it there with
+    /// [`Builder::inherited`].
+    pub fn memfd() -> Self {
+        Self::with_target(Target::Memfd)
+    }
+
+    /// The memfd channel inherited from a parent as descriptor `fd`.
+    /// [`open`](Self::open) reopens it (so this process gets liveness locks
+    /// of its own) and then closes `fd`.
+    ///
+    /// # Safety
+    ///
+    /// - `fd` is a descriptor this process owns and nothing else uses (as
+    ///   one inherited from a parent is); `open` consumes it, so it must be
+    ///   opened once at most.
+    pub unsafe fn inherited(fd: RawFd) -> Self {
+        Self::with_target(Target::Inherited(fd))
+    }
+
+    /// How many messages the channel holds (exactly; default 1024).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity as u64;
+        self
+    }
+
+    /// Bytes per slot, length word included (default: what the message
+    /// size needs). Larger slots leave room for future, larger message
+    /// versions; smaller ones are refused by `create`.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = Some(bytes);
+        self
+    }
+
+    /// The largest encoded message, in bytes, for [`Rkyv`] and [`Bytes`]
+    /// channels (default: what fits a 256-byte slot; Pod messages always
+    /// have their own size). Pick it from the largest message the channel
+    /// will carry, e.g. with
+    /// [`archived_len`](shmlane_codec::archive::archived_len) or, for types
+    /// without strings or vectors,
+    /// [`fixed_archived_len`](shmlane_codec::archive::fixed_archived_len).
+    pub fn message_size(mut self, bytes: usize) -> Self {
+        self.message_size = Some(bytes);
+        self
+    }
+
+    /// How far receivers trust what peers write (default
+    /// [`Trust::validate`]). Matters for [`Rkyv`] messages, which are
+    /// validated, and for `recv_ref` of [`Rkyv`] and [`Bytes`] messages,
+    /// which [`Trust::hostile`] copies to private memory first.
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    fn message_len<M: Message>(&self, kind: RingKind) -> usize {
+        match M::fixed_len() {
+            Some(len) => len,
+            None => self
+                .message_size
+                .unwrap_or(DEFAULT_SLOT - meta_len::<M>(kind)),
+        }
+    }
+
+    /// The ring algorithm (default MPMC).
+    pub fn kind(mut self, kind: RingKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Shorthand for `kind(RingKind::Spsc)`.
+    pub fn spsc(self) -> Self {
+        self.kind(RingKind::Spsc)
+    }
+
+    /// Permission bits of a created segment (default `0o600`).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Keep the segment's name or file when the creator drops the channel
+    /// (default: unlink it).
+    pub fn keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// How blocked handles wait (default: spin, yield, then park).
+    pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// How long `open` waits for a creator to finish (default 1 s).
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// Accept a segment that group or others may write (default: refuse).
+    pub fn allow_group_write(mut self, allow: bool) -> Self {
+        self.allow_group_write = allow;
+        self
+    }
+
+    /// Creates the channel for messages of kind `M`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: the address exists, permission denied, a bad
+    /// capacity (zero, too large), a slot too small, or an OS error.
+    pub fn create<M: Message>(&self) -> Result<Channel<M>, CreateError> {
+        let (needed, slot_align) = slot_shape::<M>(self.kind, self.message_len::<M>(self.kind));
+        let slot_size = self.slot_size.unwrap_or(needed);
+        if slot_size < needed {
+            return Err(CreateError::SlotTooSmall {
+                asked: slot_size,
+                needed,
+            });
+        }
+        let spec = Spec {
+            kind: self.kind,
+            capacity: self.capacity,
+            slot_size,
+            slot_align,
+            ty: type_info::<M>(),
+        };
+        let seg = match &self.target {
+            Target::Address(addr) => {
+                let opts = CreateOptions {
+                    mode: self.mode,
+                    keep: self.keep,
+                };
+                Segment::create(addr, &spec, &opts)?
+            }
+            Target::Memfd => Segment::create_memfd(&spec)?,
+            Target::Inherited(_) => {
+                return Err(CreateError::Os(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an inherited channel already exists: use open()",
+                )))
+            }
+        };
+        Ok(Channel::new(seg, self.strategy, self.trust))
+    }
+
+    /// Opens an existing channel for messages of kind `M`, adopting its
+    /// capacity, ring kind and message size.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, permission denied, not a shmlane segment,
+    /// another message type, not ready, corrupted...
+    pub fn open<M: Message>(&self) -> Result<Channel<M>, OpenError> {
+        let opts = OpenOptions {
+            ready_timeout: self.open_timeout,
+            allow_group_write: self.allow_group_write,
+            ty: Some(type_info::<M>()),
+            ..OpenOptions::default()
+        };
+        let seg =
+            match &self.target {
+                Target::Address(addr) => Segment::open(addr, &opts)?,
+                Target::Inherited(fd) => {
+                    let seg = Segment::open_inherited(*fd, &opts)?;
+                    // The inherited descriptor shares the parent's open file
+                    // description, and with it the parent's liveness locks:
+                    // kept open here, it would keep a dead parent looking alive.
+                    // SAFETY: `Builder::inherited`'s caller handed the descriptor
+                    // over to be consumed; it is closed once, here.
+                    unsafe { libc::close(*fd) };
+                    seg
+                }
+                Target::Memfd => return Err(OpenError::Os(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a memfd channel has no name to open: use Builder::inherited(fd) in the child",
+                ))),
+            };
+        // The fingerprint says which type the segment carries, but anyone
+        // can forge it: the slots must also have exactly the shape this side
+        // will read and write, or a hostile creator could make us access
+        // memory past a slot (or past the mapping).
+        let layout = seg.layout();
+        // Messages of varying length need room for the length word and at
+        // least one byte; fixed-length ones need exactly their size.
+        let shape = slot_shape::<M>(layout.kind(), M::fixed_len().unwrap_or(1));
+        // Alignments are powers of two, so "at least" means "a multiple".
+        if layout.slot_size() < shape.0 || layout.slot_align() < shape.1 {
+            return Err(OpenError::LayoutMismatch {
+                field: "slot size",
+                detail: format!(
+                    "{} bytes aligned to {}, but `{}` needs at least {} aligned to {}",
+                    layout.slot_size(),
+                    layout.slot_align(),
+                    M::display_name(),
+                    shape.0,
+                    shape.1
+                ),
+            });
+        }
+        Ok(Channel::new(seg, self.strategy, self.trust))
+    }
+}
+
+/// A created or opened channel: take senders and receivers from it.
+pub struct Channel<M> {
+    seg: Arc<Segment>,
+    strategy: WaitStrategy,
+    trust: Trust,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M> fmt::Debug for Channel<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("segment", &self.seg)
+            .finish()
+    }
+}
+
+fn kind_name(kind: RingKind) -> &'static str {
+    match kind {
+        RingKind::Spsc => "SPSC",
+        RingKind::Mpmc => "MPMC",
+    }
+}
+
+impl<M: Message> Channel<M> {
+    fn new(seg: Segment, strategy: WaitStrategy, trust: Trust) -> Self {
+        Self {
+            seg: Arc::new(seg),
+            strategy,
+            trust,
+            _msg: PhantomData,
+        }
+    }
+
+    /// The largest message the channel carries, in encoded bytes.
+    pub fn max_message_len(&self) -> usize {
+        self.seg.layout().slot_size() - meta_len::<M>(self.kind())
+    }
+
+    /// The ring algorithm.
+    pub fn kind(&self) -> RingKind {
+        self.seg.layout().kind()
+    }
+
+    /// How many messages the channel holds.
+    pub fn capacity(&self) -> usize {
+        self.seg.layout().capacity() as usize
+    }
+
+    /// The segment underneath (for inspection).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// A duplicate of a memfd channel's descriptor without close-on-exec,
+    /// for a child process to inherit (pass its number to the child, then
+    /// drop it here once the child is spawned).
+    ///
+    /// # Errors
+    ///
+    /// An OS error, or `InvalidInput` for a channel that is not a memfd.
+    pub fn inheritable_fd(&self) -> io::Result<OwnedFd> {
+        if *self.seg.backend() != Backend::Memfd {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a memfd channel",
+            ));
+        }
+        // SAFETY: F_DUPFD on our own open descriptor returns a new one (or
+        // -1); F_DUPFD never sets close-on-exec.
+        let fd = unsafe { libc::fcntl(self.seg.file().as_raw_fd(), libc::F_DUPFD, 3) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn side(&self, role: Role, needs: RingKind) -> Result<Side, AttachError> {
+        if self.kind() != needs {
+            return Err(AttachError::WrongKind {
+                needs: kind_name(needs),
+                found: kind_name(self.kind()),
+            });
+        }
+        let attachment = self.seg.attach(role, needs == RingKind::Spsc)?;
+        let meta = meta_len::<M>(needs);
+        Ok(Side {
+            att: attachment,
+            strategy: self.strategy,
+            trust: self.trust,
+            meta,
+            cap: self.seg.layout().slot_size() - meta,
+            epoch: Instant::now(),
+            last_probe: AtomicU64::new(0),
+            corrupted: AtomicBool::new(false),
+            copies: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn region(&self) -> (std::ptr::NonNull<u8>, usize) {
+        self.seg.ring_region()
+    }
+
+    fn mpmc_end(&self, role: Role) -> Result<Arc<MpmcEnd>, AttachError> {
+        let side = self.side(role, RingKind::Mpmc)?;
+        let (base, len) = self.region();
+        // SAFETY: the region is the segment's validated ring region; the
+        // attachment in `side` keeps the segment (and mapping) alive as long
+        // as the ring handle.
+        let ring =
+            unsafe { mpmc::Ring::attach(base, len, self.seg.layout()) }.expect("validated layout");
+        Ok(Arc::new(MpmcEnd {
+            ring,
+            side,
+            scratch: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// A sender on an MPMC ring.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError::WrongKind`] on an SPSC ring, or a full participant table.
+    pub fn sender(&self) -> Result<Sender<M>, AttachError> {
+        Ok(Sender {
+            end: self.mpmc_end(Role::Sender)?,
+            _msg: PhantomData,
+        })
+    }
+
+    /// A receiver on an MPMC ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`sender`](Self::sender).
+    pub fn receiver(&self) -> Result<Receiver<M>, AttachError> {
+        Ok(Receiver {
+            end: self.mpmc_end(Role::Receiver)?,
+            _msg: PhantomData,
+        })
+    }
+
+    /// The one sender of an SPSC ring.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError::RoleTaken`] if a live sender exists (in any process),
+    /// [`AttachError::WrongKind`] on an MPMC ring.
+    pub fn spsc_sender(&self) -> Result<SpscSender<M>, AttachError> {
+        let side = self.side(Role::Sender, RingKind::Spsc)?;
+        let (base, len) = self.region();
+        // SAFETY: as in `mpmc_end`; the exclusive attach guarantees no other
+        // live producer, and a dead one published nothing half-written.
+        let ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
+            .expect("validated layout");
+        Ok(SpscSender {
+            ring,
+            side,
+            scratch: None,
+            _msg: PhantomData,
+        })
+    }
+
+    /// The one receiver of an SPSC ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`spsc_sender`](Self::spsc_sender).
+    pub fn spsc_receiver(&self) -> Result<SpscReceiver<M>, AttachError> {
+        let side = self.side(Role::Receiver, RingKind::Spsc)?;
+        let (base, len) = self.region();
+        // SAFETY: as in `spsc_sender`, for the consumer side.
+        let ring = unsafe { spsc::Consumer::attach(base, len, self.seg.layout()) }
+            .expect("validated layout");
+        Ok(SpscReceiver {
+            ring,
+            side,
+            _msg: PhantomData,
+        })
+    }
+}
+
+/// What every handle keeps: its attachment (liveness), how it waits, and
+/// whether it has seen the segment corrupted.
+struct Side {
+    att: Attachment,
+    strategy: WaitStrategy,
+    trust: Trust,
+    /// Bytes of length word in front of each message (0: bare Pod).
+    meta: usize,
+    /// Bytes a slot holds after the length word.
+    cap: usize,
+    epoch: Instant,
+    last_probe: AtomicU64,
+    corrupted: AtomicBool,
+    /// Private buffers for `Trust::hostile` receives, reused.
+    copies: Mutex<Vec<CopyBuf>>,
+}
+
+impl Side {
+    fn seg(&self) -> &Segment {
+        self.att.segment()
+    }
+
+    fn not_empty(&self) -> &EventCount {
+        &self.seg().header().not_empty.0
+    }
+
+    fn not_full(&self) -> &EventCount {
+        &self.seg().header().not_full.0
+    }
+
+    fn corrupted(&self) -> bool {
+        // Relaxed: a local flag; nothing is published with it.
+        self.corrupted.load(Ordering::Relaxed)
+    }
+
+    fn poison(&self) {
+        // Relaxed: as above.
+        self.corrupted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether every `peer` is gone, after at least one attached. One load
+    /// when they left cleanly; with `probe`, also looks (at most every
+    /// 5 ms) for peers that died holding their slot.
+    fn peers_gone(&self, peer: Role, probe: bool) -> bool {
+        let seg = self.seg();
+        if !seg.ever_attached(peer) {
+            return false;
+        }
+        if seg.live_hint(peer) == 0 {
+            return true;
+        }
+        if !probe {
+            return false;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+        // Relaxed: a rate limit, local to this handle.
+        let last = self.last_probe.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < PROBE_INTERVAL.as_nanos() as u64 {
+            return false;
+        }
+        self.last_probe.store(now, Ordering::Relaxed);
+        seg.live_count(peer) == 0
+    }
+
+    /// A private buffer for a `Trust::hostile` copy.
+    fn take_copy(&self) -> CopyBuf {
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Gives a copy buffer back for the next message.
+    fn put_copy(&self, buf: CopyBuf) {
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buf);
+    }
+
+    /// Sends through `attempt(probe)`, waiting while full. `probe` is false
+    /// while spinning, so that lock probes for dead peers happen only after
+    /// a yield or a park.
+    fn wait_send<E>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(bool) -> Tried<E>,
+    ) -> Result<(), Failed<E>> {
+        let settle = |tried| match tried {
+            Tried::Done => Some(Ok(())),
+            Tried::Gone => Some(Err(Failed::Gone)),
+            Tried::Rejected(e) => Some(Err(Failed::Rejected(e))),
+            Tried::Full => None,
+        };
+        if let Some(done) = settle(attempt(false)) {
+            return done;
+        }
+        self.strategy
+            .wait_phased(self.not_full(), deadline, Some(STEP), |phase| {
+                settle(attempt(phase != Phase::Spin))
+            })
+            .unwrap_or(Err(Failed::Timeout))
+    }
+
+    /// Receives through `attempt(probe)`, waiting while empty (`probe` as
+    /// in [`wait_send`](Self::wait_send)).
+    fn wait_recv<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(bool) -> Result<R, RecvMsgError>,
+    ) -> Result<R, RecvMsgError> {
+        match attempt(false) {
+            Err(RecvMsgError::Empty) => {}
+            done => return done,
+        }
+        self.strategy
+            .wait_phased(self.not_empty(), deadline, Some(STEP), |phase| {
+                match attempt(phase != Phase::Spin) {
+                    Err(RecvMsgError::Empty) => None,
+                    done => Some(done),
+                }
+            })
+            .unwrap_or(Err(RecvMsgError::Timeout))
+    }
+}
+
+struct MpmcEnd {
+    ring: mpmc::Ring,
+    side: Side,
+    /// Serializer scratch spaces for rkyv sends, reused.
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// The sending side of an MPMC cross-process channel.
+pub struct Sender<M> {
+    end: Arc<MpmcEnd>,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+/// The receiving side of an MPMC cross-process channel.
+pub struct Receiver<M> {
+    end: Arc<MpmcEnd>,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+/// The one sending side of an SPSC cross-process channel.
+pub struct SpscSender<M> {
+    ring: spsc::Producer,
+    side: Side,
+    scratch: Option<Scratch>,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+/// The one receiving side of an SPSC cross-process channel.
+pub struct SpscReceiver<M> {
+    ring: spsc::Consumer,
+    side: Side,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+macro_rules! common_methods {
+    () => {
+        /// Whether this handle has seen the segment corrupted by a peer
+        /// (after which every call reports `Disconnected`).
+        pub fn is_corrupted(&self) -> bool {
+            self.side().corrupted()
+        }
+
+        /// The number of messages in the channel (a snapshot).
+        pub fn len(&self) -> usize {
+            self.ring_len() as usize
+        }
+
+        /// Whether the channel holds no message (a snapshot).
+        pub fn is_empty(&self) -> bool {
+            self.ring_len() == 0
+        }
+
+        /// Whether the channel is full (a snapshot).
+        pub fn is_full(&self) -> bool {
+            self.ring_len() as usize == self.capacity().unwrap_or(0)
+        }
+
+        /// The capacity: always `Some`.
+        pub fn capacity(&self) -> Option<usize> {
+            Some(self.side().seg().layout().capacity() as usize)
+        }
+
+        /// The largest message the channel carries, in encoded bytes.
+        pub fn max_message_len(&self) -> usize {
+            self.side().cap
+        }
+    };
+}
+
+impl<M: Message> Sender<M> {
+    fn side(&self) -> &Side {
+        &self.end.side
+    }
+
+    fn ring_len(&self) -> u64 {
+        self.end.ring.len()
+    }
+
+    common_methods!();
+
+    /// Whether both senders share one attachment (are clones).
+    pub fn same_channel(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.end, &other.end)
+    }
+
+    fn try_write<E>(
+        &self,
+        probe: bool,
+        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Tried<E> {
+        port::mpmc_try_write(&self.end, probe, write)
+    }
+
+    fn write_until<E>(
+        &self,
+        deadline: Option<Instant>,
+        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), Failed<E>> {
+        self.end
+            .side
+            .wait_send(deadline, |probe| port::mpmc_try_write(&self.end, probe, write))
+    }
+
+    #[allow(dead_code)] // used by rkyv channels only
+    fn take_scratch(&self) -> Scratch {
+        self.end
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    #[allow(dead_code)] // used by rkyv channels only
+    fn put_scratch(&self, scratch: Scratch) {
+        self.end
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scratch);
+    }
+}
+
+impl<M: Message> Receiver<M> {
+    fn side(&self) -> &Side {
+        &self.end.side
+    }
+
+    fn ring_len(&self) -> u64 {
+        self.end.ring.len()
+    }
+
+    common_methods!();
+
+    /// Whether both receivers share one attachment (are clones).
+    pub fn same_channel(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.end, &other.end)
+    }
+
+    fn try_ref(&self, probe: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        port::mpmc_try_ref(&self.end, probe)
+    }
+
+    fn ref_until(&self, deadline: Option<Instant>) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        let end = &*self.end;
+        end.side
+            .wait_recv(deadline, |probe| port::mpmc_try_ref(end, probe))
+    }
+
+    fn read_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut read: impl FnMut(&M::Target) -> Result<R, InvalidMessage>,
+    ) -> Result<R, RecvMsgError> {
+        let end = &*self.end;
+        end.side.wait_recv(deadline, |probe| {
+            let msg = port::mpmc_try_ref::<M>(end, probe)?;
+            read(&msg).map_err(RecvMsgError::Invalid)
+        })
+    }
+
+    /// A Pod channel has no "invalid message" error: a message of the wrong
+    /// length means a peer broke the protocol, so the channel stops.
+    #[allow(dead_code)] // used by Pod channels only
+    fn pod_fault(&self, e: RecvMsgError) -> TryRecvError {
+        if matches!(e, RecvMsgError::Invalid(_)) {
+            self.end.side.poison();
+        }
+        TryRecvError::Disconnected
+    }
+}
+
+impl<M: Message> SpscSender<M> {
+    fn side(&self) -> &Side {
+        &self.side
+    }
+
+    fn ring_len(&self) -> u64 {
+        self.ring.len()
+    }
+
+    common_methods!();
+
+    fn try_write<E>(
+        &mut self,
+        probe: bool,
+        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Tried<E> {
+        port::spsc_try_write(&mut self.ring, &self.side, probe, write)
+    }
+
+    fn write_until<E>(
+        &mut self,
+        deadline: Option<Instant>,
+        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), Failed<E>> {
+        let (ring, side) = (&mut self.ring, &self.side);
+        side.wait_send(deadline, |probe| {
+            port::spsc_try_write(ring, side, probe, write)
+        })
+    }
+
+    #[allow(dead_code)] // used by rkyv channels only
+    fn take_scratch(&mut self) -> Scratch {
+        self.scratch.take().unwrap_or_default()
+    }
+
+    #[allow(dead_code)] // used by rkyv channels only
+    fn put_scratch(&mut self, scratch: Scratch) {
+        self.scratch = Some(scratch);
+    }
+}
+
+impl<M: Message> SpscReceiver<M> {
+    fn side(&self) -> &Side {
+        &self.side
+    }
+
+    fn ring_len(&self) -> u64 {
+        self.ring.len()
+    }
+
+    common_methods!();
+
+    fn try_ref(&mut self, probe: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        port::spsc_try_ref(&mut self.ring, &self.side, probe)
+    }
+
+    fn ref_until(&mut self, deadline: Option<Instant>) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        let (ring, side) = (&mut self.ring, &self.side);
+        // Wait until a message is at the front, then lend it: it stays
+        // there, as this is the only consumer.
+        side.wait_recv(deadline, |probe| {
+            port::spsc_front(ring, side, probe).map(drop)
+        })?;
+        port::spsc_try_ref(ring, side, false)
+    }
+
+    fn read_until<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut read: impl FnMut(&M::Target) -> Result<R, InvalidMessage>,
+    ) -> Result<R, RecvMsgError> {
+        let (ring, side) = (&mut self.ring, &self.side);
+        side.wait_recv(deadline, |probe| {
+            let msg = port::spsc_try_ref::<M>(ring, side, probe)?;
+            read(&msg).map_err(RecvMsgError::Invalid)
+        })
+    }
+
+    /// As [`Receiver::pod_fault`].
+    #[allow(dead_code)] // used by Pod channels only
+    fn pod_fault(&self, e: RecvMsgError) -> TryRecvError {
+        if matches!(e, RecvMsgError::Invalid(_)) {
+            self.side.poison();
+        }
+        TryRecvError::Disconnected
+    }
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            end: Arc::clone(&self.end),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<M> Clone for Receiver<M> {
+    fn clone(&self) -> Self {
+        Self {
+            end: Arc::clone(&self.end),
+            _msg: PhantomData,
+        }
+    }
+}
+
+/// Writes a bare `T` into an SPSC slot.
+///
+/// # Safety
+///
+/// - `payload` points to an SPSC slot this side owns, made for `T`.
+unsafe fn write_bare<T: Pod>(payload: *mut u8, msg: &T) {
+    // SAFETY: per the contract (aligned, large enough); volatile: shared.
+    unsafe { payload.cast::<T>().write_volatile(*msg) }
+}
+
+/// Reads a bare `T` out of an SPSC slot.
+///
+/// # Safety
+///
+/// - `payload` points to a published SPSC slot this side reads, made for `T`.
+unsafe fn read_bare<T: Pod>(payload: *const u8) -> T {
+    // SAFETY: per the contract; every bit pattern is a valid `T: Pod`.
+    unsafe { payload.cast::<T>().read_volatile() }
+}
+
+impl<T: Pod> SpscSender<T> {
+    /// Sends as many of `msgs` as fit now, publishing them with one store
+    /// and one wakeup; returns how many were sent (0 when full).
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Disconnected`] (holding how many were sent: 0) once
+    /// the receiver is gone.
+    pub fn try_send_batch(&mut self, msgs: &[T]) -> Result<usize, TrySendError<usize>> {
+        let side = &self.side;
+        if side.corrupted() || side.peers_gone(Role::Receiver, false) {
+            return Err(TrySendError::Disconnected(0));
+        }
+        // SAFETY: each payload is an SPSC slot of this layout, holding a bare
+        // `T` (see `meta_len`); `i < msgs.len()` because at most
+        // `msgs.len()` slots are asked for.
+        let wrote = self.ring.write_batch(msgs.len() as u64, |i, p| unsafe {
+            write_bare(p, &msgs[i as usize])
+        });
+        match wrote {
+            Ok(0) if side.peers_gone(Role::Receiver, true) => Err(TrySendError::Disconnected(0)),
+            Ok(n) => {
+                if n > 0 {
+                    side.not_empty().notify_one();
+                }
+                Ok(n as usize)
+            }
+            Err(_) => {
+                side.poison();
+                Err(TrySendError::Disconnected(0))
+            }
+        }
+    }
+
+    /// Sends every message of `msgs`, in batches, blocking while full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] holding how many were sent before the receiver went.
+    pub fn send_batch(&mut self, msgs: &[T]) -> Result<(), SendError<usize>> {
+        let mut sent = 0;
+        while sent < msgs.len() {
+            let n = match self.try_send_batch(&msgs[sent..]) {
+                Ok(0) => {
+                    // Full: wait for room for one, then batch again.
+                    self.send(msgs[sent]).map_err(|_| SendError(sent))?;
+                    1
+                }
+                Ok(n) => n,
+                Err(_) => return Err(SendError(sent)),
+            };
+            sent += n;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Pod> SpscReceiver<T> {
+    /// Appends up to `max` ready messages to `out`, freeing their slots with
+    /// one store and one wakeup; returns how many (0 when empty).
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Disconnected`] once the channel is empty and the
+    /// sender is gone.
+    pub fn try_recv_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let side = &self.side;
+        if side.corrupted() {
+            return Err(TryRecvError::Disconnected);
+        }
+        let before = out.len();
+        // SAFETY: each payload is a published SPSC slot of this layout, made
+        // for `T`.
+        let read = self
+            .ring
+            .read_batch(max as u64, |_, p| out.push(unsafe { read_bare::<T>(p) }));
+        if read.is_err() {
+            out.truncate(before);
+            side.poison();
+            return Err(TryRecvError::Disconnected);
+        }
+        let n = out.len() - before;
+        if n > 0 {
+            side.not_full().notify_one();
+            return Ok(n);
+        }
+        match self.try_recv() {
+            Ok(v) => {
+                out.push(v);
+                Ok(1)
+            }
+            Err(TryRecvError::Empty) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+macro_rules! debug_as {
+    ($($ty:ident),*) => {$(
+        impl<M> fmt::Debug for $ty<M> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($ty), " { .. }"))
+            }
+        }
+    )*};
+}
+
+debug_as!(Sender, Receiver, SpscSender, SpscReceiver);

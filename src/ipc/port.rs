@@ -1,0 +1,345 @@
+//! The byte-level core every message kind shares: write a slot's bytes and
+//! publish them, or find the oldest message's bytes and lend them out.
+
+use std::ptr::NonNull;
+
+use shmlane_codec::archive::copy_into;
+use shmlane_codec::{kind, InvalidMessage};
+use shmlane_ring::{mpmc, spsc, PopError, PushError};
+
+use super::kinds::{Hold, Message, MsgRef, RecvMsgError};
+use super::{mark_skipped, MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
+use crate::ipc::Role;
+use crate::sync::backoff;
+
+/// How one attempt to send went.
+pub(super) enum Tried<E> {
+    Done,
+    Full,
+    Gone,
+    /// The message could not be written (it did not fit); nothing was
+    /// published for it.
+    Rejected(E),
+}
+
+/// Why a blocking send gave up.
+pub(super) enum Failed<E> {
+    Timeout,
+    Gone,
+    Rejected(E),
+}
+
+/// The bytes after the length word of a slot this side owns.
+///
+/// # Safety
+///
+/// - `payload` is the payload of a slot of `side`'s layout that this side
+///   owns (reserved, or the SPSC producer's next slot).
+unsafe fn data<'a>(payload: *mut u8, side: &Side) -> &'a mut [u8] {
+    // SAFETY: per the contract, `meta + cap` bytes from `payload` are the
+    // slot's payload, ours until published.
+    unsafe { std::slice::from_raw_parts_mut(payload.add(side.meta), side.cap) }
+}
+
+/// Writes the length word in front of a message (nothing for bare slots).
+///
+/// # Safety
+///
+/// - As for [`data`].
+unsafe fn set_meta(payload: *mut u8, side: &Side, word: u64) {
+    if side.meta > 0 {
+        // SAFETY: per the contract; slots with a length word are aligned to
+        // at least 8. Volatile: a peer reads (or scribbles on) it.
+        unsafe { payload.cast::<u64>().write_volatile(word) };
+    }
+}
+
+/// The message bytes of a published slot: checked against the slot's room,
+/// never trusted.
+///
+/// # Safety
+///
+/// - `payload` is the payload of a published slot of `side`'s layout that
+///   this side holds (claimed, or the SPSC consumer's front) for `'a`.
+unsafe fn frame<'a>(payload: *const u8, side: &Side) -> Result<&'a [u8], InvalidMessage> {
+    let len = if side.meta == 0 {
+        side.cap
+    } else {
+        // SAFETY: per the contract (aligned to 8). Loaded once, then checked.
+        let word = unsafe { payload.cast::<u64>().read_volatile() };
+        let len = word & 0xffff_ffff;
+        if word >> 32 != 0 || len > side.cap as u64 {
+            return Err(InvalidMessage::Length {
+                len: word,
+                max: side.cap,
+            });
+        }
+        len as usize
+    };
+    // SAFETY: per the contract; `len <= cap` bytes follow the length word.
+    Ok(unsafe { std::slice::from_raw_parts(payload.add(side.meta), len) })
+}
+
+/// One attempt to send through an MPMC ring.
+pub(super) fn mpmc_try_write<E>(
+    end: &MpmcEnd,
+    probe: bool,
+    write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Tried<E> {
+    let side = &end.side;
+    if side.corrupted() || side.peers_gone(Role::Receiver, false) {
+        return Tried::Gone;
+    }
+    let mut step = 0;
+    loop {
+        match end.ring.try_reserve() {
+            Ok(slot) => {
+                let p = slot.as_mut_ptr();
+                // SAFETY: a reserved slot of this segment's layout.
+                let written = write(unsafe { data(p, side) });
+                let word = match &written {
+                    Ok(len) => {
+                        debug_assert!(*len <= side.cap);
+                        *len as u64
+                    }
+                    // A reserved slot cannot be given back: publish it as a
+                    // hole that receivers skip.
+                    Err(_) => FLAG_SKIP,
+                };
+                // SAFETY: as above.
+                unsafe { set_meta(p, side, word) };
+                slot.commit();
+                side.not_empty().notify_one();
+                return match written {
+                    Ok(_) => Tried::Done,
+                    Err(e) => Tried::Rejected(e),
+                };
+            }
+            Err(PushError::Busy) if step < BUSY_RETRIES => backoff(&mut step),
+            Err(PushError::Full | PushError::Busy) => {
+                return if side.peers_gone(Role::Receiver, probe) {
+                    Tried::Gone
+                } else {
+                    Tried::Full
+                };
+            }
+            Err(PushError::Corrupted | PushError::TooLarge) => {
+                side.poison();
+                return Tried::Gone;
+            }
+        }
+    }
+}
+
+/// One attempt to send through an SPSC ring.
+pub(super) fn spsc_try_write<E>(
+    ring: &mut spsc::Producer,
+    side: &Side,
+    probe: bool,
+    write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Tried<E> {
+    if side.corrupted() || side.peers_gone(Role::Receiver, false) {
+        return Tried::Gone;
+    }
+    let mut rejected = None;
+    let pushed = ring.try_push_if(|p| {
+        // SAFETY: the producer's next slot, of this segment's layout.
+        match write(unsafe { data(p, side) }) {
+            Ok(len) => {
+                debug_assert!(len <= side.cap);
+                // SAFETY: as above.
+                unsafe { set_meta(p, side, len as u64) };
+                true
+            }
+            Err(e) => {
+                rejected = Some(e);
+                false
+            }
+        }
+    });
+    match pushed {
+        Ok(true) => {
+            side.not_empty().notify_one();
+            Tried::Done
+        }
+        Ok(false) => Tried::Rejected(rejected.expect("a write that declined says why")),
+        Err(PushError::Full | PushError::Busy) => {
+            if side.peers_gone(Role::Receiver, probe) {
+                Tried::Gone
+            } else {
+                Tried::Full
+            }
+        }
+        Err(PushError::Corrupted | PushError::TooLarge) => {
+            side.poison();
+            Tried::Gone
+        }
+    }
+}
+
+/// Claims the oldest message of an MPMC ring, skipping holes.
+fn mpmc_claim(end: &MpmcEnd, probe: bool) -> Result<(mpmc::Claim<'_>, *const u8), RecvMsgError> {
+    let side = &end.side;
+    if side.corrupted() {
+        return Err(RecvMsgError::Disconnected);
+    }
+    let mut step = 0;
+    let mut senders_gone = false;
+    let mut abandon_failures = 0;
+    loop {
+        match end.ring.try_claim() {
+            Ok(slot) => {
+                let p = slot.as_ptr();
+                // SAFETY: a claimed, published MPMC slot: its first 8 bytes
+                // are the length word. Volatile: shared bytes.
+                let word = unsafe { p.cast::<u64>().read_volatile() };
+                if word & FLAG_SKIP != 0 {
+                    drop(slot);
+                    side.not_full().notify_one();
+                    continue;
+                }
+                return Ok((slot, p));
+            }
+            Err(PopError::Empty) => {
+                if senders_gone {
+                    return Err(RecvMsgError::Disconnected);
+                }
+                if !side.peers_gone(Role::Sender, probe) {
+                    return Err(RecvMsgError::Empty);
+                }
+                // Every sender is gone: what they sent is visible now;
+                // look once more before reporting the end.
+                senders_gone = true;
+            }
+            Err(PopError::Busy) => {
+                // A producer claimed the head slot and has not published
+                // it yet. Give it a moment (it may be mid-write).
+                if step < BUSY_RETRIES {
+                    backoff(&mut step);
+                    continue;
+                }
+                if !side.peers_gone(Role::Sender, probe) {
+                    return Err(RecvMsgError::Empty);
+                }
+                // Every sender is dead: the slot will never be published,
+                // so skip it. Another receiver may beat us to it (then the
+                // next claim succeeds); if it can never be skipped (its
+                // stamp is neither claimed nor published), the ring is
+                // garbage.
+                if !end.ring.publish_abandoned(mark_skipped) {
+                    abandon_failures += 1;
+                    if abandon_failures > 3 {
+                        side.poison();
+                        return Err(RecvMsgError::Disconnected);
+                    }
+                }
+                step = 0;
+            }
+            Err(PopError::Corrupted) => {
+                side.poison();
+                return Err(RecvMsgError::Disconnected);
+            }
+        }
+    }
+}
+
+/// Finds the oldest message of an SPSC ring, leaving it in place.
+pub(super) fn spsc_front(
+    ring: &mut spsc::Consumer,
+    side: &Side,
+    probe: bool,
+) -> Result<*const u8, RecvMsgError> {
+    if side.corrupted() {
+        return Err(RecvMsgError::Disconnected);
+    }
+    let mut senders_gone = false;
+    let mut refreshed = false;
+    loop {
+        match ring.front() {
+            Ok(p) => return Ok(p),
+            Err(PopError::Corrupted) => {
+                side.poison();
+                return Err(RecvMsgError::Disconnected);
+            }
+            Err(PopError::Empty | PopError::Busy) => {
+                // Spinning checks look only at the head slot's stamp; any
+                // other check (and the last before parking) also reads the
+                // producer's index, in case this receiver attached inside
+                // a batch.
+                if (probe || senders_gone) && !refreshed {
+                    refreshed = true;
+                    match ring.refresh() {
+                        Ok(0) => {}
+                        Ok(_) => continue,
+                        Err(_) => {
+                            side.poison();
+                            return Err(RecvMsgError::Disconnected);
+                        }
+                    }
+                }
+                if senders_gone {
+                    return Err(RecvMsgError::Disconnected);
+                }
+                if !side.peers_gone(Role::Sender, probe) {
+                    return Err(RecvMsgError::Empty);
+                }
+                senders_gone = true;
+                refreshed = false;
+            }
+        }
+    }
+}
+
+/// Lends out the oldest message of an MPMC ring.
+pub(super) fn mpmc_try_ref<M: Message>(
+    end: &MpmcEnd,
+    probe: bool,
+) -> Result<MsgRef<'_, M>, RecvMsgError> {
+    let (claim, p) = mpmc_claim(end, probe)?;
+    lend(p, &end.side, Hold::Claim(Some(claim), &end.side))
+}
+
+/// Lends out the oldest message of an SPSC ring.
+pub(super) fn spsc_try_ref<'a, M: Message>(
+    ring: &'a mut spsc::Consumer,
+    side: &'a Side,
+    probe: bool,
+) -> Result<MsgRef<'a, M>, RecvMsgError> {
+    let p = spsc_front(ring, side, probe)?;
+    lend(p, side, Hold::Front(Some(ring), side))
+}
+
+/// Turns a held slot into a guard over its message: in place, or (for
+/// `Trust::hostile`) over a private copy, the slot freed at once. An
+/// invalid message frees the slot and is reported; the channel goes on.
+fn lend<'a, M: Message>(
+    payload: *const u8,
+    side: &'a Side,
+    hold: Hold<'a>,
+) -> Result<MsgRef<'a, M>, RecvMsgError> {
+    // SAFETY: `hold` keeps the slot this side's until it is dropped, and
+    // `bytes` is not used after that.
+    let bytes = match unsafe { frame(payload, side) } {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(RecvMsgError::Invalid(e)),
+    };
+    if side.trust.copies() && M::KIND != kind::POD {
+        let mut buf = side.take_copy();
+        let copied = copy_into(&mut buf, bytes);
+        drop(hold);
+        return match M::view(copied, side.trust) {
+            Ok(target) => {
+                let target = NonNull::from(target);
+                Ok(MsgRef::new(target, Hold::Copy(buf, side)))
+            }
+            Err(e) => {
+                side.put_copy(buf);
+                Err(RecvMsgError::Invalid(e))
+            }
+        };
+    }
+    match M::view(bytes, side.trust) {
+        Ok(target) => Ok(MsgRef::new(NonNull::from(target), hold)),
+        Err(e) => Err(RecvMsgError::Invalid(e)),
+    }
+}
