@@ -136,7 +136,10 @@ where
     T::Archived: for<'a> CheckBytes<Val<'a>> + Deserialize<T, De>,
 {
     fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {
-        debug_assert_eq!(buf.as_ptr() as usize % ALIGN, 0, "unaligned slot");
+        debug_assert!(
+            buf.is_empty() || buf.as_ptr() as usize % ALIGN == 0,
+            "unaligned slot"
+        );
         let max = buf.len();
         let writer = SlotWriter::new(buf);
         let writer = low::to_bytes_in_with_alloc::<_, _, rancor::Error>(
@@ -185,7 +188,10 @@ pub fn view<'a, T: Message>(
 /// # Errors
 ///
 /// As [`view`].
-pub fn view_in_place<T: Message>(bytes: &[u8], trust: Trust) -> Result<&T::Archived, InvalidMessage> {
+pub fn view_in_place<T: Message>(
+    bytes: &[u8],
+    trust: Trust,
+) -> Result<&T::Archived, InvalidMessage> {
     if trust.validates() {
         return T::check(bytes);
     }

@@ -48,6 +48,7 @@
 extern crate alloc;
 
 pub mod archive;
+pub mod sample;
 
 use core::fmt;
 use core::mem::{align_of, size_of};
@@ -234,7 +235,10 @@ impl fmt::Display for InvalidMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Length { len, max } => {
-                write!(f, "invalid message: length {len} exceeds the slot's {max} bytes")
+                write!(
+                    f,
+                    "invalid message: length {len} exceeds the slot's {max} bytes"
+                )
             }
             Self::Check(e) => write!(f, "invalid message: {e}"),
         }

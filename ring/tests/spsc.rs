@@ -193,14 +193,34 @@ fn conditional_push_publishes_only_when_asked() {
     let region = Region::new(RingKind::Spsc, 2, 8);
     let (mut tx, mut rx) = region.spsc();
     // A write that gives up leaves the slot unpublished and reusable.
-    assert_eq!(tx.try_push_if(|p| { write_u64(p, 99); false }), Ok(false));
+    assert_eq!(
+        tx.try_push_if(|p| {
+            write_u64(p, 99);
+            false
+        }),
+        Ok(false)
+    );
     assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Empty));
     for i in 0..scaled(100) {
-        assert_eq!(tx.try_push_if(|p| { write_u64(p, i); true }), Ok(true));
+        assert_eq!(
+            tx.try_push_if(|p| {
+                write_u64(p, i);
+                true
+            }),
+            Ok(true)
+        );
         assert_eq!(rx.try_pop_with(read_u64), Ok(i));
     }
-    tx.try_push_if(|p| { write_u64(p, 1); true }).unwrap();
-    tx.try_push_if(|p| { write_u64(p, 2); true }).unwrap();
+    tx.try_push_if(|p| {
+        write_u64(p, 1);
+        true
+    })
+    .unwrap();
+    tx.try_push_if(|p| {
+        write_u64(p, 2);
+        true
+    })
+    .unwrap();
     assert_eq!(tx.try_push_if(|_| unreachable!()), Err(PushError::Full));
 }
 

@@ -131,7 +131,7 @@ impl Message for Bytes {
 pub struct MsgRef<'a, M: Message> {
     target: NonNull<M::Target>,
     _hold: Hold<'a>,
-    _msg: PhantomData<(&'a M::Target, fn(M) -> M)>,
+    _msg: PhantomData<Lent<'a, M>>,
 }
 
 impl<'a, M: Message> MsgRef<'a, M> {
@@ -162,6 +162,9 @@ where
         fmt::Debug::fmt(&**self, f)
     }
 }
+
+/// A guard borrows the message for `'a` and is tied to `M`.
+type Lent<'a, M> = (&'a <M as Message>::Target, fn(M) -> M);
 
 /// What keeps a lent message's bytes in place.
 pub(super) enum Hold<'a> {

@@ -719,12 +719,15 @@ impl Side {
             done => return done,
         }
         self.strategy
-            .wait_phased(self.not_empty(), deadline, Some(STEP), |phase| {
-                match attempt(phase != Phase::Spin) {
+            .wait_phased(
+                self.not_empty(),
+                deadline,
+                Some(STEP),
+                |phase| match attempt(phase != Phase::Spin) {
                     Err(RecvMsgError::Empty) => None,
                     done => Some(done),
-                }
-            })
+                },
+            )
             .unwrap_or(Err(RecvMsgError::Timeout))
     }
 }
@@ -827,9 +830,9 @@ impl<M: Message> Sender<M> {
         deadline: Option<Instant>,
         write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
     ) -> Result<(), Failed<E>> {
-        self.end
-            .side
-            .wait_send(deadline, |probe| port::mpmc_try_write(&self.end, probe, write))
+        self.end.side.wait_send(deadline, |probe| {
+            port::mpmc_try_write(&self.end, probe, write)
+        })
     }
 
     #[allow(dead_code)] // used by rkyv channels only

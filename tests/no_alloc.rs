@@ -1,0 +1,153 @@
+//! Steady-state sends and in-place receives allocate nothing, for every
+//! message kind, on both ring kinds, under every trust level. A counting
+//! global allocator watches this thread (the only test here, so nothing
+//! else allocates on it).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use shmlane::ipc::{Builder, Bytes, Channel, Message, RingKind, Rkyv, Trust};
+use shmlane_codec::sample::Order;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the
+// counter is a thread-local `Cell` that never allocates itself.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded with the caller's own layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded; `ptr` came from `System.alloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+/// Allocations made by `round` over 10,000 calls, after 1,000 to warm up.
+fn steady(mut round: impl FnMut(u64)) -> u64 {
+    for i in 0..1_000 {
+        round(i);
+    }
+    let before = allocations();
+    for i in 0..10_000 {
+        round(i);
+    }
+    allocations() - before
+}
+
+fn channel<M: Message>(kind: RingKind, trust: Trust, tag: &str) -> Channel<M> {
+    Builder::new(&format!("shm:shmlane-noalloc-{tag}-{}", std::process::id()))
+        .unwrap()
+        .kind(kind)
+        .capacity(16)
+        .message_size(128)
+        .trust(trust)
+        .create::<M>()
+        .unwrap()
+}
+
+#[test]
+fn sends_and_in_place_receives_do_not_allocate() {
+    // SAFETY: every writer here is this test's own encoder.
+    let trusts = [Trust::validate(), Trust::hostile(), unsafe {
+        Trust::unchecked()
+    }];
+    let orders: Vec<Order> = (0..64).map(Order::sample).collect();
+    let mut report = Vec::new();
+    for trust in trusts {
+        // rkyv, SPSC
+        let chan = channel::<Rkyv<Order>>(RingKind::Spsc, trust, "rs");
+        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let n = steady(|i| {
+            tx.send(&orders[i as usize % 64]).unwrap();
+            assert_eq!(rx.recv_ref().unwrap().id, i % 64);
+        });
+        report.push((format!("rkyv spsc {trust}"), n));
+        drop((tx, rx, chan));
+        // rkyv, MPMC
+        let chan = channel::<Rkyv<Order>>(RingKind::Mpmc, trust, "rm");
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let n = steady(|i| {
+            tx.send(&orders[i as usize % 64]).unwrap();
+            assert_eq!(rx.recv_ref().unwrap().id, i % 64);
+        });
+        report.push((format!("rkyv mpmc {trust}"), n));
+        drop((tx, rx, chan));
+        // bytes, both rings
+        let chan = channel::<Bytes>(RingKind::Spsc, trust, "bs");
+        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let n = steady(|i| {
+            tx.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(&*rx.recv_ref().unwrap(), &i.to_le_bytes());
+            tx.send_with(|buf| {
+                buf[..3].copy_from_slice(b"abc");
+                3
+            })
+            .unwrap();
+            assert_eq!(&*rx.recv_ref().unwrap(), b"abc");
+        });
+        report.push((format!("bytes spsc {trust}"), n));
+        drop((tx, rx, chan));
+        let chan = channel::<Bytes>(RingKind::Mpmc, trust, "bm");
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let n = steady(|i| {
+            tx.send(&i.to_le_bytes()).unwrap();
+            assert_eq!(&*rx.recv_ref().unwrap(), &i.to_le_bytes());
+        });
+        report.push((format!("bytes mpmc {trust}"), n));
+        drop((tx, rx, chan));
+        // Pod, both rings: copies and in place
+        let chan = channel::<u64>(RingKind::Spsc, trust, "ps");
+        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let n = steady(|i| {
+            tx.send(i).unwrap();
+            assert_eq!(*rx.recv_ref().unwrap(), i);
+            tx.send_with(|slot| *slot = i + 1).unwrap();
+            assert_eq!(rx.recv().unwrap(), i + 1);
+        });
+        report.push((format!("pod spsc {trust}"), n));
+        drop((tx, rx, chan));
+        let chan = channel::<u64>(RingKind::Mpmc, trust, "pm");
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let n = steady(|i| {
+            tx.send(i).unwrap();
+            assert_eq!(*rx.recv_ref().unwrap(), i);
+        });
+        report.push((format!("pod mpmc {trust}"), n));
+    }
+    // The counter does see allocations: an owned receive of an order
+    // allocates its two strings.
+    let chan = channel::<Rkyv<Order>>(RingKind::Spsc, Trust::validate(), "owned");
+    let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+    let owned = steady(|i| {
+        tx.send(&orders[i as usize % 64]).unwrap();
+        assert_eq!(rx.recv().unwrap().id, i % 64);
+    });
+    assert!(owned >= 20_000, "{owned}");
+    let allocating: Vec<_> = report.iter().filter(|(_, n)| *n > 0).collect();
+    assert!(
+        allocating.is_empty(),
+        "allocations per 10,000 messages: {allocating:?}"
+    );
+    assert_eq!(report.len(), 18);
+}
