@@ -7,6 +7,9 @@
 //! - [`ipc`]: the same kind of channel between processes, over a segment
 //!   in shared memory (`shm:NAME`), a mmapped file (`file:PATH`) or a
 //!   memfd, for plain-old-data messages.
+//! - [`Semaphore`] (Linux): a named counting semaphore shared between
+//!   processes; the permits of a process that dies come back by
+//!   themselves.
 //!
 //! Zero-copy rkyv messages and the fallback transports (pipes, sockets,
 //! message queues, ...) are not written yet.
@@ -33,6 +36,26 @@
 //! assert_eq!(got[0], "hello from 0");
 //! ```
 //!
+//! A pool of five printers shared by any number of processes: each opens
+//! the same name, and a permit held by a process that dies is given back.
+//!
+//! ```
+//! # #[cfg(target_os = "linux")] {
+//! use std::time::Duration;
+//! use shmlane::{Semaphore, SemaphoreOptions};
+//!
+//! let name = format!("doc-root-printers-{}", std::process::id());
+//! let pool = SemaphoreOptions::new().unlink_on_drop(true).create(&name, 5)?;
+//! // In another process: let pool = Semaphore::open(&name)?;
+//! let printer = pool.acquire_timeout(Duration::from_secs(1))?;
+//! println!("printing on printer {}", printer.index());
+//! assert_eq!(pool.available(), 4);
+//! drop(printer); // back in the pool
+//! assert_eq!(Semaphore::open(&name)?.available(), 5);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Moving from crossbeam-channel
 //!
 //! Change the crate name: `shmlane::bounded`, [`Sender`], [`Receiver`] and
@@ -51,6 +74,10 @@ pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 pub use shmlane_semaphore::WaitStrategy;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use shmlane_semaphore::{
+    AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
