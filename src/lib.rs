@@ -9,6 +9,9 @@
 //!   memfd. Messages are plain-old-data types (copied, or written and
 //!   read in place), rkyv archives (serialized into the slot and read in
 //!   place, validated as far as the receiver's trust says), or raw bytes.
+//! - [`Semaphore`] (Linux): a named counting semaphore shared between
+//!   processes; the permits of a process that dies come back by
+//!   themselves.
 //!
 //! The fallback transports (pipes, sockets, message queues, ...) are not
 //! written yet.
@@ -35,6 +38,26 @@
 //! assert_eq!(got[0], "hello from 0");
 //! ```
 //!
+//! A pool of five printers shared by any number of processes: each opens
+//! the same name, and a permit held by a process that dies is given back.
+//!
+//! ```
+//! # #[cfg(target_os = "linux")] {
+//! use std::time::Duration;
+//! use shmlane::{Semaphore, SemaphoreOptions};
+//!
+//! let name = format!("doc-root-printers-{}", std::process::id());
+//! let pool = SemaphoreOptions::new().unlink_on_drop(true).create(&name, 5)?;
+//! // In another process: let pool = Semaphore::open(&name)?;
+//! let printer = pool.acquire_timeout(Duration::from_secs(1))?;
+//! println!("printing on printer {}", printer.index());
+//! assert_eq!(pool.available(), 4);
+//! drop(printer); // back in the pool
+//! assert_eq!(Semaphore::open(&name)?.available(), 5);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Moving from crossbeam-channel
 //!
 //! Change the crate name: `shmlane::bounded`, [`Sender`], [`Receiver`] and
@@ -53,6 +76,10 @@ pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 pub use shmlane_semaphore::WaitStrategy;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use shmlane_semaphore::{
+    AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
+};
 
 /// The rkyv crate shmlane archives messages with, for deriving message
 /// types with `#[rkyv(crate = shmlane::rkyv)]` (or depend on rkyv 0.8

@@ -5,6 +5,8 @@
 //!   that a waker makes no system call when nobody sleeps. Every wait takes
 //!   an optional deadline and survives `EINTR` and spurious wakeups.
 //! - [`WaitStrategy`]: bounded spin, then yield, then park (or busy-poll).
+//! - [`Semaphore`] (Linux): a named counting semaphore shared between
+//!   processes, whose permits come back when a holder process dies.
 //!
 //! Both are plain `#[repr(C)]` data and can live in shared memory. On
 //! platforms without futexes a parked waiter polls in 50 us sleeps (correct,
@@ -35,11 +37,20 @@
 mod barrier;
 mod eventcount;
 mod futex;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+mod named;
 mod sync;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+mod sys;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
 pub use eventcount::{EventCount, TimedOut};
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use named::{
+    AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
+    MAX_NAME_LEN, MAX_PERMITS,
+};
 pub use wait::{Phase, WaitStrategy};
 
 impl std::fmt::Display for TimedOut {

@@ -6,6 +6,11 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, Ordering};
 #[cfg(not(shmlane_loom))]
 pub(crate) use core::sync::atomic::{fence, AtomicU32, Ordering};
 
+/// Process-local and shared-memory atomics of the named semaphore, which
+/// loom models do not cover (it lives in a file mapping).
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub(crate) use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
+
 #[cfg(shmlane_loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};
 
