@@ -45,6 +45,8 @@ mod error;
 #[cfg(not(shmlane_loom))]
 pub mod ipc;
 mod sync;
+#[cfg(not(shmlane_loom))]
+pub mod transport;
 
 pub use chan::{bounded, bounded_with, IntoIter, Iter, Receiver, Sender, TryIter};
 pub use error::{
