@@ -8,8 +8,12 @@
 //!   in shared memory (`shm:NAME`), a mmapped file (`file:PATH`) or a
 //!   memfd, for plain-old-data messages.
 //!
-//! Zero-copy rkyv messages and the fallback transports (pipes, sockets,
-//! message queues, ...) are not written yet.
+//! - [`transport`]: byte frames between two processes over the fallback
+//!   mechanisms (`pipe`, `fifo:`, `unix:`, `mq:`, `tcp:`, `signal:`), each
+//!   keeping message boundaries, with deadlines and disconnect detection.
+//!
+//! Zero-copy rkyv messages and a typed `Sender<T>` / `Receiver<T>` over the
+//! fallback transports are not written yet.
 //!
 //! # Examples
 //!

@@ -747,6 +747,52 @@ fn environment() {
     ));
 }
 
+/// Frames larger than what the stream takes at once: a send that only
+/// partly fits is finished before the next frame, and a receive that times
+/// out mid-frame keeps what it read; every frame arrives whole.
+fn partial_frames() {
+    let (mut tx, mut rx) = transport::pipe().unwrap();
+    let a = big_frame(tx.max_frame());
+    let mut sent = 0;
+    loop {
+        match tx.send(&a, Some(Instant::now())) {
+            Ok(()) => sent += 1,
+            Err(FrameSendError::Timeout) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(sent < 100, "the pipe never filled");
+    }
+    assert!(sent >= 1);
+    let writer = std::thread::spawn(move || {
+        for _ in 0..3 {
+            tx.send(&a, None).unwrap();
+        }
+        tx.send(&[7; 3], None).unwrap();
+    });
+    let mut buf = Vec::new();
+    let mut got = 0;
+    loop {
+        match rx.recv(&mut buf, Some(Instant::now())) {
+            Ok(3) => {
+                assert_eq!(buf, [7; 3]);
+                break;
+            }
+            Ok(n) => {
+                assert!(n == buf.len() && buf == big_frame(n), "frame {got} differs");
+                got += 1;
+            }
+            Err(FrameRecvError::Timeout) => std::thread::yield_now(),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(got, sent + 3);
+    writer.join().unwrap();
+    assert!(matches!(
+        rx.recv(&mut buf, after(LONG)),
+        Err(FrameRecvError::Disconnected)
+    ));
+}
+
 // ------------------------------------------------------------------ runner
 
 type Case = (&'static str, fn(Kind));
@@ -804,6 +850,7 @@ fn main() {
         for (name, f) in [
             ("errors/addresses", addresses as fn()),
             ("errors/environment", environment),
+            ("stream/partial_frames", partial_frames),
         ] {
             if wanted(name) {
                 results.push(run(name.into(), Box::new(f)));

@@ -42,6 +42,10 @@
 //! thread blocks it. One receiver per signal number per process; frames
 //! from any process other than the first sender are ignored. 64-bit only.
 //!
+//! Pipes and FIFOs ask the kernel for a 1 MiB buffer (`F_SETPIPE_SZ`, best
+//! effort; it counts against `fs.pipe-user-pages-soft`), so a 1 MiB frame
+//! usually goes in one write.
+//!
 //! Writing to a pipe or FIFO whose reader is gone raises `SIGPIPE`; the
 //! first pipe or FIFO sender sets it to ignored if it still has its
 //! default action (Rust programs ignore it already), so the sender sees
@@ -638,10 +642,11 @@ impl FrameReceiver {
     /// The descriptor of a `pipe` receiver that has not received yet, to
     /// hand to a child with [`pass_to_child`]. Gives `self` back otherwise.
     #[allow(clippy::result_large_err)]
-    pub fn into_owned_fd(self) -> Result<OwnedFd, Self> {
+    pub fn into_owned_fd(mut self) -> Result<OwnedFd, Self> {
+        let remove = self._remove.0.take();
         match self.inner {
             RxImpl::Stream(s) if self.local == Address::Pipe && s.is_fresh() => Ok(s.into_fd()),
-            inner => Err(Self::new(inner, self.local, self._remove.0.clone())),
+            inner => Err(Self::new(inner, self.local, remove)),
         }
     }
 

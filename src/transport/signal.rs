@@ -34,7 +34,17 @@ const BATCH: usize = 64;
 /// Signal numbers with a live receiver in this process (bit = offset).
 static BOUND: AtomicU64 = AtomicU64::new(0);
 
-const _: () = assert!(size_of::<usize>() == 8, "signal frames need 64-bit sigval");
+/// Words are 8 bytes: `sigval` is pointer-sized, so 64-bit targets only.
+fn check_target() -> Result<(), OpenError> {
+    if size_of::<usize>() == 8 {
+        Ok(())
+    } else {
+        Err(OpenError::Unsupported {
+            address: "signal:".into(),
+            hint: "signal frames need a 64-bit target (8-byte sigval)",
+        })
+    }
+}
 
 /// The signal number for `offset` above `SIGRTMIN`.
 pub(crate) fn signal_number(offset: u8) -> io::Result<libc::c_int> {
@@ -104,6 +114,7 @@ pub(crate) struct SigRx {
 
 impl SigRx {
     pub(crate) fn bind(pid: Option<i32>, opts: &Options) -> Result<Self, OpenError> {
+        check_target()?;
         let me = std::process::id() as i32;
         if let Some(pid) = pid.filter(|&p| p != me) {
             return Err(OpenError::NotOwnPid { pid });
@@ -300,6 +311,7 @@ pub(crate) struct SigTx {
 
 impl SigTx {
     pub(crate) fn connect(pid: i32, opts: &Options) -> Result<Self, OpenError> {
+        check_target()?;
         let sig = signal_number(opts.rt_signal)?;
         let start = Instant::now();
         let until = start + opts.connect_timeout;

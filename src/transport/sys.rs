@@ -221,9 +221,7 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
 pub(crate) fn process_gone(pid: libc::pid_t, pidfd: Option<&OwnedFd>) -> bool {
     use std::os::fd::AsFd;
     match pidfd {
-        Some(fd) => {
-            poll_one(fd.as_fd(), libc::POLLIN, Some(Instant::now())).is_ok_and(|r| r != 0)
-        }
+        Some(fd) => poll_one(fd.as_fd(), libc::POLLIN, Some(Instant::now())).is_ok_and(|r| r != 0),
         None => {
             // SAFETY: signal 0 only checks that the process exists.
             let r = cvt(unsafe { libc::kill(pid, 0) });
