@@ -12,8 +12,11 @@
 //! - [`Semaphore`] (Linux): a named counting semaphore shared between
 //!   processes; the permits of a process that dies come back by
 //!   themselves.
+//! - [`transport`]: byte frames between two processes over the fallback
+//!   mechanisms (`pipe`, `fifo:`, `unix:`, `mq:`, `tcp:`, `signal:`), each
+//!   keeping message boundaries, with deadlines and disconnect detection.
 //!
-//! The fallback transports (pipes, sockets, message queues, ...) are not
+//! A typed `Sender<T>` / `Receiver<T>` over the fallback transports is not
 //! written yet.
 //!
 //! # Examples
@@ -70,6 +73,8 @@ mod error;
 #[cfg(not(shmlane_loom))]
 pub mod ipc;
 mod sync;
+#[cfg(not(shmlane_loom))]
+pub mod transport;
 
 pub use chan::{bounded, bounded_with, IntoIter, Iter, Receiver, Sender, TryIter};
 pub use error::{

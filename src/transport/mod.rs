@@ -1,0 +1,674 @@
+//! Frames between two processes over the slower, more widely available
+//! mechanisms: the fallbacks to the shared-memory rings of [`crate::ipc`].
+//!
+//! A frame is a byte string; every transport keeps frame boundaries (a
+//! frame arrives whole or not at all, never torn or merged), delivers in
+//! order, blocks with deadlines, and reports a peer that closed or died as
+//! `Disconnected` (to a receiver, only after every frame it sent was
+//! delivered). One [`FrameReceiver`] binds or creates the address; one
+//! [`FrameSender`] connects to it: each transport carries **one sender**.
+//!
+//! | address | mechanism | max frame | good for | disconnect detection |
+//! |---|---|---|---|---|
+//! | `pipe` | anonymous pipe, one end inherited by a child ([`pipe`]) | 1 MiB (`max_frame`) | parent and child | EOF / `EPIPE` |
+//! | `fifo:PATH` | named pipe (`mkfifo`, mode 0600) | 1 MiB (`max_frame`) | unrelated processes, shell tools | EOF after a writer came (`POLLHUP`) / `EPIPE` |
+//! | `unix:PATH` | Unix **stream** socket with length prefixes | 1 MiB (`max_frame`) | unrelated processes, fd-less peers | EOF, `EPIPE` / `ECONNRESET` |
+//! | `mq:NAME` | POSIX message queue | `msgsize_max`, often 8 KiB | small messages, kernel-kept boundaries | OFD locks on a companion shm object, probed every 10 ms |
+//! | `tcp:HOST:PORT` | TCP, `TCP_NODELAY`, length prefixes | 1 MiB (`max_frame`) | another machine | EOF, `EPIPE` / `ECONNRESET` |
+//! | `signal:PID` | queued real-time signals, 8 bytes each | 4 KiB | tiny, rare messages; no files at all | pidfds (`kill(pid, 0)` on old kernels) and an end word |
+//!
+//! Stream transports (pipe, fifo, unix, tcp) prefix each frame with its
+//! length (u32 little-endian). `unix:` uses `SOCK_STREAM` rather than
+//! `SOCK_SEQPACKET` because a datagram is bounded by the socket buffer
+//! (about 200 KiB unless root raises `net.core.wmem_max`), and 1 MiB frames
+//! are wanted on every transport that can carry them. Both sides must use
+//! the same [`Options::max_frame`]; a receiver reports a larger frame as
+//! `Os(InvalidData)`. A frame of at most `PIPE_BUF` is atomic on a pipe,
+//! which matters only with several writers, which are not supported.
+//!
+//! `mq:` frames are bounded by `/proc/sys/fs/mqueue/msgsize_max` (a larger
+//! [`Options::max_frame`] is refused with [`OpenError::MqFrameTooLarge`],
+//! which says how to raise the limit), and the queue by `msg_max` messages.
+//!
+//! `signal:` sends one `sigqueue` per 8 bytes plus a header, so it is the
+//! slowest by far, bounded by `RLIMIT_SIGPENDING` (queued signals per user,
+//! a full queue makes the sender wait). The receiving process must block
+//! the signal (`SIGRTMIN+5` unless [`Options::rt_signal`] says otherwise) in
+//! **every** thread, or its default action kills the process: call
+//! [`block_signal`] at the start of `main`, before spawning threads (they
+//! inherit the mask). [`FrameReceiver::bind`] blocks it in the calling
+//! thread and refuses with [`OpenError::SignalNotBlocked`] if another
+//! thread does not block it; a sender waits until the receiver's main
+//! thread blocks it. One receiver per signal number per process; frames
+//! from any process other than the first sender are ignored. 64-bit only.
+//!
+//! Pipes and FIFOs ask the kernel for a 1 MiB buffer (`F_SETPIPE_SZ`, best
+//! effort; it counts against `fs.pipe-user-pages-soft`), so a 1 MiB frame
+//! usually goes in one write.
+//!
+//! Writing to a pipe or FIFO whose reader is gone raises `SIGPIPE`; the
+//! first pipe or FIFO sender sets it to ignored if it still has its
+//! default action (Rust programs ignore it already), so the sender sees
+//! `Disconnected`. Sockets use `MSG_NOSIGNAL` and leave it alone.
+//!
+//! Deadlines: `None` blocks; `Some(Instant::now())` is a non-blocking try.
+//! A send that times out sent nothing. On a stream, a large frame of
+//! which part is written when the deadline passes is reported sent, and its
+//! rest is written before the next frame (which may then time out), so the
+//! stream is never torn; dropping the sender waits up to 1 s for that rest.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use shmlane::transport::{self, FrameRecvError};
+//!
+//! let (mut tx, mut rx) = transport::pipe()?;
+//! tx.send(b"hello", None)?;
+//! tx.send(b"", None)?;
+//! drop(tx);
+//! let mut buf = Vec::new();
+//! assert_eq!(rx.recv(&mut buf, None)?, 5);
+//! assert_eq!(buf, b"hello");
+//! assert_eq!(rx.recv(&mut buf, Some(Instant::now() + Duration::from_secs(1)))?, 0);
+//! assert!(matches!(rx.recv(&mut buf, None), Err(FrameRecvError::Disconnected)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod mq;
+mod open;
+mod signal;
+mod stream;
+mod sys;
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+pub use error::{AddressError, FrameRecvError, FrameSendError, OpenError};
+
+use stream::{StreamRx, StreamTx};
+
+/// The default and usual max frame of the stream transports: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// The max frame of `signal:`.
+pub const SIGNAL_MAX_FRAME: usize = signal::MAX_FRAME;
+
+/// Where frames go: parsed from `scheme:rest` strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Address {
+    /// `shm:NAME`: served by [`crate::ipc`], not by this module.
+    Shm(String),
+    /// `file:PATH`: served by [`crate::ipc`], not by this module.
+    File(PathBuf),
+    /// `pipe`: an anonymous pipe; see [`pipe`].
+    Pipe,
+    /// `fifo:PATH`: a named pipe.
+    Fifo(PathBuf),
+    /// `unix:PATH`: a Unix stream socket.
+    Unix(PathBuf),
+    /// `mq:NAME`: a POSIX message queue (`/NAME`).
+    Mq(String),
+    /// `tcp:HOST:PORT`; a receiver may bind port 0 and report the port
+    /// it got through [`FrameReceiver::local_address`].
+    Tcp {
+        /// Host name or IP address (IPv6 without brackets).
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// `signal:PID`, or `signal:` for this process (receivers only).
+    Signal(Option<i32>),
+}
+
+fn check_name(scheme: &'static str, name: &str) -> Result<String, AddressError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.contains(['/', '\0'])
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(AddressError::BadName {
+            scheme,
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn check_path(scheme: &'static str, path: &str) -> Result<PathBuf, AddressError> {
+    if path.is_empty() {
+        Err(AddressError::MissingPath { scheme })
+    } else {
+        Ok(PathBuf::from(path))
+    }
+}
+
+impl Address {
+    /// Parses an address string.
+    ///
+    /// # Errors
+    ///
+    /// [`AddressError`], saying what is wrong and how to write it.
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        let (scheme, rest) = match s.split_once(':') {
+            Some((scheme, rest)) => (scheme, Some(rest)),
+            None => (s, None),
+        };
+        let rest_str = rest.unwrap_or("");
+        match scheme {
+            "pipe" if rest.is_none() => Ok(Self::Pipe),
+            "pipe" => Err(AddressError::PipeTakesNothing { input: s.into() }),
+            "shm" => check_name("shm:", rest_str).map(Self::Shm),
+            "file" => check_path("file:", rest_str).map(Self::File),
+            "fifo" => check_path("fifo:", rest_str).map(Self::Fifo),
+            "unix" => check_path("unix:", rest_str).map(Self::Unix),
+            "mq" => check_name("mq:", rest_str).map(Self::Mq),
+            "tcp" => {
+                let bad = || AddressError::BadTcp {
+                    input: rest_str.into(),
+                };
+                let (host, port) = rest_str.rsplit_once(':').ok_or_else(bad)?;
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                let host = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                if host.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Self::Tcp {
+                    host: host.into(),
+                    port,
+                })
+            }
+            "signal" if rest_str.is_empty() => Ok(Self::Signal(None)),
+            "signal" => match rest_str.parse::<i32>() {
+                Ok(pid) if pid > 0 => Ok(Self::Signal(Some(pid))),
+                _ => Err(AddressError::BadPid {
+                    input: rest_str.into(),
+                }),
+            },
+            _ => Err(AddressError::UnknownScheme {
+                scheme: scheme.into(),
+                input: s.into(),
+            }),
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shm(n) => write!(f, "shm:{n}"),
+            Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Pipe => f.write_str("pipe"),
+            Self::Fifo(p) => write!(f, "fifo:{}", p.display()),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Mq(n) => write!(f, "mq:{n}"),
+            Self::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
+            Self::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Self::Signal(None) => f.write_str("signal:"),
+            Self::Signal(Some(pid)) => write!(f, "signal:{pid}"),
+        }
+    }
+}
+
+/// Settings for binding and connecting.
+#[derive(Debug, Clone)]
+pub struct Options {
+    connect_timeout: Duration,
+    max_frame: Option<usize>,
+    mq_capacity: Option<usize>,
+    rt_signal: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Options {
+    /// Defaults: connect timeout 5 s, max frame 1 MiB on streams and
+    /// `min(8 KiB, msgsize_max)` on `mq:`, mq capacity `min(10, msg_max)`,
+    /// signal `SIGRTMIN+5`.
+    pub fn new() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            max_frame: None,
+            mq_capacity: None,
+            rt_signal: 5,
+        }
+    }
+
+    /// How long [`FrameSender::connect`] waits for a receiver to appear.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest frame, for streams (at most `u32::MAX`; both sides must
+    /// agree) and `mq:` (the receiver's queue message size; the sender
+    /// learns it). `signal:` frames are always at most 4 KiB.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = Some(bytes.min(u32::MAX as usize));
+        self
+    }
+
+    /// How many frames an `mq:` queue holds.
+    pub fn mq_capacity(mut self, frames: usize) -> Self {
+        self.mq_capacity = Some(frames);
+        self
+    }
+
+    /// Which real-time signal `signal:` uses: `SIGRTMIN + offset`.
+    pub fn rt_signal(mut self, offset: u8) -> Self {
+        self.rt_signal = offset.min(63);
+        self
+    }
+
+    fn stream_max(&self) -> usize {
+        self.max_frame.unwrap_or(DEFAULT_MAX_FRAME)
+    }
+}
+
+/// Blocks the `signal:` transport's signal in the calling thread; threads
+/// it spawns afterwards inherit the mask. Call it first thing in `main` of
+/// a program that receives on `signal:`.
+///
+/// # Errors
+///
+/// An offset above `SIGRTMAX`, or a failure of `pthread_sigmask`.
+pub fn block_signal(opts: &Options) -> io::Result<()> {
+    signal::block(signal::signal_number(opts.rt_signal)?)
+}
+
+/// Arranges for `fd` to stay open across `exec` in children `cmd` spawns
+/// (it is cleared of `FD_CLOEXEC` in the child only, so children spawned
+/// meanwhile by other threads do not inherit it). Returns the number to
+/// tell the child, which takes it with `from_inherited_fd`. Keep `fd`
+/// open until the child is spawned, then drop it.
+pub fn pass_to_child(cmd: &mut Command, fd: &OwnedFd) -> RawFd {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe,
+    // and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            sys::cvt(libc::fcntl(raw, libc::F_SETFD, 0))?;
+            Ok(())
+        });
+    }
+    raw
+}
+
+/// An anonymous pipe: a sender and a receiver, both close-on-exec. Hand
+/// one to a child with `into_owned_fd` and [`pass_to_child`].
+///
+/// # Errors
+///
+/// A failure of `pipe2`.
+pub fn pipe() -> io::Result<(FrameSender, FrameReceiver)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let (r, w) = (sys::owned(fds[0]), sys::owned(fds[1]));
+    sys::grow_pipe(w.as_fd(), DEFAULT_MAX_FRAME);
+    let tx = StreamTx::new(w, false, DEFAULT_MAX_FRAME)?;
+    let rx = StreamRx::new(r, false, DEFAULT_MAX_FRAME)?;
+    Ok((
+        FrameSender::new(TxImpl::Stream(tx)),
+        FrameReceiver::new(RxImpl::Stream(rx), Address::Pipe, None),
+    ))
+}
+
+/// Whether `fd` is a socket (else a pipe, FIFO or other stream).
+fn fd_is_socket(fd: &OwnedFd) -> io::Result<bool> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable and `fd` open.
+    sys::cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// Takes ownership of an inherited descriptor.
+///
+/// # Safety
+///
+/// - `fd` must be an open descriptor that nothing else in this process
+///   owns or closes.
+unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: per the contract, the descriptor is open and ours alone.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on our descriptor: close it on our own exec again.
+    sys::cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(fd)
+}
+
+#[derive(Debug)]
+enum TxImpl {
+    Stream(StreamTx),
+    Mq(mq::MqTx),
+    Signal(signal::SigTx),
+}
+
+/// The sending end of a frame transport. `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct FrameSender {
+    inner: TxImpl,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl FrameSender {
+    fn new(inner: TxImpl) -> Self {
+        Self {
+            inner,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// Connects to the receiver at `addr`, waiting up to
+    /// [`Options::connect_timeout`] for one to appear.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::NobodyListens`] when no receiver appeared in time,
+    /// [`OpenError::Unsupported`] for `shm:`, `file:`, `pipe` and a
+    /// `signal:` without a pid, and the path errors of [`OpenError`].
+    pub fn connect(addr: &Address, opts: &Options) -> Result<Self, OpenError> {
+        let t = opts.connect_timeout;
+        let inner = match addr {
+            Address::Fifo(p) => TxImpl::Stream(open::fifo_connect(p, opts.stream_max(), t)?),
+            Address::Unix(p) => TxImpl::Stream(open::unix_connect(p, opts.stream_max(), t)?),
+            Address::Tcp { host, port } => {
+                TxImpl::Stream(open::tcp_connect(host, *port, opts.stream_max(), t)?)
+            }
+            Address::Mq(name) => TxImpl::Mq(mq::MqTx::connect(name, opts)?),
+            Address::Signal(Some(pid)) => TxImpl::Signal(signal::SigTx::connect(*pid, opts)?),
+            other => return Err(unsupported(other, true)),
+        };
+        Ok(Self::new(inner))
+    }
+
+    /// Sends one frame, waiting until `deadline` for room (`None`: no
+    /// limit; `Some(Instant::now())`: do not wait).
+    ///
+    /// # Errors
+    ///
+    /// [`FrameSendError::TooLarge`] (nothing sent) for a frame above
+    /// [`max_frame`](Self::max_frame), `Timeout` (nothing sent),
+    /// `Disconnected` once the receiver closed or died, `Os` otherwise.
+    pub fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), FrameSendError> {
+        match &mut self.inner {
+            TxImpl::Stream(s) => s.send(frame, deadline),
+            TxImpl::Mq(s) => s.send(frame, deadline),
+            TxImpl::Signal(s) => s.send(frame, deadline),
+        }
+    }
+
+    /// The largest frame this transport carries.
+    pub fn max_frame(&self) -> usize {
+        match &self.inner {
+            TxImpl::Stream(s) => s.max_frame(),
+            TxImpl::Mq(s) => s.max_frame(),
+            TxImpl::Signal(_) => SIGNAL_MAX_FRAME,
+        }
+    }
+
+    /// The descriptor of a `pipe` (or other stream) sender, to hand to a
+    /// child with [`pass_to_child`]. Gives `self` back for `mq:` and
+    /// `signal:`, and for a stream with a frame partly written.
+    #[allow(clippy::result_large_err)]
+    pub fn into_owned_fd(self) -> Result<OwnedFd, Self> {
+        match self.inner {
+            TxImpl::Stream(s) if !s.has_pending() => Ok(s.into_fd()),
+            inner => Err(Self::new(inner)),
+        }
+    }
+
+    /// A sender over a descriptor inherited from the parent (a pipe, FIFO
+    /// or stream socket whose peer is a `FrameReceiver`), with the default
+    /// max frame.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a negative `fd`, or a failure of `fcntl`/`fstat`.
+    ///
+    /// # Safety
+    ///
+    /// - `fd` must be an open descriptor that nothing else in this process
+    ///   owns or closes; the sender closes it.
+    pub unsafe fn from_inherited_fd(fd: RawFd) -> io::Result<Self> {
+        // SAFETY: forwarded from our caller.
+        let fd = unsafe { adopt(fd)? };
+        let socket = fd_is_socket(&fd)?;
+        Ok(Self::new(TxImpl::Stream(StreamTx::new(
+            fd,
+            socket,
+            DEFAULT_MAX_FRAME,
+        )?)))
+    }
+}
+
+fn unsupported(addr: &Address, sender: bool) -> OpenError {
+    let hint = match addr {
+        Address::Shm(_) | Address::File(_) => {
+            "shared-memory rings are served by `shmlane::ipc::Builder`, not by frame transports"
+        }
+        Address::Pipe => {
+            "an anonymous pipe has no address: create both ends with `transport::pipe()` and \
+             hand one to the child"
+        }
+        Address::Signal(None) if sender => "a sender needs the receiver's pid: `signal:PID`",
+        _ => "not supported here",
+    };
+    OpenError::Unsupported {
+        address: addr.to_string(),
+        hint,
+    }
+}
+
+#[derive(Debug)]
+enum RxImpl {
+    Stream(StreamRx),
+    Listening {
+        listener: OwnedFd,
+        tcp: bool,
+        max: usize,
+    },
+    Mq(mq::MqRx),
+    Signal(signal::SigRx),
+}
+
+/// Removes a path when dropped.
+#[derive(Debug)]
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The receiving end of a frame transport. `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct FrameReceiver {
+    inner: RxImpl,
+    local: Address,
+    _remove: RemoveOnDrop,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl FrameReceiver {
+    fn new(inner: RxImpl, local: Address, remove: Option<PathBuf>) -> Self {
+        Self {
+            inner,
+            local,
+            _remove: RemoveOnDrop(remove),
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// Binds or creates `addr` and waits there for one sender: creates the
+    /// FIFO, listens on the socket (removing a stale socket file nobody
+    /// listens on), creates the message queue (replacing one whose
+    /// receiver died), or blocks the signal. What it created is removed
+    /// when the receiver drops.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: the address is served elsewhere (`Unsupported`), is
+    /// a directory, another kind of file, not permitted, in use (a live
+    /// receiver or another program's port), or asks for frames above the
+    /// system's message-queue limit; see each variant.
+    pub fn bind(addr: &Address, opts: &Options) -> Result<Self, OpenError> {
+        let max = opts.stream_max();
+        Ok(match addr {
+            Address::Fifo(p) => {
+                let (rx, created) = open::fifo_bind(p, max)?;
+                Self::new(RxImpl::Stream(rx), addr.clone(), created.then(|| p.clone()))
+            }
+            Address::Unix(p) => {
+                let listener = open::unix_bind(p)?;
+                let inner = RxImpl::Listening {
+                    listener,
+                    tcp: false,
+                    max,
+                };
+                Self::new(inner, addr.clone(), Some(p.clone()))
+            }
+            Address::Tcp { host, port } => {
+                let (listener, local) = open::tcp_bind(host, *port)?;
+                let inner = RxImpl::Listening {
+                    listener,
+                    tcp: true,
+                    max,
+                };
+                let local = Address::Tcp {
+                    host: local.ip().to_string(),
+                    port: local.port(),
+                };
+                Self::new(inner, local, None)
+            }
+            Address::Mq(name) => {
+                Self::new(RxImpl::Mq(mq::MqRx::bind(name, opts)?), addr.clone(), None)
+            }
+            Address::Signal(pid) => {
+                let rx = signal::SigRx::bind(*pid, opts)?;
+                let local = Address::Signal(Some(std::process::id() as i32));
+                Self::new(RxImpl::Signal(rx), local, None)
+            }
+            other => return Err(unsupported(other, false)),
+        })
+    }
+
+    /// The address a sender should connect to: for `tcp:` with port 0 the
+    /// port bound, for `signal:` this process's pid.
+    pub fn local_address(&self) -> &Address {
+        &self.local
+    }
+
+    /// Receives one frame into `buf` (cleared first; its capacity is
+    /// reused), waiting until `deadline` (`None`: no limit;
+    /// `Some(Instant::now())`: a non-blocking try). Returns its length.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` when no whole frame came in time (a partly received one
+    /// is kept for the next call), `Disconnected` once the sender closed
+    /// or died and all its frames were delivered, `Os` otherwise
+    /// (`InvalidData` for a peer that broke the framing).
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, FrameRecvError> {
+        loop {
+            match &mut self.inner {
+                RxImpl::Stream(s) => return s.recv(buf, deadline),
+                RxImpl::Mq(s) => return s.recv(buf, deadline),
+                RxImpl::Signal(s) => return s.recv(buf, deadline),
+                RxImpl::Listening { listener, tcp, max } => {
+                    match open::accept(listener, *tcp, *max, deadline)? {
+                        // One sender: the listener closes, later connects
+                        // are refused.
+                        Some(rx) => self.inner = RxImpl::Stream(rx),
+                        None => {
+                            buf.clear();
+                            return Err(FrameRecvError::Timeout);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The largest frame this receiver accepts.
+    pub fn max_frame(&self) -> usize {
+        match &self.inner {
+            RxImpl::Stream(s) => s.max_frame(),
+            RxImpl::Listening { max, .. } => *max,
+            RxImpl::Mq(s) => s.max_frame(),
+            RxImpl::Signal(_) => SIGNAL_MAX_FRAME,
+        }
+    }
+
+    /// The descriptor of a `pipe` receiver that has not received yet, to
+    /// hand to a child with [`pass_to_child`]. Gives `self` back otherwise.
+    #[allow(clippy::result_large_err)]
+    pub fn into_owned_fd(mut self) -> Result<OwnedFd, Self> {
+        let remove = self._remove.0.take();
+        match self.inner {
+            RxImpl::Stream(s) if self.local == Address::Pipe && s.is_fresh() => Ok(s.into_fd()),
+            inner => Err(Self::new(inner, self.local, remove)),
+        }
+    }
+
+    /// A receiver over a descriptor inherited from the parent (a pipe or
+    /// stream socket whose peer is a `FrameSender`), with the default max
+    /// frame.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a negative `fd`, or a failure of `fcntl`.
+    ///
+    /// # Safety
+    ///
+    /// - `fd` must be an open descriptor that nothing else in this process
+    ///   owns or closes; the receiver closes it.
+    pub unsafe fn from_inherited_fd(fd: RawFd) -> io::Result<Self> {
+        // SAFETY: forwarded from our caller.
+        let fd = unsafe { adopt(fd)? };
+        Ok(Self::new(
+            RxImpl::Stream(StreamRx::new(fd, false, DEFAULT_MAX_FRAME)?),
+            Address::Pipe,
+            None,
+        ))
+    }
+}

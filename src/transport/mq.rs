@@ -1,0 +1,351 @@
+//! POSIX message queues, with liveness through OFD locks on a companion
+//! POSIX shared-memory object `/shmlane-mq.NAME`:
+//!
+//! - byte 0: held by the receiver while it lives; flag byte 0 is 1 once
+//!   its queue exists (senders wait for both);
+//! - byte 1: held by the sender; flag byte 1 is 1 once a sender came.
+//!
+//! The kernel drops the locks of a process that dies, SIGKILL included,
+//! so each side learns of the other's death by probing the lock while it
+//! waits (in steps of [`STEP`]). On Linux an `mqd_t` is a descriptor, so
+//! the waits are `poll`s on it with monotonic deadlines.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::error::{FrameRecvError, FrameSendError, OpenError};
+use super::sys::{self, cvt, cvt_retry, errno, owned};
+use super::Options;
+
+/// Waits are cut into steps this long to probe the peer's lock.
+const STEP: Duration = Duration::from_millis(10);
+/// A sender probes the receiver's lock at most this often while sending.
+const PROBE_EVERY: Duration = Duration::from_millis(10);
+const RECEIVER: i64 = 0;
+const SENDER: i64 = 1;
+
+fn read_limit(file: &str, fallback: usize) -> usize {
+    std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(fallback)
+}
+
+/// The system's largest message size (`msgsize_max`).
+pub(crate) fn msgsize_max() -> usize {
+    read_limit("msgsize_max", 8192)
+}
+
+fn queue_name(name: &str) -> io::Result<CString> {
+    sys::c_name(&format!("/{name}"))
+}
+
+fn live_name(name: &str) -> io::Result<CString> {
+    sys::c_name(&format!("/shmlane-mq.{name}"))
+}
+
+fn denied(name: &str) -> OpenError {
+    OpenError::PermissionDenied {
+        path: PathBuf::from(format!("/dev/mqueue/{name}")),
+    }
+}
+
+fn open_live(name: &str, create: bool) -> io::Result<OwnedFd> {
+    let path = live_name(name)?;
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | if create { libc::O_CREAT } else { 0 };
+    // SAFETY: `path` is NUL-terminated; shm_open returns a new fd or -1.
+    let fd = cvt_retry(|| unsafe { libc::shm_open(path.as_ptr(), flags, 0o600) })?;
+    Ok(owned(fd))
+}
+
+fn write_flag(live: &OwnedFd, byte: i64, value: u8) -> io::Result<()> {
+    // SAFETY: writes one byte from a live local into our descriptor.
+    cvt(unsafe { libc::pwrite(live.as_raw_fd(), (&value as *const u8).cast(), 1, byte) })?;
+    Ok(())
+}
+
+fn read_flag(live: &OwnedFd, byte: i64) -> io::Result<u8> {
+    let mut v = 0u8;
+    // SAFETY: reads at most one byte into a live local.
+    cvt(unsafe { libc::pread(live.as_raw_fd(), (&mut v as *mut u8).cast(), 1, byte) })?;
+    Ok(v)
+}
+
+/// The receiving end; creates the queue and removes it when dropped.
+#[derive(Debug)]
+pub(crate) struct MqRx {
+    queue: OwnedFd,
+    live: OwnedFd,
+    name: String,
+    max: usize,
+    gone: bool,
+}
+
+impl MqRx {
+    pub(crate) fn bind(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        let limit = msgsize_max();
+        let max = opts.max_frame.unwrap_or(limit.min(8192));
+        if max > limit {
+            return Err(OpenError::MqFrameTooLarge {
+                requested: max,
+                limit,
+            });
+        }
+        let depth_limit = read_limit("msg_max", 10);
+        let depth = opts.mq_capacity.unwrap_or(depth_limit.min(10));
+        if depth > depth_limit {
+            return Err(OpenError::MqCapacityTooLarge {
+                requested: depth,
+                limit: depth_limit,
+            });
+        }
+        let live = open_live(name, true).map_err(|e| match errno(&e) {
+            libc::EACCES => denied(name),
+            _ => OpenError::Os(e),
+        })?;
+        if !sys::ofd_lock(live.as_fd(), RECEIVER)? {
+            return Err(OpenError::AddressInUse {
+                address: format!("mq:{name}"),
+            });
+        }
+        // SAFETY: ftruncate on our descriptor; room for the two flags.
+        cvt(unsafe { libc::ftruncate(live.as_raw_fd(), 8) })?;
+        write_flag(&live, RECEIVER, 0)?;
+        write_flag(&live, SENDER, 0)?;
+        let qname = queue_name(name)?;
+        // A queue left by a receiver that died: nobody holds its lock.
+        // SAFETY: `qname` is NUL-terminated.
+        let _ = unsafe { libc::mq_unlink(qname.as_ptr()) };
+        // SAFETY: all-zero mq_attr is valid; we set the two sizes.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = depth.max(1) as _;
+        attr.mq_msgsize = max.max(1) as _;
+        let flags =
+            libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: `qname` is NUL-terminated and `attr` a valid mq_attr; the
+        // variadic mode and attr arguments are those O_CREAT reads.
+        let q = cvt_retry(|| unsafe {
+            libc::mq_open(
+                qname.as_ptr(),
+                flags,
+                0o600 as libc::mode_t,
+                &attr as *const libc::mq_attr,
+            )
+        })
+        .map_err(|e| match errno(&e) {
+            libc::EACCES => denied(name),
+            libc::EINVAL if max > 8192 => OpenError::MqFrameTooLarge {
+                requested: max,
+                limit,
+            },
+            _ => OpenError::Os(e),
+        })?;
+        let queue = owned(q);
+        write_flag(&live, RECEIVER, 1)?;
+        Ok(Self {
+            queue,
+            live,
+            name: name.to_owned(),
+            max,
+            gone: false,
+        })
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        buf.clear();
+        let cap = self.max.max(1);
+        buf.reserve(cap);
+        let mut prio = 0;
+        let q = self.queue.as_raw_fd();
+        // SAFETY: the spare capacity holds `cap` >= mq_msgsize writable
+        // bytes; mq_receive writes at most that many.
+        let r = cvt_retry(|| unsafe {
+            libc::mq_receive(
+                q,
+                buf.spare_capacity_mut().as_mut_ptr().cast(),
+                cap,
+                &mut prio,
+            )
+        });
+        match r {
+            Ok(n) => {
+                // SAFETY: mq_receive initialised the first `n` bytes.
+                unsafe { buf.set_len(n as usize) };
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, FrameRecvError> {
+        loop {
+            if self.try_recv(buf).map_err(FrameRecvError::Os)? {
+                return Ok(buf.len());
+            }
+            if self.gone {
+                return Err(FrameRecvError::Disconnected);
+            }
+            let came = read_flag(&self.live, SENDER).map_err(FrameRecvError::Os)? == 1;
+            if came && !sys::ofd_held(self.live.as_fd(), SENDER).map_err(FrameRecvError::Os)? {
+                // The sender is gone; whatever it sent is in the queue
+                // already, so one more try drains the race.
+                self.gone = true;
+                continue;
+            }
+            if sys::passed(deadline) {
+                return Err(FrameRecvError::Timeout);
+            }
+            sys::poll_one(
+                self.queue.as_fd(),
+                libc::POLLIN,
+                Some(sys::step(deadline, STEP)),
+            )
+            .map_err(FrameRecvError::Os)?;
+        }
+    }
+}
+
+impl Drop for MqRx {
+    fn drop(&mut self) {
+        if let Ok(q) = queue_name(&self.name) {
+            // SAFETY: `q` is NUL-terminated.
+            unsafe { libc::mq_unlink(q.as_ptr()) };
+        }
+        if let Ok(l) = live_name(&self.name) {
+            // SAFETY: `l` is NUL-terminated.
+            unsafe { libc::shm_unlink(l.as_ptr()) };
+        }
+    }
+}
+
+/// The sending end.
+#[derive(Debug)]
+pub(crate) struct MqTx {
+    queue: OwnedFd,
+    live: OwnedFd,
+    max: usize,
+    next_probe: Instant,
+}
+
+impl MqTx {
+    pub(crate) fn connect(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        let start = Instant::now();
+        let until = start + opts.connect_timeout;
+        let qname = queue_name(name)?;
+        loop {
+            match Self::try_connect(name, &qname)? {
+                Some(tx) => return Ok(tx),
+                None if Instant::now() >= until => {
+                    return Err(OpenError::NobodyListens {
+                        address: format!("mq:{name}"),
+                        waited: start.elapsed(),
+                    })
+                }
+                None => std::thread::sleep(STEP.min(until - Instant::now())),
+            }
+        }
+    }
+
+    fn try_connect(name: &str, qname: &CString) -> Result<Option<Self>, OpenError> {
+        let live = match open_live(name, false) {
+            Ok(l) => l,
+            Err(e) if errno(&e) == libc::ENOENT => return Ok(None),
+            Err(e) if errno(&e) == libc::EACCES => return Err(denied(name)),
+            Err(e) => return Err(e.into()),
+        };
+        if !sys::ofd_held(live.as_fd(), RECEIVER)? || read_flag(&live, RECEIVER)? != 1 {
+            return Ok(None);
+        }
+        let flags = libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: `qname` is NUL-terminated; without O_CREAT no more
+        // arguments are read.
+        let q = match cvt_retry(|| unsafe { libc::mq_open(qname.as_ptr(), flags) }) {
+            Ok(q) => owned(q),
+            Err(e) if errno(&e) == libc::ENOENT => return Ok(None),
+            Err(e) if errno(&e) == libc::EACCES => return Err(denied(name)),
+            Err(e) => return Err(e.into()),
+        };
+        if !sys::ofd_lock(live.as_fd(), SENDER)? {
+            return Err(OpenError::AlreadyConnected {
+                address: format!("mq:{name}"),
+            });
+        }
+        write_flag(&live, SENDER, 1)?;
+        // SAFETY: all-zero mq_attr is valid; mq_getattr fills it.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: `q` is an open queue and `attr` writable.
+        cvt(unsafe { libc::mq_getattr(q.as_raw_fd(), &mut attr) })?;
+        Ok(Some(Self {
+            queue: q,
+            live,
+            max: attr.mq_msgsize as usize,
+            next_probe: Instant::now() + PROBE_EVERY,
+        }))
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    fn receiver_gone(&self) -> Result<bool, FrameSendError> {
+        sys::ofd_held(self.live.as_fd(), RECEIVER)
+            .map(|held| !held)
+            .map_err(FrameSendError::Os)
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), FrameSendError> {
+        if frame.len() > self.max {
+            return Err(FrameSendError::TooLarge {
+                len: frame.len(),
+                max: self.max,
+            });
+        }
+        let now = Instant::now();
+        if now >= self.next_probe {
+            self.next_probe = now + PROBE_EVERY;
+            if self.receiver_gone()? {
+                return Err(FrameSendError::Disconnected);
+            }
+        }
+        let q = self.queue.as_raw_fd();
+        loop {
+            // SAFETY: `frame` is a live slice of its length.
+            let r =
+                cvt_retry(|| unsafe { libc::mq_send(q, frame.as_ptr().cast(), frame.len(), 0) });
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.receiver_gone()? {
+                        return Err(FrameSendError::Disconnected);
+                    }
+                    if sys::passed(deadline) {
+                        return Err(FrameSendError::Timeout);
+                    }
+                    sys::poll_one(
+                        self.queue.as_fd(),
+                        libc::POLLOUT,
+                        Some(sys::step(deadline, STEP)),
+                    )
+                    .map_err(FrameSendError::Os)?;
+                }
+                Err(e) => return Err(FrameSendError::Os(e)),
+            }
+        }
+    }
+}

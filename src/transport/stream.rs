@@ -1,0 +1,383 @@
+//! Length-prefixed frames (u32 LE length, then the bytes) on a byte
+//! stream: pipes, FIFOs, Unix stream sockets and TCP.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::error::{FrameRecvError, FrameSendError};
+use super::sys::{self, cvt_retry, errno};
+
+/// Bytes the receiver reads at once; larger frame bodies are read
+/// straight into the caller's buffer.
+const READ_BUF: usize = 64 * 1024;
+/// How long dropping a sender waits to finish a frame it accepted.
+const DROP_FLUSH: Duration = Duration::from_secs(1);
+
+fn disconnected(e: &io::Error) -> bool {
+    matches!(
+        errno(e),
+        libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN
+    )
+}
+
+/// The sending half: writes `header + frame` with one `writev`/`sendmsg`.
+#[derive(Debug)]
+pub(crate) struct StreamTx {
+    fd: OwnedFd,
+    /// Sockets write with `sendmsg(MSG_NOSIGNAL)`; pipes with `writev`.
+    socket: bool,
+    max: usize,
+    /// The unwritten tail of a frame already reported sent.
+    pending: Vec<u8>,
+    pending_pos: usize,
+}
+
+impl StreamTx {
+    pub(crate) fn new(fd: OwnedFd, socket: bool, max: usize) -> io::Result<Self> {
+        sys::set_nonblocking(fd.as_fd())?;
+        if !socket {
+            sys::ignore_sigpipe();
+        }
+        Ok(Self {
+            fd,
+            socket,
+            max,
+            pending: Vec::new(),
+            pending_pos: 0,
+        })
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending_pos < self.pending.len()
+    }
+
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        // Fields are moved out; no Drop impl runs on `self`.
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the fd is
+        // moved out exactly once; the Vec is dropped in place below.
+        unsafe {
+            drop(std::ptr::read(&this.pending));
+            std::ptr::read(&this.fd)
+        }
+    }
+
+    /// Writes `parts` skipping the first `skip` bytes; returns bytes written.
+    fn write_parts(&self, parts: [&[u8]; 2], skip: usize) -> io::Result<usize> {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2];
+        let mut n = 0;
+        let mut skip = skip;
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let rest = &p[skip..];
+            skip = 0;
+            iov[n] = libc::iovec {
+                iov_base: rest.as_ptr().cast_mut().cast(),
+                iov_len: rest.len(),
+            };
+            n += 1;
+        }
+        let fd = self.fd.as_raw_fd();
+        let written = if self.socket {
+            // SAFETY: all-zero msghdr is valid; we fill the iovec fields.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n as _;
+            // SAFETY: `msg` points at `n` iovecs over live borrowed slices.
+            cvt_retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })?
+        } else {
+            // SAFETY: `iov[..n]` describe live borrowed slices.
+            cvt_retry(|| unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) })?
+        };
+        Ok(written as usize)
+    }
+
+    /// Waits for room; `Ok(false)` on timeout.
+    fn wait(&self, deadline: Option<Instant>) -> Result<bool, FrameSendError> {
+        sys::poll_one(self.fd.as_fd(), libc::POLLOUT, deadline)
+            .map(|r| r != 0)
+            .map_err(FrameSendError::Os)
+    }
+
+    /// Finishes the frame that was accepted but not fully written.
+    pub(crate) fn flush(&mut self, deadline: Option<Instant>) -> Result<(), FrameSendError> {
+        while self.has_pending() {
+            match self.write_parts([&self.pending[self.pending_pos..], &[]], 0) {
+                Ok(n) => self.pending_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(deadline)? {
+                        return Err(FrameSendError::Timeout);
+                    }
+                }
+                Err(e) if disconnected(&e) => return Err(FrameSendError::Disconnected),
+                Err(e) => return Err(FrameSendError::Os(e)),
+            }
+        }
+        self.pending.clear();
+        self.pending_pos = 0;
+        Ok(())
+    }
+
+    pub(crate) fn send(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), FrameSendError> {
+        if frame.len() > self.max {
+            return Err(FrameSendError::TooLarge {
+                len: frame.len(),
+                max: self.max,
+            });
+        }
+        self.flush(deadline)?;
+        let header = (frame.len() as u32).to_le_bytes();
+        let total = header.len() + frame.len();
+        let mut done = 0;
+        while done < total {
+            match self.write_parts([&header, frame], done) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(deadline)? {
+                        if done == 0 {
+                            return Err(FrameSendError::Timeout);
+                        }
+                        // Part of the frame is in the stream: keep the rest
+                        // and finish it before the next frame, so the
+                        // stream never carries a torn frame.
+                        self.pending.clear();
+                        self.pending_pos = 0;
+                        if done < header.len() {
+                            self.pending.extend_from_slice(&header[done..]);
+                            self.pending.extend_from_slice(frame);
+                        } else {
+                            self.pending
+                                .extend_from_slice(&frame[done - header.len()..]);
+                        }
+                        return Ok(());
+                    }
+                }
+                Err(e) if disconnected(&e) => return Err(FrameSendError::Disconnected),
+                Err(e) => return Err(FrameSendError::Os(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StreamTx {
+    fn drop(&mut self) {
+        if self.has_pending() {
+            let _ = self.flush(Some(Instant::now() + DROP_FLUSH));
+        }
+    }
+}
+
+/// The receiving half: a read buffer parsed into frames.
+#[derive(Debug)]
+pub(crate) struct StreamRx {
+    fd: OwnedFd,
+    /// A FIFO reads EOF before its first writer arrives; only `POLLHUP`
+    /// after a writer came says the writer is gone.
+    fifo: bool,
+    max: usize,
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    /// Length of the frame whose body is being read.
+    body: Option<usize>,
+    /// The part of that body read before a timeout.
+    stash: Vec<u8>,
+    eof: bool,
+}
+
+enum Read {
+    Data,
+    WouldBlock,
+    Eof,
+}
+
+impl StreamRx {
+    pub(crate) fn new(fd: OwnedFd, fifo: bool, max: usize) -> io::Result<Self> {
+        sys::set_nonblocking(fd.as_fd())?;
+        Ok(Self {
+            fd,
+            fifo,
+            max,
+            rbuf: vec![0; READ_BUF].into_boxed_slice(),
+            rpos: 0,
+            rend: 0,
+            body: None,
+            stash: Vec::new(),
+            eof: false,
+        })
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// One `read` into `dst`; adds to `*len` the bytes read.
+    fn read_into(&self, dst: &mut [MaybeUninit<u8>], len: &mut usize) -> io::Result<Read> {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: `dst` is writable memory of its length; read(2) writes at
+        // most that many bytes.
+        let r = cvt_retry(|| unsafe { libc::read(fd, dst.as_mut_ptr().cast(), dst.len()) });
+        match r {
+            Ok(0) => Ok(Read::Eof),
+            Ok(n) => {
+                *len += n as usize;
+                Ok(Read::Data)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::WouldBlock),
+            Err(e) if disconnected(&e) => Ok(Read::Eof),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads more bytes: into `buf` directly when `direct`, else into the
+    /// read buffer. `Ok(false)`: timed out.
+    fn fill(
+        &mut self,
+        buf: &mut Vec<u8>,
+        direct: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, FrameRecvError> {
+        loop {
+            if self.eof {
+                return Err(FrameRecvError::Disconnected);
+            }
+            let got = match direct {
+                Some(missing) => {
+                    buf.reserve(missing);
+                    let spare = &mut buf.spare_capacity_mut()[..missing];
+                    let mut n = 0;
+                    let got = self.read_into(spare, &mut n);
+                    // SAFETY: read(2) initialised the first `n` spare bytes.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    got
+                }
+                None => {
+                    if self.rpos == self.rend {
+                        self.rpos = 0;
+                        self.rend = 0;
+                    } else if self.rpos > 0 {
+                        self.rbuf.copy_within(self.rpos..self.rend, 0);
+                        self.rend -= self.rpos;
+                        self.rpos = 0;
+                    }
+                    let start = self.rend;
+                    let spare = &mut self.rbuf[start..];
+                    // SAFETY: `u8` and `MaybeUninit<u8>` have the same
+                    // layout; we only write bytes into it.
+                    let spare: &mut [MaybeUninit<u8>] = unsafe {
+                        std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len())
+                    };
+                    let mut n = 0;
+                    let got = self.read_into(spare, &mut n);
+                    self.rend += n;
+                    got
+                }
+            };
+            match got.map_err(FrameRecvError::Os)? {
+                Read::Data => return Ok(true),
+                Read::Eof if !self.fifo => self.eof = true,
+                Read::Eof | Read::WouldBlock => {
+                    let r = sys::poll_one(self.fd.as_fd(), libc::POLLIN, deadline)
+                        .map_err(FrameRecvError::Os)?;
+                    if r == 0 {
+                        return Ok(false);
+                    }
+                    if r & libc::POLLIN == 0 && r & libc::POLLHUP != 0 {
+                        // No bytes left and the writer that came is gone.
+                        self.eof = true;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, FrameRecvError> {
+        if self.body.is_some() {
+            std::mem::swap(buf, &mut self.stash);
+        }
+        self.stash.clear();
+        if self.body.is_none() {
+            buf.clear();
+        }
+        loop {
+            let avail = self.rend - self.rpos;
+            let direct = match self.body {
+                None => {
+                    if avail >= 4 {
+                        let mut h = [0; 4];
+                        h.copy_from_slice(&self.rbuf[self.rpos..self.rpos + 4]);
+                        self.rpos += 4;
+                        let len = u32::from_le_bytes(h) as usize;
+                        if len > self.max {
+                            return Err(FrameRecvError::Os(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "peer sent a frame of {len} bytes, above this receiver's \
+                                     max frame of {}: give both sides the same max_frame",
+                                    self.max
+                                ),
+                            )));
+                        }
+                        self.body = Some(len);
+                        buf.clear();
+                        continue;
+                    }
+                    None
+                }
+                Some(len) => {
+                    let take = (len - buf.len()).min(avail);
+                    buf.extend_from_slice(&self.rbuf[self.rpos..self.rpos + take]);
+                    self.rpos += take;
+                    if buf.len() == len {
+                        self.body = None;
+                        return Ok(len);
+                    }
+                    let missing = len - buf.len();
+                    (missing >= READ_BUF / 2).then_some(missing)
+                }
+            };
+            match self.fill(buf, direct, deadline) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.body.is_some() {
+                        std::mem::swap(buf, &mut self.stash);
+                    }
+                    return Err(FrameRecvError::Timeout);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl StreamRx {
+    /// Whether nothing was read yet.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.rend == 0 && self.body.is_none() && !self.eof
+    }
+}
