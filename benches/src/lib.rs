@@ -5,6 +5,7 @@
 //! until the channel disconnects. The same code runs over shmlane and over
 //! crossbeam-channel (the baseline), interleaved in one run.
 
+pub mod codec;
 pub mod ipc;
 
 use std::thread;

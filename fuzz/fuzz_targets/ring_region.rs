@@ -1,0 +1,118 @@
+//! A ring region whose control words, stamps and payloads a hostile peer
+//! wrote: arbitrary bytes overwrite an initialised region, then a sequence
+//! of producer and consumer operations (chosen by the input too) runs on
+//! it. Every operation must return (a value or `Corrupted`), never panic,
+//! loop forever, or touch memory outside the region.
+
+#![no_main]
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+
+use libfuzzer_sys::fuzz_target;
+use shmlane_ring::{mpmc, spsc, RingKind, RingLayout};
+
+struct Region {
+    base: NonNull<u8>,
+    mem: Layout,
+}
+
+impl Region {
+    fn new(layout: &RingLayout, garbage: &[u8]) -> Self {
+        let mem = Layout::from_size_align(layout.region_len(), layout.region_align()).unwrap();
+        // SAFETY: a region always has a non-zero size.
+        let base = NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap();
+        // SAFETY: freshly allocated, `region_len` bytes, aligned, unused.
+        unsafe { layout.init(base, mem.size()) }.unwrap();
+        // The peer's writes: over the control lines and the slots.
+        let n = garbage.len().min(mem.size());
+        // SAFETY: `n` bytes fit the region; nothing else references it yet.
+        unsafe { std::ptr::copy_nonoverlapping(garbage.as_ptr(), base.as_ptr(), n) };
+        Self { base, mem }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with `self.mem`.
+        unsafe { dealloc(self.base.as_ptr(), self.mem) }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let (ops, garbage) = rest.split_at(rest.len().min(32));
+    let kind = if pick & 1 == 0 { RingKind::Spsc } else { RingKind::Mpmc };
+    let capacity = u64::from(pick >> 1 & 7) + 1;
+    let layout = RingLayout::new(kind, capacity, 16, 8).unwrap();
+    let region = Region::new(&layout, garbage);
+    let (base, len) = (region.base, region.mem.size());
+    match kind {
+        RingKind::Spsc => {
+            // SAFETY: the region outlives both handles; one of each.
+            let (Ok(mut tx), Ok(mut rx)) = (unsafe { spsc::Producer::attach(base, len, &layout) }, unsafe {
+                spsc::Consumer::attach(base, len, &layout)
+            }) else {
+                return;
+            };
+            for &op in ops {
+                match op % 8 {
+                    0 => drop(tx.try_push(&[op; 16])),
+                    1 => drop(tx.write_batch(u64::from(op >> 3), |_, p| {
+                        // SAFETY: a 16-byte slot payload the producer owns.
+                        unsafe { p.write_bytes(op, 16) }
+                    })),
+                    2 => drop(rx.try_pop(&mut [0; 16])),
+                    3 => drop(rx.read_batch(u64::from(op >> 3), |_, p| {
+                        // SAFETY: a published 16-byte slot payload.
+                        let _ = unsafe { p.read_volatile() };
+                    })),
+                    4 => {
+                        if rx.front().is_ok() {
+                            rx.release_front();
+                        }
+                    }
+                    5 => drop(rx.refresh()),
+                    6 => drop(tx.try_push_if(|_| op & 8 != 0)),
+                    _ => drop((tx.free(), rx.available(), tx.len(), rx.len())),
+                }
+            }
+        }
+        RingKind::Mpmc => {
+            // SAFETY: the region outlives the handle.
+            let Ok(ring) = (unsafe { mpmc::Ring::attach(base, len, &layout) }) else {
+                return;
+            };
+            let mut held = Vec::new();
+            for &op in ops {
+                match op % 6 {
+                    0 => drop(ring.try_push_with(|p| {
+                        // SAFETY: a reserved 16-byte slot payload.
+                        unsafe { p.write_bytes(op, 16) }
+                    })),
+                    1 => drop(ring.try_pop_with(|p| {
+                        // SAFETY: a claimed 16-byte slot payload.
+                        unsafe { p.read_volatile() }
+                    })),
+                    2 => {
+                        if let Ok(r) = ring.try_reserve_spin() {
+                            held.push(Ok(r));
+                        }
+                    }
+                    3 => {
+                        if let Ok(c) = ring.try_claim() {
+                            held.push(Err(c));
+                        }
+                    }
+                    4 => drop(ring.publish_abandoned(|_| {})),
+                    _ => {
+                        held.pop();
+                        let _ = (ring.len(), ring.is_empty());
+                    }
+                }
+            }
+        }
+    }
+});
