@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (ops, garbage) = rest.split_at(rest.len().min(32));
-    let kind = if pick & 1 == 0 { RingKind::Spsc } else { RingKind::Mpmc };
+    let kind = if pick & 1 == 0 {
+        RingKind::Spsc
+    } else {
+        RingKind::Mpmc
+    };
     let capacity = u64::from(pick >> 1 & 7) + 1;
     let layout = RingLayout::new(kind, capacity, 16, 8).unwrap();
     let region = Region::new(&layout, garbage);
@@ -52,9 +56,10 @@ fuzz_target!(|data: &[u8]| {
     match kind {
         RingKind::Spsc => {
             // SAFETY: the region outlives both handles; one of each.
-            let (Ok(mut tx), Ok(mut rx)) = (unsafe { spsc::Producer::attach(base, len, &layout) }, unsafe {
-                spsc::Consumer::attach(base, len, &layout)
-            }) else {
+            let (Ok(mut tx), Ok(mut rx)) = (
+                unsafe { spsc::Producer::attach(base, len, &layout) },
+                unsafe { spsc::Consumer::attach(base, len, &layout) },
+            ) else {
                 return;
             };
             for &op in ops {
