@@ -22,6 +22,7 @@ const PEER_ENV: &str = "SHMLANE_BENCH_PEER";
 
 /// Runs the peer side and exits, if this process was started as a peer.
 pub fn maybe_run_peer() {
+    crate::codec::maybe_run_peer();
     let Ok(args) = std::env::var(PEER_ENV) else {
         return;
     };
