@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! shmlane bench [--runs N] [--messages N]
+//! shmlane send ADDR [options] < lines
+//! shmlane recv ADDR [options] > lines
 //! ```
 
 mod segments;
+mod sendrecv;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,9 +34,35 @@ commands:
   rm NAME.. remove segments; refuses any that a live process holds
   rm --stale
             remove every segment no live process holds
+  send ADDR each line of stdin becomes a message to ADDR
+  recv ADDR each message from ADDR becomes a line of stdout
+            ADDR: shm:NAME, file:PATH, fifo:PATH, unix:PATH, mq:NAME,
+            tcp:HOST:PORT, signal:PID (recv: signal:, and it prints its pid)
+              --max-line BYTES  longest line, newline excluded (shm:/file:
+                                default 4096; others: what the transport
+                                carries: 1 MiB, mq: 8 KiB, signal: 4 KiB)
+              --capacity N      messages a created shm:/file: ring holds
+                                (default 4096; the segment takes about
+                                capacity x max-line bytes)
+              --timeout SECS    give up (exit 1) when no peer came in SECS
+                                (recv on the non-shm transports: no line);
+                                send: also when the last lines are not
+                                taken within SECS of end of input
+            Start them in either order: for shm:/file:, whichever comes first
+            creates an SPSC ring and removes it when it exits, after its peer
+            has it; for the others recv creates (FIFO, socket, queue) and
+            removes, and send waits for it. The newline is stripped (an
+            empty line is an empty message) and added back; recv flushes
+            whenever it would wait. send exits 0 once the receiver has taken
+            every line (shm:/file:) or the kernel holds them (others), 1 if
+            the receiver left first; recv exits 0 when the sender is gone
+            and all is printed, or when stdout is closed (`| head`). A
+            segment no live process holds and nothing is in (a killed run's)
+            is replaced. Ctrl-C removes what the command created. Exit
+            status: 0 done, 1 runtime error, 2 usage error, 128+N signal N.
+              seq 1 1000000 | shmlane send shm:demo
+              shmlane recv shm:demo | wc -l
   help      print this text
-
-Planned, not yet available: send, recv.
 ";
 
 fn main() -> ExitCode {
@@ -58,10 +87,7 @@ fn main() -> ExitCode {
             _ => report("stat", Err("stat takes one segment name".into())),
         },
         Some("rm") => report("rm", segments::rm(&args[1..])),
-        Some(cmd @ ("send" | "recv")) => {
-            eprintln!("shmlane {cmd}: not implemented yet");
-            ExitCode::from(2)
-        }
+        Some(cmd @ ("send" | "recv")) => sendrecv::main(cmd == "send", &args[1..], USAGE),
         Some(other) => {
             eprintln!("shmlane: unknown command `{other}`\n\n{USAGE}");
             ExitCode::from(2)
