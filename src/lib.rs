@@ -86,6 +86,11 @@ pub use shmlane_semaphore::{
     AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
 };
 
+/// The message codecs: rkyv archiving and validation, trust levels,
+/// fingerprints, and sample message types.
+#[cfg(not(shmlane_loom))]
+pub use shmlane_codec as codec;
+
 /// The rkyv crate shmlane archives messages with, for deriving message
 /// types with `#[rkyv(crate = shmlane::rkyv)]` (or depend on rkyv 0.8
 /// directly).
