@@ -77,6 +77,27 @@ impl LogAxis {
     }
 }
 
+/// A decade's label: `100 ns`, `1 us`, `10 ms`; `100`, `1 k`, `10 M`.
+fn tick_label(v: f64, nanos: bool) -> String {
+    let units: &[(f64, &str)] = if nanos {
+        &[(1e9, "s"), (1e6, "ms"), (1e3, "us"), (1.0, "ns")]
+    } else {
+        &[(1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+    };
+    let (div, unit) = units
+        .iter()
+        .find(|(d, _)| v >= *d)
+        .copied()
+        .unwrap_or((1.0, ""));
+    let n = v / div;
+    let n = if n >= 1.0 {
+        format!("{n:.0}")
+    } else {
+        format!("{n}")
+    };
+    format!("{n} {unit}").trim_end().to_owned()
+}
+
 /// The date today (UTC), `YYYY-MM-DD`.
 fn today() -> String {
     let secs = std::time::SystemTime::now()
@@ -170,8 +191,9 @@ pub fn svg(rows: &[Row]) -> String {
 
     let plot_w = WIDTH - LEFT - RIGHT;
     let group_w = plot_w / sizes.len().max(1) as f64;
-    let bar_w = group_w * 0.8 / kinds.len().max(1) as f64;
-    let bar_x = |g: usize, b: usize| LEFT + g as f64 * group_w + group_w * 0.1 + b as f64 * bar_w;
+    let bar_w = (group_w * 0.8 / kinds.len().max(1) as f64).min(48.0);
+    let pad = (group_w - bar_w * kinds.len() as f64) / 2.0;
+    let bar_x = |g: usize, b: usize| LEFT + g as f64 * group_w + pad + b as f64 * bar_w;
 
     for (axis, title, label) in [
         (
@@ -194,7 +216,7 @@ pub fn svg(rows: &[Row]) -> String {
         // Grid and y labels.
         for v in axis.decades() {
             let y = axis.y(v);
-            let text = if is_lat { human_ns(v) } else { human_rate(v) };
+            let text = tick_label(v, is_lat);
             let _ = writeln!(
                 o,
                 r##"<line x1="{LEFT}" y1="{y:.1}" x2="{x2}" y2="{y:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" font-size="12" fill="#444">{text}</text>"##,

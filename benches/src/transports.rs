@@ -464,7 +464,7 @@ fn ratio_text(r: Option<f64>) -> String {
         Some(r) if r >= 100.0 => format!("{r:.0}x"),
         Some(r) if r >= 10.0 => format!("{r:.1}x"),
         Some(r) if r >= 0.01 => format!("{r:.2}x"),
-        Some(r) => format!("{r:.1e}x"),
+        Some(r) => format!("{r:.4}x"),
         None => "-".into(),
     }
 }
