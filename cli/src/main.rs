@@ -28,7 +28,7 @@ commands:
               --sizes LIST       comma-separated message sizes, 8 B to 1 MiB,
                                  with K/M suffixes (1024-based): 8,64,4K,1M
               --duration S       seconds for the whole comparison (default 60)
-              --runs N           runs per cell, medians reported (default 1)
+              --runs N           runs per cell, medians reported (default 3)
               --json             print the rows as JSON to stdout instead of
                                  the table (progress stays on stderr)
               --plot FILE.svg    also draw the figures as an SVG chart
@@ -275,7 +275,7 @@ fn bench(args: &[String]) -> Result<(), BenchError> {
     }
     match section {
         Section::Transports => {
-            settings.runs = runs.unwrap_or(1);
+            settings.runs = runs.unwrap_or(Settings::default().runs);
             bench_transports(&settings, json, plot_to.as_deref())
         }
         Section::InProcess => {
