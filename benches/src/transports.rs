@@ -329,6 +329,7 @@ pub fn measure(settings: &Settings, mut progress: impl FnMut(&Progress)) -> Vec<
                 done += 2;
                 continue;
             }
+            let before = done;
             let outcome = measure_cell(kind, size, budget, &mut |phase| {
                 let elapsed = start.elapsed();
                 let eta = if done == 0 {
@@ -353,6 +354,8 @@ pub fn measure(settings: &Settings, mut progress: impl FnMut(&Progress)) -> Vec<
                 });
                 done += 1;
             });
+            // A cell that failed early skipped a phase or two.
+            done = before + 2;
             results[i].push(outcome);
         }
     }
