@@ -18,7 +18,7 @@ use std::time::Instant;
 use shmlane::ipc::Builder;
 use shmlane::WaitStrategy;
 
-const PEER_ENV: &str = "SHMLANE_BENCH_PEER";
+pub(crate) const PEER_ENV: &str = "SHMLANE_BENCH_PEER";
 
 /// Runs the peer side and exits, if this process was started as a peer.
 pub fn maybe_run_peer() {
@@ -35,6 +35,7 @@ pub fn maybe_run_peer() {
         }
         ["sink", addr, n, "8"] => peer_sink::<u64>(addr, n.parse().unwrap()),
         ["sink", addr, n, "64"] => peer_sink::<[u64; 8]>(addr, n.parse().unwrap()),
+        ["transport", kind, size] => crate::transports::run_peer(kind, size),
         other => panic!("unknown bench peer command {other:?}"),
     }
     std::process::exit(0);
@@ -123,7 +124,7 @@ impl Drop for Peer {
     }
 }
 
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     use std::sync::atomic::AtomicU32;
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -144,7 +145,7 @@ pub struct Latency {
     pub p999: f64,
 }
 
-fn percentiles(mut samples: Vec<u64>) -> Latency {
+pub(crate) fn percentiles(mut samples: Vec<u64>) -> Latency {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize] as f64;
     Latency {

@@ -7,6 +7,8 @@
 
 pub mod codec;
 pub mod ipc;
+pub mod plot;
+pub mod transports;
 
 use std::thread;
 use std::time::{Duration, Instant};
