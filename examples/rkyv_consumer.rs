@@ -57,7 +57,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let secs = started.map_or(0.0, |t| t.elapsed().as_secs_f64());
     println!(
         "received {count} orders in {secs:.3} s ({units} units), {}",
-        if in_order { "all in order" } else { "OUT OF ORDER" }
+        if in_order {
+            "all in order"
+        } else {
+            "OUT OF ORDER"
+        }
     );
     Ok(())
 }

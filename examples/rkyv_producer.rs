@@ -38,7 +38,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         order.qty = (id % 10) as u32 + 1;
         order.price = 100.0 + (id % 50) as f64 * 0.25;
         order.symbol.clear();
-        order.symbol.push_str(["ACME", "INITECH", "HOOLI"][(id % 3) as usize]);
+        order
+            .symbol
+            .push_str(["ACME", "INITECH", "HOOLI"][(id % 3) as usize]);
         tx.send(&order)?;
     }
     println!(

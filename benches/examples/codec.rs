@@ -5,7 +5,9 @@ use std::io::Write;
 
 fn main() {
     shmlane_benches::ipc::maybe_run_peer();
-    let runs = std::env::args().nth(1).map_or(3, |r| r.parse().expect("RUNS is a number"));
+    let runs = std::env::args()
+        .nth(1)
+        .map_or(3, |r| r.parse().expect("RUNS is a number"));
     let table = shmlane_benches::codec::measure_and_report(runs, |step| {
         eprint!("\r  {step:<50}");
         let _ = std::io::stderr().flush();

@@ -111,10 +111,6 @@ fn unique(tag: &str) -> String {
     )
 }
 
-fn pause() -> u32 {
-    std::env::var("PAUSE").ok().and_then(|p| p.parse().ok()).unwrap_or(1)
-}
-
 fn ready() {
     println!("ready");
     std::io::stdout().flush().unwrap();
@@ -231,7 +227,7 @@ fn peer_orders(addr: &str, n: u64, trust: Trust) {
     let chan = Builder::new(addr)
         .unwrap()
         .trust(trust)
-        .wait_strategy(WaitStrategy::busy_poll().with_max_pause(pause()))
+        .wait_strategy(WaitStrategy::busy_poll())
         .open::<Rkyv<Order>>()
         .unwrap();
     let mut rx = chan.spsc_receiver().unwrap();
@@ -250,7 +246,14 @@ fn peer_orders(addr: &str, n: u64, trust: Trust) {
             u64::from(o.qty) + o.symbol.len() as u64
         })
         .sum();
-    println!("{}", if (ids, qty) == (want_ids, want_qty) { "ok" } else { "mismatch" });
+    println!(
+        "{}",
+        if (ids, qty) == (want_ids, want_qty) {
+            "ok"
+        } else {
+            "mismatch"
+        }
+    );
     println!("done");
 }
 
@@ -277,6 +280,9 @@ pub struct Report {
     pub orders: Vec<(&'static str, f64)>,
     /// Whether the two processes were pinned to different CPUs.
     pub pinned: bool,
+    /// The cache-line ping-pong round trip (p50, ns) in the same run: it
+    /// tells how far apart the two CPUs are, which moves every figure.
+    pub floor_ns: f64,
 }
 
 /// Runs every codec figure `runs` times (interleaved); `scale` multiplies
@@ -288,7 +294,10 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
     let trusts = ["validate", "hostile", "unchecked"];
     let (mut memcpy, mut zero, mut copy) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_trust = vec![Vec::new(); trusts.len()];
+    let mut floor = Vec::new();
     for run in 1..=runs {
+        progress(&format!("run {run}/{runs}: floor (cache-line ping-pong)"));
+        floor.push(crate::ipc::floor(100_000).p50);
         progress(&format!("run {run}/{runs}: memcpy 1 MiB"));
         memcpy.push(memcpy_gbps(mib));
         progress(&format!("run {run}/{runs}: 1 MiB zero-copy"));
@@ -305,8 +314,12 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
         memcpy: median(memcpy),
         zero_copy: median(zero),
         copy: median(copy),
-        orders: trusts.into_iter().zip(per_trust.into_iter().map(median)).collect(),
+        orders: trusts
+            .into_iter()
+            .zip(per_trust.into_iter().map(median))
+            .collect(),
         pinned,
+        floor_ns: median(floor),
     }
 }
 
@@ -314,7 +327,10 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
 pub fn report_table(r: &Report) -> String {
     let mut out = String::new();
     out.push_str("1 MiB messages, cross-process        GB/s   vs memcpy (goal)\n");
-    out.push_str(&format!("memcpy, 1 MiB (same run)          {:>7.2}\n", r.memcpy));
+    out.push_str(&format!(
+        "memcpy, 1 MiB (same run)          {:>7.2}\n",
+        r.memcpy
+    ));
     out.push_str(&format!(
         "zero-copy (send_with + recv_ref)   {:>7.2}   {:>5.2}x (>= 1.0x)\n",
         r.zero_copy,
@@ -332,7 +348,11 @@ pub fn report_table(r: &Report) -> String {
         .find(|(t, _)| *t == "unchecked")
         .map_or(f64::NAN, |o| o.1);
     for &(trust, rate) in &r.orders {
-        let goal = if trust == "validate" { "  (goal >= 10 Mmsg/s)" } else { "" };
+        let goal = if trust == "validate" {
+            "  (goal >= 10 Mmsg/s)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "{trust:<31}{:>8.2}{:>9.1}{:>10.2}x{goal}\n",
             rate / 1e6,
@@ -340,6 +360,10 @@ pub fn report_table(r: &Report) -> String {
             rate / unchecked
         ));
     }
+    out.push_str(&format!(
+        "(placement: cache-line ping-pong {:.0} ns round trip in this run)\n",
+        r.floor_ns
+    ));
     if !r.pinned {
         out.push_str("(not pinned: fewer than 2 CPUs or affinity refused)\n");
     }

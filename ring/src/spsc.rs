@@ -263,9 +263,17 @@ impl Producer {
         if !write(payload) {
             return Ok(false);
         }
-        // Room for one is known, so this writes nothing more and publishes
-        // the slot written above.
-        self.write_batch(1, |_, _| {})?;
+        self.tail = self.tail.wrapping_add(1);
+        // Release: publishes the payload written above, right after it (a
+        // consumer polling this line must not catch it between the two);
+        // pairs with the Acquire stamp load in `Consumer::look`.
+        slot.stamp.store(self.tail, Ordering::Release);
+        // Release: as in `write_batch`.
+        self.geo
+            .control()
+            .tail
+            .value
+            .store(self.tail, Ordering::Release);
         Ok(true)
     }
 

@@ -148,6 +148,23 @@ fn slot_shape<M: Message>(kind: RingKind, len: usize) -> (usize, usize) {
     ((meta + len).max(1), align)
 }
 
+/// For messages of varying length, `needed` grown so that each slot (its
+/// ring header included) fills whole cache lines: a slot being written
+/// then never shares a line with one being read. Pod slots stay exact.
+fn whole_lines<M: Message>(kind: RingKind, capacity: u64, needed: usize, align: usize) -> usize {
+    if M::fixed_len().is_some() {
+        return needed;
+    }
+    match shmlane_ring::RingLayout::new(kind, capacity, needed, align) {
+        Ok(layout) => {
+            let line = shmlane_ring::CACHE_LINE;
+            needed + (layout.stride().div_ceil(line) * line - layout.stride())
+        }
+        // `create` reports the bad capacity or size.
+        Err(_) => needed,
+    }
+}
+
 /// The fingerprint of `M` as the segment header stores it.
 fn type_info<M: Message>() -> TypeInfo {
     let f = M::fingerprint();
@@ -251,7 +268,9 @@ impl Builder {
 
     /// The largest encoded message, in bytes, for [`Rkyv`] and [`Bytes`]
     /// channels (default: what fits a 256-byte slot; Pod messages always
-    /// have their own size). Pick it from the largest message the channel
+    /// have their own size). It is rounded up so that each slot fills
+    /// whole cache lines ([`Channel::max_message_len`] tells the size
+    /// chosen). Pick it from the largest message the channel
     /// will carry, e.g. with
     /// [`archived_len`](shmlane_codec::archive::archived_len) or, for types
     /// without strings or vectors,
@@ -329,7 +348,9 @@ impl Builder {
     /// capacity (zero, too large), a slot too small, or an OS error.
     pub fn create<M: Message>(&self) -> Result<Channel<M>, CreateError> {
         let (needed, slot_align) = slot_shape::<M>(self.kind, self.message_len::<M>(self.kind));
-        let slot_size = self.slot_size.unwrap_or(needed);
+        let slot_size = self
+            .slot_size
+            .unwrap_or_else(|| whole_lines::<M>(self.kind, self.capacity, needed, slot_align));
         if slot_size < needed {
             return Err(CreateError::SlotTooSmall {
                 asked: slot_size,
