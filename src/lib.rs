@@ -16,8 +16,9 @@
 //!   mechanisms (`pipe`, `fifo:`, `unix:`, `mq:`, `tcp:`, `signal:`), each
 //!   keeping message boundaries, with deadlines and disconnect detection.
 //!
-//! A typed `Sender<T>` / `Receiver<T>` over the fallback transports is not
-//! written yet.
+//! - [`link`]: one typed [`LinkSender`](link::LinkSender) /
+//!   [`LinkReceiver`](link::LinkReceiver) over any of them, chosen by
+//!   address (`shm:` included), for every message kind.
 //!
 //! # Examples
 //!
@@ -72,6 +73,8 @@ mod chan;
 mod error;
 #[cfg(not(shmlane_loom))]
 pub mod ipc;
+#[cfg(not(shmlane_loom))]
+pub mod link;
 mod sync;
 #[cfg(not(shmlane_loom))]
 pub mod transport;

@@ -210,6 +210,9 @@ pub enum SendMsgError {
     /// The message cannot be encoded into a slot: too large, or its
     /// `Serialize` failed. Nothing was sent.
     Encode(EncodeError),
+    /// The operating system failed the send (fallback transports of
+    /// [`crate::link`] only).
+    Io(std::io::Error),
 }
 
 impl SendMsgError {
@@ -234,6 +237,7 @@ impl fmt::Display for SendMsgError {
             Self::Timeout => f.write_str("timed out waiting on send operation"),
             Self::Disconnected => f.write_str("sending on a disconnected channel"),
             Self::Encode(e) => write!(f, "{e}"),
+            Self::Io(e) => write!(f, "sending failed: {e}"),
         }
     }
 }
@@ -242,6 +246,7 @@ impl error::Error for SendMsgError {
     fn source(&self) -> Option<&(dyn error::Error + 'static)> {
         match self {
             Self::Encode(e) => Some(e),
+            Self::Io(e) => Some(e),
             _ => None,
         }
     }
@@ -261,6 +266,9 @@ pub enum RecvMsgError {
     /// The next message was not a valid message of the channel's type; it
     /// was dropped, and the channel goes on with the one after it.
     Invalid(InvalidMessage),
+    /// The operating system failed the receive (fallback transports of
+    /// [`crate::link`] only).
+    Io(std::io::Error),
 }
 
 impl RecvMsgError {
@@ -277,6 +285,7 @@ impl fmt::Display for RecvMsgError {
             Self::Timeout => f.write_str("timed out waiting on receive operation"),
             Self::Disconnected => f.write_str("receiving on an empty and disconnected channel"),
             Self::Invalid(e) => write!(f, "{e}"),
+            Self::Io(e) => write!(f, "receiving failed: {e}"),
         }
     }
 }
@@ -285,6 +294,7 @@ impl error::Error for RecvMsgError {
     fn source(&self) -> Option<&(dyn error::Error + 'static)> {
         match self {
             Self::Invalid(e) => Some(e),
+            Self::Io(e) => Some(e),
             _ => None,
         }
     }
