@@ -462,3 +462,67 @@ fn child() {
         }
     }
 }
+
+#[test]
+fn a_send_that_panics_leaves_a_hole_not_a_stale_message() {
+    let chan = create::<Bytes>(RingKind::Mpmc, Trust::validate(), 64);
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    // Fill every slot once, so each holds an old length word.
+    for _ in 0..8 {
+        tx.send(b"AAAA").unwrap();
+        assert_eq!(rx.recv().unwrap(), b"AAAA");
+    }
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = tx.send_with(|buf| {
+            buf[..2].copy_from_slice(b"ZZ");
+            panic!("a fill closure that fails half-way");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert!(matches!(rx.try_recv(), Err(RecvMsgError::Empty)));
+    tx.send(b"ok").unwrap();
+    assert_eq!(rx.recv().unwrap(), b"ok");
+    assert!(!rx.is_corrupted());
+}
+
+#[test]
+fn a_message_too_large_fails_at_once_even_when_the_channel_is_full() {
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        let chan = create::<Rkyv<Order>>(kind, Trust::validate(), 64);
+        let mut big = Order::sample(1);
+        big.venue = "X".repeat(500);
+        let start = std::time::Instant::now();
+        let too_large =
+            |e: SendMsgError| matches!(e, SendMsgError::Encode(EncodeError::TooLarge { .. }));
+        if kind == RingKind::Spsc {
+            let mut tx = chan.spsc_sender().unwrap();
+            for i in 0..8 {
+                tx.send(&Order::sample(i)).unwrap();
+            }
+            assert!(matches!(
+                tx.try_send(&Order::sample(9)),
+                Err(SendMsgError::Full)
+            ));
+            assert!(too_large(tx.try_send(&big).unwrap_err()));
+            assert!(too_large(
+                tx.send_timeout(&big, Duration::from_secs(10)).unwrap_err()
+            ));
+            assert!(too_large(tx.send(&big).unwrap_err()));
+        } else {
+            let tx = chan.sender().unwrap();
+            for i in 0..8 {
+                tx.send(&Order::sample(i)).unwrap();
+            }
+            assert!(matches!(
+                tx.try_send(&Order::sample(9)),
+                Err(SendMsgError::Full)
+            ));
+            assert!(too_large(tx.try_send(&big).unwrap_err()));
+            assert!(too_large(
+                tx.send_timeout(&big, Duration::from_secs(10)).unwrap_err()
+            ));
+            assert!(too_large(tx.send(&big).unwrap_err()));
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

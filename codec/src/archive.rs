@@ -195,13 +195,17 @@ pub fn view_in_place<T: Message>(
     if trust.validates() {
         return T::check(bytes);
     }
-    if bytes.len() < size_of::<T::Archived>() || bytes.as_ptr() as usize % ALIGN != 0 {
-        // Even unchecked, a length our own encoder never writes is refused:
-        // it costs a comparison and keeps a stray bug out of UB territory.
-        return Err(InvalidMessage::Length {
-            len: bytes.len() as u64,
-            max: size_of::<T::Archived>(),
+    // Even unchecked, a length or address our own encoder never produces
+    // is refused: it costs a comparison and keeps a stray bug out of UB.
+    if bytes.len() < size_of::<T::Archived>() {
+        return Err(InvalidMessage::TooShort {
+            len: bytes.len(),
+            need: size_of::<T::Archived>(),
         });
+    }
+    let align = align_of::<T::Archived>().max(ALIGN);
+    if bytes.as_ptr() as usize % align != 0 {
+        return Err(InvalidMessage::Misaligned { align });
     }
     // SAFETY: `Trust::unchecked` was created by a caller who promised that
     // every peer writes only archives of `T` encoded by `encode_into`; the

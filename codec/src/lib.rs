@@ -126,11 +126,15 @@ pub fn bytes_fingerprint() -> Fingerprint {
 
 /// How far a receiver trusts the bytes its peers write.
 ///
-/// The default, [`Trust::validate`], checks every archive in place before
-/// handing it out. That catches bugs and garbage, but a hostile peer can
-/// rewrite the shared bytes after the check; [`Trust::hostile`] copies each
-/// message into private memory first and checks the copy.
-/// [`Trust::unchecked`] skips the check (`unsafe`: for peers trusted fully).
+/// The default, [`Trust::validate`], checks every archive before handing
+/// it out: in place for `recv_ref` (a reference into shared memory), on a
+/// private copy for owned receives. That catches bugs and garbage, but a
+/// hostile peer can rewrite shared bytes after the check while a
+/// reference to them is held; [`Trust::hostile`] copies every rkyv and
+/// byte message into private memory first and checks the copy.
+/// [`Trust::unchecked`] skips the check (`unsafe`: for peers trusted
+/// fully). Pod messages are read in place under every level: any bit
+/// pattern is a valid value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Trust(Level);
 
@@ -158,10 +162,14 @@ impl Trust {
     ///
     /// # Safety
     ///
-    /// - Every peer that can write the channel's shared memory writes only
-    ///   messages encoded by shmlane for this same type, and never touches a
-    ///   slot it does not own. Invalid bytes read unchecked are undefined
-    ///   behaviour.
+    /// - Every byte string this value is ever used to read (by a channel or
+    ///   link it is given to, or by [`archive::view`] and
+    ///   [`archive::view_in_place`]) was encoded by shmlane's encoder for
+    ///   the very type it is read as, and nobody changes it while it is
+    ///   read: every peer that can write the channel's shared memory is
+    ///   that trustworthy, and never touches a slot it does not own.
+    ///   Invalid bytes read unchecked are undefined behaviour. (Links over
+    ///   kernel transports validate whatever this says.)
     pub const unsafe fn unchecked() -> Self {
         Self(Level::Unchecked)
     }
@@ -227,6 +235,18 @@ pub enum InvalidMessage {
         /// Bytes a slot holds.
         max: usize,
     },
+    /// The message is shorter than its type needs.
+    TooShort {
+        /// Bytes received.
+        len: usize,
+        /// Bytes the type needs at least.
+        need: usize,
+    },
+    /// The message does not start at an address its type can be read at.
+    Misaligned {
+        /// The alignment the type needs.
+        align: usize,
+    },
     /// The bytes fail validation.
     Check(rkyv::rancor::Error),
 }
@@ -238,6 +258,18 @@ impl fmt::Display for InvalidMessage {
                 write!(
                     f,
                     "invalid message: length {len} exceeds the slot's {max} bytes"
+                )
+            }
+            Self::TooShort { len, need } => {
+                write!(
+                    f,
+                    "invalid message: {len} bytes, but its type needs at least {need}"
+                )
+            }
+            Self::Misaligned { align } => {
+                write!(
+                    f,
+                    "invalid message: not aligned to the {align} bytes its type needs"
                 )
             }
             Self::Check(e) => write!(f, "invalid message: {e}"),

@@ -75,9 +75,9 @@ fuzz_target!(|data: &[u8]| {
                         let _ = unsafe { p.read_volatile() };
                     })),
                     4 => {
-                        if rx.front().is_ok() {
-                            rx.release_front();
-                        }
+                        let front = rx.front().is_ok();
+                        // Released only with a front; otherwise it refuses.
+                        assert_eq!(rx.release_front(), front);
                     }
                     5 => drop(rx.refresh()),
                     6 => drop(tx.try_push_if(|_| op & 8 != 0)),

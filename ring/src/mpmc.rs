@@ -337,17 +337,35 @@ impl Ring {
         if slot.stamp.load(Ordering::Acquire) != pos {
             return false;
         }
-        mark(payload.as_ptr());
-        // Release: publishes the marker like a producer's commit; pairs with
-        // the Acquire stamp load in `try_claim`. Only one caller wins.
-        slot.stamp
+        // Take the slot first, so that only the winner ever writes to it: a
+        // caller that marked first and lost could scribble over a message a
+        // new producer wrote there after the winner skipped it. `pos - 1`
+        // reads as "busy" to consumers and as "full" to producers.
+        // Acquire on success: this caller now owns the slot; Relaxed on
+        // failure: nothing is touched.
+        if slot
+            .stamp
             .compare_exchange(
                 pos,
-                pos.wrapping_add(1),
-                Ordering::Release,
+                pos.wrapping_sub(1),
+                Ordering::Acquire,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .is_err()
+        {
+            return false;
+        }
+        mark(payload.as_ptr());
+        // Release: publishes the marker like a producer's commit; pairs with
+        // the Acquire stamp load in `try_claim`.
+        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
+        true
+    }
+
+    /// The consumers' index (a snapshot): where the next message is read.
+    pub fn head(&self) -> u64 {
+        // Relaxed: a snapshot for progress checks; nothing is read with it.
+        self.control().head.value.load(Ordering::Relaxed)
     }
 
     /// The number of messages in the ring, counting those being written or

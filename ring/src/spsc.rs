@@ -506,13 +506,12 @@ impl Consumer {
     }
 
     /// Frees the slot [`front`](Self::front) returned; the producer may
-    /// overwrite it from now on.
-    ///
-    /// # Panics
-    ///
-    /// In debug builds, if no message is ready (no `front` to release).
-    pub fn release_front(&mut self) {
-        debug_assert!(self.cached_tail.wrapping_sub(self.head) as i64 > 0);
+    /// overwrite it from now on. Returns false (and does nothing) when no
+    /// message is known to be ready, i.e. without a `front` before it.
+    pub fn release_front(&mut self) -> bool {
+        if self.cached_tail.wrapping_sub(self.head) as i64 <= 0 {
+            return false;
+        }
         self.head = self.head.wrapping_add(1);
         // Release: the reads of the slot happen before the producer may
         // reuse it; pairs with the Acquire load of `head` in
@@ -522,6 +521,7 @@ impl Consumer {
             .head
             .value
             .store(self.head, Ordering::Release);
+        true
     }
 
     /// Copies one message into `out`, which must be `slot_size()` long or

@@ -238,10 +238,14 @@ fn front_is_read_in_place_until_released() {
         assert_eq!(tx.free(), Ok(0));
         assert_eq!(read_u64(p), i);
         assert_eq!(read_u64(rx.front().unwrap()), i);
-        rx.release_front();
+        assert!(rx.release_front());
         assert_eq!(tx.free(), Ok(1));
         assert_eq!(read_u64(rx.front().unwrap()), i + 1000);
-        rx.release_front();
+        assert!(rx.release_front());
     }
     assert_eq!(rx.front(), Err(PopError::Empty));
+    // Nothing to release: refused, and the ring is unharmed.
+    assert!(!rx.release_front());
+    tx.try_push_with(|p| write_u64(p, 7)).unwrap();
+    assert_eq!(rx.try_pop_with(read_u64), Ok(7));
 }

@@ -14,7 +14,7 @@ use shmlane_codec::archive::{self, CopyBuf};
 use shmlane_codec::{kind, Codec, EncodeError, Fingerprint, InvalidMessage, Trust};
 use shmlane_ring::{mpmc, spsc};
 
-use super::port::Failed;
+use super::port::{Failed, Tried};
 use super::{Receiver, Sender, Side, SpscReceiver, SpscSender};
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -33,7 +33,15 @@ pub enum Bytes {}
 
 impl<T: archive::Message + 'static> Codec for Rkyv<T> {
     const KIND: u32 = kind::RKYV;
-    const ALIGN: usize = archive::ALIGN;
+    const ALIGN: usize = {
+        // Slots (and private copies) are aligned to 16, rkyv's own buffer
+        // alignment; an archive that needs more would sit misaligned.
+        assert!(
+            std::mem::align_of::<T::Archived>() <= archive::ALIGN,
+            "shmlane carries rkyv archives aligned to at most 16 bytes"
+        );
+        archive::ALIGN
+    };
 
     fn fingerprint() -> Fingerprint {
         <T as archive::Message>::fingerprint()
@@ -90,13 +98,15 @@ impl<T: Pod> Message for T {
     fn view(bytes: &[u8], _: Trust) -> Result<&T, InvalidMessage> {
         // Every bit pattern is a valid `T`: only the length (and, for a
         // private copy, the alignment) can be wrong.
-        bytes
-            .get(..size_of::<T>())
-            .and_then(|b| bytemuck::try_from_bytes(b).ok())
-            .ok_or(InvalidMessage::Length {
-                len: bytes.len() as u64,
-                max: size_of::<T>(),
-            })
+        let Some(b) = bytes.get(..size_of::<T>()) else {
+            return Err(InvalidMessage::TooShort {
+                len: bytes.len(),
+                need: size_of::<T>(),
+            });
+        };
+        bytemuck::try_from_bytes(b).map_err(|_| InvalidMessage::Misaligned {
+            align: std::mem::align_of::<T>(),
+        })
     }
 }
 
@@ -185,7 +195,8 @@ impl Drop for Hold<'_> {
             }
             Self::Front(ring, side) => {
                 if let Some(ring) = ring.take() {
-                    ring.release_front();
+                    let released = ring.release_front();
+                    debug_assert!(released, "a lent front is always ready");
                 }
                 side.not_full().notify_one();
             }
@@ -368,7 +379,7 @@ macro_rules! recv_ref_methods {
         /// [`RecvMsgError::Empty`], [`RecvMsgError::Disconnected`], or
         /// [`RecvMsgError::Invalid`] (the bad message is dropped).
         pub fn try_recv_ref(&$($m)? self) -> Result<MsgRef<'_, M>, RecvMsgError> {
-            self.try_ref(true)
+            self.try_ref(true, false)
         }
 
         /// Receives, blocking while the channel is empty, and lends the
@@ -505,7 +516,7 @@ macro_rules! pod_recv_methods {
         /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the
         /// channel is empty and every sender is gone.
         pub fn try_recv(&$($m)? self) -> Result<T, TryRecvError> {
-            let got = self.try_ref(true).map(|msg| *msg);
+            let got = self.try_ref(true, true).map(|msg| *msg);
             match got {
                 Ok(msg) => Ok(msg),
                 Err(RecvMsgError::Empty) => Err(TryRecvError::Empty),
@@ -621,7 +632,7 @@ macro_rules! msg_recv_methods {
         /// [`RecvMsgError::Empty`], [`RecvMsgError::Disconnected`] or
         /// [`RecvMsgError::Invalid`].
         pub fn try_recv(&$($m)? self) -> Result<$out, RecvMsgError> {
-            let msg = self.try_ref(true)?;
+            let msg = self.try_ref(true, true)?;
             $decode(&*msg).map_err(RecvMsgError::Invalid)
         }
 
@@ -698,13 +709,56 @@ macro_rules! bytes_loan_methods {
     };
 }
 
+/// The first attempt of a send: `Ok(None)` when the channel was full (the
+/// caller then waits, unless its deadline has passed: a `try_send` makes
+/// one attempt).
+fn first_attempt(tried: Tried<EncodeError>) -> Result<Option<()>, SendMsgError> {
+    match tried {
+        Tried::Done => Ok(Some(())),
+        Tried::Full => Ok(None),
+        Tried::Gone => Err(SendMsgError::Disconnected),
+        Tried::Rejected(e) => Err(SendMsgError::Encode(e)),
+    }
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| d <= Instant::now())
+}
+
 macro_rules! rkyv_send_msg {
     ($($m:ident)?) => {
         fn send_msg(&$($m)? self, msg: &T, deadline: Option<Instant>) -> Result<(), SendMsgError> {
             let mut scratch = self.take_scratch();
-            let sent = self.write_until(deadline, &mut |buf: &mut [u8]| msg.encode_into(buf, &mut scratch));
+            let sent = self.send_encoded(msg, deadline, &mut scratch);
             self.put_scratch(scratch);
-            sent.map_err(SendMsgError::from_failed)
+            sent
+        }
+
+        fn send_encoded(
+            &$($m)? self,
+            msg: &T,
+            deadline: Option<Instant>,
+            scratch: &mut archive::Scratch,
+        ) -> Result<(), SendMsgError> {
+            let tried = self.try_write(false, &mut |buf: &mut [u8]| msg.encode_into(buf, scratch));
+            if first_attempt(tried)?.is_some() {
+                return Ok(());
+            }
+            // Full. A message that can never fit must not wait for room:
+            // measure it (the encoder only counts past the buffer's end).
+            let max = self.max_message_len();
+            match msg.encode_into(&mut [], scratch) {
+                Err(EncodeError::TooLarge { len, .. }) if len > max => {
+                    return Err(SendMsgError::Encode(EncodeError::TooLarge { len, max }))
+                }
+                Err(EncodeError::Failed(e)) => return Err(SendMsgError::Encode(EncodeError::Failed(e))),
+                _ => {}
+            }
+            if passed(deadline) {
+                return Err(SendMsgError::Timeout);
+            }
+            self.write_until(deadline, &mut |buf: &mut [u8]| msg.encode_into(buf, scratch))
+                .map_err(SendMsgError::from_failed)
         }
     };
 }
@@ -716,6 +770,12 @@ macro_rules! bytes_send_msg {
             let max = self.max_message_len();
             if msg.len() > max {
                 return Err(SendMsgError::Encode(EncodeError::TooLarge { len: msg.len(), max }));
+            }
+            if first_attempt(self.try_write(false, &mut put_bytes(msg)))?.is_some() {
+                return Ok(());
+            }
+            if passed(deadline) {
+                return Err(SendMsgError::Timeout);
             }
             self.write_until(deadline, &mut put_bytes(msg))
                 .map_err(SendMsgError::from_failed)

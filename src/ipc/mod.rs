@@ -145,7 +145,8 @@ fn meta_len<M: Message>(kind: RingKind) -> usize {
 fn slot_shape<M: Message>(kind: RingKind, len: usize) -> (usize, usize) {
     let meta = meta_len::<M>(kind);
     let align = meta.max(M::ALIGN);
-    ((meta + len).max(1), align)
+    // Saturating: an absurd size is refused by the ring layout, not wrapped.
+    (meta.saturating_add(len).max(1), align)
 }
 
 /// For messages of varying length, `needed` grown so that each slot (its
@@ -281,9 +282,10 @@ impl Builder {
     }
 
     /// How far receivers trust what peers write (default
-    /// [`Trust::validate`]). Matters for [`Rkyv`] messages, which are
-    /// validated, and for `recv_ref` of [`Rkyv`] and [`Bytes`] messages,
-    /// which [`Trust::hostile`] copies to private memory first.
+    /// [`Trust::validate`]): see [`Trust`]. [`Rkyv`] messages are
+    /// validated (on a private copy for owned receives, in place for
+    /// `recv_ref`); [`Trust::hostile`] copies every [`Rkyv`] and [`Bytes`]
+    /// message to private memory before use.
     pub fn trust(mut self, trust: Trust) -> Self {
         self.trust = trust;
         self
@@ -401,14 +403,15 @@ impl Builder {
             match &self.target {
                 Target::Address(addr) => Segment::open(addr, &opts)?,
                 Target::Inherited(fd) => {
-                    let seg = Segment::open_inherited(*fd, &opts)?;
+                    let seg = Segment::open_inherited(*fd, &opts);
                     // The inherited descriptor shares the parent's open file
                     // description, and with it the parent's liveness locks:
-                    // kept open here, it would keep a dead parent looking alive.
+                    // kept open here, it would keep a dead parent looking
+                    // alive. Closed whether or not the open worked.
                     // SAFETY: `Builder::inherited`'s caller handed the descriptor
                     // over to be consumed; it is closed once, here.
                     unsafe { libc::close(*fd) };
-                    seg
+                    seg?
                 }
                 Target::Memfd => return Err(OpenError::Os(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -532,7 +535,8 @@ impl<M: Message> Channel<M> {
             strategy: self.strategy,
             trust: self.trust,
             meta,
-            cap: self.seg.layout().slot_size() - meta,
+            // Length words have 32 bits (flags above them).
+            cap: (self.seg.layout().slot_size() - meta).min(u32::MAX as usize),
             epoch: Instant::now(),
             last_probe: AtomicU64::new(0),
             corrupted: AtomicBool::new(false),
@@ -892,14 +896,14 @@ impl<M: Message> Receiver<M> {
         Arc::ptr_eq(&self.end, &other.end)
     }
 
-    fn try_ref(&self, probe: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        port::mpmc_try_ref(&self.end, probe)
+    fn try_ref(&self, probe: bool, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        port::mpmc_try_ref(&self.end, probe, owned)
     }
 
     fn ref_until(&self, deadline: Option<Instant>) -> Result<MsgRef<'_, M>, RecvMsgError> {
         let end = &*self.end;
         end.side
-            .wait_recv(deadline, |probe| port::mpmc_try_ref(end, probe))
+            .wait_recv(deadline, |probe| port::mpmc_try_ref(end, probe, false))
     }
 
     fn read_until<R>(
@@ -909,7 +913,7 @@ impl<M: Message> Receiver<M> {
     ) -> Result<R, RecvMsgError> {
         let end = &*self.end;
         end.side.wait_recv(deadline, |probe| {
-            let msg = port::mpmc_try_ref::<M>(end, probe)?;
+            let msg = port::mpmc_try_ref::<M>(end, probe, true)?;
             read(&msg).map_err(RecvMsgError::Invalid)
         })
     }
@@ -977,8 +981,8 @@ impl<M: Message> SpscReceiver<M> {
 
     common_methods!();
 
-    fn try_ref(&mut self, probe: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        port::spsc_try_ref(&mut self.ring, &self.side, probe)
+    fn try_ref(&mut self, probe: bool, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        port::spsc_try_ref(&mut self.ring, &self.side, probe, owned)
     }
 
     fn ref_until(&mut self, deadline: Option<Instant>) -> Result<MsgRef<'_, M>, RecvMsgError> {
@@ -988,7 +992,7 @@ impl<M: Message> SpscReceiver<M> {
         side.wait_recv(deadline, |probe| {
             port::spsc_front(ring, side, probe).map(drop)
         })?;
-        port::spsc_try_ref(ring, side, false)
+        port::spsc_try_ref(ring, side, false, false)
     }
 
     fn read_until<R>(
@@ -998,7 +1002,7 @@ impl<M: Message> SpscReceiver<M> {
     ) -> Result<R, RecvMsgError> {
         let (ring, side) = (&mut self.ring, &self.side);
         side.wait_recv(deadline, |probe| {
-            let msg = port::spsc_try_ref::<M>(ring, side, probe)?;
+            let msg = port::spsc_try_ref::<M>(ring, side, probe, true)?;
             read(&msg).map_err(RecvMsgError::Invalid)
         })
     }

@@ -95,7 +95,12 @@ pub(super) fn mpmc_try_write<E>(
         match end.ring.try_reserve() {
             Ok(slot) => {
                 let p = slot.as_mut_ptr();
+                // A reservation publishes its slot when dropped, unwinding
+                // included: until the length is known, the slot says "skip",
+                // so a `write` that panics leaves a hole, not a stale length.
                 // SAFETY: a reserved slot of this segment's layout.
+                unsafe { set_meta(p, side, FLAG_SKIP) };
+                // SAFETY: as above.
                 let written = write(unsafe { data(p, side) });
                 let word = match &written {
                     Ok(len) => {
@@ -185,7 +190,10 @@ fn mpmc_claim(end: &MpmcEnd, probe: bool) -> Result<(mpmc::Claim<'_>, *const u8)
     }
     let mut step = 0;
     let mut senders_gone = false;
-    let mut abandon_failures = 0;
+    // Failed attempts to skip an abandoned slot at one head position:
+    // losing the race to another receiver moves the head; a slot that can
+    // never be skipped does not.
+    let mut abandon_failures = (0, end.ring.head());
     loop {
         match end.ring.try_claim() {
             Ok(slot) => {
@@ -227,8 +235,13 @@ fn mpmc_claim(end: &MpmcEnd, probe: bool) -> Result<(mpmc::Claim<'_>, *const u8)
                 // stamp is neither claimed nor published), the ring is
                 // garbage.
                 if !end.ring.publish_abandoned(mark_skipped) {
-                    abandon_failures += 1;
-                    if abandon_failures > 3 {
+                    let head = end.ring.head();
+                    abandon_failures = if head == abandon_failures.1 {
+                        (abandon_failures.0 + 1, head)
+                    } else {
+                        (1, head)
+                    };
+                    if abandon_failures.0 > 3 {
                         side.poison();
                         return Err(RecvMsgError::Disconnected);
                     }
@@ -290,32 +303,39 @@ pub(super) fn spsc_front(
     }
 }
 
-/// Lends out the oldest message of an MPMC ring.
+/// Lends out the oldest message of an MPMC ring (`owned`: see [`lend`]).
 pub(super) fn mpmc_try_ref<M: Message>(
     end: &MpmcEnd,
     probe: bool,
+    owned: bool,
 ) -> Result<MsgRef<'_, M>, RecvMsgError> {
     let (claim, p) = mpmc_claim(end, probe)?;
-    lend(p, &end.side, Hold::Claim(Some(claim), &end.side))
+    lend(p, &end.side, Hold::Claim(Some(claim), &end.side), owned)
 }
 
-/// Lends out the oldest message of an SPSC ring.
+/// Lends out the oldest message of an SPSC ring (`owned`: see [`lend`]).
 pub(super) fn spsc_try_ref<'a, M: Message>(
     ring: &'a mut spsc::Consumer,
     side: &'a Side,
     probe: bool,
+    owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
     let p = spsc_front(ring, side, probe)?;
-    lend(p, side, Hold::Front(Some(ring), side))
+    lend(p, side, Hold::Front(Some(ring), side), owned)
 }
 
-/// Turns a held slot into a guard over its message: in place, or (for
-/// `Trust::hostile`) over a private copy, the slot freed at once. An
+/// Turns a held slot into a guard over its message: in place, or over a
+/// private copy (the slot freed at once) under `Trust::hostile`, and also
+/// under `Trust::validate` when the message is about to be deserialized
+/// into an owned value (`owned`): the copy is cheap next to the
+/// deserializing, and a peer cannot change the bytes between check and
+/// use. Pod messages are never copied: every bit pattern is valid. An
 /// invalid message frees the slot and is reported; the channel goes on.
 fn lend<'a, M: Message>(
     payload: *const u8,
     side: &'a Side,
     hold: Hold<'a>,
+    owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
     // SAFETY: `hold` keeps the slot this side's until it is dropped, and
     // `bytes` is not used after that.
@@ -323,7 +343,8 @@ fn lend<'a, M: Message>(
         Ok(bytes) => bytes,
         Err(e) => return Err(RecvMsgError::Invalid(e)),
     };
-    if side.trust.copies() && M::KIND != kind::POD {
+    let private = side.trust.copies() || (owned && side.trust.validates());
+    if private && M::KIND != kind::POD {
         let mut buf = side.take_copy();
         let copied = copy_into(&mut buf, bytes);
         drop(hold);
