@@ -15,15 +15,14 @@
 //! (see [`crate::ipc::maybe_run_peer`], which hands over to
 //! [`maybe_run_peer`]).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::time::Instant;
 
 use shmlane::ipc::{Builder, Bytes, Rkyv, Trust};
 use shmlane::WaitStrategy;
 use shmlane_codec::sample::Order;
 
-use crate::ipc::{pin_to_cpu, unpin};
+use crate::ipc::{median_f64 as median, pin_to_cpu, unpin, Peer};
 
 const PEER_ENV: &str = "SHMLANE_BENCH_CODEC_PEER";
 const MIB: usize = 1 << 20;
@@ -54,51 +53,8 @@ fn trust_named(name: &str) -> Trust {
     }
 }
 
-/// A peer process, killed if still running when dropped.
-struct Peer(Child);
-
-impl Peer {
-    fn spawn(args: &str) -> Self {
-        let exe = std::env::current_exe().expect("own executable");
-        let child = Command::new(exe)
-            .env(PEER_ENV, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn codec bench peer");
-        Self(child)
-    }
-
-    /// Waits for the peer to print `word` alone on a line; returns the
-    /// lines before it.
-    fn wait_line(&mut self, word: &str) -> Vec<String> {
-        let out = self.0.stdout.as_mut().expect("piped");
-        let mut reader = BufReader::new(out);
-        let mut seen = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).expect("peer stdout");
-            assert!(n > 0, "codec bench peer exited before `{word}`");
-            if line.trim() == word {
-                return seen;
-            }
-            seen.push(line.trim().to_owned());
-        }
-    }
-
-    fn finish(mut self) {
-        let status = self.0.wait().expect("peer exit");
-        assert!(status.success(), "codec bench peer failed: {status}");
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+fn spawn_peer(args: &str) -> Peer {
+    Peer::spawn_as(PEER_ENV, args)
 }
 
 fn unique(tag: &str) -> String {
@@ -151,7 +107,7 @@ pub fn mib_gbps(n: u64, copy: bool) -> f64 {
         .unwrap();
     let mut tx = chan.spsc_sender().unwrap();
     let mode = if copy { "copy" } else { "zero-copy" };
-    let mut peer = Peer::spawn(&format!("mib {addr} {n} {mode}"));
+    let mut peer = spawn_peer(&format!("mib {addr} {n} {mode}"));
     peer.wait_line("ready");
     let src = vec![3u8; MIB];
     let start = Instant::now();
@@ -210,7 +166,7 @@ pub fn orders_per_s(n: u64, trust: &str) -> f64 {
         .unwrap();
     let mut tx = chan.spsc_sender().unwrap();
     let orders: Vec<Order> = (0..64).map(Order::sample).collect();
-    let mut peer = Peer::spawn(&format!("orders {addr} {n} {trust}"));
+    let mut peer = spawn_peer(&format!("orders {addr} {n} {trust}"));
     peer.wait_line("ready");
     let start = Instant::now();
     for i in 0..n {
@@ -255,16 +211,6 @@ fn peer_orders(addr: &str, n: u64, trust: Trust) {
         }
     );
     println!("done");
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }
 
 /// Every codec figure, medians of `runs` runs.

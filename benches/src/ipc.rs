@@ -80,13 +80,18 @@ pub fn unpin() {
 }
 
 /// A peer process, killed if still running when dropped.
-struct Peer(Child);
+pub(crate) struct Peer(Child);
 
 impl Peer {
     fn spawn(args: &str) -> Self {
+        Self::spawn_as(PEER_ENV, args)
+    }
+
+    /// This executable re-run with `env` set to `args`.
+    pub(crate) fn spawn_as(env: &str, args: &str) -> Self {
         let exe = std::env::current_exe().expect("own executable");
         let child = Command::new(exe)
-            .env(PEER_ENV, args)
+            .env(env, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -95,21 +100,24 @@ impl Peer {
         Self(child)
     }
 
-    fn wait_line(&mut self, word: &str) {
+    /// Waits for the peer to print `word` alone on a line; returns the
+    /// lines before it.
+    pub(crate) fn wait_line(&mut self, word: &str) -> Vec<String> {
         let out = self.0.stdout.as_mut().expect("piped");
         let mut reader = BufReader::new(out);
-        let mut line = String::new();
+        let mut seen = Vec::new();
         loop {
-            line.clear();
+            let mut line = String::new();
             let n = reader.read_line(&mut line).expect("peer stdout");
             assert!(n > 0, "bench peer exited before `{word}`");
             if line.trim() == word {
-                return;
+                return seen;
             }
+            seen.push(line.trim().to_owned());
         }
     }
 
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let status = self.0.wait().expect("peer exit");
         assert!(status.success(), "bench peer failed: {status}");
     }
@@ -411,7 +419,8 @@ pub struct Report {
     pub pinned: bool,
 }
 
-fn median_f64(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the mean of the middle two for an even count).
+pub(crate) fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
     if v.len() % 2 == 1 {

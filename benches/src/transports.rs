@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use shmlane::ipc::{Builder, Bytes, Channel, SpscReceiver, SpscSender};
 use shmlane::transport::{self, Address, FrameReceiver, FrameSender, Options};
 
-use crate::ipc::{percentiles, pin_to_cpu, unique, unpin, Latency, PEER_ENV};
+use crate::ipc::{median_f64 as median, percentiles, pin_to_cpu, unique, unpin, Latency, PEER_ENV};
 
 /// The peer's receive address (environment variable of the peer).
 const PEER_RX_ENV: &str = "SHMLANE_BENCH_PEER_RX";
@@ -377,16 +377,6 @@ pub fn measure(settings: &Settings, mut progress: impl FnMut(&Progress)) -> Vec<
             outcome: median_outcome(outcomes),
         })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }
 
 fn median_outcome(outcomes: Vec<Outcome>) -> Outcome {
