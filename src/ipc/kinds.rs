@@ -429,7 +429,7 @@ macro_rules! pod_methods {
         /// [`TrySendError::Full`] or [`TrySendError::Disconnected`], with the
         /// message.
         pub fn try_send(&$($m)? self, msg: T) -> Result<(), TrySendError<T>> {
-            match self.try_write(true, &mut put_pod(&msg)) {
+            match self.try_put(true, &msg) {
                 super::port::Tried::Done => Ok(()),
                 super::port::Tried::Full => Err(TrySendError::Full(msg)),
                 super::port::Tried::Gone => Err(TrySendError::Disconnected(msg)),
@@ -466,7 +466,7 @@ macro_rules! pod_methods {
         }
 
         fn send_until(&$($m)? self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-            match self.write_until(deadline, &mut put_pod(&msg)) {
+            match self.put_until(deadline, &msg) {
                 Ok(()) => Ok(()),
                 Err(Failed::Timeout) => Err(SendTimeoutError::Timeout(msg)),
                 Err(Failed::Gone) => Err(SendTimeoutError::Disconnected(msg)),
@@ -516,8 +516,7 @@ macro_rules! pod_recv_methods {
         /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the
         /// channel is empty and every sender is gone.
         pub fn try_recv(&$($m)? self) -> Result<T, TryRecvError> {
-            let got = self.try_ref(true, true).map(|msg| *msg);
-            match got {
+            match self.try_take(true) {
                 Ok(msg) => Ok(msg),
                 Err(RecvMsgError::Empty) => Err(TryRecvError::Empty),
                 Err(e) => Err(self.pod_fault(e)),
@@ -552,7 +551,7 @@ macro_rules! pod_recv_methods {
         }
 
         fn recv_until(&$($m)? self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-            match self.read_until(deadline, |msg: &T| Ok(*msg)) {
+            match self.take_until(deadline) {
                 Ok(v) => Ok(v),
                 Err(RecvMsgError::Timeout) => Err(RecvTimeoutError::Timeout),
                 Err(e) => {
@@ -785,18 +784,56 @@ macro_rules! bytes_send_msg {
 
 impl<T: Pod> Sender<T> {
     pod_methods!();
+
+    fn try_put(&self, probe: bool, msg: &T) -> Tried<Infallible> {
+        self.try_write(probe, &mut put_pod(msg))
+    }
+
+    fn put_until(&self, deadline: Option<Instant>, msg: &T) -> Result<(), Failed<Infallible>> {
+        self.write_until(deadline, &mut put_pod(msg))
+    }
 }
 
 impl<T: Pod> SpscSender<T> {
     pod_methods!(mut);
+
+    fn try_put(&mut self, probe: bool, msg: &T) -> Tried<Infallible> {
+        super::port::spsc_try_put_bare(&mut self.ring, &self.side, probe, msg)
+    }
+
+    fn put_until(&mut self, deadline: Option<Instant>, msg: &T) -> Result<(), Failed<Infallible>> {
+        let (ring, side) = (&mut self.ring, &self.side);
+        side.wait_send(deadline, |probe| {
+            super::port::spsc_try_put_bare(ring, side, probe, msg)
+        })
+    }
 }
 
 impl<T: Pod> Receiver<T> {
     pod_recv_methods!();
+
+    fn try_take(&self, probe: bool) -> Result<T, RecvMsgError> {
+        self.try_ref(probe, true).map(|msg| *msg)
+    }
+
+    fn take_until(&self, deadline: Option<Instant>) -> Result<T, RecvMsgError> {
+        self.read_until(deadline, |msg: &T| Ok(*msg))
+    }
 }
 
 impl<T: Pod> SpscReceiver<T> {
     pod_recv_methods!(mut);
+
+    fn try_take(&mut self, probe: bool) -> Result<T, RecvMsgError> {
+        super::port::spsc_try_take_bare(&mut self.ring, &self.side, probe)
+    }
+
+    fn take_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvMsgError> {
+        let (ring, side) = (&mut self.ring, &self.side);
+        side.wait_recv(deadline, |probe| {
+            super::port::spsc_try_take_bare(ring, side, probe)
+        })
+    }
 }
 
 impl<T: archive::Message + 'static> Sender<Rkyv<T>> {

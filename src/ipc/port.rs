@@ -1,7 +1,10 @@
 //! The byte-level core every message kind shares: write a slot's bytes and
 //! publish them, or find the oldest message's bytes and lend them out.
 
+use std::convert::Infallible;
 use std::ptr::NonNull;
+
+use bytemuck::Pod;
 
 use shmlane_codec::archive::copy_into;
 use shmlane_codec::{kind, InvalidMessage};
@@ -262,13 +265,74 @@ pub(super) fn spsc_front(
     side: &Side,
     probe: bool,
 ) -> Result<*const u8, RecvMsgError> {
+    spsc_next(ring, side, probe, spsc::Consumer::front)
+}
+
+/// One attempt to send a Pod message through an SPSC ring, whose slots
+/// hold the bare `T`: the per-message hot path, kept as short as the ring
+/// allows.
+pub(super) fn spsc_try_put_bare<T: Pod>(
+    ring: &mut spsc::Producer,
+    side: &Side,
+    probe: bool,
+    msg: &T,
+) -> Tried<Infallible> {
+    if side.corrupted() || side.peers_gone(Role::Receiver, false) {
+        return Tried::Gone;
+    }
+    // SAFETY: SPSC slots of a Pod channel hold a bare `T` (no length word),
+    // sized and aligned for it (checked at open); the producer owns the
+    // slot until it is published. Volatile: a peer reads these bytes.
+    match ring.try_push_with(|p| unsafe { p.cast::<T>().write_volatile(*msg) }) {
+        Ok(()) => {
+            side.not_empty().notify_one();
+            Tried::Done
+        }
+        Err(PushError::Full | PushError::Busy) => {
+            if side.peers_gone(Role::Receiver, probe) {
+                Tried::Gone
+            } else {
+                Tried::Full
+            }
+        }
+        Err(PushError::Corrupted | PushError::TooLarge) => {
+            side.poison();
+            Tried::Gone
+        }
+    }
+}
+
+/// Takes the oldest Pod message out of an SPSC ring of bare `T`s.
+pub(super) fn spsc_try_take_bare<T: Pod>(
+    ring: &mut spsc::Consumer,
+    side: &Side,
+    probe: bool,
+) -> Result<T, RecvMsgError> {
+    let got = spsc_next(ring, side, probe, |r| {
+        // SAFETY: a published SPSC slot of a Pod channel: a bare `T`,
+        // sized and aligned for it; every bit pattern is a valid `T`.
+        r.try_pop_with(|p| unsafe { p.cast::<T>().read_volatile() })
+    })?;
+    side.not_full().notify_one();
+    Ok(got)
+}
+
+/// Runs `take` on the ring until it finds a message, telling "empty" from
+/// "every sender is gone" (and from a corrupted ring) the same way for
+/// every kind of receive.
+fn spsc_next<R>(
+    ring: &mut spsc::Consumer,
+    side: &Side,
+    probe: bool,
+    mut take: impl FnMut(&mut spsc::Consumer) -> Result<R, PopError>,
+) -> Result<R, RecvMsgError> {
     if side.corrupted() {
         return Err(RecvMsgError::Disconnected);
     }
     let mut senders_gone = false;
     let mut refreshed = false;
     loop {
-        match ring.front() {
+        match take(ring) {
             Ok(p) => return Ok(p),
             Err(PopError::Corrupted) => {
                 side.poison();
