@@ -484,7 +484,11 @@ fn send_shm(opts: &Opts) -> Result<()> {
         Err(e) => return Err(attach_error(e, opts)),
     };
     let seg = chan.segment();
-    let max = chan.max_message_len();
+    // The ring rounds its slots up to whole cache lines; the limit the user
+    // asked for (or the one a segment opened here carries) is the smaller.
+    let max = opts
+        .max_line
+        .map_or(chan.max_message_len(), |m| m.min(chan.max_message_len()));
     let mut lines = Lines::new();
     let mut input = io::stdin().lock();
     let mut sent = 0u64;
