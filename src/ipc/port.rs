@@ -57,27 +57,42 @@ unsafe fn set_meta(payload: *mut u8, side: &Side, word: u64) {
     }
 }
 
-/// The message bytes of a published slot: checked against the slot's room,
-/// never trusted.
+/// The length word in front of a published message, loaded once; `None`
+/// for bare slots, which have none.
 ///
 /// # Safety
 ///
 /// - `payload` is the payload of a published slot of `side`'s layout that
-///   this side holds (claimed, or the SPSC consumer's front) for `'a`.
-unsafe fn frame<'a>(payload: *const u8, side: &Side) -> Result<&'a [u8], InvalidMessage> {
-    let len = if side.meta == 0 {
-        side.cap
-    } else {
-        // SAFETY: per the contract (aligned to 8). Loaded once, then checked.
-        let word = unsafe { payload.cast::<u64>().read_volatile() };
-        let len = word & 0xffff_ffff;
-        if word >> 32 != 0 || len > side.cap as u64 {
-            return Err(InvalidMessage::Length {
-                len: word,
-                max: side.cap,
-            });
+///   this side holds (claimed, or the SPSC consumer's front).
+unsafe fn meta_word(payload: *const u8, side: &Side) -> Option<u64> {
+    // SAFETY: per the contract; slots with a length word are aligned to at
+    // least 8. Volatile: shared bytes.
+    (side.meta > 0).then(|| unsafe { payload.cast::<u64>().read_volatile() })
+}
+
+/// The message bytes of a published slot, given its length word as the
+/// caller loaded it (once): checked against the slot's room, never trusted.
+///
+/// # Safety
+///
+/// - As for [`meta_word`], for `'a`.
+unsafe fn frame<'a>(
+    payload: *const u8,
+    side: &Side,
+    word: Option<u64>,
+) -> Result<&'a [u8], InvalidMessage> {
+    let len = match word {
+        None => side.cap,
+        Some(word) => {
+            let len = word & 0xffff_ffff;
+            if word >> 32 != 0 || len > side.cap as u64 {
+                return Err(InvalidMessage::Length {
+                    len: word,
+                    max: side.cap,
+                });
+            }
+            len as usize
         }
-        len as usize
     };
     // SAFETY: per the contract; `len <= cap` bytes follow the length word.
     Ok(unsafe { std::slice::from_raw_parts(payload.add(side.meta), len) })
@@ -186,7 +201,11 @@ pub(super) fn spsc_try_write<E>(
 }
 
 /// Claims the oldest message of an MPMC ring, skipping holes.
-fn mpmc_claim(end: &MpmcEnd, probe: bool) -> Result<(mpmc::Claim<'_>, *const u8), RecvMsgError> {
+/// Returns the claim, the payload and its length word (loaded once).
+fn mpmc_claim(
+    end: &MpmcEnd,
+    probe: bool,
+) -> Result<(mpmc::Claim<'_>, *const u8, u64), RecvMsgError> {
     let side = &end.side;
     if side.corrupted() {
         return Err(RecvMsgError::Disconnected);
@@ -209,7 +228,7 @@ fn mpmc_claim(end: &MpmcEnd, probe: bool) -> Result<(mpmc::Claim<'_>, *const u8)
                     side.not_full().notify_one();
                     continue;
                 }
-                return Ok((slot, p));
+                return Ok((slot, p, word));
             }
             Err(PopError::Empty) => {
                 if senders_gone {
@@ -373,8 +392,14 @@ pub(super) fn mpmc_try_ref<M: Message>(
     probe: bool,
     owned: bool,
 ) -> Result<MsgRef<'_, M>, RecvMsgError> {
-    let (claim, p) = mpmc_claim(end, probe)?;
-    lend(p, &end.side, Hold::Claim(Some(claim), &end.side), owned)
+    let (claim, p, word) = mpmc_claim(end, probe)?;
+    lend(
+        p,
+        Some(word),
+        &end.side,
+        Hold::Claim(Some(claim), &end.side),
+        owned,
+    )
 }
 
 /// Lends out the oldest message of an SPSC ring (`owned`: see [`lend`]).
@@ -385,7 +410,9 @@ pub(super) fn spsc_try_ref<'a, M: Message>(
     owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
     let p = spsc_front(ring, side, probe)?;
-    lend(p, side, Hold::Front(Some(ring), side), owned)
+    // SAFETY: the consumer's front slot, held until `Hold::Front` drops.
+    let word = unsafe { meta_word(p, side) };
+    lend(p, word, side, Hold::Front(Some(ring), side), owned)
 }
 
 /// Turns a held slot into a guard over its message: in place, or over a
@@ -397,13 +424,14 @@ pub(super) fn spsc_try_ref<'a, M: Message>(
 /// invalid message frees the slot and is reported; the channel goes on.
 fn lend<'a, M: Message>(
     payload: *const u8,
+    word: Option<u64>,
     side: &'a Side,
     hold: Hold<'a>,
     owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
     // SAFETY: `hold` keeps the slot this side's until it is dropped, and
     // `bytes` is not used after that.
-    let bytes = match unsafe { frame(payload, side) } {
+    let bytes = match unsafe { frame(payload, side, word) } {
         Ok(bytes) => bytes,
         Err(e) => return Err(RecvMsgError::Invalid(e)),
     };
