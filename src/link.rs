@@ -50,7 +50,6 @@
 //! ```
 
 use std::fmt;
-use std::io;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
@@ -145,6 +144,8 @@ impl LinkOptions {
 pub enum LinkError {
     /// The address does not parse.
     Address(transport::AddressError),
+    /// The `shm:` or `file:` address names no valid segment.
+    RingAddress(ipc::AddressError),
     /// A fallback transport could not bind or connect.
     Transport(transport::OpenError),
     /// The shared-memory segment could not be created.
@@ -169,6 +170,7 @@ impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Address(e) => write!(f, "{e}"),
+            Self::RingAddress(e) => write!(f, "{e}"),
             Self::Transport(e) => write!(f, "{e}"),
             Self::Create(e) => write!(f, "{e}"),
             Self::Open(e) => write!(f, "{e}"),
@@ -188,6 +190,7 @@ impl std::error::Error for LinkError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Address(e) => Some(e),
+            Self::RingAddress(e) => Some(e),
             Self::Transport(e) => Some(e),
             Self::Create(e) => Some(e),
             Self::Open(e) => Some(e),
@@ -260,7 +263,7 @@ pub fn sender<M: Message>(addr: &str, opts: &LinkOptions) -> Result<LinkSender<M
         Parsed::Ring(addr) => {
             let start = Instant::now();
             let builder = Builder::new(&addr)
-                .map_err(|e| LinkError::Open(ipc::OpenError::Os(io::Error::other(e.to_string()))))?
+                .map_err(LinkError::RingAddress)?
                 .wait_strategy(opts.wait)
                 .open_timeout(opts.connect_timeout);
             let chan = loop {
@@ -303,9 +306,7 @@ pub fn receiver<M: Message>(addr: &str, opts: &LinkOptions) -> Result<LinkReceiv
     match parse(addr)? {
         Parsed::Ring(addr) => {
             let chan = Builder::new(&addr)
-                .map_err(|e| {
-                    LinkError::Create(ipc::CreateError::Os(io::Error::other(e.to_string())))
-                })?
+                .map_err(LinkError::RingAddress)?
                 .spsc()
                 .capacity(opts.capacity)
                 .message_size(opts.message_size.unwrap_or(4096))

@@ -860,7 +860,6 @@ impl<M: Message> Sender<M> {
         })
     }
 
-    #[allow(dead_code)] // used by rkyv channels only
     fn take_scratch(&self) -> Scratch {
         self.end
             .scratch
@@ -870,7 +869,6 @@ impl<M: Message> Sender<M> {
             .unwrap_or_default()
     }
 
-    #[allow(dead_code)] // used by rkyv channels only
     fn put_scratch(&self, scratch: Scratch) {
         self.end
             .scratch
@@ -920,7 +918,6 @@ impl<M: Message> Receiver<M> {
 
     /// A Pod channel has no "invalid message" error: a message of the wrong
     /// length means a peer broke the protocol, so the channel stops.
-    #[allow(dead_code)] // used by Pod channels only
     fn pod_fault(&self, e: RecvMsgError) -> TryRecvError {
         if matches!(e, RecvMsgError::Invalid(_)) {
             self.end.side.poison();
@@ -959,12 +956,10 @@ impl<M: Message> SpscSender<M> {
         })
     }
 
-    #[allow(dead_code)] // used by rkyv channels only
     fn take_scratch(&mut self) -> Scratch {
         self.scratch.take().unwrap_or_default()
     }
 
-    #[allow(dead_code)] // used by rkyv channels only
     fn put_scratch(&mut self, scratch: Scratch) {
         self.scratch = Some(scratch);
     }
@@ -1008,7 +1003,6 @@ impl<M: Message> SpscReceiver<M> {
     }
 
     /// As [`Receiver::pod_fault`].
-    #[allow(dead_code)] // used by Pod channels only
     fn pod_fault(&self, e: RecvMsgError) -> TryRecvError {
         if matches!(e, RecvMsgError::Invalid(_)) {
             self.side.poison();
