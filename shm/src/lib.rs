@@ -23,6 +23,7 @@
 //! descriptor is close-on-exec) or open the segment again in the child.
 
 mod error;
+pub mod fault;
 pub mod header;
 mod segment;
 mod sys;

@@ -1,0 +1,209 @@
+//! The one test kit every cross-process test uses: unique segment names,
+//! child processes that are killed and reaped however a test ends, and
+//! guards that remove what a test created even when it fails.
+//!
+//! A test binary runs copies of itself as children: [`Kid::spawn`] starts
+//! `current_exe` with a filter that selects the binary's `child` test (or
+//! whatever test name is given) and a role in `SHMLANE_TEST_ROLE`; that
+//! test calls [`role`] and does nothing when it is `None`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The variable that carries a child's role.
+pub const ROLE: &str = "SHMLANE_TEST_ROLE";
+
+/// A name no other test, process or run uses: `shmlane-test-TAG-PID-N`.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmlane-test-{tag}-{}-{}",
+        std::process::id(),
+        // Relaxed: only uniqueness matters.
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The role this process was started with, if it is a child.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// An environment variable a child needs.
+///
+/// # Panics
+///
+/// If it is not set.
+pub fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set"))
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Kid {
+    child: Child,
+    out: Option<BufReader<ChildStdout>>,
+}
+
+impl Kid {
+    /// Runs this test binary's test `test` (exactly) as a child with role
+    /// `role` and extra environment `envs`; its stdout is piped (read it
+    /// with [`wait_for`](Self::wait_for)), stdin too.
+    pub fn spawn(test: &str, role: &str, envs: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+        cmd.args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE, role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Self::from_child(cmd.spawn().expect("spawn child"))
+    }
+
+    /// Takes charge of a child spawned elsewhere.
+    pub fn from_child(mut child: Child) -> Self {
+        let out = child.stdout.take().map(BufReader::new);
+        Self { child, out }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child to print `word` on a line of its own; returns
+    /// false if it exited (closed stdout) first.
+    pub fn wait_for(&mut self, word: &str) -> bool {
+        let Some(out) = self.out.as_mut() else {
+            return false;
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match out.read_line(&mut line) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) if line.trim() == word => return true,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next line the child prints (without its newline), if any.
+    pub fn line(&mut self) -> Option<String> {
+        let out = self.out.as_mut()?;
+        let mut line = String::new();
+        match out.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end().to_owned()),
+        }
+    }
+
+    /// Writes `word` and a newline to the child's stdin.
+    pub fn say(&mut self, word: &str) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = writeln!(stdin, "{word}");
+        }
+    }
+
+    /// Sends `SIGKILL` (ignored if it already exited).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits for the child to exit, at most `limit`; kills it past that and
+    /// returns `None`.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() >= limit {
+                self.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for child")
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a child was killed by `SIGKILL`.
+pub fn killed(status: &ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGKILL)
+}
+
+/// Removes paths (files, or `/dev/shm` names given as `/dev/shm/NAME`)
+/// when dropped, whether the test passed or not.
+#[derive(Default)]
+pub struct Cleanup(Vec<PathBuf>);
+
+impl Cleanup {
+    /// A guard for `shm:NAME` segments and files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Removes `path` at the end.
+    pub fn path(&mut self, path: impl AsRef<Path>) -> &mut Self {
+        self.0.push(path.as_ref().to_owned());
+        self
+    }
+
+    /// Removes the POSIX shared-memory object `name` at the end.
+    pub fn shm(&mut self, name: &str) -> &mut Self {
+        self.0.push(Path::new("/dev/shm").join(name));
+        self
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// A private temporary directory, removed with its contents when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new directory under the system's temporary directory.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
