@@ -127,7 +127,8 @@ impl<T> Chan<T> {
                     // SAFETY: the reservation owns a slot of `size_of::<T>()`
                     // bytes or more, aligned for `T` (the layout was made for `T`).
                     unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
-                    slot.commit();
+                    // Anonymous handles always publish.
+                    let _ = slot.commit();
                     self.not_empty.0.notify_one();
                     return Ok(());
                 }

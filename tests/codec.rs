@@ -175,7 +175,10 @@ fn inject(chan: &Channel<impl Message>, payload: &[u8]) {
     let (base, len) = chan.segment().ring_region();
     // SAFETY: the region is the segment's validated ring, alive while
     // `chan` is; the MPMC ring allows any number of producers.
-    let ring = unsafe { mpmc::Ring::attach(base, len, chan.segment().layout()) }.unwrap();
+    let ring = unsafe { mpmc::Ring::attach(base, len, chan.segment().layout()) }
+        .unwrap()
+        // Channels' handles are owned; so is this one (as a stranger).
+        .with_owner(mpmc::MAX_WHO);
     let slot = ring.try_reserve().unwrap();
     let size = chan.segment().layout().slot_size();
     assert!(payload.len() <= size);

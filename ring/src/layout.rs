@@ -120,17 +120,21 @@ pub(crate) struct SpscSlot {
     pub(crate) tracker: Tracker,
 }
 
-/// The header in front of each MPMC slot: the sequence stamp.
+/// The header in front of each MPMC slot: the sequence stamp and, for
+/// rings shared between processes, who holds the slot now (see
+/// [`mpmc`](crate::mpmc)). Both sit on the slot's own line, next to its
+/// payload.
 #[repr(C)]
 pub(crate) struct MpmcSlot {
     pub(crate) stamp: AtomicU64,
+    pub(crate) owner: AtomicU64,
     pub(crate) tracker: Tracker,
 }
 
 #[cfg(not(shmlane_loom))]
 const _: () = {
     assert!(size_of::<SpscSlot>() == 8 && align_of::<SpscSlot>() == 8);
-    assert!(size_of::<MpmcSlot>() == 8 && align_of::<MpmcSlot>() == 8);
+    assert!(size_of::<MpmcSlot>() == 16 && align_of::<MpmcSlot>() == 8);
 };
 
 /// The computed layout of one ring region. Every offset is relative to the
@@ -315,6 +319,7 @@ impl RingLayout {
                 RingKind::Mpmc => {
                     let slot = MpmcSlot {
                         stamp: AtomicU64::new(i),
+                        owner: AtomicU64::new(0),
                         tracker: Tracker::new(),
                     };
                     // SAFETY: as above, for the MPMC header.
@@ -351,8 +356,8 @@ mod tests {
     fn sizes_are_exact_and_slots_are_powers_of_two() {
         let l = RingLayout::new(RingKind::Mpmc, 3, 8, 8).unwrap();
         assert_eq!((l.capacity(), l.slots()), (3, 4));
-        assert_eq!(l.stride(), 16);
-        assert_eq!(l.region_len(), 256 + 4 * 16);
+        assert_eq!(l.stride(), 24);
+        assert_eq!(l.region_len(), 256 + 4 * 24);
         let l = RingLayout::new(RingKind::Spsc, 1, 1, 1).unwrap();
         assert_eq!((l.capacity(), l.slots(), l.stride()), (1, 2, 16));
         let l = RingLayout::new(RingKind::Spsc, 1024, 8, 8).unwrap();

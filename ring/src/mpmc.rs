@@ -1,16 +1,57 @@
-//! Multi-producer multi-consumer ring (after Vyukov's bounded MPMC queue).
+//! Multi-producer multi-consumer ring (after Vyukov's bounded MPMC queue),
+//! with per-slot ownership so that survivors can recover from a process
+//! that died holding a slot.
+//!
+//! # Stamps
 //!
 //! Every slot carries a sequence stamp. For the ever-growing position `p`
 //! of a slot with `S` slots:
 //! - `stamp == p`: empty, waiting for the producer of position `p`;
 //! - `stamp == p + 1`: full, waiting for the consumer of position `p`;
-//! - the consumer frees it by storing `p + S`, the next lap's empty stamp.
+//! - `stamp == SKIP | (p + 1)`: "full" but holding no message: a survivor
+//!   recovered it from a producer that died while writing it;
+//! - the consumer frees it by setting `p + S`, the next lap's empty stamp.
 //!
-//! Producers claim a position with a CAS on the enqueue index, write, then
-//! publish the stamp; consumers do the same on the dequeue index. When the
-//! capacity asked for is below the slot count, producers also keep the
-//! enqueue index within `capacity` of the dequeue index, so the capacity is
-//! exact.
+//! Positions stay below 2^63 (they grow by one per message), so the top
+//! bit of a stamp is free for [`SKIP`].
+//!
+//! # Two modes
+//!
+//! A handle from [`Ring::attach`] is *anonymous*: producers claim a position
+//! with a CAS on the enqueue index and publish with a store, consumers
+//! likewise on the dequeue index: Vyukov's queue as it is, for rings whose
+//! users all live in one process (nothing there can die alone).
+//!
+//! A handle given an owner with [`Ring::with_owner`] is *owned*, for rings
+//! shared between processes: every in-flight slot records who holds it in
+//! its `owner` word, on the slot's own cache line, and the claim *is* the
+//! write of that word:
+//!
+//! - a producer claims position `p` by a CAS of the slot's owner word to
+//!   "writing lap(p), me", then moves the enqueue index past `p` (anyone
+//!   who finds the owner word set helps move it, so a producer that dies
+//!   between the two steps stalls nobody);
+//! - it publishes with a CAS of the stamp `p -> p + 1`, which fails if a
+//!   survivor has recovered the slot meanwhile (the message is then
+//!   reported as not sent, never published over a recycled slot);
+//! - a consumer claims a full slot by a CAS of the owner word to "reading
+//!   lap(p), me", then moves the dequeue index (helped the same way), and
+//!   frees the slot with a CAS of the stamp to `p + S`;
+//! - a survivor skips a dead producer's slot with one CAS of its stamp
+//!   (`p -> SKIP | (p + 1)`, [`Ring::skip_dead_writer`]), and adopts a dead
+//!   consumer's claim with one CAS of its owner word
+//!   ([`Ring::adopt_dead_reader`]), so the message is delivered again: at
+//!   least once, never lost. Neither leaves an intermediate state that a
+//!   second death or a preemption could strand.
+//!
+//! Who is dead is the caller's question: the ring takes an oracle
+//! (`is_dead(who)`), which over shared memory is the owner's liveness lock.
+//! A slot is recovered only when its *recorded* owner is dead, so a live
+//! process never has its slot taken.
+//!
+//! When the capacity asked for is below the slot count, producers also keep
+//! the enqueue index within `capacity` of the dequeue index, so the
+//! capacity is exact.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -19,14 +60,29 @@ use crate::layout::{Control, LayoutError, MpmcSlot, RingKind, RingLayout};
 use crate::sync::Ordering;
 use crate::{PopError, PushError};
 
+/// The stamp bit of a slot recovered from a dead producer: consumers take
+/// and free it like a full slot, but it holds no message.
+pub const SKIP: u64 = 1 << 63;
+
+/// The owner word: `lap (24 bits) | READ | who (38 bits)`.
+const LAP_SHIFT: u32 = 40;
+const LAP_MASK: u64 = (1 << 24) - 1;
+const READ: u64 = 1 << 39;
+/// The largest `who` an owned handle may have (0 means "nobody").
+pub const MAX_WHO: u64 = (1 << 38) - 1;
+
 /// A handle on an MPMC ring. It is `Sync`: any number of threads (and, over
 /// shared memory, processes with their own handles) push and pop at once.
 pub struct Ring {
     base: NonNull<u8>,
     layout: RingLayout,
     mask: u64,
+    /// log2 of the slot count: `pos >> shift` is the lap of `pos`.
+    shift: u32,
     /// Whether `capacity < slots`, so pushes must check the dequeue index.
     limited: bool,
+    /// Who this handle claims slots as; 0 for an anonymous handle.
+    who: u64,
 }
 
 // SAFETY: every access to the region goes through atomics or through slots
@@ -35,8 +91,22 @@ unsafe impl Send for Ring {}
 // SAFETY: as above; `&Ring` methods synchronise through the atomics only.
 unsafe impl Sync for Ring {}
 
+/// A slot that this handle's owner no longer holds: a survivor recovered it
+/// while this process was taken for dead. The message was not published
+/// (for a producer) or may be delivered again (for a consumer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered;
+
+impl core::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the slot was recovered by a survivor")
+    }
+}
+
 impl Ring {
-    /// Attaches to an initialised MPMC region.
+    /// Attaches an anonymous handle to an initialised MPMC region: for
+    /// rings whose handles all live in one process. See
+    /// [`with_owner`](Self::with_owner) for rings shared between processes.
     ///
     /// # Errors
     ///
@@ -51,6 +121,8 @@ impl Ring {
     /// - `base` is valid for reads and writes of `len` bytes for as long as
     ///   the handle lives, and holds a ring initialised by
     ///   [`RingLayout::init`] with this same layout.
+    /// - Every handle on the region is anonymous, or every one is owned:
+    ///   the two modes claim slots differently.
     pub unsafe fn attach(
         base: NonNull<u8>,
         len: usize,
@@ -66,8 +138,24 @@ impl Ring {
             base,
             layout: *layout,
             mask: layout.slots() - 1,
+            shift: layout.slots().trailing_zeros(),
             limited: layout.capacity() < layout.slots(),
+            who: 0,
         })
+    }
+
+    /// Makes this an owned handle that claims slots as `who` (for example a
+    /// process's index and generation in a participant table): every slot
+    /// it holds records `who`, so that survivors can recover it if `who`
+    /// dies.
+    ///
+    /// # Panics
+    ///
+    /// If `who` is 0 or above [`MAX_WHO`].
+    pub fn with_owner(mut self, who: u64) -> Self {
+        assert!(who != 0 && who <= MAX_WHO, "owner id out of range");
+        self.who = who;
+        self
     }
 
     /// The layout this handle was attached with.
@@ -95,6 +183,30 @@ impl Ring {
         let payload = header.wrapping_add(self.layout.payload_offset());
         // SAFETY: derived from the non-null base by an in-bounds offset.
         (slot, unsafe { NonNull::new_unchecked(payload) })
+    }
+
+    /// The owner-word tag of position `pos`: its lap, cut to 24 bits.
+    fn tag(&self, pos: u64) -> u64 {
+        ((pos >> self.shift) & LAP_MASK) << LAP_SHIFT
+    }
+
+    /// Whether `owner` records a producer's claim of `pos`.
+    fn writing(&self, owner: u64, pos: u64) -> bool {
+        owner & !MAX_WHO == self.tag(pos) && owner & MAX_WHO != 0
+    }
+
+    /// Whether `owner` records a consumer's claim of `pos`.
+    fn reading(&self, owner: u64, pos: u64) -> bool {
+        owner & !MAX_WHO == self.tag(pos) | READ && owner & MAX_WHO != 0
+    }
+
+    /// Moves `index` past `pos` if it is still there, on behalf of an
+    /// owner that claimed `pos` and may have died before doing so.
+    fn help(index: &crate::sync::AtomicU64, pos: u64) {
+        // Release: as the claimer's own CAS (see `reserve` and `claim`).
+        // Relaxed on failure: someone already moved it.
+        let _ =
+            index.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
     }
 
     /// Claims a slot for writing. The slot is published when the returned
@@ -129,15 +241,15 @@ impl Ring {
         let mut pos = ctrl.tail.value.load(Ordering::Relaxed);
         loop {
             let (slot, payload) = self.slot(pos);
-            // Acquire: pairs with the Release store of the stamp by the
-            // consumer that freed this slot (`Claim::drop`), so its read of
-            // the old payload is done before we overwrite it.
+            // Acquire: pairs with the Release that freed this slot (a
+            // consumer's `Claim` release), so its read of the old payload is
+            // done before we overwrite it.
             let stamp = slot.stamp.load(Ordering::Acquire);
-            let diff = stamp.wrapping_sub(pos) as i64;
-            if diff == 0 {
+            let diff = (stamp & !SKIP).wrapping_sub(pos) as i64;
+            if diff == 0 && stamp & SKIP == 0 {
                 if self.limited {
                     // Acquire: pairs with the Release CAS on `head` in
-                    // `try_claim`, so a head past `pos` implies our reload of
+                    // `claim`, so a head past `pos` implies our reload of
                     // the tail sees a producer's claim of `pos`. A stale head
                     // only makes the ring look fuller.
                     let head = ctrl.head.value.load(Ordering::Acquire);
@@ -158,29 +270,75 @@ impl Ring {
                         return Err(PushError::Full);
                     }
                 }
-                // Release on success: a consumer that Acquire-loads a tail
-                // past `pos` (the Busy check in `claim`) also sees what this
-                // producer did before claiming, e.g. attaching to a segment,
-                // so it never mistakes a new producer's claim for an
-                // abandoned one. The slot's contents are ordered by its
-                // stamp. Relaxed on failure: nothing is read.
-                match ctrl.tail.value.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        slot.tracker.write();
-                        return Ok(Reservation {
-                            slot,
-                            payload,
-                            pos,
-                            _ring: PhantomData,
-                        });
+                if self.who == 0 {
+                    // Anonymous: the index CAS is the claim.
+                    // Release on success: a consumer that Acquire-loads a
+                    // tail past `pos` (the Busy check in `claim`) also sees
+                    // what this producer did before claiming. The slot's
+                    // contents are ordered by its stamp. Relaxed on failure:
+                    // nothing is read.
+                    match ctrl.tail.value.compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ok(self.reservation(slot, payload, pos)),
+                        Err(current) => pos = current,
                     }
-                    Err(current) => pos = current,
+                    continue;
                 }
+                // Acquire: pairs with the AcqRel CAS that wrote it, so a
+                // claim of `pos` seen here is a claim of this lap.
+                let owner = slot.owner.load(Ordering::Acquire);
+                if self.writing(owner, pos) {
+                    // Claimed by another producer, which may have died
+                    // before moving the index: move it for them.
+                    Self::help(&ctrl.tail.value, pos);
+                    let current = ctrl.tail.value.load(Ordering::Relaxed);
+                    if current == pos {
+                        return Err(PushError::Corrupted);
+                    }
+                    pos = current;
+                    continue;
+                }
+                // An empty slot's owner word is the previous lap's consumer
+                // (or zero, before the first lap). Anything else means the
+                // slot moved on since we looked at its stamp (we are behind:
+                // claiming it now would take a later lap's claim), unless
+                // the stamp still says empty.
+                let prev = pos.wrapping_sub(self.layout.slots());
+                let fresh = owner == 0 && pos < self.layout.slots();
+                if !fresh && !self.reading(owner, prev) {
+                    // Acquire: as the first load.
+                    if slot.stamp.load(Ordering::Acquire) == stamp {
+                        return Err(PushError::Corrupted);
+                    }
+                    pos = ctrl.tail.value.load(Ordering::Relaxed);
+                    continue;
+                }
+                // AcqRel on success: Acquire pairs with the previous lap's
+                // owner updates; Release orders our claim before the index
+                // move and the payload writes, for recoverers that read the
+                // owner word. Relaxed on failure: we look again.
+                let mine = self.tag(pos) | self.who;
+                if slot
+                    .owner
+                    .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                // The owner tag keeps 24 bits of the lap: check the full
+                // stamp again, so a claim can never land on another lap.
+                // Acquire: as the first load.
+                if slot.stamp.load(Ordering::Acquire) != pos {
+                    return Err(PushError::Corrupted);
+                }
+                // Release: as in the anonymous case. Whether it is ours or a
+                // helper's CAS that moves it does not matter.
+                Self::help(&ctrl.tail.value, pos);
+                return Ok(self.reservation(slot, payload, pos));
             } else if diff < 0 {
                 // The slot still holds the message from the previous lap:
                 // full if no consumer has claimed it yet, else a consumer is
@@ -208,6 +366,22 @@ impl Ring {
         }
     }
 
+    fn reservation<'a>(
+        &'a self,
+        slot: &'a MpmcSlot,
+        payload: NonNull<u8>,
+        pos: u64,
+    ) -> Reservation<'a> {
+        slot.tracker.write();
+        Reservation {
+            slot,
+            payload,
+            pos,
+            owned: self.who != 0,
+            _ring: PhantomData,
+        }
+    }
+
     /// Writes one message through `write` if there is room.
     ///
     /// `write` gets a pointer to `slot_size` writable bytes aligned to the
@@ -220,12 +394,15 @@ impl Ring {
     pub fn try_push_with(&self, write: impl FnOnce(*mut u8)) -> Result<(), PushError> {
         let reservation = self.try_reserve()?;
         write(reservation.as_mut_ptr());
-        reservation.commit();
+        // An owned handle's slot is recovered only if its owner is dead; a
+        // caller that pushes is alive, so the commit succeeds.
+        let _ = reservation.commit();
         Ok(())
     }
 
     /// Claims a full slot for reading. The slot is freed when the returned
-    /// claim is dropped.
+    /// claim is dropped. The claim may be of a skipped slot
+    /// ([`Claim::is_skipped`]), which holds no message.
     ///
     /// # Errors
     ///
@@ -254,37 +431,83 @@ impl Ring {
         let mut pos = ctrl.head.value.load(Ordering::Relaxed);
         loop {
             let (slot, payload) = self.slot(pos);
-            // Acquire: pairs with the Release store of the stamp in
-            // `Reservation::drop`, making the payload visible.
+            // Acquire: pairs with the Release commit of the stamp (or the
+            // skip CAS), making the payload visible.
             let stamp = slot.stamp.load(Ordering::Acquire);
-            let diff = stamp.wrapping_sub(pos.wrapping_add(1)) as i64;
+            let diff = (stamp & !SKIP).wrapping_sub(pos.wrapping_add(1)) as i64;
             if diff == 0 {
-                // Release on success: a producer that Acquire-loads a head past
-                // `pos` (the limited check in `try_reserve`) also sees the
-                // claims that led here. Relaxed on failure: nothing is read.
-                match ctrl.head.value.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        slot.tracker.read();
-                        let next_lap = pos.wrapping_add(self.layout.slots());
-                        return Ok(Claim {
-                            slot,
-                            payload,
-                            next_lap,
-                            _ring: PhantomData,
-                        });
+                if self.who == 0 {
+                    // Release on success: a producer that Acquire-loads a
+                    // head past `pos` (the limited check in `reserve`) also
+                    // sees the claims that led here. Relaxed on failure.
+                    match ctrl.head.value.compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ok(self.claimed(slot, payload, pos, stamp)),
+                        Err(current) => pos = current,
                     }
-                    Err(current) => pos = current,
+                    continue;
                 }
+                // Acquire: as in `reserve`.
+                let owner = slot.owner.load(Ordering::Acquire);
+                if self.reading(owner, pos) {
+                    // Claimed by another consumer: move the index for it.
+                    Self::help(&ctrl.head.value, pos);
+                    let current = ctrl.head.value.load(Ordering::Relaxed);
+                    if current == pos {
+                        return Err(PopError::Corrupted);
+                    }
+                    pos = current;
+                    continue;
+                }
+                if !self.writing(owner, pos) {
+                    // No producer of this lap is recorded: the slot was
+                    // taken, freed and claimed for the next lap since we
+                    // looked at its stamp (we are behind), unless the stamp
+                    // still says published.
+                    // Acquire: as the first load.
+                    if slot.stamp.load(Ordering::Acquire) == stamp {
+                        return Err(PopError::Corrupted);
+                    }
+                    pos = ctrl.head.value.load(Ordering::Relaxed);
+                    continue;
+                }
+                // AcqRel on success: Acquire pairs with the producer's claim;
+                // Release orders our claim before the index move. Relaxed on
+                // failure: we look again.
+                let mine = self.tag(pos) | READ | self.who;
+                if slot
+                    .owner
+                    .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                // Acquire: as above; only this lap's publish can be there.
+                let now = slot.stamp.load(Ordering::Acquire);
+                if now != stamp {
+                    return Err(PopError::Corrupted);
+                }
+                Self::help(&ctrl.head.value, pos);
+                return Ok(self.claimed(slot, payload, pos, stamp));
             } else if diff < 0 {
                 // Not published for this lap: empty if no producer claimed
                 // it, else a producer is writing it right now.
                 if !precise {
                     return Err(PopError::Empty);
+                }
+                if self.who != 0 {
+                    // Acquire: as in `reserve`.
+                    let owner = slot.owner.load(Ordering::Acquire);
+                    if self.writing(owner, pos) {
+                        // Claimed; its producer may have died before moving
+                        // the enqueue index.
+                        Self::help(&ctrl.tail.value, pos);
+                        return Err(PopError::Busy);
+                    }
                 }
                 // Acquire: pairs with the Release CAS in `reserve` (see
                 // there); the stamp orders the payload.
@@ -304,62 +527,124 @@ impl Ring {
         }
     }
 
+    fn claimed<'a>(
+        &'a self,
+        slot: &'a MpmcSlot,
+        payload: NonNull<u8>,
+        pos: u64,
+        stamp: u64,
+    ) -> Claim<'a> {
+        slot.tracker.read();
+        Claim {
+            slot,
+            payload,
+            stamp,
+            next_lap: pos.wrapping_add(self.layout.slots()),
+            owned: self.who != 0,
+            _ring: PhantomData,
+        }
+    }
+
     /// Reads one message through `read` if there is one; the slot is freed
-    /// when `read` returns (or unwinds).
+    /// when `read` returns (or unwinds). Skipped slots are freed and passed
+    /// over.
     ///
     /// # Errors
     ///
     /// As [`try_claim`](Self::try_claim); `read` is not called then.
     pub fn try_pop_with<R>(&self, read: impl FnOnce(*const u8) -> R) -> Result<R, PopError> {
-        let claim = self.try_claim()?;
-        Ok(read(claim.as_ptr()))
+        loop {
+            let claim = self.try_claim()?;
+            if !claim.is_skipped() {
+                return Ok(read(claim.as_ptr()));
+            }
+        }
     }
 
-    /// Publishes, on its producer's behalf, the slot at the head if it was
-    /// claimed and never published: its producer died between the two.
-    /// `mark` first writes into the slot's payload (a "skip" marker for the
-    /// layer above, so the consumer drops it). Returns whether it did so.
+    /// Owned handles: if the head slot was claimed by a producer for which
+    /// `is_dead(who)` holds, marks it skipped (one CAS of its stamp), so
+    /// consumers pass over it. Returns whether this call skipped it.
     ///
-    /// Call it only when no producer that could still publish that slot is
-    /// alive: a late publish would overwrite a slot already recycled. It is
-    /// not `unsafe` (no memory is misused either way), but it is a contract.
-    pub fn publish_abandoned(&self, mark: impl FnOnce(*mut u8)) -> bool {
+    /// `is_dead` must answer true only for owners that can never act on the
+    /// ring again; a late commit by a producer wrongly taken for dead fails
+    /// (its message is reported as not sent) rather than corrupting the
+    /// ring.
+    pub fn skip_dead_writer(&self, is_dead: impl Fn(u64) -> bool) -> bool {
         let ctrl = self.control();
-        // Acquire: pairs with consumers' CAS on `head` (via the stamp chain).
+        // Acquire: pairs with consumers' CAS on `head`.
         let pos = ctrl.head.value.load(Ordering::Acquire);
-        // Acquire: a tail past `pos` means a producer claimed `pos`.
-        let tail = ctrl.tail.value.load(Ordering::Acquire);
-        if tail.wrapping_sub(pos) as i64 <= 0 {
-            return false;
-        }
-        let (slot, payload) = self.slot(pos);
-        // Acquire: as in `try_claim`.
+        let (slot, _) = self.slot(pos);
+        // Acquire: as in `claim`.
         if slot.stamp.load(Ordering::Acquire) != pos {
             return false;
         }
-        // Take the slot first, so that only the winner ever writes to it: a
-        // caller that marked first and lost could scribble over a message a
-        // new producer wrote there after the winner skipped it. `pos - 1`
-        // reads as "busy" to consumers and as "full" to producers.
-        // Acquire on success: this caller now owns the slot; Relaxed on
-        // failure: nothing is touched.
-        if slot
-            .stamp
-            .compare_exchange(
-                pos,
-                pos.wrapping_sub(1),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        // Acquire: as in `reserve`.
+        let owner = slot.owner.load(Ordering::Acquire);
+        if !self.writing(owner, pos) || !is_dead(owner & MAX_WHO) {
             return false;
         }
-        mark(payload.as_ptr());
-        // Release: publishes the marker like a producer's commit; pairs with
-        // the Acquire stamp load in `try_claim`.
-        slot.stamp.store(pos.wrapping_add(1), Ordering::Release);
-        true
+        // The dead producer may not have moved the enqueue index: a skipped
+        // slot must never be ahead of it.
+        Self::help(&ctrl.tail.value, pos);
+        // AcqRel on success: Release publishes the skip like a commit (pairs
+        // with the Acquire stamp load in `claim`). Relaxed on failure: it was
+        // published or skipped by someone else.
+        slot.stamp
+            .compare_exchange(
+                pos,
+                SKIP | pos.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Owned handles: looks through the lap behind the dequeue index for a
+    /// slot that a consumer claimed and never freed, whose owner
+    /// `is_dead`, and takes the claim over (one CAS of its owner word), so
+    /// that its message is delivered again. Call it when a consumer is
+    /// known to have died; it reads one owner word per slot.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Empty`] when there is no such slot.
+    pub fn adopt_dead_reader(&self, is_dead: impl Fn(u64) -> bool) -> Result<Claim<'_>, PopError> {
+        if self.who == 0 {
+            return Err(PopError::Empty);
+        }
+        let ctrl = self.control();
+        // Acquire: pairs with consumers' CAS on `head`.
+        let head = ctrl.head.value.load(Ordering::Acquire);
+        let from = head.saturating_sub(self.layout.slots());
+        for pos in from..head {
+            let (slot, payload) = self.slot(pos);
+            // Acquire: as in `claim`.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp & !SKIP != pos.wrapping_add(1) {
+                continue;
+            }
+            // Acquire: as in `reserve`.
+            let owner = slot.owner.load(Ordering::Acquire);
+            if !self.reading(owner, pos) || !is_dead(owner & MAX_WHO) {
+                continue;
+            }
+            let mine = self.tag(pos) | READ | self.who;
+            // AcqRel on success: Acquire pairs with the dead consumer's
+            // claim; Release orders the adoption for later recoverers.
+            if slot
+                .owner
+                .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            // Acquire: a slot freed between our two loads is not ours.
+            if slot.stamp.load(Ordering::Acquire) != stamp {
+                continue;
+            }
+            return Ok(self.claimed(slot, payload, pos, stamp));
+        }
+        Err(PopError::Empty)
     }
 
     /// The consumers' index (a snapshot): where the next message is read.
@@ -384,6 +669,15 @@ impl Ring {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether the slot at the dequeue index holds a published message
+    /// (or a skipped slot) now: a snapshot, for passing a wakeup on.
+    pub fn head_ready(&self) -> bool {
+        let pos = self.head();
+        let (slot, _) = self.slot(pos);
+        // Relaxed: a hint; a claim re-reads it with Acquire.
+        slot.stamp.load(Ordering::Relaxed) & !SKIP == pos.wrapping_add(1)
+    }
 }
 
 /// A slot owned by one producer until it is committed (or dropped, which
@@ -393,6 +687,7 @@ pub struct Reservation<'a> {
     slot: &'a MpmcSlot,
     payload: NonNull<u8>,
     pos: u64,
+    owned: bool,
     _ring: PhantomData<&'a Ring>,
 }
 
@@ -408,16 +703,38 @@ impl Reservation<'_> {
     }
 
     /// Publishes the slot to consumers.
-    pub fn commit(self) {}
+    ///
+    /// # Errors
+    ///
+    /// [`Recovered`] (owned handles only) if a survivor skipped the slot
+    /// because it took this handle's owner for dead: the message was not
+    /// published.
+    pub fn commit(self) -> Result<(), Recovered> {
+        let done = self.publish();
+        core::mem::forget(self);
+        done
+    }
+
+    fn publish(&self) -> Result<(), Recovered> {
+        let next = self.pos.wrapping_add(1);
+        if !self.owned {
+            // Release: publishes the payload; pairs with the Acquire stamp
+            // load in `Ring::claim`.
+            self.slot.stamp.store(next, Ordering::Release);
+            return Ok(());
+        }
+        // Release: as above. Relaxed on failure: the slot is not ours.
+        self.slot
+            .stamp
+            .compare_exchange(self.pos, next, Ordering::Release, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| Recovered)
+    }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        // Release: publishes the payload; pairs with the Acquire stamp load
-        // in `Ring::try_claim`.
-        self.slot
-            .stamp
-            .store(self.pos.wrapping_add(1), Ordering::Release);
+        let _ = self.publish();
     }
 }
 
@@ -426,7 +743,10 @@ impl Drop for Reservation<'_> {
 pub struct Claim<'a> {
     slot: &'a MpmcSlot,
     payload: NonNull<u8>,
+    /// The stamp the slot had when claimed (`p + 1`, maybe with `SKIP`).
+    stamp: u64,
     next_lap: u64,
+    owned: bool,
     _ring: PhantomData<&'a Ring>,
 }
 
@@ -435,13 +755,50 @@ impl Claim<'_> {
     pub fn as_ptr(&self) -> *const u8 {
         self.payload.as_ptr()
     }
+
+    /// Whether the slot holds no message: a survivor skipped it after its
+    /// producer died while writing it.
+    pub fn is_skipped(&self) -> bool {
+        self.stamp & SKIP != 0
+    }
+
+    /// Frees the slot for the next lap.
+    ///
+    /// # Errors
+    ///
+    /// [`Recovered`] (owned handles only) if a survivor took the claim over
+    /// because it took this handle's owner for dead: the message may be
+    /// delivered again.
+    pub fn release(self) -> Result<(), Recovered> {
+        let done = self.free();
+        core::mem::forget(self);
+        done
+    }
+
+    fn free(&self) -> Result<(), Recovered> {
+        if !self.owned {
+            // Release: our reads of the payload are done before a producer
+            // of the next lap may write it; pairs with the Acquire stamp load
+            // in `Ring::reserve`.
+            self.slot.stamp.store(self.next_lap, Ordering::Release);
+            return Ok(());
+        }
+        // Release: as above. Relaxed on failure: the slot is not ours.
+        self.slot
+            .stamp
+            .compare_exchange(
+                self.stamp,
+                self.next_lap,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map(drop)
+            .map_err(|_| Recovered)
+    }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        // Release: our reads of the payload are done before a producer of
-        // the next lap may write it; pairs with the Acquire stamp load in
-        // `Ring::try_reserve`.
-        self.slot.stamp.store(self.next_lap, Ordering::Release);
+        let _ = self.free();
     }
 }

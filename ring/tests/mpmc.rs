@@ -40,7 +40,7 @@ fn an_open_reservation_hides_later_messages_until_committed() {
     // Not empty: a message is being written at the head.
     assert!(matches!(ring.try_claim(), Err(PopError::Busy)));
     write_u64(first.as_mut_ptr(), 1);
-    first.commit();
+    first.commit().unwrap();
     assert_eq!(ring.try_pop_with(read_u64), Ok(1));
     assert_eq!(ring.try_pop_with(read_u64), Ok(2));
 }
@@ -73,18 +73,36 @@ fn garbage_stamps_are_reported_not_followed() {
 
 #[test]
 fn many_threads_exactly_once_and_in_order_per_producer() {
+    exactly_once_in_order(false);
+}
+
+#[test]
+fn many_owned_handles_exactly_once_and_in_order_per_producer() {
+    exactly_once_in_order(true);
+}
+
+/// Three producers and three consumers; with `owned`, each thread has its
+/// own handle with its own owner id, as processes over shared memory do.
+fn exactly_once_in_order(owned: bool) {
     const PRODUCERS: u64 = 3;
     const CONSUMERS: usize = 3;
     let per_producer = scaled(50_000);
     let region = Region::new(RingKind::Mpmc, 6, 8);
-    let ring = region.mpmc();
+    let handle = |who: u64| {
+        let ring = region.mpmc();
+        if owned {
+            ring.with_owner(who)
+        } else {
+            ring
+        }
+    };
     let received = AtomicU64::new(0);
     let seen: Vec<Vec<AtomicU64>> = (0..PRODUCERS)
         .map(|_| (0..per_producer).map(|_| AtomicU64::new(0)).collect())
         .collect();
     std::thread::scope(|s| {
         for producer in 0..PRODUCERS {
-            let ring = &ring;
+            let ring = handle(producer + 1);
             s.spawn(move || {
                 for i in 0..per_producer {
                     let msg = producer << 32 | i;
@@ -94,8 +112,9 @@ fn many_threads_exactly_once_and_in_order_per_producer() {
                 }
             });
         }
-        for _ in 0..CONSUMERS {
-            let (ring, received, seen) = (&ring, &received, &seen);
+        for c in 0..CONSUMERS {
+            let ring = handle(10 + c as u64);
+            let (received, seen) = (&received, &seen);
             s.spawn(move || {
                 let mut last = [None::<u64>; PRODUCERS as usize];
                 while received.load(Ordering::Relaxed) < PRODUCERS * per_producer {
@@ -123,23 +142,86 @@ fn many_threads_exactly_once_and_in_order_per_producer() {
         .all(|s| s.load(Ordering::Relaxed) == 1));
 }
 
+/// Owned handles that stand for processes: `who` 1, 2, 3...
+fn owned(region: &Region, who: u64) -> shmlane_ring::mpmc::Ring {
+    region.mpmc().with_owner(who)
+}
+
 #[test]
-fn an_abandoned_claim_can_be_published_once_by_a_survivor() {
+fn a_dead_producers_slot_is_skipped_while_other_producers_live() {
     let region = Region::new(RingKind::Mpmc, 4, 8);
-    let ring = region.mpmc();
-    // Nothing claimed: nothing to publish.
-    assert!(!ring.publish_abandoned(|_| unreachable!()));
-    ring.try_push_with(|p| write_u64(p, 1)).unwrap();
-    // A producer claims position 1 and "dies" (the reservation is leaked).
-    std::mem::forget(ring.try_reserve().unwrap());
-    ring.try_push_with(|p| write_u64(p, 3)).unwrap();
-    assert_eq!(ring.try_pop_with(read_u64), Ok(1));
-    assert!(
-        matches!(ring.try_claim(), Err(PopError::Busy)),
-        "the hole blocks the head"
-    );
-    assert!(ring.publish_abandoned(|p| write_u64(p, u64::MAX)));
-    assert!(!ring.publish_abandoned(|_| unreachable!()), "only once");
-    assert_eq!(ring.try_pop_with(read_u64), Ok(u64::MAX));
-    assert_eq!(ring.try_pop_with(read_u64), Ok(3));
+    let (a, b, rx) = (owned(&region, 1), owned(&region, 2), owned(&region, 3));
+    a.try_push_with(|p| write_u64(p, 1)).unwrap();
+    // Producer 2 claims position 1 and "dies" (the reservation is leaked).
+    std::mem::forget(b.try_reserve().unwrap());
+    a.try_push_with(|p| write_u64(p, 3)).unwrap();
+    assert_eq!(rx.try_pop_with(read_u64), Ok(1));
+    assert!(matches!(rx.try_claim(), Err(PopError::Busy)));
+    // Producer 1 is alive: its slots are never taken.
+    assert!(!rx.skip_dead_writer(|who| who == 1));
+    assert!(rx.skip_dead_writer(|who| who == 2));
+    assert!(!rx.skip_dead_writer(|who| who == 2), "only once");
+    // The skipped slot is passed over; the live producer's message follows.
+    assert_eq!(rx.try_pop_with(read_u64), Ok(3));
+    assert!(matches!(rx.try_claim(), Err(PopError::Empty)));
+    // The ring goes on for laps after the hole.
+    for i in 0..20 {
+        a.try_push_with(|p| write_u64(p, i)).unwrap();
+        assert_eq!(rx.try_pop_with(read_u64), Ok(i));
+    }
+}
+
+#[test]
+fn a_late_commit_after_a_skip_fails_and_never_rewinds_the_stamp() {
+    let region = Region::new(RingKind::Mpmc, 2, 8);
+    let (a, b, rx) = (owned(&region, 1), owned(&region, 2), owned(&region, 3));
+    let late = b.try_reserve().unwrap();
+    // Taken for dead (wrongly): its slot is skipped...
+    assert!(rx.skip_dead_writer(|who| who == 2));
+    // ...so its commit is refused: the message is reported as not sent.
+    write_u64(late.as_mut_ptr(), 99);
+    assert_eq!(late.commit(), Err(shmlane_ring::mpmc::Recovered));
+    // Laps go on: the slot is reused and never returns Busy for ever.
+    for i in 0..10 {
+        a.try_push_with(|p| write_u64(p, i)).unwrap();
+        assert_eq!(rx.try_pop_with(read_u64), Ok(i));
+    }
+}
+
+#[test]
+fn a_dead_consumers_claim_is_adopted_and_redelivered() {
+    let region = Region::new(RingKind::Mpmc, 2, 8);
+    let (tx, dead, rx) = (owned(&region, 1), owned(&region, 2), owned(&region, 3));
+    tx.try_push_with(|p| write_u64(p, 7)).unwrap();
+    tx.try_push_with(|p| write_u64(p, 8)).unwrap();
+    // Consumer 2 claims message 7 and dies holding it.
+    std::mem::forget(dead.try_claim().unwrap());
+    assert_eq!(rx.try_pop_with(read_u64), Ok(8));
+    // The producer is held at the dead consumer's slot.
+    assert!(matches!(tx.try_reserve(), Err(PushError::Busy)));
+    // A live owner's claims are never adopted.
+    assert!(rx.adopt_dead_reader(|who| who == 1).is_err());
+    let again = rx.adopt_dead_reader(|who| who == 2).unwrap();
+    assert_eq!(read_u64(again.as_ptr()), 7, "redelivered");
+    assert!(again.release().is_ok());
+    assert!(rx.adopt_dead_reader(|who| who == 2).is_err(), "only once");
+    tx.try_push_with(|p| write_u64(p, 9)).unwrap();
+    assert_eq!(rx.try_pop_with(read_u64), Ok(9));
+}
+
+#[test]
+fn a_producer_that_dies_before_moving_the_index_is_helped() {
+    let region = Region::new(RingKind::Mpmc, 4, 8);
+    let (a, rx) = (owned(&region, 1), owned(&region, 3));
+    // Claim position 0 by hand the way a producer does, without moving the
+    // enqueue index: write the owner word only (lap 0, who 2).
+    // (slot 0 starts after the two 128-byte control lines; the owner word
+    // follows the 8-byte stamp).
+    let owner_word = 256 + 8;
+    region.word(owner_word).store(2, Ordering::Relaxed);
+    // A consumer sees a claimed head (not empty) and helps the index on.
+    assert!(matches!(rx.try_claim(), Err(PopError::Busy)));
+    a.try_push_with(|p| write_u64(p, 5)).unwrap();
+    assert!(rx.skip_dead_writer(|who| who == 2));
+    assert_eq!(rx.try_pop_with(read_u64), Ok(5));
 }

@@ -120,17 +120,45 @@ impl EventCount {
         futex::wake(&self.seq, count);
     }
 
+    /// Takes back `n` announcements made by waiters that can no longer
+    /// withdraw them (a process that died while parked), never below zero.
+    /// Whoever calls it must know those `n` from a per-waiter tally (see
+    /// [`wait_tallied`](Self::wait_tallied)) and call it once per death.
+    pub fn forget_waiters(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        // Relaxed: a count only; an announcement forgotten late costs a
+        // waker one needless syscall, and the dead never wait again.
+        let _ = self
+            .waiters
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w.saturating_sub(n))
+            });
+    }
+
     /// Announces a waiter and returns the key to sleep on. The caller must
     /// re-check its condition after this and before [`Self::sleep`].
-    fn prepare(&self) -> Key<'_> {
+    fn prepare<'a>(&'a self, tally: Option<&'a AtomicU32>) -> Key<'a> {
+        // The global count first, the tally second (and the reverse when
+        // withdrawing): a death between the two leaves at most one
+        // announcement too many, never one too few, so no wakeup is lost.
         // Relaxed: the barrier below orders it.
         self.waiters.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = tally {
+            // Relaxed: read only by whoever reaps this waiter's process.
+            t.fetch_add(1, Ordering::Relaxed);
+        }
         // Orders the announcement before the caller's re-check of the
         // condition; pairs with `waker_side` in `notify`.
         barrier::waiter_side();
         // Acquire: pairs with the Release bump in `wake_slow`.
         let seq = self.seq.load(Ordering::Acquire);
-        Key { ec: self, seq }
+        Key {
+            ec: self,
+            seq,
+            tally,
+        }
     }
 
     /// Sleeps until `cond` returns `Some`, re-checking it after every
@@ -162,11 +190,31 @@ impl EventCount {
         step: Option<Duration>,
         cond: &mut impl FnMut() -> Option<R>,
     ) -> Result<R, TimedOut> {
+        self.wait_tallied(deadline, step, None, cond)
+    }
+
+    /// As [`wait_in_steps`](Self::wait_in_steps), and while announced also
+    /// counts this waiter in `tally`: a word that belongs to the waiter's
+    /// process (in shared memory, its participant entry), so that whoever
+    /// finds the process dead can take its announcements back with
+    /// [`forget_waiters`](Self::forget_waiters) and wakers stop making a
+    /// system call for a sleeper that no longer exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_until`](Self::wait_until).
+    pub fn wait_tallied<R>(
+        &self,
+        deadline: Option<Instant>,
+        step: Option<Duration>,
+        tally: Option<&AtomicU32>,
+        cond: &mut impl FnMut() -> Option<R>,
+    ) -> Result<R, TimedOut> {
         loop {
             if let Some(r) = cond() {
                 return Ok(r);
             }
-            let key = self.prepare();
+            let key = self.prepare(tally);
             if let Some(r) = cond() {
                 return Ok(r);
             }
@@ -190,6 +238,7 @@ impl EventCount {
 struct Key<'a> {
     ec: &'a EventCount,
     seq: u32,
+    tally: Option<&'a AtomicU32>,
 }
 
 impl Key<'_> {
@@ -205,7 +254,18 @@ impl Key<'_> {
 
 impl Drop for Key<'_> {
     fn drop(&mut self) {
+        if let Some(t) = self.tally {
+            // Relaxed: as in `prepare`.
+            t.fetch_sub(1, Ordering::Relaxed);
+        }
         // Relaxed: a late decrement only costs a waker one needless syscall.
-        self.ec.waiters.fetch_sub(1, Ordering::Relaxed);
+        // (A reaper may have forgotten this announcement already if the
+        // process was taken for dead; saturate rather than wrap.)
+        let _ = self
+            .ec
+            .waiters
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w.saturating_sub(1))
+            });
     }
 }

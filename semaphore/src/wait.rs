@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::eventcount::{EventCount, TimedOut};
-use crate::sync::{spin_loop, yield_now};
+use crate::sync::{spin_loop, yield_now, AtomicU32};
 
 /// Where a waiter is when it re-checks its condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +143,23 @@ impl WaitStrategy {
         ec: &EventCount,
         deadline: Option<Instant>,
         step: Option<Duration>,
+        cond: impl FnMut(Phase) -> Option<R>,
+    ) -> Result<R, TimedOut> {
+        self.wait_tallied(ec, deadline, step, None, cond)
+    }
+
+    /// As [`wait_phased`](Self::wait_phased), counting the parked waiter in
+    /// `tally` too (see [`EventCount::wait_tallied`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TimedOut`] when the deadline passed first.
+    pub fn wait_tallied<R>(
+        &self,
+        ec: &EventCount,
+        deadline: Option<Instant>,
+        step: Option<Duration>,
+        tally: Option<&AtomicU32>,
         mut cond: impl FnMut(Phase) -> Option<R>,
     ) -> Result<R, TimedOut> {
         let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
@@ -186,6 +203,6 @@ impl WaitStrategy {
                 }
             }
         }
-        ec.wait_in_steps(deadline, step, &mut || cond(Phase::Park))
+        ec.wait_tallied(deadline, step, tally, &mut || cond(Phase::Park))
     }
 }

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// The layout version this build writes and accepts.
 /// Version 2: SPSC slots carry a batch stamp in front of the payload.
-pub const VERSION: u32 = 2;
+/// Version 3: MPMC slots carry an owner word; participants tally their
+/// parked waiters; the header counts reaped participants.
+pub const VERSION: u32 = 3;
 /// The length of the header page; the ring region starts here.
 pub const HEADER_LEN: usize = 4096;
 /// How many processes (or handles) may be attached at once.
@@ -97,7 +99,11 @@ pub struct Participant {
     pub(crate) role: AtomicU32,
     pub(crate) pid: AtomicU32,
     pub(crate) start_time: AtomicU64,
-    _reserved: AtomicU64,
+    /// How many of this participant's threads are parked on `not_empty`
+    /// (0) and `not_full` (1): taken back from the eventcounts when the
+    /// participant is reaped, so a process killed while parked leaves no
+    /// phantom waiter behind.
+    pub(crate) waiting: [AtomicU32; 2],
 }
 
 pub(crate) const STATUS_FREE: u64 = 0;
@@ -117,7 +123,10 @@ pub struct Header {
     pub(crate) seen: [AtomicU32; 2],
     /// Attached senders (0) and receivers (1), dead ones until reaped.
     pub(crate) live: [AtomicU32; 2],
-    _pad1: [AtomicU64; 4],
+    /// How many dead participants have been reaped, ever: a change tells
+    /// survivors to look for slots the dead held.
+    pub(crate) reaped: AtomicU64,
+    _pad1: [AtomicU64; 3],
     /// Receivers sleep here; senders notify.
     pub not_empty: Line<EventCount>,
     /// Senders sleep here; receivers notify.

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -251,6 +251,9 @@ pub struct Segment {
     /// through our own open file description are invisible to `F_OFD_GETLK`
     /// from it, so our own slots are known here instead.
     held: Mutex<u32>,
+    /// The process that created or opened it: a forked child's copy never
+    /// unlinks the parent's segment.
+    pid: u32,
 }
 
 impl fmt::Debug for Segment {
@@ -418,6 +421,7 @@ impl Segment {
             unlink_on_drop,
             read_only: false,
             held: Mutex::new(0),
+            pid: sys::pid(),
         };
         let h = seg.header();
         h.magic.write(MAGIC);
@@ -482,7 +486,8 @@ impl Segment {
         let file = FsOpenOptions::new()
             .read(true)
             .write(!opts.read_only)
-            .custom_flags(libc::O_CLOEXEC)
+            // O_NONBLOCK: a number that names a FIFO must not hang the open.
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| map_err_open(&path, e))?;
         Self::open_file(file, Backend::Memfd, opts)
@@ -587,6 +592,7 @@ impl Segment {
             unlink_on_drop: false,
             read_only: opts.read_only,
             held: Mutex::new(0),
+            pid: sys::pid(),
         })
     }
 
@@ -645,7 +651,9 @@ impl Segment {
         sys::byte_is_locked(&self.file, lock_offset(index)).unwrap_or(true)
     }
 
-    /// Marks a dead participant's slot free, once.
+    /// Marks a dead participant's slot free, once; the winner also takes
+    /// back the dead's parked-waiter announcements, counts the death, and
+    /// wakes every waiter so that survivors recover what the dead held.
     fn reap(&self, index: usize, seen_state: u64, role: Role) {
         let p = self.participant(index);
         let next = ((seen_state >> 8).wrapping_add(1) << 8) | STATUS_FREE;
@@ -656,7 +664,61 @@ impl Segment {
             .is_ok()
         {
             self.count_down(role);
+            let h = self.header();
+            // Relaxed: the dead cannot change its tally any more; the CAS
+            // above makes this reaper the only one to read and clear it.
+            let parked = [
+                p.waiting[0].swap(0, Ordering::Relaxed),
+                p.waiting[1].swap(0, Ordering::Relaxed),
+            ];
+            h.not_empty.0.forget_waiters(parked[0]);
+            h.not_full.0.forget_waiters(parked[1]);
+            // Release: pairs with the Acquire load in `reaped`, so a
+            // survivor that sees the new count also sees the reap.
+            h.reaped.fetch_add(1, Ordering::Release);
+            h.not_empty.0.notify_all();
+            h.not_full.0.notify_all();
         }
+    }
+
+    /// How many dead participants were reaped, ever (a change means slots
+    /// held by the dead may need recovering).
+    pub fn reaped(&self) -> u64 {
+        // Acquire: pairs with the Release increment in `reap`.
+        self.header().reaped.load(Ordering::Acquire)
+    }
+
+    /// Whether the participant that `who` (an [`Attachment::owner_id`])
+    /// names can never act on the segment again: it detached, was reaped,
+    /// or its liveness lock is free (then it is reaped here). A `who` that
+    /// names no participant (garbage from a peer) counts as dead.
+    pub fn owner_is_dead(&self, who: u64) -> bool {
+        let slot = (who & 0x3f) as usize;
+        if slot == 0 || slot > MAX_PARTICIPANTS {
+            return true;
+        }
+        let index = slot - 1;
+        let p = self.participant(index);
+        // Acquire: as in `live_count`.
+        let state = p.state.load(Ordering::Acquire);
+        if state & 0xff != STATUS_ATTACHED || (state >> 8) & 0xffff_ffff != who >> 6 {
+            return true;
+        }
+        if self.is_alive(index) {
+            return false;
+        }
+        if !self.read_only {
+            if let Some(role) = Role::from_raw(p.role.load(Ordering::Relaxed)) {
+                self.reap(index, state, role);
+            }
+        }
+        true
+    }
+
+    /// This process's parked-waiter tally in participant slot `index`, for
+    /// `not_empty` (`full == false`) or `not_full`.
+    fn tally(&self, index: usize, full: bool) -> &AtomicU32 {
+        &self.participant(index).waiting[usize::from(full)]
     }
 
     /// Decrements the live counter of `role`, never below zero (a peer may
@@ -769,6 +831,7 @@ impl Segment {
             index,
             role,
             state,
+            pid: sys::pid(),
         };
         if exclusive {
             let others = (0..MAX_PARTICIPANTS).filter(|&j| j != index).any(|j| {
@@ -803,6 +866,7 @@ impl Segment {
             if !sys::try_lock_byte(&self.file, lock_offset(i)).map_err(AttachError::Os)? {
                 continue;
             }
+            crate::fault::point("attach.locked");
             let p = self.participant(i);
             let h = self.header();
             // Counted before it is published, so a reaper's decrement can
@@ -829,6 +893,8 @@ impl Segment {
                     continue;
                 }
                 // Relaxed: published by the Release exchange below.
+                p.waiting[0].store(0, Ordering::Relaxed);
+                p.waiting[1].store(0, Ordering::Relaxed);
                 p.role.store(role.index() as u32, Ordering::Relaxed);
                 p.pid.store(pid, Ordering::Relaxed);
                 p.start_time.store(start, Ordering::Relaxed);
@@ -844,6 +910,7 @@ impl Segment {
                     break next;
                 }
             };
+            crate::fault::point("attach.published");
             // Release: pairs with the Acquire load in `ever_attached`.
             h.seen[role.index()].store(1, Ordering::Release);
             *held |= 1 << i;
@@ -876,7 +943,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.unlink_on_drop {
+        if self.unlink_on_drop && sys::pid() == self.pid {
             let _ = match &self.backend {
                 Backend::Shm(n) => sys::shm_unlink(n),
                 Backend::File(p) => fs::remove_file(p),
@@ -887,12 +954,18 @@ impl Drop for Segment {
 }
 
 /// A live participant; detaches (and wakes blocked peers) when dropped.
+///
+/// It remembers the process that attached: dropped in another process (a
+/// child forked without exec that inherited a copy), it does nothing, so
+/// the child cannot detach its parent or release the parent's locks.
 pub struct Attachment {
     seg: Arc<Segment>,
     index: usize,
     role: Role,
     /// The slot state this attachment published.
     state: u64,
+    /// The process that attached.
+    pid: u32,
 }
 
 impl Attachment {
@@ -905,10 +978,35 @@ impl Attachment {
     pub fn role(&self) -> Role {
         self.role
     }
+
+    /// Who this participant is, as slots it holds record it: its index in
+    /// the participant table and the low 32 bits of its generation
+    /// (`generation << 6 | index + 1`, never 0). See
+    /// [`Segment::owner_is_dead`].
+    pub fn owner_id(&self) -> u64 {
+        ((self.state >> 8) & 0xffff_ffff) << 6 | (self.index as u64 + 1)
+    }
+
+    /// This participant's tally of threads parked on `not_empty` (or, with
+    /// `full`, on `not_full`), to pass to
+    /// [`EventCount::wait_tallied`](shmlane_semaphore::EventCount::wait_tallied).
+    pub fn waiting(&self, full: bool) -> &AtomicU32 {
+        self.seg.tally(self.index, full)
+    }
+
+    /// Whether this is the process that attached (false in a forked child).
+    pub fn is_own_process(&self) -> bool {
+        sys::pid() == self.pid
+    }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
+        if !self.is_own_process() {
+            // A forked child's copy: the attachment is the parent's.
+            return;
+        }
+        crate::fault::point("detach.before");
         self.seg.detach(self.index, self.role, self.state);
     }
 }

@@ -163,13 +163,13 @@ fn some_other_file() {
 
 #[test]
 fn future_version() {
-    let r = open_tampered(|b| put_u32(b, offsets::VERSION, 3));
+    let r = open_tampered(|b| put_u32(b, offsets::VERSION, 4));
     assert!(
         matches!(
             r,
             Err(OpenError::VersionMismatch {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             })
         ),
         "{r:?}"

@@ -190,10 +190,13 @@ impl Drop for Hold<'_> {
     fn drop(&mut self) {
         match self {
             Self::Claim(claim, side) => {
+                shmlane_shm::fault::point("recv.read");
                 drop(claim.take());
+                shmlane_shm::fault::point("recv.released");
                 side.not_full().notify_one();
             }
             Self::Front(ring, side) => {
+                shmlane_shm::fault::point("recv.read");
                 if let Some(ring) = ring.take() {
                     let released = ring.release_front();
                     debug_assert!(released, "a lent front is always ready");

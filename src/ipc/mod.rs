@@ -116,8 +116,8 @@ use shmlane_codec::archive::Scratch;
 
 use crate::error::{SendError, TryRecvError, TrySendError};
 
-/// Slot flag: the slot was abandoned (by a dead producer, or by a send
-/// whose message did not fit); skip it.
+/// Slot flag: the slot holds no message (a send whose message did not fit,
+/// or whose writer panicked); skip it.
 const FLAG_SKIP: u64 = 1 << 32;
 /// A parked side wakes at least this often to check on its peers.
 const STEP: Duration = Duration::from_millis(10);
@@ -175,13 +175,6 @@ fn type_info<M: Message>() -> TypeInfo {
         align: f.align as u64,
         codec: f.codec,
     }
-}
-
-fn mark_skipped(payload: *mut u8) {
-    // SAFETY: `publish_abandoned` hands us the payload of a slot nobody
-    // alive owns; its first 8 bytes are the meta word (every MPMC slot has
-    // it).
-    unsafe { payload.cast::<u64>().write_volatile(FLAG_SKIP) };
 }
 
 /// Settings for creating or opening a cross-process channel.
@@ -556,10 +549,16 @@ impl<M: Message> Channel<M> {
         // as the ring handle.
         let ring =
             unsafe { mpmc::Ring::attach(base, len, self.seg.layout()) }.expect("validated layout");
+        // Every slot this end holds records its participant, so survivors
+        // can recover it if this process dies.
+        let ring = ring.with_owner(side.att.owner_id());
         Ok(Arc::new(MpmcEnd {
             ring,
             side,
             scratch: Mutex::new(Vec::new()),
+            // Look once at first: a receiver that attaches after a death
+            // may be the one to deliver what the dead held.
+            seen_reaped: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -678,9 +677,11 @@ impl Side {
         if seg.live_hint(peer) == 0 {
             return true;
         }
-        if !probe {
-            return false;
-        }
+        probe && self.probe_due() && seg.live_count(peer) == 0
+    }
+
+    /// A rate limit for lock probes: true at most every 5 ms per handle.
+    fn probe_due(&self) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64 + 1;
         // Relaxed: a rate limit, local to this handle.
         let last = self.last_probe.load(Ordering::Relaxed);
@@ -688,7 +689,7 @@ impl Side {
             return false;
         }
         self.last_probe.store(now, Ordering::Relaxed);
-        seg.live_count(peer) == 0
+        true
     }
 
     /// A private buffer for a `Trust::hostile` copy.
@@ -726,9 +727,13 @@ impl Side {
             return done;
         }
         self.strategy
-            .wait_phased(self.not_full(), deadline, Some(STEP), |phase| {
-                settle(attempt(phase != Phase::Spin))
-            })
+            .wait_tallied(
+                self.not_full(),
+                deadline,
+                Some(STEP),
+                Some(self.att.waiting(true)),
+                |phase| settle(attempt(phase != Phase::Spin)),
+            )
             .unwrap_or(Err(Failed::Timeout))
     }
 
@@ -743,17 +748,26 @@ impl Side {
             Err(RecvMsgError::Empty) => {}
             done => return done,
         }
-        self.strategy
-            .wait_phased(
+        loop {
+            let got = self.strategy.wait_tallied(
                 self.not_empty(),
                 deadline,
                 Some(STEP),
+                Some(self.att.waiting(false)),
                 |phase| match attempt(phase != Phase::Spin) {
-                    Err(RecvMsgError::Empty) => None,
-                    done => Some(done),
+                    // A live producer is writing the head slot: never park
+                    // on it (see `port::busy`); spin and yield instead.
+                    Err(RecvMsgError::Empty) => (phase == Phase::Park && port::busy::take())
+                        .then_some(None),
+                    done => Some(Some(done)),
                 },
-            )
-            .unwrap_or(Err(RecvMsgError::Timeout))
+            );
+            match got {
+                Ok(Some(done)) => return done,
+                Ok(None) => std::thread::yield_now(),
+                Err(_) => return Err(RecvMsgError::Timeout),
+            }
+        }
     }
 }
 
@@ -762,6 +776,25 @@ struct MpmcEnd {
     side: Side,
     /// Serializer scratch spaces for rkyv sends, reused.
     scratch: Mutex<Vec<Scratch>>,
+    /// The segment's count of reaped participants when this end last
+    /// looked for claims the dead left behind.
+    seen_reaped: AtomicU64,
+}
+
+impl MpmcEnd {
+    /// Whether a participant was reaped since this end last looked for
+    /// claims the dead left behind (and notes that it looks now).
+    fn orphans_possible(&self) -> bool {
+        let now = self.side.seg().reaped();
+        // Relaxed: a local note; the segment counter orders the reap.
+        self.seen_reaped.swap(now, Ordering::Relaxed) != now
+    }
+
+    /// Makes the next [`orphans_possible`](Self::orphans_possible) true.
+    fn expect_orphans(&self) {
+        // Relaxed: as above.
+        self.seen_reaped.store(u64::MAX, Ordering::Relaxed);
+    }
 }
 
 /// The sending side of an MPMC cross-process channel.
@@ -1065,9 +1098,14 @@ impl<T: Pod> SpscSender<T> {
         // SAFETY: each payload is an SPSC slot of this layout, holding a bare
         // `T` (see `meta_len`); `i < msgs.len()` because at most
         // `msgs.len()` slots are asked for.
-        let wrote = self.ring.write_batch(msgs.len() as u64, |i, p| unsafe {
-            write_bare(p, &msgs[i as usize])
+        let wrote = self.ring.write_batch(msgs.len() as u64, |i, p| {
+            // SAFETY: as above.
+            unsafe { write_bare(p, &msgs[i as usize]) };
+            shmlane_shm::fault::point("batch.written");
         });
+        if matches!(wrote, Ok(n) if n > 0) {
+            shmlane_shm::fault::point("batch.committed");
+        }
         match wrote {
             Ok(0) if side.peers_gone(Role::Receiver, true) => Err(TrySendError::Disconnected(0)),
             Ok(n) => {
@@ -1125,9 +1163,11 @@ impl<T: Pod> SpscReceiver<T> {
         let before = out.len();
         // SAFETY: each payload is a published SPSC slot of this layout, made
         // for `T`.
-        let read = self
-            .ring
-            .read_batch(max as u64, |_, p| out.push(unsafe { read_bare::<T>(p) }));
+        let read = self.ring.read_batch(max as u64, |_, p| {
+            // SAFETY: as above.
+            out.push(unsafe { read_bare::<T>(p) });
+            shmlane_shm::fault::point("batch.read");
+        });
         if read.is_err() {
             out.truncate(before);
             side.poison();

@@ -9,9 +9,10 @@ use bytemuck::Pod;
 use shmlane_codec::archive::copy_into;
 use shmlane_codec::{kind, InvalidMessage};
 use shmlane_ring::{mpmc, spsc, PopError, PushError};
+use shmlane_shm::fault;
 
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError};
-use super::{mark_skipped, MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
+use super::{MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
 use crate::ipc::Role;
 use crate::sync::backoff;
 
@@ -112,6 +113,7 @@ pub(super) fn mpmc_try_write<E>(
     loop {
         match end.ring.try_reserve() {
             Ok(slot) => {
+                fault::point("send.claimed");
                 let p = slot.as_mut_ptr();
                 // A reservation publishes its slot when dropped, unwinding
                 // included: until the length is known, the slot says "skip",
@@ -131,8 +133,15 @@ pub(super) fn mpmc_try_write<E>(
                 };
                 // SAFETY: as above.
                 unsafe { set_meta(p, side, word) };
-                slot.commit();
+                fault::point("send.written");
+                if slot.commit().is_err() {
+                    // A survivor took this process for dead and skipped the
+                    // slot: the message was not published.
+                    return Tried::Gone;
+                }
+                fault::point("send.committed");
                 side.not_empty().notify_one();
+                pass_on_room(end);
                 return match written {
                     Ok(_) => Tried::Done,
                     Err(e) => Tried::Rejected(e),
@@ -140,6 +149,8 @@ pub(super) fn mpmc_try_write<E>(
             }
             Err(PushError::Busy) if step < BUSY_RETRIES => backoff(&mut step),
             Err(PushError::Full | PushError::Busy) => {
+                // A consumer that died reading the next slot holds it: the
+                // probe reaps it (waking consumers, which adopt its claim).
                 return if side.peers_gone(Role::Receiver, probe) {
                     Tried::Gone
                 } else {
@@ -151,6 +162,24 @@ pub(super) fn mpmc_try_write<E>(
                 return Tried::Gone;
             }
         }
+    }
+}
+
+/// After a send: if other senders are parked and there is still room,
+/// wake one, so a wakeup meant for one free slot is not spent on us alone.
+fn pass_on_room(end: &MpmcEnd) {
+    let not_full = end.side.not_full();
+    if not_full.waiters() > 0 && end.ring.len() < end.ring.capacity() {
+        not_full.notify_one();
+    }
+}
+
+/// After a receive: if other receivers are parked and the next message is
+/// ready, wake one.
+fn pass_on_message(end: &MpmcEnd) {
+    let not_empty = end.side.not_empty();
+    if not_empty.waiters() > 0 && end.ring.head_ready() {
+        not_empty.notify_one();
     }
 }
 
@@ -172,6 +201,7 @@ pub(super) fn spsc_try_write<E>(
                 debug_assert!(len <= side.cap);
                 // SAFETY: as above.
                 unsafe { set_meta(p, side, len as u64) };
+                fault::point("send.written");
                 true
             }
             Err(e) => {
@@ -182,6 +212,7 @@ pub(super) fn spsc_try_write<E>(
     });
     match pushed {
         Ok(true) => {
+            fault::point("send.committed");
             side.not_empty().notify_one();
             Tried::Done
         }
@@ -200,7 +231,9 @@ pub(super) fn spsc_try_write<E>(
     }
 }
 
-/// Claims the oldest message of an MPMC ring, skipping holes.
+/// Claims the oldest message of an MPMC ring, skipping holes, skipping the
+/// slots of producers that died writing them, and taking over the claims
+/// of consumers that died reading (their messages are delivered again).
 /// Returns the claim, the payload and its length word (loaded once).
 fn mpmc_claim(
     end: &MpmcEnd,
@@ -210,15 +243,29 @@ fn mpmc_claim(
     if side.corrupted() {
         return Err(RecvMsgError::Disconnected);
     }
+    let seg = side.seg();
+    let is_dead = |who| seg.owner_is_dead(who);
     let mut step = 0;
     let mut senders_gone = false;
-    // Failed attempts to skip an abandoned slot at one head position:
-    // losing the race to another receiver moves the head; a slot that can
-    // never be skipped does not.
-    let mut abandon_failures = (0, end.ring.head());
     loop {
-        match end.ring.try_claim() {
+        let claimed = match end.ring.try_claim() {
+            Ok(slot) => Ok(slot),
+            // A dead consumer's claim, adopted: only looked for when a
+            // participant was reaped since this end last looked, and once
+            // more before reporting the end.
+            Err(PopError::Empty) if (probe || senders_gone) && end.orphans_possible() => {
+                end.ring.adopt_dead_reader(is_dead)
+            }
+            Err(e) => Err(e),
+        };
+        match claimed {
             Ok(slot) => {
+                fault::point("recv.claimed");
+                if slot.is_skipped() {
+                    drop(slot);
+                    side.not_full().notify_one();
+                    continue;
+                }
                 let p = slot.as_ptr();
                 // SAFETY: a claimed, published MPMC slot: its first 8 bytes
                 // are the length word. Volatile: shared bytes.
@@ -228,6 +275,7 @@ fn mpmc_claim(
                     side.not_full().notify_one();
                     continue;
                 }
+                pass_on_message(end);
                 return Ok((slot, p, word));
             }
             Err(PopError::Empty) => {
@@ -235,10 +283,17 @@ fn mpmc_claim(
                     return Err(RecvMsgError::Disconnected);
                 }
                 if !side.peers_gone(Role::Sender, probe) {
+                    if probe && side.probe_due() {
+                        // Reap dead receivers too: their claims are ours to
+                        // deliver again.
+                        seg.live_count(Role::Receiver);
+                    }
                     return Err(RecvMsgError::Empty);
                 }
                 // Every sender is gone: what they sent is visible now;
-                // look once more before reporting the end.
+                // look once more (orphaned claims included) before
+                // reporting the end.
+                end.expect_orphans();
                 senders_gone = true;
             }
             Err(PopError::Busy) => {
@@ -248,33 +303,47 @@ fn mpmc_claim(
                     backoff(&mut step);
                     continue;
                 }
-                if !side.peers_gone(Role::Sender, probe) {
+                if !probe {
                     return Err(RecvMsgError::Empty);
                 }
-                // Every sender is dead: the slot will never be published,
-                // so skip it. Another receiver may beat us to it (then the
-                // next claim succeeds); if it can never be skipped (its
-                // stamp is neither claimed nor published), the ring is
-                // garbage.
-                if !end.ring.publish_abandoned(mark_skipped) {
-                    let head = end.ring.head();
-                    abandon_failures = if head == abandon_failures.1 {
-                        (abandon_failures.0 + 1, head)
-                    } else {
-                        (1, head)
-                    };
-                    if abandon_failures.0 > 3 {
-                        side.poison();
-                        return Err(RecvMsgError::Disconnected);
-                    }
+                // Its recorded owner is dead: skip the slot (one CAS) and
+                // go on. Otherwise it is alive and will publish: tell the
+                // waiting loop not to park on it.
+                if end.ring.skip_dead_writer(is_dead) {
+                    side.not_full().notify_one();
+                    step = 0;
+                    continue;
                 }
-                step = 0;
+                busy::set();
+                return Err(RecvMsgError::Empty);
             }
             Err(PopError::Corrupted) => {
                 side.poison();
                 return Err(RecvMsgError::Disconnected);
             }
         }
+    }
+}
+
+/// A per-thread note that the last receive attempt found the head slot
+/// claimed by a live producer that has not published it yet: the message
+/// is coming, so the waiting loop must not park (a parked receiver would
+/// sleep until the next wakeup step while later messages are ready).
+pub(super) mod busy {
+    use std::cell::Cell;
+
+    thread_local! {
+        static BUSY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Notes a busy head.
+    pub(in crate::ipc) fn set() {
+        BUSY.with(|b| b.set(true));
+    }
+
+    /// Whether a busy head was noted since the last call (and clears it).
+    pub(in crate::ipc) fn take() -> bool {
+        BUSY.with(|b| b.replace(false))
     }
 }
 
@@ -299,11 +368,15 @@ pub(super) fn spsc_try_put_bare<T: Pod>(
     if side.corrupted() || side.peers_gone(Role::Receiver, false) {
         return Tried::Gone;
     }
-    // SAFETY: SPSC slots of a Pod channel hold a bare `T` (no length word),
-    // sized and aligned for it (checked at open); the producer owns the
-    // slot until it is published. Volatile: a peer reads these bytes.
-    match ring.try_push_with(|p| unsafe { p.cast::<T>().write_volatile(*msg) }) {
+    match ring.try_push_with(|p| {
+        // SAFETY: SPSC slots of a Pod channel hold a bare `T` (no length
+        // word), sized and aligned for it (checked at open); the producer
+        // owns the slot until it is published. Volatile: a peer reads it.
+        unsafe { p.cast::<T>().write_volatile(*msg) };
+        fault::point("send.written");
+    }) {
         Ok(()) => {
+            fault::point("send.committed");
             side.not_empty().notify_one();
             Tried::Done
         }
@@ -328,10 +401,15 @@ pub(super) fn spsc_try_take_bare<T: Pod>(
     probe: bool,
 ) -> Result<T, RecvMsgError> {
     let got = spsc_next(ring, side, probe, |r| {
-        // SAFETY: a published SPSC slot of a Pod channel: a bare `T`,
-        // sized and aligned for it; every bit pattern is a valid `T`.
-        r.try_pop_with(|p| unsafe { p.cast::<T>().read_volatile() })
+        r.try_pop_with(|p| {
+            // SAFETY: a published SPSC slot of a Pod channel: a bare `T`,
+            // sized and aligned for it; every bit pattern is a valid `T`.
+            let msg = unsafe { p.cast::<T>().read_volatile() };
+            fault::point("recv.read");
+            msg
+        })
     })?;
+    fault::point("recv.released");
     side.not_full().notify_one();
     Ok(got)
 }
