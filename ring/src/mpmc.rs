@@ -205,8 +205,12 @@ impl Ring {
     fn help(index: &crate::sync::AtomicU64, pos: u64) {
         // Release: as the claimer's own CAS (see `reserve` and `claim`).
         // Relaxed on failure: someone already moved it.
-        let _ =
-            index.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
+        let _ = index.compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 
     /// Claims a slot for writing. The slot is published when the returned

@@ -873,6 +873,7 @@ impl Segment {
             // never run ahead of this increment.
             // Release: pairs with the Acquire loads in `live_count`.
             h.live[role.index()].fetch_add(1, Ordering::Release);
+
             let published = loop {
                 // Acquire: sees the previous owner's fields if it is to be reaped.
                 let state = p.state.load(Ordering::Acquire);
@@ -910,9 +911,12 @@ impl Segment {
                     break next;
                 }
             };
-            crate::fault::point("attach.published");
+            // Marked seen once published (not before: a peer's scan of the
+            // table must find this participant once it is "seen", or it
+            // would take an attach in progress for "every one gone").
             // Release: pairs with the Acquire load in `ever_attached`.
             h.seen[role.index()].store(1, Ordering::Release);
+            crate::fault::point("attach.published");
             *held |= 1 << i;
             return Ok((i, published));
         }

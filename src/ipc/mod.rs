@@ -757,8 +757,9 @@ impl Side {
                 |phase| match attempt(phase != Phase::Spin) {
                     // A live producer is writing the head slot: never park
                     // on it (see `port::busy`); spin and yield instead.
-                    Err(RecvMsgError::Empty) => (phase == Phase::Park && port::busy::take())
-                        .then_some(None),
+                    Err(RecvMsgError::Empty) => {
+                        (phase == Phase::Park && port::busy::take()).then_some(None)
+                    }
                     done => Some(Some(done)),
                 },
             );

@@ -195,6 +195,7 @@ pub(super) fn spsc_try_write<E>(
     }
     let mut rejected = None;
     let pushed = ring.try_push_if(|p| {
+        fault::point("send.claimed");
         // SAFETY: the producer's next slot, of this segment's layout.
         match write(unsafe { data(p, side) }) {
             Ok(len) => {
@@ -369,6 +370,7 @@ pub(super) fn spsc_try_put_bare<T: Pod>(
         return Tried::Gone;
     }
     match ring.try_push_with(|p| {
+        fault::point("send.claimed");
         // SAFETY: SPSC slots of a Pod channel hold a bare `T` (no length
         // word), sized and aligned for it (checked at open); the producer
         // owns the slot until it is published. Volatile: a peer reads it.

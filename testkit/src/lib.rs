@@ -101,6 +101,29 @@ impl Kid {
         }
     }
 
+    /// Reads every line the child prints until it exits, at most `limit`
+    /// in all; kills it past that and returns `None` (a hang, reported by
+    /// the caller: the limit is a guard, not a timing assertion).
+    pub fn finish(&mut self, limit: Duration) -> Option<(Vec<String>, ExitStatus)> {
+        let out = self.out.take();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            if let Some(out) = out {
+                for line in out.lines() {
+                    match line {
+                        Ok(l) => lines.push(l),
+                        Err(_) => break,
+                    }
+                }
+            }
+            lines
+        });
+        let status = self.wait_timeout(limit)?;
+        // The child is gone, so its stdout is closed (unless it handed
+        // the pipe to a process of its own, which these tests never do).
+        Some((reader.join().unwrap_or_default(), status))
+    }
+
     /// Writes `word` and a newline to the child's stdin.
     pub fn say(&mut self, word: &str) {
         if let Some(stdin) = self.child.stdin.as_mut() {
