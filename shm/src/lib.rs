@@ -31,6 +31,7 @@ mod sys;
 pub use error::{AddressError, AttachError, CreateError, OpenError};
 pub use header::{Fixed, Header};
 pub use segment::{
-    shm_path, unlink, Address, Attachment, Backend, CreateOptions, OpenOptions, ParticipantInfo,
-    Role, Segment, Spec, TypeInfo,
+    shm_path, staging_owner, unlink, Address, Attachment, Backend, CreateOptions, Creator,
+    OpenOptions, ParticipantInfo, Role, Segment, Spec, TypeInfo, MAX_SEGMENT_LEN, STAGING_PREFIX,
 };
+pub use shmlane_semaphore::sigbus;

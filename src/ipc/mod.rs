@@ -659,7 +659,7 @@ impl Side {
 
     fn corrupted(&self) -> bool {
         // Relaxed: a local flag; nothing is published with it.
-        self.corrupted.load(Ordering::Relaxed)
+        self.corrupted.load(Ordering::Relaxed) || self.seg().is_broken()
     }
 
     fn poison(&self) {
@@ -669,18 +669,27 @@ impl Side {
 
     /// Whether every `peer` is gone, after at least one attached. One load
     /// when they left cleanly; with `probe`, also looks (at most every
-    /// 5 ms) for peers that died holding their slot.
+    /// 5 ms) for peers that died holding their slot, and for a segment a
+    /// peer truncated (then the channel is broken: gone, and corrupted).
     fn peers_gone(&self, peer: Role, probe: bool) -> bool {
         let seg = self.seg();
+        if seg.is_broken() {
+            return true;
+        }
         if !seg.ever_attached(peer) {
-            return false;
+            return probe && self.probe_due() && !seg.check_intact();
         }
         if seg.live_hint(peer) == 0 {
             return true;
         }
-        if !probe {
+        if !probe || !self.probe_due() {
             return false;
         }
+        !seg.check_intact() || seg.live_count(peer) == 0
+    }
+
+    /// Rate-limits probes to one per `PROBE_INTERVAL` per handle.
+    fn probe_due(&self) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64 + 1;
         // Relaxed: a rate limit, local to this handle.
         let last = self.last_probe.load(Ordering::Relaxed);
@@ -688,7 +697,7 @@ impl Side {
             return false;
         }
         self.last_probe.store(now, Ordering::Relaxed);
-        seg.live_count(peer) == 0
+        true
     }
 
     /// A private buffer for a `Trust::hostile` copy.
