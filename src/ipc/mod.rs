@@ -659,7 +659,20 @@ impl Side {
 
     fn corrupted(&self) -> bool {
         // Relaxed: a local flag; nothing is published with it.
-        self.corrupted.load(Ordering::Relaxed) || self.seg().is_broken()
+        if self.corrupted.load(Ordering::Relaxed) || self.seg().is_broken() {
+            return true;
+        }
+        // A truncation that spares the pages in use faults nowhere, and a
+        // busy side never waits (where `peers_gone` probes): look at the
+        // file's length every 1024 operations of this thread, at most every
+        // `PROBE_INTERVAL` per handle.
+        thread_local! { static OPS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) }; }
+        let n = OPS.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n
+        });
+        n % 1024 == 0 && self.probe_due() && !self.seg().check_intact()
     }
 
     fn poison(&self) {
@@ -680,6 +693,9 @@ impl Side {
             return probe && self.probe_due() && !seg.check_intact();
         }
         if seg.live_hint(peer) == 0 {
+            // The peers may have left because they found the segment
+            // truncated: say so (one `fstat`, only once the channel ended).
+            let _ = seg.check_intact();
             return true;
         }
         if !probe || !self.probe_due() {
