@@ -90,7 +90,7 @@ fn killed_creators_leave_nothing_rm_stale_misses(n: usize) {
     let seed = std::env::var("SHMLANE_LEAK_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| u64::from(std::process::id()) * 0x9e37_79b9 | 1);
+        .unwrap_or_else(|| (u64::from(std::process::id()) * 0x9e37_79b9) | 1);
     println!("seed {seed} (SHMLANE_LEAK_SEED reruns it)");
     let mut rng = Rng(seed);
     let (mut by_label, mut by_kill) = (0, 0);
