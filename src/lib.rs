@@ -89,6 +89,11 @@ pub use shmlane_semaphore::{
     AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
 };
 
+/// SIGBUS containment for segments and semaphores: how to switch it off
+/// ([`sigbus::disable`]) in applications that own `SIGBUS`.
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use shmlane_semaphore::sigbus;
+
 /// The message codecs: rkyv archiving and validation, trust levels,
 /// fingerprints, and sample message types.
 #[cfg(not(shmlane_loom))]

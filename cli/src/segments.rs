@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use shmlane_ring::RingKind;
-use shmlane_shm::{header::MAGIC, Address, OpenOptions, Role, Segment};
+use shmlane_shm::{
+    header::MAGIC, staging_owner, Address, Creator, OpenError, OpenOptions, Role, Segment,
+    STAGING_PREFIX,
+};
 
 /// Parses `shm:NAME`, `file:PATH`, or a bare NAME (taken as `shm:NAME`).
 pub fn parse_target(s: &str) -> Result<Address, String> {
@@ -17,7 +20,7 @@ pub fn parse_target(s: &str) -> Result<Address, String> {
 }
 
 /// Opens a segment read-only for inspection, whoever owns it.
-fn inspect(addr: &Address) -> Result<Segment, String> {
+fn inspect(addr: &Address) -> Result<Segment, OpenError> {
     let owner = match addr {
         Address::Shm(n) => std::fs::metadata(shmlane_shm::shm_path(n)),
         Address::File(p) => std::fs::symlink_metadata(p),
@@ -31,16 +34,43 @@ fn inspect(addr: &Address) -> Result<Segment, String> {
         allow_group_write: true,
         ..OpenOptions::default()
     };
-    Segment::open(addr, &opts).map_err(|e| e.to_string())
+    Segment::open(addr, &opts)
 }
 
 /// What `ls` and `rm` need to know about one segment.
 struct Summary {
     addr: Address,
-    seg: Result<Segment, String>,
+    seg: Result<Segment, OpenError>,
+    /// Set for a private name a segment is (or was) built under.
+    staging: Option<Option<Creator>>,
+}
+
+/// Whether a segment may be removed, and why. `ls` prints it and
+/// `rm --stale` acts on it: one judgement for both.
+enum Verdict {
+    /// A live process uses it (or we cannot prove otherwise).
+    Live,
+    /// Nobody can be using it.
+    Stale(&'static str),
 }
 
 impl Summary {
+    fn inspect(addr: Address) -> Self {
+        let staging = match &addr {
+            Address::Shm(n) => n.starts_with(STAGING_PREFIX).then(|| staging_owner(n)),
+            Address::File(_) => None,
+        };
+        let seg = if staging.is_some() {
+            // Not opened: its creator may still be writing it.
+            Err(OpenError::NotReady {
+                creator_alive: true,
+            })
+        } else {
+            inspect(&addr)
+        };
+        Self { addr, seg, staging }
+    }
+
     fn counts(&self, role: Role) -> (usize, usize) {
         let Ok(seg) = &self.seg else { return (0, 0) };
         let rows: Vec<_> = seg
@@ -52,12 +82,31 @@ impl Summary {
         (alive, rows.len() - alive)
     }
 
-    /// In use: a live participant, or a creator that still has it open.
-    fn in_use(&self) -> bool {
-        match &self.seg {
-            Ok(seg) => seg.creator_alive() || seg.participants().iter().any(|p| p.alive),
+    /// Stale: a segment nobody holds (no live participant, creator gone),
+    /// a segment whose creator died before it became ready, or a private
+    /// name whose creator died while building it. Anything else, including
+    /// whatever cannot be read, is live.
+    fn verdict(&self) -> Verdict {
+        match (&self.staging, &self.seg) {
+            (Some(Some(creator)), _) if !creator.is_alive() => {
+                Verdict::Stale("its creator died while building it")
+            }
+            (Some(_), _) => Verdict::Live,
+            (None, Ok(seg)) => {
+                if seg.creator_alive() || seg.participants().iter().any(|p| p.alive) {
+                    Verdict::Live
+                } else {
+                    Verdict::Stale("no live process holds it")
+                }
+            }
+            (
+                None,
+                Err(OpenError::NotReady {
+                    creator_alive: false,
+                }),
+            ) => Verdict::Stale("its creator died while initialising it"),
             // A segment we cannot read is never judged stale.
-            Err(_) => true,
+            (None, Err(_)) => Verdict::Live,
         }
     }
 }
@@ -71,7 +120,8 @@ fn is_shmlane_file(path: &std::path::Path) -> bool {
         && magic == MAGIC
 }
 
-/// Every shmlane segment under /dev/shm.
+/// Every shmlane segment under /dev/shm, and every private name one is
+/// (or was) built under.
 fn scan() -> Vec<Summary> {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return Vec::new();
@@ -79,13 +129,14 @@ fn scan() -> Vec<Summary> {
     let mut out: Vec<Summary> = dir
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| is_shmlane_file(&e.path()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .map(|name| {
-            let addr = Address::Shm(name);
-            let seg = inspect(&addr);
-            Summary { addr, seg }
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+                || is_shmlane_file(&e.path())
         })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|name| Summary::inspect(Address::Shm(name)))
         .collect();
     out.sort_by_key(|s| s.addr.to_string());
     out
@@ -112,7 +163,26 @@ pub fn ls() -> Result<(), String> {
     for row in &rows {
         let (sa, sd) = row.counts(Role::Sender);
         let (ra, rd) = row.counts(Role::Receiver);
-        let state = if row.in_use() { "live" } else { "stale" };
+        let state = match row.verdict() {
+            Verdict::Live => "live".to_owned(),
+            Verdict::Stale(why) => format!("stale: {why}"),
+        };
+        if let Some(creator) = &row.staging {
+            let who = creator.map_or("an unknown process".to_owned(), |c| {
+                format!("pid {}", c.pid)
+            });
+            println!(
+                "{:<40} {:<7} being created by {who} (a private name){}",
+                row.addr.to_string(),
+                "shm",
+                if matches!(row.verdict(), Verdict::Stale(_)) {
+                    format!("  {state}")
+                } else {
+                    String::new()
+                }
+            );
+            continue;
+        }
         match &row.seg {
             Ok(seg) => println!(
                 "{:<40} {:<7} {:<5} {:>9} {:>6} {:>9} {:>13} {:>13}  {state}",
@@ -125,7 +195,11 @@ pub fn ls() -> Result<(), String> {
                 format!("{sa}/{sd}"),
                 format!("{ra}/{rd}"),
             ),
-            Err(e) => println!("{:<40} {:<7} unreadable: {e}", row.addr.to_string(), "shm"),
+            Err(e) => println!(
+                "{:<40} {:<7} unreadable: {e}  {state}",
+                row.addr.to_string(),
+                "shm"
+            ),
         }
     }
     Ok(())
@@ -134,7 +208,7 @@ pub fn ls() -> Result<(), String> {
 /// `shmlane stat TARGET`.
 pub fn stat(target: &str) -> Result<(), String> {
     let addr = parse_target(target)?;
-    let seg = inspect(&addr)?;
+    let seg = inspect(&addr).map_err(|e| e.to_string())?;
     let l = seg.layout();
     let f = seg.fixed();
     println!("address        {addr}");
@@ -195,9 +269,16 @@ pub fn rm(args: &[String]) -> Result<(), String> {
     if args.iter().any(|a| a == "--stale") {
         let mut removed = 0;
         for row in scan() {
-            if !row.in_use() {
-                shmlane_shm::unlink(&row.addr).map_err(|e| format!("{}: {e}", row.addr))?;
-                println!("removed {}", row.addr);
+            if let Verdict::Stale(why) = row.verdict() {
+                let addr = row.addr.clone();
+                drop(row);
+                match shmlane_shm::unlink(&addr) {
+                    Ok(()) => {}
+                    // Removed meanwhile (by another `rm --stale`, say).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("{addr}: {e}")),
+                }
+                println!("removed {addr} ({why})");
                 removed += 1;
             }
         }
@@ -207,18 +288,14 @@ pub fn rm(args: &[String]) -> Result<(), String> {
     let mut failed = Vec::new();
     for target in args {
         let addr = parse_target(target)?;
-        let seg = match inspect(&addr) {
-            Ok(seg) => seg,
-            Err(e) => {
+        let row = Summary::inspect(addr.clone());
+        if let (None, Err(e)) = (&row.staging, &row.seg) {
+            if !matches!(row.verdict(), Verdict::Stale(_)) {
                 failed.push(format!("{addr}: {e}"));
                 continue;
             }
-        };
-        let row = Summary {
-            addr: addr.clone(),
-            seg: Ok(seg),
-        };
-        if row.in_use() {
+        }
+        if matches!(row.verdict(), Verdict::Live) {
             failed.push(format!("{addr}: in use by a live process; stop it first"));
             continue;
         }

@@ -14,6 +14,9 @@ mod imp {
     use crate::cvt;
     use crate::sync::AtomicU32;
 
+    /// How long a wait on an unreachable (truncated) word sleeps.
+    const FAULT_NAP: Duration = Duration::from_millis(1);
+
     /// Sleeps while `word == expected`, for at most `timeout`. Returns on a
     /// wake, a timeout, a changed word (EAGAIN) or a signal (EINTR) alike:
     /// the caller re-checks its condition and its deadline either way.
@@ -40,7 +43,14 @@ mod imp {
         if let Err(e) = cvt(ret) {
             match e.raw_os_error() {
                 Some(libc::ETIMEDOUT | libc::EAGAIN | libc::EINTR) => {}
-                // EFAULT/EINVAL would mean a bad address: a bug, not a runtime case.
+                // The word lies in a shared file mapping whose file a peer
+                // truncated: the kernel cannot fault the page in. Not a
+                // bug of ours; the caller re-checks its condition and finds
+                // the segment broken. Sleep a little instead of spinning.
+                Some(libc::EFAULT) => {
+                    std::thread::sleep(timeout.map_or(FAULT_NAP, |t| t.min(FAULT_NAP)));
+                }
+                // EINVAL would mean a misaligned address: a bug.
                 _ => panic!("futex wait failed: {e}"),
             }
         }
@@ -60,8 +70,11 @@ mod imp {
             )
         };
         if let Err(e) = cvt(ret) {
-            // EFAULT/EINVAL would mean a bad address: a bug, not a runtime case.
-            panic!("futex wake failed: {e}");
+            // EFAULT: a truncated shared file mapping (see `wait`); there is
+            // nobody to wake through it. EINVAL would be a bug.
+            if e.raw_os_error() != Some(libc::EFAULT) {
+                panic!("futex wake failed: {e}");
+            }
         }
     }
 }

@@ -39,6 +39,8 @@ mod eventcount;
 mod futex;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod named;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub mod sigbus;
 mod sync;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod sys;

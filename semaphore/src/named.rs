@@ -34,6 +34,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::mem::{align_of, size_of};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
@@ -228,7 +229,10 @@ impl SemaphoreOptions {
         // The umask may have cleared bits the caller asked for.
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(SemaphoreError::Os)?;
-        file.set_len(LEN as u64).map_err(SemaphoreError::Os)?;
+        // Reserve the page, not only set the length: on a full /dev/shm a
+        // sparse object would fault (SIGBUS) on first touch instead of
+        // failing here.
+        sys::allocate(&file, LEN as u64).map_err(SemaphoreError::Os)?;
         let mut sem = Semaphore::attach(file, name, permits).map_err(SemaphoreError::Os)?;
         let h = sem.header();
         // Relaxed: published by the Release store of READY below. The new
@@ -497,6 +501,14 @@ impl Semaphore {
             .count()
     }
 
+    /// Whether the semaphore's shared object was truncated by another
+    /// process (a fault caught by the [`sigbus`](crate::sigbus) handler, or
+    /// a file found shorter than it must be). A broken semaphore refuses
+    /// every acquire with `Broken`; one `fstat` per call.
+    pub fn is_broken(&self) -> bool {
+        self.map.is_broken() || crate::sigbus::shorter_than(self.file.as_fd(), LEN as u64)
+    }
+
     /// How many threads, in every process, are asleep waiting for a permit
     /// now (a diagnostic; a process killed while waiting stays counted,
     /// which only costs releasers a needless wake call).
@@ -550,8 +562,11 @@ impl Semaphore {
 
     /// One scan for a free slot: first those whose hint says free, then
     /// every slot (a holder that died leaves its hint set).
-    fn scan(&self) -> io::Result<Option<SemaphorePermit<'_>>> {
+    fn scan(&self) -> Result<Option<SemaphorePermit<'_>>, ScanError> {
         self.check_fork()?;
+        if self.is_broken() {
+            return Err(ScanError::Broken);
+        }
         let n = self.permits;
         // Relaxed: only spreads scans; any value is correct.
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
@@ -580,7 +595,8 @@ impl Semaphore {
         match self.scan() {
             Ok(Some(p)) => Ok(p),
             Ok(None) => Err(TryAcquireError::NoPermits),
-            Err(e) => Err(TryAcquireError::Os(e)),
+            Err(ScanError::Broken) => Err(TryAcquireError::Broken),
+            Err(ScanError::Os(e)) => Err(TryAcquireError::Os(e)),
         }
     }
 
@@ -626,7 +642,8 @@ impl Semaphore {
             .wait_in_steps(deadline, Some(STEP), &mut || self.scan().transpose());
         match got {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(e)) => Err(AcquireError::Os(e)),
+            Ok(Err(ScanError::Broken)) => Err(AcquireError::Broken),
+            Ok(Err(ScanError::Os(e))) => Err(AcquireError::Os(e)),
             Err(TimedOut) => Err(AcquireError::Timeout),
         }
     }
@@ -668,6 +685,18 @@ impl Drop for Semaphore {
             let _ = sys::shm_unlink(&self.name);
         }
         // Closing the file afterwards drops any locks still held.
+    }
+}
+
+/// Why a scan for a free permit failed.
+enum ScanError {
+    Broken,
+    Os(io::Error),
+}
+
+impl From<io::Error> for ScanError {
+    fn from(e: io::Error) -> Self {
+        Self::Os(e)
     }
 }
 

@@ -45,10 +45,27 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
     .map(drop)
 }
 
+/// Reserves `len` bytes of `file` (`posix_fallocate`), extending it.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: an fd we own; posix_fallocate returns the error number
+        // itself instead of setting errno.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR => {}
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// A shared, read-write mapping of the start of a file; unmapped on drop.
 pub(crate) struct Map {
     ptr: NonNull<u8>,
     len: usize,
+    /// SIGBUS protection; dropped (unregistered) before the unmap.
+    guard: Option<crate::sigbus::Registration>,
 }
 
 // SAFETY: `Map` owns its mapping; the memory is only reached through
@@ -76,7 +93,17 @@ impl Map {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap: null"))?;
-        Ok(Self { ptr, len })
+        // SAFETY: the mapping is ours until `drop`, which unregisters it
+        // before unmapping; its contents are only shared state that the
+        // owner stops trusting once `is_broken` says so.
+        let guard = Some(unsafe { crate::sigbus::register(ptr.as_ptr(), len) });
+        Ok(Self { ptr, len, guard })
+    }
+
+    /// Whether a peer's truncation made an access fault (the mapping holds
+    /// private zeros since).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.is_broken())
     }
 
     /// The base of the mapping (page-aligned).
@@ -87,6 +114,9 @@ impl Map {
 
 impl Drop for Map {
     fn drop(&mut self) {
+        // Unregistered first, so the SIGBUS handler never touches the range
+        // once it may belong to someone else.
+        drop(self.guard.take());
         // SAFETY: `ptr` and `len` are exactly what mmap returned and took;
         // no reference into the mapping outlives `self` (borrows of it are
         // tied to the owner's lifetime).

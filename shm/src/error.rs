@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 use shmlane_ring::LayoutError;
 
@@ -54,8 +55,39 @@ pub enum CreateError {
         /// Bytes the message type needs.
         needed: usize,
     },
+    /// The filesystem that would hold the segment has too little free
+    /// space for it. Nothing was left behind.
+    NoSpace {
+        /// Bytes the segment needs.
+        needed: u64,
+        /// Bytes the filesystem has free for this user.
+        available: u64,
+        /// The directory (filesystem) asked.
+        path: PathBuf,
+    },
+    /// The segment would be larger than any process can map.
+    TooLarge {
+        /// Bytes the segment would need (saturated at `u64::MAX`).
+        needed: u64,
+        /// The largest segment this build creates.
+        limit: u64,
+    },
     /// Another OS error.
     Os(io::Error),
+}
+
+/// `n` bytes for people: `1.5 GiB (1610612736 bytes)`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let (mut v, mut unit) = (n as f64 / 1024.0, 0);
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {} ({n} bytes)", UNITS[unit])
 }
 
 impl fmt::Display for CreateError {
@@ -70,6 +102,39 @@ impl fmt::Display for CreateError {
             Self::SlotTooSmall { asked, needed } => write!(
                 f,
                 "slot size {asked} cannot hold the message type: it needs at least {needed} bytes"
+            ),
+            Self::NoSpace {
+                needed,
+                available,
+                path,
+            } => {
+                write!(
+                    f,
+                    "not enough space for the segment: it needs {}, but the filesystem at {} \
+                     has {} free; ",
+                    bytes(*needed),
+                    path.display(),
+                    bytes(*available)
+                )?;
+                if path.starts_with("/dev/shm") {
+                    f.write_str(
+                        "make /dev/shm larger (`mount -o remount,size=2g /dev/shm`, or \
+                         `docker run --shm-size=2g`), use a `file:` address on a disk, or \
+                         ask for a smaller capacity or message size",
+                    )
+                } else {
+                    f.write_str(
+                        "free space there, put the file on a larger filesystem, or ask for \
+                         a smaller capacity or message size",
+                    )
+                }
+            }
+            Self::TooLarge { needed, limit } => write!(
+                f,
+                "a segment of {} is larger than any process can map (at most {}): ask for a \
+                 smaller capacity or message size",
+                bytes(*needed),
+                bytes(*limit)
             ),
             Self::Os(e) => write!(f, "creating segment: {e}"),
         }

@@ -5,8 +5,12 @@
 //! shared memory (`shm:NAME`), a mmapped file (`file:PATH`), and an
 //! anonymous memfd handed to a child process.
 //!
-//! - **Create**: `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode `0600` unless
-//!   asked otherwise, every header field written, then READY published.
+//! - **Create**: the exact size checked against the filesystem's free
+//!   space (`statvfs`), built under a private name with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode `0600` unless asked
+//!   otherwise, every byte reserved (`posix_fallocate`), every header
+//!   field written, READY published, then renamed into place without
+//!   replacing anything.
 //! - **Open**: fstat (regular file, expected owner, no group/other write
 //!   unless allowed), a bounded wait for READY, every field validated, the
 //!   layout copied into process-local memory and never read again.
@@ -14,8 +18,10 @@
 //!   its own byte; the kernel drops it when the process dies, and survivors
 //!   notice with `F_OFD_GETLK` and reap the dead entry.
 //!
-//! Only memfd segments can be sealed against resizing; a hostile peer that
-//! truncates a `shm:` or `file:` segment can still make a mapping fault.
+//! Only memfd segments can be sealed against resizing; a peer that
+//! truncates a `shm:` or `file:` segment makes the mapping fault, which the
+//! [`sigbus`] handler contains: the segment reports
+//! [`is_broken`](Segment::is_broken) instead of the process dying.
 //!
 //! Do not `fork` while a [`Segment`] is open and keep using it on both
 //! sides: parent and child would share one open file description, so their
@@ -31,6 +37,7 @@ mod sys;
 pub use error::{AddressError, AttachError, CreateError, OpenError};
 pub use header::{Fixed, Header};
 pub use segment::{
-    shm_path, unlink, Address, Attachment, Backend, CreateOptions, OpenOptions, ParticipantInfo,
-    Role, Segment, Spec, TypeInfo,
+    shm_path, staging_owner, unlink, Address, Attachment, Backend, CreateOptions, Creator,
+    OpenOptions, ParticipantInfo, Role, Segment, Spec, TypeInfo, MAX_SEGMENT_LEN, STAGING_PREFIX,
 };
+pub use shmlane_semaphore::sigbus;

@@ -7,19 +7,20 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 use shmlane_ring::{RingKind, RingLayout};
+use shmlane_semaphore::sigbus;
 
 use crate::error::{AddressError, AttachError, CreateError, OpenError};
 use crate::header::{
     Fixed, Header, Participant, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS, STATE_INIT,
     STATE_READY, STATUS_ATTACHED, STATUS_FREE, TYPE_NAME_LEN, VERSION,
 };
-use crate::sys;
+use crate::{fault, sys};
 
 /// Where a segment lives, parsed from `shm:NAME` or `file:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -241,7 +242,12 @@ pub struct ParticipantInfo {
 /// when it was opened and is never read from there again.
 pub struct Segment {
     file: File,
+    /// SIGBUS protection of `map`; declared before it so that it is
+    /// dropped (unregistered) before the mapping is unmapped.
+    guard: Option<sigbus::Registration>,
     map: MmapRaw,
+    /// Set once the file was found shorter than the layout.
+    broken: AtomicBool,
     backend: Backend,
     fixed: Fixed,
     layout: RingLayout,
@@ -293,15 +299,107 @@ fn map_err_open(addr: &str, e: io::Error) -> OpenError {
     }
 }
 
-/// Removes a half-made segment if creation fails.
-struct Unlinker<'a>(Option<&'a Address>);
+/// Removes a half-made segment's private name if creation fails.
+struct Unlinker<'a>(Option<&'a Path>);
 
 impl Drop for Unlinker<'_> {
     fn drop(&mut self) {
-        if let Some(addr) = self.0 {
-            let _ = unlink(addr);
+        if let Some(path) = self.0 {
+            let _ = fs::remove_file(path);
         }
     }
+}
+
+/// The largest segment this build creates: 128 TiB, the user address space
+/// of x86-64 and of most aarch64 kernels (no process could map more).
+pub const MAX_SEGMENT_LEN: u64 = 1 << 47;
+
+/// The prefix of the private names segments are built under.
+pub const STAGING_PREFIX: &str = ".shmlane-new-";
+
+/// A fresh private name for a segment being built by this process:
+/// `.shmlane-new-PID-START-N`, where START is this process's start time
+/// (so a reused pid is told apart) and N counts within the process.
+fn staging_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    // Relaxed: only uniqueness within this process matters.
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let pid = sys::pid();
+    format!("{STAGING_PREFIX}{pid}-{}-{n}", sys::start_time(pid))
+}
+
+/// The process that is building (or was building, and died) a segment
+/// under a private name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creator {
+    /// Its process id.
+    pub pid: u32,
+    /// Its start time (clock ticks since boot), as `/proc/PID/stat` says.
+    pub start: u64,
+}
+
+impl Creator {
+    /// Whether that process still runs: the pid exists and has the same
+    /// start time (a reused pid does not count). Unknown counts as alive.
+    pub fn is_alive(&self) -> bool {
+        match sys::start_time(self.pid) {
+            0 => std::path::Path::new(&format!("/proc/{}", self.pid)).exists(),
+            now => now == self.start,
+        }
+    }
+}
+
+/// If `file_name` is a private name a segment is built under
+/// (`.shmlane-new-PID-START-N`), the process building it. A private name
+/// whose creator is dead is left over from a crash and safe to remove;
+/// one whose creator lives is about to be renamed into place.
+pub fn staging_owner(file_name: &str) -> Option<Creator> {
+    let rest = file_name.strip_prefix(STAGING_PREFIX)?;
+    let mut parts = rest.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u32>().ok()?;
+    parts.next().is_none().then_some(Creator { pid, start })
+}
+
+fn total_len(layout: &RingLayout) -> Result<usize, CreateError> {
+    let total = HEADER_LEN
+        .checked_add(layout.region_len())
+        .ok_or(CreateError::Layout(shmlane_ring::LayoutError::Overflow))?;
+    if total as u64 > MAX_SEGMENT_LEN || total > isize::MAX as usize {
+        return Err(CreateError::TooLarge {
+            needed: total as u64,
+            limit: MAX_SEGMENT_LEN,
+        });
+    }
+    Ok(total)
+}
+
+/// Refuses, before anything is created, a segment the filesystem at `dir`
+/// has no room for.
+fn check_space(dir: &Path, needed: u64) -> Result<(), CreateError> {
+    match sys::available_space(dir) {
+        Ok(available) if available < needed => Err(CreateError::NoSpace {
+            needed,
+            available,
+            path: dir.to_owned(),
+        }),
+        // An unknown figure is not a refusal: the reservation decides.
+        _ => Ok(()),
+    }
+}
+
+/// Registers a file-backed mapping with the SIGBUS handler. A memfd is
+/// sealed against shrinking and needs no protection.
+fn protect(backend: &Backend, map: &MmapRaw) -> Option<sigbus::Registration> {
+    if *backend == Backend::Memfd {
+        return None;
+    }
+    // SAFETY: the mapping belongs to the segment being built, which drops
+    // the registration before the mapping (field order); every value read
+    // from it is validated, so zeros in place of it are harmless, and the
+    // segment reports itself broken from then on.
+    Some(unsafe { sigbus::register(map.as_mut_ptr(), map.len()) })
 }
 
 /// Removes the name or file of a segment. Processes that have it mapped
@@ -318,33 +416,58 @@ pub fn unlink(addr: &Address) -> io::Result<()> {
 }
 
 impl Segment {
-    /// Creates a segment at `addr`: `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`,
-    /// the mode exactly as asked, every header field written, the ring
-    /// initialised, then READY published.
+    /// Creates a segment at `addr`, atomically: the segment is built under
+    /// a private name in the same directory (see [`staging_owner`]) and
+    /// renamed to `addr` only once it is READY, so nobody ever sees a
+    /// half-made segment under the public name, and a creator killed at
+    /// any point leaves either nothing there or a complete segment.
+    ///
+    /// Before anything is created the exact size is computed (checked
+    /// arithmetic) and compared with the filesystem's free space
+    /// (`statvfs`); the bytes are then reserved (`posix_fallocate`) so no
+    /// page of the segment can fault for lack of space later. The private
+    /// file is created with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and the
+    /// mode exactly as asked.
     ///
     /// # Errors
     ///
-    /// [`CreateError`]: already exists, permission denied, a bad layout, or
-    /// the OS error.
+    /// [`CreateError`]: already exists, permission denied, a bad layout,
+    /// [`NoSpace`](CreateError::NoSpace) (nothing is left behind),
+    /// [`TooLarge`](CreateError::TooLarge), or the OS error.
     pub fn create(addr: &Address, spec: &Spec, opts: &CreateOptions) -> Result<Self, CreateError> {
         let layout = layout_of(spec)?;
+        let total = total_len(&layout)?;
         let name = addr.to_string();
+        let public = match addr {
+            Address::Shm(n) => shm_path(n),
+            Address::File(p) => p.clone(),
+        };
+        // Fail fast (the rename below is the real arbiter).
+        if fs::symlink_metadata(&public).is_ok() {
+            return Err(CreateError::AlreadyExists(name));
+        }
+        let dir = match public.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        check_space(&dir, total as u64)?;
+        let staged = staging_name();
+        let staged_path = dir.join(&staged);
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let file = match addr {
-            Address::Shm(n) => sys::shm_open(
-                n,
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                opts.mode,
-            ),
-            Address::File(p) => FsOpenOptions::new()
+            Address::Shm(_) => sys::shm_open(&staged, flags, opts.mode),
+            Address::File(_) => FsOpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(opts.mode)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(p),
+                .open(&staged_path),
         }
         .map_err(|e| map_err_create(&name, e))?;
-        let mut guard = Unlinker(Some(addr));
+        // Removes the private name if anything below fails.
+        let mut guard = Unlinker(Some(&staged_path));
+        fault::point("create.after_open");
         // The umask may have cleared bits the caller asked for.
         file.set_permissions(fs::Permissions::from_mode(opts.mode))
             .map_err(CreateError::Os)?;
@@ -352,8 +475,12 @@ impl Segment {
             Address::Shm(n) => Backend::Shm(n.clone()),
             Address::File(p) => Backend::File(p.clone()),
         };
-        let seg = Self::init(file, backend, spec, layout, !opts.keep)?;
+        let mut seg = Self::init(file, backend, spec, layout, total, &dir)?;
+        fault::point("create.before_rename");
+        sys::rename_noreplace(&staged_path, &public).map_err(|e| map_err_create(&name, e))?;
         guard.0 = None;
+        fault::point("create.after_rename");
+        seg.unlink_on_drop = !opts.keep;
         Ok(seg)
     }
 
@@ -367,8 +494,16 @@ impl Segment {
     /// As [`create`](Self::create).
     pub fn create_memfd(spec: &Spec) -> Result<Self, CreateError> {
         let layout = layout_of(spec)?;
+        let total = total_len(&layout)?;
         let file = sys::memfd_create("shmlane").map_err(CreateError::Os)?;
-        let seg = Self::init(file, Backend::Memfd, spec, layout, false)?;
+        let seg = Self::init(
+            file,
+            Backend::Memfd,
+            spec,
+            layout,
+            total,
+            Path::new("memfd"),
+        )?;
         sys::seal_size(&seg.file).map_err(CreateError::Os)?;
         Ok(seg)
     }
@@ -378,7 +513,8 @@ impl Segment {
         backend: Backend,
         spec: &Spec,
         layout: RingLayout,
-        unlink_on_drop: bool,
+        total: usize,
+        dir: &Path,
     ) -> Result<Self, CreateError> {
         // Held until this segment is dropped: openers tell "creator still
         // initialising" from "creator died" by it.
@@ -387,14 +523,31 @@ impl Segment {
                 "creator lock already held",
             )));
         }
-        let total = HEADER_LEN
-            .checked_add(layout.region_len())
-            .ok_or(CreateError::Layout(shmlane_ring::LayoutError::Overflow))?;
-        file.set_len(total as u64).map_err(CreateError::Os)?;
+        // Reserve every byte before touching any: on a full filesystem this
+        // fails here with ENOSPC instead of a SIGBUS on first touch.
+        match sys::allocate(&file, total as u64) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                return Err(CreateError::NoSpace {
+                    needed: total as u64,
+                    available: sys::available_space(dir).unwrap_or(0),
+                    path: dir.to_owned(),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
+                return Err(CreateError::TooLarge {
+                    needed: total as u64,
+                    limit: MAX_SEGMENT_LEN,
+                })
+            }
+            Err(e) => return Err(CreateError::Os(e)),
+        }
+        fault::point("create.after_reserve");
         let map = MmapOptions::new()
             .len(total)
             .map_raw(&file)
             .map_err(CreateError::Os)?;
+        let guard = protect(&backend, &map);
         let mut type_name = [0u8; TYPE_NAME_LEN];
         let cut = spec.ty.name.len().min(TYPE_NAME_LEN - 1);
         type_name[..cut].copy_from_slice(&spec.ty.name.as_bytes()[..cut]);
@@ -414,11 +567,13 @@ impl Segment {
         };
         let seg = Self {
             file,
+            guard,
             map,
+            broken: AtomicBool::new(false),
             backend,
             fixed,
             layout,
-            unlink_on_drop,
+            unlink_on_drop: false,
             read_only: false,
             held: Mutex::new(0),
             pid: sys::pid(),
@@ -429,11 +584,17 @@ impl Segment {
         h.fixed.write(fixed);
         h.creator_pid.write(sys::pid());
         h.creator_start.write(sys::start_time(sys::pid()));
+        fault::point("create.after_header");
         let (base, len) = seg.ring_region();
         // SAFETY: the region lies inside our fresh mapping (HEADER_LEN +
         // region_len bytes), page-aligned plus HEADER_LEN (4096, at least the
         // region alignment), and nobody can use it before READY.
         unsafe { layout.init(base, len) }.map_err(CreateError::Layout)?;
+        if seg.is_broken() {
+            return Err(CreateError::Os(io::Error::other(
+                "the segment was truncated by another process while it was being created",
+            )));
+        }
         // Release: publishes every field written above; pairs with the
         // Acquire load of `state` in `open`.
         h.state.store(STATE_READY, Ordering::Release);
@@ -534,6 +695,7 @@ impl Segment {
             MmapOptions::new().len(len_usize).map_raw(&file)
         }
         .map_err(OpenError::Os)?;
+        let guard = protect(&backend, &map);
         // SAFETY: the mapping is at least HEADER_LEN bytes (wait_ready checked
         // the length), page-aligned, and lives as long as `map`; `Header`
         // holds only atomics and `Shared` cells, valid for any bytes.
@@ -585,7 +747,9 @@ impl Segment {
         }
         Ok(Self {
             file,
+            guard,
             map,
+            broken: AtomicBool::new(false),
             backend,
             fixed,
             layout,
@@ -636,6 +800,35 @@ impl Segment {
     /// Whether the segment was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Whether the segment is known to be broken: another process truncated
+    /// its file, and either an access faulted (the SIGBUS handler then put
+    /// private zeros in place of the mapping) or
+    /// [`check_intact`](Self::check_intact) found the file short. One or two loads; no
+    /// system call. A broken segment never becomes whole again.
+    pub fn is_broken(&self) -> bool {
+        // Relaxed: a sticky flag; the data it concerns is not trusted anyway.
+        self.broken.load(Ordering::Relaxed) || self.guard.as_ref().is_some_and(|g| g.is_broken())
+    }
+
+    /// Checks (one `fstat`) that the file still has the segment's length,
+    /// and marks the segment broken if it does not; returns whether it is
+    /// intact. A truncation that leaves the pages this process touches in
+    /// place faults nowhere, so handles call this now and then while they
+    /// wait.
+    pub fn check_intact(&self) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        if self.backend != Backend::Memfd
+            && sigbus::shorter_than(std::os::fd::AsFd::as_fd(&self.file), self.fixed.total_len)
+        {
+            // Relaxed: as in `is_broken`.
+            self.broken.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     fn participant(&self, index: usize) -> &Participant {

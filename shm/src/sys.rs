@@ -4,6 +4,8 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// Turns a raw `-1`-on-error result into `io::Result`, reading `errno`.
 pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -133,4 +135,65 @@ pub(crate) fn euid() -> u32 {
 /// This process's id.
 pub(crate) fn pid() -> u32 {
     std::process::id()
+}
+
+/// Bytes free for an unprivileged user on the filesystem holding `dir`
+/// (`statvfs`: available blocks times the fragment size).
+pub(crate) fn available_space(dir: &Path) -> io::Result<u64> {
+    let path = CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `statvfs` is plain data; all zeros is valid.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and out pointer.
+    cvt(unsafe { libc::statvfs(path.as_ptr(), &mut st) })?;
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Reserves the first `len` bytes of `file` (`posix_fallocate`), which
+/// also extends it: no page of it can fault for lack of space later.
+/// `Ok(false)` if the filesystem cannot reserve (the length is set
+/// instead, sparse).
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<bool> {
+    let off = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: an fd we own; posix_fallocate returns the error number
+        // instead of setting errno.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off) } {
+            0 => return Ok(true),
+            libc::EINTR => {}
+            libc::EOPNOTSUPP | libc::EINVAL => {
+                file.set_len(len)?;
+                return Ok(false);
+            }
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (`EEXIST` then), atomically:
+/// `renameat2(RENAME_NOREPLACE)`, or where the filesystem lacks it, a hard
+/// link (which never replaces) and an unlink of `from`.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let cstr = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (cstr(from)?, cstr(to)?);
+    // SAFETY: valid NUL-terminated paths, relative to the cwd.
+    let r = cvt(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    });
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -532,6 +532,7 @@ impl<M: Message> Channel<M> {
             cap: (self.seg.layout().slot_size() - meta).min(u32::MAX as usize),
             epoch: Instant::now(),
             last_probe: AtomicU64::new(0),
+            last_reap: AtomicU64::new(0),
             corrupted: AtomicBool::new(false),
             copies: Mutex::new(Vec::new()),
         })
@@ -638,6 +639,8 @@ struct Side {
     cap: usize,
     epoch: Instant,
     last_probe: AtomicU64,
+    /// When a receiver last looked for dead receivers (see `reap_due`).
+    last_reap: AtomicU64,
     corrupted: AtomicBool,
     /// Private buffers for `Trust::hostile` receives, reused.
     copies: Mutex<Vec<CopyBuf>>,
@@ -658,7 +661,20 @@ impl Side {
 
     fn corrupted(&self) -> bool {
         // Relaxed: a local flag; nothing is published with it.
-        self.corrupted.load(Ordering::Relaxed)
+        if self.corrupted.load(Ordering::Relaxed) || self.seg().is_broken() {
+            return true;
+        }
+        // A truncation that spares the pages in use faults nowhere, and a
+        // busy side never waits (where `peers_gone` probes): look at the
+        // file's length every 1024 operations of this thread, at most every
+        // `PROBE_INTERVAL` per handle.
+        thread_local! { static OPS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) }; }
+        let n = OPS.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n
+        });
+        n % 1024 == 0 && self.probe_due() && !self.seg().check_intact()
     }
 
     fn poison(&self) {
@@ -668,27 +684,47 @@ impl Side {
 
     /// Whether every `peer` is gone, after at least one attached. One load
     /// when they left cleanly; with `probe`, also looks (at most every
-    /// 5 ms) for peers that died holding their slot.
+    /// 5 ms) for peers that died holding their slot, and for a segment a
+    /// peer truncated (then the channel is broken: gone, and corrupted).
     fn peers_gone(&self, peer: Role, probe: bool) -> bool {
         let seg = self.seg();
-        if !seg.ever_attached(peer) {
-            return false;
-        }
-        if seg.live_hint(peer) == 0 {
+        if seg.is_broken() {
             return true;
         }
-        probe && self.probe_due() && seg.live_count(peer) == 0
-    }
-
-    /// A rate limit for lock probes: true at most every 5 ms per handle.
-    fn probe_due(&self) -> bool {
-        let now = self.epoch.elapsed().as_nanos() as u64 + 1;
-        // Relaxed: a rate limit, local to this handle.
-        let last = self.last_probe.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < PROBE_INTERVAL.as_nanos() as u64 {
+        if !seg.ever_attached(peer) {
+            return probe && self.probe_due() && !seg.check_intact();
+        }
+        if seg.live_hint(peer) == 0 {
+            // The peers may have left because they found the segment
+            // truncated: say so (one `fstat`, only once the channel ended).
+            let _ = seg.check_intact();
+            return true;
+        }
+        if !probe || !self.probe_due() {
             return false;
         }
-        self.last_probe.store(now, Ordering::Relaxed);
+        !seg.check_intact() || seg.live_count(peer) == 0
+    }
+
+    /// Rate-limits probes to one per `PROBE_INTERVAL` per handle.
+    fn probe_due(&self) -> bool {
+        self.due(&self.last_probe)
+    }
+
+    /// Rate-limits a receiver's look for dead fellow receivers (whose
+    /// claims it must deliver again) the same way, on its own clock.
+    fn reap_due(&self) -> bool {
+        self.due(&self.last_reap)
+    }
+
+    fn due(&self, last: &AtomicU64) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+        // Relaxed: a rate limit, local to this handle.
+        let then = last.load(Ordering::Relaxed);
+        if then != 0 && now.saturating_sub(then) < PROBE_INTERVAL.as_nanos() as u64 {
+            return false;
+        }
+        last.store(now, Ordering::Relaxed);
         true
     }
 

@@ -284,7 +284,7 @@ fn mpmc_claim(
                     return Err(RecvMsgError::Disconnected);
                 }
                 if !side.peers_gone(Role::Sender, probe) {
-                    if probe && side.probe_due() {
+                    if probe && side.reap_due() {
                         // Reap dead receivers too: their claims are ours to
                         // deliver again.
                         seg.live_count(Role::Receiver);

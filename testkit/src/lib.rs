@@ -230,3 +230,57 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The variable set in a test re-run by [`rerun_with_private_shm`].
+pub const PRIVATE_SHM: &str = "SHMLANE_TEST_PRIVATE_SHM";
+
+/// Whether this process runs in the private mount namespace made by
+/// [`rerun_with_private_shm`] (its `/dev/shm` is a fresh, small tmpfs).
+pub fn has_private_shm() -> bool {
+    std::env::var_os(PRIVATE_SHM).is_some()
+}
+
+/// Runs this test binary's test `test` again in a private mount namespace
+/// whose `/dev/shm` is a fresh tmpfs of `size` (`mount -o size=`, e.g.
+/// `"1m"`), with `envs` and [`PRIVATE_SHM`] set, and asserts that it
+/// passes. Huge or space-hungry segments never touch the real `/dev/shm`
+/// this way. Returns `false` (after printing why) where `unshare -m` is
+/// not permitted, so the caller can skip.
+///
+/// # Panics
+///
+/// If the re-run test fails (its output is in the message).
+pub fn rerun_with_private_shm(test: &str, size: &str, envs: &[(&str, String)]) -> bool {
+    let probe = Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!(
+            "skipped {test}: `unshare -m` is not permitted here (needs root or user namespaces)"
+        );
+        return false;
+    }
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs -o size={size},mode=1777 tmpfs /dev/shm && exec \"$0\" \"$@\""
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", &script])
+        .arg(std::env::current_exe().expect("test binary path"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
+        .arg("--include-ignored")
+        .env(PRIVATE_SHM, size);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run unshare");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    print!("{text}");
+    assert!(
+        out.status.success(),
+        "{test} in a private /dev/shm of {size} failed ({}):\n{text}",
+        out.status
+    );
+    true
+}

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::io;
 
+const BROKEN: &str = "the semaphore's shared object was truncated by another process; \
+     it cannot be used any more: create a new one";
+
 /// Why a named semaphore could not be created, opened or unlinked.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -83,6 +86,10 @@ pub enum AcquireError {
     /// The deadline passed with every permit held (never returned by
     /// `acquire`, which has no deadline).
     Timeout,
+    /// The semaphore's shared object was truncated by someone (see
+    /// [`Semaphore::is_broken`](crate::Semaphore::is_broken)): it can no
+    /// longer be used; create a new one.
+    Broken,
     /// An OS error, or the handle was used in a forked child.
     Os(io::Error),
 }
@@ -91,6 +98,7 @@ impl fmt::Display for AcquireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout => f.write_str("timed out waiting for a semaphore permit"),
+            Self::Broken => f.write_str(BROKEN),
             Self::Os(e) => write!(f, "acquiring a semaphore permit: {e}"),
         }
     }
@@ -100,7 +108,7 @@ impl std::error::Error for AcquireError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Os(e) => Some(e),
-            Self::Timeout => None,
+            Self::Timeout | Self::Broken => None,
         }
     }
 }
@@ -112,6 +120,9 @@ impl std::error::Error for AcquireError {
 pub enum TryAcquireError {
     /// Every permit is held now.
     NoPermits,
+    /// The semaphore's shared object was truncated by someone: it can no
+    /// longer be used; create a new one.
+    Broken,
     /// An OS error, or the handle was used in a forked child.
     Os(io::Error),
 }
@@ -120,6 +131,7 @@ impl fmt::Display for TryAcquireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoPermits => f.write_str("no semaphore permit is free"),
+            Self::Broken => f.write_str(BROKEN),
             Self::Os(e) => write!(f, "acquiring a semaphore permit: {e}"),
         }
     }
@@ -129,7 +141,7 @@ impl std::error::Error for TryAcquireError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Os(e) => Some(e),
-            Self::NoPermits => None,
+            Self::NoPermits | Self::Broken => None,
         }
     }
 }
