@@ -220,6 +220,13 @@ fn child() {
     match role.as_str() {
         "producer" => produce(&addr, ring, kind, env("ID").parse().unwrap(), batch),
         "consumer" => consume(&addr, ring, kind, batch),
+        "forker" => fork_and_drop(&addr),
+        "parked" => {
+            // Parks on an empty channel until killed.
+            let rx = open::<[u64; 4]>(&addr).receiver().unwrap();
+            println!("ready");
+            let _ = rx.recv();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -613,4 +620,101 @@ fn spsc_batch_crash_points() {
             batch: true,
         });
     }
+}
+
+/// A process killed while parked leaves no phantom waiter: once a survivor
+/// reaps it, sends make no wake system call when nobody sleeps.
+#[test]
+fn a_receiver_killed_while_parked_leaves_no_phantom_waiter() {
+    let addr = format!("shm:{}", unique("parked"));
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(8)
+        .create::<[u64; 4]>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let s = Scenario {
+        ring: RingKind::Mpmc,
+        kind: Kind::Pod,
+        victim: Victim::Consumer,
+        fault: "",
+        batch: false,
+    };
+    let mut kid = spawn(&s, &addr, "parked", 0, None);
+    assert!(kid.wait_for("ready"));
+    let ec = &chan.segment().header().not_empty.0;
+    // Wait (bounded only against a hang) until the child is parked.
+    let start = std::time::Instant::now();
+    while ec.waiters() == 0 {
+        assert!(start.elapsed() < HANG, "the child never parked");
+        std::thread::yield_now();
+    }
+    kid.kill();
+    kid.wait();
+    assert_eq!(ec.waiters(), 1, "the dead child's announcement is still there");
+    // The surviving receiver looks for dead peers while it waits.
+    let start = std::time::Instant::now();
+    while ec.waiters() != 0 {
+        assert!(start.elapsed() < HANG, "the dead waiter was never reaped");
+        let _ = rx.recv_timeout(Duration::from_millis(10));
+    }
+    let before = ec.wakeups();
+    for i in 0..10_000 {
+        tx.send(pod(i)).unwrap();
+        assert_eq!(check_pod(&rx.recv().unwrap()), i);
+    }
+    assert_eq!(ec.wakeups(), before, "a send made a wake system call");
+}
+
+/// A child forked without exec that drops its copies of the handles does
+/// not detach its parent: the parent's peers still see it alive, and the
+/// name stays. (Run in a process of its own, where no other test thread
+/// can hold a lock across the `fork`.)
+#[test]
+fn a_forked_child_dropping_its_copies_does_not_detach_the_parent() {
+    let s = Scenario {
+        ring: RingKind::Mpmc,
+        kind: Kind::Pod,
+        victim: Victim::Producer,
+        fault: "",
+        batch: false,
+    };
+    let addr = format!("shm:{}", unique("fork"));
+    let mut kid = spawn(&s, &addr, "forker", 0, None);
+    let (lines, status) = kid.finish(HANG).expect("the forking child hung");
+    assert!(status.success(), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "parent intact"), "{lines:?}");
+}
+
+fn fork_and_drop(addr: &str) {
+    let chan = Builder::new(addr)
+        .unwrap()
+        .capacity(8)
+        .create::<[u64; 4]>()
+        .unwrap();
+    let tx = chan.sender().unwrap();
+    let peer = open::<[u64; 4]>(addr);
+    let rx = peer.receiver().unwrap();
+    // SAFETY: this process runs only this test's thread (and libtest's
+    // idle main thread); the child drops values and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        drop(tx);
+        drop(chan);
+        // SAFETY: ends the child at once, running no parent cleanup.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    // The sender is still attached and alive for its peers.
+    assert_eq!(peer.segment().live_count(shmlane::ipc::Role::Sender), 1);
+    assert!(peer.segment().participants().iter().all(|p| p.alive));
+    tx.send(pod(5)).unwrap();
+    assert_eq!(check_pod(&rx.recv().unwrap()), 5);
+    // The child did not unlink the creator's name.
+    assert!(Builder::new(addr).unwrap().open::<[u64; 4]>().is_ok());
+    println!("parent intact");
 }
