@@ -34,15 +34,20 @@
 //!
 //! When the last sender is dropped, or dies (SIGKILL included), receivers
 //! drain what is buffered and then get `Disconnected`; a blocked receiver
-//! notices a death within about 10 ms. A slot left half-written by a
-//! producer killed mid-send is skipped once every sender is gone; while
-//! other producers of an MPMC ring live, it blocks the ring's head (a known
-//! limit: the slot has no owner recorded yet), and a consumer killed while
-//! reading a slot likewise blocks producers at that slot. Symmetrically,
-//! senders get `Disconnected` once every receiver is gone. A peer that
-//! breaks the ring itself (its indices or stamps) makes the channel report
-//! `Disconnected` and [`is_corrupted`](Receiver::is_corrupted) true, never
-//! crash this process.
+//! notices a death within about 10 ms. Symmetrically, senders get
+//! `Disconnected` once every receiver is gone. Every in-flight slot of an
+//! MPMC ring records the participant that holds it, so a survivor
+//! recovers the slots of the dead (and only theirs): a slot left
+//! half-written by a producer killed mid-send is skipped while other
+//! producers go on, and a message held by a consumer that died is
+//! delivered again to a live one (at least once; see the README's table
+//! of what a crash of each role does). A peer that breaks the ring itself
+//! (its indices or stamps) makes the channel report `Disconnected` and
+//! [`is_corrupted`](Receiver::is_corrupted) true, never crash this process.
+//!
+//! Handles remember the process that made them: a child forked without
+//! `exec` may drop its copies (they do nothing there) but must open the
+//! channel again to use it.
 //!
 //! # Examples
 //!
