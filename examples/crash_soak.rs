@@ -631,7 +631,11 @@ fn churn(seconds: u64, kills: bool) {
     sorted.sort_unstable();
     println!(
         "churn ({}): {} s, median {} msg/s, min {}, max {}",
-        if kills { "one kill per second" } else { "no kills" },
+        if kills {
+            "one kill per second"
+        } else {
+            "no kills"
+        },
         seconds,
         sorted[sorted.len() / 2],
         sorted[0],
@@ -670,7 +674,9 @@ fn main() {
         "skip" => skip(arg(1).parse().unwrap_or(100)),
         "churn" => churn(arg(1).parse().unwrap_or(60), arg(2) != "nokill"),
         _ => {
-            eprintln!("usage: crash_soak kill ROLE RING TRIALS | skip TRIALS | churn SECONDS [nokill]");
+            eprintln!(
+                "usage: crash_soak kill ROLE RING TRIALS | skip TRIALS | churn SECONDS [nokill]"
+            );
             std::process::exit(2);
         }
     }

@@ -651,7 +651,11 @@ fn a_receiver_killed_while_parked_leaves_no_phantom_waiter() {
     }
     kid.kill();
     kid.wait();
-    assert_eq!(ec.waiters(), 1, "the dead child's announcement is still there");
+    assert_eq!(
+        ec.waiters(),
+        1,
+        "the dead child's announcement is still there"
+    );
     // The surviving receiver looks for dead peers while it waits.
     let start = std::time::Instant::now();
     while ec.waiters() != 0 {

@@ -213,6 +213,15 @@ impl Ring {
         );
     }
 
+    /// Moves `index` past `pos` for whoever claimed `pos`, and returns where
+    /// it is now; `None` if it did not move, which no well-formed ring does.
+    fn step_past(index: &crate::sync::AtomicU64, pos: u64) -> Option<u64> {
+        Self::help(index, pos);
+        // Relaxed: a hint for the next look; the stamp decides.
+        let current = index.load(Ordering::Relaxed);
+        (current != pos).then_some(current)
+    }
+
     /// Claims a slot for writing. The slot is published when the returned
     /// reservation is committed or dropped.
     ///
@@ -298,12 +307,7 @@ impl Ring {
                 if self.writing(owner, pos) {
                     // Claimed by another producer, which may have died
                     // before moving the index: move it for them.
-                    Self::help(&ctrl.tail.value, pos);
-                    let current = ctrl.tail.value.load(Ordering::Relaxed);
-                    if current == pos {
-                        return Err(PushError::Corrupted);
-                    }
-                    pos = current;
+                    pos = Self::step_past(&ctrl.tail.value, pos).ok_or(PushError::Corrupted)?;
                     continue;
                 }
                 // An empty slot's owner word is the previous lap's consumer
@@ -459,12 +463,7 @@ impl Ring {
                 let owner = slot.owner.load(Ordering::Acquire);
                 if self.reading(owner, pos) {
                     // Claimed by another consumer: move the index for it.
-                    Self::help(&ctrl.head.value, pos);
-                    let current = ctrl.head.value.load(Ordering::Relaxed);
-                    if current == pos {
-                        return Err(PopError::Corrupted);
-                    }
-                    pos = current;
+                    pos = Self::step_past(&ctrl.head.value, pos).ok_or(PopError::Corrupted)?;
                     continue;
                 }
                 if !self.writing(owner, pos) {
