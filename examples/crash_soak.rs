@@ -181,7 +181,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn show(label: &str, v: &mut Vec<Duration>) {
+fn show(label: &str, v: &mut [Duration]) {
     if v.is_empty() {
         return;
     }
@@ -202,6 +202,8 @@ struct Tally {
     torn: u64,
     hangs: u64,
     delivered: u64,
+    /// Creators killed before their sender attached (not a hang).
+    never_attached: u64,
 }
 
 /// Producers die at random; this process consumes (and on MPMC also runs
@@ -490,13 +492,14 @@ fn kill_creators(ring: &str, trials: u64) -> Tally {
         let rep = reporter(&mut kid);
         let chan = Builder::new(&addr).unwrap().open::<[u64; 4]>().unwrap();
         let mut got = Vec::new();
+        let step = Duration::from_secs(1);
         let mut recv: Box<dyn FnMut() -> Result<[u64; 4], shmlane::RecvTimeoutError>> =
             if kind == RingKind::Spsc {
                 let mut rx = chan.spsc_receiver().unwrap();
-                Box::new(move || rx.recv_timeout(HANG))
+                Box::new(move || rx.recv_timeout(step))
             } else {
                 let rx = chan.receiver().unwrap();
-                Box::new(move || rx.recv_timeout(HANG))
+                Box::new(move || rx.recv_timeout(step))
             };
         let delay = Duration::from_micros(rng.below(2000));
         let start = Instant::now();
@@ -515,8 +518,16 @@ fn kill_creators(ring: &str, trials: u64) -> Tally {
                 }
                 Err(shmlane::RecvTimeoutError::Disconnected) => break,
                 Err(shmlane::RecvTimeoutError::Timeout) => {
-                    t.hangs += 1;
-                    break;
+                    // Killed before its sender attached: no sender ever
+                    // existed, and the receiver rightly waits for one.
+                    if killed && !chan.segment().ever_attached(shmlane::ipc::Role::Sender) {
+                        t.never_attached += 1;
+                        break;
+                    }
+                    if start.elapsed() > HANG {
+                        t.hangs += 1;
+                        break;
+                    }
                 }
             }
         }
@@ -662,13 +673,14 @@ fn main() {
                 other => panic!("unknown role {other}"),
             };
             println!(
-                "kill {role} {ring}: {trials} trials in {:.1?}: lost {}, duplicated {}, torn {}, hangs {} ({} delivered)",
+                "kill {role} {ring}: {trials} trials in {:.1?}: lost {}, duplicated {}, torn {}, hangs {} ({} delivered; {} killed before their sender attached)",
                 start.elapsed(),
                 t.lost,
                 t.dup,
                 t.torn,
                 t.hangs,
-                t.delivered
+                t.delivered,
+                t.never_attached
             );
         }
         "skip" => skip(arg(1).parse().unwrap_or(100)),

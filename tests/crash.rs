@@ -325,7 +325,7 @@ fn committed_bounds(fault: &str) -> (u64, u64) {
         "send.claimed" | "send.written" => (n - 1, n - 1),
         "send.committed" => (n, n),
         // Dying while attaching: nothing sent; while detaching: all sent.
-        "attach.locked" | "attach.published" => (0, 0),
+        "attach.locked" | "attach.attaching" | "attach.counted" | "attach.published" => (0, 0),
         "detach.before" => (COUNT, COUNT),
         // Batches (`send_batch` also falls back to single sends when the
         // ring is full, which hit neither point): a prefix of some length.
@@ -517,6 +517,8 @@ fn after_check(addr: &str, s: &Scenario) {
 
 fn producer_points() -> Vec<&'static str> {
     vec![
+        "attach.attaching@1",
+        "attach.counted@1",
         "attach.published@1",
         "send.claimed@1",
         "send.claimed@9",
@@ -538,6 +540,8 @@ fn points(victim: Victim, ring: RingKind) -> Vec<&'static str> {
             .collect(),
         (Victim::Producer, RingKind::Spsc) => producer_points(),
         (Victim::Consumer, RingKind::Mpmc) => vec![
+            "attach.attaching@1",
+            "attach.counted@1",
             "attach.published@1",
             "recv.claimed@1",
             "recv.claimed@11",
@@ -546,7 +550,13 @@ fn points(victim: Victim, ring: RingKind) -> Vec<&'static str> {
             "recv.released@5",
         ],
         (Victim::Consumer, RingKind::Spsc) => {
-            vec!["attach.published@1", "recv.read@1", "recv.read@7"]
+            vec![
+                "attach.attaching@1",
+                "attach.counted@1",
+                "attach.published@1",
+                "recv.read@1",
+                "recv.read@7",
+            ]
         }
     }
 }

@@ -10,10 +10,12 @@
 //! - `stamp == p + 1`: full, waiting for the consumer of position `p`;
 //! - `stamp == SKIP | (p + 1)`: "full" but holding no message: a survivor
 //!   recovered it from a producer that died while writing it;
+//! - `stamp == ADOPTED | (p + 1)` (with or without `SKIP`): a survivor took
+//!   over the claim of a consumer that died holding it;
 //! - the consumer frees it by setting `p + S`, the next lap's empty stamp.
 //!
-//! Positions stay below 2^63 (they grow by one per message), so the top
-//! bit of a stamp is free for [`SKIP`].
+//! Positions stay below 2^62 (they grow by one per message), so the top
+//! two bits of a stamp are free for [`SKIP`] and [`ADOPTED`].
 //!
 //! # Two modes
 //!
@@ -39,10 +41,12 @@
 //!   frees the slot with a CAS of the stamp to `p + S`;
 //! - a survivor skips a dead producer's slot with one CAS of its stamp
 //!   (`p -> SKIP | (p + 1)`, [`Ring::skip_dead_writer`]), and adopts a dead
-//!   consumer's claim with one CAS of its owner word
-//!   ([`Ring::adopt_dead_reader`]), so the message is delivered again: at
-//!   least once, never lost. Neither leaves an intermediate state that a
-//!   second death or a preemption could strand.
+//!   consumer's claim with a CAS of its owner word, then one of its stamp
+//!   (`+ ADOPTED`, [`Ring::adopt_dead_reader`]), so the message is
+//!   delivered again: at least once, never lost. A death between the two
+//!   CASes leaves a claim that the next survivor adopts the same way, and
+//!   a late release by the claimer taken for dead fails, either before the
+//!   stamp CAS (then the adopter backs off) or after it.
 //!
 //! Who is dead is the caller's question: the ring takes an oracle
 //! (`is_dead(who)`), which over shared memory is the owner's liveness lock.
@@ -63,6 +67,15 @@ use crate::{PopError, PushError};
 /// The stamp bit of a slot recovered from a dead producer: consumers take
 /// and free it like a full slot, but it holds no message.
 pub const SKIP: u64 = 1 << 63;
+
+/// The stamp bit of a claim taken over from a dead consumer: set by the
+/// adopter's CAS, so a late release by the original claimer (which expects
+/// the stamp it claimed) fails instead of freeing the slot under the
+/// adopter.
+pub const ADOPTED: u64 = 1 << 62;
+
+/// Both flag bits: a stamp's position is `stamp & !FLAGS`.
+const FLAGS: u64 = SKIP | ADOPTED;
 
 /// The owner word: `lap (24 bits) | READ | who (38 bits)`.
 const LAP_SHIFT: u32 = 40;
@@ -258,8 +271,8 @@ impl Ring {
             // consumer's `Claim` release), so its read of the old payload is
             // done before we overwrite it.
             let stamp = slot.stamp.load(Ordering::Acquire);
-            let diff = (stamp & !SKIP).wrapping_sub(pos) as i64;
-            if diff == 0 && stamp & SKIP == 0 {
+            let diff = (stamp & !FLAGS).wrapping_sub(pos) as i64;
+            if diff == 0 && stamp & FLAGS == 0 {
                 if self.limited {
                     // Acquire: pairs with the Release CAS on `head` in
                     // `claim`, so a head past `pos` implies our reload of
@@ -442,7 +455,7 @@ impl Ring {
             // Acquire: pairs with the Release commit of the stamp (or the
             // skip CAS), making the payload visible.
             let stamp = slot.stamp.load(Ordering::Acquire);
-            let diff = (stamp & !SKIP).wrapping_sub(pos.wrapping_add(1)) as i64;
+            let diff = (stamp & !FLAGS).wrapping_sub(pos.wrapping_add(1)) as i64;
             if diff == 0 {
                 if self.who == 0 {
                     // Release on success: a producer that Acquire-loads a
@@ -623,7 +636,7 @@ impl Ring {
             let (slot, payload) = self.slot(pos);
             // Acquire: as in `claim`.
             let stamp = slot.stamp.load(Ordering::Acquire);
-            if stamp & !SKIP != pos.wrapping_add(1) {
+            if stamp & !FLAGS != pos.wrapping_add(1) {
                 continue;
             }
             // Acquire: as in `reserve`.
@@ -641,11 +654,20 @@ impl Ring {
             {
                 continue;
             }
-            // Acquire: a slot freed between our two loads is not ours.
-            if slot.stamp.load(Ordering::Acquire) != stamp {
+            // Mark the stamp adopted, so that a late release by the claimer
+            // we took for dead fails rather than free the slot under us; if
+            // it released between our loads, the slot is not ours.
+            // AcqRel on success: Acquire as the loads above; Release orders
+            // the adoption before our reads. Relaxed on failure.
+            let adopted = stamp | ADOPTED;
+            if slot
+                .stamp
+                .compare_exchange(stamp, adopted, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
                 continue;
             }
-            return Ok(self.claimed(slot, payload, pos, stamp));
+            return Ok(self.claimed(slot, payload, pos, adopted));
         }
         Err(PopError::Empty)
     }
@@ -679,7 +701,7 @@ impl Ring {
         let pos = self.head();
         let (slot, _) = self.slot(pos);
         // Relaxed: a hint; a claim re-reads it with Acquire.
-        slot.stamp.load(Ordering::Relaxed) & !SKIP == pos.wrapping_add(1)
+        slot.stamp.load(Ordering::Relaxed) & !FLAGS == pos.wrapping_add(1)
     }
 }
 
@@ -746,7 +768,8 @@ impl Drop for Reservation<'_> {
 pub struct Claim<'a> {
     slot: &'a MpmcSlot,
     payload: NonNull<u8>,
-    /// The stamp the slot had when claimed (`p + 1`, maybe with `SKIP`).
+    /// The stamp the slot had when claimed (`p + 1`, maybe with `SKIP` or
+    /// `ADOPTED`).
     stamp: u64,
     next_lap: u64,
     owned: bool,

@@ -225,3 +225,23 @@ fn a_producer_that_dies_before_moving_the_index_is_helped() {
     assert!(rx.skip_dead_writer(|who| who == 2));
     assert_eq!(rx.try_pop_with(read_u64), Ok(5));
 }
+
+#[test]
+fn a_late_release_of_an_adopted_claim_fails_and_frees_nothing() {
+    let region = Region::new(RingKind::Mpmc, 2, 8);
+    let (tx, late, rx) = (owned(&region, 1), owned(&region, 2), owned(&region, 3));
+    tx.try_push_with(|p| write_u64(p, 7)).unwrap();
+    let held = late.try_claim().unwrap();
+    // Taken for dead (wrongly): its claim is adopted...
+    let again = rx.adopt_dead_reader(|who| who == 2).unwrap();
+    // ...so its release is refused and the slot stays the adopter's.
+    assert_eq!(held.release(), Err(shmlane_ring::mpmc::Recovered));
+    assert_eq!(read_u64(again.as_ptr()), 7);
+    tx.try_push_with(|p| write_u64(p, 8)).unwrap();
+    // The next lap of this slot is not free yet: the adopter still reads it.
+    assert!(matches!(tx.try_reserve(), Err(PushError::Busy)));
+    assert!(again.release().is_ok());
+    tx.try_push_with(|p| write_u64(p, 9)).unwrap();
+    assert_eq!(rx.try_pop_with(read_u64), Ok(8));
+    assert_eq!(rx.try_pop_with(read_u64), Ok(9));
+}

@@ -107,7 +107,16 @@ pub struct Participant {
 }
 
 pub(crate) const STATUS_FREE: u64 = 0;
+/// Published with its role and pid, not yet counted in `live` for sure:
+/// alive while its lock is held; reaped without a decrement.
+pub(crate) const STATUS_ATTACHING: u64 = 1;
+/// Counted in `live`; reaped (or detached) with a decrement.
 pub(crate) const STATUS_ATTACHED: u64 = 2;
+
+/// Whether a participant state names a (maybe dead) participant.
+pub(crate) fn occupied(state: u64) -> bool {
+    matches!(state & 0xff, STATUS_ATTACHING | STATUS_ATTACHED)
+}
 
 /// The header page.
 #[repr(C)]

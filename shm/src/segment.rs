@@ -17,8 +17,9 @@ use shmlane_semaphore::sigbus;
 
 use crate::error::{AddressError, AttachError, CreateError, OpenError};
 use crate::header::{
-    Fixed, Header, Participant, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS, STATE_INIT,
-    STATE_READY, STATUS_ATTACHED, STATUS_FREE, TYPE_NAME_LEN, VERSION,
+    occupied, Fixed, Header, Participant, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS,
+    STATE_INIT, STATE_READY, STATUS_ATTACHED, STATUS_ATTACHING, STATUS_FREE, TYPE_NAME_LEN,
+    VERSION,
 };
 use crate::{fault, sys};
 
@@ -856,8 +857,18 @@ impl Segment {
             .compare_exchange(seen_state, next, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            self.count_down(role);
             let h = self.header();
+            // Only an attach that got as far as ATTACHED surely counted
+            // itself; one that died attaching may leave the count one too
+            // high, which is safe (peers confirm a zero by a scan, and
+            // find "none left" by a scan when it never reaches zero).
+            if seen_state & 0xff == STATUS_ATTACHED {
+                self.count_down(role);
+            }
+            // It existed: its peers must learn when every one of its role
+            // is gone, even if it died before saying so itself.
+            // Release: pairs with the Acquire load in `ever_attached`.
+            h.seen[role.index()].store(1, Ordering::Release);
             // Relaxed: the dead cannot change its tally any more; the CAS
             // above makes this reaper the only one to read and clear it.
             let parked = [
@@ -894,7 +905,7 @@ impl Segment {
         let p = self.participant(index);
         // Acquire: as in `live_count`.
         let state = p.state.load(Ordering::Acquire);
-        if state & 0xff != STATUS_ATTACHED || (state >> 8) & 0xffff_ffff != who >> 6 {
+        if !occupied(state) || (state >> 8) & 0xffff_ffff != who >> 6 {
             return true;
         }
         if self.is_alive(index) {
@@ -926,22 +937,18 @@ impl Segment {
         );
     }
 
-    /// The number of live participants in `role`, reaping dead ones (whose
-    /// processes died without detaching) on the way. Cheap when the header
-    /// counter is zero; otherwise a lock probe per attached participant.
+    /// The number of live participants in `role` (attached, or attaching
+    /// now), reaping dead ones (whose processes died without detaching) on
+    /// the way: a scan of the table, with a lock probe per participant of
+    /// that role.
     pub fn live_count(&self, role: Role) -> u32 {
-        if self.live_hint(role) == 0 {
-            return 0;
-        }
         let mut live = 0;
         for i in 0..MAX_PARTICIPANTS {
             let p = self.participant(i);
-            // Acquire: pairs with the Release CAS publishing ATTACHED, so the
-            // role read below is the attacher's.
+            // Acquire: pairs with the Release CAS publishing ATTACHING, so
+            // the role read below is the attacher's.
             let state = p.state.load(Ordering::Acquire);
-            if state & 0xff != STATUS_ATTACHED
-                || Role::from_raw(p.role.load(Ordering::Relaxed)) != Some(role)
-            {
+            if !occupied(state) || Role::from_raw(p.role.load(Ordering::Relaxed)) != Some(role) {
                 continue;
             }
             if self.is_alive(i) {
@@ -973,7 +980,10 @@ impl Segment {
     }
 
     /// The header's count of attached participants in `role`, dead ones
-    /// included until someone reaps them: 0 means none is alive. One load.
+    /// included until someone reaps them (and, after a death in the middle
+    /// of an attach, possibly one more): one load, a hint. A zero is
+    /// confirmed with [`live_count`](Self::live_count) (a participant that
+    /// is attaching right now is not counted yet).
     pub fn live_hint(&self, role: Role) -> u32 {
         // Acquire: pairs with the Release updates in attach/detach/reap, so
         // a sender's pushes before its detach are visible after a 0.
@@ -993,7 +1003,7 @@ impl Segment {
                 let p = self.participant(i);
                 // Acquire: as in `live_count`.
                 let state = p.state.load(Ordering::Acquire);
-                (state & 0xff == STATUS_ATTACHED).then(|| ParticipantInfo {
+                occupied(state).then(|| ParticipantInfo {
                     index: i,
                     role: Role::from_raw(p.role.load(Ordering::Relaxed)),
                     pid: p.pid.load(Ordering::Relaxed),
@@ -1034,7 +1044,7 @@ impl Segment {
                 // both sides means two racing attachers cannot both miss each
                 // other (both may back off, which is safe).
                 let state = p.state.load(Ordering::SeqCst);
-                state & 0xff == STATUS_ATTACHED
+                occupied(state)
                     && Role::from_raw(p.role.load(Ordering::Relaxed)) == Some(role)
                     && self.is_alive(j)
             });
@@ -1062,16 +1072,14 @@ impl Segment {
             crate::fault::point("attach.locked");
             let p = self.participant(i);
             let h = self.header();
-            // Counted before it is published, so a reaper's decrement can
-            // never run ahead of this increment.
-            // Release: pairs with the Acquire loads in `live_count`.
-            h.live[role.index()].fetch_add(1, Ordering::Release);
-
-            let published = loop {
+            // 1. Publish the entry as ATTACHING: from here on a scan of the
+            //    table finds this participant (alive while its lock is held;
+            //    reaped, and its role marked seen, if it dies).
+            let attaching = loop {
                 // Acquire: sees the previous owner's fields if it is to be reaped.
                 let state = p.state.load(Ordering::Acquire);
-                if state & 0xff == STATUS_ATTACHED {
-                    // The previous owner died attached: reap it first.
+                if occupied(state) {
+                    // The previous owner died holding the slot: reap it first.
                     if let Some(old) = Role::from_raw(p.role.load(Ordering::Relaxed)) {
                         self.reap(i, state, old);
                     } else {
@@ -1092,7 +1100,7 @@ impl Segment {
                 p.role.store(role.index() as u32, Ordering::Relaxed);
                 p.pid.store(pid, Ordering::Relaxed);
                 p.start_time.store(start, Ordering::Relaxed);
-                let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_ATTACHED;
+                let next = ((state >> 8).wrapping_add(1) << 8) | STATUS_ATTACHING;
                 // SeqCst (a Release at least): publishes role/pid/start, pairs
                 // with Acquire loads of `state` in `live_count` and
                 // `participants`, and with the SeqCst loads of the
@@ -1104,11 +1112,24 @@ impl Segment {
                     break next;
                 }
             };
-            // Marked seen once published (not before: a peer's scan of the
-            // table must find this participant once it is "seen", or it
-            // would take an attach in progress for "every one gone").
+            // 2. Mark the role seen: peers that see it and no count yet
+            //    confirm by a scan, which finds this entry.
             // Release: pairs with the Acquire load in `ever_attached`.
             h.seen[role.index()].store(1, Ordering::Release);
+            crate::fault::point("attach.attaching");
+            // 3. Count it, then say so: only an ATTACHED entry is
+            //    decremented when reaped, so the count is never too low.
+            // Release: pairs with the Acquire load in `live_hint`.
+            h.live[role.index()].fetch_add(1, Ordering::Release);
+            crate::fault::point("attach.counted");
+            let published = (attaching & !0xff) | STATUS_ATTACHED;
+            // SeqCst: as above. Nobody else changes a live owner's entry
+            // (reapers need its lock free), so this cannot fail short of a
+            // peer scribbling; then the entry stays ATTACHING, which only
+            // leaves the count one too high.
+            let _ =
+                p.state
+                    .compare_exchange(attaching, published, Ordering::SeqCst, Ordering::Relaxed);
             crate::fault::point("attach.published");
             *held |= 1 << i;
             return Ok((i, published));

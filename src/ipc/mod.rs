@@ -697,13 +697,24 @@ impl Side {
             return true;
         }
         if !seg.ever_attached(peer) {
-            return probe && self.probe_due() && !seg.check_intact();
+            if !probe || !self.probe_due() {
+                return false;
+            }
+            if !seg.check_intact() {
+                return true;
+            }
+            // A peer that died while attaching never said it was there:
+            // the scan reaps it and marks its role seen.
+            let live = seg.live_count(peer);
+            return seg.ever_attached(peer) && live == 0;
         }
         if seg.live_hint(peer) == 0 {
             // The peers may have left because they found the segment
             // truncated: say so (one `fstat`, only once the channel ended).
             let _ = seg.check_intact();
-            return true;
+            // Confirmed by a scan: a peer attaching right now is marked
+            // seen before it is counted.
+            return seg.live_count(peer) == 0;
         }
         if !probe || !self.probe_due() {
             return false;
