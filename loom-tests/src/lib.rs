@@ -55,6 +55,13 @@ impl Region {
         // SAFETY: the models drop the handles before the region.
         unsafe { mpmc::Ring::attach(self.base, self.mem.size(), &self.layout) }.unwrap()
     }
+
+    /// An owned handle on an MPMC region that claims slots as `who` (one
+    /// per simulated process). A region's handles must all be owned or all
+    /// anonymous.
+    pub fn mpmc_owned(&self, who: u64) -> mpmc::Ring {
+        self.mpmc().with_owner(who)
+    }
 }
 
 impl Drop for Region {

@@ -2,6 +2,7 @@
 
 #![cfg(shmlane_loom)]
 
+use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use shmlane::{RecvError, SendError, TryRecvError};
 
@@ -92,5 +93,59 @@ fn two_blocked_receivers_both_get_a_message() {
         let mut got: Vec<u32> = receivers.into_iter().map(|h| h.join().unwrap()).collect();
         got.sort_unstable();
         assert_eq!(got, [1, 2]);
+    });
+}
+
+/// A value that counts its drops in a shared table.
+struct Counted {
+    id: usize,
+    drops: std::sync::Arc<[AtomicUsize; 3]>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // Relaxed: read after every thread is joined.
+        self.drops[self.id].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// With two values buffered, the receiver takes one and drops its end on
+/// one thread while the sender tries a third and drops its end on
+/// another: whichever thread drops the channel drains it, and every value
+/// (received, buffered, or handed back by a failed send) is dropped
+/// exactly once.
+///
+/// `Chan::drop` was the same before the rewrite (it drains with
+/// `try_claim`); shown by mutation: without the drain this model fails
+/// (buffered values never dropped).
+#[test]
+fn dropping_both_ends_at_once_drops_each_value_once() {
+    loom::model(|| {
+        let drops = std::sync::Arc::new(std::array::from_fn(|_| AtomicUsize::new(0)));
+        let value = |id| Counted {
+            id,
+            drops: std::sync::Arc::clone(&drops),
+        };
+        let (s, r) = shmlane::bounded(2);
+        s.send(value(0)).unwrap();
+        s.send(value(1)).unwrap();
+        let receiver = thread::spawn(move || {
+            let got = r.try_recv().ok();
+            drop(r);
+            got.map(|v| v.id)
+        });
+        let third = value(2);
+        let sender = thread::spawn(move || {
+            // Full, Disconnected or sent: a refused value comes back and is
+            // dropped here.
+            let _ = s.try_send(third);
+            drop(s);
+        });
+        assert!(matches!(receiver.join().unwrap(), None | Some(0)));
+        sender.join().unwrap();
+        for (id, d) in drops.iter().enumerate() {
+            // Relaxed: both threads are joined.
+            assert_eq!(d.load(Ordering::Relaxed), 1, "value {id}");
+        }
     });
 }
