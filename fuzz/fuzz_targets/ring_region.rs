@@ -90,6 +90,9 @@ fuzz_target!(|data: &[u8]| {
             let Ok(ring) = (unsafe { mpmc::Ring::attach(base, len, &layout) }) else {
                 return;
             };
+            // Channels between processes use owned handles: claims record
+            // an owner, and survivors recover the slots of the dead.
+            let ring = ring.with_owner(1 + u64::from(ops.first().copied().unwrap_or(0) % 7));
             let mut held = Vec::new();
             for &op in ops {
                 match op % 6 {
@@ -111,7 +114,14 @@ fuzz_target!(|data: &[u8]| {
                             held.push(Err(c));
                         }
                     }
-                    4 => drop(ring.publish_abandoned(|_| {})),
+                    4 => {
+                        // An oracle that calls some owners dead: recovery
+                        // over whatever the peer wrote must stay in bounds.
+                        let _ = ring.skip_dead_writer(|who| who % 2 == 0);
+                        if let Ok(c) = ring.adopt_dead_reader(|who| who % 3 == 0) {
+                            held.push(Err(c));
+                        }
+                    }
                     _ => {
                         held.pop();
                         let _ = (ring.len(), ring.is_empty());

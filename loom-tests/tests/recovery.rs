@@ -326,7 +326,7 @@ fn a_dead_readers_claim_is_adopted_while_a_producer_waits_at_the_wrap() {
 /// `Err(Recovered)`. No stamp is rewound: laps go on.
 ///
 /// This checks only what the release CAS guarantees; which of the two
-/// releases wins is checked by the ignored model below.
+/// releases wins is checked by the model below.
 ///
 /// Before the rewrite a release was a plain store of `p + S`. Mutation
 /// shown: with `Claim::free` a plain store both releases return `Ok` and
@@ -374,15 +374,13 @@ fn a_late_release_races_the_adoption_of_its_claim() {
 /// is of the adopted message, its release succeeds, and the late release
 /// fails with `Recovered` (as `Claim::release` documents).
 ///
-/// Today's code fails it: adoption changes only the owner word, and a
-/// release CASes only the stamp (`p + 1 -> p + S`), so the late release
-/// still succeeds after the adoption. The slot is then free while the
-/// adopter reads it: the producer reserves position 2 and writes the
-/// payload under the adopter's read (loom reports the race on the slot),
-/// the adopter may deliver the new message instead of the adopted one,
-/// and the adopter's own release is the one refused.
+/// The ring failed it when adoption changed only the owner word (a release
+/// CASes only the stamp, `p + 1 -> p + S`, so the late release still
+/// succeeded after the adoption and freed the slot while the adopter read
+/// it: the producer wrote the payload under the adopter's read, and the
+/// adopter's own release was the one refused). The adopter now also marks
+/// the stamp `ADOPTED`, which the late release's CAS does not expect.
 #[test]
-#[ignore = "ring bug: a late release succeeds after its claim was adopted, freeing the slot under the adopter (see the doc comment)"]
 fn an_adopted_claim_is_not_freed_by_a_late_release() {
     loom::model(|| {
         let region = Arc::new(Region::new(RingKind::Mpmc, 2));
