@@ -519,9 +519,11 @@ impl Ring {
                     // Acquire: as in `reserve`.
                     let owner = slot.owner.load(Ordering::Acquire);
                     if self.writing(owner, pos) {
-                        // Claimed; its producer may have died before moving
-                        // the enqueue index.
-                        Self::help(&ctrl.tail.value, pos);
+                        // Claimed, and being written (if its producer died
+                        // before moving the enqueue index, the next producer
+                        // or `skip_dead_writer` moves it: not us, so that a
+                        // consumer waiting here never pulls the producers'
+                        // line away from a live producer).
                         return Err(PopError::Busy);
                     }
                 }

@@ -183,6 +183,7 @@ pub unsafe fn register(start: *mut u8, len: usize) -> Registration {
 impl Registration {
     /// Whether a fault inside the mapping was caught: its contents are
     /// zeros now, no longer shared with anyone.
+    #[inline]
     pub fn is_broken(&self) -> bool {
         // Acquire: pairs with the handler's Release store, so the zero
         // mapping is in place once this says true.

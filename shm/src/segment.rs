@@ -762,6 +762,7 @@ impl Segment {
     }
 
     /// The header in shared memory (atomics and volatile cells only).
+    #[inline]
     pub fn header(&self) -> &Header {
         // SAFETY: as in `open_file`: the mapping outlives `self` and holds a
         // header page.
@@ -808,6 +809,7 @@ impl Segment {
     /// private zeros in place of the mapping) or
     /// [`check_intact`](Self::check_intact) found the file short. One or two loads; no
     /// system call. A broken segment never becomes whole again.
+    #[inline]
     pub fn is_broken(&self) -> bool {
         // Relaxed: a sticky flag; the data it concerns is not trusted anyway.
         self.broken.load(Ordering::Relaxed) || self.guard.as_ref().is_some_and(|g| g.is_broken())
@@ -887,6 +889,7 @@ impl Segment {
 
     /// How many dead participants were reaped, ever (a change means slots
     /// held by the dead may need recovering).
+    #[inline]
     pub fn reaped(&self) -> u64 {
         // Acquire: pairs with the Release increment in `reap`.
         self.header().reaped.load(Ordering::Acquire)
@@ -984,6 +987,7 @@ impl Segment {
     /// of an attach, possibly one more): one load, a hint. A zero is
     /// confirmed with [`live_count`](Self::live_count) (a participant that
     /// is attaching right now is not counted yet).
+    #[inline]
     pub fn live_hint(&self, role: Role) -> u32 {
         // Acquire: pairs with the Release updates in attach/detach/reap, so
         // a sender's pushes before its detach are visible after a 0.
@@ -991,6 +995,7 @@ impl Segment {
     }
 
     /// Whether a participant in `role` ever attached to this segment.
+    #[inline]
     pub fn ever_attached(&self, role: Role) -> bool {
         // Acquire: pairs with the Release store in `attach`.
         self.header().seen[role.index()].load(Ordering::Acquire) != 0
@@ -1188,6 +1193,7 @@ pub struct Attachment {
 
 impl Attachment {
     /// The segment attached to.
+    #[inline]
     pub fn segment(&self) -> &Arc<Segment> {
         &self.seg
     }

@@ -111,7 +111,15 @@ pub(super) fn mpmc_try_write<E>(
     }
     let mut step = 0;
     loop {
-        match end.ring.try_reserve() {
+        // While spinning, never read the consumers' index (a slot still
+        // being read then looks full): polling it would pull that line
+        // away from them on every look.
+        let reserved = if probe {
+            end.ring.try_reserve()
+        } else {
+            end.ring.try_reserve_spin()
+        };
+        match reserved {
             Ok(slot) => {
                 fault::point("send.claimed");
                 let p = slot.as_mut_ptr();
@@ -249,7 +257,13 @@ fn mpmc_claim(
     let mut step = 0;
     let mut senders_gone = false;
     loop {
-        let claimed = match end.ring.try_claim() {
+        // While spinning, never read the producers' index (as above).
+        let first = if probe {
+            end.ring.try_claim()
+        } else {
+            end.ring.try_claim_spin()
+        };
+        let claimed = match first {
             Ok(slot) => Ok(slot),
             // A dead consumer's claim, adopted: only looked for when a
             // participant was reaped since this end last looked, and once
