@@ -95,10 +95,14 @@ fn child(role: &str) {
             } else {
                 open()
             };
-            writeln!(out, "ready").unwrap();
-            out.flush().unwrap();
+            // "ready" once attached and the first message is sent, so that
+            // every trial kills a producer that had begun (a kill before
+            // that would leave no disconnect to time).
             let mut i = 0u64;
             let mut report = |i: u64| {
+                if i == 0 {
+                    writeln!(out, "ready").unwrap();
+                }
                 out.write_all(&i.to_le_bytes()).unwrap();
                 out.flush().unwrap();
             };
