@@ -652,18 +652,22 @@ struct Side {
 }
 
 impl Side {
+    #[inline]
     fn seg(&self) -> &Segment {
         self.att.segment()
     }
 
+    #[inline]
     fn not_empty(&self) -> &EventCount {
         &self.seg().header().not_empty.0
     }
 
+    #[inline]
     fn not_full(&self) -> &EventCount {
         &self.seg().header().not_full.0
     }
 
+    #[inline]
     fn corrupted(&self) -> bool {
         // Relaxed: a local flag; nothing is published with it.
         if self.corrupted.load(Ordering::Relaxed) || self.seg().is_broken() {
@@ -679,7 +683,12 @@ impl Side {
             c.set(n);
             n
         });
-        n % 1024 == 0 && self.probe_due() && !self.seg().check_intact()
+        n % 1024 == 0 && self.truncated()
+    }
+
+    #[cold]
+    fn truncated(&self) -> bool {
+        self.probe_due() && !self.seg().check_intact()
     }
 
     fn poison(&self) {
@@ -691,7 +700,20 @@ impl Side {
     /// when they left cleanly; with `probe`, also looks (at most every
     /// 5 ms) for peers that died holding their slot, and for a segment a
     /// peer truncated (then the channel is broken: gone, and corrupted).
+    #[inline]
     fn peers_gone(&self, peer: Role, probe: bool) -> bool {
+        // The common case in one branch: peers attached and counted, and no
+        // reason to look further. (A broken segment is caught by
+        // `corrupted`, which every operation checks first, and by the slow
+        // path whenever this side probes.)
+        if !probe && self.seg().live_hint(peer) != 0 {
+            return false;
+        }
+        self.peers_gone_slow(peer, probe)
+    }
+
+    #[cold]
+    fn peers_gone_slow(&self, peer: Role, probe: bool) -> bool {
         let seg = self.seg();
         if seg.is_broken() {
             return true;
