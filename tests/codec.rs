@@ -494,7 +494,6 @@ fn a_message_too_large_fails_at_once_even_when_the_channel_is_full() {
         let chan = create::<Rkyv<Order>>(kind, Trust::validate(), 64);
         let mut big = Order::sample(1);
         big.venue = "X".repeat(500);
-        let start = std::time::Instant::now();
         let too_large =
             |e: SendMsgError| matches!(e, SendMsgError::Encode(EncodeError::TooLarge { .. }));
         if kind == RingKind::Spsc {
@@ -526,6 +525,8 @@ fn a_message_too_large_fails_at_once_even_when_the_channel_is_full() {
             ));
             assert!(too_large(tx.send(&big).unwrap_err()));
         }
-        assert!(start.elapsed() < Duration::from_secs(5));
+        // No duration check: a send that waited for room would end in
+        // `Timeout` (or block) rather than `TooLarge`, which the variants
+        // above already rule out.
     }
 }
