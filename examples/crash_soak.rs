@@ -210,17 +210,31 @@ struct Tally {
     never_attached: u64,
 }
 
-/// Producers die at random; this process consumes (and on MPMC also runs
-/// a surviving producer thread).
-fn kill_producers(ring: &str, trials: u64) -> Tally {
-    let addr = format!("shm:soak-p-{}", std::process::id());
-    let kind = ring_of(ring);
+/// A 64-message channel at a name of this run's own.
+fn create(tag: &str, kind: RingKind) -> (String, shmlane::ipc::Channel<[u64; 4]>) {
+    let addr = format!("shm:soak-{tag}-{}", std::process::id());
     let chan = Builder::new(&addr)
         .unwrap()
         .capacity(64)
         .kind(kind)
         .create::<[u64; 4]>()
         .unwrap();
+    (addr, chan)
+}
+
+/// A receive with a timeout, as the message-kind error.
+fn recv_err(e: shmlane::RecvTimeoutError) -> RecvMsgError {
+    match e {
+        shmlane::RecvTimeoutError::Timeout => RecvMsgError::Timeout,
+        shmlane::RecvTimeoutError::Disconnected => RecvMsgError::Disconnected,
+    }
+}
+
+/// Producers die at random; this process consumes (and on MPMC also runs
+/// a surviving producer thread).
+fn kill_producers(ring: &str, trials: u64) -> Tally {
+    let kind = ring_of(ring);
+    let (addr, chan) = create("p", kind);
     let mut t = Tally::default();
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let received: Arc<Mutex<HashMap<u64, Vec<u64>>>> = Arc::default();
@@ -232,22 +246,10 @@ fn kill_producers(ring: &str, trials: u64) -> Tally {
         let chan_rx: Box<dyn FnMut() -> Result<[u64; 4], RecvMsgError> + Send> =
             if kind == RingKind::Spsc {
                 let mut rx = chan.spsc_receiver().unwrap();
-                Box::new(move || {
-                    rx.recv_timeout(Duration::from_millis(50))
-                        .map_err(|e| match e {
-                            shmlane::RecvTimeoutError::Timeout => RecvMsgError::Timeout,
-                            shmlane::RecvTimeoutError::Disconnected => RecvMsgError::Disconnected,
-                        })
-                })
+                Box::new(move || rx.recv_timeout(Duration::from_millis(50)).map_err(recv_err))
             } else {
                 let rx = chan.receiver().unwrap();
-                Box::new(move || {
-                    rx.recv_timeout(Duration::from_millis(50))
-                        .map_err(|e| match e {
-                            shmlane::RecvTimeoutError::Timeout => RecvMsgError::Timeout,
-                            shmlane::RecvTimeoutError::Disconnected => RecvMsgError::Disconnected,
-                        })
-                })
+                Box::new(move || rx.recv_timeout(Duration::from_millis(50)).map_err(recv_err))
             };
         let (received, torn_count, disc, stop) = (
             Arc::clone(&received),
@@ -375,14 +377,8 @@ fn kill_producers(ring: &str, trials: u64) -> Tally {
 /// Consumers die at random while holding or between messages; this
 /// process produces (and on MPMC also runs a surviving consumer thread).
 fn kill_consumers(ring: &str, trials: u64) -> Tally {
-    let addr = format!("shm:soak-c-{}", std::process::id());
     let kind = ring_of(ring);
-    let chan = Builder::new(&addr)
-        .unwrap()
-        .capacity(64)
-        .kind(kind)
-        .create::<[u64; 4]>()
-        .unwrap();
+    let (addr, chan) = create("c", kind);
     let mut t = Tally::default();
     let mut rng = Rng(0x0fed_cba9_8765_4321);
     let stop = Arc::new(AtomicBool::new(false));
