@@ -106,18 +106,10 @@ fn child(role: &str) {
                 out.write_all(&i.to_le_bytes()).unwrap();
                 out.flush().unwrap();
             };
-            if ring == RingKind::Spsc {
-                let mut tx = chan.spsc_sender().unwrap();
-                while tx.send(pod(id << 32 | i)).is_ok() {
-                    report(i);
-                    i += 1;
-                }
-            } else {
-                let tx = chan.sender().unwrap();
-                while tx.send(pod(id << 32 | i)).is_ok() {
-                    report(i);
-                    i += 1;
-                }
+            let tx = chan.sender().unwrap();
+            while tx.send(pod(id << 32 | i)).is_ok() {
+                report(i);
+                i += 1;
             }
         }
         "consumer" => {
@@ -138,13 +130,8 @@ fn child(role: &str) {
                     }
                 };
             }
-            if ring == RingKind::Spsc {
-                let mut rx = chan.spsc_receiver().unwrap();
-                drain!(rx);
-            } else {
-                let rx = chan.receiver().unwrap();
-                drain!(rx);
-            }
+            let rx = chan.receiver().unwrap();
+            drain!(rx);
         }
         other => panic!("unknown role {other}"),
     }
@@ -243,14 +230,9 @@ fn kill_producers(ring: &str, trials: u64) -> Tally {
     let stop = Arc::new(AtomicBool::new(false));
     // The consumer: this process, for every trial.
     let consumer = {
+        let rx = chan.receiver().unwrap();
         let chan_rx: Box<dyn FnMut() -> Result<[u64; 4], RecvMsgError> + Send> =
-            if kind == RingKind::Spsc {
-                let mut rx = chan.spsc_receiver().unwrap();
-                Box::new(move || rx.recv_timeout(Duration::from_millis(50)).map_err(recv_err))
-            } else {
-                let rx = chan.receiver().unwrap();
-                Box::new(move || rx.recv_timeout(Duration::from_millis(50)).map_err(recv_err))
-            };
+            Box::new(move || rx.recv_timeout(Duration::from_millis(50)).map_err(recv_err));
         let (received, torn_count, disc, stop) = (
             Arc::clone(&received),
             Arc::clone(&torn_count),
@@ -385,13 +367,8 @@ fn kill_consumers(ring: &str, trials: u64) -> Tally {
     let sent = Arc::new(AtomicU64::new(0));
     let producer = {
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-        let mut send: Box<dyn FnMut(u64) -> bool + Send> = if kind == RingKind::Spsc {
-            let mut tx = chan.spsc_sender().unwrap();
-            Box::new(move |i| tx.send_timeout(pod(i), Duration::from_millis(20)).is_ok())
-        } else {
-            let tx = chan.sender().unwrap();
-            Box::new(move |i| tx.send_timeout(pod(i), Duration::from_millis(20)).is_ok())
-        };
+        let tx = chan.sender().unwrap();
+        let send = move |i| tx.send_timeout(pod(i), Duration::from_millis(20)).is_ok();
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -485,7 +462,6 @@ fn kill_consumers(ring: &str, trials: u64) -> Tally {
 fn kill_creators(ring: &str, trials: u64) -> Tally {
     let mut t = Tally::default();
     let mut rng = Rng(0x5555_aaaa_1234_4321);
-    let kind = ring_of(ring);
     for trial in 0..trials {
         let addr = format!("shm:soak-k-{}-{trial}", std::process::id());
         let mut kid = spawn("creator", &addr, ring, 1, None);
@@ -493,14 +469,8 @@ fn kill_creators(ring: &str, trials: u64) -> Tally {
         let chan = Builder::new(&addr).unwrap().open::<[u64; 4]>().unwrap();
         let mut got = Vec::new();
         let step = Duration::from_secs(1);
-        let mut recv: Box<dyn FnMut() -> Result<[u64; 4], shmlane::RecvTimeoutError>> =
-            if kind == RingKind::Spsc {
-                let mut rx = chan.spsc_receiver().unwrap();
-                Box::new(move || rx.recv_timeout(step))
-            } else {
-                let rx = chan.receiver().unwrap();
-                Box::new(move || rx.recv_timeout(step))
-            };
+        let rx = chan.receiver().unwrap();
+        let recv = move || rx.recv_timeout(step);
         let delay = Duration::from_micros(rng.below(2000));
         let start = Instant::now();
         let mut killed = false;
@@ -542,7 +512,7 @@ fn kill_creators(ring: &str, trials: u64) -> Tally {
             t.lost += 1;
         }
         t.delivered += n;
-        let _ = shmlane::ipc::Address::parse(&addr).map(|a| shmlane_shm::unlink(&a));
+        let _ = shmlane_shm::Address::parse(&addr).map(|a| shmlane_shm::unlink(&a));
     }
     t
 }

@@ -29,7 +29,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .spsc()
         .capacity(4096)
         .create::<[u64; 2]>()?;
-    let mut rx = chan.spsc_receiver()?;
+    let rx = chan.receiver()?;
     println!("created {addr}; now run: cargo run --release --example ipc_producer");
     let (mut count, mut in_order) = (0u64, true);
     let mut started = None;

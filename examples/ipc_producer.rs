@@ -27,7 +27,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Fails with "shm:shmlane-demo does not exist: create it first" if the
     // consumer is not running.
     let chan = Builder::new(&addr)?.open::<[u64; 2]>()?;
-    let mut tx = chan.spsc_sender()?;
+    let tx = chan.sender()?;
     for seq in 0..n {
         tx.send([seq, seq.wrapping_mul(seq)])?;
     }

@@ -38,7 +38,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .capacity(1024)
         .message_size(128)
         .create::<Rkyv<Order>>()?;
-    let mut rx = chan.spsc_receiver()?;
+    let rx = chan.receiver()?;
     println!("created {addr}; now run: cargo run --release --example rkyv_producer");
     let (mut count, mut units, mut in_order) = (0u64, 0u64, true);
     let mut started = None;

@@ -28,7 +28,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Fails with a clear error if the consumer is not running, or if it
     // created the channel for another message type.
     let chan = Builder::new(&addr)?.open::<Rkyv<Order>>()?;
-    let mut tx = chan.spsc_sender()?;
+    let tx = chan.sender()?;
     let start = std::time::Instant::now();
     let mut order = Order::sample(0);
     for id in 0..n {

@@ -4,21 +4,20 @@
 //!   with crossbeam-channel's API and error types, built on the lock-free
 //!   ring of [`shmlane_ring`] and the futex eventcount of
 //!   [`shmlane_semaphore`].
-//! - [`ipc`]: the same kind of channel between processes, over a segment
-//!   in shared memory (`shm:NAME`), a mmapped file (`file:PATH`) or a
-//!   memfd. Messages are plain-old-data types (copied, or written and
-//!   read in place), rkyv archives (serialized into the slot and read in
-//!   place, validated as far as the receiver's trust says), or raw bytes.
+//! - [`ipc`]: the same kind of channel between processes: one
+//!   [`ipc::Sender`] / [`ipc::Receiver`] for every address, over a
+//!   lock-free ring in shared memory (`shm:NAME`), a mmapped file
+//!   (`file:PATH`) or a memfd, or over a kernel mechanism (`fifo:`,
+//!   `unix:`, `mq:`, `tcp:`, `signal:`, a pipe) as a slower fallback.
+//!   Messages are plain-old-data types (copied, or written and read in
+//!   place), rkyv archives (serialized into the slot and read in place,
+//!   validated as far as the receiver's trust says), or raw bytes.
 //! - [`Semaphore`] (Linux): a named counting semaphore shared between
 //!   processes; the permits of a process that dies come back by
 //!   themselves.
-//! - [`transport`]: byte frames between two processes over the fallback
-//!   mechanisms (`pipe`, `fifo:`, `unix:`, `mq:`, `tcp:`, `signal:`), each
-//!   keeping message boundaries, with deadlines and disconnect detection.
-//!
-//! - [`link`]: one typed [`LinkSender`](link::LinkSender) /
-//!   [`LinkReceiver`](link::LinkReceiver) over any of them, chosen by
-//!   address (`shm:` included), for every message kind.
+//! - [`transport`] (advanced): the raw byte frames under the fallback
+//!   mechanisms, each keeping message boundaries, with deadlines and
+//!   disconnect detection.
 //!
 //! # Examples
 //!
@@ -73,8 +72,6 @@ mod chan;
 mod error;
 #[cfg(not(shmlane_loom))]
 pub mod ipc;
-#[cfg(not(shmlane_loom))]
-pub mod link;
 mod sync;
 #[cfg(not(shmlane_loom))]
 pub mod transport;

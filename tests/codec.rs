@@ -79,7 +79,7 @@ fn rkyv_messages_round_trip_on_both_rings_under_every_trust() {
         assert!(matches!(rx.try_recv(), Err(RecvMsgError::Empty)));
         // SPSC
         let chan = create::<Rkyv<Order>>(RingKind::Spsc, trust, 128);
-        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
         for round in 0..20u64 {
             for i in 0..8 {
                 tx.try_send(&Order::sample(round * 8 + i)).unwrap();
@@ -109,7 +109,7 @@ fn rkyv_messages_round_trip_on_both_rings_under_every_trust() {
 #[test]
 fn a_held_message_keeps_its_slot() {
     let chan = create::<Rkyv<Order>>(RingKind::Spsc, Trust::validate(), 128);
-    let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     for i in 0..8 {
         tx.send(&Order::sample(i)).unwrap();
     }
@@ -145,7 +145,7 @@ fn too_large_messages_are_refused_and_the_channel_goes_on() {
         };
         match kind {
             RingKind::Spsc => {
-                let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+                let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
                 check(tx.send(&big).unwrap_err());
                 check(tx.try_send(&big).unwrap_err());
                 tx.send(&small).unwrap();
@@ -262,7 +262,7 @@ fn bytes_messages_send_loan_and_borrow() {
             assert!((100..164).contains(&max), "{max}");
             let check = |got: &[u8], want: &[u8]| assert_eq!(got, want);
             if kind == RingKind::Spsc {
-                let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+                let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
                 tx.send(b"").unwrap();
                 tx.send(&vec![7; max]).unwrap();
                 match tx.send(&vec![7; max + 1]) {
@@ -321,7 +321,7 @@ struct Quote {
 #[test]
 fn pod_messages_are_written_and_read_in_place() {
     let chan = create::<Quote>(RingKind::Spsc, Trust::validate(), 0);
-    let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     for i in 0..50u64 {
         tx.send_with(|q| {
             q.seq = i;
@@ -428,19 +428,11 @@ fn rkyv_orders_cross_processes() {
             assert_eq!(got.venue, want.venue.as_str());
         };
         let timeout = Duration::from_secs(30);
-        if kind == "spsc" {
-            let mut rx = chan.spsc_receiver().unwrap();
-            for i in 0..n {
-                check(&rx.recv_ref_timeout(timeout).unwrap(), i);
-            }
-            assert!(rx.recv_timeout(timeout).unwrap_err().is_disconnected());
-        } else {
-            let rx = chan.receiver().unwrap();
-            for i in 0..n {
-                check(&rx.recv_ref_timeout(timeout).unwrap(), i);
-            }
-            assert!(rx.recv_timeout(timeout).unwrap_err().is_disconnected());
+        let rx = chan.receiver().unwrap();
+        for i in 0..n {
+            check(&rx.recv_ref_timeout(timeout).unwrap(), i);
         }
+        assert!(rx.recv_timeout(timeout).unwrap_err().is_disconnected());
         assert!(child.wait().unwrap().success());
     }
 }
@@ -451,18 +443,11 @@ fn child() {
         return;
     };
     let parts: Vec<&str> = role.split(' ').collect();
-    let (kind, name, n) = (parts[0], parts[1], parts[2].parse::<u64>().unwrap());
+    let (name, n) = (parts[1], parts[2].parse::<u64>().unwrap());
     let chan = Builder::new(name).unwrap().open::<Rkyv<Order>>().unwrap();
-    if kind == "spsc" {
-        let mut tx = chan.spsc_sender().unwrap();
-        for i in 0..n {
-            tx.send(&Order::sample(i)).unwrap();
-        }
-    } else {
-        let tx = chan.sender().unwrap();
-        for i in 0..n {
-            tx.send(&Order::sample(i)).unwrap();
-        }
+    let tx = chan.sender().unwrap();
+    for i in 0..n {
+        tx.send(&Order::sample(i)).unwrap();
     }
 }
 
@@ -496,35 +481,19 @@ fn a_message_too_large_fails_at_once_even_when_the_channel_is_full() {
         big.venue = "X".repeat(500);
         let too_large =
             |e: SendMsgError| matches!(e, SendMsgError::Encode(EncodeError::TooLarge { .. }));
-        if kind == RingKind::Spsc {
-            let mut tx = chan.spsc_sender().unwrap();
-            for i in 0..8 {
-                tx.send(&Order::sample(i)).unwrap();
-            }
-            assert!(matches!(
-                tx.try_send(&Order::sample(9)),
-                Err(SendMsgError::Full)
-            ));
-            assert!(too_large(tx.try_send(&big).unwrap_err()));
-            assert!(too_large(
-                tx.send_timeout(&big, Duration::from_secs(10)).unwrap_err()
-            ));
-            assert!(too_large(tx.send(&big).unwrap_err()));
-        } else {
-            let tx = chan.sender().unwrap();
-            for i in 0..8 {
-                tx.send(&Order::sample(i)).unwrap();
-            }
-            assert!(matches!(
-                tx.try_send(&Order::sample(9)),
-                Err(SendMsgError::Full)
-            ));
-            assert!(too_large(tx.try_send(&big).unwrap_err()));
-            assert!(too_large(
-                tx.send_timeout(&big, Duration::from_secs(10)).unwrap_err()
-            ));
-            assert!(too_large(tx.send(&big).unwrap_err()));
+        let tx = chan.sender().unwrap();
+        for i in 0..8 {
+            tx.send(&Order::sample(i)).unwrap();
         }
+        assert!(matches!(
+            tx.try_send(&Order::sample(9)),
+            Err(SendMsgError::Full)
+        ));
+        assert!(too_large(tx.try_send(&big).unwrap_err()));
+        assert!(too_large(
+            tx.send_timeout(&big, Duration::from_secs(10)).unwrap_err()
+        ));
+        assert!(too_large(tx.send(&big).unwrap_err()));
         // No duration check: a send that waited for room would end in
         // `Timeout` (or block) rather than `TooLarge`, which the variants
         // above already rule out.

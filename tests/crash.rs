@@ -107,7 +107,7 @@ fn produce(addr: &str, ring: RingKind, kind: Kind, id: u64, batch: bool) {
                 .count()
         }
         (RingKind::Spsc, Kind::Pod) => {
-            let mut tx = open::<[u64; 4]>(addr).spsc_sender().unwrap();
+            let tx = open::<[u64; 4]>(addr).sender().unwrap();
             ready_then_go();
             if batch {
                 let all: Vec<_> = (0..COUNT).map(|i| pod(msg(i))).collect();
@@ -129,7 +129,7 @@ fn produce(addr: &str, ring: RingKind, kind: Kind, id: u64, batch: bool) {
             }
         }
         (RingKind::Spsc, Kind::Rkyv) => {
-            let mut tx = open::<Rkyv<Order>>(addr).spsc_sender().unwrap();
+            let tx = open::<Rkyv<Order>>(addr).sender().unwrap();
             ready_then_go();
             (0..COUNT)
                 .take_while(|&i| tx.send(&Order::sample(msg(i))).is_ok())
@@ -172,7 +172,7 @@ fn consume(addr: &str, ring: RingKind, kind: Kind, batch: bool) {
             drain!(rx, check_order);
         }
         (RingKind::Spsc, Kind::Pod) if batch => {
-            let mut rx = open::<[u64; 4]>(addr).spsc_receiver().unwrap();
+            let rx = open::<[u64; 4]>(addr).receiver().unwrap();
             ready_then_hold();
             let mut buf = Vec::new();
             loop {
@@ -189,12 +189,12 @@ fn consume(addr: &str, ring: RingKind, kind: Kind, batch: bool) {
             }
         }
         (RingKind::Spsc, Kind::Pod) => {
-            let mut rx = open::<[u64; 4]>(addr).spsc_receiver().unwrap();
+            let rx = open::<[u64; 4]>(addr).receiver().unwrap();
             ready_then_hold();
             drain!(rx, check_pod);
         }
         (RingKind::Spsc, Kind::Rkyv) => {
-            let mut rx = open::<Rkyv<Order>>(addr).spsc_receiver().unwrap();
+            let rx = open::<Rkyv<Order>>(addr).receiver().unwrap();
             ready_then_hold();
             drain!(rx, check_order);
         }
@@ -495,10 +495,9 @@ fn after_check(addr: &str, s: &Scenario) {
         ($m:ty, $msg:expr, $check:expr) => {{
             let chan = open::<$m>(addr);
             if s.ring == RingKind::Spsc {
-                let (mut tx, mut rx) = (
-                    chan.spsc_sender().expect("dead sender's slot reclaimed"),
-                    chan.spsc_receiver()
-                        .expect("dead receiver's slot reclaimed"),
+                let (tx, rx) = (
+                    chan.sender().expect("dead sender's slot reclaimed"),
+                    chan.receiver().expect("dead receiver's slot reclaimed"),
                 );
                 tx.send($msg).unwrap();
                 assert_eq!($check(&*rx.recv_ref().unwrap()), 77);

@@ -77,7 +77,7 @@ fn sends_and_in_place_receives_do_not_allocate() {
     for trust in trusts {
         // rkyv, SPSC
         let chan = channel::<Rkyv<Order>>(RingKind::Spsc, trust, "rs");
-        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
         let n = steady(|i| {
             tx.send(&orders[i as usize % 64]).unwrap();
             assert_eq!(rx.recv_ref().unwrap().id, i % 64);
@@ -95,7 +95,7 @@ fn sends_and_in_place_receives_do_not_allocate() {
         drop((tx, rx, chan));
         // bytes, both rings
         let chan = channel::<Bytes>(RingKind::Spsc, trust, "bs");
-        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
         let n = steady(|i| {
             tx.send(&i.to_le_bytes()).unwrap();
             assert_eq!(&*rx.recv_ref().unwrap(), &i.to_le_bytes());
@@ -118,7 +118,7 @@ fn sends_and_in_place_receives_do_not_allocate() {
         drop((tx, rx, chan));
         // Pod, both rings: copies and in place
         let chan = channel::<u64>(RingKind::Spsc, trust, "ps");
-        let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
         let n = steady(|i| {
             tx.send(i).unwrap();
             assert_eq!(*rx.recv_ref().unwrap(), i);
@@ -138,7 +138,7 @@ fn sends_and_in_place_receives_do_not_allocate() {
     // The counter does see allocations: an owned receive of an order
     // allocates its two strings.
     let chan = channel::<Rkyv<Order>>(RingKind::Spsc, Trust::validate(), "owned");
-    let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     let owned = steady(|i| {
         tx.send(&orders[i as usize % 64]).unwrap();
         assert_eq!(rx.recv().unwrap().id, i % 64);

@@ -49,7 +49,7 @@ fn child() {
             let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
             println!("ready");
             let corrupted = if spsc {
-                let mut tx = chan.spsc_sender().unwrap();
+                let tx = chan.sender().unwrap();
                 let mut i = 0u64;
                 while tx.send_timeout(i, Duration::from_millis(50)).is_ok()
                     || !tx.is_corrupted()
@@ -75,21 +75,12 @@ fn child() {
         "consumer" => {
             let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
             println!("ready");
-            let corrupted = if spsc {
-                let mut rx = chan.spsc_receiver().unwrap();
-                while !matches!(
-                    rx.recv_timeout(Duration::from_millis(50)),
-                    Err(RecvTimeoutError::Disconnected)
-                ) {}
-                rx.is_corrupted()
-            } else {
-                let rx = chan.receiver().unwrap();
-                while !matches!(
-                    rx.recv_timeout(Duration::from_millis(50)),
-                    Err(RecvTimeoutError::Disconnected)
-                ) {}
-                rx.is_corrupted()
-            };
+            let rx = chan.receiver().unwrap();
+            while !matches!(
+                rx.recv_timeout(Duration::from_millis(50)),
+                Err(RecvTimeoutError::Disconnected)
+            ) {}
+            let corrupted = rx.is_corrupted();
             println!("gone {} {corrupted}", now_ns());
         }
         "holder" => {

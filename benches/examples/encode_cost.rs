@@ -33,7 +33,7 @@ fn main() {
         .message_size(128)
         .create::<Rkyv<Order>>()
         .unwrap();
-    let (mut tx, mut rx) = (chan.spsc_sender().unwrap(), chan.spsc_receiver().unwrap());
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     let t = Instant::now();
     for i in 0..n {
         tx.send(&orders[i as usize % 64]).unwrap();

@@ -105,7 +105,7 @@ pub fn mib_gbps(n: u64, copy: bool) -> f64 {
         .wait_strategy(WaitStrategy::busy_poll())
         .create::<Bytes>()
         .unwrap();
-    let mut tx = chan.spsc_sender().unwrap();
+    let tx = chan.sender().unwrap();
     let mode = if copy { "copy" } else { "zero-copy" };
     let mut peer = spawn_peer(&format!("mib {addr} {n} {mode}"));
     peer.wait_line("ready");
@@ -134,7 +134,7 @@ fn peer_mib(addr: &str, n: u64, copy: bool) {
         .wait_strategy(WaitStrategy::busy_poll())
         .open::<Bytes>()
         .unwrap();
-    let mut rx = chan.spsc_receiver().unwrap();
+    let rx = chan.receiver().unwrap();
     let mut private = vec![0u8; MIB];
     let mut acc = 0;
     ready();
@@ -164,7 +164,7 @@ pub fn orders_per_s(n: u64, trust: &str) -> f64 {
         .wait_strategy(WaitStrategy::busy_poll())
         .create::<Rkyv<Order>>()
         .unwrap();
-    let mut tx = chan.spsc_sender().unwrap();
+    let tx = chan.sender().unwrap();
     let orders: Vec<Order> = (0..64).map(Order::sample).collect();
     let mut peer = spawn_peer(&format!("orders {addr} {n} {trust}"));
     peer.wait_line("ready");
@@ -186,7 +186,7 @@ fn peer_orders(addr: &str, n: u64, trust: Trust) {
         .wait_strategy(WaitStrategy::busy_poll())
         .open::<Rkyv<Order>>()
         .unwrap();
-    let mut rx = chan.spsc_receiver().unwrap();
+    let rx = chan.receiver().unwrap();
     let (mut ids, mut qty) = (0u64, 0u64);
     ready();
     for _ in 0..n {

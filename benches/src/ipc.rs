@@ -280,8 +280,8 @@ fn peer_pingpong(ping: &str, pong: &str, iters: u64, busy: bool) {
         .wait_strategy(strategy(busy))
         .open::<u64>()
         .unwrap();
-    let mut rx = ping.spsc_receiver().unwrap();
-    let mut tx = pong.spsc_sender().unwrap();
+    let rx = ping.receiver().unwrap();
+    let tx = pong.sender().unwrap();
     println!("ready");
     for _ in 0..iters {
         let v = rx.recv().unwrap();
@@ -305,8 +305,8 @@ pub fn pingpong(iters: u64, busy: bool) -> Latency {
             .unwrap()
     };
     let (ping_chan, pong_chan) = (make(&ping), make(&pong));
-    let mut tx = ping_chan.spsc_sender().unwrap();
-    let mut rx = pong_chan.spsc_receiver().unwrap();
+    let tx = ping_chan.sender().unwrap();
+    let rx = pong_chan.receiver().unwrap();
     let mode = if busy { "busy" } else { "default" };
     let mut peer = Peer::spawn(&format!("pingpong {ping} {pong} {iters} {mode}"));
     peer.wait_line("ready");
@@ -328,7 +328,7 @@ fn peer_sink<T: bytemuck::Pod>(addr: &str, n: u64) {
         .unwrap()
         .wait_strategy(WaitStrategy::busy_poll());
     let chan = chan.open::<T>().unwrap();
-    let mut rx = chan.spsc_receiver().unwrap();
+    let rx = chan.receiver().unwrap();
     let mut buf = Vec::with_capacity(4096);
     println!("ready");
     std::io::stdout().flush().unwrap();
@@ -365,7 +365,7 @@ fn throughput_of<T: bytemuck::Pod + Default>(n: u64, mode: SendMode, size: usize
         .wait_strategy(WaitStrategy::busy_poll())
         .create::<T>()
         .unwrap();
-    let mut tx = chan.spsc_sender().unwrap();
+    let tx = chan.sender().unwrap();
     let mut peer = Peer::spawn(&format!("sink {addr} {n} {size}"));
     peer.wait_line("ready");
     let start = Instant::now();

@@ -37,7 +37,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmlane::ipc::{Builder, Bytes, Channel, SpscReceiver, SpscSender};
+use shmlane::ipc::{Builder, Bytes, Channel, Receiver, Sender};
 use shmlane::transport::{self, Address, FrameReceiver, FrameSender, Options};
 
 use crate::ipc::{median_f64 as median, percentiles, pin_to_cpu, unique, unpin, Latency, PEER_ENV};
@@ -591,13 +591,13 @@ pub fn json(rows: &[Row]) -> String {
 
 /// Sends `size`-byte messages one way.
 enum Tx {
-    Shm(SpscSender<Bytes>),
+    Shm(Sender<Bytes>),
     Frames(FrameSender),
 }
 
 /// Receives them.
 enum Rx {
-    Shm(SpscReceiver<Bytes>),
+    Shm(Receiver<Bytes>),
     Frames(FrameReceiver, Vec<u8>),
 }
 
@@ -757,8 +757,8 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
                     .map_err(|e| format!("open {addr}: {e}"))
             };
             let (a, b) = (open(&rx_addr)?, open(&tx_addr)?);
-            let rx = a.spsc_receiver().map_err(|e| e.to_string())?;
-            let tx = b.spsc_sender().map_err(|e| e.to_string())?;
+            let rx = a.receiver().map_err(|e| e.to_string())?;
+            let tx = b.sender().map_err(|e| e.to_string())?;
             println!("ready -");
             (Rx::Shm(rx), Tx::Shm(tx), Some((a, b)))
         }
@@ -1013,8 +1013,8 @@ fn set_up_shm(size: usize, cmd: Command, deadline: Instant) -> Result<Parts, Str
     };
     let (to_peer, a) = make("to-peer")?;
     let (from_peer, b) = make("from-peer")?;
-    let tx = a.spsc_sender().map_err(|e| e.to_string())?;
-    let rx = b.spsc_receiver().map_err(|e| e.to_string())?;
+    let tx = a.sender().map_err(|e| e.to_string())?;
+    let rx = b.receiver().map_err(|e| e.to_string())?;
     let mut peer = Peer::spawn(Kind::Shm, size, &to_peer, &from_peer, cmd)?;
     peer.expect("ready", deadline).map_err(|e| peer.fail(e))?;
     Ok((peer, Tx::Shm(tx), Rx::Shm(rx), vec![a, b]))

@@ -29,8 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmlane::ipc::{
-    self, AttachError, Bytes, Channel, CreateError, MsgRef, OpenError, RecvMsgError, Role,
-    SendMsgError,
+    self, AttachError, Bytes, Channel, CreateError, OpenError, RecvMsgError, Role, SendMsgError,
 };
 use shmlane::transport::{
     self, Address, FrameReceiver, FrameRecvError, FrameSendError, FrameSender, Options,
@@ -393,12 +392,12 @@ fn is_orphan(chan: &Channel<Bytes>) -> bool {
 /// Unlinks an orphan if its name still names the file we opened (another
 /// process may have replaced it already). Returns whether it did.
 fn remove_orphan(opts: &Opts, chan: Channel<Bytes>) -> bool {
-    let Ok(addr) = ipc::Address::parse(&opts.text) else {
+    let Ok(addr) = shmlane_shm::Address::parse(&opts.text) else {
         return false;
     };
     let path = match &addr {
-        ipc::Address::Shm(name) => shmlane_shm::shm_path(name),
-        ipc::Address::File(p) => p.clone(),
+        shmlane_shm::Address::Shm(name) => shmlane_shm::shm_path(name),
+        shmlane_shm::Address::File(p) => p.clone(),
     };
     let same = match (
         chan.segment().file().metadata(),
@@ -415,74 +414,11 @@ fn attach_error(e: AttachError, opts: &Opts) -> Fail {
     runtime(format!("{}: {e}", opts.text))
 }
 
-/// The sending handle: SPSC when this command created the ring, or as the
-/// ring found is. One per process: the size difference does not matter,
-/// and boxing would add an indirection to every message.
-#[allow(clippy::large_enum_variant)]
-enum Tx {
-    Spsc(ipc::SpscSender<Bytes>),
-    Mpmc(ipc::Sender<Bytes>),
-}
-
-impl Tx {
-    fn send_timeout(&mut self, msg: &[u8], t: Duration) -> std::result::Result<(), SendMsgError> {
-        match self {
-            Self::Spsc(tx) => tx.send_timeout(msg, t),
-            Self::Mpmc(tx) => tx.send_timeout(msg, t),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            Self::Spsc(tx) => tx.is_empty(),
-            Self::Mpmc(tx) => tx.is_empty(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::Spsc(tx) => tx.len(),
-            Self::Mpmc(tx) => tx.len(),
-        }
-    }
-}
-
-/// The receiving handle, as [`Tx`].
-#[allow(clippy::large_enum_variant)]
-enum Rx {
-    Spsc(ipc::SpscReceiver<Bytes>),
-    Mpmc(ipc::Receiver<Bytes>),
-}
-
-impl Rx {
-    fn try_recv_ref(&mut self) -> std::result::Result<MsgRef<'_, Bytes>, RecvMsgError> {
-        match self {
-            Self::Spsc(rx) => rx.try_recv_ref(),
-            Self::Mpmc(rx) => rx.try_recv_ref(),
-        }
-    }
-
-    fn recv_ref_timeout(
-        &mut self,
-        t: Duration,
-    ) -> std::result::Result<MsgRef<'_, Bytes>, RecvMsgError> {
-        match self {
-            Self::Spsc(rx) => rx.recv_ref_timeout(t),
-            Self::Mpmc(rx) => rx.recv_ref_timeout(t),
-        }
-    }
-}
-
 fn send_shm(opts: &Opts) -> Result<()> {
     let start = Instant::now();
     let chan = open_or_create(opts)?;
-    let mut tx = match chan.spsc_sender() {
-        Ok(tx) => Tx::Spsc(tx),
-        Err(AttachError::WrongKind { .. }) => {
-            Tx::Mpmc(chan.sender().map_err(|e| attach_error(e, opts))?)
-        }
-        Err(e) => return Err(attach_error(e, opts)),
-    };
+    // SPSC when this command created the ring, or as the ring found is.
+    let tx = chan.sender().map_err(|e| attach_error(e, opts))?;
     let seg = chan.segment();
     // The ring rounds its slots up to whole cache lines; the limit the user
     // asked for (or the one a segment opened here carries) is the smaller.
@@ -545,13 +481,7 @@ fn send_shm(opts: &Opts) -> Result<()> {
 fn recv_shm(opts: &Opts) -> Result<()> {
     let start = Instant::now();
     let chan = open_or_create(opts)?;
-    let mut rx = match chan.spsc_receiver() {
-        Ok(rx) => Rx::Spsc(rx),
-        Err(AttachError::WrongKind { .. }) => {
-            Rx::Mpmc(chan.receiver().map_err(|e| attach_error(e, opts))?)
-        }
-        Err(e) => return Err(attach_error(e, opts)),
-    };
+    let rx = chan.receiver().map_err(|e| attach_error(e, opts))?;
     let seg = chan.segment();
     let mut out = stdout();
     loop {

@@ -380,7 +380,7 @@ fn an_orphan_segment_is_replaced() {
             .keep(true)
             .create::<shmlane::ipc::Bytes>()
             .unwrap();
-        drop(chan.spsc_sender().unwrap());
+        drop(chan.sender().unwrap());
     }
     let said = round_trip(&addr, 100, true, &mut c);
     assert!(said.contains("removed"), "{said}");

@@ -1,21 +1,21 @@
 //! The three message kinds and their methods on each handle.
 
-use std::convert::Infallible;
 use std::error;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
-use shmlane_codec::archive::{self, CopyBuf};
+use shmlane_codec::archive::{self, CopyBuf, Scratch};
 use shmlane_codec::{kind, Codec, EncodeError, Fingerprint, InvalidMessage, Trust};
 use shmlane_ring::{mpmc, spsc};
 
-use super::port::{Failed, Tried};
-use super::{Receiver, Sender, Side, SpscReceiver, SpscSender};
+use super::exclusive::Guard;
+use super::frames::FrameRx;
+use super::port::Failed;
+use super::Side;
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -74,10 +74,74 @@ mod sealed {
 
 /// A kind of message a cross-process channel carries: any `bytemuck::Pod`
 /// type, [`Rkyv<T>`] or [`Bytes`].
+///
+/// The trait carries what differs between the kinds, so that every method
+/// of [`Sender`](super::Sender) and [`Receiver`](super::Receiver) is
+/// written once and code generic over the kind compiles:
+///
+/// | kind | `send` takes | `recv` returns | errors |
+/// |---|---|---|---|
+/// | `T: Pod` | `T` | `T` | crossbeam-channel's ([`SendError<T>`], [`TryRecvError`]...) |
+/// | [`Rkyv<T>`] | `&T` | `T` | [`SendMsgError`], [`RecvMsgError`] |
+/// | [`Bytes`] | `&[u8]` | `Vec<u8>` | [`SendMsgError`], [`RecvMsgError`] |
+///
+/// `recv_ref` lends [`Message::Target`] (`T`, `T::Archived`, `[u8]`) for
+/// every kind, with [`RecvMsgError`].
+///
+/// ```
+/// use shmlane::ipc::{Builder, Bytes, Message, Receiver, Sender};
+///
+/// // Generic over the message kind: one function for every channel.
+/// fn send_all<'a, M: Message>(
+///     tx: &Sender<M>,
+///     msgs: impl IntoIterator<Item = M::Input<'a>>,
+/// ) -> usize {
+///     let mut sent = 0;
+///     for msg in msgs {
+///         if tx.send(msg).is_err() {
+///             break;
+///         }
+///         sent += 1;
+///     }
+///     sent
+/// }
+///
+/// fn drain<M: Message>(rx: &Receiver<M>) -> Vec<M::Output> {
+///     rx.try_iter().collect()
+/// }
+///
+/// let pid = std::process::id();
+/// let pods = Builder::new(&format!("shm:doc-generic-pod-{pid}"))?.create::<u64>()?;
+/// let (tx, rx) = (pods.sender()?, pods.receiver()?);
+/// assert_eq!(send_all(&tx, [1, 2, 3]), 3);
+/// assert_eq!(drain(&rx), [1, 2, 3]);
+///
+/// let bytes = Builder::new(&format!("shm:doc-generic-bytes-{pid}"))?.create::<Bytes>()?;
+/// let (tx, rx) = (bytes.sender()?, bytes.receiver()?);
+/// assert_eq!(send_all(&tx, [&b"ab"[..], b"c"]), 2);
+/// assert_eq!(drain(&rx), [b"ab".to_vec(), b"c".to_vec()]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Message: Codec + sealed::Sealed {
     /// What a received message reads as where it lies
     /// ([`MsgRef`] derefs to it).
     type Target: ?Sized;
+    /// What `send` takes: the value for Pod types, a reference otherwise.
+    type Input<'a>;
+    /// What `recv` returns.
+    type Output;
+    /// The error of `try_send`.
+    type TrySendError: fmt::Debug;
+    /// The error of `send`.
+    type SendError: fmt::Debug;
+    /// The error of `send_timeout` and `send_deadline`.
+    type SendTimeoutError: fmt::Debug;
+    /// The error of `try_recv`.
+    type TryRecvError: fmt::Debug;
+    /// The error of `recv`.
+    type RecvError: fmt::Debug;
+    /// The error of `recv_timeout` and `recv_deadline`.
+    type RecvTimeoutError: fmt::Debug;
 
     /// The name the segment header records (and errors show).
     #[doc(hidden)]
@@ -86,10 +150,82 @@ pub trait Message: Codec + sealed::Sealed {
     /// The message in `bytes`, checked as far as `trust` says.
     #[doc(hidden)]
     fn view(bytes: &[u8], trust: Trust) -> Result<&Self::Target, InvalidMessage>;
+
+    /// Writes `msg` into `buf` and returns its length.
+    #[doc(hidden)]
+    fn encode(
+        msg: &Self::Input<'_>,
+        buf: &mut [u8],
+        scratch: &mut Scratch,
+    ) -> Result<usize, EncodeError>;
+
+    /// An owned copy of a received message.
+    #[doc(hidden)]
+    fn decode(target: &Self::Target) -> Result<Self::Output, InvalidMessage>;
+
+    /// Whether SPSC slots hold the bare value (no length word): then
+    /// [`write_bare`](Self::write_bare) and [`read_bare`](Self::read_bare)
+    /// move it.
+    #[doc(hidden)]
+    const BARE: bool = false;
+
+    /// Writes `msg` as a bare value.
+    ///
+    /// # Safety
+    ///
+    /// - `BARE` is true and `payload` is a slot this side owns, made for
+    ///   this kind.
+    #[doc(hidden)]
+    unsafe fn write_bare(_payload: *mut u8, _msg: &Self::Input<'_>) {
+        unreachable!("not a bare kind")
+    }
+
+    /// Reads a bare value.
+    ///
+    /// # Safety
+    ///
+    /// - `BARE` is true and `payload` is a published slot this side holds,
+    ///   made for this kind.
+    #[doc(hidden)]
+    unsafe fn read_bare(_payload: *const u8) -> Self::Output {
+        unreachable!("not a bare kind")
+    }
+
+    /// Whether a message that is not valid means the peer broke the
+    /// protocol (Pod: a wrong length), so the channel stops.
+    #[doc(hidden)]
+    const INVALID_IS_FATAL: bool = false;
+
+    /// Maps a failed `try_send`.
+    #[doc(hidden)]
+    fn try_send_error(msg: Self::Input<'_>, e: SendMsgError) -> Self::TrySendError;
+    /// Maps a failed `send`.
+    #[doc(hidden)]
+    fn send_error(msg: Self::Input<'_>, e: SendMsgError) -> Self::SendError;
+    /// Maps a failed `send_timeout`.
+    #[doc(hidden)]
+    fn send_timeout_error(msg: Self::Input<'_>, e: SendMsgError) -> Self::SendTimeoutError;
+    /// Maps a failed `try_recv`.
+    #[doc(hidden)]
+    fn try_recv_error(e: RecvMsgError) -> Self::TryRecvError;
+    /// Maps a failed `recv`.
+    #[doc(hidden)]
+    fn recv_error(e: RecvMsgError) -> Self::RecvError;
+    /// Maps a failed `recv_timeout`.
+    #[doc(hidden)]
+    fn recv_timeout_error(e: RecvMsgError) -> Self::RecvTimeoutError;
 }
 
 impl<T: Pod> Message for T {
     type Target = T;
+    type Input<'a> = T;
+    type Output = T;
+    type TrySendError = TrySendError<T>;
+    type SendError = SendError<T>;
+    type SendTimeoutError = SendTimeoutError<T>;
+    type TryRecvError = TryRecvError;
+    type RecvError = RecvError;
+    type RecvTimeoutError = RecvTimeoutError;
 
     fn display_name() -> String {
         std::any::type_name::<T>().to_owned()
@@ -108,10 +244,127 @@ impl<T: Pod> Message for T {
             align: std::mem::align_of::<T>(),
         })
     }
+
+    #[inline]
+    fn encode(msg: &T, buf: &mut [u8], _: &mut Scratch) -> Result<usize, EncodeError> {
+        let bytes = bytemuck::bytes_of(msg);
+        match buf.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            None => Err(EncodeError::TooLarge {
+                len: bytes.len(),
+                max: buf.len(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn decode(target: &T) -> Result<T, InvalidMessage> {
+        Ok(*target)
+    }
+
+    const BARE: bool = true;
+
+    #[inline]
+    unsafe fn write_bare(payload: *mut u8, msg: &T) {
+        // SAFETY: per the contract, an SPSC slot of a Pod channel: sized and
+        // aligned for a bare `T` (checked at open). Volatile: shared.
+        unsafe { payload.cast::<T>().write_volatile(*msg) }
+    }
+
+    #[inline]
+    unsafe fn read_bare(payload: *const u8) -> T {
+        // SAFETY: per the contract; every bit pattern is a valid `T: Pod`.
+        unsafe { payload.cast::<T>().read_volatile() }
+    }
+
+    const INVALID_IS_FATAL: bool = true;
+
+    fn try_send_error(msg: T, e: SendMsgError) -> TrySendError<T> {
+        match e {
+            SendMsgError::Full | SendMsgError::Timeout => TrySendError::Full(msg),
+            _ => TrySendError::Disconnected(msg),
+        }
+    }
+
+    fn send_error(msg: T, _: SendMsgError) -> SendError<T> {
+        SendError(msg)
+    }
+
+    fn send_timeout_error(msg: T, e: SendMsgError) -> SendTimeoutError<T> {
+        match e {
+            SendMsgError::Full | SendMsgError::Timeout => SendTimeoutError::Timeout(msg),
+            _ => SendTimeoutError::Disconnected(msg),
+        }
+    }
+
+    fn try_recv_error(e: RecvMsgError) -> TryRecvError {
+        match e {
+            RecvMsgError::Empty | RecvMsgError::Timeout => TryRecvError::Empty,
+            _ => TryRecvError::Disconnected,
+        }
+    }
+
+    fn recv_error(_: RecvMsgError) -> RecvError {
+        RecvError
+    }
+
+    fn recv_timeout_error(e: RecvMsgError) -> RecvTimeoutError {
+        match e {
+            RecvMsgError::Empty | RecvMsgError::Timeout => RecvTimeoutError::Timeout,
+            _ => RecvTimeoutError::Disconnected,
+        }
+    }
+}
+
+/// The error mappings of the kinds whose sends borrow: one vocabulary.
+macro_rules! msg_errors {
+    () => {
+        type TrySendError = SendMsgError;
+        type SendError = SendMsgError;
+        type SendTimeoutError = SendMsgError;
+        type TryRecvError = RecvMsgError;
+        type RecvError = RecvMsgError;
+        type RecvTimeoutError = RecvMsgError;
+
+        fn try_send_error(_: Self::Input<'_>, e: SendMsgError) -> SendMsgError {
+            match e {
+                SendMsgError::Timeout => SendMsgError::Full,
+                e => e,
+            }
+        }
+
+        fn send_error(_: Self::Input<'_>, e: SendMsgError) -> SendMsgError {
+            e
+        }
+
+        fn send_timeout_error(_: Self::Input<'_>, e: SendMsgError) -> SendMsgError {
+            e
+        }
+
+        fn try_recv_error(e: RecvMsgError) -> RecvMsgError {
+            match e {
+                RecvMsgError::Timeout => RecvMsgError::Empty,
+                e => e,
+            }
+        }
+
+        fn recv_error(e: RecvMsgError) -> RecvMsgError {
+            e
+        }
+
+        fn recv_timeout_error(e: RecvMsgError) -> RecvMsgError {
+            e
+        }
+    };
 }
 
 impl<T: archive::Message + 'static> Message for Rkyv<T> {
     type Target = T::Archived;
+    type Input<'a> = &'a T;
+    type Output = T;
 
     fn display_name() -> String {
         format!("Rkyv<{}>", std::any::type_name::<T>())
@@ -120,10 +373,22 @@ impl<T: archive::Message + 'static> Message for Rkyv<T> {
     fn view(bytes: &[u8], trust: Trust) -> Result<&T::Archived, InvalidMessage> {
         archive::view_in_place::<T>(bytes, trust)
     }
+
+    fn encode(msg: &&T, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {
+        msg.encode_into(buf, scratch)
+    }
+
+    fn decode(target: &T::Archived) -> Result<T, InvalidMessage> {
+        T::decode(target)
+    }
+
+    msg_errors!();
 }
 
 impl Message for Bytes {
     type Target = [u8];
+    type Input<'a> = &'a [u8];
+    type Output = Vec<u8>;
 
     fn display_name() -> String {
         "Bytes".to_owned()
@@ -132,6 +397,25 @@ impl Message for Bytes {
     fn view(bytes: &[u8], _: Trust) -> Result<&[u8], InvalidMessage> {
         Ok(bytes)
     }
+
+    fn encode(msg: &&[u8], buf: &mut [u8], _: &mut Scratch) -> Result<usize, EncodeError> {
+        match buf.get_mut(..msg.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(msg);
+                Ok(msg.len())
+            }
+            None => Err(EncodeError::TooLarge {
+                len: msg.len(),
+                max: buf.len(),
+            }),
+        }
+    }
+
+    fn decode(target: &[u8]) -> Result<Vec<u8>, InvalidMessage> {
+        Ok(target.to_vec())
+    }
+
+    msg_errors!();
 }
 
 /// A received message, read where it lies (in the ring's slot, or in a
@@ -180,10 +464,15 @@ type Lent<'a, M> = (&'a <M as Message>::Target, fn(M) -> M);
 pub(super) enum Hold<'a> {
     /// A claimed MPMC slot, released (and a sender woken) on drop.
     Claim(Option<mpmc::Claim<'a>>, &'a Side),
-    /// The SPSC consumer's front slot, released on drop.
-    Front(Option<&'a mut spsc::Consumer>, &'a Side),
+    /// The SPSC consumer's front slot, released on drop (with the lock on
+    /// the consumer, held until then).
+    Front(Option<Guard<'a, spsc::Consumer>>, &'a Side),
     /// A private copy, returned to the side's pool on drop.
     Copy(CopyBuf, &'a Side),
+    /// A frame in a kernel transport receiver's buffer, with the lock on
+    /// that receiver (held until the guard drops).
+    #[allow(dead_code)] // holds the lock; read through the guard's pointer
+    Frame(Guard<'a, FrameRx>),
 }
 
 impl Drop for Hold<'_> {
@@ -197,13 +486,14 @@ impl Drop for Hold<'_> {
             }
             Self::Front(ring, side) => {
                 shmlane_shm::fault::point("recv.read");
-                if let Some(ring) = ring.take() {
+                if let Some(mut ring) = ring.take() {
                     let released = ring.release_front();
                     debug_assert!(released, "a lent front is always ready");
                 }
                 side.not_full().notify_one();
             }
             Self::Copy(buf, side) => side.put_copy(std::mem::take(buf)),
+            Self::Frame(_) => {}
         }
     }
 }
@@ -225,7 +515,7 @@ pub enum SendMsgError {
     /// `Serialize` failed. Nothing was sent.
     Encode(EncodeError),
     /// The operating system failed the send (fallback transports of
-    /// [`crate::link`] only).
+    /// kernel transports only).
     Io(std::io::Error),
 }
 
@@ -235,7 +525,7 @@ impl SendMsgError {
         matches!(self, Self::Disconnected)
     }
 
-    fn from_failed(failed: Failed<EncodeError>) -> Self {
+    pub(super) fn from_failed(failed: Failed<EncodeError>) -> Self {
         match failed {
             Failed::Timeout => Self::Timeout,
             Failed::Gone => Self::Disconnected,
@@ -281,7 +571,7 @@ pub enum RecvMsgError {
     /// was dropped, and the channel goes on with the one after it.
     Invalid(InvalidMessage),
     /// The operating system failed the receive (fallback transports of
-    /// [`crate::link`] only).
+    /// kernel transports only).
     Io(std::io::Error),
 }
 
@@ -312,575 +602,4 @@ impl error::Error for RecvMsgError {
             _ => None,
         }
     }
-}
-
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
-
-/// Copies a Pod message into a slot.
-fn put_pod<T: Pod>(msg: &T) -> impl FnMut(&mut [u8]) -> Result<usize, Infallible> + '_ {
-    move |buf| {
-        let bytes = bytemuck::bytes_of(msg);
-        buf[..bytes.len()].copy_from_slice(bytes);
-        Ok(bytes.len())
-    }
-}
-
-/// Hands a slot to `fill` as a `&mut T` (once).
-fn fill_pod<T: Pod>(
-    fill: impl FnOnce(&mut T),
-) -> impl FnMut(&mut [u8]) -> Result<usize, Infallible> {
-    let mut fill = Some(fill);
-    move |buf| {
-        let slot: &mut T = bytemuck::from_bytes_mut(&mut buf[..size_of::<T>()]);
-        if let Some(f) = fill.take() {
-            f(slot);
-        }
-        Ok(size_of::<T>())
-    }
-}
-
-/// Copies raw bytes into a slot (their length was checked beforehand).
-fn put_bytes(msg: &[u8]) -> impl FnMut(&mut [u8]) -> Result<usize, EncodeError> + '_ {
-    move |buf| match buf.get_mut(..msg.len()) {
-        Some(dst) => {
-            dst.copy_from_slice(msg);
-            Ok(msg.len())
-        }
-        None => Err(EncodeError::TooLarge {
-            len: msg.len(),
-            max: buf.len(),
-        }),
-    }
-}
-
-/// Lends a slot to `fill`, which returns the length it wrote (once).
-fn loan_bytes(
-    fill: impl FnOnce(&mut [u8]) -> usize,
-) -> impl FnMut(&mut [u8]) -> Result<usize, EncodeError> {
-    let mut fill = Some(fill);
-    move |buf| {
-        let len = fill.take().map_or(0, |f| f(buf));
-        if len > buf.len() {
-            return Err(EncodeError::TooLarge {
-                len,
-                max: buf.len(),
-            });
-        }
-        Ok(len)
-    }
-}
-
-/// Methods of every receiving handle, for every message kind.
-macro_rules! recv_ref_methods {
-    ($($m:ident)?) => {
-        /// Receives without blocking, lending the message where it lies.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvMsgError::Empty`], [`RecvMsgError::Disconnected`], or
-        /// [`RecvMsgError::Invalid`] (the bad message is dropped).
-        pub fn try_recv_ref(&$($m)? self) -> Result<MsgRef<'_, M>, RecvMsgError> {
-            self.try_ref(true, false)
-        }
-
-        /// Receives, blocking while the channel is empty, and lends the
-        /// message where it lies.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvMsgError::Disconnected`] or [`RecvMsgError::Invalid`].
-        pub fn recv_ref(&$($m)? self) -> Result<MsgRef<'_, M>, RecvMsgError> {
-            self.ref_until(None)
-        }
-
-        /// As [`recv_ref`](Self::recv_ref), for at most `timeout`.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvMsgError::Timeout`], [`RecvMsgError::Disconnected`] or
-        /// [`RecvMsgError::Invalid`].
-        pub fn recv_ref_timeout(
-            &$($m)? self,
-            timeout: Duration,
-        ) -> Result<MsgRef<'_, M>, RecvMsgError> {
-            self.ref_until(deadline_after(timeout))
-        }
-
-        /// As [`recv_ref`](Self::recv_ref), until `deadline` at the latest.
-        ///
-        /// # Errors
-        ///
-        /// As [`recv_ref_timeout`](Self::recv_ref_timeout).
-        pub fn recv_ref_deadline(
-            &$($m)? self,
-            deadline: Instant,
-        ) -> Result<MsgRef<'_, M>, RecvMsgError> {
-            self.ref_until(Some(deadline))
-        }
-    };
-}
-
-/// crossbeam-channel's methods, for Pod messages.
-macro_rules! pod_methods {
-    ($($m:ident)?) => {
-        /// Sends without blocking.
-        ///
-        /// # Errors
-        ///
-        /// [`TrySendError::Full`] or [`TrySendError::Disconnected`], with the
-        /// message.
-        pub fn try_send(&$($m)? self, msg: T) -> Result<(), TrySendError<T>> {
-            match self.try_put(true, &msg) {
-                super::port::Tried::Done => Ok(()),
-                super::port::Tried::Full => Err(TrySendError::Full(msg)),
-                super::port::Tried::Gone => Err(TrySendError::Disconnected(msg)),
-                super::port::Tried::Rejected(never) => match never {},
-            }
-        }
-
-        /// Sends, blocking while the channel is full.
-        ///
-        /// # Errors
-        ///
-        /// [`SendError`] with the message once every receiver is gone.
-        pub fn send(&$($m)? self, msg: T) -> Result<(), SendError<T>> {
-            self.send_until(msg, None)
-                .map_err(|e| SendError(e.into_inner()))
-        }
-
-        /// Sends, blocking for at most `timeout`.
-        ///
-        /// # Errors
-        ///
-        /// [`SendTimeoutError`] with the message.
-        pub fn send_timeout(&$($m)? self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-            self.send_until(msg, deadline_after(timeout))
-        }
-
-        /// Sends, blocking until `deadline` at the latest.
-        ///
-        /// # Errors
-        ///
-        /// [`SendTimeoutError`] with the message.
-        pub fn send_deadline(&$($m)? self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
-            self.send_until(msg, Some(deadline))
-        }
-
-        fn send_until(&$($m)? self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
-            match self.put_until(deadline, &msg) {
-                Ok(()) => Ok(()),
-                Err(Failed::Timeout) => Err(SendTimeoutError::Timeout(msg)),
-                Err(Failed::Gone) => Err(SendTimeoutError::Disconnected(msg)),
-                Err(Failed::Rejected(never)) => match never {},
-            }
-        }
-
-        /// Sends a message written in place: `fill` gets the slot as a
-        /// `&mut T` and sets it (the slot holds an older message's bytes,
-        /// so set every field). Blocks while the channel is full.
-        ///
-        /// # Errors
-        ///
-        /// [`SendError`] once every receiver is gone (`fill` was not called).
-        pub fn send_with(&$($m)? self, fill: impl FnOnce(&mut T)) -> Result<(), SendError<()>> {
-            match self.write_until(None, &mut fill_pod(fill)) {
-                Ok(()) => Ok(()),
-                Err(Failed::Rejected(never)) => match never {},
-                Err(_) => Err(SendError(())),
-            }
-        }
-
-        /// As [`send_with`](Self::send_with), without blocking.
-        ///
-        /// # Errors
-        ///
-        /// [`TrySendError::Full`] or [`TrySendError::Disconnected`] (`fill`
-        /// was not called).
-        pub fn try_send_with(&$($m)? self, fill: impl FnOnce(&mut T)) -> Result<(), TrySendError<()>> {
-            match self.try_write(true, &mut fill_pod(fill)) {
-                super::port::Tried::Done => Ok(()),
-                super::port::Tried::Full => Err(TrySendError::Full(())),
-                super::port::Tried::Gone => Err(TrySendError::Disconnected(())),
-                super::port::Tried::Rejected(never) => match never {},
-            }
-        }
-    };
-}
-
-/// crossbeam-channel's receiving methods, for Pod messages.
-macro_rules! pod_recv_methods {
-    ($($m:ident)?) => {
-        /// Receives without blocking.
-        ///
-        /// # Errors
-        ///
-        /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the
-        /// channel is empty and every sender is gone.
-        pub fn try_recv(&$($m)? self) -> Result<T, TryRecvError> {
-            match self.try_take(true) {
-                Ok(msg) => Ok(msg),
-                Err(RecvMsgError::Empty) => Err(TryRecvError::Empty),
-                Err(e) => Err(self.pod_fault(e)),
-            }
-        }
-
-        /// Receives, blocking while the channel is empty.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvError`] once the channel is empty and every sender is gone.
-        pub fn recv(&$($m)? self) -> Result<T, RecvError> {
-            self.recv_until(None).map_err(|_| RecvError)
-        }
-
-        /// Receives, blocking for at most `timeout`.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvTimeoutError`].
-        pub fn recv_timeout(&$($m)? self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-            self.recv_until(deadline_after(timeout))
-        }
-
-        /// Receives, blocking until `deadline` at the latest.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvTimeoutError`].
-        pub fn recv_deadline(&$($m)? self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-            self.recv_until(Some(deadline))
-        }
-
-        fn recv_until(&$($m)? self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-            match self.take_until(deadline) {
-                Ok(v) => Ok(v),
-                Err(RecvMsgError::Timeout) => Err(RecvTimeoutError::Timeout),
-                Err(e) => {
-                    self.pod_fault(e);
-                    Err(RecvTimeoutError::Disconnected)
-                }
-            }
-        }
-
-        /// A blocking iterator that ends when the channel disconnects.
-        pub fn iter(&$($m)? self) -> impl Iterator<Item = T> + '_ {
-            std::iter::from_fn(move || self.recv().ok())
-        }
-
-        /// A non-blocking iterator over the messages ready now.
-        pub fn try_iter(&$($m)? self) -> impl Iterator<Item = T> + '_ {
-            std::iter::from_fn(move || self.try_recv().ok())
-        }
-    };
-}
-
-/// Sending methods for rkyv and raw-bytes messages; `$msg` is what `send`
-/// borrows, and `send_msg` does the work.
-macro_rules! msg_send_methods {
-    ($($m:ident)?; $msg:ty) => {
-        /// Sends without blocking.
-        ///
-        /// # Errors
-        ///
-        /// [`SendMsgError::Full`], [`SendMsgError::Disconnected`] or
-        /// [`SendMsgError::Encode`] (too large).
-        pub fn try_send(&$($m)? self, msg: $msg) -> Result<(), SendMsgError> {
-            self.send_msg(msg, Some(Instant::now()))
-                .map_err(|e| match e {
-                    SendMsgError::Timeout => SendMsgError::Full,
-                    e => e,
-                })
-        }
-
-        /// Sends, blocking while the channel is full.
-        ///
-        /// # Errors
-        ///
-        /// [`SendMsgError::Disconnected`] or [`SendMsgError::Encode`].
-        pub fn send(&$($m)? self, msg: $msg) -> Result<(), SendMsgError> {
-            self.send_msg(msg, None)
-        }
-
-        /// Sends, blocking for at most `timeout`.
-        ///
-        /// # Errors
-        ///
-        /// [`SendMsgError::Timeout`], [`SendMsgError::Disconnected`] or
-        /// [`SendMsgError::Encode`].
-        pub fn send_timeout(&$($m)? self, msg: $msg, timeout: Duration) -> Result<(), SendMsgError> {
-            self.send_msg(msg, deadline_after(timeout))
-        }
-
-        /// Sends, blocking until `deadline` at the latest.
-        ///
-        /// # Errors
-        ///
-        /// As [`send_timeout`](Self::send_timeout).
-        pub fn send_deadline(&$($m)? self, msg: $msg, deadline: Instant) -> Result<(), SendMsgError> {
-            self.send_msg(msg, Some(deadline))
-        }
-    };
-}
-
-/// Owned receives for rkyv and raw-bytes messages.
-macro_rules! msg_recv_methods {
-    ($($m:ident)?; $out:ty; $decode:expr) => {
-        /// Receives without blocking, into an owned value.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvMsgError::Empty`], [`RecvMsgError::Disconnected`] or
-        /// [`RecvMsgError::Invalid`].
-        pub fn try_recv(&$($m)? self) -> Result<$out, RecvMsgError> {
-            let msg = self.try_ref(true, true)?;
-            $decode(&*msg).map_err(RecvMsgError::Invalid)
-        }
-
-        /// Receives, blocking while the channel is empty.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvMsgError::Disconnected`] or [`RecvMsgError::Invalid`].
-        pub fn recv(&$($m)? self) -> Result<$out, RecvMsgError> {
-            self.read_until(None, $decode)
-        }
-
-        /// Receives, blocking for at most `timeout`.
-        ///
-        /// # Errors
-        ///
-        /// [`RecvMsgError::Timeout`], [`RecvMsgError::Disconnected`] or
-        /// [`RecvMsgError::Invalid`].
-        pub fn recv_timeout(&$($m)? self, timeout: Duration) -> Result<$out, RecvMsgError> {
-            self.read_until(deadline_after(timeout), $decode)
-        }
-
-        /// Receives, blocking until `deadline` at the latest.
-        ///
-        /// # Errors
-        ///
-        /// As [`recv_timeout`](Self::recv_timeout).
-        pub fn recv_deadline(&$($m)? self, deadline: Instant) -> Result<$out, RecvMsgError> {
-            self.read_until(Some(deadline), $decode)
-        }
-    };
-}
-
-fn decode_rkyv<T: archive::Message>(archived: &T::Archived) -> Result<T, InvalidMessage> {
-    T::decode(archived)
-}
-
-fn decode_bytes(bytes: &[u8]) -> Result<Vec<u8>, InvalidMessage> {
-    Ok(bytes.to_vec())
-}
-
-/// The slot-loan method for raw bytes.
-macro_rules! bytes_loan_methods {
-    ($($m:ident)?) => {
-        /// Sends a message written in place: `fill` gets the whole slot as
-        /// `&mut [u8]` ([`max_message_len`](Self::max_message_len) bytes,
-        /// holding stale data) and returns how many bytes it wrote. Blocks
-        /// while the channel is full.
-        ///
-        /// # Errors
-        ///
-        /// [`SendMsgError::Disconnected`] (`fill` was not called), or
-        /// [`SendMsgError::Encode`] if `fill` returned more than the slot
-        /// holds (nothing is sent).
-        pub fn send_with(&$($m)? self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SendMsgError> {
-            self.write_until(None, &mut loan_bytes(fill))
-                .map_err(SendMsgError::from_failed)
-        }
-
-        /// As [`send_with`](Self::send_with), without blocking.
-        ///
-        /// # Errors
-        ///
-        /// [`SendMsgError::Full`] or [`SendMsgError::Disconnected`] (`fill`
-        /// was not called), or [`SendMsgError::Encode`].
-        pub fn try_send_with(&$($m)? self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SendMsgError> {
-            match self.try_write(true, &mut loan_bytes(fill)) {
-                super::port::Tried::Done => Ok(()),
-                super::port::Tried::Full => Err(SendMsgError::Full),
-                super::port::Tried::Gone => Err(SendMsgError::Disconnected),
-                super::port::Tried::Rejected(e) => Err(SendMsgError::Encode(e)),
-            }
-        }
-    };
-}
-
-/// The first attempt of a send: `Ok(None)` when the channel was full (the
-/// caller then waits, unless its deadline has passed: a `try_send` makes
-/// one attempt).
-fn first_attempt(tried: Tried<EncodeError>) -> Result<Option<()>, SendMsgError> {
-    match tried {
-        Tried::Done => Ok(Some(())),
-        Tried::Full => Ok(None),
-        Tried::Gone => Err(SendMsgError::Disconnected),
-        Tried::Rejected(e) => Err(SendMsgError::Encode(e)),
-    }
-}
-
-fn passed(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| d <= Instant::now())
-}
-
-macro_rules! rkyv_send_msg {
-    ($($m:ident)?) => {
-        fn send_msg(&$($m)? self, msg: &T, deadline: Option<Instant>) -> Result<(), SendMsgError> {
-            let mut scratch = self.take_scratch();
-            let sent = self.send_encoded(msg, deadline, &mut scratch);
-            self.put_scratch(scratch);
-            sent
-        }
-
-        fn send_encoded(
-            &$($m)? self,
-            msg: &T,
-            deadline: Option<Instant>,
-            scratch: &mut archive::Scratch,
-        ) -> Result<(), SendMsgError> {
-            let tried = self.try_write(false, &mut |buf: &mut [u8]| msg.encode_into(buf, scratch));
-            if first_attempt(tried)?.is_some() {
-                return Ok(());
-            }
-            // Full. A message that can never fit must not wait for room:
-            // measure it (the encoder only counts past the buffer's end).
-            let max = self.max_message_len();
-            match msg.encode_into(&mut [], scratch) {
-                Err(EncodeError::TooLarge { len, .. }) if len > max => {
-                    return Err(SendMsgError::Encode(EncodeError::TooLarge { len, max }))
-                }
-                Err(EncodeError::Failed(e)) => return Err(SendMsgError::Encode(EncodeError::Failed(e))),
-                _ => {}
-            }
-            if passed(deadline) {
-                return Err(SendMsgError::Timeout);
-            }
-            self.write_until(deadline, &mut |buf: &mut [u8]| msg.encode_into(buf, scratch))
-                .map_err(SendMsgError::from_failed)
-        }
-    };
-}
-
-macro_rules! bytes_send_msg {
-    ($($m:ident)?) => {
-        fn send_msg(&$($m)? self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendMsgError> {
-            // Checked before a slot is taken, so that nothing is published.
-            let max = self.max_message_len();
-            if msg.len() > max {
-                return Err(SendMsgError::Encode(EncodeError::TooLarge { len: msg.len(), max }));
-            }
-            if first_attempt(self.try_write(false, &mut put_bytes(msg)))?.is_some() {
-                return Ok(());
-            }
-            if passed(deadline) {
-                return Err(SendMsgError::Timeout);
-            }
-            self.write_until(deadline, &mut put_bytes(msg))
-                .map_err(SendMsgError::from_failed)
-        }
-    };
-}
-
-impl<T: Pod> Sender<T> {
-    pod_methods!();
-
-    fn try_put(&self, probe: bool, msg: &T) -> Tried<Infallible> {
-        self.try_write(probe, &mut put_pod(msg))
-    }
-
-    fn put_until(&self, deadline: Option<Instant>, msg: &T) -> Result<(), Failed<Infallible>> {
-        self.write_until(deadline, &mut put_pod(msg))
-    }
-}
-
-impl<T: Pod> SpscSender<T> {
-    pod_methods!(mut);
-
-    fn try_put(&mut self, probe: bool, msg: &T) -> Tried<Infallible> {
-        super::port::spsc_try_put_bare(&mut self.ring, &self.side, probe, msg)
-    }
-
-    fn put_until(&mut self, deadline: Option<Instant>, msg: &T) -> Result<(), Failed<Infallible>> {
-        let (ring, side) = (&mut self.ring, &self.side);
-        side.wait_send(deadline, |probe| {
-            super::port::spsc_try_put_bare(ring, side, probe, msg)
-        })
-    }
-}
-
-impl<T: Pod> Receiver<T> {
-    pod_recv_methods!();
-
-    fn try_take(&self, probe: bool) -> Result<T, RecvMsgError> {
-        self.try_ref(probe, true).map(|msg| *msg)
-    }
-
-    fn take_until(&self, deadline: Option<Instant>) -> Result<T, RecvMsgError> {
-        self.read_until(deadline, |msg: &T| Ok(*msg))
-    }
-}
-
-impl<T: Pod> SpscReceiver<T> {
-    pod_recv_methods!(mut);
-
-    fn try_take(&mut self, probe: bool) -> Result<T, RecvMsgError> {
-        super::port::spsc_try_take_bare(&mut self.ring, &self.side, probe)
-    }
-
-    fn take_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvMsgError> {
-        let (ring, side) = (&mut self.ring, &self.side);
-        side.wait_recv(deadline, |probe| {
-            super::port::spsc_try_take_bare(ring, side, probe)
-        })
-    }
-}
-
-impl<T: archive::Message + 'static> Sender<Rkyv<T>> {
-    msg_send_methods!(; &T);
-    rkyv_send_msg!();
-}
-
-impl<T: archive::Message + 'static> SpscSender<Rkyv<T>> {
-    msg_send_methods!(mut; &T);
-    rkyv_send_msg!(mut);
-}
-
-impl<T: archive::Message + 'static> Receiver<Rkyv<T>> {
-    msg_recv_methods!(; T; decode_rkyv::<T>);
-}
-
-impl<T: archive::Message + 'static> SpscReceiver<Rkyv<T>> {
-    msg_recv_methods!(mut; T; decode_rkyv::<T>);
-}
-
-impl Sender<Bytes> {
-    msg_send_methods!(; &[u8]);
-    bytes_send_msg!();
-    bytes_loan_methods!();
-}
-
-impl SpscSender<Bytes> {
-    msg_send_methods!(mut; &[u8]);
-    bytes_send_msg!(mut);
-    bytes_loan_methods!(mut);
-}
-
-impl Receiver<Bytes> {
-    msg_recv_methods!(; Vec<u8>; decode_bytes);
-}
-
-impl SpscReceiver<Bytes> {
-    msg_recv_methods!(mut; Vec<u8>; decode_bytes);
-}
-
-impl<M: Message> Receiver<M> {
-    recv_ref_methods!();
-}
-
-impl<M: Message> SpscReceiver<M> {
-    recv_ref_methods!(mut);
 }

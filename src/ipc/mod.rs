@@ -24,13 +24,27 @@
 //! not a valid message give [`RecvMsgError::Invalid`], and the channel keeps
 //! working.
 //!
-//! Ring kinds:
+//! One [`Sender`] and one [`Receiver`] serve every ring kind, address and
+//! message kind, with crossbeam-channel's `&self` methods; both are
+//! `Clone`, `Send` and `Sync`. Each method is written once, with what
+//! differs between the message kinds carried by [`Message`] (what `send`
+//! takes, what `recv` returns, the error types), so code generic over the
+//! kind compiles.
 //!
-//! - MPMC rings give [`Sender`] / [`Receiver`]: `&self` methods, `Clone`,
-//!   any number of processes on each side.
-//! - SPSC rings give [`SpscSender`] / [`SpscReceiver`]: `&mut self`
-//!   methods, not `Clone` or `Sync`, one per side across all processes
-//!   (a second is refused at attach time); the fastest path, with batches.
+//! - MPMC rings (the default) take any number of processes on each side.
+//! - SPSC rings ([`Builder::spsc`]) take one sender and one receiver
+//!   across all processes (another process asking for a second gets
+//!   [`AttachError::RoleTaken`]); clones in one process take turns. The
+//!   fastest path, with batches.
+//! - Any other address (`fifo:`, `unix:`, `tcp:`, `mq:`, `signal:`) carries
+//!   each message as one frame of a kernel transport
+//!   ([`Builder::sender`] connects, [`Builder::receiver`] binds); see
+//!   [`crate::transport`] for each mechanism's limits.
+//!
+//! [`Builder::create`] and [`Builder::open`] give a [`Channel`] (a ring)
+//! to take handles from; [`Builder::open_or_create`] lets two programs
+//! start in either order; [`Builder::sender`] and [`Builder::receiver`]
+//! make one end at any address in one call.
 //!
 //! When the last sender is dropped, or dies (SIGKILL included), receivers
 //! drain what is buffered and then get `Disconnected`; a blocked receiver
@@ -92,6 +106,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod connect;
+mod exclusive;
+mod frames;
+mod handles;
 mod kinds;
 mod port;
 
@@ -108,18 +126,17 @@ use shmlane_ring::{mpmc, spsc};
 use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 use shmlane_shm::{Attachment, CreateOptions, OpenOptions, Spec, TypeInfo};
 
+pub use crate::transport::{Address, AddressError};
+pub use connect::ConnectError;
+pub use handles::{Iter, Receiver, Sender, TryIter};
 pub use kinds::{Bytes, Message, MsgRef, RecvMsgError, Rkyv, SendMsgError};
 pub use shmlane_codec::{Codec, EncodeError, InvalidMessage, Trust};
 pub use shmlane_ring::RingKind;
-pub use shmlane_shm::{
-    Address, AddressError, AttachError, Backend, CreateError, OpenError, Role, Segment,
-};
+pub use shmlane_shm::{AttachError, Backend, CreateError, OpenError, Role, Segment};
 
-use bytemuck::Pod;
+use handles::{RxFlavor, SpscProducer, SpscRxEnd, SpscTxEnd, TxFlavor};
 use port::{Failed, Tried};
 use shmlane_codec::archive::Scratch;
-
-use crate::error::{SendError, TryRecvError, TrySendError};
 
 /// Slot flag: the slot holds no message (a send whose message did not fit,
 /// or whose writer panicked); skip it.
@@ -182,7 +199,14 @@ fn type_info<M: Message>() -> TypeInfo {
     }
 }
 
-/// Settings for creating or opening a cross-process channel.
+/// Settings for creating or opening a cross-process channel at an
+/// address.
+///
+/// Settings that only rings have ([`slot_size`](Self::slot_size),
+/// [`kind`](Self::kind), [`keep`](Self::keep), [`mode`](Self::mode),
+/// [`capacity`](Self::capacity) except on `mq:`) are refused on a kernel
+/// transport with [`ConnectError::Unsupported`] naming the setting, never
+/// ignored.
 #[derive(Debug, Clone)]
 pub struct Builder {
     target: Target,
@@ -196,11 +220,19 @@ pub struct Builder {
     strategy: WaitStrategy,
     open_timeout: Duration,
     allow_group_write: bool,
+    /// Which settings were asked for, so that a kernel transport refuses
+    /// them rather than ignore them.
+    capacity_set: bool,
+    kind_set: bool,
+    mode_set: bool,
 }
 
 #[derive(Debug, Clone)]
 enum Target {
-    Address(Address),
+    /// `shm:` or `file:`: a ring.
+    Address(shmlane_shm::Address),
+    /// Any other address: frames over a kernel transport.
+    Frames(Address),
     Memfd,
     Inherited(RawFd),
 }
@@ -219,6 +251,9 @@ impl Builder {
             strategy: WaitStrategy::default(),
             open_timeout: Duration::from_secs(1),
             allow_group_write: false,
+            capacity_set: false,
+            kind_set: false,
+            mode_set: false,
         }
     }
 
@@ -228,7 +263,11 @@ impl Builder {
     ///
     /// [`AddressError`] for an unknown scheme or a bad name or path.
     pub fn new(address: &str) -> Result<Self, AddressError> {
-        Ok(Self::with_target(Target::Address(Address::parse(address)?)))
+        Ok(Self::with_target(match Address::parse(address)? {
+            Address::Shm(name) => Target::Address(shmlane_shm::Address::Shm(name)),
+            Address::File(path) => Target::Address(shmlane_shm::Address::File(path)),
+            other => Target::Frames(other),
+        }))
     }
 
     /// An anonymous channel in a memfd, for a child process: create it,
@@ -254,6 +293,7 @@ impl Builder {
     /// How many messages the channel holds (exactly; default 1024).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity as u64;
+        self.capacity_set = true;
         self
     }
 
@@ -301,6 +341,7 @@ impl Builder {
     /// The ring algorithm (default MPMC).
     pub fn kind(mut self, kind: RingKind) -> Self {
         self.kind = kind;
+        self.kind_set = true;
         self
     }
 
@@ -312,6 +353,7 @@ impl Builder {
     /// Permission bits of a created segment (default `0o600`).
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
+        self.mode_set = true;
         self
     }
 
@@ -379,6 +421,7 @@ impl Builder {
                     "an inherited channel already exists: use open()",
                 )))
             }
+            Target::Frames(addr) => return Err(CreateError::Os(frames_only(addr))),
         };
         Ok(Channel::new(seg, self.strategy, self.trust))
     }
@@ -415,6 +458,7 @@ impl Builder {
                     io::ErrorKind::InvalidInput,
                     "a memfd channel has no name to open: use Builder::inherited(fd) in the child",
                 ))),
+                Target::Frames(addr) => return Err(OpenError::Os(frames_only(addr))),
             };
         // The fingerprint says which type the segment carries, but anyone
         // can forge it: the slots must also have exactly the shape this side
@@ -440,6 +484,19 @@ impl Builder {
         }
         Ok(Channel::new(seg, self.strategy, self.trust))
     }
+}
+
+/// The error of `create`/`open` on an address served by a kernel
+/// transport, which has no segment: its ends are made with
+/// [`Builder::sender`] and [`Builder::receiver`].
+fn frames_only(addr: &Address) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{addr} is a kernel transport, not a shared-memory segment: \
+             make its ends with Builder::sender() and Builder::receiver()"
+        ),
+    )
 }
 
 /// A created or opened channel: take senders and receivers from it.
@@ -568,65 +625,64 @@ impl<M: Message> Channel<M> {
         }))
     }
 
-    /// A sender on an MPMC ring.
+    /// A sender: on an MPMC ring one more (any number, in any process);
+    /// on an SPSC ring the one sender.
     ///
     /// # Errors
     ///
-    /// [`AttachError::WrongKind`] on an SPSC ring, or a full participant table.
+    /// [`AttachError::RoleTaken`] if the ring is SPSC and a live sender
+    /// exists (in any process), or a full participant table.
     pub fn sender(&self) -> Result<Sender<M>, AttachError> {
+        let flavor = match self.kind() {
+            RingKind::Mpmc => TxFlavor::Mpmc(self.mpmc_end(Role::Sender)?),
+            RingKind::Spsc => {
+                let side = self.side(Role::Sender, RingKind::Spsc)?;
+                let (base, len) = self.region();
+                // SAFETY: the region is the segment's validated ring region;
+                // the attachment in `side` keeps the mapping alive as long as
+                // the ring handle; the exclusive attach guarantees no other
+                // live producer, and a dead one published nothing
+                // half-written.
+                let ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
+                    .expect("validated layout");
+                TxFlavor::Spsc(Arc::new(SpscTxEnd {
+                    side,
+                    ring: exclusive::Exclusive::new(SpscProducer {
+                        ring,
+                        scratch: Scratch::default(),
+                    }),
+                }))
+            }
+        };
         Ok(Sender {
-            end: self.mpmc_end(Role::Sender)?,
+            flavor,
             _msg: PhantomData,
         })
     }
 
-    /// A receiver on an MPMC ring.
+    /// A receiver: on an MPMC ring one more; on an SPSC ring the one
+    /// receiver.
     ///
     /// # Errors
     ///
     /// As [`sender`](Self::sender).
     pub fn receiver(&self) -> Result<Receiver<M>, AttachError> {
+        let flavor = match self.kind() {
+            RingKind::Mpmc => RxFlavor::Mpmc(self.mpmc_end(Role::Receiver)?),
+            RingKind::Spsc => {
+                let side = self.side(Role::Receiver, RingKind::Spsc)?;
+                let (base, len) = self.region();
+                // SAFETY: as in `sender`, for the consumer side.
+                let ring = unsafe { spsc::Consumer::attach(base, len, self.seg.layout()) }
+                    .expect("validated layout");
+                RxFlavor::Spsc(Arc::new(SpscRxEnd {
+                    side,
+                    ring: exclusive::Exclusive::new(ring),
+                }))
+            }
+        };
         Ok(Receiver {
-            end: self.mpmc_end(Role::Receiver)?,
-            _msg: PhantomData,
-        })
-    }
-
-    /// The one sender of an SPSC ring.
-    ///
-    /// # Errors
-    ///
-    /// [`AttachError::RoleTaken`] if a live sender exists (in any process),
-    /// [`AttachError::WrongKind`] on an MPMC ring.
-    pub fn spsc_sender(&self) -> Result<SpscSender<M>, AttachError> {
-        let side = self.side(Role::Sender, RingKind::Spsc)?;
-        let (base, len) = self.region();
-        // SAFETY: as in `mpmc_end`; the exclusive attach guarantees no other
-        // live producer, and a dead one published nothing half-written.
-        let ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
-            .expect("validated layout");
-        Ok(SpscSender {
-            ring,
-            side,
-            scratch: None,
-            _msg: PhantomData,
-        })
-    }
-
-    /// The one receiver of an SPSC ring.
-    ///
-    /// # Errors
-    ///
-    /// As [`spsc_sender`](Self::spsc_sender).
-    pub fn spsc_receiver(&self) -> Result<SpscReceiver<M>, AttachError> {
-        let side = self.side(Role::Receiver, RingKind::Spsc)?;
-        let (base, len) = self.region();
-        // SAFETY: as in `spsc_sender`, for the consumer side.
-        let ring = unsafe { spsc::Consumer::attach(base, len, self.seg.layout()) }
-            .expect("validated layout");
-        Ok(SpscReceiver {
-            ring,
-            side,
+            flavor,
             _msg: PhantomData,
         })
     }
@@ -857,6 +913,21 @@ struct MpmcEnd {
 }
 
 impl MpmcEnd {
+    fn take_scratch(&self) -> Scratch {
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put_scratch(&self, scratch: Scratch) {
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scratch);
+    }
+
     /// Whether a participant was reaped since this end last looked for
     /// claims the dead left behind (and notes that it looks now).
     fn orphans_possible(&self) -> bool {
@@ -871,407 +942,3 @@ impl MpmcEnd {
         self.seen_reaped.store(u64::MAX, Ordering::Relaxed);
     }
 }
-
-/// The sending side of an MPMC cross-process channel.
-pub struct Sender<M> {
-    end: Arc<MpmcEnd>,
-    _msg: PhantomData<fn(M) -> M>,
-}
-
-/// The receiving side of an MPMC cross-process channel.
-pub struct Receiver<M> {
-    end: Arc<MpmcEnd>,
-    _msg: PhantomData<fn(M) -> M>,
-}
-
-/// The one sending side of an SPSC cross-process channel.
-pub struct SpscSender<M> {
-    ring: spsc::Producer,
-    side: Side,
-    scratch: Option<Scratch>,
-    _msg: PhantomData<fn(M) -> M>,
-}
-
-/// The one receiving side of an SPSC cross-process channel.
-pub struct SpscReceiver<M> {
-    ring: spsc::Consumer,
-    side: Side,
-    _msg: PhantomData<fn(M) -> M>,
-}
-
-macro_rules! common_methods {
-    () => {
-        /// Whether this handle has seen the segment corrupted by a peer
-        /// (after which every call reports `Disconnected`).
-        pub fn is_corrupted(&self) -> bool {
-            self.side().corrupted()
-        }
-
-        /// The number of messages in the channel (a snapshot).
-        pub fn len(&self) -> usize {
-            self.ring_len() as usize
-        }
-
-        /// Whether the channel holds no message (a snapshot).
-        pub fn is_empty(&self) -> bool {
-            self.ring_len() == 0
-        }
-
-        /// Whether the channel is full (a snapshot).
-        pub fn is_full(&self) -> bool {
-            self.ring_len() as usize == self.capacity().unwrap_or(0)
-        }
-
-        /// The capacity: always `Some`.
-        pub fn capacity(&self) -> Option<usize> {
-            Some(self.side().seg().layout().capacity() as usize)
-        }
-
-        /// The largest message the channel carries, in encoded bytes.
-        pub fn max_message_len(&self) -> usize {
-            self.side().cap
-        }
-    };
-}
-
-impl<M: Message> Sender<M> {
-    fn side(&self) -> &Side {
-        &self.end.side
-    }
-
-    fn ring_len(&self) -> u64 {
-        self.end.ring.len()
-    }
-
-    common_methods!();
-
-    /// Whether both senders share one attachment (are clones).
-    pub fn same_channel(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.end, &other.end)
-    }
-
-    fn try_write<E>(
-        &self,
-        probe: bool,
-        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
-    ) -> Tried<E> {
-        port::mpmc_try_write(&self.end, probe, write)
-    }
-
-    fn write_until<E>(
-        &self,
-        deadline: Option<Instant>,
-        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
-    ) -> Result<(), Failed<E>> {
-        self.end.side.wait_send(deadline, |probe| {
-            port::mpmc_try_write(&self.end, probe, write)
-        })
-    }
-
-    fn take_scratch(&self) -> Scratch {
-        self.end
-            .scratch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default()
-    }
-
-    fn put_scratch(&self, scratch: Scratch) {
-        self.end
-            .scratch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(scratch);
-    }
-}
-
-impl<M: Message> Receiver<M> {
-    fn side(&self) -> &Side {
-        &self.end.side
-    }
-
-    fn ring_len(&self) -> u64 {
-        self.end.ring.len()
-    }
-
-    common_methods!();
-
-    /// Whether both receivers share one attachment (are clones).
-    pub fn same_channel(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.end, &other.end)
-    }
-
-    fn try_ref(&self, probe: bool, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        port::mpmc_try_ref(&self.end, probe, owned)
-    }
-
-    fn ref_until(&self, deadline: Option<Instant>) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        let end = &*self.end;
-        end.side
-            .wait_recv(deadline, |probe| port::mpmc_try_ref(end, probe, false))
-    }
-
-    fn read_until<R>(
-        &self,
-        deadline: Option<Instant>,
-        mut read: impl FnMut(&M::Target) -> Result<R, InvalidMessage>,
-    ) -> Result<R, RecvMsgError> {
-        let end = &*self.end;
-        end.side.wait_recv(deadline, |probe| {
-            let msg = port::mpmc_try_ref::<M>(end, probe, true)?;
-            read(&msg).map_err(RecvMsgError::Invalid)
-        })
-    }
-
-    /// A Pod channel has no "invalid message" error: a message of the wrong
-    /// length means a peer broke the protocol, so the channel stops.
-    fn pod_fault(&self, e: RecvMsgError) -> TryRecvError {
-        if matches!(e, RecvMsgError::Invalid(_)) {
-            self.end.side.poison();
-        }
-        TryRecvError::Disconnected
-    }
-}
-
-impl<M: Message> SpscSender<M> {
-    fn side(&self) -> &Side {
-        &self.side
-    }
-
-    fn ring_len(&self) -> u64 {
-        self.ring.len()
-    }
-
-    common_methods!();
-
-    fn try_write<E>(
-        &mut self,
-        probe: bool,
-        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
-    ) -> Tried<E> {
-        port::spsc_try_write(&mut self.ring, &self.side, probe, write)
-    }
-
-    fn write_until<E>(
-        &mut self,
-        deadline: Option<Instant>,
-        write: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
-    ) -> Result<(), Failed<E>> {
-        let (ring, side) = (&mut self.ring, &self.side);
-        side.wait_send(deadline, |probe| {
-            port::spsc_try_write(ring, side, probe, write)
-        })
-    }
-
-    fn take_scratch(&mut self) -> Scratch {
-        self.scratch.take().unwrap_or_default()
-    }
-
-    fn put_scratch(&mut self, scratch: Scratch) {
-        self.scratch = Some(scratch);
-    }
-}
-
-impl<M: Message> SpscReceiver<M> {
-    fn side(&self) -> &Side {
-        &self.side
-    }
-
-    fn ring_len(&self) -> u64 {
-        self.ring.len()
-    }
-
-    common_methods!();
-
-    fn try_ref(&mut self, probe: bool, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        port::spsc_try_ref(&mut self.ring, &self.side, probe, owned)
-    }
-
-    fn ref_until(&mut self, deadline: Option<Instant>) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        let (ring, side) = (&mut self.ring, &self.side);
-        // Wait until a message is at the front, then lend it: it stays
-        // there, as this is the only consumer.
-        side.wait_recv(deadline, |probe| {
-            port::spsc_front(ring, side, probe).map(drop)
-        })?;
-        port::spsc_try_ref(ring, side, false, false)
-    }
-
-    fn read_until<R>(
-        &mut self,
-        deadline: Option<Instant>,
-        mut read: impl FnMut(&M::Target) -> Result<R, InvalidMessage>,
-    ) -> Result<R, RecvMsgError> {
-        let (ring, side) = (&mut self.ring, &self.side);
-        side.wait_recv(deadline, |probe| {
-            let msg = port::spsc_try_ref::<M>(ring, side, probe, true)?;
-            read(&msg).map_err(RecvMsgError::Invalid)
-        })
-    }
-
-    /// As [`Receiver::pod_fault`].
-    fn pod_fault(&self, e: RecvMsgError) -> TryRecvError {
-        if matches!(e, RecvMsgError::Invalid(_)) {
-            self.side.poison();
-        }
-        TryRecvError::Disconnected
-    }
-}
-
-impl<M> Clone for Sender<M> {
-    fn clone(&self) -> Self {
-        Self {
-            end: Arc::clone(&self.end),
-            _msg: PhantomData,
-        }
-    }
-}
-
-impl<M> Clone for Receiver<M> {
-    fn clone(&self) -> Self {
-        Self {
-            end: Arc::clone(&self.end),
-            _msg: PhantomData,
-        }
-    }
-}
-
-/// Writes a bare `T` into an SPSC slot.
-///
-/// # Safety
-///
-/// - `payload` points to an SPSC slot this side owns, made for `T`.
-unsafe fn write_bare<T: Pod>(payload: *mut u8, msg: &T) {
-    // SAFETY: per the contract (aligned, large enough); volatile: shared.
-    unsafe { payload.cast::<T>().write_volatile(*msg) }
-}
-
-/// Reads a bare `T` out of an SPSC slot.
-///
-/// # Safety
-///
-/// - `payload` points to a published SPSC slot this side reads, made for `T`.
-unsafe fn read_bare<T: Pod>(payload: *const u8) -> T {
-    // SAFETY: per the contract; every bit pattern is a valid `T: Pod`.
-    unsafe { payload.cast::<T>().read_volatile() }
-}
-
-impl<T: Pod> SpscSender<T> {
-    /// Sends as many of `msgs` as fit now, publishing them with one store
-    /// and one wakeup; returns how many were sent (0 when full).
-    ///
-    /// # Errors
-    ///
-    /// [`TrySendError::Disconnected`] (holding how many were sent: 0) once
-    /// the receiver is gone.
-    pub fn try_send_batch(&mut self, msgs: &[T]) -> Result<usize, TrySendError<usize>> {
-        let side = &self.side;
-        if side.corrupted() || side.peers_gone(Role::Receiver, false) {
-            return Err(TrySendError::Disconnected(0));
-        }
-        // SAFETY: each payload is an SPSC slot of this layout, holding a bare
-        // `T` (see `meta_len`); `i < msgs.len()` because at most
-        // `msgs.len()` slots are asked for.
-        let wrote = self.ring.write_batch(msgs.len() as u64, |i, p| {
-            // SAFETY: as above.
-            unsafe { write_bare(p, &msgs[i as usize]) };
-            shmlane_shm::fault::point("batch.written");
-        });
-        if matches!(wrote, Ok(n) if n > 0) {
-            shmlane_shm::fault::point("batch.committed");
-        }
-        match wrote {
-            Ok(0) if side.peers_gone(Role::Receiver, true) => Err(TrySendError::Disconnected(0)),
-            Ok(n) => {
-                if n > 0 {
-                    side.not_empty().notify_one();
-                }
-                Ok(n as usize)
-            }
-            Err(_) => {
-                side.poison();
-                Err(TrySendError::Disconnected(0))
-            }
-        }
-    }
-
-    /// Sends every message of `msgs`, in batches, blocking while full.
-    ///
-    /// # Errors
-    ///
-    /// [`SendError`] holding how many were sent before the receiver went.
-    pub fn send_batch(&mut self, msgs: &[T]) -> Result<(), SendError<usize>> {
-        let mut sent = 0;
-        while sent < msgs.len() {
-            let n = match self.try_send_batch(&msgs[sent..]) {
-                Ok(0) => {
-                    // Full: wait for room for one, then batch again.
-                    self.send(msgs[sent]).map_err(|_| SendError(sent))?;
-                    1
-                }
-                Ok(n) => n,
-                Err(_) => return Err(SendError(sent)),
-            };
-            sent += n;
-        }
-        Ok(())
-    }
-}
-
-impl<T: Pod> SpscReceiver<T> {
-    /// Appends up to `max` ready messages to `out`, freeing their slots with
-    /// one store and one wakeup; returns how many (0 when empty).
-    ///
-    /// # Errors
-    ///
-    /// [`TryRecvError::Disconnected`] once the channel is empty and the
-    /// sender is gone.
-    pub fn try_recv_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
-        if max == 0 {
-            return Ok(0);
-        }
-        let side = &self.side;
-        if side.corrupted() {
-            return Err(TryRecvError::Disconnected);
-        }
-        let before = out.len();
-        // SAFETY: each payload is a published SPSC slot of this layout, made
-        // for `T`.
-        let read = self.ring.read_batch(max as u64, |_, p| {
-            // SAFETY: as above.
-            out.push(unsafe { read_bare::<T>(p) });
-            shmlane_shm::fault::point("batch.read");
-        });
-        if read.is_err() {
-            out.truncate(before);
-            side.poison();
-            return Err(TryRecvError::Disconnected);
-        }
-        let n = out.len() - before;
-        if n > 0 {
-            side.not_full().notify_one();
-            return Ok(n);
-        }
-        match self.try_recv() {
-            Ok(v) => {
-                out.push(v);
-                Ok(1)
-            }
-            Err(TryRecvError::Empty) => Ok(0),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-macro_rules! debug_as {
-    ($($ty:ident),*) => {$(
-        impl<M> fmt::Debug for $ty<M> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($ty), " { .. }"))
-            }
-        }
-    )*};
-}
-
-debug_as!(Sender, Receiver, SpscSender, SpscReceiver);

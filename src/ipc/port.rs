@@ -1,16 +1,14 @@
 //! The byte-level core every message kind shares: write a slot's bytes and
 //! publish them, or find the oldest message's bytes and lend them out.
 
-use std::convert::Infallible;
 use std::ptr::NonNull;
 
-use bytemuck::Pod;
-
 use shmlane_codec::archive::copy_into;
-use shmlane_codec::{kind, InvalidMessage};
+use shmlane_codec::{kind, EncodeError, InvalidMessage};
 use shmlane_ring::{mpmc, spsc, PopError, PushError};
 use shmlane_shm::fault;
 
+use super::exclusive::Guard;
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError};
 use super::{MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
 use crate::ipc::Role;
@@ -371,24 +369,24 @@ pub(super) fn spsc_front(
     spsc_next(ring, side, probe, spsc::Consumer::front)
 }
 
-/// One attempt to send a Pod message through an SPSC ring, whose slots
-/// hold the bare `T`: the per-message hot path, kept as short as the ring
-/// allows.
-pub(super) fn spsc_try_put_bare<T: Pod>(
+/// One attempt to send a bare message (a Pod type) through an SPSC ring:
+/// the per-message hot path, kept as short as the ring allows.
+#[inline]
+pub(super) fn spsc_try_put_bare<M: Message>(
     ring: &mut spsc::Producer,
     side: &Side,
     probe: bool,
-    msg: &T,
-) -> Tried<Infallible> {
+    msg: &M::Input<'_>,
+) -> Tried<EncodeError> {
     if side.corrupted() || side.peers_gone(Role::Receiver, false) {
         return Tried::Gone;
     }
     match ring.try_push_with(|p| {
         fault::point("send.claimed");
-        // SAFETY: SPSC slots of a Pod channel hold a bare `T` (no length
+        // SAFETY: SPSC slots of a bare kind hold the bare value (no length
         // word), sized and aligned for it (checked at open); the producer
-        // owns the slot until it is published. Volatile: a peer reads it.
-        unsafe { p.cast::<T>().write_volatile(*msg) };
+        // owns the slot until it is published.
+        unsafe { M::write_bare(p, msg) };
         fault::point("send.written");
     }) {
         Ok(()) => {
@@ -410,17 +408,18 @@ pub(super) fn spsc_try_put_bare<T: Pod>(
     }
 }
 
-/// Takes the oldest Pod message out of an SPSC ring of bare `T`s.
-pub(super) fn spsc_try_take_bare<T: Pod>(
+/// Takes the oldest bare message (a Pod type) out of an SPSC ring.
+#[inline]
+pub(super) fn spsc_try_take_bare<M: Message>(
     ring: &mut spsc::Consumer,
     side: &Side,
     probe: bool,
-) -> Result<T, RecvMsgError> {
+) -> Result<M::Output, RecvMsgError> {
     let got = spsc_next(ring, side, probe, |r| {
         r.try_pop_with(|p| {
-            // SAFETY: a published SPSC slot of a Pod channel: a bare `T`,
-            // sized and aligned for it; every bit pattern is a valid `T`.
-            let msg = unsafe { p.cast::<T>().read_volatile() };
+            // SAFETY: a published SPSC slot of a bare kind, sized and
+            // aligned for it; every bit pattern is a valid Pod value.
+            let msg = unsafe { M::read_bare(p) };
             fault::point("recv.read");
             msg
         })
@@ -498,12 +497,12 @@ pub(super) fn mpmc_try_ref<M: Message>(
 
 /// Lends out the oldest message of an SPSC ring (`owned`: see [`lend`]).
 pub(super) fn spsc_try_ref<'a, M: Message>(
-    ring: &'a mut spsc::Consumer,
+    mut ring: Guard<'a, spsc::Consumer>,
     side: &'a Side,
     probe: bool,
     owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
-    let p = spsc_front(ring, side, probe)?;
+    let p = spsc_front(&mut ring, side, probe)?;
     // SAFETY: the consumer's front slot, held until `Hold::Front` drops.
     let word = unsafe { meta_word(p, side) };
     lend(p, word, side, Hold::Front(Some(ring), side), owned)
@@ -549,4 +548,74 @@ fn lend<'a, M: Message>(
         Ok(target) => Ok(MsgRef::new(NonNull::from(target), hold)),
         Err(e) => Err(RecvMsgError::Invalid(e)),
     }
+}
+
+/// Sends as many Pod messages of `msgs` as fit now through an SPSC ring,
+/// publishing them with one store and one wakeup; returns how many.
+pub(super) fn spsc_try_send_batch<T: bytemuck::Pod>(
+    ring: &mut spsc::Producer,
+    side: &Side,
+    msgs: &[T],
+) -> Result<usize, crate::TrySendError<usize>> {
+    use crate::TrySendError;
+    if side.corrupted() || side.peers_gone(Role::Receiver, false) {
+        return Err(TrySendError::Disconnected(0));
+    }
+    // SAFETY: each payload is an SPSC slot of this layout, holding a bare
+    // `T` (see `meta_len`); `i < msgs.len()` because at most `msgs.len()`
+    // slots are asked for.
+    let wrote = ring.write_batch(msgs.len() as u64, |i, p| {
+        // SAFETY: as above.
+        unsafe { p.cast::<T>().write_volatile(msgs[i as usize]) };
+        fault::point("batch.written");
+    });
+    if matches!(wrote, Ok(n) if n > 0) {
+        fault::point("batch.committed");
+    }
+    match wrote {
+        Ok(0) if side.peers_gone(Role::Receiver, true) => Err(TrySendError::Disconnected(0)),
+        Ok(n) => {
+            if n > 0 {
+                side.not_empty().notify_one();
+            }
+            Ok(n as usize)
+        }
+        Err(_) => {
+            side.poison();
+            Err(TrySendError::Disconnected(0))
+        }
+    }
+}
+
+/// Appends up to `max` ready Pod messages of an SPSC ring to `out`, freeing
+/// their slots with one store and one wakeup; returns how many (0: none
+/// ready, the caller then tries the single-message path, which tells
+/// empty from disconnected).
+pub(super) fn spsc_try_recv_batch<T: bytemuck::Pod>(
+    ring: &mut spsc::Consumer,
+    side: &Side,
+    out: &mut Vec<T>,
+    max: usize,
+) -> Result<usize, crate::TryRecvError> {
+    if side.corrupted() {
+        return Err(crate::TryRecvError::Disconnected);
+    }
+    let before = out.len();
+    // SAFETY: each payload is a published SPSC slot of this layout, made
+    // for a bare `T`.
+    let read = ring.read_batch(max as u64, |_, p| {
+        // SAFETY: as above; every bit pattern is a valid `T: Pod`.
+        out.push(unsafe { p.cast::<T>().read_volatile() });
+        fault::point("batch.read");
+    });
+    if read.is_err() {
+        out.truncate(before);
+        side.poison();
+        return Err(crate::TryRecvError::Disconnected);
+    }
+    let n = out.len() - before;
+    if n > 0 {
+        side.not_full().notify_one();
+    }
+    Ok(n)
 }

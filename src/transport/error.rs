@@ -66,7 +66,7 @@ impl fmt::Display for AddressError {
             ),
             Self::BadName { scheme, name } => write!(
                 f,
-                "bad name `{name}` after `{scheme}`: use 1 to 200 bytes without `/` or NUL, \
+                "bad name `{name}` after `{scheme}`: use 1 to 250 bytes without `/` or NUL, \
                  as in `{scheme}orders`"
             ),
             Self::BadTcp { input } => write!(

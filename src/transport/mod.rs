@@ -132,7 +132,7 @@ pub enum Address {
 
 fn check_name(scheme: &'static str, name: &str) -> Result<String, AddressError> {
     let ok = !name.is_empty()
-        && name.len() <= 200
+        && name.len() <= 250
         && !name.contains(['/', '\0'])
         && name != "."
         && name != "..";

@@ -1,0 +1,178 @@
+//! The kernel-transport flavor of [`Sender`](super::Sender) and
+//! [`Receiver`](super::Receiver): each message is one frame of a
+//! [`FrameSender`] / [`FrameReceiver`] (`fifo:`, `unix:`, `tcp:`, `mq:`,
+//! `signal:`, an anonymous pipe). Pod messages travel as their bytes, rkyv
+//! archives as encoded, bytes as they are; a receiver always validates
+//! what it gets (anyone who can reach the address can write to it).
+
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use shmlane_codec::archive::{self, CopyBuf, Scratch, ALIGN};
+use shmlane_codec::{EncodeError, Trust};
+
+use super::exclusive::Exclusive;
+use super::kinds::{Hold, Message, MsgRef, RecvMsgError, SendMsgError};
+use super::port::Failed;
+use crate::transport::{FrameReceiver, FrameRecvError, FrameSendError, FrameSender};
+
+/// A connected frame sender, taken in turns by the handle's clones.
+pub(super) struct FramesTx {
+    max: usize,
+    state: Exclusive<FrameTx>,
+}
+
+struct FrameTx {
+    tx: FrameSender,
+    /// An aligned buffer messages are encoded into (max frame long).
+    enc: CopyBuf,
+    scratch: Scratch,
+}
+
+/// A bound frame receiver, taken in turns by the handle's clones.
+pub(super) struct FramesRx {
+    max: usize,
+    trust: Trust,
+    address: String,
+    state: Exclusive<FrameRx>,
+}
+
+/// A frame receiver and the buffers a received frame lies in.
+pub(super) struct FrameRx {
+    rx: FrameReceiver,
+    buf: Vec<u8>,
+    copy: CopyBuf,
+}
+
+fn send_error(e: FrameSendError) -> SendMsgError {
+    match e {
+        FrameSendError::Timeout => SendMsgError::Timeout,
+        FrameSendError::Disconnected => SendMsgError::Disconnected,
+        FrameSendError::TooLarge { len, max } => {
+            SendMsgError::Encode(EncodeError::TooLarge { len, max })
+        }
+        FrameSendError::Os(e) => SendMsgError::Io(e),
+    }
+}
+
+fn recv_error(e: FrameRecvError, nonblocking: bool) -> RecvMsgError {
+    match e {
+        FrameRecvError::Timeout if nonblocking => RecvMsgError::Empty,
+        FrameRecvError::Timeout => RecvMsgError::Timeout,
+        FrameRecvError::Disconnected => RecvMsgError::Disconnected,
+        FrameRecvError::Os(e) => RecvMsgError::Io(e),
+    }
+}
+
+impl FramesTx {
+    pub(super) fn new(tx: FrameSender) -> Self {
+        Self {
+            max: tx.max_frame(),
+            state: Exclusive::new(FrameTx {
+                tx,
+                enc: CopyBuf::new(),
+                scratch: Scratch::default(),
+            }),
+        }
+    }
+
+    pub(super) fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    /// Encodes `msg` and sends it as one frame, waiting until `deadline`.
+    pub(super) fn send<M: Message>(
+        &self,
+        msg: &M::Input<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendMsgError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        if state.enc.len() != self.max {
+            state.enc.resize(self.max, 0);
+        }
+        let len =
+            M::encode(msg, &mut state.enc, &mut state.scratch).map_err(SendMsgError::Encode)?;
+        state
+            .tx
+            .send(&state.enc[..len], deadline)
+            .map_err(send_error)
+    }
+
+    /// Lends the frame buffer to `fill`, then sends what it wrote.
+    pub(super) fn send_with<E>(
+        &self,
+        deadline: Option<Instant>,
+        fill: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), Failed<E>> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        if state.enc.len() != self.max {
+            state.enc.resize(self.max, 0);
+        }
+        let len = fill(&mut state.enc).map_err(Failed::Rejected)?;
+        state
+            .tx
+            .send(&state.enc[..len], deadline)
+            .map_err(|e| match e {
+                FrameSendError::Timeout => Failed::Timeout,
+                _ => Failed::Gone,
+            })
+    }
+}
+
+impl FramesRx {
+    pub(super) fn new(rx: FrameReceiver, trust: Trust) -> Self {
+        Self {
+            max: rx.max_frame(),
+            address: rx.local_address().to_string(),
+            // Frames come from a kernel transport, where anyone who can
+            // reach the address can write: always validated.
+            trust: if trust.validates() {
+                trust
+            } else {
+                Trust::validate()
+            },
+            state: Exclusive::new(FrameRx {
+                rx,
+                buf: Vec::new(),
+                copy: CopyBuf::new(),
+            }),
+        }
+    }
+
+    pub(super) fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    pub(super) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Receives one frame, waiting until `deadline`, and lends it as a
+    /// message (the lock on the receiver is held until the guard drops).
+    pub(super) fn lend<M: Message>(
+        &self,
+        deadline: Option<Instant>,
+        nonblocking: bool,
+    ) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        let mut state = self.state.lock();
+        let target = {
+            let st = &mut *state;
+            st.rx
+                .recv(&mut st.buf, deadline)
+                .map_err(|e| recv_error(e, nonblocking))?;
+            // rkyv reads archives only at aligned addresses; the
+            // allocator's usually are, or the frame is copied.
+            let bytes: &[u8] = if st.buf.as_ptr() as usize % ALIGN == 0 {
+                &st.buf
+            } else {
+                archive::copy_into(&mut st.copy, &st.buf)
+            };
+            NonNull::from(M::view(bytes, self.trust).map_err(RecvMsgError::Invalid)?)
+        };
+        // The target lies in the receiver's heap buffers, which nobody
+        // touches while the guard holds the lock.
+        Ok(MsgRef::new(target, Hold::Frame(state)))
+    }
+}

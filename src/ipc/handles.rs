@@ -1,0 +1,933 @@
+//! [`Sender`] and [`Receiver`]: one type per side for every address and
+//! every message kind, each method written once.
+//!
+//! Underneath, a private flavor: an MPMC ring end (shared by clones), an
+//! SPSC ring end (one per side across processes; its ring state behind an
+//! [`Exclusive`], so clones in one process take turns), or a kernel
+//! transport's frames (behind an [`Exclusive`] too).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+use shmlane_codec::archive::Scratch;
+use shmlane_codec::EncodeError;
+use shmlane_ring::spsc;
+
+use super::exclusive::Exclusive;
+use super::frames::{FramesRx, FramesTx};
+use super::kinds::{Message, MsgRef, RecvMsgError, SendMsgError};
+use super::port::{self, Failed, Tried};
+use super::{MpmcEnd, Side};
+use crate::error::{SendError, TryRecvError, TrySendError};
+
+/// An SPSC ring's producer end: the side is shared, the ring state taken
+/// in turns.
+pub(super) struct SpscTxEnd {
+    pub(super) side: Side,
+    pub(super) ring: Exclusive<SpscProducer>,
+}
+
+pub(super) struct SpscProducer {
+    pub(super) ring: spsc::Producer,
+    pub(super) scratch: Scratch,
+}
+
+/// An SPSC ring's consumer end.
+pub(super) struct SpscRxEnd {
+    pub(super) side: Side,
+    pub(super) ring: Exclusive<spsc::Consumer>,
+}
+
+#[derive(Clone)]
+pub(super) enum TxFlavor {
+    Mpmc(Arc<MpmcEnd>),
+    Spsc(Arc<SpscTxEnd>),
+    Frames(Arc<FramesTx>),
+}
+
+#[derive(Clone)]
+pub(super) enum RxFlavor {
+    Mpmc(Arc<MpmcEnd>),
+    Spsc(Arc<SpscRxEnd>),
+    Frames(Arc<FramesRx>),
+}
+
+/// The sending side of a cross-process channel, whatever its address,
+/// ring kind or message kind: crossbeam-channel's methods, `&self`,
+/// `Clone`, `Send` and `Sync`.
+///
+/// Clones share one attachment. On an SPSC ring (one sender across all
+/// processes) clones in this process take turns; a second process gets
+/// [`AttachError::RoleTaken`](super::AttachError::RoleTaken) when it asks
+/// for a sender.
+pub struct Sender<M> {
+    pub(super) flavor: TxFlavor,
+    pub(super) _msg: PhantomData<fn(M) -> M>,
+}
+
+/// The receiving side of a cross-process channel; see [`Sender`].
+pub struct Receiver<M> {
+    pub(super) flavor: RxFlavor,
+    pub(super) _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            flavor: self.flavor.clone(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<M> Clone for Receiver<M> {
+    fn clone(&self) -> Self {
+        Self {
+            flavor: self.flavor.clone(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for Sender<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("flavor", &self.flavor.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> fmt::Debug for Receiver<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("flavor", &self.flavor.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TxFlavor {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Mpmc(_) => "mpmc ring",
+            Self::Spsc(_) => "spsc ring",
+            Self::Frames(_) => "frames",
+        }
+    }
+
+    fn side(&self) -> Option<&Side> {
+        match self {
+            Self::Mpmc(end) => Some(&end.side),
+            Self::Spsc(end) => Some(&end.side),
+            Self::Frames(_) => None,
+        }
+    }
+}
+
+impl RxFlavor {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Mpmc(_) => "mpmc ring",
+            Self::Spsc(_) => "spsc ring",
+            Self::Frames(_) => "frames",
+        }
+    }
+
+    fn side(&self) -> Option<&Side> {
+        match self {
+            Self::Mpmc(end) => Some(&end.side),
+            Self::Spsc(end) => Some(&end.side),
+            Self::Frames(_) => None,
+        }
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| d <= Instant::now())
+}
+
+/// How long a send or receive may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// One attempt (`try_`): probes for dead peers, never waits.
+    Never,
+    /// Until the deadline, or for ever.
+    Until(Option<Instant>),
+}
+
+impl Wait {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Self::Never => Some(Instant::now()),
+            Self::Until(d) => d,
+        }
+    }
+}
+
+fn settle(tried: Tried<EncodeError>) -> Option<Result<(), SendMsgError>> {
+    match tried {
+        Tried::Done => Some(Ok(())),
+        Tried::Full => None,
+        Tried::Gone => Some(Err(SendMsgError::Disconnected)),
+        Tried::Rejected(e) => Some(Err(SendMsgError::Encode(e))),
+    }
+}
+
+/// Before waiting for room: a message that can never fit must not wait.
+/// Encoding into nothing measures it (the encoder counts past the end).
+fn never_fits<M: Message>(
+    msg: &M::Input<'_>,
+    max: usize,
+    scratch: &mut Scratch,
+) -> Option<SendMsgError> {
+    if M::fixed_len().is_some() {
+        return None;
+    }
+    match M::encode(msg, &mut [], scratch) {
+        Err(EncodeError::TooLarge { len, .. }) if len > max => {
+            Some(SendMsgError::Encode(EncodeError::TooLarge { len, max }))
+        }
+        Err(EncodeError::Failed(e)) => Some(SendMsgError::Encode(EncodeError::Failed(e))),
+        _ => None,
+    }
+}
+
+impl<M: Message> Sender<M> {
+    /// Sends without blocking.
+    ///
+    /// # Errors
+    ///
+    /// The kind's `TrySendError`: for Pod types crossbeam-channel's
+    /// [`TrySendError`] (`Full` or `Disconnected`, with the message); for
+    /// the others [`SendMsgError`] (`Full`, `Disconnected`, `Encode` for a
+    /// message too large, `Io` from a kernel transport).
+    pub fn try_send(&self, msg: M::Input<'_>) -> Result<(), M::TrySendError> {
+        match self.put(&msg, Wait::Never) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(M::try_send_error(msg, e)),
+        }
+    }
+
+    /// Sends, blocking while the channel is full.
+    ///
+    /// # Errors
+    ///
+    /// The kind's `SendError`: crossbeam-channel's [`SendError`] with the
+    /// message for Pod types, once every receiver is gone; [`SendMsgError`]
+    /// for the others.
+    pub fn send(&self, msg: M::Input<'_>) -> Result<(), M::SendError> {
+        match self.put(&msg, Wait::Until(None)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(M::send_error(msg, e)),
+        }
+    }
+
+    /// Sends, blocking for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The kind's `SendTimeoutError`: crossbeam-channel's
+    /// [`SendTimeoutError`](crate::SendTimeoutError) for Pod types,
+    /// [`SendMsgError`] (`Timeout`, ...) for the others.
+    pub fn send_timeout(
+        &self,
+        msg: M::Input<'_>,
+        timeout: Duration,
+    ) -> Result<(), M::SendTimeoutError> {
+        self.send_until(msg, deadline_after(timeout))
+    }
+
+    /// Sends, blocking until `deadline` at the latest.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_deadline(
+        &self,
+        msg: M::Input<'_>,
+        deadline: Instant,
+    ) -> Result<(), M::SendTimeoutError> {
+        self.send_until(msg, Some(deadline))
+    }
+
+    fn send_until(
+        &self,
+        msg: M::Input<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<(), M::SendTimeoutError> {
+        match self.put(&msg, Wait::Until(deadline)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(M::send_timeout_error(msg, e)),
+        }
+    }
+
+    /// The one send path: every flavor, every kind.
+    #[inline]
+    fn put(&self, msg: &M::Input<'_>, wait: Wait) -> Result<(), SendMsgError> {
+        let probe_first = matches!(wait, Wait::Never);
+        match &self.flavor {
+            TxFlavor::Spsc(end) => {
+                let side = &end.side;
+                let mut guard = end.ring.lock();
+                let state = &mut *guard;
+                if M::BARE {
+                    let ring = &mut state.ring;
+                    return match wait {
+                        Wait::Never => settle(port::spsc_try_put_bare::<M>(ring, side, true, msg))
+                            .unwrap_or(Err(SendMsgError::Full)),
+                        Wait::Until(deadline) => side
+                            .wait_send(deadline, |probe| {
+                                port::spsc_try_put_bare::<M>(ring, side, probe, msg)
+                            })
+                            .map_err(SendMsgError::from_failed),
+                    };
+                }
+                let (ring, scratch) = (&mut state.ring, &mut state.scratch);
+                let tried =
+                    port::spsc_try_write(ring, side, probe_first, &mut |buf: &mut [u8]| {
+                        M::encode(msg, buf, scratch)
+                    });
+                if let Some(done) = settle(tried) {
+                    return done;
+                }
+                if let Some(e) = never_fits::<M>(msg, side.cap, scratch) {
+                    return Err(e);
+                }
+                let deadline = wait.deadline();
+                if passed(deadline) {
+                    return Err(SendMsgError::Timeout);
+                }
+                side.wait_send(deadline, |probe| {
+                    port::spsc_try_write(ring, side, probe, &mut |buf: &mut [u8]| {
+                        M::encode(msg, buf, scratch)
+                    })
+                })
+                .map_err(SendMsgError::from_failed)
+            }
+            TxFlavor::Mpmc(end) => {
+                let mut scratch = end.take_scratch();
+                let sent = Self::put_mpmc(end, msg, wait, &mut scratch);
+                end.put_scratch(scratch);
+                sent
+            }
+            TxFlavor::Frames(frames) => frames.send::<M>(msg, wait.deadline()),
+        }
+    }
+
+    fn put_mpmc(
+        end: &MpmcEnd,
+        msg: &M::Input<'_>,
+        wait: Wait,
+        scratch: &mut Scratch,
+    ) -> Result<(), SendMsgError> {
+        let probe_first = matches!(wait, Wait::Never);
+        let tried = port::mpmc_try_write(end, probe_first, &mut |buf: &mut [u8]| {
+            M::encode(msg, buf, scratch)
+        });
+        if let Some(done) = settle(tried) {
+            return done;
+        }
+        if let Some(e) = never_fits::<M>(msg, end.side.cap, scratch) {
+            return Err(e);
+        }
+        let deadline = wait.deadline();
+        if passed(deadline) {
+            return Err(SendMsgError::Timeout);
+        }
+        end.side
+            .wait_send(deadline, |probe| {
+                port::mpmc_try_write(end, probe, &mut |buf: &mut [u8]| {
+                    M::encode(msg, buf, scratch)
+                })
+            })
+            .map_err(SendMsgError::from_failed)
+    }
+
+    /// Writes a message in place: `fill` gets the slot's bytes (every
+    /// flavor lends `max_message_len` bytes, holding stale data) and
+    /// returns how many it wrote; blocks while the channel is full.
+    fn write_with<E>(
+        &self,
+        wait: Wait,
+        fill: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), Failed<E>> {
+        let probe_first = matches!(wait, Wait::Never);
+        let once = |tried: Tried<E>| match tried {
+            Tried::Done => Ok(()),
+            Tried::Full => Err(Failed::Timeout),
+            Tried::Gone => Err(Failed::Gone),
+            Tried::Rejected(e) => Err(Failed::Rejected(e)),
+        };
+        match &self.flavor {
+            TxFlavor::Mpmc(end) => match wait {
+                Wait::Never => once(port::mpmc_try_write(end, probe_first, fill)),
+                Wait::Until(d) => end
+                    .side
+                    .wait_send(d, |probe| port::mpmc_try_write(end, probe, fill)),
+            },
+            TxFlavor::Spsc(end) => {
+                let side = &end.side;
+                let mut guard = end.ring.lock();
+                let ring = &mut guard.ring;
+                match wait {
+                    Wait::Never => once(port::spsc_try_write(ring, side, probe_first, fill)),
+                    Wait::Until(d) => {
+                        side.wait_send(d, |probe| port::spsc_try_write(ring, side, probe, fill))
+                    }
+                }
+            }
+            TxFlavor::Frames(frames) => frames.send_with(wait.deadline(), fill),
+        }
+    }
+
+    /// The largest message the channel carries, in encoded bytes.
+    pub fn max_message_len(&self) -> usize {
+        match &self.flavor {
+            TxFlavor::Frames(f) => f.max_frame(),
+            other => other.side().map_or(0, |s| s.cap),
+        }
+    }
+
+    /// The number of messages in the channel (a snapshot; 0 over a
+    /// kernel transport, which does not say).
+    pub fn len(&self) -> usize {
+        match &self.flavor {
+            TxFlavor::Mpmc(end) => end.ring.len() as usize,
+            TxFlavor::Spsc(end) => end.ring.lock().ring.len() as usize,
+            TxFlavor::Frames(_) => 0,
+        }
+    }
+
+    /// Whether the channel holds no message (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the channel is full (a snapshot; never over a kernel
+    /// transport).
+    pub fn is_full(&self) -> bool {
+        self.capacity().is_some_and(|c| self.len() == c)
+    }
+
+    /// How many messages the channel holds: `Some` for a ring, `None` over
+    /// a kernel transport (the kernel decides).
+    pub fn capacity(&self) -> Option<usize> {
+        self.flavor
+            .side()
+            .map(|s| s.seg().layout().capacity() as usize)
+    }
+
+    /// Whether this handle has seen the segment corrupted by a peer
+    /// (after which every call reports `Disconnected`).
+    pub fn is_corrupted(&self) -> bool {
+        self.flavor.side().is_some_and(Side::corrupted)
+    }
+
+    /// Whether messages go through a shared-memory ring.
+    pub fn is_shared_memory(&self) -> bool {
+        !matches!(self.flavor, TxFlavor::Frames(_))
+    }
+
+    /// Whether both senders share one attachment (are clones).
+    pub fn same_channel(&self, other: &Self) -> bool {
+        match (&self.flavor, &other.flavor) {
+            (TxFlavor::Mpmc(a), TxFlavor::Mpmc(b)) => Arc::ptr_eq(a, b),
+            (TxFlavor::Spsc(a), TxFlavor::Spsc(b)) => Arc::ptr_eq(a, b),
+            (TxFlavor::Frames(a), TxFlavor::Frames(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl<T: Pod> Sender<T> {
+    /// Sends a message written in place: `fill` gets the slot as a
+    /// `&mut T` and sets it (the slot holds an older message's bytes, so
+    /// set every field). Blocks while the channel is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] once every receiver is gone (`fill` was not called).
+    pub fn send_with(&self, fill: impl FnOnce(&mut T)) -> Result<(), SendError<()>> {
+        self.write_with(Wait::Until(None), &mut fill_pod(fill))
+            .map_err(|_| SendError(()))
+    }
+
+    /// As [`send_with`](Self::send_with), without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] or [`TrySendError::Disconnected`] (`fill` was
+    /// not called).
+    pub fn try_send_with(&self, fill: impl FnOnce(&mut T)) -> Result<(), TrySendError<()>> {
+        match self.write_with(Wait::Never, &mut fill_pod(fill)) {
+            Ok(()) => Ok(()),
+            Err(Failed::Timeout) => Err(TrySendError::Full(())),
+            Err(_) => Err(TrySendError::Disconnected(())),
+        }
+    }
+
+    /// Sends as many of `msgs` as fit now and returns how many (0 when
+    /// full). On an SPSC ring they are published with one store and one
+    /// wakeup.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Disconnected`] holding how many were sent, once
+    /// every receiver is gone.
+    pub fn try_send_batch(&self, msgs: &[T]) -> Result<usize, TrySendError<usize>> {
+        if let TxFlavor::Spsc(end) = &self.flavor {
+            let mut guard = end.ring.lock();
+            return port::spsc_try_send_batch(&mut guard.ring, &end.side, msgs);
+        }
+        let mut sent = 0;
+        for msg in msgs {
+            match self.try_send(*msg) {
+                Ok(()) => sent += 1,
+                Err(TrySendError::Full(_)) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(TrySendError::Disconnected(sent)),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends every message of `msgs`, in batches, blocking while full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] holding how many were sent before the receivers went.
+    pub fn send_batch(&self, msgs: &[T]) -> Result<(), SendError<usize>> {
+        let mut sent = 0;
+        while sent < msgs.len() {
+            let n = match self.try_send_batch(&msgs[sent..]) {
+                Ok(0) => {
+                    // Full: wait for room for one, then batch again.
+                    self.send(msgs[sent]).map_err(|_| SendError(sent))?;
+                    1
+                }
+                Ok(n) => n,
+                Err(TrySendError::Disconnected(n) | TrySendError::Full(n)) => {
+                    return Err(SendError(sent + n))
+                }
+            };
+            sent += n;
+        }
+        Ok(())
+    }
+}
+
+impl Sender<super::Bytes> {
+    /// Sends a message written in place: `fill` gets the whole slot as
+    /// `&mut [u8]` ([`max_message_len`](Self::max_message_len) bytes,
+    /// holding stale data) and returns how many bytes it wrote. Blocks
+    /// while the channel is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SendMsgError::Disconnected`] (`fill` was not called), or
+    /// [`SendMsgError::Encode`] if `fill` returned more than the slot holds
+    /// (nothing is sent).
+    pub fn send_with(&self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SendMsgError> {
+        self.write_with(Wait::Until(None), &mut loan_bytes(fill))
+            .map_err(SendMsgError::from_failed)
+    }
+
+    /// As [`send_with`](Self::send_with), without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`SendMsgError::Full`] or [`SendMsgError::Disconnected`] (`fill`
+    /// was not called), or [`SendMsgError::Encode`].
+    pub fn try_send_with(&self, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SendMsgError> {
+        match self.write_with(Wait::Never, &mut loan_bytes(fill)) {
+            Ok(()) => Ok(()),
+            Err(Failed::Timeout) => Err(SendMsgError::Full),
+            Err(e) => Err(SendMsgError::from_failed(e)),
+        }
+    }
+}
+
+/// Hands a slot to `fill` as a `&mut T` (once).
+fn fill_pod<T: Pod>(
+    fill: impl FnOnce(&mut T),
+) -> impl FnMut(&mut [u8]) -> Result<usize, std::convert::Infallible> {
+    let mut fill = Some(fill);
+    move |buf| {
+        let slot: &mut T = bytemuck::from_bytes_mut(&mut buf[..size_of::<T>()]);
+        if let Some(f) = fill.take() {
+            f(slot);
+        }
+        Ok(size_of::<T>())
+    }
+}
+
+/// Lends a slot to `fill`, which returns the length it wrote (once).
+fn loan_bytes(
+    fill: impl FnOnce(&mut [u8]) -> usize,
+) -> impl FnMut(&mut [u8]) -> Result<usize, EncodeError> {
+    let mut fill = Some(fill);
+    move |buf| {
+        let len = fill.take().map_or(0, |f| f(buf));
+        if len > buf.len() {
+            return Err(EncodeError::TooLarge {
+                len,
+                max: buf.len(),
+            });
+        }
+        Ok(len)
+    }
+}
+
+impl<M: Message> Receiver<M> {
+    /// Receives without blocking.
+    ///
+    /// # Errors
+    ///
+    /// The kind's `TryRecvError`: crossbeam-channel's [`TryRecvError`]
+    /// (`Empty`, or `Disconnected` once the channel is empty and every
+    /// sender is gone) for Pod types; [`RecvMsgError`] (`Empty`,
+    /// `Disconnected`, `Invalid` for a message that does not check, which
+    /// is dropped, `Io`) for the others.
+    pub fn try_recv(&self) -> Result<M::Output, M::TryRecvError> {
+        self.take(Wait::Never).map_err(M::try_recv_error)
+    }
+
+    /// Receives, blocking while the channel is empty.
+    ///
+    /// # Errors
+    ///
+    /// The kind's `RecvError`: crossbeam-channel's
+    /// [`RecvError`](crate::RecvError) for Pod types, [`RecvMsgError`] for
+    /// the others.
+    pub fn recv(&self) -> Result<M::Output, M::RecvError> {
+        self.take(Wait::Until(None)).map_err(M::recv_error)
+    }
+
+    /// Receives, blocking for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The kind's `RecvTimeoutError`: crossbeam-channel's
+    /// [`RecvTimeoutError`](crate::RecvTimeoutError) for Pod types,
+    /// [`RecvMsgError`] for the others.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<M::Output, M::RecvTimeoutError> {
+        self.take(Wait::Until(deadline_after(timeout)))
+            .map_err(M::recv_timeout_error)
+    }
+
+    /// Receives, blocking until `deadline` at the latest.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<M::Output, M::RecvTimeoutError> {
+        self.take(Wait::Until(Some(deadline)))
+            .map_err(M::recv_timeout_error)
+    }
+
+    /// A blocking iterator that ends when the channel disconnects (or a
+    /// receive fails).
+    pub fn iter(&self) -> Iter<'_, M> {
+        Iter { rx: self }
+    }
+
+    /// A non-blocking iterator over the messages ready now.
+    pub fn try_iter(&self) -> TryIter<'_, M> {
+        TryIter { rx: self }
+    }
+
+    /// Receives without blocking, lending the message where it lies.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvMsgError::Empty`], [`RecvMsgError::Disconnected`],
+    /// [`RecvMsgError::Invalid`] (the bad message is dropped; the channel
+    /// goes on) or [`RecvMsgError::Io`].
+    pub fn try_recv_ref(&self) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        self.lend(Wait::Never, false).map_err(|e| match e {
+            RecvMsgError::Timeout => RecvMsgError::Empty,
+            e => e,
+        })
+    }
+
+    /// Receives, blocking while the channel is empty, and lends the
+    /// message where it lies. While the guard lives, its slot stays taken
+    /// (on an SPSC ring, other receives on this receiver wait, and one from
+    /// the same thread panics: drop the guard first).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvMsgError::Disconnected`], [`RecvMsgError::Invalid`] or
+    /// [`RecvMsgError::Io`].
+    pub fn recv_ref(&self) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        self.lend(Wait::Until(None), false)
+    }
+
+    /// As [`recv_ref`](Self::recv_ref), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvMsgError::Timeout`], or as [`recv_ref`](Self::recv_ref).
+    pub fn recv_ref_timeout(&self, timeout: Duration) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        self.lend(Wait::Until(deadline_after(timeout)), false)
+    }
+
+    /// As [`recv_ref`](Self::recv_ref), until `deadline` at the latest.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_ref_timeout`](Self::recv_ref_timeout).
+    pub fn recv_ref_deadline(&self, deadline: Instant) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        self.lend(Wait::Until(Some(deadline)), false)
+    }
+
+    /// The one lending path. `owned`: the message is about to be decoded
+    /// into an owned value (see `port::lend`).
+    fn lend(&self, wait: Wait, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        match &self.flavor {
+            RxFlavor::Mpmc(end) => match wait {
+                Wait::Never => port::mpmc_try_ref(end, true, owned),
+                Wait::Until(d) => end
+                    .side
+                    .wait_recv(d, |probe| port::mpmc_try_ref(end, probe, owned)),
+            },
+            RxFlavor::Spsc(end) => {
+                let side = &end.side;
+                let mut ring = end.ring.lock();
+                if let Wait::Until(d) = wait {
+                    // Wait until a message is at the front, then lend it:
+                    // it stays there, as this is the only consumer.
+                    side.wait_recv(d, |probe| {
+                        port::spsc_front(&mut ring, side, probe).map(drop)
+                    })?;
+                }
+                port::spsc_try_ref(ring, side, true, owned)
+            }
+            RxFlavor::Frames(frames) => {
+                frames.lend::<M>(wait.deadline(), matches!(wait, Wait::Never))
+            }
+        }
+    }
+
+    /// The one owned-receive path.
+    #[inline]
+    fn take(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
+        let got = match &self.flavor {
+            RxFlavor::Spsc(end) if M::BARE => {
+                let side = &end.side;
+                let mut ring = end.ring.lock();
+                match wait {
+                    Wait::Never => port::spsc_try_take_bare::<M>(&mut ring, side, true),
+                    Wait::Until(d) => side.wait_recv(d, |probe| {
+                        port::spsc_try_take_bare::<M>(&mut ring, side, probe)
+                    }),
+                }
+            }
+            RxFlavor::Mpmc(end) => {
+                let read = |msg: MsgRef<'_, M>| M::decode(&msg).map_err(RecvMsgError::Invalid);
+                match wait {
+                    Wait::Never => port::mpmc_try_ref::<M>(end, true, true).and_then(read),
+                    Wait::Until(d) => end.side.wait_recv(d, |probe| {
+                        port::mpmc_try_ref::<M>(end, probe, true).and_then(read)
+                    }),
+                }
+            }
+            _ => self
+                .lend(wait, true)
+                .and_then(|msg| M::decode(&msg).map_err(RecvMsgError::Invalid)),
+        };
+        if M::INVALID_IS_FATAL {
+            if let Err(RecvMsgError::Invalid(_)) = &got {
+                // A Pod channel has no "invalid message" error: a message of
+                // the wrong length means a peer broke the protocol.
+                if let Some(side) = self.flavor.side() {
+                    side.poison();
+                }
+                return Err(RecvMsgError::Disconnected);
+            }
+        }
+        got
+    }
+
+    /// The number of messages in the channel (a snapshot; 0 over a kernel
+    /// transport).
+    pub fn len(&self) -> usize {
+        match &self.flavor {
+            RxFlavor::Mpmc(end) => end.ring.len() as usize,
+            RxFlavor::Spsc(end) => end.ring.lock().len() as usize,
+            RxFlavor::Frames(_) => 0,
+        }
+    }
+
+    /// Whether the channel holds no message (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the channel is full (a snapshot; never over a kernel
+    /// transport).
+    pub fn is_full(&self) -> bool {
+        self.capacity().is_some_and(|c| self.len() == c)
+    }
+
+    /// How many messages the channel holds (`None` over a kernel
+    /// transport).
+    pub fn capacity(&self) -> Option<usize> {
+        self.flavor
+            .side()
+            .map(|s| s.seg().layout().capacity() as usize)
+    }
+
+    /// The largest message the channel carries, in encoded bytes.
+    pub fn max_message_len(&self) -> usize {
+        match &self.flavor {
+            RxFlavor::Frames(f) => f.max_frame(),
+            other => other.side().map_or(0, |s| s.cap),
+        }
+    }
+
+    /// Whether this handle has seen the segment corrupted by a peer.
+    pub fn is_corrupted(&self) -> bool {
+        self.flavor.side().is_some_and(Side::corrupted)
+    }
+
+    /// Whether messages come through a shared-memory ring.
+    pub fn is_shared_memory(&self) -> bool {
+        !matches!(self.flavor, RxFlavor::Frames(_))
+    }
+
+    /// The address a kernel transport's receiver is bound at (for
+    /// `tcp:HOST:0`, with the port it got; for `signal:`, with this
+    /// process's pid); `None` for a ring.
+    pub fn local_address(&self) -> Option<&str> {
+        match &self.flavor {
+            RxFlavor::Frames(f) => Some(f.address()),
+            _ => None,
+        }
+    }
+
+    /// Whether both receivers share one attachment (are clones).
+    pub fn same_channel(&self, other: &Self) -> bool {
+        match (&self.flavor, &other.flavor) {
+            (RxFlavor::Mpmc(a), RxFlavor::Mpmc(b)) => Arc::ptr_eq(a, b),
+            (RxFlavor::Spsc(a), RxFlavor::Spsc(b)) => Arc::ptr_eq(a, b),
+            (RxFlavor::Frames(a), RxFlavor::Frames(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl<T: Pod> Receiver<T> {
+    /// Appends up to `max` ready messages to `out` and returns how many
+    /// (0 when empty). On an SPSC ring their slots are freed with one
+    /// store and one wakeup.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Disconnected`] once the channel is empty and every
+    /// sender is gone.
+    pub fn try_recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        if let RxFlavor::Spsc(end) = &self.flavor {
+            let n = {
+                let mut ring = end.ring.lock();
+                port::spsc_try_recv_batch(&mut ring, &end.side, out, max)?
+            };
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+        let mut n = 0;
+        while n < max {
+            match self.try_recv() {
+                Ok(v) => {
+                    out.push(v);
+                    n += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) if n > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Waits for at least one message (blocking while the channel is
+    /// empty), then appends up to `max` ready ones to `out`; returns how
+    /// many.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError`](crate::RecvError) once the channel is empty and every
+    /// sender is gone.
+    pub fn recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, crate::RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        match self.try_recv_batch(out, max) {
+            Ok(0) => {}
+            Ok(n) => return Ok(n),
+            Err(_) => return Err(crate::RecvError),
+        }
+        out.push(self.recv()?);
+        let more = self.try_recv_batch(out, max - 1).unwrap_or(0);
+        Ok(1 + more)
+    }
+}
+
+/// A blocking iterator over a [`Receiver`]'s messages; see
+/// [`Receiver::iter`].
+pub struct Iter<'a, M: Message> {
+    rx: &'a Receiver<M>,
+}
+
+impl<M: Message> Iterator for Iter<'_, M> {
+    type Item = M::Output;
+
+    fn next(&mut self) -> Option<M::Output> {
+        self.rx.recv().ok()
+    }
+}
+
+/// A non-blocking iterator over a [`Receiver`]'s ready messages; see
+/// [`Receiver::try_iter`].
+pub struct TryIter<'a, M: Message> {
+    rx: &'a Receiver<M>,
+}
+
+impl<M: Message> Iterator for TryIter<'_, M> {
+    type Item = M::Output;
+
+    fn next(&mut self) -> Option<M::Output> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl<M: Message> fmt::Debug for Iter<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Iter { .. }")
+    }
+}
+
+impl<M: Message> fmt::Debug for TryIter<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TryIter { .. }")
+    }
+}
+
+impl<'a, M: Message> IntoIterator for &'a Receiver<M> {
+    type Item = M::Output;
+    type IntoIter = Iter<'a, M>;
+
+    fn into_iter(self) -> Iter<'a, M> {
+        self.iter()
+    }
+}
