@@ -37,7 +37,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmlane::ipc::{Builder, Bytes, Channel, Receiver, Sender};
+use shmlane::ipc::{Builder, Bytes, Channel, Receiver, Sender, Trust};
 use shmlane::transport::{self, Address, FrameReceiver, FrameSender, Options};
 
 use crate::ipc::{median_f64 as median, percentiles, pin_to_cpu, unique, unpin, Latency, PEER_ENV};
@@ -589,17 +589,12 @@ pub fn json(rows: &[Row]) -> String {
 // ---------------------------------------------------------------------
 // The links: one way each, ring or frame transport.
 
-/// Sends `size`-byte messages one way.
-enum Tx {
-    Shm(Sender<Bytes>),
-    Frames(FrameSender),
-}
+/// Sends `size`-byte messages one way: the library's one sender type,
+/// over a ring or a kernel transport alike.
+type Tx = Sender<Bytes>;
 
 /// Receives them.
-enum Rx {
-    Shm(Receiver<Bytes>),
-    Frames(FrameReceiver, Vec<u8>),
-}
+type Rx = Receiver<Bytes>;
 
 fn tag_of(msg: &[u8]) -> u64 {
     u64::from_le_bytes(msg[..8].try_into().expect("at least 8 bytes"))
@@ -619,87 +614,41 @@ fn consume(msg: &[u8]) -> u64 {
     std::hint::black_box(sum)
 }
 
-impl Tx {
-    /// Sends `payload` with `tag` in its first 8 bytes.
-    fn send(&mut self, payload: &mut [u8], tag: u64, deadline: Instant) -> Result<(), String> {
-        payload[..8].copy_from_slice(&tag.to_le_bytes());
-        match self {
-            Tx::Shm(tx) => tx
-                .send_with(|slot| {
-                    slot[..payload.len()].copy_from_slice(payload);
-                    payload.len()
-                })
-                .map_err(|e| format!("shm send: {e}")),
-            Tx::Frames(tx) => tx
-                .send(payload, Some(deadline))
-                .map_err(|e| format!("send: {e}")),
-        }
-    }
+/// Sends `payload` with `tag` in its first 8 bytes.
+fn send(tx: &Tx, payload: &mut [u8], tag: u64, deadline: Instant) -> Result<(), String> {
+    payload[..8].copy_from_slice(&tag.to_le_bytes());
+    tx.send_deadline(payload, deadline)
+        .map_err(|e| format!("send: {e}"))
 }
 
-impl Rx {
-    /// Receives one message of `size` bytes, hands it to `f` and returns
-    /// its tag.
-    fn recv<R>(
-        &mut self,
-        size: usize,
-        deadline: Instant,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<(u64, R), String> {
-        let check = |msg: &[u8]| {
-            if msg.len() == size {
-                Ok(tag_of(msg))
-            } else {
-                Err(format!("got {} bytes, expected {size}", msg.len()))
-            }
-        };
-        match self {
-            Rx::Shm(rx) => {
-                let msg = rx
-                    .recv_ref_deadline(deadline)
-                    .map_err(|e| format!("shm recv: {e}"))?;
-                let tag = check(&msg)?;
-                Ok((tag, f(&msg)))
-            }
-            Rx::Frames(rx, buf) => {
-                rx.recv(buf, Some(deadline))
-                    .map_err(|e| format!("recv: {e}"))?;
-                let tag = check(buf)?;
-                Ok((tag, f(buf)))
-            }
-        }
+/// Receives one message of `size` bytes where it lies, hands it to `f` and
+/// returns its tag.
+fn recv<R>(
+    rx: &Rx,
+    size: usize,
+    deadline: Instant,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<(u64, R), String> {
+    let msg = rx
+        .recv_ref_deadline(deadline)
+        .map_err(|e| format!("recv: {e}"))?;
+    if msg.len() != size {
+        return Err(format!("got {} bytes, expected {size}", msg.len()));
     }
+    Ok((tag_of(&msg), f(&msg)))
 }
 
 /// Receives a message and sends it back as it is.
-fn echo(rx: &mut Rx, tx: &mut Tx, size: usize, deadline: Instant) -> Result<u64, String> {
-    match (rx, tx) {
-        (Rx::Shm(rx), Tx::Shm(tx)) => {
-            let msg = rx
-                .recv_ref_deadline(deadline)
-                .map_err(|e| format!("shm recv: {e}"))?;
-            if msg.len() != size {
-                return Err(format!("got {} bytes, expected {size}", msg.len()));
-            }
-            tx.send_with(|slot| {
-                slot[..msg.len()].copy_from_slice(&msg);
-                msg.len()
-            })
-            .map_err(|e| format!("shm send: {e}"))?;
-            Ok(tag_of(&msg))
-        }
-        (Rx::Frames(rx, buf), Tx::Frames(tx)) => {
-            rx.recv(buf, Some(deadline))
-                .map_err(|e| format!("recv: {e}"))?;
-            if buf.len() != size {
-                return Err(format!("got {} bytes, expected {size}", buf.len()));
-            }
-            tx.send(buf, Some(deadline))
-                .map_err(|e| format!("send: {e}"))?;
-            Ok(tag_of(buf))
-        }
-        _ => Err("mismatched links".into()),
+fn echo(rx: &Rx, tx: &Tx, size: usize, deadline: Instant) -> Result<u64, String> {
+    let msg = rx
+        .recv_ref_deadline(deadline)
+        .map_err(|e| format!("recv: {e}"))?;
+    if msg.len() != size {
+        return Err(format!("got {} bytes, expected {size}", msg.len()));
     }
+    tx.send_deadline(&msg, deadline)
+        .map_err(|e| format!("send: {e}"))?;
+    Ok(tag_of(&msg))
 }
 
 /// The frame options for `kind` at `size`.
@@ -748,7 +697,7 @@ fn env(name: &str) -> Result<String, String> {
 fn peer(kind: Kind, size: usize) -> Result<(), String> {
     let (rx_addr, tx_addr) = (env(PEER_RX_ENV)?, env(PEER_TX_ENV)?);
     let opts = frame_options(kind, size);
-    let (mut rx, mut tx, _chans) = match kind {
+    let (rx, tx, _chans) = match kind {
         Kind::Shm => {
             let open = |addr: &str| {
                 Builder::new(addr)
@@ -760,7 +709,7 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
             let rx = a.receiver().map_err(|e| e.to_string())?;
             let tx = b.sender().map_err(|e| e.to_string())?;
             println!("ready -");
-            (Rx::Shm(rx), Tx::Shm(tx), Some((a, b)))
+            (rx, tx, Some((a, b)))
         }
         Kind::Pipe => {
             let fd = |s: &str| s.parse::<i32>().map_err(|_| format!("bad fd {s:?}"));
@@ -771,7 +720,11 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
             // SAFETY: as above.
             let tx = unsafe { FrameSender::from_inherited_fd(wfd) }.map_err(|e| e.to_string())?;
             println!("ready -");
-            (Rx::Frames(rx, Vec::new()), Tx::Frames(tx), None)
+            (
+                Rx::from_frames(rx, Trust::validate()),
+                Tx::from_frames(tx),
+                None,
+            )
         }
         _ => {
             if kind == Kind::Signal {
@@ -782,7 +735,11 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
             println!("ready {}", rx.local_address());
             let to = Address::parse(&tx_addr).map_err(|e| e.to_string())?;
             let tx = FrameSender::connect(&to, &opts).map_err(|e| format!("connect {to}: {e}"))?;
-            (Rx::Frames(rx, Vec::new()), Tx::Frames(tx), None)
+            (
+                Rx::from_frames(rx, Trust::validate()),
+                Tx::from_frames(tx),
+                None,
+            )
         }
     };
     // The peer waits as long as the parent wants: the parent's budget is
@@ -790,7 +747,7 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
     let far = || Instant::now() + Duration::from_secs(3600);
     // Round trips: echo until the end marker (echoed too).
     loop {
-        if echo(&mut rx, &mut tx, size, far())? == END {
+        if echo(&rx, &tx, size, far())? == END {
             break;
         }
     }
@@ -799,7 +756,7 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
     let mut payload = vec![0u8; size];
     let deadline = far();
     loop {
-        let (tag, _) = rx.recv(size, deadline, consume)?;
+        let (tag, _) = recv(&rx, size, deadline, consume)?;
         if tag == END {
             break;
         }
@@ -808,11 +765,11 @@ fn peer(kind: Kind, size: usize) -> Result<(), String> {
         }
         count += 1;
     }
-    tx.send(&mut payload, END, far())?;
+    send(&tx, &mut payload, END, far())?;
     println!("done {count}");
     // Let the parent drop first (it drains our close), so nothing of ours
     // is left queued in it; its sender's close is our cue to leave.
-    let _ = rx.recv(size, far(), |_| ());
+    let _ = recv(&rx, size, far(), |_| ());
     Ok(())
 }
 
@@ -971,16 +928,16 @@ fn measure_cell(kind: Kind, size: usize, budget: Duration, phase: &mut dyn FnMut
         Kind::Pipe => set_up_pipe(size, cmd, deadline),
         _ => set_up_frames(kind, size, cmd, deadline, &mut temps),
     };
-    let (mut peer, mut tx, mut rx, _chans) = match result {
+    let (mut peer, tx, rx, _chans) = match result {
         Ok(parts) => parts,
         Err(e) => return Outcome::Failed(e),
     };
-    match run_phases(&mut tx, &mut rx, size, budget, phase, &mut peer) {
+    match run_phases(&tx, &rx, size, budget, phase, &mut peer) {
         Ok((rtt, samples, msgs_per_s)) => {
             // Our sender's close is the peer's cue to exit; drain its
             // close so nothing of it stays queued here.
             drop(tx);
-            let _ = rx.recv(size, Instant::now() + Duration::from_secs(2), |_| ());
+            let _ = recv(&rx, size, Instant::now() + Duration::from_secs(2), |_| ());
             drop(rx);
             match peer.finish(Instant::now() + Duration::from_secs(5)) {
                 Ok(()) => Outcome::Measured(Measured {
@@ -1017,7 +974,7 @@ fn set_up_shm(size: usize, cmd: Command, deadline: Instant) -> Result<Parts, Str
     let rx = b.receiver().map_err(|e| e.to_string())?;
     let mut peer = Peer::spawn(Kind::Shm, size, &to_peer, &from_peer, cmd)?;
     peer.expect("ready", deadline).map_err(|e| peer.fail(e))?;
-    Ok((peer, Tx::Shm(tx), Rx::Shm(rx), vec![a, b]))
+    Ok((peer, tx, rx, vec![a, b]))
 }
 
 /// pipe: two anonymous pipes, one end of each inherited by the peer.
@@ -1040,8 +997,8 @@ fn set_up_pipe(size: usize, mut cmd: Command, deadline: Instant) -> Result<Parts
     peer.expect("ready", deadline).map_err(|e| peer.fail(e))?;
     Ok((
         peer,
-        Tx::Frames(to_tx),
-        Rx::Frames(from_rx, Vec::new()),
+        Tx::from_frames(to_tx),
+        Rx::from_frames(from_rx, Trust::validate()),
         Vec::new(),
     ))
 }
@@ -1079,13 +1036,18 @@ fn set_up_frames(
     let to = Address::parse(&peer_addr).map_err(|e| peer.fail(e.to_string()))?;
     let tx =
         FrameSender::connect(&to, opts).map_err(|e| peer.fail(format!("connect {to}: {e}")))?;
-    Ok((peer, Tx::Frames(tx), Rx::Frames(rx, Vec::new()), Vec::new()))
+    Ok((
+        peer,
+        Tx::from_frames(tx),
+        Rx::from_frames(rx, Trust::validate()),
+        Vec::new(),
+    ))
 }
 
 /// The two phases; returns round-trip percentiles, samples, messages/s.
 fn run_phases(
-    tx: &mut Tx,
-    rx: &mut Rx,
+    tx: &Tx,
+    rx: &Rx,
     size: usize,
     budget: Duration,
     phase: &mut dyn FnMut(&str),
@@ -1105,8 +1067,8 @@ fn run_phases(
         if t >= end {
             break;
         }
-        tx.send(&mut payload, seq, deadline)?;
-        let (tag, _) = rx.recv(size, deadline, consume)?;
+        send(tx, &mut payload, seq, deadline)?;
+        let (tag, _) = recv(rx, size, deadline, consume)?;
         let took = t.elapsed();
         if tag != seq {
             return Err(format!("round trip {seq} came back as {tag}"));
@@ -1117,8 +1079,8 @@ fn run_phases(
         seq += 1;
     }
     // The peer echoes the end marker too.
-    tx.send(&mut payload, END, deadline)?;
-    let (tag, _) = rx.recv(size, deadline, |_| ())?;
+    send(tx, &mut payload, END, deadline)?;
+    let (tag, _) = recv(rx, size, deadline, |_| ())?;
     if tag != END {
         return Err(format!("expected the end marker back, got {tag}"));
     }
@@ -1138,12 +1100,12 @@ fn run_phases(
     let mut sent = 0u64;
     while Instant::now() < end {
         for _ in 0..every {
-            tx.send(&mut payload, sent, deadline)?;
+            send(tx, &mut payload, sent, deadline)?;
             sent += 1;
         }
     }
-    tx.send(&mut payload, END, deadline)?;
-    let (tag, _) = rx.recv(size, deadline, |_| ())?;
+    send(tx, &mut payload, END, deadline)?;
+    let (tag, _) = recv(rx, size, deadline, |_| ())?;
     let elapsed = start.elapsed();
     if tag != END {
         return Err(format!("expected the end acknowledgement, got {tag}"));

@@ -162,9 +162,10 @@ impl FramesRx {
             st.rx
                 .recv(&mut st.buf, deadline)
                 .map_err(|e| recv_error(e, nonblocking))?;
-            // rkyv reads archives only at aligned addresses; the
-            // allocator's usually are, or the frame is copied.
-            let bytes: &[u8] = if st.buf.as_ptr() as usize % ALIGN == 0 {
+            // rkyv reads archives only at aligned addresses (and Pod
+            // values need theirs); the allocator's usually are, or the
+            // frame is copied.
+            let bytes: &[u8] = if st.buf.as_ptr() as usize % M::ALIGN.min(ALIGN) == 0 {
                 &st.buf
             } else {
                 archive::copy_into(&mut st.copy, &st.buf)

@@ -159,6 +159,13 @@ pub trait Message: Codec + sealed::Sealed {
         scratch: &mut Scratch,
     ) -> Result<usize, EncodeError>;
 
+    /// The message's encoded bytes when it needs no encoding (Pod values
+    /// and raw bytes), so a kernel transport can send them as they are.
+    #[doc(hidden)]
+    fn as_bytes<'m>(_msg: &'m Self::Input<'_>) -> Option<&'m [u8]> {
+        None
+    }
+
     /// An owned copy of a received message.
     #[doc(hidden)]
     fn decode(target: &Self::Target) -> Result<Self::Output, InvalidMessage>;
@@ -258,6 +265,10 @@ impl<T: Pod> Message for T {
                 max: buf.len(),
             }),
         }
+    }
+
+    fn as_bytes(msg: &T) -> Option<&[u8]> {
+        Some(bytemuck::bytes_of(msg))
     }
 
     #[inline]
@@ -409,6 +420,10 @@ impl Message for Bytes {
                 max: buf.len(),
             }),
         }
+    }
+
+    fn as_bytes<'m>(msg: &'m &[u8]) -> Option<&'m [u8]> {
+        Some(msg)
     }
 
     fn decode(target: &[u8]) -> Result<Vec<u8>, InvalidMessage> {
