@@ -29,11 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmlane::ipc::{
-    self, AttachError, Bytes, Channel, CreateError, OpenError, RecvMsgError, Role, SendMsgError,
+    self, AttachError, Bytes, Channel, ConnectError, CreateError, OpenError, RecvMsgError, Role,
+    SendMsgError,
 };
-use shmlane::transport::{
-    self, Address, FrameReceiver, FrameRecvError, FrameSendError, FrameSender, Options,
-};
+use shmlane::transport::{self, Address};
 
 /// Messages a created ring holds.
 const DEFAULT_CAPACITY: usize = 4096;
@@ -73,7 +72,7 @@ pub fn main(send: bool, args: &[String], usage: &str) -> ExitCode {
         // First thing, before any thread could exist: a `signal:` receiver
         // must block its signal in every thread.
         if !send && matches!(opts.addr, Address::Signal(_)) {
-            transport::block_signal(&Options::new()).map_err(runtime)?;
+            transport::block_signal(&transport::Options::new()).map_err(runtime)?;
         }
         catch_signals();
         match (&opts.addr, send) {
@@ -518,28 +517,33 @@ fn recv_shm(opts: &Opts) -> Result<()> {
 
 // ---- frame transports -------------------------------------------------
 
-fn transport_options(opts: &Opts) -> Options {
-    let o = Options::new();
-    match opts.max_line {
-        Some(n) => o.max_frame(n),
-        None => o,
-    }
+/// The builder for a kernel transport's end: the line limit, if given,
+/// is the largest frame.
+fn frames_builder(opts: &Opts) -> Result<ipc::Builder> {
+    let b = ipc::Builder::new(&opts.text).map_err(|e| Fail::Usage(e.to_string()))?;
+    Ok(match opts.max_line {
+        Some(n) => b.message_size(n),
+        None => b,
+    })
 }
 
 fn send_frames(opts: &Opts) -> Result<()> {
     let start = Instant::now();
-    let topts = transport_options(opts).connect_timeout(STEP);
-    let mut tx = loop {
+    let builder = frames_builder(opts)?.open_timeout(STEP);
+    let tx = loop {
         check_stop()?;
-        match FrameSender::connect(&opts.addr, &topts) {
+        match builder.sender::<Bytes>() {
             Ok(tx) => break tx,
-            Err(transport::OpenError::NobodyListens { .. }) => {
+            Err(ConnectError::Transport(transport::OpenError::NobodyListens { .. })) => {
                 check_timeout(opts, start, "no receiver came")?
             }
             Err(e) => return Err(runtime(e)),
         }
     };
-    let max = opts.max_line.unwrap_or(usize::MAX).min(tx.max_frame());
+    let max = opts
+        .max_line
+        .unwrap_or(usize::MAX)
+        .min(tx.max_message_len());
     let mut lines = Lines::new();
     let mut input = io::stdin().lock();
     let mut sent = 0u64;
@@ -548,10 +552,10 @@ fn send_frames(opts: &Opts) -> Result<()> {
         .map_err(|e| with_hint(e, opts))?
     {
         loop {
-            match tx.send(line, Some(Instant::now() + STEP)) {
+            match tx.send_timeout(line, STEP) {
                 Ok(()) => break,
-                Err(FrameSendError::Timeout) => check_stop()?,
-                Err(FrameSendError::Disconnected) => {
+                Err(SendMsgError::Timeout) => check_stop()?,
+                Err(SendMsgError::Disconnected) => {
                     return Err(runtime(format!(
                         "the receiver left after {sent} lines; line {} and later were not sent",
                         sent + 1
@@ -570,21 +574,21 @@ fn send_frames(opts: &Opts) -> Result<()> {
 
 fn recv_frames(opts: &Opts) -> Result<()> {
     let start = Instant::now();
-    let mut rx = FrameReceiver::bind(&opts.addr, &transport_options(opts)).map_err(runtime)?;
-    let local = rx.local_address();
+    let rx = frames_builder(opts)?.receiver::<Bytes>().map_err(runtime)?;
     if matches!(opts.addr, Address::Signal(_) | Address::Tcp { port: 0, .. }) {
-        eprintln!("shmlane recv: listening on {local}");
+        if let Some(local) = rx.local_address() {
+            eprintln!("shmlane recv: listening on {local}");
+        }
     }
     let mut out = stdout();
-    let mut buf = Vec::new();
     let mut got_any = false;
     loop {
-        let got = match rx.recv(&mut buf, Some(Instant::now())) {
-            Err(FrameRecvError::Timeout) => {
+        let got = match rx.try_recv_ref() {
+            Err(RecvMsgError::Empty) => {
                 out.flush()?;
                 loop {
-                    match rx.recv(&mut buf, Some(Instant::now() + STEP)) {
-                        Err(FrameRecvError::Timeout) => {
+                    match rx.recv_ref_timeout(STEP) {
+                        Err(RecvMsgError::Timeout) => {
                             check_stop()?;
                             if !got_any {
                                 check_timeout(opts, start, "no sender came")?;
@@ -597,11 +601,11 @@ fn recv_frames(opts: &Opts) -> Result<()> {
             other => other,
         };
         match got {
-            Ok(_) => {
+            Ok(msg) => {
                 got_any = true;
-                out.line(&buf)?;
+                out.line(&msg)?;
             }
-            Err(FrameRecvError::Disconnected) => break,
+            Err(RecvMsgError::Disconnected) => break,
             Err(e) => return Err(runtime(e)),
         }
     }
