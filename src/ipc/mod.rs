@@ -176,6 +176,7 @@ fn type_info<M: Message>() -> TypeInfo {
     let f = M::fingerprint();
     TypeInfo {
         name: M::display_name(),
+        schema: M::display_name(),
         size: f.size as u64,
         align: f.align as u64,
         codec: f.codec,
