@@ -95,7 +95,7 @@ pub use shmlane_semaphore::{
 pub use shmlane_semaphore::sigbus;
 
 /// The message codecs: rkyv archiving and validation, trust levels,
-/// fingerprints, and sample message types.
+/// fingerprints and schemas, and sample message types.
 #[cfg(not(shmlane_loom))]
 pub use shmlane_codec as codec;
 
@@ -133,9 +133,9 @@ pub use shmlane_codec::schema;
 pub use shmlane_codec::schema::Schema;
 /// `#[derive(shmlane::Message)]` and `#[derive(shmlane::Schema)]`. Derive
 /// macros live in the macro namespace, so `shmlane::Message` (this derive)
-/// and the trait `shmlane::ipc::Message` do not clash, nor do the derive
-/// and the trait both called `Schema`; where `shmlane::ipc::Message` is
-/// imported, write the derive with its path.
+/// and the trait `shmlane::ipc::Message` do not clash (both can be
+/// imported side by side), nor do the derive and the trait both called
+/// `Schema`.
 #[cfg(not(shmlane_loom))]
 pub use shmlane_derive::{Message, Schema};
 

@@ -175,6 +175,23 @@ mod fleet_more_status {
     }
 }
 
+/// The derive `shmlane::Message` and the trait `shmlane::ipc::Message` share
+/// a name in two namespaces: both can be imported at once.
+mod both_names {
+    use shmlane::ipc::Message;
+    use shmlane::Message;
+
+    #[derive(Message)]
+    pub struct Ping {
+        pub n: u32,
+    }
+
+    /// The codec id of a message kind (needs the trait).
+    pub fn codec<M: Message>() -> u32 {
+        M::KIND
+    }
+}
+
 /// A Pod message, derived through shmlane's re-export of bytemuck.
 #[derive(shmlane::bytemuck::Pod, shmlane::bytemuck::Zeroable, Clone, Copy, Debug, PartialEq)]
 #[bytemuck(crate = "shmlane::bytemuck")]
@@ -234,6 +251,15 @@ fn the_schema_records_structure_not_paths() {
     assert_eq!(canonical::<elsewhere::Reading>(), text);
     assert_eq!(canonical::<renamed::PinnedReading>(), text);
     assert_ne!(canonical::<renamed::SensorReading>(), text);
+}
+
+#[test]
+fn the_derive_and_the_trait_called_message_coexist() {
+    assert_eq!(
+        both_names::codec::<Rkyv<both_names::Ping>>(),
+        shmlane::codec::kind::RKYV
+    );
+    assert_eq!(shmlane::schema::type_expr::<both_names::Ping>(), "Ping");
 }
 
 #[test]

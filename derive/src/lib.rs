@@ -52,8 +52,8 @@ use syn::{
 ///   [`#[derive(shmlane::Schema)]`](macro@Schema).
 ///
 /// The name `Message` lives in the macro namespace, so it does not clash
-/// with the trait `shmlane::ipc::Message`; write the derive with its path,
-/// `#[derive(shmlane::Message)]`, where that trait is imported.
+/// with the trait `shmlane::ipc::Message`: `use shmlane::Message;` imports
+/// only this derive, and both can be imported side by side.
 ///
 /// # Examples
 ///
