@@ -11,13 +11,25 @@
 //! validated in place before it is read (the default trust); the segment
 //! is removed when this program exits.
 //!
-//! Both programs take `Order` from one crate (here shmlane's sample
-//! types; in an application, a crate both programs depend on): the
-//! channel's type fingerprint includes the type's full path, so a copy of
-//! the definition in each program would be refused as another type.
+//! Each program defines `Order` itself: the segment records the type's
+//! structure (field names, order and types), not where it is defined, so
+//! two copies of one definition agree, and a producer whose `Order` has
+//! drifted (a field added, retyped or moved) is refused with the first
+//! difference named. (A crate both programs depend on is the way to keep
+//! the copies from drifting.)
 
-use shmlane::codec::sample::Order;
 use shmlane::ipc::{Builder, Rkyv};
+
+/// An order, as this program defines it.
+#[derive(shmlane::Message, Debug)]
+#[rkyv(derive(Debug))]
+struct Order {
+    id: u64,
+    price: f64,
+    qty: u32,
+    symbol: String,
+    venue: String,
+}
 
 fn main() -> std::process::ExitCode {
     match run() {

@@ -4,9 +4,21 @@
 //! ```text
 //! cargo run --release --example rkyv_producer [N] [ADDRESS]
 //! ```
+//!
+//! Its `Order` is its own copy of the consumer's definition; the channel
+//! checks that the two have one structure.
 
-use shmlane::codec::sample::Order;
 use shmlane::ipc::{Builder, Rkyv};
+
+/// An order, as this program defines it (the consumer has its own copy).
+#[derive(shmlane::Message)]
+struct Order {
+    id: u64,
+    price: f64,
+    qty: u32,
+    symbol: String,
+    venue: String,
+}
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -26,11 +38,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .nth(2)
         .unwrap_or_else(|| "shm:shmlane-orders".into());
     // Fails with a clear error if the consumer is not running, or if it
-    // created the channel for another message type.
+    // created the channel for an `Order` of another structure.
     let chan = Builder::new(&addr)?.open::<Rkyv<Order>>()?;
     let tx = chan.sender()?;
     let start = std::time::Instant::now();
-    let mut order = Order::sample(0);
+    let mut order = Order {
+        id: 0,
+        price: 0.0,
+        qty: 0,
+        symbol: String::with_capacity(16),
+        venue: String::from("XNAS"),
+    };
     for id in 0..n {
         // Reusing one value keeps its strings' buffers: no allocation per
         // message on this side either.

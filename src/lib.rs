@@ -92,15 +92,49 @@ pub use shmlane_semaphore::{
 pub use shmlane_semaphore::sigbus;
 
 /// The message codecs: rkyv archiving and validation, trust levels,
-/// fingerprints, and sample message types.
+/// fingerprints and schemas, and sample message types.
 #[cfg(not(shmlane_loom))]
 pub use shmlane_codec as codec;
 
-/// The rkyv crate shmlane archives messages with, for deriving message
-/// types with `#[rkyv(crate = shmlane::rkyv)]` (or depend on rkyv 0.8
-/// directly).
+/// The rkyv crate shmlane archives messages with. [`macro@Message`] needs
+/// nothing else; for rkyv's own derives, write
+/// `#[rkyv(crate = shmlane::rkyv)]` (or depend on rkyv 0.8 directly).
 #[cfg(not(shmlane_loom))]
 pub use rkyv;
+
+/// The bytemuck crate behind Pod messages. Its derives name `::bytemuck`
+/// unless told otherwise:
+///
+/// ```
+/// use shmlane::bytemuck::{Pod, Zeroable};
+///
+/// #[derive(Pod, Zeroable, Clone, Copy)]
+/// #[bytemuck(crate = "shmlane::bytemuck")]
+/// #[repr(C)]
+/// struct Quote {
+///     seq: u64,
+///     bid: f64,
+/// }
+///
+/// let q = Quote { seq: 1, bid: 2.5 };
+/// assert_eq!(shmlane::bytemuck::bytes_of(&q).len(), 16);
+/// ```
+pub use bytemuck;
+
+/// Structural schemas of message types: the [`Schema`](trait@Schema)
+/// trait, its impls for std types, and the canonical text a segment
+/// records.
+#[cfg(not(shmlane_loom))]
+pub use shmlane_codec::schema;
+#[cfg(not(shmlane_loom))]
+pub use shmlane_codec::schema::Schema;
+/// `#[derive(shmlane::Message)]` and `#[derive(shmlane::Schema)]`. Derive
+/// macros live in the macro namespace, so `shmlane::Message` (this derive)
+/// and the trait `shmlane::ipc::Message` do not clash (both can be
+/// imported side by side), nor do the derive and the trait both called
+/// `Schema`.
+#[cfg(not(shmlane_loom))]
+pub use shmlane_derive::{Message, Schema};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

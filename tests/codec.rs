@@ -353,7 +353,9 @@ fn opening_with_another_type_names_both() {
         .create::<Rkyv<Order>>()
         .unwrap();
     let expect = |e: OpenError, asked: &str| match e {
-        OpenError::TypeMismatch { expected, found } => {
+        OpenError::TypeMismatch {
+            expected, found, ..
+        } => {
             assert!(expected.contains(asked), "{expected}");
             assert!(
                 found.contains("Rkyv<") && found.contains("Order"),

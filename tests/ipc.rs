@@ -526,6 +526,7 @@ fn a_forged_fingerprint_with_the_wrong_slot_shape_is_refused() {
         slot_align: 1,
         ty: TypeInfo {
             name: "u64".into(),
+            schema: "u64".into(),
             size: 8,
             align: 8,
             codec: 1,

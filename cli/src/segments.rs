@@ -230,6 +230,13 @@ pub fn stat(target: &str) -> Result<(), String> {
         f.type_align,
         f.codec
     );
+    // Pod and byte channels record their type's name as its schema;
+    // rkyv channels record its structure, one fact a line.
+    if seg.schema() != f.type_name() {
+        for (i, line) in seg.schema().lines().enumerate() {
+            println!("{:<15}{line}", if i == 0 { "schema" } else { "" });
+        }
+    }
     println!("segment size   {} bytes", f.total_len);
     println!("buffered       {} messages", seg.buffered());
     println!(

@@ -118,3 +118,24 @@ fn bad_targets_say_what_is_wrong() {
     let (ok, out) = shmlane(&["frobnicate"]);
     assert!(!ok && out.contains("unknown command"), "{out}");
 }
+
+#[test]
+fn stat_shows_an_rkyv_channels_schema() {
+    use shmlane::codec::sample::Order;
+    use shmlane::ipc::Rkyv;
+
+    let name = format!("shmlane-cli-schema-{}", std::process::id());
+    let _guard = Unlink(name.clone());
+    let _chan = Builder::new(&format!("shm:{name}"))
+        .unwrap()
+        .create::<Rkyv<Order>>()
+        .unwrap();
+    let (ok, out) = shmlane(&["stat", &name]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Rkyv<Order>"), "{out}");
+    assert!(out.contains("schema         message: Order\n"), "{out}");
+    assert!(
+        out.contains("               field `Order.symbol`: String\n"),
+        "{out}"
+    );
+}

@@ -1,10 +1,10 @@
 //! rkyv messages: serialized straight into a slot, read in place.
 //!
-//! Any type that derives rkyv's `Archive`, `Serialize` and `Deserialize` is
-//! a [`Message`], as long as it needs no shared-pointer support (`Rc`,
-//! `Arc`): the serializer here is rkyv's low-level one, which never touches
-//! the heap for sharing maps. Strings, vectors, options, enums and nested
-//! structs all work.
+//! Any type that derives `shmlane::Message` (rkyv's `Archive`, `Serialize`
+//! and `Deserialize`, and a [`Schema`]) is a [`Message`], as long as it
+//! needs no shared-pointer support (`Rc`, `Arc`): the serializer here is
+//! rkyv's low-level one, which never touches the heap for sharing maps.
+//! Strings, vectors, options, enums and nested structs all work.
 
 use core::mem::{align_of, size_of};
 
@@ -16,6 +16,7 @@ use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Archived, Deserialize, Serialize};
 
+use crate::schema::{self, Schema};
 use crate::{kind, EncodeError, Fingerprint, InvalidMessage, Trust};
 
 /// Alignment of an archive's first byte in a slot (and in private copies):
@@ -94,7 +95,14 @@ type De = LowDeserializer<rancor::Error>;
 /// A type that can travel as an rkyv archive.
 ///
 /// Implemented for every type whose derives allow it; see the module docs.
-pub trait Message: Archive + Sized {
+/// The [`Schema`] is what the segment header records, so that a process
+/// that opens a channel with a type of another structure is refused.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as an rkyv message",
+    note = "derive it with `#[derive(shmlane::Message)]`: that derives rkyv's `Archive`, \
+            `Serialize` and `Deserialize` and shmlane's `Schema`"
+)]
+pub trait Message: Archive + Schema + Sized {
     /// Serializes `self` into the start of `buf` (which must be aligned to
     /// [`ALIGN`]) and returns the archive's length.
     ///
@@ -119,10 +127,12 @@ pub trait Message: Archive + Sized {
     /// [`InvalidMessage::Check`] if a `Deserialize` impl fails.
     fn decode(archived: &Self::Archived) -> Result<Self, InvalidMessage>;
 
-    /// The fingerprint of `Self` as an rkyv message.
+    /// The fingerprint of `Self` as an rkyv message: its structural
+    /// schema, and its archived size and alignment.
     fn fingerprint() -> Fingerprint {
         Fingerprint {
             name: core::any::type_name::<Self>(),
+            schema: schema::canonical::<Self>(),
             size: size_of::<Archived<Self>>(),
             align: align_of::<Archived<Self>>(),
             codec: kind::RKYV,
@@ -132,7 +142,7 @@ pub trait Message: Archive + Sized {
 
 impl<T> Message for T
 where
-    T: Archive + for<'w, 'a> Serialize<Ser<'w, 'a>>,
+    T: Archive + Schema + for<'w, 'a> Serialize<Ser<'w, 'a>>,
     T::Archived: for<'a> CheckBytes<Val<'a>> + Deserialize<T, De>,
 {
     fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {

@@ -10,7 +10,8 @@
 //!   [`archive::Message::encode_into`] (no intermediate buffer, no heap
 //!   allocation once the serializer's scratch arena has warmed up) and read
 //!   in place as its archived form. How far received bytes are trusted is
-//!   the receiver's [`Trust`].
+//!   the receiver's [`Trust`]. Their [`Schema`] (field names, order and
+//!   types, recursively) is what a segment records about them.
 //! - **raw bytes**: a length and the bytes.
 //!
 //! The crate is `no_std` + `alloc` and makes no system calls; the channel
@@ -23,7 +24,9 @@
 //! use shmlane_codec::archive::{CopyBuf, Message, Scratch};
 //! use shmlane_codec::Trust;
 //!
-//! #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
+//! // Through the `shmlane` crate, `#[derive(shmlane::Message)]` does both.
+//! #[derive(Archive, Serialize, Deserialize, shmlane_derive::Schema, Debug, PartialEq)]
+//! #[shmlane(crate = shmlane_codec)]
 //! struct Order {
 //!     id: u64,
 //!     symbol: String,
@@ -46,15 +49,20 @@
 #![no_std]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod archive;
 pub mod sample;
+pub mod schema;
 
+use alloc::string::String;
 use core::fmt;
 use core::mem::{align_of, size_of};
 
 pub use bytemuck;
 pub use rkyv;
+pub use schema::Schema;
 
 /// Codec ids, stored in the segment header's type fingerprint.
 pub mod kind {
@@ -68,11 +76,15 @@ pub mod kind {
 
 /// What a channel's header records about its message type, so that a
 /// process opening it with another type gets a clear error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fingerprint {
     /// A readable name (`core::any::type_name`; it may differ between
     /// compiler versions, so both sides should be built by the same one).
     pub name: &'static str,
+    /// What two sides must agree on, as text: for rkyv messages the
+    /// type's [structural schema](schema); for Pod types their
+    /// `core::any::type_name` (path included); `bytes` for raw bytes.
+    pub schema: String,
     /// The size of the type as stored (for rkyv, of the archived type).
     pub size: usize,
     /// Its alignment as stored.
@@ -103,6 +115,7 @@ impl<T: bytemuck::Pod> Codec for T {
     fn fingerprint() -> Fingerprint {
         Fingerprint {
             name: core::any::type_name::<T>(),
+            schema: String::from(core::any::type_name::<T>()),
             size: size_of::<T>(),
             align: align_of::<T>(),
             codec: kind::POD,
@@ -118,6 +131,7 @@ impl<T: bytemuck::Pod> Codec for T {
 pub fn bytes_fingerprint() -> Fingerprint {
     Fingerprint {
         name: "bytes",
+        schema: String::from("bytes"),
         size: 1,
         align: 1,
         codec: kind::BYTES,

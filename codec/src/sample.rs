@@ -1,5 +1,10 @@
 //! Sample message types, shared by shmlane's tests, benchmarks, fuzz
 //! targets and examples (and handy for trying the library out).
+//!
+//! They derive rkyv's traits and their [`Schema`](crate::Schema) apart
+//! (`shmlane::Message` derives both at once, but names the `shmlane`
+//! crate, which this one sits below), and keep rkyv's own derive for its
+//! copy optimization, which the benchmarks measure.
 
 // rkyv's derives generate archived twins of these types without docs.
 #![allow(missing_docs)]
@@ -8,10 +13,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use rkyv::{Archive, Deserialize, Serialize};
+use shmlane_derive::Schema;
 
 /// A small order: an id, a price, a quantity and two short strings.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Archive, Serialize, Deserialize, Schema, Debug, Clone, PartialEq)]
 #[rkyv(derive(Debug))]
+#[shmlane(crate = crate)]
 pub struct Order {
     /// Unique per sender.
     pub id: u64,
@@ -40,8 +47,9 @@ impl Order {
 
 /// A message with nesting, an enum and a vector: the shapes a validator
 /// must follow pointers through.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Archive, Serialize, Deserialize, Schema, Debug, Clone, PartialEq)]
 #[rkyv(derive(Debug))]
+#[shmlane(crate = crate)]
 pub struct Telemetry {
     /// Which sensor.
     pub sensor: u16,
@@ -54,8 +62,9 @@ pub struct Telemetry {
 }
 
 /// A sensor's state.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Archive, Serialize, Deserialize, Schema, Debug, Clone, PartialEq)]
 #[rkyv(derive(Debug))]
+#[shmlane(crate = crate)]
 pub enum Status {
     /// Working.
     Ok,
@@ -69,8 +78,9 @@ pub enum Status {
 }
 
 /// A fixed-size message with no out-of-line data.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+#[derive(Archive, Serialize, Deserialize, Schema, Debug, Clone, Copy, PartialEq)]
 #[rkyv(derive(Debug))]
+#[shmlane(crate = crate)]
 pub struct Tick {
     /// Sequence number.
     pub seq: u64,

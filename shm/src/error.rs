@@ -65,6 +65,14 @@ pub enum CreateError {
         /// The directory (filesystem) asked.
         path: PathBuf,
     },
+    /// The message type's schema is longer than a segment stores
+    /// ([`MAX_SCHEMA_LEN`](crate::header::MAX_SCHEMA_LEN)).
+    SchemaTooLong {
+        /// Bytes the schema text needs.
+        len: usize,
+        /// The most a segment stores.
+        max: usize,
+    },
     /// The segment would be larger than any process can map.
     TooLarge {
         /// Bytes the segment would need (saturated at `u64::MAX`).
@@ -129,6 +137,12 @@ impl fmt::Display for CreateError {
                     )
                 }
             }
+            Self::SchemaTooLong { len, max } => write!(
+                f,
+                "the message type's schema is {len} bytes, more than the {max} a segment \
+                 stores: split the type, or pin a shorter name for its parts with \
+                 `#[shmlane(name = \"...\")]`"
+            ),
             Self::TooLarge { needed, limit } => write!(
                 f,
                 "a segment of {} is larger than any process can map (at most {}): ask for a \
@@ -200,12 +214,17 @@ pub enum OpenError {
         /// What is wrong with it.
         detail: String,
     },
-    /// The segment carries another message type.
+    /// The segment carries another message type: another codec, or a
+    /// type of another structure.
     TypeMismatch {
         /// The type this side asked for.
         expected: String,
         /// The type the segment was created for.
         found: String,
+        /// Where the two differ, when the names do not say it: the first
+        /// part of their structures that differs (``field `Reading.values`:
+        /// Vec<f32> here, Vec<f64> in the segment``).
+        difference: Option<String>,
     },
     /// The creator has not published the segment (still initialising, or
     /// died before it finished).
@@ -229,10 +248,16 @@ impl fmt::Display for OpenError {
             Self::PermissionDenied(a) => write!(f, "permission denied opening {a}"),
             Self::Symlink(a) => write!(f, "{a} is a symbolic link, which shmlane never follows"),
             Self::NotRegularFile { found } => {
-                write!(f, "not a shmlane segment: the path is a {found}, not a regular file")
+                write!(
+                    f,
+                    "not a shmlane segment: the path is a {found}, not a regular file"
+                )
             }
             Self::WrongOwner { expected, found } => {
-                write!(f, "segment is owned by uid {found}, expected uid {expected}")
+                write!(
+                    f,
+                    "segment is owned by uid {found}, expected uid {expected}"
+                )
             }
             Self::InsecureMode { mode } => write!(
                 f,
@@ -240,22 +265,47 @@ impl fmt::Display for OpenError {
                  or fix the mode"
             ),
             Self::TooSmall { len } => {
-                write!(f, "segment is {len} bytes, shorter than a header page: not a shmlane segment")
+                write!(
+                    f,
+                    "segment is {len} bytes, shorter than a header page: not a shmlane segment"
+                )
             }
             Self::BadMagic => f.write_str("not a shmlane segment (bad magic)"),
             Self::VersionMismatch { found, supported } => write!(
                 f,
                 "segment layout version {found} is not supported (this build reads {supported})"
             ),
-            Self::LayoutMismatch { field, detail } => write!(f, "segment {field} mismatch: {detail}"),
-            Self::TypeMismatch { expected, found } => write!(
-                f,
-                "message type mismatch: this side uses `{expected}` but the segment carries `{found}`"
-            ),
-            Self::NotReady { creator_alive: true } => {
-                f.write_str("segment not ready: its creator is still initialising it")
+            Self::LayoutMismatch { field, detail } => {
+                write!(f, "segment {field} mismatch: {detail}")
             }
-            Self::NotReady { creator_alive: false } => f.write_str(
+            Self::TypeMismatch {
+                expected,
+                found,
+                difference,
+            } => {
+                if expected == found {
+                    write!(
+                        f,
+                        "message type mismatch: `{expected}` differs from the segment's"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "message type mismatch: this side uses `{expected}` but the segment \
+                         carries `{found}`"
+                    )?;
+                }
+                match difference {
+                    Some(d) => write!(f, ": {d}"),
+                    None => Ok(()),
+                }
+            }
+            Self::NotReady {
+                creator_alive: true,
+            } => f.write_str("segment not ready: its creator is still initialising it"),
+            Self::NotReady {
+                creator_alive: false,
+            } => f.write_str(
                 "segment never became ready: its creator died while initialising it; remove it",
             ),
             Self::Corrupted { field } => write!(f, "segment header corrupted: bad {field}"),

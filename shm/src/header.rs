@@ -16,7 +16,10 @@ pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// Version 2: SPSC slots carry a batch stamp in front of the payload.
 /// Version 3: MPMC slots carry an owner word; participants tally their
 /// parked waiters; the header counts reaped participants.
-pub const VERSION: u32 = 3;
+/// Version 4: the message type's schema text follows the ring region
+/// (`schema_offset`, `schema_len`), and `type_hash` covers it in place of
+/// the type's name.
+pub const VERSION: u32 = 4;
 /// The length of the header page; the ring region starts here.
 pub const HEADER_LEN: usize = 4096;
 /// How many processes (or handles) may be attached at once.
@@ -27,6 +30,9 @@ pub const STATE_INIT: u32 = 0;
 pub const STATE_READY: u32 = 1;
 /// Longest readable type name stored (bytes; longer names are cut).
 pub const TYPE_NAME_LEN: usize = 96;
+/// Longest message type schema a segment stores (bytes); a longer one is
+/// refused at creation.
+pub const MAX_SCHEMA_LEN: usize = 1 << 20;
 
 /// The byte (beyond the file's end, which POSIX allows) the creator locks
 /// while it lives; participant `i` locks `LOCK_BASE + 1 + i`.
@@ -80,12 +86,19 @@ pub struct Fixed {
     pub data_offset: u64,
     /// Total segment length in bytes.
     pub total_len: u64,
-    /// Hash of the message type's name, size, alignment and codec.
+    /// Hash (FNV-1a) of the message type's schema text, size, alignment
+    /// and codec: the fast comparison; the text decides.
     pub type_hash: u64,
     /// `size_of` the message type.
     pub type_size: u64,
     /// `align_of` the message type.
     pub type_align: u64,
+    /// Offset of the message type's schema text from the segment base:
+    /// right after the ring region.
+    pub schema_offset: u64,
+    /// Length of the schema text in bytes (UTF-8, no terminator); the
+    /// segment ends where it ends.
+    pub schema_len: u64,
     /// The type's readable name, NUL-padded.
     pub type_name: [u8; TYPE_NAME_LEN],
 }
@@ -135,7 +148,7 @@ pub struct Header {
     /// How many dead participants have been reaped, ever: a change tells
     /// survivors to look for slots the dead held.
     pub(crate) reaped: AtomicU64,
-    _pad1: [AtomicU64; 3],
+    _pad1: AtomicU64,
     /// Receivers sleep here; senders notify.
     pub not_empty: Line<EventCount>,
     /// Senders sleep here; receivers notify.
@@ -148,7 +161,7 @@ pub struct Header {
 pub struct Line<T>(pub T);
 
 const _: () = {
-    assert!(size_of::<Fixed>() == 176);
+    assert!(size_of::<Fixed>() == 192);
     assert!(offset_of!(Header, magic) == 0);
     assert!(offset_of!(Header, version) == 8);
     assert!(offset_of!(Header, state) == 12);
@@ -206,4 +219,10 @@ pub mod offsets {
     pub const TYPE_HASH: usize = fixed(offset_of!(Fixed, type_hash));
     /// Offset of `Fixed::codec`.
     pub const CODEC: usize = fixed(offset_of!(Fixed, codec));
+    /// Offset of `Fixed::type_size`.
+    pub const TYPE_SIZE: usize = fixed(offset_of!(Fixed, type_size));
+    /// Offset of `Fixed::schema_offset`.
+    pub const SCHEMA_OFFSET: usize = fixed(offset_of!(Fixed, schema_offset));
+    /// Offset of `Fixed::schema_len`.
+    pub const SCHEMA_LEN: usize = fixed(offset_of!(Fixed, schema_len));
 }

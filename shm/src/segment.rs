@@ -18,8 +18,8 @@ use shmlane_semaphore::sigbus;
 use crate::error::{AddressError, AttachError, CreateError, OpenError};
 use crate::header::{
     occupied, Fixed, Header, Participant, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS,
-    STATE_INIT, STATE_READY, STATUS_ATTACHED, STATUS_ATTACHING, STATUS_FREE, TYPE_NAME_LEN,
-    VERSION,
+    MAX_SCHEMA_LEN, STATE_INIT, STATE_READY, STATUS_ATTACHED, STATUS_ATTACHING, STATUS_FREE,
+    TYPE_NAME_LEN, VERSION,
 };
 use crate::{fault, sys};
 
@@ -91,8 +91,15 @@ pub enum Backend {
 /// What a segment carries, so that two sides agree on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeInfo {
-    /// Readable name (cut to 95 bytes in the header).
+    /// Readable name, for messages and tools (cut to 95 bytes in the
+    /// header); not compared.
     pub name: String,
+    /// What both sides must agree on, as text: the type's structural
+    /// schema (see the codec crate). Stored whole after the ring region
+    /// and compared byte for byte. Written as lines, the ones that name a
+    /// part reading `KEY: VALUE`, so that the first line that differs
+    /// says where two types differ.
+    pub schema: String,
     /// `size_of` the type.
     pub size: u64,
     /// `align_of` the type.
@@ -102,7 +109,7 @@ pub struct TypeInfo {
 }
 
 impl TypeInfo {
-    /// The fingerprint stored in the header: FNV-1a over name, size,
+    /// The fingerprint stored in the header: FNV-1a over schema, size,
     /// alignment and codec.
     pub fn hash(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -112,18 +119,64 @@ impl TypeInfo {
                 h = h.wrapping_mul(0x0000_0100_0000_01b3);
             }
         };
-        eat(self.name.as_bytes());
+        eat(self.schema.as_bytes());
         eat(&self.size.to_le_bytes());
         eat(&self.align.to_le_bytes());
         eat(&self.codec.to_le_bytes());
         h
     }
 
-    fn matches(&self, fixed: &Fixed) -> bool {
+    /// Whether a segment with `fixed` and `schema` carries this type: the
+    /// hash first (one comparison), then the text itself, so that a hash
+    /// collision cannot pass.
+    fn matches(&self, fixed: &Fixed, schema: &[u8]) -> bool {
         fixed.type_hash == self.hash()
             && fixed.type_size == self.size
             && fixed.type_align == self.align
             && fixed.codec == self.codec
+            && schema == self.schema.as_bytes()
+    }
+
+    /// What differs between this type and the one a segment carries, in
+    /// words, or `None` where the names say it all (another codec).
+    fn difference(&self, fixed: &Fixed, schema: &[u8]) -> Option<String> {
+        let theirs = String::from_utf8_lossy(schema);
+        if fixed.codec != self.codec {
+            None
+        } else if theirs != self.schema {
+            Some(first_difference(&self.schema, &theirs))
+        } else if (fixed.type_size, fixed.type_align) != (self.size, self.align) {
+            Some(format!(
+                "same structure, but {} bytes aligned to {} here and {} aligned to {} in the \
+                 segment (built with other codec settings?)",
+                self.size, self.align, fixed.type_size, fixed.type_align
+            ))
+        } else {
+            Some("the header's type hash does not match its schema (a corrupted header?)".into())
+        }
+    }
+}
+
+/// The first line where two schema texts differ, in words: for lines
+/// `KEY: A` and `KEY: B`, "KEY: A here, B in the segment"; otherwise both
+/// lines whole.
+pub(crate) fn first_difference(ours: &str, theirs: &str) -> String {
+    let (mut a, mut b) = (ours.lines(), theirs.lines());
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) if x == y => continue,
+            (Some(x), Some(y)) => {
+                return match (x.split_once(": "), y.split_once(": ")) {
+                    (Some((kx, vx)), Some((ky, vy))) if kx == ky => {
+                        format!("{kx}: {vx} here, {vy} in the segment")
+                    }
+                    _ => format!("`{x}` here, `{y}` in the segment"),
+                }
+            }
+            (Some(x), None) => return format!("`{x}` here, nothing more in the segment"),
+            (None, Some(y)) => return format!("nothing more here, `{y}` in the segment"),
+            (None, None) => return "no difference".into(),
+        }
     }
 }
 
@@ -252,6 +305,9 @@ pub struct Segment {
     backend: Backend,
     fixed: Fixed,
     layout: RingLayout,
+    /// The message type's schema text, as copied when opened (lossy
+    /// UTF-8; for messages and tools).
+    schema: String,
     unlink_on_drop: bool,
     read_only: bool,
     /// Participant slots this `Segment` holds (bit i = slot i). Locks taken
@@ -363,9 +419,17 @@ pub fn staging_owner(file_name: &str) -> Option<Creator> {
     parts.next().is_none().then_some(Creator { pid, start })
 }
 
-fn total_len(layout: &RingLayout) -> Result<usize, CreateError> {
+/// The segment's length: header page, ring region, schema text.
+fn total_len(layout: &RingLayout, ty: &TypeInfo) -> Result<usize, CreateError> {
+    if ty.schema.len() > MAX_SCHEMA_LEN {
+        return Err(CreateError::SchemaTooLong {
+            len: ty.schema.len(),
+            max: MAX_SCHEMA_LEN,
+        });
+    }
     let total = HEADER_LEN
         .checked_add(layout.region_len())
+        .and_then(|n| n.checked_add(ty.schema.len()))
         .ok_or(CreateError::Layout(shmlane_ring::LayoutError::Overflow))?;
     if total as u64 > MAX_SEGMENT_LEN || total > isize::MAX as usize {
         return Err(CreateError::TooLarge {
@@ -437,7 +501,7 @@ impl Segment {
     /// [`TooLarge`](CreateError::TooLarge), or the OS error.
     pub fn create(addr: &Address, spec: &Spec, opts: &CreateOptions) -> Result<Self, CreateError> {
         let layout = layout_of(spec)?;
-        let total = total_len(&layout)?;
+        let total = total_len(&layout, &spec.ty)?;
         let name = addr.to_string();
         let public = match addr {
             Address::Shm(n) => shm_path(n),
@@ -495,7 +559,7 @@ impl Segment {
     /// As [`create`](Self::create).
     pub fn create_memfd(spec: &Spec) -> Result<Self, CreateError> {
         let layout = layout_of(spec)?;
-        let total = total_len(&layout)?;
+        let total = total_len(&layout, &spec.ty)?;
         let file = sys::memfd_create("shmlane").map_err(CreateError::Os)?;
         let seg = Self::init(
             file,
@@ -552,6 +616,11 @@ impl Segment {
         let mut type_name = [0u8; TYPE_NAME_LEN];
         let cut = spec.ty.name.len().min(TYPE_NAME_LEN - 1);
         type_name[..cut].copy_from_slice(&spec.ty.name.as_bytes()[..cut]);
+        let schema_offset = HEADER_LEN + layout.region_len();
+        // Through the file, not the mapping: no reference into shared
+        // memory, and nobody else can see this file before READY.
+        file.write_all_at(spec.ty.schema.as_bytes(), schema_offset as u64)
+            .map_err(CreateError::Os)?;
         let fixed = Fixed {
             ring_kind: kind_to_raw(layout.kind()),
             codec: spec.ty.codec,
@@ -564,6 +633,8 @@ impl Segment {
             type_hash: spec.ty.hash(),
             type_size: spec.ty.size,
             type_align: spec.ty.align,
+            schema_offset: schema_offset as u64,
+            schema_len: spec.ty.schema.len() as u64,
             type_name,
         };
         let seg = Self {
@@ -574,6 +645,7 @@ impl Segment {
             backend,
             fixed,
             layout,
+            schema: spec.ty.schema.clone(),
             unlink_on_drop: false,
             read_only: false,
             held: Mutex::new(0),
@@ -588,7 +660,7 @@ impl Segment {
         fault::point("create.after_header");
         let (base, len) = seg.ring_region();
         // SAFETY: the region lies inside our fresh mapping (HEADER_LEN +
-        // region_len bytes), page-aligned plus HEADER_LEN (4096, at least the
+        // region_len bytes, then the schema), page-aligned plus HEADER_LEN (4096, at least the
         // region alignment), and nobody can use it before READY.
         unsafe { layout.init(base, len) }.map_err(CreateError::Layout)?;
         if seg.is_broken() {
@@ -718,6 +790,10 @@ impl Segment {
         }
         let fixed = header.fixed.read();
         let layout = validate(&fixed, len)?;
+        // `validate` bounded the length and placed the text inside the file.
+        let mut schema = vec![0u8; fixed.schema_len as usize];
+        file.read_exact_at(&mut schema, fixed.schema_offset)
+            .map_err(OpenError::Os)?;
         if let Some(kind) = opts.kind {
             if kind != layout.kind() {
                 return Err(OpenError::LayoutMismatch {
@@ -730,10 +806,11 @@ impl Segment {
             }
         }
         if let Some(ty) = &opts.ty {
-            if !ty.matches(&fixed) {
+            if !ty.matches(&fixed, &schema) {
                 return Err(OpenError::TypeMismatch {
                     expected: ty.name.clone(),
                     found: fixed.type_name(),
+                    difference: ty.difference(&fixed, &schema),
                 });
             }
         }
@@ -754,6 +831,7 @@ impl Segment {
             backend,
             fixed,
             layout,
+            schema: String::from_utf8_lossy(&schema).into_owned(),
             unlink_on_drop: false,
             read_only: opts.read_only,
             held: Mutex::new(0),
@@ -775,7 +853,7 @@ impl Segment {
         // SAFETY: an in-bounds offset from a non-null mapping.
         (
             unsafe { NonNull::new_unchecked(base) },
-            self.map.len() - HEADER_LEN,
+            self.layout.region_len(),
         )
     }
 
@@ -787,6 +865,12 @@ impl Segment {
     /// The header's descriptive fields, as copied when opened.
     pub fn fixed(&self) -> &Fixed {
         &self.fixed
+    }
+
+    /// The schema text of the message type the segment carries, as copied
+    /// when opened (for tools and messages; see [`TypeInfo::schema`]).
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// Where the segment came from.
@@ -1344,13 +1428,32 @@ fn validate(fixed: &Fixed, file_len: u64) -> Result<RingLayout, OpenError> {
             detail: format!("{} slots for capacity {}", fixed.slots, fixed.capacity),
         });
     }
-    let expected = (HEADER_LEN as u64).checked_add(layout.region_len() as u64);
+    let region_end = HEADER_LEN as u64 + layout.region_len() as u64;
+    if fixed.schema_len > MAX_SCHEMA_LEN as u64 {
+        return Err(OpenError::LayoutMismatch {
+            field: "schema length",
+            detail: format!(
+                "{} bytes (this build reads at most {MAX_SCHEMA_LEN})",
+                fixed.schema_len
+            ),
+        });
+    }
+    let expected = region_end.checked_add(fixed.schema_len);
     if expected != Some(fixed.total_len) {
         return Err(OpenError::LayoutMismatch {
             field: "total length",
             detail: format!(
                 "header says {} bytes, the layout needs {expected:?}",
                 fixed.total_len
+            ),
+        });
+    }
+    if fixed.schema_offset != region_end {
+        return Err(OpenError::LayoutMismatch {
+            field: "schema offset",
+            detail: format!(
+                "{} (the ring region ends at {region_end})",
+                fixed.schema_offset
             ),
         });
     }
@@ -1366,4 +1469,40 @@ fn validate(fixed: &Fixed, file_len: u64) -> Result<RingLayout, OpenError> {
 /// Where the named POSIX shared-memory segment `name` lives: `/dev/shm/NAME`.
 pub fn shm_path(name: &str) -> PathBuf {
     Path::new("/dev/shm").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+
+    #[test]
+    fn the_first_differing_line_is_named() {
+        let a = "message: R\nstruct `R`: { a, b }\nfield `R.a`: u8\nfield `R.b`: Vec<f32>";
+        let b = "message: R\nstruct `R`: { a, b }\nfield `R.a`: u8\nfield `R.b`: Vec<f64>";
+        assert_eq!(
+            first_difference(a, b),
+            "field `R.b`: Vec<f32> here, Vec<f64> in the segment"
+        );
+        let swapped = "message: R\nstruct `R`: { b, a }\nfield `R.b`: Vec<f32>\nfield `R.a`: u8";
+        assert_eq!(
+            first_difference(a, swapped),
+            "struct `R`: { a, b } here, { b, a } in the segment"
+        );
+        assert_eq!(
+            first_difference("u64", "my::Tick"),
+            "`u64` here, `my::Tick` in the segment"
+        );
+        assert_eq!(
+            first_difference("message: R\nx: 1", "message: R"),
+            "`x: 1` here, nothing more in the segment"
+        );
+        assert_eq!(
+            first_difference("message: R", "message: R\nx: 1"),
+            "nothing more here, `x: 1` in the segment"
+        );
+        assert_eq!(
+            first_difference("a: 1\nb: 2", "a: 1\nc: 2"),
+            "`b: 2` here, `c: 2` in the segment"
+        );
+    }
 }

@@ -27,6 +27,7 @@ fn spec(kind: RingKind) -> Spec {
         slot_align: 8,
         ty: TypeInfo {
             name: "u64".into(),
+            schema: "u64".into(),
             size: 8,
             align: 8,
             codec: 1,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use shmlane_ring::RingKind;
-use shmlane_shm::header::{offsets, HEADER_LEN};
+use shmlane_shm::header::{offsets, HEADER_LEN, VERSION};
 use shmlane_shm::{
     Address, CreateError, CreateOptions, OpenError, OpenOptions, Segment, Spec, TypeInfo,
 };
@@ -42,6 +42,7 @@ impl Drop for Scratch {
 fn ty() -> TypeInfo {
     TypeInfo {
         name: "u64".into(),
+        schema: "u64".into(),
         size: 8,
         align: 8,
         codec: 1,
@@ -163,14 +164,14 @@ fn some_other_file() {
 
 #[test]
 fn future_version() {
-    let r = open_tampered(|b| put_u32(b, offsets::VERSION, 4));
+    let r = open_tampered(|b| put_u32(b, offsets::VERSION, VERSION + 1));
     assert!(
         matches!(
             r,
             Err(OpenError::VersionMismatch {
-                found: 4,
-                supported: 3
-            })
+                found,
+                supported: VERSION
+            }) if found == VERSION + 1
         ),
         "{r:?}"
     );
@@ -351,8 +352,13 @@ fn wrong_data_offset() {
 fn wrong_type_fingerprint() {
     let r = open_tampered(|b| put_u64(b, offsets::TYPE_HASH, 12345));
     match r {
-        Err(OpenError::TypeMismatch { expected, found }) => {
+        Err(OpenError::TypeMismatch {
+            expected,
+            found,
+            difference,
+        }) => {
             assert_eq!((expected.as_str(), found.as_str()), ("u64", "u64"));
+            assert!(difference.unwrap().contains("hash"));
         }
         other => panic!("{other:?}"),
     }
@@ -366,6 +372,7 @@ fn other_message_type_names_both() {
     let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
     let want = TypeInfo {
         name: "my::Order".into(),
+        schema: "my::Order".into(),
         size: 16,
         align: 8,
         codec: 1,
@@ -621,4 +628,161 @@ fn addresses_parse_or_say_what_is_wrong() {
         .unwrap_err()
         .to_string()
         .contains("shm:NAME"));
+}
+
+/// A schema of a few lines, as the codec writes them.
+fn reading(values: &str) -> TypeInfo {
+    TypeInfo {
+        name: "Rkyv<Reading>".into(),
+        schema: format!(
+            "message: Reading\n\
+             struct `Reading`: {{ sensor, values }}\n\
+             field `Reading.sensor`: String\n\
+             field `Reading.values`: {values}"
+        ),
+        size: 16,
+        align: 4,
+        codec: 2,
+    }
+}
+
+fn create_reading(scratch: &Scratch, values: &str) -> (Address, Segment) {
+    let addr = Address::File(scratch.path("reading"));
+    let spec = Spec {
+        ty: reading(values),
+        ..spec()
+    };
+    let seg = Segment::create(&addr, &spec, &CreateOptions::default()).unwrap();
+    (addr, seg)
+}
+
+#[test]
+fn the_schema_is_stored_after_the_ring_and_read_back() {
+    let scratch = Scratch::new();
+    let (addr, created) = create_reading(&scratch, "Vec<f32>");
+    let fixed = created.fixed();
+    assert_eq!(fixed.schema_len, reading("Vec<f32>").schema.len() as u64);
+    assert_eq!(
+        fixed.schema_offset,
+        HEADER_LEN as u64 + created.layout().region_len() as u64
+    );
+    assert_eq!(fixed.total_len, fixed.schema_offset + fixed.schema_len);
+    let opened = Segment::open(
+        &addr,
+        &OpenOptions {
+            ty: Some(reading("Vec<f32>")),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(opened.schema(), reading("Vec<f32>").schema);
+    // Tools open without a type, and see the schema too.
+    let tool = Segment::open(
+        &addr,
+        &OpenOptions {
+            ty: None,
+            read_only: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(tool.schema(), created.schema());
+}
+
+#[test]
+fn another_structure_is_refused_naming_the_field() {
+    let scratch = Scratch::new();
+    let (addr, _seg) = create_reading(&scratch, "Vec<f64>");
+    let err = Segment::open(
+        &addr,
+        &OpenOptions {
+            ty: Some(reading("Vec<f32>")),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    match err {
+        OpenError::TypeMismatch { difference, .. } => assert_eq!(
+            difference.as_deref(),
+            Some("field `Reading.values`: Vec<f32> here, Vec<f64> in the segment")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        msg,
+        "message type mismatch: `Rkyv<Reading>` differs from the segment's: \
+         field `Reading.values`: Vec<f32> here, Vec<f64> in the segment"
+    );
+}
+
+#[test]
+fn a_schema_changed_in_the_file_is_refused() {
+    // Same length, one byte changed: the header's hash no longer matches.
+    let scratch = Scratch::new();
+    let mut bytes = valid_bytes(&scratch);
+    let end = bytes.len();
+    bytes[end - 1] = b'2'; // "u64" -> "u62"
+    let path = scratch.path("bad");
+    write_file(&path, &bytes);
+    let err = Segment::open(&Address::File(path), &opts()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.ends_with(": `u64` here, `u62` in the segment"),
+        "{text}"
+    );
+}
+
+#[test]
+fn schema_fields_that_disagree_with_the_layout() {
+    let r = open_tampered(|b| put_u64(b, offsets::SCHEMA_OFFSET, 0));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "schema offset",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let r = open_tampered(|b| put_u64(b, offsets::SCHEMA_LEN, u64::MAX));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "schema length",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // A length that points past the file's end: the total disagrees.
+    let r = open_tampered(|b| put_u64(b, offsets::SCHEMA_LEN, 1000));
+    assert!(
+        matches!(
+            r,
+            Err(OpenError::LayoutMismatch {
+                field: "total length",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_schema_too_long_to_store_is_refused_at_creation() {
+    let scratch = Scratch::new();
+    let spec = Spec {
+        ty: TypeInfo {
+            schema: "x".repeat(shmlane_shm::header::MAX_SCHEMA_LEN + 1),
+            ..ty()
+        },
+        ..spec()
+    };
+    let addr = Address::File(scratch.path("long"));
+    let r = Segment::create(&addr, &spec, &CreateOptions::default());
+    assert!(matches!(r, Err(CreateError::SchemaTooLong { .. })), "{r:?}");
+    assert!(!scratch.path("long").exists());
 }

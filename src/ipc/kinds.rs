@@ -23,7 +23,9 @@ use crate::error::{
 /// Messages that are rkyv archives of `T`: `send(&T)` serializes into the
 /// slot; `recv_ref()` reads the archived `T` in place.
 ///
-/// `T` derives rkyv's `Archive`, `Serialize` and `Deserialize` (see
+/// `T` derives [`shmlane::Message`](macro@crate::Message) (rkyv's
+/// `Archive`, `Serialize` and `Deserialize`, and a
+/// [`Schema`](crate::schema::Schema) that the segment records; see
 /// [`shmlane_codec::archive`] for what is supported).
 pub struct Rkyv<T>(PhantomData<fn() -> T>);
 
@@ -122,6 +124,11 @@ mod sealed {
 /// assert_eq!(drain(&rx), [b"ab".to_vec(), b"c".to_vec()]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a message kind a channel carries",
+    note = "channels carry `bytemuck::Pod` types, `Rkyv<T>` where `T` derives \
+            `shmlane::Message` (rkyv's traits and a `Schema`), or `Bytes`"
+)]
 pub trait Message: Codec + sealed::Sealed {
     /// What a received message reads as where it lies
     /// ([`MsgRef`] derefs to it).
@@ -378,7 +385,9 @@ impl<T: archive::Message + 'static> Message for Rkyv<T> {
     type Output = T;
 
     fn display_name() -> String {
-        format!("Rkyv<{}>", std::any::type_name::<T>())
+        // The schema's name, not the path: the same type defined in two
+        // programs has one name.
+        format!("Rkyv<{}>", shmlane_codec::schema::type_expr::<T>())
     }
 
     fn view(bytes: &[u8], trust: Trust) -> Result<&T::Archived, InvalidMessage> {

@@ -8,7 +8,8 @@
 //! - a `bytemuck::Pod` type `T` (`Channel<T>`): copied in and out with
 //!   crossbeam-channel's error types, or written in place
 //!   ([`Sender::send_with`]) and read in place ([`Receiver::recv_ref`]);
-//! - [`Rkyv<T>`] for any rkyv-archivable `T`: `send(&T)` serializes straight
+//! - [`Rkyv<T>`] for any `T` that derives
+//!   [`shmlane::Message`](macro@crate::Message): `send(&T)` serializes straight
 //!   into the slot; `recv()` returns an owned `T`; `recv_ref()` returns a
 //!   guard that derefs to the archived value where it lies, and frees the
 //!   slot when dropped. How far received archives are trusted is the
@@ -86,10 +87,8 @@
 //!
 //! ```
 //! use shmlane::ipc::{Builder, Rkyv};
-//! use shmlane::rkyv::{Archive, Deserialize, Serialize};
 //!
-//! #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
-//! #[rkyv(crate = shmlane::rkyv)]
+//! #[derive(shmlane::Message, Debug, PartialEq)]
 //! struct Order {
 //!     id: u64,
 //!     symbol: String,
@@ -193,6 +192,7 @@ fn type_info<M: Message>() -> TypeInfo {
     let f = M::fingerprint();
     TypeInfo {
         name: M::display_name(),
+        schema: f.schema,
         size: f.size as u64,
         align: f.align as u64,
         codec: f.codec,
