@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 use shmlane_codec::archive::{self, CopyBuf, Scratch, ALIGN};
-use shmlane_codec::{EncodeError, Trust};
+use shmlane_codec::{EncodeError, InvalidMessage, Trust};
 use shmlane_semaphore::WaitStrategy;
 
 use crate::error::{SendError, SendTimeoutError};
@@ -520,6 +520,31 @@ fn recv_error(e: FrameRecvError, nonblocking: bool) -> RecvMsgError {
     }
 }
 
+/// The message in a received frame, as a link receiver reads it: moved to
+/// an aligned copy if the frame buffer is not aligned for rkyv, and always
+/// validated (a receiver's `unchecked` trust is not honoured for frames).
+pub(crate) fn frame_message<'a, M: Message>(
+    frame: &'a [u8],
+    copy: &'a mut CopyBuf,
+    trust: Trust,
+) -> Result<&'a M::Target, InvalidMessage> {
+    // rkyv reads archives only at aligned addresses; the allocator's
+    // usually are, or the frame is copied.
+    let bytes: &[u8] = if frame.as_ptr() as usize % ALIGN == 0 {
+        frame
+    } else {
+        archive::copy_into(copy, frame)
+    };
+    // Frames come from a kernel transport, where anyone who can reach the
+    // address can write: always validated.
+    let trust = if trust.validates() {
+        trust
+    } else {
+        Trust::validate()
+    };
+    M::view(bytes, trust)
+}
+
 impl<M: Message> LinkReceiver<M> {
     /// A link over frames already bound (an anonymous pipe's end, say).
     pub fn from_frames(rx: FrameReceiver, trust: Trust) -> Self {
@@ -591,21 +616,7 @@ impl<M: Message> LinkReceiver<M> {
             RxInner::Frames { rx, buf, copy } => {
                 rx.recv(buf, deadline)
                     .map_err(|e| recv_error(e, nonblocking))?;
-                // rkyv reads archives only at aligned addresses; the
-                // allocator's usually are, or the frame is copied.
-                let bytes: &[u8] = if buf.as_ptr() as usize % ALIGN == 0 {
-                    buf
-                } else {
-                    archive::copy_into(copy, buf)
-                };
-                // Frames come from a kernel transport, where anyone who
-                // can reach the address can write: always validated.
-                let trust = if trust.validates() {
-                    trust
-                } else {
-                    Trust::validate()
-                };
-                M::view(bytes, trust)
+                frame_message::<M>(buf, copy, trust)
                     .map(LinkRef::Local)
                     .map_err(RecvMsgError::Invalid)
             }
