@@ -57,8 +57,10 @@ fn signal(data: &[u8]) {
     };
     let batch = usize::from(batch % 64) + 1;
     let words: Vec<u64> = rest
-        .chunks_exact(8)
-        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .map(|w| u64::from_le_bytes(*w))
         .collect();
     let mut dec = SignalDecoder::new();
     let mut buf = Vec::new();
@@ -127,7 +129,7 @@ fn mq(data: &[u8]) {
 fn fifo(data: &[u8]) {
     let mut dec = StreamDecoder::new(DEFAULT_MAX_FRAME);
     let mut buf = Vec::new();
-    let _ = dec.feed(data, &mut buf, |frame| messages(frame));
+    let _ = dec.feed(data, &mut buf, messages);
 }
 
 fuzz_target!(|data: &[u8]| {

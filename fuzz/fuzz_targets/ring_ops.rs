@@ -303,8 +303,9 @@ impl SpscModel {
 fn run_spsc(shape: &Shape, ops: &[SpscOp]) {
     let region = Region::new(RingKind::Spsc, shape);
     let (base, len, layout) = (region.base, region.len(), region.layout);
-    // SAFETY: the region outlives both handles; one of each at a time
-    // (a side is dropped before it is attached again).
+    // SAFETY: the region outlives both handles; one of each is in use at
+    // a time (a side attached again replaces the old handle, which is not
+    // used after).
     let attach_tx = || unsafe { spsc::Producer::attach(base, len, &layout) }.unwrap();
     // SAFETY: as above.
     let attach_rx = || unsafe { spsc::Consumer::attach(base, len, &layout) }.unwrap();
@@ -448,12 +449,13 @@ fn run_spsc(shape: &Shape, ops: &[SpscOp]) {
                 }
             }
             SpscOp::ReattachProducer => {
-                drop(tx);
+                // Detaching is dropping (no `Drop` impl: nothing is left to
+                // do); the old producer is never used again.
                 tx = attach_tx();
                 m.cached_head = m.head;
             }
             SpscOp::ReattachConsumer => {
-                drop(rx);
+                // As for the producer.
                 rx = attach_rx();
                 m.cached_tail = m.head;
                 m.look(true, 1);

@@ -16,9 +16,12 @@
 use libfuzzer_sys::fuzz_target;
 use shmlane::fuzzing::{FrameTooLarge, StreamDecoder};
 
-/// The whole stream parsed at once: the frames, then either the error or
-/// the body bytes of an unfinished frame (`None` if no frame is open).
-fn reference(mut stream: &[u8], max: usize) -> (Vec<&[u8]>, Result<Option<&[u8]>, FrameTooLarge>) {
+/// The frames of a whole stream, then either the error or the body bytes
+/// of an unfinished frame (`None` if no frame is open).
+type Parsed<'a> = (Vec<&'a [u8]>, Result<Option<&'a [u8]>, FrameTooLarge>);
+
+/// The whole stream parsed at once.
+fn reference(mut stream: &[u8], max: usize) -> Parsed<'_> {
     let mut frames = Vec::new();
     loop {
         let Some((head, rest)) = stream.split_first_chunk::<4>() else {
