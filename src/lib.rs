@@ -76,6 +76,34 @@ mod sync;
 #[cfg(not(shmlane_loom))]
 pub mod transport;
 
+/// Internals that parse what peers send, for the fuzz targets in `fuzz/`
+/// (feature `fuzzing`). Not part of the API: they change without notice.
+#[cfg(all(feature = "fuzzing", not(shmlane_loom)))]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::codec::archive::CopyBuf;
+    use crate::codec::{InvalidMessage, Trust};
+    use crate::ipc::Message;
+
+    pub use crate::transport::decode::{
+        FrameTooLarge, Signal, SignalDecoder, SignalFrameError, Step, StreamDecoder,
+    };
+
+    /// The message of kind `M` in a frame received over a kernel
+    /// transport, as a receiver reads it.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMessage`] for a frame that is not an `M`.
+    pub fn frame_message<'a, M: Message>(
+        frame: &'a [u8],
+        copy: &'a mut CopyBuf,
+        trust: Trust,
+    ) -> Result<&'a M::Target, InvalidMessage> {
+        crate::ipc::frames::frame_message::<M>(frame, copy, trust)
+    }
+}
+
 pub use chan::{bounded, bounded_with, IntoIter, Iter, Receiver, Sender, TryIter};
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,

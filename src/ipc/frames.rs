@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::time::Instant;
 
 use shmlane_codec::archive::{self, CopyBuf, Scratch, ALIGN};
-use shmlane_codec::{EncodeError, Trust};
+use shmlane_codec::{EncodeError, InvalidMessage, Trust};
 
 use super::exclusive::Exclusive;
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError, SendMsgError};
@@ -162,18 +162,36 @@ impl FramesRx {
             st.rx
                 .recv(&mut st.buf, deadline)
                 .map_err(|e| recv_error(e, nonblocking))?;
-            // rkyv reads archives only at aligned addresses (and Pod
-            // values need theirs); the allocator's usually are, or the
-            // frame is copied.
-            let bytes: &[u8] = if st.buf.as_ptr() as usize % M::ALIGN.min(ALIGN) == 0 {
-                &st.buf
-            } else {
-                archive::copy_into(&mut st.copy, &st.buf)
-            };
-            NonNull::from(M::view(bytes, self.trust).map_err(RecvMsgError::Invalid)?)
+            NonNull::from(
+                frame_message::<M>(&st.buf, &mut st.copy, self.trust)
+                    .map_err(RecvMsgError::Invalid)?,
+            )
         };
         // The target lies in the receiver's heap buffers, which nobody
         // touches while the guard holds the lock.
         Ok(MsgRef::new(target, Hold::Frame(state)))
     }
+}
+
+/// The message in a received frame, as a receiver reads it: moved to an
+/// aligned copy if the frame buffer is not aligned for the kind (rkyv reads
+/// archives only at aligned addresses; the allocator's usually are), and
+/// always validated (a receiver's `unchecked` trust is not honoured for
+/// frames: anyone who can reach a kernel transport can write to it).
+pub(crate) fn frame_message<'a, M: Message>(
+    frame: &'a [u8],
+    copy: &'a mut CopyBuf,
+    trust: Trust,
+) -> Result<&'a M::Target, InvalidMessage> {
+    let bytes: &[u8] = if frame.as_ptr() as usize % M::ALIGN.min(ALIGN) == 0 {
+        frame
+    } else {
+        archive::copy_into(copy, frame)
+    };
+    let trust = if trust.validates() {
+        trust
+    } else {
+        Trust::validate()
+    };
+    M::view(bytes, trust)
 }

@@ -107,7 +107,7 @@
 
 mod connect;
 mod exclusive;
-mod frames;
+pub(crate) mod frames;
 mod handles;
 mod kinds;
 mod port;

@@ -7,21 +7,21 @@
 //! sender (the pid of the first queued signal, `si_pid`) with a pidfd; the
 //! sender watches the receiver with a pidfd too (zombies count as dead).
 
-use std::collections::VecDeque;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::decode::{Signal, SignalDecoder, SIGNAL_END, SIGNAL_MAGIC, SIGNAL_MAX_FRAME};
 use super::error::{FrameRecvError, FrameSendError, OpenError};
 use super::sys::{self, cvt, cvt_retry, errno, owned};
 use super::Options;
 
 /// Largest frame: 512 payload signals.
-pub(crate) const MAX_FRAME: usize = 4096;
-const MAGIC: u64 = 0x534c_4e46; // "SLNF"
-const END: u64 = 0xffff_ffff;
+pub(crate) const MAX_FRAME: usize = SIGNAL_MAX_FRAME;
+const MAGIC: u64 = SIGNAL_MAGIC;
+const END: u64 = SIGNAL_END;
 /// A sender that finds the queue full retries this often.
 const RETRY: Duration = Duration::from_millis(1);
 /// A sender probes the receiver at most this often while sending.
@@ -107,7 +107,7 @@ pub(crate) struct SigRx {
     sfd: OwnedFd,
     offset: u8,
     sender: Option<(libc::pid_t, Option<OwnedFd>)>,
-    words: VecDeque<u64>,
+    words: SignalDecoder,
     raw: Vec<libc::signalfd_siginfo>,
     gone: bool,
 }
@@ -150,7 +150,7 @@ impl SigRx {
             sfd,
             offset,
             sender: None,
-            words: VecDeque::with_capacity(MAX_FRAME / 8 + 2 * BATCH),
+            words: SignalDecoder::new(),
             // SAFETY: signalfd_siginfo is plain data; all-zero is valid.
             raw: vec![unsafe { std::mem::zeroed() }; BATCH],
             gone: false,
@@ -188,7 +188,7 @@ impl SigRx {
                     self.sender = Some((pid, pidfd));
                 }
             }
-            self.words.push_back(info.ssi_ptr);
+            self.words.push(info.ssi_ptr);
         }
         Ok(n)
     }
@@ -202,40 +202,20 @@ impl SigRx {
 
     /// Takes a whole frame off `words` if there is one.
     fn take(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, FrameRecvError> {
-        let Some(&head) = self.words.front() else {
-            return Ok(None);
-        };
-        if head >> 32 != MAGIC {
-            return Err(FrameRecvError::Os(io::Error::new(
+        match self.words.take(buf) {
+            Ok(Some(Signal::Frame(len))) => Ok(Some(len)),
+            Ok(Some(Signal::End)) => {
+                self.gone = true;
+                Ok(None)
+            }
+            Ok(None) => Ok(None),
+            // The peer broke the framing: `InvalidData`, carrying the
+            // typed error.
+            Err(e) => Err(FrameRecvError::Os(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "a signal frame did not start with a header word",
-            )));
+                e,
+            ))),
         }
-        let len = head & 0xffff_ffff;
-        if len == END {
-            self.words.pop_front();
-            self.gone = true;
-            return Ok(None);
-        }
-        let len = len as usize;
-        if len > MAX_FRAME {
-            return Err(FrameRecvError::Os(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a signal frame header announced more than 4096 bytes",
-            )));
-        }
-        let n = len.div_ceil(8);
-        if self.words.len() < 1 + n {
-            return Ok(None);
-        }
-        self.words.pop_front();
-        buf.clear();
-        for _ in 0..n {
-            let w = self.words.pop_front().unwrap_or(0).to_le_bytes();
-            let room = len - buf.len();
-            buf.extend_from_slice(&w[..room.min(8)]);
-        }
-        Ok(Some(len))
     }
 
     pub(crate) fn recv(

@@ -3,15 +3,13 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::decode::{Step, StreamDecoder};
 use super::error::{FrameRecvError, FrameSendError};
 use super::sys::{self, cvt_retry, errno};
 
-/// Bytes the receiver reads at once; larger frame bodies are read
-/// straight into the caller's buffer.
-const READ_BUF: usize = 64 * 1024;
 /// How long dropping a sender waits to finish a frame it accepted.
 const DROP_FLUSH: Duration = Duration::from_secs(1);
 
@@ -184,20 +182,16 @@ impl Drop for StreamTx {
     }
 }
 
-/// The receiving half: a read buffer parsed into frames.
+/// The receiving half: reads from the descriptor, parsed into frames by a
+/// [`StreamDecoder`].
 #[derive(Debug)]
 pub(crate) struct StreamRx {
     fd: OwnedFd,
     /// A FIFO reads EOF before its first writer arrives; only `POLLHUP`
     /// after a writer came says the writer is gone.
     fifo: bool,
-    max: usize,
-    rbuf: Box<[u8]>,
-    rpos: usize,
-    rend: usize,
-    /// Length of the frame whose body is being read.
-    body: Option<usize>,
-    /// The part of that body read before a timeout.
+    decoder: StreamDecoder,
+    /// The part of the current frame's body read before a timeout.
     stash: Vec<u8>,
     eof: bool,
 }
@@ -214,44 +208,22 @@ impl StreamRx {
         Ok(Self {
             fd,
             fifo,
-            max,
-            rbuf: vec![0; READ_BUF].into_boxed_slice(),
-            rpos: 0,
-            rend: 0,
-            body: None,
+            decoder: StreamDecoder::new(max),
             stash: Vec::new(),
             eof: false,
         })
     }
 
     pub(crate) fn max_frame(&self) -> usize {
-        self.max
+        self.decoder.max_frame()
     }
 
     pub(crate) fn into_fd(self) -> OwnedFd {
         self.fd
     }
 
-    /// One `read` into `dst`; adds to `*len` the bytes read.
-    fn read_into(&self, dst: &mut [MaybeUninit<u8>], len: &mut usize) -> io::Result<Read> {
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: `dst` is writable memory of its length; read(2) writes at
-        // most that many bytes.
-        let r = cvt_retry(|| unsafe { libc::read(fd, dst.as_mut_ptr().cast(), dst.len()) });
-        match r {
-            Ok(0) => Ok(Read::Eof),
-            Ok(n) => {
-                *len += n as usize;
-                Ok(Read::Data)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::WouldBlock),
-            Err(e) if disconnected(&e) => Ok(Read::Eof),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Reads more bytes: into `buf` directly when `direct`, else into the
-    /// read buffer. `Ok(false)`: timed out.
+    /// decoder's read buffer. `Ok(false)`: timed out.
     fn fill(
         &mut self,
         buf: &mut Vec<u8>,
@@ -267,30 +239,21 @@ impl StreamRx {
                     buf.reserve(missing);
                     let spare = &mut buf.spare_capacity_mut()[..missing];
                     let mut n = 0;
-                    let got = self.read_into(spare, &mut n);
+                    let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
                     // SAFETY: read(2) initialised the first `n` spare bytes.
                     unsafe { buf.set_len(buf.len() + n) };
                     got
                 }
                 None => {
-                    if self.rpos == self.rend {
-                        self.rpos = 0;
-                        self.rend = 0;
-                    } else if self.rpos > 0 {
-                        self.rbuf.copy_within(self.rpos..self.rend, 0);
-                        self.rend -= self.rpos;
-                        self.rpos = 0;
-                    }
-                    let start = self.rend;
-                    let spare = &mut self.rbuf[start..];
+                    let spare = self.decoder.spare();
                     // SAFETY: `u8` and `MaybeUninit<u8>` have the same
                     // layout; we only write bytes into it.
                     let spare: &mut [MaybeUninit<u8>] = unsafe {
                         std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len())
                     };
                     let mut n = 0;
-                    let got = self.read_into(spare, &mut n);
-                    self.rend += n;
+                    let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
+                    self.decoder.filled(n);
                     got
                 }
             };
@@ -317,54 +280,31 @@ impl StreamRx {
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<usize, FrameRecvError> {
-        if self.body.is_some() {
+        if self.decoder.in_frame() {
             std::mem::swap(buf, &mut self.stash);
         }
         self.stash.clear();
-        if self.body.is_none() {
+        if !self.decoder.in_frame() {
             buf.clear();
         }
         loop {
-            let avail = self.rend - self.rpos;
-            let direct = match self.body {
-                None => {
-                    if avail >= 4 {
-                        let mut h = [0; 4];
-                        h.copy_from_slice(&self.rbuf[self.rpos..self.rpos + 4]);
-                        self.rpos += 4;
-                        let len = u32::from_le_bytes(h) as usize;
-                        if len > self.max {
-                            return Err(FrameRecvError::Os(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "peer sent a frame of {len} bytes, above this receiver's \
-                                     max frame of {}: give both sides the same max_frame",
-                                    self.max
-                                ),
-                            )));
-                        }
-                        self.body = Some(len);
-                        buf.clear();
-                        continue;
-                    }
-                    None
-                }
-                Some(len) => {
-                    let take = (len - buf.len()).min(avail);
-                    buf.extend_from_slice(&self.rbuf[self.rpos..self.rpos + take]);
-                    self.rpos += take;
-                    if buf.len() == len {
-                        self.body = None;
-                        return Ok(len);
-                    }
-                    let missing = len - buf.len();
-                    (missing >= READ_BUF / 2).then_some(missing)
+            let direct = match self.decoder.next(buf) {
+                Ok(Step::Frame(len)) => return Ok(len),
+                Ok(Step::Read) => None,
+                Ok(Step::Direct(missing)) => Some(missing),
+                // The peer broke the framing: `InvalidData`, carrying the
+                // typed error.
+                Err(e) => {
+                    return Err(FrameRecvError::Os(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e,
+                    )))
                 }
             };
             match self.fill(buf, direct, deadline) {
                 Ok(true) => {}
                 Ok(false) => {
-                    if self.body.is_some() {
+                    if self.decoder.in_frame() {
                         std::mem::swap(buf, &mut self.stash);
                     }
                     return Err(FrameRecvError::Timeout);
@@ -375,9 +315,26 @@ impl StreamRx {
     }
 }
 
+/// One `read` of `fd` into `dst`; adds to `*len` the bytes read.
+fn read_fd(fd: RawFd, dst: &mut [MaybeUninit<u8>], len: &mut usize) -> io::Result<Read> {
+    // SAFETY: `dst` is writable memory of its length; read(2) writes at
+    // most that many bytes.
+    let r = cvt_retry(|| unsafe { libc::read(fd, dst.as_mut_ptr().cast(), dst.len()) });
+    match r {
+        Ok(0) => Ok(Read::Eof),
+        Ok(n) => {
+            *len += n as usize;
+            Ok(Read::Data)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::WouldBlock),
+        Err(e) if disconnected(&e) => Ok(Read::Eof),
+        Err(e) => Err(e),
+    }
+}
+
 impl StreamRx {
     /// Whether nothing was read yet.
     pub(crate) fn is_fresh(&self) -> bool {
-        self.rend == 0 && self.body.is_none() && !self.eof
+        self.decoder.is_fresh() && !self.eof
     }
 }
