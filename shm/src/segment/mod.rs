@@ -1,0 +1,188 @@
+//! Creating, opening, validating and attaching to segments, one concern
+//! a file: `address` (where a segment lives), `options` (what to create
+//! or open), `create`, `open` (and validation), and `participants`
+//! (attach, liveness, reaping, detach).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use memmap2::MmapRaw;
+use shmlane_ring::RingLayout;
+use shmlane_semaphore::sigbus;
+
+use crate::error::{CreateError, OpenError};
+use crate::header::{Fixed, Header, HEADER_LEN, LOCK_BASE};
+use crate::sys;
+
+mod address;
+mod create;
+mod open;
+mod options;
+mod participants;
+
+pub use address::{shm_path, unlink, Address};
+pub use create::{staging_owner, Creator, MAX_SEGMENT_LEN, STAGING_PREFIX};
+pub use options::{Backend, CreateOptions, OpenOptions, Role, Spec, TypeInfo};
+pub use participants::{Attachment, ParticipantInfo};
+
+/// A mapped, validated segment. The layout was copied out of shared memory
+/// when it was opened and is never read from there again.
+pub struct Segment {
+    file: File,
+    /// SIGBUS protection of `map`; declared before it so that it is
+    /// dropped (unregistered) before the mapping is unmapped.
+    guard: Option<sigbus::Registration>,
+    map: MmapRaw,
+    /// Set once the file was found shorter than the layout.
+    broken: AtomicBool,
+    backend: Backend,
+    fixed: Fixed,
+    layout: RingLayout,
+    /// The message type's schema text, as copied when opened (lossy
+    /// UTF-8; for messages and tools).
+    schema: String,
+    unlink_on_drop: bool,
+    read_only: bool,
+    /// Participant slots this `Segment` holds (bit i = slot i). Locks taken
+    /// through our own open file description are invisible to `F_OFD_GETLK`
+    /// from it, so our own slots are known here instead.
+    held: Mutex<u32>,
+    /// The process that created or opened it: a forked child's copy never
+    /// unlinks the parent's segment.
+    pid: u32,
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("backend", &self.backend)
+            .field("layout", &self.layout)
+            .field("type", &self.fixed.type_name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_offset(index: usize) -> u64 {
+    LOCK_BASE + 1 + index as u64
+}
+
+const CREATOR_LOCK: u64 = LOCK_BASE;
+
+fn map_err_create(addr: &str, e: io::Error) -> CreateError {
+    match e.kind() {
+        io::ErrorKind::AlreadyExists => CreateError::AlreadyExists(addr.to_owned()),
+        io::ErrorKind::PermissionDenied => CreateError::PermissionDenied(addr.to_owned()),
+        _ => CreateError::Os(e),
+    }
+}
+
+fn map_err_open(addr: &str, e: io::Error) -> OpenError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenError::NotFound(addr.to_owned()),
+        Some(libc::EACCES | libc::EPERM) => OpenError::PermissionDenied(addr.to_owned()),
+        Some(libc::ELOOP) => OpenError::Symlink(addr.to_owned()),
+        Some(libc::EISDIR) => OpenError::NotRegularFile { found: "directory" },
+        Some(libc::ENXIO) => OpenError::NotRegularFile {
+            found: "socket or device",
+        },
+        _ => OpenError::Os(e),
+    }
+}
+
+impl Segment {
+    /// The header in shared memory (atomics and volatile cells only).
+    #[inline]
+    pub fn header(&self) -> &Header {
+        // SAFETY: as in `open_file`: the mapping outlives `self` and holds a
+        // header page.
+        unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    /// The ring region: base and length.
+    pub fn ring_region(&self) -> (NonNull<u8>, usize) {
+        let base = self.map.as_mut_ptr().wrapping_add(HEADER_LEN);
+        // SAFETY: an in-bounds offset from a non-null mapping.
+        (
+            unsafe { NonNull::new_unchecked(base) },
+            self.layout.region_len(),
+        )
+    }
+
+    /// The ring layout, as validated when the segment was opened.
+    pub fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// The header's descriptive fields, as copied when opened.
+    pub fn fixed(&self) -> &Fixed {
+        &self.fixed
+    }
+
+    /// The schema text of the message type the segment carries, as copied
+    /// when opened (for tools and messages; see [`TypeInfo::schema`]).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Where the segment came from.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The open file (for a memfd: the descriptor to hand to a child).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Whether the segment was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Whether the segment is known to be broken: another process truncated
+    /// its file, and either an access faulted (the SIGBUS handler then put
+    /// private zeros in place of the mapping) or
+    /// [`check_intact`](Self::check_intact) found the file short. One or two loads; no
+    /// system call. A broken segment never becomes whole again.
+    #[inline]
+    pub fn is_broken(&self) -> bool {
+        // Relaxed: a sticky flag; the data it concerns is not trusted anyway.
+        self.broken.load(Ordering::Relaxed) || self.guard.as_ref().is_some_and(|g| g.is_broken())
+    }
+
+    /// Checks (one `fstat`) that the file still has the segment's length,
+    /// and marks the segment broken if it does not; returns whether it is
+    /// intact. A truncation that leaves the pages this process touches in
+    /// place faults nowhere, so handles call this now and then while they
+    /// wait.
+    pub fn check_intact(&self) -> bool {
+        if self.is_broken() {
+            return false;
+        }
+        if self.backend != Backend::Memfd
+            && sigbus::shorter_than(std::os::fd::AsFd::as_fd(&self.file), self.fixed.total_len)
+        {
+            // Relaxed: as in `is_broken`.
+            self.broken.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.unlink_on_drop && sys::pid() == self.pid {
+            let _ = match &self.backend {
+                Backend::Shm(n) => sys::shm_unlink(n),
+                Backend::File(p) => fs::remove_file(p),
+                Backend::Memfd => Ok(()),
+            };
+        }
+    }
+}
