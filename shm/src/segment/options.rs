@@ -125,7 +125,7 @@ pub struct Spec {
     pub ty: TypeInfo,
 }
 
-/// Options for [`Segment::create`].
+/// Options for [`Segment::create`](super::Segment::create).
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
     /// Permission bits (default `0o600`); applied exactly, not through the
@@ -145,7 +145,7 @@ impl Default for CreateOptions {
     }
 }
 
-/// Options for [`Segment::open`].
+/// Options for [`Segment::open`](super::Segment::open).
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// How long to wait for the creator to publish the segment (default 1 s).
