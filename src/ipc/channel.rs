@@ -1,0 +1,208 @@
+//! [`Channel`](super::Channel): a created or opened ring, and the handles taken from it.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use shmlane_ring::{mpmc, spsc};
+use shmlane_semaphore::WaitStrategy;
+
+use super::builder::meta_len;
+use super::exclusive;
+use super::handles::{RxFlavor, SpscProducer, SpscRxEnd, SpscTxEnd, TxFlavor};
+use super::side::{MpmcEnd, Side};
+use super::{AttachError, Backend, Message, Receiver, RingKind, Role, Segment, Sender, Trust};
+use shmlane_codec::archive::Scratch;
+
+/// A created or opened channel: take senders and receivers from it.
+pub struct Channel<M> {
+    pub(super) seg: Arc<Segment>,
+    pub(super) strategy: WaitStrategy,
+    pub(super) trust: Trust,
+    pub(super) _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M> fmt::Debug for Channel<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("segment", &self.seg)
+            .finish()
+    }
+}
+
+fn kind_name(kind: RingKind) -> &'static str {
+    match kind {
+        RingKind::Spsc => "SPSC",
+        RingKind::Mpmc => "MPMC",
+    }
+}
+
+impl<M: Message> Channel<M> {
+    pub(super) fn new(seg: Segment, strategy: WaitStrategy, trust: Trust) -> Self {
+        Self {
+            seg: Arc::new(seg),
+            strategy,
+            trust,
+            _msg: PhantomData,
+        }
+    }
+
+    /// The largest message the channel carries, in encoded bytes.
+    pub fn max_message_len(&self) -> usize {
+        self.seg.layout().slot_size() - meta_len::<M>(self.kind())
+    }
+
+    /// The ring algorithm.
+    pub fn kind(&self) -> RingKind {
+        self.seg.layout().kind()
+    }
+
+    /// How many messages the channel holds.
+    pub fn capacity(&self) -> usize {
+        self.seg.layout().capacity() as usize
+    }
+
+    /// The segment underneath (for inspection).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// A duplicate of a memfd channel's descriptor without close-on-exec,
+    /// for a child process to inherit (pass its number to the child, then
+    /// drop it here once the child is spawned).
+    ///
+    /// # Errors
+    ///
+    /// An OS error, or `InvalidInput` for a channel that is not a memfd.
+    pub fn inheritable_fd(&self) -> io::Result<OwnedFd> {
+        if *self.seg.backend() != Backend::Memfd {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a memfd channel",
+            ));
+        }
+        // SAFETY: F_DUPFD on our own open descriptor returns a new one (or
+        // -1); F_DUPFD never sets close-on-exec.
+        let fd = unsafe { libc::fcntl(self.seg.file().as_raw_fd(), libc::F_DUPFD, 3) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub(super) fn side(&self, role: Role, needs: RingKind) -> Result<Side, AttachError> {
+        if self.kind() != needs {
+            return Err(AttachError::WrongKind {
+                needs: kind_name(needs),
+                found: kind_name(self.kind()),
+            });
+        }
+        let attachment = self.seg.attach(role, needs == RingKind::Spsc)?;
+        let meta = meta_len::<M>(needs);
+        Ok(Side {
+            att: attachment,
+            strategy: self.strategy,
+            trust: self.trust,
+            meta,
+            // Length words have 32 bits (flags above them).
+            cap: (self.seg.layout().slot_size() - meta).min(u32::MAX as usize),
+            epoch: Instant::now(),
+            last_probe: AtomicU64::new(0),
+            last_reap: AtomicU64::new(0),
+            corrupted: AtomicBool::new(false),
+            copies: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(super) fn region(&self) -> (std::ptr::NonNull<u8>, usize) {
+        self.seg.ring_region()
+    }
+
+    pub(super) fn mpmc_end(&self, role: Role) -> Result<Arc<MpmcEnd>, AttachError> {
+        let side = self.side(role, RingKind::Mpmc)?;
+        let (base, len) = self.region();
+        // SAFETY: the region is the segment's validated ring region; the
+        // attachment in `side` keeps the segment (and mapping) alive as long
+        // as the ring handle.
+        let ring =
+            unsafe { mpmc::Ring::attach(base, len, self.seg.layout()) }.expect("validated layout");
+        // Every slot this end holds records its participant, so survivors
+        // can recover it if this process dies.
+        let ring = ring.with_owner(side.att.owner_id());
+        Ok(Arc::new(MpmcEnd {
+            ring,
+            side,
+            scratch: Mutex::new(Vec::new()),
+            // Look once at first: a receiver that attaches after a death
+            // may be the one to deliver what the dead held.
+            seen_reaped: AtomicU64::new(u64::MAX),
+        }))
+    }
+
+    /// A sender: on an MPMC ring one more (any number, in any process);
+    /// on an SPSC ring the one sender.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError::RoleTaken`] if the ring is SPSC and a live sender
+    /// exists (in any process), or a full participant table.
+    pub fn sender(&self) -> Result<Sender<M>, AttachError> {
+        let flavor = match self.kind() {
+            RingKind::Mpmc => TxFlavor::Mpmc(self.mpmc_end(Role::Sender)?),
+            RingKind::Spsc => {
+                let side = self.side(Role::Sender, RingKind::Spsc)?;
+                let (base, len) = self.region();
+                // SAFETY: the region is the segment's validated ring region;
+                // the attachment in `side` keeps the mapping alive as long as
+                // the ring handle; the exclusive attach guarantees no other
+                // live producer, and a dead one published nothing
+                // half-written.
+                let ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
+                    .expect("validated layout");
+                TxFlavor::Spsc(Arc::new(SpscTxEnd {
+                    side,
+                    ring: exclusive::Exclusive::new(SpscProducer {
+                        ring,
+                        scratch: Scratch::default(),
+                    }),
+                }))
+            }
+        };
+        Ok(Sender {
+            flavor,
+            _msg: PhantomData,
+        })
+    }
+
+    /// A receiver: on an MPMC ring one more; on an SPSC ring the one
+    /// receiver.
+    ///
+    /// # Errors
+    ///
+    /// As [`sender`](Self::sender).
+    pub fn receiver(&self) -> Result<Receiver<M>, AttachError> {
+        let flavor = match self.kind() {
+            RingKind::Mpmc => RxFlavor::Mpmc(self.mpmc_end(Role::Receiver)?),
+            RingKind::Spsc => {
+                let side = self.side(Role::Receiver, RingKind::Spsc)?;
+                let (base, len) = self.region();
+                // SAFETY: as in `sender`, for the consumer side.
+                let ring = unsafe { spsc::Consumer::attach(base, len, self.seg.layout()) }
+                    .expect("validated layout");
+                RxFlavor::Spsc(Arc::new(SpscRxEnd {
+                    side,
+                    ring: exclusive::Exclusive::new(ring),
+                }))
+            }
+        };
+        Ok(Receiver {
+            flavor,
+            _msg: PhantomData,
+        })
+    }
+}
