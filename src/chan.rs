@@ -8,6 +8,7 @@ use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use shmlane_ring::{mpmc, PopError, PushError, RingKind, RingLayout};
 use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 
@@ -22,18 +23,17 @@ use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering};
 /// `shmlane_semaphore`'s barrier notes) to one step instead of a hang.
 const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
 
-/// Keeps a field alone on its cache line pair.
-#[repr(align(128))]
-struct Padded<T>(T);
-
 struct Chan<T> {
     ring: mpmc::Ring,
     region: NonNull<u8>,
     region_layout: Layout,
+    // The eventcounts live only in this process's heap, so `CachePadded`
+    // may pad them for this CPU. The ring's control lines stay a fixed 128
+    // bytes: the same ring layout is used in shared segments.
     /// Receivers park here; senders notify after each message.
-    not_empty: Padded<EventCount>,
+    not_empty: CachePadded<EventCount>,
     /// Senders park here; receivers notify after each message.
-    not_full: Padded<EventCount>,
+    not_full: CachePadded<EventCount>,
     senders: AtomicUsize,
     receivers: AtomicUsize,
     /// Set when the last sender or the last receiver is dropped.
@@ -84,8 +84,8 @@ impl<T> Chan<T> {
             ring,
             region,
             region_layout,
-            not_empty: Padded(EventCount::new()),
-            not_full: Padded(EventCount::new()),
+            not_empty: CachePadded::new(EventCount::new()),
+            not_full: CachePadded::new(EventCount::new()),
             senders: AtomicUsize::new(1),
             receivers: AtomicUsize::new(1),
             disconnected: AtomicBool::new(false),
@@ -103,8 +103,8 @@ impl<T> Chan<T> {
     fn disconnect(&self) {
         // Release: see `is_disconnected`.
         self.disconnected.store(true, Ordering::Release);
-        self.not_empty.0.notify_all();
-        self.not_full.0.notify_all();
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
     }
 
     /// Sends without waiting. `precise`: tell a slot still being read from
@@ -129,7 +129,7 @@ impl<T> Chan<T> {
                     unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
                     // Anonymous handles always publish.
                     let _ = slot.commit();
-                    self.not_empty.0.notify_one();
+                    self.not_empty.notify_one();
                     return Ok(());
                 }
                 Err(PushError::Full) => return Err(TrySendError::Full(msg)),
@@ -169,7 +169,7 @@ impl<T> Chan<T> {
                     // on drop, so this read moves the value out exactly once.
                     let msg = unsafe { slot.as_ptr().cast::<T>().read() };
                     drop(slot);
-                    self.not_full.0.notify_one();
+                    self.not_full.notify_one();
                     return Some(msg);
                 }
                 Err(PopError::Empty) => return None,
@@ -197,7 +197,7 @@ impl<T> Chan<T> {
         let mut pending = Some(msg);
         let waited = self
             .strategy
-            .wait_phased(&self.not_full.0, deadline, SAFETY_STEP, |phase| {
+            .wait_phased(&self.not_full, deadline, SAFETY_STEP, |phase| {
                 let msg = pending.take()?;
                 match self.try_send(msg, phase == Phase::Park) {
                     Ok(()) => Some(Ok(())),
@@ -230,12 +230,12 @@ impl<T> Chan<T> {
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let waited = self
             .strategy
-            .wait_phased(&self.not_empty.0, deadline, SAFETY_STEP, |phase| match self
-                .try_recv(phase == Phase::Park)
-            {
-                Ok(msg) => Some(Ok(msg)),
-                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
-                Err(TryRecvError::Empty) => None,
+            .wait_phased(&self.not_empty, deadline, SAFETY_STEP, |phase| {
+                match self.try_recv(phase == Phase::Park) {
+                    Ok(msg) => Some(Ok(msg)),
+                    Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                    Err(TryRecvError::Empty) => None,
+                }
             });
         waited.unwrap_or(Err(RecvTimeoutError::Timeout))
     }
@@ -398,7 +398,7 @@ impl<T> Sender<T> {
     /// tests; not part of the crossbeam API).
     #[doc(hidden)]
     pub fn parked_receivers(&self) -> u32 {
-        self.chan.not_empty.0.waiters()
+        self.chan.not_empty.waiters()
     }
 }
 

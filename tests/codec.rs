@@ -2,8 +2,6 @@
 //! message kind on both ring kinds, every trust level, messages too large,
 //! garbage written by a peer, type mismatches, and a real second process.
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use shmlane::ipc::{
@@ -13,17 +11,7 @@ use shmlane::ipc::{
 use shmlane_codec::archive::{archived_len, fixed_archived_len};
 use shmlane_codec::sample::{Order, Status, Telemetry, Tick};
 use shmlane_ring::mpmc;
-
-const ROLE: &str = "SHMLANE_CODEC_CHILD";
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shm:shmlane-codec-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use shmlane_testkit::{self as kit, Kid};
 
 fn trusts() -> [Trust; 3] {
     // SAFETY: every writer in these tests is shmlane's own encoder, for
@@ -34,7 +22,7 @@ fn trusts() -> [Trust; 3] {
 }
 
 fn create<M: Message>(kind: RingKind, trust: Trust, size: usize) -> Channel<M> {
-    Builder::new(&unique("c"))
+    Builder::new(&kit::shm_address("c"))
         .unwrap()
         .kind(kind)
         .capacity(8)
@@ -347,7 +335,7 @@ fn pod_messages_are_written_and_read_in_place() {
 
 #[test]
 fn opening_with_another_type_names_both() {
-    let name = unique("types");
+    let name = kit::shm_address("types");
     let _chan = Builder::new(&name)
         .unwrap()
         .create::<Rkyv<Order>>()
@@ -383,7 +371,7 @@ fn fixed_size_archives_size_their_slots() {
             quote: [1.0, 2.0]
         })
     );
-    let chan = Builder::new(&unique("tick"))
+    let chan = Builder::new(&kit::shm_address("tick"))
         .unwrap()
         .message_size(len)
         .create::<Rkyv<Tick>>()
@@ -403,7 +391,7 @@ fn fixed_size_archives_size_their_slots() {
 fn rkyv_orders_cross_processes() {
     let n: u64 = 200_000;
     for kind in ["spsc", "mpmc"] {
-        let name = unique("xproc");
+        let name = kit::shm_address("xproc");
         let chan = Builder::new(&name)
             .unwrap()
             .kind(if kind == "spsc" {
@@ -415,12 +403,11 @@ fn rkyv_orders_cross_processes() {
             .message_size(128)
             .create::<Rkyv<Order>>()
             .unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child", "--nocapture", "-q"])
-            .env(ROLE, format!("{kind} {name} {n}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut kid = Kid::spawn(
+            "child",
+            "sender",
+            &[("ADDR", name.clone()), ("COUNT", n.to_string())],
+        );
         let check = |got: &shmlane_codec::sample::ArchivedOrder, i: u64| {
             let want = Order::sample(i);
             assert_eq!(got.id, i);
@@ -435,18 +422,20 @@ fn rkyv_orders_cross_processes() {
             check(&rx.recv_ref_timeout(timeout).unwrap(), i);
         }
         assert!(rx.recv_timeout(timeout).unwrap_err().is_disconnected());
-        assert!(child.wait().unwrap().success());
+        assert!(kid.wait().success());
     }
 }
 
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else {
+    if kit::role().is_none() {
         return;
-    };
-    let parts: Vec<&str> = role.split(' ').collect();
-    let (name, n) = (parts[1], parts[2].parse::<u64>().unwrap());
-    let chan = Builder::new(name).unwrap().open::<Rkyv<Order>>().unwrap();
+    }
+    let n: u64 = kit::env("COUNT").parse().unwrap();
+    let chan = Builder::new(&kit::env("ADDR"))
+        .unwrap()
+        .open::<Rkyv<Order>>()
+        .unwrap();
     let tx = chan.sender().unwrap();
     for i in 0..n {
         tx.send(&Order::sample(i)).unwrap();

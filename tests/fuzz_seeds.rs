@@ -258,8 +258,8 @@ const MALFORMED: &[(&str, Tamper)] = &[
 #[ignore = "writes fuzz/seeds; run by hand"]
 fn write_open_segment_seeds() {
     let out = seeds_dir("open_segment");
-    let scratch = std::env::temp_dir().join(format!("shmlane-fuzz-seeds-{}", std::process::id()));
-    fs::create_dir_all(&scratch).unwrap();
+    let dir = shmlane_testkit::TempDir::new("fuzz-seeds");
+    let scratch = dir.path();
     let mut bases = Vec::new();
     for kind in [RingKind::Spsc, RingKind::Mpmc] {
         let k = if kind == RingKind::Spsc {
@@ -270,18 +270,18 @@ fn write_open_segment_seeds() {
         for in_use in [false, true] {
             let state = if in_use { "in-use" } else { "fresh" };
             let segs = [
-                ("u64", segment::<u64>(&scratch, kind, in_use, in_use_u64)),
+                ("u64", segment::<u64>(scratch, kind, in_use, in_use_u64)),
                 (
                     "rkyv-order",
-                    segment::<Rkyv<Order>>(&scratch, kind, in_use, in_use_order),
+                    segment::<Rkyv<Order>>(scratch, kind, in_use, in_use_order),
                 ),
                 (
                     "rkyv-tick",
-                    segment::<Rkyv<Tick>>(&scratch, kind, in_use, in_use_tick),
+                    segment::<Rkyv<Tick>>(scratch, kind, in_use, in_use_tick),
                 ),
                 (
                     "bytes",
-                    segment::<Bytes>(&scratch, kind, in_use, in_use_bytes),
+                    segment::<Bytes>(scratch, kind, in_use, in_use_bytes),
                 ),
             ];
             for (msg, bytes) in segs {
@@ -320,7 +320,6 @@ fn write_open_segment_seeds() {
             .unwrap();
         }
     }
-    fs::remove_dir_all(&scratch).unwrap();
 }
 
 /// Length-prefixed frames, as the stream transports send them.

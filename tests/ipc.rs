@@ -1,76 +1,15 @@
 //! Cross-process channels between real processes: this test binary runs
 //! copies of itself as producers and consumers (the `child` test below does
-//! nothing unless `SHMLANE_IPC_CHILD` names a role). Every segment name is
-//! unique; creators unlink on drop and a guard kills children on failure.
+//! nothing unless the test kit gave it a role). Every segment name is
+//! unique; creators unlink on drop and the kit kills children on failure.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmlane::ipc::{AttachError, Builder};
 use shmlane::{RecvTimeoutError, TryRecvError};
+use shmlane_testkit::{self as kit, env, Kid};
 
-const ROLE: &str = "SHMLANE_IPC_CHILD";
 const LONG: Duration = Duration::from_secs(60);
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shm:shmlane-ipc-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Children that are killed and reaped when the test ends, however it ends.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(role: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE, role)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-/// Waits for a child to print `word` on a line of its own.
-fn wait_for(child: &mut Child, word: &str) {
-    let out = child.stdout.as_mut().unwrap();
-    let mut reader = BufReader::new(out);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "child exited before `{word}`"
-        );
-        if line.trim() == word {
-            return;
-        }
-    }
-}
-
-fn say(child: &mut Child, word: &str) {
-    writeln!(child.stdin.as_mut().unwrap(), "{word}").unwrap();
-}
-
-fn env(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set"))
-}
 
 fn read_stdin_line() {
     let mut line = String::new();
@@ -80,7 +19,7 @@ fn read_stdin_line() {
 /// The child side of every test.
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some(role) = kit::role() else {
         return;
     };
     let addr = env("ADDR");
@@ -171,7 +110,7 @@ fn child() {
 #[test]
 fn spsc_ten_million_in_order() {
     const N: u64 = 10_000_000;
-    let addr = unique("spsc");
+    let addr = kit::shm_address("spsc");
     let chan = Builder::new(&addr)
         .unwrap()
         .spsc()
@@ -179,10 +118,11 @@ fn spsc_ten_million_in_order() {
         .create::<u64>()
         .unwrap();
     let rx = chan.receiver().unwrap();
-    let _children = Children(vec![spawn(
+    let _kid = Kid::spawn(
+        "child",
         "spsc-producer",
         &[("ADDR", addr.clone()), ("COUNT", N.to_string())],
-    )]);
+    );
     let mut batch = Vec::with_capacity(4096);
     let mut expect = 0;
     while expect < N {
@@ -206,43 +146,36 @@ fn spsc_ten_million_in_order() {
 #[test]
 fn mpmc_two_producer_and_two_consumer_processes() {
     const PER: u64 = 200_000;
-    let addr = unique("mpmc");
+    let addr = kit::shm_address("mpmc");
     let chan = Builder::new(&addr)
         .unwrap()
         .capacity(1000)
         .create::<u64>()
         .unwrap();
-    let dir = std::env::temp_dir();
+    let dir = kit::TempDir::new("ipc");
     let outs: Vec<_> = (0..2)
-        .map(|i| dir.join(format!("shmlane-ipc-{}-{i}.bin", std::process::id())))
+        .map(|i| dir.path().join(format!("{i}.bin")))
         .collect();
-    struct Cleanup(Vec<std::path::PathBuf>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            self.0.iter().for_each(|p| drop(std::fs::remove_file(p)));
-        }
-    }
-    let _cleanup = Cleanup(outs.clone());
-    let mut kids = Children(Vec::new());
+    let mut kids = Vec::new();
     for id in 0..2 {
         let e = [
             ("ADDR", addr.clone()),
             ("COUNT", PER.to_string()),
             ("ID", id.to_string()),
         ];
-        kids.0.push(spawn("mpmc-producer", &e));
+        kids.push(Kid::spawn("child", "mpmc-producer", &e));
     }
     for out in &outs {
         let e = [("ADDR", addr.clone()), ("OUT", out.display().to_string())];
-        kids.0.push(spawn("mpmc-consumer", &e));
+        kids.push(Kid::spawn("child", "mpmc-consumer", &e));
     }
-    for k in &mut kids.0 {
-        wait_for(k, "ready");
+    for k in &mut kids {
+        assert!(k.wait_for("ready"), "child exited before `ready`");
     }
-    say(&mut kids.0[0], "go");
-    say(&mut kids.0[1], "go");
-    for k in &mut kids.0 {
-        assert!(k.wait().unwrap().success());
+    kids[0].say("go");
+    kids[1].say("go");
+    for k in &mut kids {
+        assert!(k.wait().success());
     }
     let mut seen = vec![vec![false; PER as usize]; 2];
     for out in &outs {
@@ -265,7 +198,7 @@ fn mpmc_two_producer_and_two_consumer_processes() {
 }
 
 fn killed_producer(kind: &str) {
-    let addr = unique("kill");
+    let addr = kit::shm_address("kill");
     let builder = Builder::new(&addr).unwrap().capacity(1024);
     let builder = if kind == "spsc" {
         builder.spsc()
@@ -273,10 +206,11 @@ fn killed_producer(kind: &str) {
         builder
     };
     let chan = builder.create::<u64>().unwrap();
-    let mut kids = Children(vec![spawn(
+    let mut kid = Kid::spawn(
+        "child",
         "endless-producer",
         &[("ADDR", addr.clone()), ("KIND", kind.to_string())],
-    )]);
+    );
     let mut next = 0u64;
     let check = |next: &mut u64, v: u64| {
         assert_eq!(v, *next, "a message was lost, torn or duplicated");
@@ -287,7 +221,7 @@ fn killed_producer(kind: &str) {
         while next < 200_000 {
             check(&mut next, rx.recv_timeout(LONG).unwrap());
         }
-        kids.0[0].kill().unwrap();
+        kid.kill();
         let killed_at = Instant::now();
         loop {
             match rx.recv_timeout(LONG) {
@@ -301,7 +235,7 @@ fn killed_producer(kind: &str) {
         while next < 200_000 {
             check(&mut next, rx.recv_timeout(LONG).unwrap());
         }
-        kids.0[0].kill().unwrap();
+        kid.kill();
         let killed_at = Instant::now();
         loop {
             match rx.recv_timeout(LONG) {
@@ -333,29 +267,30 @@ fn mpmc_producer_killed_mid_stream() {
 #[test]
 fn senders_see_a_receiver_that_left_or_died() {
     for exit in ["clean", "hang"] {
-        let addr = unique("rxgone");
+        let addr = kit::shm_address("rxgone");
         let chan = Builder::new(&addr)
             .unwrap()
             .capacity(8)
             .create::<u64>()
             .unwrap();
         let tx = chan.sender().unwrap();
-        let mut kids = Children(vec![spawn(
+        let mut kid = Kid::spawn(
+            "child",
             "short-consumer",
             &[
                 ("ADDR", addr.clone()),
                 ("COUNT", "5".into()),
                 ("EXIT", exit.into()),
             ],
-        )]);
+        );
         for i in 0..5 {
             tx.send(i).unwrap();
         }
-        wait_for(&mut kids.0[0], "done");
+        assert!(kid.wait_for("done"), "child exited before `done`");
         if exit == "hang" {
-            kids.0[0].kill().unwrap();
+            kid.kill();
         }
-        kids.0[0].wait().unwrap();
+        kid.wait();
         // The ring fills, then the dead or departed receiver is noticed.
         let start = Instant::now();
         let mut sent = 0;
@@ -373,14 +308,11 @@ fn senders_see_a_receiver_that_left_or_died() {
 
 #[test]
 fn spsc_refuses_a_second_producer_in_another_process() {
-    let addr = unique("excl");
+    let addr = kit::shm_address("excl");
     let chan = Builder::new(&addr).unwrap().spsc().create::<u64>().unwrap();
     let _tx = chan.sender().unwrap();
-    let mut kids = Children(vec![spawn(
-        "second-spsc-producer",
-        &[("ADDR", addr.clone())],
-    )]);
-    wait_for(&mut kids.0[0], "refused");
+    let mut kid = Kid::spawn("child", "second-spsc-producer", &[("ADDR", addr.clone())]);
+    assert!(kid.wait_for("refused"), "child exited before `refused`");
 }
 
 #[test]
@@ -389,25 +321,26 @@ fn memfd_between_parent_and_child() {
     let rx = chan.receiver().unwrap();
     let fd = chan.inheritable_fd().unwrap();
     use std::os::fd::AsRawFd;
-    let kids = Children(vec![spawn(
+    let kid = Kid::spawn(
+        "child",
         "memfd-producer",
         &[
             ("ADDR", "unused".into()),
             ("FD", fd.as_raw_fd().to_string()),
             ("COUNT", "10000".into()),
         ],
-    )]);
+    );
     drop(fd);
     for i in 0..10_000u32 {
         assert_eq!(rx.recv_timeout(LONG), Ok([i, i + 1, i + 2, !i]));
     }
     assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
-    drop(kids);
+    drop(kid);
 }
 
 #[test]
 fn wrong_type_and_wrong_handle_kind_are_clear_errors() {
-    let addr = unique("types");
+    let addr = kit::shm_address("types");
     let chan = Builder::new(&addr).unwrap().create::<u64>().unwrap();
     let err = Builder::new(&addr).unwrap().open::<[u16; 4]>().unwrap_err();
     let msg = err.to_string();
@@ -425,7 +358,7 @@ fn wrong_type_and_wrong_handle_kind_are_clear_errors() {
 
 #[test]
 fn slot_size_can_be_larger_but_not_smaller() {
-    let addr = unique("slots");
+    let addr = kit::shm_address("slots");
     let chan = Builder::new(&addr)
         .unwrap()
         .slot_size(64)
@@ -438,7 +371,7 @@ fn slot_size_can_be_larger_but_not_smaller() {
     tx.send(1).unwrap();
     ptx.send(2).unwrap();
     assert_eq!((rx.recv(), rx.recv()), (Ok(1), Ok(2)));
-    let err = Builder::new(&unique("small"))
+    let err = Builder::new(&kit::shm_address("small"))
         .unwrap()
         .slot_size(4)
         .create::<u64>()
@@ -458,8 +391,9 @@ fn slot_size_can_be_larger_but_not_smaller() {
 
 #[test]
 fn creator_unlinks_unless_asked_to_keep() {
-    let addr = unique("keep");
-    let name = addr.trim_start_matches("shm:").to_owned();
+    let mut cleanup = kit::Cleanup::new();
+    let name = cleanup.unique_shm("keep");
+    let addr = format!("shm:{name}");
     let path = std::path::Path::new("/dev/shm").join(&name);
     drop(Builder::new(&addr).unwrap().create::<u64>().unwrap());
     assert!(!path.exists());
@@ -484,7 +418,7 @@ fn spsc_batches_between_processes_keep_every_value() {
     // Odd-sized messages (12 bytes, align 4) through batches of 1000 into a
     // ring of 300: batches wrap, split and wait; every value must survive.
     const N: u32 = 300_000;
-    let addr = unique("batch");
+    let addr = kit::shm_address("batch");
     let chan = Builder::new(&addr)
         .unwrap()
         .spsc()
@@ -492,10 +426,11 @@ fn spsc_batches_between_processes_keep_every_value() {
         .create::<[u32; 3]>()
         .unwrap();
     let rx = chan.receiver().unwrap();
-    let _kids = Children(vec![spawn(
+    let _kid = Kid::spawn(
+        "child",
         "batch-producer",
         &[("ADDR", addr.clone()), ("COUNT", N.to_string())],
-    )]);
+    );
     let mut buf = Vec::new();
     let mut next = 0u32;
     while next < N {
@@ -518,7 +453,7 @@ fn a_forged_fingerprint_with_the_wrong_slot_shape_is_refused() {
     use shmlane_shm::{CreateOptions, Segment, Spec, TypeInfo};
     // A creator that writes u64's fingerprint but 1-byte slots: opening as
     // u64 must fail instead of reading and writing past each slot.
-    let addr = unique("forged");
+    let addr = kit::shm_address("forged");
     let spec = Spec {
         kind: shmlane::ipc::RingKind::Mpmc,
         capacity: 8,

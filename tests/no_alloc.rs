@@ -56,7 +56,7 @@ fn steady(mut round: impl FnMut(u64)) -> u64 {
 }
 
 fn channel<M: Message>(kind: RingKind, trust: Trust, tag: &str) -> Channel<M> {
-    Builder::new(&format!("shm:shmlane-noalloc-{tag}-{}", std::process::id()))
+    Builder::new(&shmlane_testkit::shm_address(&format!("noalloc-{tag}")))
         .unwrap()
         .kind(kind)
         .capacity(16)

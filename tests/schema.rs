@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shmlane::ipc::{Builder, Bytes, Channel, Message, OpenError, Rkyv};
 use shmlane::schema::canonical;
-use shmlane_testkit::{env, role, unique, Cleanup, Kid};
+use shmlane_testkit::{env, role, Cleanup, Kid};
 
 /// The type as one program defines it.
 mod v1 {
@@ -203,9 +203,7 @@ struct Quote {
 
 /// A fresh `shm:` address, removed however the test ends.
 fn address(tag: &str, cleanup: &mut Cleanup) -> String {
-    let name = unique(tag);
-    cleanup.shm(&name);
-    format!("shm:{name}")
+    format!("shm:{}", cleanup.unique_shm(tag))
 }
 
 fn create<M: Message>(addr: &str) -> Channel<M> {

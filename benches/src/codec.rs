@@ -22,7 +22,7 @@ use shmlane::ipc::{Builder, Bytes, Rkyv, Trust};
 use shmlane::WaitStrategy;
 use shmlane_codec::sample::Order;
 
-use crate::ipc::{median_f64 as median, pin_to_cpu, unpin, Peer};
+use crate::ipc::{median_f64 as median, pin_to_cpu, unique, unpin, Peer};
 
 const PEER_ENV: &str = "SHMLANE_BENCH_CODEC_PEER";
 const MIB: usize = 1 << 20;
@@ -57,16 +57,6 @@ fn spawn_peer(args: &str) -> Peer {
     Peer::spawn_as(PEER_ENV, args)
 }
 
-fn unique(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shm:shmlane-bench-codec-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn ready() {
     println!("ready");
     std::io::stdout().flush().unwrap();
@@ -96,7 +86,7 @@ pub fn memcpy_gbps(n: u64) -> f64 {
 /// 1 MiB messages from this process to a peer, in GB/s: in place both
 /// ways (`copy` false) or copied in and out.
 pub fn mib_gbps(n: u64, copy: bool) -> f64 {
-    let addr = unique("mib");
+    let addr = format!("shm:{}", unique("codec-mib"));
     let chan = Builder::new(&addr)
         .unwrap()
         .spsc()
@@ -155,7 +145,7 @@ fn peer_mib(addr: &str, n: u64, copy: bool) {
 /// `send(&order)` + `recv_ref()` of small rkyv orders to a peer reading
 /// them under `trust`, in messages per second.
 pub fn orders_per_s(n: u64, trust: &str) -> f64 {
-    let addr = unique("orders");
+    let addr = format!("shm:{}", unique("codec-orders"));
     let chan = Builder::new(&addr)
         .unwrap()
         .spsc()

@@ -132,12 +132,15 @@ impl Drop for Peer {
     }
 }
 
+/// A name no other bench, process or call uses, for the segments, queues
+/// and paths every bench module creates: `shmlane-bench-TAG-PID-N`.
 pub(crate) fn unique(tag: &str) -> String {
     use std::sync::atomic::AtomicU32;
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
         "shmlane-bench-{tag}-{}-{}",
         std::process::id(),
+        // Relaxed: only uniqueness matters.
         N.fetch_add(1, Ordering::Relaxed)
     )
 }

@@ -227,14 +227,8 @@ fn bad_options_exit_2_with_a_message() {
 
 #[test]
 fn plot_writes_an_svg() {
-    let path = std::env::temp_dir().join(format!("shmlane-bench-test-{}.svg", std::process::id()));
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _guard = Remove(path.clone());
+    let dir = shmlane_testkit::TempDir::new("bench");
+    let path = dir.path().join("plot.svg");
     let out = shmlane(&[
         "bench",
         "--transports",

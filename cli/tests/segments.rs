@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use shmlane::ipc::Builder;
+use shmlane_testkit::Cleanup;
 
 fn shmlane(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shmlane"))
@@ -20,21 +21,13 @@ fn line_of<'a>(text: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
 }
 
-/// Removes a kept segment even if the test fails.
-struct Unlink(String);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.0));
-    }
-}
-
 #[test]
 fn ls_stat_and_rm() {
     let pid = std::process::id();
-    let live = format!("shmlane-cli-live-{pid}");
-    let stale = format!("shmlane-cli-stale-{pid}");
-    let _guards = (Unlink(live.clone()), Unlink(stale.clone()));
+    // Removes the kept segments even if the test fails.
+    let mut cleanup = Cleanup::new();
+    let live = cleanup.unique_shm("cli-live");
+    let stale = cleanup.unique_shm("cli-stale");
 
     // A live channel: created here, with a sender attached and 3 messages.
     let chan = Builder::new(&format!("shm:{live}"))
@@ -124,8 +117,8 @@ fn stat_shows_an_rkyv_channels_schema() {
     use shmlane::codec::sample::Order;
     use shmlane::ipc::Rkyv;
 
-    let name = format!("shmlane-cli-schema-{}", std::process::id());
-    let _guard = Unlink(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("cli-schema");
     let _chan = Builder::new(&format!("shm:{name}"))
         .unwrap()
         .create::<Rkyv<Order>>()

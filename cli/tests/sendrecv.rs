@@ -3,56 +3,20 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use shmlane_testkit::{self as kit, Cleanup, Kid};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shmlane");
 /// How long any one command may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shmlane-sr-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Kills the children and removes what the test named, even on failure.
-struct Cleanup {
-    children: Vec<Child>,
-    paths: Vec<PathBuf>,
-    mqueues: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for p in &self.paths {
-            let _ = std::fs::remove_file(p);
-        }
-        for name in &self.mqueues {
-            let q = std::ffi::CString::new(format!("/{name}")).unwrap();
-            let l = std::ffi::CString::new(format!("/shmlane-mq.{name}")).unwrap();
-            // SAFETY: NUL-terminated names; unlinking what may not exist.
-            unsafe {
-                libc::mq_unlink(q.as_ptr());
-                libc::shm_unlink(l.as_ptr());
-            }
-        }
-    }
-}
-
-/// A running command: its index in `Cleanup::children` and its output,
-/// read by threads so that no pipe fills up.
+/// A running command, killed if the test ends first, and its output, read
+/// by threads so that no pipe fills up.
 struct Running {
-    index: usize,
+    kid: Kid,
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: JoinHandle<Vec<u8>>,
 }
@@ -71,69 +35,46 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
     })
 }
 
-impl Cleanup {
-    fn removing(paths: Vec<PathBuf>) -> Self {
-        Self {
-            children: Vec::new(),
-            paths,
-            mqueues: Vec::new(),
-        }
+/// Starts `shmlane ARGS`, feeding it `input` (then end of file) if given;
+/// with `keep_stdout` false its stdout is a pipe closed at once.
+fn start(args: &[&str], input: Option<Vec<u8>>, keep_stdout: bool) -> Running {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(bytes) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
     }
-
-    /// Starts `shmlane ARGS`, feeding it `input` (then end of file) if
-    /// given; with `keep_stdout` false its stdout is a pipe closed at once.
-    fn start(&mut self, args: &[&str], input: Option<Vec<u8>>, keep_stdout: bool) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(bytes) = input {
-            let mut stdin = child.stdin.take().unwrap();
-            thread::spawn(move || {
-                let _ = stdin.write_all(&bytes);
-            });
-        }
-        let out = child.stdout.take().unwrap();
-        let stdout = keep_stdout.then(|| drain(out));
-        let stderr = drain(child.stderr.take().unwrap());
-        self.children.push(child);
-        Running {
-            index: self.children.len() - 1,
-            stdout,
-            stderr,
-        }
+    let out = child.stdout.take().unwrap();
+    let stdout = keep_stdout.then(|| drain(out));
+    let stderr = drain(child.stderr.take().unwrap());
+    Running {
+        kid: Kid::from_child(child),
+        stdout,
+        stderr,
     }
+}
 
-    fn pid(&self, r: &Running) -> u32 {
-        self.children[r.index].id()
-    }
-
-    /// Waits for the command (at most [`LIMIT`]) and collects its output.
-    fn finish(&mut self, r: Running) -> Done {
-        let start = Instant::now();
-        let child = &mut self.children[r.index];
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < LIMIT,
-                "shmlane did not finish in {LIMIT:?}"
-            );
-            thread::sleep(Duration::from_millis(5));
-        };
-        Done {
-            status,
-            stdout: r.stdout.map(|h| h.join().unwrap()).unwrap_or_default(),
-            stderr: String::from_utf8_lossy(&r.stderr.join().unwrap()).into_owned(),
-        }
+/// Waits for the command (at most [`LIMIT`]) and collects its output.
+fn finish(mut r: Running) -> Done {
+    let status = r
+        .kid
+        .wait_timeout(LIMIT)
+        .unwrap_or_else(|| panic!("shmlane did not finish in {LIMIT:?}"));
+    Done {
+        status,
+        stdout: r.stdout.map(|h| h.join().unwrap()).unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&r.stderr.join().unwrap()).into_owned(),
     }
 }
 
@@ -152,20 +93,20 @@ fn lines(n: usize) -> Vec<u8> {
 
 /// Sends `n` lines through `addr`, starting the receiver first or not,
 /// and checks that exactly those lines come out.
-fn round_trip(addr: &str, n: usize, receiver_first: bool, c: &mut Cleanup) -> String {
+fn round_trip(addr: &str, n: usize, receiver_first: bool) -> String {
     let input = lines(n);
     let pause = Duration::from_millis(300);
     let (send, recv) = if receiver_first {
-        let recv = c.start(&["recv", addr], None, true);
+        let recv = start(&["recv", addr], None, true);
         thread::sleep(pause);
-        (c.start(&["send", addr], Some(input.clone()), true), recv)
+        (start(&["send", addr], Some(input.clone()), true), recv)
     } else {
-        let send = c.start(&["send", addr], Some(input.clone()), true);
+        let send = start(&["send", addr], Some(input.clone()), true);
         thread::sleep(pause);
-        (send, c.start(&["recv", addr], None, true))
+        (send, start(&["recv", addr], None, true))
     };
-    let sent = c.finish(send);
-    let got = c.finish(recv);
+    let sent = finish(send);
+    let got = finish(recv);
     assert!(
         sent.status.success(),
         "send: {:?} {}",
@@ -198,9 +139,9 @@ fn shm_path(name: &str) -> PathBuf {
 }
 
 fn shm_case(receiver_first: bool) {
-    let name = unique("shm");
-    let mut c = Cleanup::removing(vec![shm_path(&name)]);
-    let said = round_trip(&format!("shm:{name}"), 10_000, receiver_first, &mut c);
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("shm");
+    let said = round_trip(&format!("shm:{name}"), 10_000, receiver_first);
     assert_eq!(said, "");
     assert!(!shm_path(&name).exists(), "segment left behind");
 }
@@ -217,20 +158,19 @@ fn shm_sender_first() {
 
 #[test]
 fn file_ring() {
-    let path = std::env::temp_dir().join(unique("file"));
-    let mut c = Cleanup::removing(vec![path.clone()]);
-    round_trip(&format!("file:{}", path.display()), 10_000, false, &mut c);
+    let dir = kit::TempDir::new("file");
+    let path = dir.path().join("ring");
+    round_trip(&format!("file:{}", path.display()), 10_000, false);
     assert!(!path.exists(), "ring file left behind");
 }
 
 fn path_case(scheme: &str, receiver_first: bool) {
-    let path = std::env::temp_dir().join(unique(scheme));
-    let mut c = Cleanup::removing(vec![path.clone()]);
+    let dir = kit::TempDir::new(scheme);
+    let path = dir.path().join(scheme);
     round_trip(
         &format!("{scheme}:{}", path.display()),
         10_000,
         receiver_first,
-        &mut c,
     );
     assert!(!path.exists(), "{} left behind", path.display());
 }
@@ -254,32 +194,28 @@ fn tcp() {
         .local_addr()
         .unwrap()
         .port();
-    let mut c = Cleanup::removing(Vec::new());
-    round_trip(&format!("tcp:127.0.0.1:{port}"), 10_000, true, &mut c);
+    round_trip(&format!("tcp:127.0.0.1:{port}"), 10_000, true);
 }
 
 #[test]
 fn mq() {
-    let name = unique("mq");
-    let mut c = Cleanup {
-        mqueues: vec![name.clone()],
-        children: Vec::new(),
-        paths: Vec::new(),
-    };
-    round_trip(&format!("mq:{name}"), 10_000, true, &mut c);
+    let name = kit::unique("mq");
+    let mut cleanup = Cleanup::new();
+    // The queue and the lock object the transport keeps beside it.
+    cleanup.mq(&name).shm(&format!("shmlane-mq.{name}"));
+    round_trip(&format!("mq:{name}"), 10_000, true);
 }
 
 #[test]
 fn signal() {
-    let mut c = Cleanup::removing(Vec::new());
     let n = 1_000;
     let input = lines(n);
-    let recv = c.start(&["recv", "signal:"], None, true);
-    let addr = format!("signal:{}", c.pid(&recv));
+    let recv = start(&["recv", "signal:"], None, true);
+    let addr = format!("signal:{}", recv.kid.pid());
     thread::sleep(Duration::from_millis(300));
-    let send = c.start(&["send", &addr], Some(input.clone()), true);
-    let sent = c.finish(send);
-    let got = c.finish(recv);
+    let send = start(&["send", &addr], Some(input.clone()), true);
+    let sent = finish(send);
+    let got = finish(recv);
     assert!(sent.status.success(), "send: {}", sent.stderr);
     assert!(got.status.success(), "recv: {}", got.stderr);
     assert!(
@@ -292,7 +228,6 @@ fn signal() {
 
 #[test]
 fn bad_addresses_are_usage_errors() {
-    let mut c = Cleanup::removing(Vec::new());
     for (args, says) in [
         (&["send", "bogus:x"][..], "unknown scheme `bogus`"),
         (&["recv", "tcp:localhost"][..], "use tcp:HOST:PORT"),
@@ -301,8 +236,8 @@ fn bad_addresses_are_usage_errors() {
         (&["recv"][..], "which address"),
         (&["recv", "shm:x", "--frobnicate"][..], "unknown option"),
     ] {
-        let r = c.start(args, None, true);
-        let done = c.finish(r);
+        let r = start(args, None, true);
+        let done = finish(r);
         assert_eq!(done.status.code(), Some(2), "{args:?}: {}", done.stderr);
         assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
     }
@@ -310,12 +245,12 @@ fn bad_addresses_are_usage_errors() {
 
 #[test]
 fn long_line_names_its_number_and_the_limit() {
-    let name = unique("long");
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("long");
     let addr = format!("shm:{name}");
-    let mut c = Cleanup::removing(vec![shm_path(&name)]);
     let input = b"short\n0123456789abcdef\n".to_vec();
-    let send = c.start(&["send", &addr, "--max-line", "10"], Some(input), true);
-    let done = c.finish(send);
+    let send = start(&["send", &addr, "--max-line", "10"], Some(input), true);
+    let done = finish(send);
     assert_eq!(done.status.code(), Some(1), "{}", done.stderr);
     assert!(
         done.stderr.contains("line 2") && done.stderr.contains("10 bytes"),
@@ -327,17 +262,17 @@ fn long_line_names_its_number_and_the_limit() {
 
 #[test]
 fn recv_into_a_closed_pipe_exits_quietly() {
-    let name = unique("epipe");
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("epipe");
     let addr = format!("shm:{name}");
-    let mut c = Cleanup::removing(vec![shm_path(&name)]);
-    let recv = c.start(&["recv", &addr], None, false);
+    let recv = start(&["recv", &addr], None, false);
     thread::sleep(Duration::from_millis(200));
-    let send = c.start(&["send", &addr], Some(lines(100_000)), true);
-    let got = c.finish(recv);
+    let send = start(&["send", &addr], Some(lines(100_000)), true);
+    let got = finish(recv);
     assert!(got.status.success(), "recv: {:?}", got.status);
     assert_eq!(got.stderr, "");
     // The sender is told that the receiver left early.
-    let sent = c.finish(send);
+    let sent = finish(send);
     assert_eq!(sent.status.code(), Some(1), "{}", sent.stderr);
     assert!(sent.stderr.contains("receiver left"), "{}", sent.stderr);
     assert!(!shm_path(&name).exists(), "segment left behind");
@@ -345,11 +280,12 @@ fn recv_into_a_closed_pipe_exits_quietly() {
 
 #[test]
 fn interrupt_removes_what_it_created() {
-    let name = unique("int");
-    let fifo = std::env::temp_dir().join(unique("int-fifo"));
-    let mut c = Cleanup::removing(vec![shm_path(&name), fifo.clone()]);
-    let shm = c.start(&["recv", &format!("shm:{name}")], None, true);
-    let ff = c.start(&["recv", &format!("fifo:{}", fifo.display())], None, true);
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("int");
+    let dir = kit::TempDir::new("int-fifo");
+    let fifo = dir.path().join("fifo");
+    let shm = start(&["recv", &format!("shm:{name}")], None, true);
+    let ff = start(&["recv", &format!("fifo:{}", fifo.display())], None, true);
     let start = Instant::now();
     while !(shm_path(&name).exists() && fifo.exists()) {
         assert!(start.elapsed() < LIMIT, "never created");
@@ -357,10 +293,10 @@ fn interrupt_removes_what_it_created() {
     }
     for r in [&shm, &ff] {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.pid(r) as i32, libc::SIGINT) };
+        unsafe { libc::kill(r.kid.pid() as i32, libc::SIGINT) };
     }
     for r in [shm, ff] {
-        let done = c.finish(r);
+        let done = finish(r);
         assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
     }
     assert!(!shm_path(&name).exists(), "segment left behind");
@@ -369,9 +305,9 @@ fn interrupt_removes_what_it_created() {
 
 #[test]
 fn an_orphan_segment_is_replaced() {
-    let name = unique("orphan");
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("orphan");
     let addr = format!("shm:{name}");
-    let mut c = Cleanup::removing(vec![shm_path(&name)]);
     // What a killed run leaves: a segment nobody holds, a sender gone.
     {
         let chan = shmlane::ipc::Builder::new(&addr)
@@ -382,7 +318,7 @@ fn an_orphan_segment_is_replaced() {
             .unwrap();
         drop(chan.sender().unwrap());
     }
-    let said = round_trip(&addr, 100, true, &mut c);
+    let said = round_trip(&addr, 100, true);
     assert!(said.contains("removed"), "{said}");
     assert!(!shm_path(&name).exists(), "segment left behind");
 }

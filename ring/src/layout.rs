@@ -90,6 +90,9 @@ impl fmt::Display for LayoutError {
 }
 
 /// A control word alone on its own [`CACHE_LINE`].
+// A fixed 128, not `CachePadded`: the region may be a shared segment, whose
+// layout must be the same in every process and build, whatever the CPU.
+// The in-process channel uses this same layout on the heap.
 #[repr(C, align(128))]
 pub(crate) struct Line {
     pub(crate) value: AtomicU64,

@@ -1,13 +1,13 @@
 //! The named semaphore with real processes: this test binary runs itself
-//! again as children (`child_role` with `SHMLANE_SEM_CHILD` set picks the
-//! part a child plays). Every test uses unique names and removes them,
+//! again as children (`child_role`, given a role by the test kit, plays the
+//! part that role names). Every test uses unique names and removes them,
 //! even when it fails.
 #![cfg(target_os = "linux")]
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -17,8 +17,8 @@ use shmlane_semaphore::{
     AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, TryAcquireError, MAX_NAME_LEN,
     MAX_PERMITS,
 };
+use shmlane_testkit::{self as kit, Cleanup, Kid};
 
-const ROLE: &str = "SHMLANE_SEM_CHILD";
 const NAME: &str = "SHMLANE_SEM_NAME";
 const COUNTERS: &str = "SHMLANE_SEM_COUNTERS";
 const ARG: &str = "SHMLANE_SEM_ARG";
@@ -27,71 +27,18 @@ const ARG: &str = "SHMLANE_SEM_ARG";
 /// performance claim.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn unique(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "shmlane-semtest-{tag}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+/// Runs `child_role` as `role` on the semaphore `name`, with `arg`.
+fn spawn(role: &str, name: &str, counters: Option<&Counters>, arg: &str) -> Kid {
+    let mut envs = vec![(NAME, name.to_owned()), (ARG, arg.to_owned())];
+    if let Some(c) = counters {
+        envs.push((COUNTERS, c.path.display().to_string()));
+    }
+    Kid::spawn("child_role", role, &envs)
 }
 
-/// Unlinks the name when the test ends, passed or failed.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Semaphore::unlink(&self.0);
-    }
-}
-
-/// A child process that is killed and reaped if the test fails first.
-struct Kid(Option<Child>);
-
-impl Kid {
-    fn spawn(role: &str, name: &str, counters: Option<&Counters>, arg: &str) -> Self {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env(NAME, name)
-            .env(ARG, arg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        if let Some(c) = counters {
-            cmd.env(COUNTERS, &c.path);
-        }
-        Self(Some(cmd.spawn().expect("spawn child")))
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().unwrap()
-    }
-
-    /// Waits for the child to exit, at most `PATIENCE`.
-    fn wait(mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                self.0 = None;
-                return status;
-            }
-            assert!(start.elapsed() < PATIENCE, "child did not finish");
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child().try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Waits for the child to exit, at most `PATIENCE`.
+fn wait(kid: &mut Kid) -> ExitStatus {
+    kid.wait_timeout(PATIENCE).expect("child did not finish")
 }
 
 /// Counters shared by every process of a test, in a mapped file.
@@ -108,21 +55,25 @@ struct Shared {
 struct Counters {
     ptr: *mut Shared,
     path: PathBuf,
-    owner: bool,
     _file: File,
+    /// Removes the file after the unmap, in the creator only.
+    _cleanup: Option<Cleanup>,
 }
 
 impl Counters {
     fn create() -> Self {
-        let path = std::env::temp_dir().join(unique("counters"));
-        Self::map(path, true)
+        let path = std::env::temp_dir().join(kit::unique("counters"));
+        let mut cleanup = Cleanup::new();
+        cleanup.path(&path);
+        Self::map(path, Some(cleanup))
     }
 
     fn open_from_env() -> Self {
-        Self::map(std::env::var_os(COUNTERS).unwrap().into(), false)
+        Self::map(std::env::var_os(COUNTERS).unwrap().into(), None)
     }
 
-    fn map(path: PathBuf, owner: bool) -> Self {
+    fn map(path: PathBuf, cleanup: Option<Cleanup>) -> Self {
+        let owner = cleanup.is_some();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -148,8 +99,8 @@ impl Counters {
         Self {
             ptr: ptr.cast(),
             path,
-            owner,
             _file: file,
+            _cleanup: cleanup,
         }
     }
 }
@@ -169,9 +120,6 @@ impl Drop for Counters {
         // SAFETY: `ptr` and the length are what mmap returned and took; the
         // borrow of `self` that `deref` hands out has ended.
         unsafe { libc::munmap(self.ptr.cast(), 4096) };
-        if self.owner {
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }
 
@@ -188,11 +136,11 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// does nothing.
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some(role) = kit::role() else {
         return;
     };
-    let name = std::env::var(NAME).unwrap();
-    let arg: u32 = std::env::var(ARG).unwrap().parse().unwrap();
+    let name = kit::env(NAME);
+    let arg: u32 = kit::env(ARG).parse().unwrap();
     let sem = Semaphore::open(&name).unwrap();
     match role.as_str() {
         // Acquire `arg` times; check that at most `permits` hold at once
@@ -238,15 +186,15 @@ fn printer_pool_five_permits_twelve_processes() {
     const PRINTERS: usize = 5;
     const PROCESSES: usize = 12;
     const ROUNDS: u32 = 40;
-    let name = unique("pool");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("pool");
     let sem = Semaphore::create(&name, PRINTERS).unwrap();
     let counters = Counters::create();
     let kids: Vec<_> = (0..PROCESSES)
-        .map(|_| Kid::spawn("pool", &name, Some(&counters), &ROUNDS.to_string()))
+        .map(|_| spawn("pool", &name, Some(&counters), &ROUNDS.to_string()))
         .collect();
-    for kid in kids {
-        assert!(kid.wait().success(), "a printer process failed");
+    for mut kid in kids {
+        assert!(wait(&mut kid).success(), "a printer process failed");
     }
     assert_eq!(counters.violations.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -263,10 +211,10 @@ fn printer_pool_five_permits_twelve_processes() {
 
 #[test]
 fn killed_holder_gives_its_permits_back_to_a_blocked_waiter() {
-    let name = unique("kill");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("kill");
     let sem = Semaphore::create(&name, 2).unwrap();
-    let mut kid = Kid::spawn("hold", &name, None, "2");
+    let mut kid = spawn("hold", &name, None, "2");
     eventually("the child holds both permits", || sem.available() == 0);
     assert!(kid.is_running());
     assert!(matches!(sem.try_acquire(), Err(TryAcquireError::NoPermits)));
@@ -279,8 +227,8 @@ fn killed_holder_gives_its_permits_back_to_a_blocked_waiter() {
             // for correctness; it makes the test exercise the wait).
             thread::sleep(Duration::from_millis(100));
             *killed_at.lock().unwrap() = Some(Instant::now());
-            kid.child().kill().unwrap(); // SIGKILL: no destructor runs
-            kid.wait()
+            kid.kill(); // SIGKILL: no destructor runs
+            wait(&mut kid)
         })
     };
     let permit = sem.acquire_timeout(PATIENCE).unwrap();
@@ -304,13 +252,13 @@ fn killed_holder_gives_its_permits_back_to_a_blocked_waiter() {
 
 #[test]
 fn killed_holder_permits_are_free_to_try_acquire() {
-    let name = unique("kill-try");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("kill-try");
     let sem = Semaphore::create(&name, 3).unwrap();
-    let mut kid = Kid::spawn("hold", &name, None, "3");
+    let mut kid = spawn("hold", &name, None, "3");
     eventually("the child holds every permit", || sem.available() == 0);
-    kid.child().kill().unwrap();
-    assert!(!kid.wait().success());
+    kid.kill();
+    assert!(!wait(&mut kid).success());
     // The kernel dropped the child's locks before it became a zombie.
     assert_eq!(sem.available(), 3);
     let all: Vec<_> = (0..3).map(|_| sem.try_acquire().unwrap()).collect();
@@ -320,22 +268,25 @@ fn killed_holder_permits_are_free_to_try_acquire() {
 
 #[test]
 fn dropped_permit_lets_a_waiter_in_another_process_proceed() {
-    let name = unique("handoff");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("handoff");
     let sem = Semaphore::create(&name, 1).unwrap();
     let permit = sem.acquire().unwrap();
-    let mut kid = Kid::spawn("wait_one", &name, None, "0");
+    let mut kid = spawn("wait_one", &name, None, "0");
     eventually("the child is asleep waiting", || sem.waiters() >= 1);
     assert!(kid.is_running());
     drop(permit);
-    assert!(kid.wait().success(), "the waiter did not get the permit");
+    assert!(
+        wait(&mut kid).success(),
+        "the waiter did not get the permit"
+    );
     assert_eq!(sem.available(), 1);
 }
 
 #[test]
 fn acquire_times_out_when_every_permit_is_held() {
-    let name = unique("timeout");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("timeout");
     let sem = Semaphore::create(&name, 1).unwrap();
     let other = Semaphore::open(&name).unwrap();
     let _held = sem.acquire().unwrap();
@@ -366,8 +317,8 @@ fn acquire_times_out_when_every_permit_is_held() {
 
 #[test]
 fn errors_are_typed() {
-    let name = unique("errors");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("errors");
     assert!(matches!(
         Semaphore::open(&name),
         Err(SemaphoreError::NotFound(_))
@@ -405,8 +356,8 @@ fn errors_are_typed() {
         );
     }
     for bad in [0, MAX_PERMITS + 1] {
-        let fresh = unique("count");
-        let _cleanup = Cleanup(fresh.clone());
+        let mut cleanup = Cleanup::new();
+        let fresh = cleanup.unique_shm("count");
         let r = Semaphore::create(&fresh, bad);
         assert!(
             matches!(r, Err(SemaphoreError::BadCount { asked, max }) if asked == bad && max == MAX_PERMITS),
@@ -438,26 +389,23 @@ fn objects_that_are_not_semaphores_are_refused() {
         );
     };
     // Wrong size.
-    let name = unique("junk");
-    let _c1 = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("junk");
     plant(&name, b"not a semaphore");
     not_sem(&name);
     // Right size, garbage state word.
-    let name = unique("junk");
-    let _c2 = Cleanup(name.clone());
+    let name = cleanup.unique_shm("junk");
     plant(&name, &[0xff; 4096]);
     not_sem(&name);
     // Right size, READY, wrong magic.
-    let name = unique("junk");
-    let _c3 = Cleanup(name.clone());
+    let name = cleanup.unique_shm("junk");
     let mut page = [0u8; 4096];
     page[12] = 1; // state READY
     page[..8].copy_from_slice(b"SHMLANE\0");
     plant(&name, &page);
     not_sem(&name);
     // A real semaphore with its count scribbled over.
-    let name = unique("junk");
-    let _c4 = Cleanup(name.clone());
+    let name = cleanup.unique_shm("junk");
     drop(Semaphore::create(&name, 3).unwrap());
     let mut page = std::fs::read(format!("/dev/shm/{name}")).unwrap();
     page[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -465,8 +413,7 @@ fn objects_that_are_not_semaphores_are_refused() {
     not_sem(&name);
     // Empty, or all zeros: a creator that never finished.
     for bytes in [&[][..], &[0u8; 4096][..]] {
-        let name = unique("unready");
-        let _c = Cleanup(name.clone());
+        let name = cleanup.unique_shm("unready");
         plant(&name, bytes);
         let start = Instant::now();
         let r = quick.open(&name);
@@ -474,7 +421,7 @@ fn objects_that_are_not_semaphores_are_refused() {
         assert!(start.elapsed() >= Duration::from_millis(20));
     }
     // A directory is not one either (ignored if /dev/shm refuses).
-    let name = unique("dir");
+    let name = kit::unique("dir");
     if std::fs::create_dir(format!("/dev/shm/{name}")).is_ok() {
         let r = Semaphore::open(&name);
         let _ = std::fs::remove_dir(format!("/dev/shm/{name}"));
@@ -492,8 +439,8 @@ fn permission_denied_is_typed() {
         eprintln!("skipped: root may open any file");
         return;
     }
-    let name = unique("perm");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("perm");
     let sem = SemaphoreOptions::new()
         .mode(0o000)
         .create(&name, 1)
@@ -509,8 +456,8 @@ fn permission_denied_is_typed() {
 #[test]
 fn threads_share_one_handle_and_handles_exclude_each_other() {
     const PERMITS: usize = 3;
-    let name = unique("threads");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("threads");
     let sem = Semaphore::create(&name, PERMITS).unwrap();
     let in_use = AtomicU32::new(0);
     let max = AtomicU32::new(0);
@@ -554,8 +501,8 @@ fn threads_share_one_handle_and_handles_exclude_each_other() {
 
 #[test]
 fn open_or_create_and_unlink_on_drop() {
-    let name = unique("ooc");
-    let _cleanup = Cleanup(name.clone());
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("ooc");
     let first = Semaphore::open_or_create(&name, 4).unwrap();
     let second = Semaphore::open_or_create(&name, 9).unwrap();
     assert_eq!(first.permits(), 4);

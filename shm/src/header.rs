@@ -157,6 +157,8 @@ pub struct Header {
 }
 
 /// A value alone on a 128-byte line pair.
+// A fixed 128, not `CachePadded`: the header is shared memory, and its
+// layout must be the same in every process and build, whatever the CPU.
 #[repr(C, align(128))]
 pub struct Line<T>(pub T);
 

@@ -2,21 +2,16 @@
 //! opened separately is its own open file description, so two of them in
 //! one process see each other's locks exactly as two processes would.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use shmlane_ring::RingKind;
 use shmlane_shm::{
     Address, AttachError, CreateOptions, OpenOptions, Role, Segment, Spec, TypeInfo,
 };
+use shmlane_testkit::{self as kit, Kid};
 
 fn unique_shm() -> Address {
-    static N: AtomicU32 = AtomicU32::new(0);
-    Address::Shm(format!(
-        "shmlane-liveness-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+    Address::Shm(kit::unique("liveness"))
 }
 
 fn spec(kind: RingKind) -> Spec {
@@ -65,15 +60,14 @@ fn attach_and_detach_are_seen_by_peers() {
     assert_eq!(a.live_count(Role::Receiver), 0);
 }
 
-/// Set in a re-executed copy of this test binary: attach to the named
-/// segment as a sender, say so on stdout, and wait to be killed.
-const CHILD_ENV: &str = "SHMLANE_LIVENESS_CHILD";
-
+/// In a re-executed copy of this test binary (one with a role): attach to
+/// the segment `NAME` as a sender, say so on stdout, and wait to be killed.
 #[test]
 fn child_attaches_and_waits() {
-    let Ok(name) = std::env::var(CHILD_ENV) else {
+    if kit::role().is_none() {
         return;
-    };
+    }
+    let name = kit::env("NAME");
     let seg = Arc::new(Segment::open(&Address::Shm(name), &OpenOptions::default()).unwrap());
     let _attached = seg.attach(Role::Sender, false).unwrap();
     println!("attached");
@@ -82,35 +76,18 @@ fn child_attaches_and_waits() {
 
 #[test]
 fn a_killed_participant_is_reaped() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let (a, b) = create_and_open(RingKind::Mpmc);
     let name = match a.backend() {
         shmlane_shm::Backend::Shm(n) => n.clone(),
         other => panic!("{other:?}"),
     };
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_attaches_and_waits",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &name)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.unwrap().contains("attached")),
-        "child did not attach"
-    );
+    let mut kid = Kid::spawn("child_attaches_and_waits", "sender", &[("NAME", name)]);
+    assert!(kid.wait_for("attached"), "child did not attach");
     assert_eq!(b.live_count(Role::Sender), 1);
-    let pid = child.id();
+    let pid = kid.pid();
     assert!(b.participants().iter().any(|p| p.pid == pid && p.alive));
-    child.kill().unwrap(); // SIGKILL: no destructor runs
-    child.wait().unwrap();
+    kid.kill(); // SIGKILL: no destructor runs
+    kid.wait();
     assert_eq!(b.live_count(Role::Sender), 0, "dead sender reaped");
     assert_eq!(a.live_count(Role::Sender), 0);
     assert!(b.participants().is_empty());

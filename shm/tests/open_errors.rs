@@ -3,8 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use shmlane_ring::RingKind;
@@ -12,32 +11,7 @@ use shmlane_shm::header::{offsets, HEADER_LEN, VERSION};
 use shmlane_shm::{
     Address, CreateError, CreateOptions, OpenError, OpenOptions, Segment, Spec, TypeInfo,
 };
-
-/// A scratch directory removed on drop, even when a test fails.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shmlane-open-errors-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use shmlane_testkit::{self as kit, TempDir};
 
 fn ty() -> TypeInfo {
     TypeInfo {
@@ -60,8 +34,8 @@ fn spec() -> Spec {
 }
 
 /// The bytes of a valid segment, made by the real creator.
-fn valid_bytes(scratch: &Scratch) -> Vec<u8> {
-    let path = scratch.path("valid");
+fn valid_bytes(scratch: &TempDir) -> Vec<u8> {
+    let path = scratch.path().join("valid");
     let addr = Address::File(path.clone());
     let seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
     let bytes = fs::read(&path).unwrap();
@@ -85,10 +59,10 @@ fn write_file(path: &Path, bytes: &[u8]) {
 
 /// Writes `bytes` after `tamper` and opens it.
 fn open_tampered(tamper: impl FnOnce(&mut Vec<u8>)) -> Result<Segment, OpenError> {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let mut bytes = valid_bytes(&scratch);
     tamper(&mut bytes);
-    let path = scratch.path("bad");
+    let path = scratch.path().join("bad");
     write_file(&path, &bytes);
     Segment::open(&Address::File(path), &opts())
 }
@@ -366,8 +340,8 @@ fn wrong_type_fingerprint() {
 
 #[test]
 fn other_message_type_names_both() {
-    let scratch = Scratch::new();
-    let path = scratch.path("typed");
+    let scratch = TempDir::new("open-errors");
+    let path = scratch.path().join("typed");
     let addr = Address::File(path);
     let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
     let want = TypeInfo {
@@ -398,8 +372,8 @@ fn wrong_codec() {
 
 #[test]
 fn wrong_ring_kind_for_this_side() {
-    let scratch = Scratch::new();
-    let addr = Address::File(scratch.path("kind"));
+    let scratch = TempDir::new("open-errors");
+    let addr = Address::File(scratch.path().join("kind"));
     let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
     let r = Segment::open(
         &addr,
@@ -422,8 +396,8 @@ fn wrong_ring_kind_for_this_side() {
 
 #[test]
 fn symlink_is_not_followed() {
-    let scratch = Scratch::new();
-    let target = scratch.path("target");
+    let scratch = TempDir::new("open-errors");
+    let target = scratch.path().join("target");
     let addr = Address::File(target.clone());
     let _seg = Segment::create(
         &addr,
@@ -434,7 +408,7 @@ fn symlink_is_not_followed() {
         },
     )
     .unwrap();
-    let link = scratch.path("link");
+    let link = scratch.path().join("link");
     symlink(&target, &link).unwrap();
     let r = Segment::open(&Address::File(link.clone()), &opts());
     assert!(matches!(r, Err(OpenError::Symlink(_))), "{r:?}");
@@ -445,8 +419,8 @@ fn symlink_is_not_followed() {
 
 #[test]
 fn fifo_is_not_a_segment() {
-    let scratch = Scratch::new();
-    let path = scratch.path("fifo");
+    let scratch = TempDir::new("open-errors");
+    let path = scratch.path().join("fifo");
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: a valid path string; mkfifo creates a node in our scratch dir.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -459,8 +433,8 @@ fn fifo_is_not_a_segment() {
 
 #[test]
 fn directory_is_not_a_segment() {
-    let scratch = Scratch::new();
-    let r = Segment::open(&Address::File(scratch.0.clone()), &opts());
+    let scratch = TempDir::new("open-errors");
+    let r = Segment::open(&Address::File(scratch.path().to_owned()), &opts());
     assert!(
         matches!(r, Err(OpenError::NotRegularFile { found: "directory" })),
         "{r:?}"
@@ -469,9 +443,9 @@ fn directory_is_not_a_segment() {
 
 #[test]
 fn file_of_another_user() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let bytes = valid_bytes(&scratch);
-    let path = scratch.path("other-owner");
+    let path = scratch.path().join("other-owner");
     write_file(&path, &bytes);
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
@@ -505,10 +479,10 @@ fn file_of_another_user() {
 
 #[test]
 fn group_or_world_writable_is_refused_unless_allowed() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let bytes = valid_bytes(&scratch);
     for mode in [0o620, 0o602, 0o666] {
-        let path = scratch.path(&format!("mode-{mode:o}"));
+        let path = scratch.path().join(format!("mode-{mode:o}"));
         write_file(&path, &bytes);
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
         let r = Segment::open(&Address::File(path.clone()), &opts());
@@ -529,13 +503,10 @@ fn group_or_world_writable_is_refused_unless_allowed() {
 
 #[test]
 fn missing_segment() {
-    let scratch = Scratch::new();
-    let r = Segment::open(&Address::File(scratch.path("nothing")), &opts());
+    let scratch = TempDir::new("open-errors");
+    let r = Segment::open(&Address::File(scratch.path().join("nothing")), &opts());
     assert!(matches!(r, Err(OpenError::NotFound(_))), "{r:?}");
-    let r = Segment::open(
-        &Address::Shm(format!("shmlane-missing-{}", std::process::id())),
-        &opts(),
-    );
+    let r = Segment::open(&Address::Shm(kit::unique("missing")), &opts());
     assert!(matches!(r, Err(OpenError::NotFound(_))), "{r:?}");
 }
 
@@ -543,9 +514,9 @@ fn missing_segment() {
 fn creator_still_initialising_is_not_ready_yet() {
     // A zeroed file whose creator lock is held by a live open file
     // description: the opener waits, then reports a slow creator.
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let bytes = vec![0u8; valid_bytes(&scratch).len()];
-    let path = scratch.path("slow");
+    let path = scratch.path().join("slow");
     write_file(&path, &bytes);
     let holder = fs::OpenOptions::new()
         .read(true)
@@ -582,8 +553,8 @@ fn creator_still_initialising_is_not_ready_yet() {
 
 #[test]
 fn create_refuses_to_overwrite_and_checks_layout() {
-    let scratch = Scratch::new();
-    let addr = Address::File(scratch.path("twice"));
+    let scratch = TempDir::new("open-errors");
+    let addr = Address::File(scratch.path().join("twice"));
     let _seg = Segment::create(&addr, &spec(), &CreateOptions::default()).unwrap();
     let r = Segment::create(&addr, &spec(), &CreateOptions::default());
     assert!(matches!(r, Err(CreateError::AlreadyExists(_))), "{r:?}");
@@ -592,12 +563,15 @@ fn create_refuses_to_overwrite_and_checks_layout() {
         ..spec()
     };
     let r = Segment::create(
-        &Address::File(scratch.path("zero")),
+        &Address::File(scratch.path().join("zero")),
         &bad,
         &CreateOptions::default(),
     );
     assert!(matches!(r, Err(CreateError::Layout(_))), "{r:?}");
-    assert!(!scratch.path("zero").exists(), "nothing is left behind");
+    assert!(
+        !scratch.path().join("zero").exists(),
+        "nothing is left behind"
+    );
 }
 
 #[test]
@@ -646,8 +620,8 @@ fn reading(values: &str) -> TypeInfo {
     }
 }
 
-fn create_reading(scratch: &Scratch, values: &str) -> (Address, Segment) {
-    let addr = Address::File(scratch.path("reading"));
+fn create_reading(scratch: &TempDir, values: &str) -> (Address, Segment) {
+    let addr = Address::File(scratch.path().join("reading"));
     let spec = Spec {
         ty: reading(values),
         ..spec()
@@ -658,7 +632,7 @@ fn create_reading(scratch: &Scratch, values: &str) -> (Address, Segment) {
 
 #[test]
 fn the_schema_is_stored_after_the_ring_and_read_back() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let (addr, created) = create_reading(&scratch, "Vec<f32>");
     let fixed = created.fixed();
     assert_eq!(fixed.schema_len, reading("Vec<f32>").schema.len() as u64);
@@ -691,7 +665,7 @@ fn the_schema_is_stored_after_the_ring_and_read_back() {
 
 #[test]
 fn another_structure_is_refused_naming_the_field() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let (addr, _seg) = create_reading(&scratch, "Vec<f64>");
     let err = Segment::open(
         &addr,
@@ -719,11 +693,11 @@ fn another_structure_is_refused_naming_the_field() {
 #[test]
 fn a_schema_changed_in_the_file_is_refused() {
     // Same length, one byte changed: the header's hash no longer matches.
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let mut bytes = valid_bytes(&scratch);
     let end = bytes.len();
     bytes[end - 1] = b'2'; // "u64" -> "u62"
-    let path = scratch.path("bad");
+    let path = scratch.path().join("bad");
     write_file(&path, &bytes);
     let err = Segment::open(&Address::File(path), &opts()).unwrap_err();
     let text = err.to_string();
@@ -773,7 +747,7 @@ fn schema_fields_that_disagree_with_the_layout() {
 
 #[test]
 fn a_schema_too_long_to_store_is_refused_at_creation() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new("open-errors");
     let spec = Spec {
         ty: TypeInfo {
             schema: "x".repeat(shmlane_shm::header::MAX_SCHEMA_LEN + 1),
@@ -781,8 +755,8 @@ fn a_schema_too_long_to_store_is_refused_at_creation() {
         },
         ..spec()
     };
-    let addr = Address::File(scratch.path("long"));
+    let addr = Address::File(scratch.path().join("long"));
     let r = Segment::create(&addr, &spec, &CreateOptions::default());
     assert!(matches!(r, Err(CreateError::SchemaTooLong { .. })), "{r:?}");
-    assert!(!scratch.path("long").exists());
+    assert!(!scratch.path().join("long").exists());
 }

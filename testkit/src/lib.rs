@@ -7,6 +7,7 @@
 //! whatever test name is given) and a role in `SHMLANE_TEST_ROLE`; that
 //! test calls [`role`] and does nothing when it is `None`.
 
+use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
@@ -25,6 +26,11 @@ pub fn unique(tag: &str) -> String {
         // Relaxed: only uniqueness matters.
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A fresh `shm:` address: `shm:` and a [`unique`] name.
+pub fn shm_address(tag: &str) -> String {
+    format!("shm:{}", unique(tag))
 }
 
 /// The role this process was started with, if it is a child.
@@ -153,6 +159,11 @@ impl Kid {
         }
     }
 
+    /// Whether the child has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the child to exit.
     pub fn wait(&mut self) -> ExitStatus {
         self.child.wait().expect("wait for child")
@@ -172,38 +183,65 @@ pub fn killed(status: &ExitStatus) -> bool {
     status.signal() == Some(libc::SIGKILL)
 }
 
-/// Removes paths (files, or `/dev/shm` names given as `/dev/shm/NAME`)
-/// when dropped, whether the test passed or not.
+/// Removes paths (files, directories, or `/dev/shm` names given as
+/// `/dev/shm/NAME`) and POSIX message queues when dropped, whether the
+/// test passed or not.
 #[derive(Default)]
-pub struct Cleanup(Vec<PathBuf>);
+pub struct Cleanup {
+    paths: Vec<PathBuf>,
+    mqueues: Vec<CString>,
+}
 
 impl Cleanup {
-    /// A guard for `shm:NAME` segments and files.
+    /// A guard for `shm:NAME` segments, files and message queues.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Removes `path` at the end.
     pub fn path(&mut self, path: impl AsRef<Path>) -> &mut Self {
-        self.0.push(path.as_ref().to_owned());
+        self.paths.push(path.as_ref().to_owned());
         self
     }
 
     /// Removes the POSIX shared-memory object `name` at the end.
     pub fn shm(&mut self, name: &str) -> &mut Self {
-        self.0.push(Path::new("/dev/shm").join(name));
+        self.paths.push(Path::new("/dev/shm").join(name));
+        self
+    }
+
+    /// A [`unique`] POSIX shared-memory name, removed at the end.
+    pub fn unique_shm(&mut self, tag: &str) -> String {
+        let name = unique(tag);
+        self.shm(&name);
+        name
+    }
+
+    /// Removes the POSIX message queue `/name` at the end.
+    ///
+    /// # Panics
+    ///
+    /// If `name` holds a NUL byte.
+    pub fn mq(&mut self, name: &str) -> &mut Self {
+        let name = CString::new(format!("/{name}")).expect("no NUL in a queue name");
+        self.mqueues.push(name);
         self
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for p in &self.0 {
+        for p in &self.paths {
             if p.is_dir() {
                 let _ = std::fs::remove_dir_all(p);
             } else {
                 let _ = std::fs::remove_file(p);
             }
+        }
+        for q in &self.mqueues {
+            // SAFETY: a NUL-terminated name; unlinking a queue that may
+            // not exist only fails.
+            unsafe { libc::mq_unlink(q.as_ptr()) };
         }
     }
 }
