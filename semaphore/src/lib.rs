@@ -47,6 +47,8 @@ mod sys;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
+#[doc(hidden)]
+pub use barrier::{waiter_side as heavy_fence, waker_side as light_fence};
 pub use eventcount::{EventCount, TimedOut};
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 pub use named::{
