@@ -36,6 +36,8 @@ mod sys;
 
 pub use error::{AddressError, AttachError, CreateError, OpenError};
 pub use header::{Fixed, Header};
+#[doc(hidden)]
+pub use segment::schema_difference;
 pub use segment::{
     shm_path, staging_owner, unlink, Address, Attachment, Backend, CreateOptions, Creator,
     OpenOptions, ParticipantInfo, Role, Segment, Spec, TypeInfo, MAX_SEGMENT_LEN, STAGING_PREFIX,

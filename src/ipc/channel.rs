@@ -16,7 +16,6 @@ use super::exclusive;
 use super::handles::{RxFlavor, SpscProducer, SpscRxEnd, SpscTxEnd, TxFlavor};
 use super::side::{MpmcEnd, Side};
 use super::{AttachError, Backend, Message, Receiver, RingKind, Role, Segment, Sender, Trust};
-use shmlane_codec::archive::Scratch;
 
 /// A created or opened channel: take senders and receivers from it.
 pub struct Channel<M> {
@@ -168,7 +167,7 @@ impl<M: Message> Channel<M> {
                     side,
                     ring: exclusive::Exclusive::new(SpscProducer {
                         ring,
-                        scratch: Scratch::default(),
+                        scratch: None,
                     }),
                 }))
             }

@@ -26,7 +26,7 @@ struct FrameTx {
     tx: FrameSender,
     /// An aligned buffer messages are encoded into (max frame long).
     enc: CopyBuf,
-    scratch: Scratch,
+    scratch: Option<Scratch>,
 }
 
 /// A bound frame receiver, taken in turns by the handle's clones.
@@ -71,7 +71,7 @@ impl FramesTx {
             state: Exclusive::new(FrameTx {
                 tx,
                 enc: CopyBuf::new(),
-                scratch: Scratch::default(),
+                scratch: None,
             }),
         }
     }

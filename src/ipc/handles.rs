@@ -33,7 +33,7 @@ pub(super) struct SpscTxEnd {
 
 pub(super) struct SpscProducer {
     pub(super) ring: spsc::Producer,
-    pub(super) scratch: Scratch,
+    pub(super) scratch: Option<Scratch>,
 }
 
 /// An SPSC ring's consumer end.
@@ -118,11 +118,11 @@ impl TxFlavor {
         }
     }
 
-    fn side(&self) -> Option<&Side> {
+    fn meta(&self) -> Meta<'_> {
         match self {
-            Self::Mpmc(end) => Some(&end.side),
-            Self::Spsc(end) => Some(&end.side),
-            Self::Frames(_) => None,
+            Self::Mpmc(end) => Meta::ring(&end.side),
+            Self::Spsc(end) => Meta::ring(&end.side),
+            Self::Frames(f) => Meta::frames(f.max_frame()),
         }
     }
 }
@@ -137,11 +137,60 @@ impl RxFlavor {
     }
 
     fn side(&self) -> Option<&Side> {
+        self.meta().side
+    }
+
+    fn meta(&self) -> Meta<'_> {
         match self {
-            Self::Mpmc(end) => Some(&end.side),
-            Self::Spsc(end) => Some(&end.side),
-            Self::Frames(_) => None,
+            Self::Mpmc(end) => Meta::ring(&end.side),
+            Self::Spsc(end) => Meta::ring(&end.side),
+            Self::Frames(f) => Meta::frames(f.max_frame()),
         }
+    }
+}
+
+/// What either end says about its channel, read without taking the
+/// handle's lock (a monitoring thread must not take an SPSC side's bias,
+/// nor panic while its owner holds a `recv_ref` guard): ring counts from
+/// the segment's shared indices.
+struct Meta<'a> {
+    side: Option<&'a Side>,
+    max_frame: usize,
+}
+
+impl<'a> Meta<'a> {
+    fn ring(side: &'a Side) -> Self {
+        Self {
+            side: Some(side),
+            max_frame: 0,
+        }
+    }
+
+    fn frames(max_frame: usize) -> Self {
+        Self {
+            side: None,
+            max_frame,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.side.map_or(0, |s| s.seg().buffered() as usize)
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        self.side.map(|s| s.seg().layout().capacity() as usize)
+    }
+
+    fn is_full(&self) -> bool {
+        self.capacity().is_some_and(|c| self.len() >= c)
+    }
+
+    fn max_message_len(&self) -> usize {
+        self.side.map_or(self.max_frame, |s| s.cap)
+    }
+
+    fn is_corrupted(&self) -> bool {
+        self.side.is_some_and(Side::corrupted)
     }
 }
 
@@ -185,7 +234,7 @@ fn settle(tried: Tried<EncodeError>) -> Option<Result<(), SendMsgError>> {
 fn never_fits<M: Message>(
     msg: &M::Input<'_>,
     max: usize,
-    scratch: &mut Scratch,
+    scratch: &mut Option<Scratch>,
 ) -> Option<SendMsgError> {
     if M::fixed_len().is_some() {
         return None;
@@ -268,27 +317,53 @@ impl<M: Message> Sender<M> {
         }
     }
 
-    /// The one send path: every flavor, every kind.
+    /// The one send path: every flavor, every kind. A Pod value on an SPSC
+    /// ring (the per-message hot path) is tried inline; everything else,
+    /// and waiting, goes out of line.
     #[inline]
     fn put(&self, msg: &M::Input<'_>, wait: Wait) -> Result<(), SendMsgError> {
+        if M::BARE {
+            if let TxFlavor::Spsc(end) = &self.flavor {
+                let side = &end.side;
+                let mut guard = end.ring.lock();
+                let ring = &mut guard.ring;
+                let probe = matches!(wait, Wait::Never);
+                if let Some(done) = settle(port::spsc_try_put_bare::<M>(ring, side, probe, msg)) {
+                    return done;
+                }
+                return match wait {
+                    Wait::Never => Err(SendMsgError::Full),
+                    Wait::Until(deadline) => Self::wait_bare(ring, side, msg, deadline),
+                };
+            }
+        }
+        self.put_slow(msg, wait)
+    }
+
+    /// A Pod value on a full SPSC ring: wait for room.
+    #[cold]
+    #[inline(never)]
+    fn wait_bare(
+        ring: &mut spsc::Producer,
+        side: &Side,
+        msg: &M::Input<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendMsgError> {
+        side.wait_send(deadline, |probe| {
+            port::spsc_try_put_bare::<M>(ring, side, probe, msg)
+        })
+        .map_err(SendMsgError::from_failed)
+    }
+
+    /// Every other send: encoded kinds, MPMC rings, kernel transports.
+    #[inline(never)]
+    fn put_slow(&self, msg: &M::Input<'_>, wait: Wait) -> Result<(), SendMsgError> {
         let probe_first = matches!(wait, Wait::Never);
         match &self.flavor {
             TxFlavor::Spsc(end) => {
                 let side = &end.side;
                 let mut guard = end.ring.lock();
                 let state = &mut *guard;
-                if M::BARE {
-                    let ring = &mut state.ring;
-                    return match wait {
-                        Wait::Never => settle(port::spsc_try_put_bare::<M>(ring, side, true, msg))
-                            .unwrap_or(Err(SendMsgError::Full)),
-                        Wait::Until(deadline) => side
-                            .wait_send(deadline, |probe| {
-                                port::spsc_try_put_bare::<M>(ring, side, probe, msg)
-                            })
-                            .map_err(SendMsgError::from_failed),
-                    };
-                }
                 let (ring, scratch) = (&mut state.ring, &mut state.scratch);
                 let tried =
                     port::spsc_try_write(ring, side, probe_first, &mut |buf: &mut [u8]| {
@@ -312,9 +387,13 @@ impl<M: Message> Sender<M> {
                 .map_err(SendMsgError::from_failed)
             }
             TxFlavor::Mpmc(end) => {
-                let mut scratch = end.take_scratch();
+                // A scratch space from the end's pool, for the kinds that
+                // use one (none is made or locked for Pod and bytes).
+                let mut scratch = M::USES_SCRATCH.then(|| end.take_scratch());
                 let sent = Self::put_mpmc(end, msg, wait, &mut scratch);
-                end.put_scratch(scratch);
+                if let Some(scratch) = scratch {
+                    end.put_scratch(scratch);
+                }
                 sent
             }
             TxFlavor::Frames(frames) => frames.send::<M>(msg, wait.deadline()),
@@ -325,7 +404,7 @@ impl<M: Message> Sender<M> {
         end: &MpmcEnd,
         msg: &M::Input<'_>,
         wait: Wait,
-        scratch: &mut Scratch,
+        scratch: &mut Option<Scratch>,
     ) -> Result<(), SendMsgError> {
         let probe_first = matches!(wait, Wait::Never);
         let tried = port::mpmc_try_write(end, probe_first, &mut |buf: &mut [u8]| {
@@ -389,20 +468,13 @@ impl<M: Message> Sender<M> {
 
     /// The largest message the channel carries, in encoded bytes.
     pub fn max_message_len(&self) -> usize {
-        match &self.flavor {
-            TxFlavor::Frames(f) => f.max_frame(),
-            other => other.side().map_or(0, |s| s.cap),
-        }
+        self.flavor.meta().max_message_len()
     }
 
     /// The number of messages in the channel (a snapshot; 0 over a
     /// kernel transport, which does not say).
     pub fn len(&self) -> usize {
-        match &self.flavor {
-            TxFlavor::Mpmc(end) => end.ring.len() as usize,
-            TxFlavor::Spsc(end) => end.ring.lock().ring.len() as usize,
-            TxFlavor::Frames(_) => 0,
-        }
+        self.flavor.meta().len()
     }
 
     /// Whether the channel holds no message (a snapshot).
@@ -413,26 +485,24 @@ impl<M: Message> Sender<M> {
     /// Whether the channel is full (a snapshot; never over a kernel
     /// transport).
     pub fn is_full(&self) -> bool {
-        self.capacity().is_some_and(|c| self.len() == c)
+        self.flavor.meta().is_full()
     }
 
     /// How many messages the channel holds: `Some` for a ring, `None` over
     /// a kernel transport (the kernel decides).
     pub fn capacity(&self) -> Option<usize> {
-        self.flavor
-            .side()
-            .map(|s| s.seg().layout().capacity() as usize)
+        self.flavor.meta().capacity()
     }
 
     /// Whether this handle has seen the segment corrupted by a peer
     /// (after which every call reports `Disconnected`).
     pub fn is_corrupted(&self) -> bool {
-        self.flavor.side().is_some_and(Side::corrupted)
+        self.flavor.meta().is_corrupted()
     }
 
     /// Whether messages go through a shared-memory ring.
     pub fn is_shared_memory(&self) -> bool {
-        !matches!(self.flavor, TxFlavor::Frames(_))
+        self.flavor.meta().side.is_some()
     }
 
     /// Whether both senders share one attachment (are clones).
@@ -715,20 +785,45 @@ impl<M: Message> Receiver<M> {
         }
     }
 
-    /// The one owned-receive path.
+    /// The one owned-receive path. A Pod value from an SPSC ring (the
+    /// per-message hot path) is tried inline; everything else, and
+    /// waiting, goes out of line.
     #[inline]
     fn take(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
-        let got = match &self.flavor {
-            RxFlavor::Spsc(end) if M::BARE => {
+        if M::BARE {
+            if let RxFlavor::Spsc(end) = &self.flavor {
                 let side = &end.side;
                 let mut ring = end.ring.lock();
-                match wait {
-                    Wait::Never => port::spsc_try_take_bare::<M>(&mut ring, side, true),
-                    Wait::Until(d) => side.wait_recv(d, |probe| {
-                        port::spsc_try_take_bare::<M>(&mut ring, side, probe)
-                    }),
-                }
+                let probe = matches!(wait, Wait::Never);
+                return match port::spsc_try_take_bare::<M>(&mut ring, side, probe) {
+                    Err(RecvMsgError::Empty) if !probe => {
+                        Self::wait_bare(&mut ring, side, wait.deadline())
+                    }
+                    got => got,
+                };
             }
+        }
+        self.take_slow(wait)
+    }
+
+    /// A Pod value from an empty SPSC ring: wait for one.
+    #[cold]
+    #[inline(never)]
+    fn wait_bare(
+        ring: &mut spsc::Consumer,
+        side: &Side,
+        deadline: Option<Instant>,
+    ) -> Result<M::Output, RecvMsgError> {
+        side.wait_recv(deadline, |probe| {
+            port::spsc_try_take_bare::<M>(ring, side, probe)
+        })
+    }
+
+    /// Every other owned receive: decoded kinds, MPMC rings, kernel
+    /// transports.
+    #[inline(never)]
+    fn take_slow(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
+        let got = match &self.flavor {
             RxFlavor::Mpmc(end) => {
                 let read = |msg: MsgRef<'_, M>| M::decode(&msg).map_err(RecvMsgError::Invalid);
                 match wait {
@@ -756,13 +851,9 @@ impl<M: Message> Receiver<M> {
     }
 
     /// The number of messages in the channel (a snapshot; 0 over a kernel
-    /// transport).
+    /// transport, which does not say).
     pub fn len(&self) -> usize {
-        match &self.flavor {
-            RxFlavor::Mpmc(end) => end.ring.len() as usize,
-            RxFlavor::Spsc(end) => end.ring.lock().len() as usize,
-            RxFlavor::Frames(_) => 0,
-        }
+        self.flavor.meta().len()
     }
 
     /// Whether the channel holds no message (a snapshot).
@@ -773,33 +864,28 @@ impl<M: Message> Receiver<M> {
     /// Whether the channel is full (a snapshot; never over a kernel
     /// transport).
     pub fn is_full(&self) -> bool {
-        self.capacity().is_some_and(|c| self.len() == c)
+        self.flavor.meta().is_full()
     }
 
     /// How many messages the channel holds (`None` over a kernel
     /// transport).
     pub fn capacity(&self) -> Option<usize> {
-        self.flavor
-            .side()
-            .map(|s| s.seg().layout().capacity() as usize)
+        self.flavor.meta().capacity()
     }
 
     /// The largest message the channel carries, in encoded bytes.
     pub fn max_message_len(&self) -> usize {
-        match &self.flavor {
-            RxFlavor::Frames(f) => f.max_frame(),
-            other => other.side().map_or(0, |s| s.cap),
-        }
+        self.flavor.meta().max_message_len()
     }
 
     /// Whether this handle has seen the segment corrupted by a peer.
     pub fn is_corrupted(&self) -> bool {
-        self.flavor.side().is_some_and(Side::corrupted)
+        self.flavor.meta().is_corrupted()
     }
 
     /// Whether messages come through a shared-memory ring.
     pub fn is_shared_memory(&self) -> bool {
-        !matches!(self.flavor, RxFlavor::Frames(_))
+        self.flavor.meta().side.is_some()
     }
 
     /// The address a kernel transport's receiver is bound at (for

@@ -158,13 +158,20 @@ pub trait Message: Codec + sealed::Sealed {
     #[doc(hidden)]
     fn view(bytes: &[u8], trust: Trust) -> Result<&Self::Target, InvalidMessage>;
 
-    /// Writes `msg` into `buf` and returns its length.
+    /// Writes `msg` into `buf` and returns its length. `scratch` is made
+    /// on first use by the kinds that need one (rkyv), and kept by the
+    /// caller for the next message.
     #[doc(hidden)]
     fn encode(
         msg: &Self::Input<'_>,
         buf: &mut [u8],
-        scratch: &mut Scratch,
+        scratch: &mut Option<Scratch>,
     ) -> Result<usize, EncodeError>;
+
+    /// Whether [`encode`](Self::encode) uses its scratch space (so a
+    /// sender should keep one at hand).
+    #[doc(hidden)]
+    const USES_SCRATCH: bool = false;
 
     /// The message's encoded bytes when it needs no encoding (Pod values
     /// and raw bytes), so a kernel transport can send them as they are.
@@ -260,7 +267,7 @@ impl<T: Pod> Message for T {
     }
 
     #[inline]
-    fn encode(msg: &T, buf: &mut [u8], _: &mut Scratch) -> Result<usize, EncodeError> {
+    fn encode(msg: &T, buf: &mut [u8], _: &mut Option<Scratch>) -> Result<usize, EncodeError> {
         let bytes = bytemuck::bytes_of(msg);
         match buf.get_mut(..bytes.len()) {
             Some(dst) => {
@@ -394,9 +401,15 @@ impl<T: archive::Message + 'static> Message for Rkyv<T> {
         archive::view_in_place::<T>(bytes, trust)
     }
 
-    fn encode(msg: &&T, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {
-        msg.encode_into(buf, scratch)
+    fn encode(
+        msg: &&T,
+        buf: &mut [u8],
+        scratch: &mut Option<Scratch>,
+    ) -> Result<usize, EncodeError> {
+        msg.encode_into(buf, scratch.get_or_insert_with(Scratch::new))
     }
+
+    const USES_SCRATCH: bool = true;
 
     fn decode(target: &T::Archived) -> Result<T, InvalidMessage> {
         T::decode(target)
@@ -418,7 +431,7 @@ impl Message for Bytes {
         Ok(bytes)
     }
 
-    fn encode(msg: &&[u8], buf: &mut [u8], _: &mut Scratch) -> Result<usize, EncodeError> {
+    fn encode(msg: &&[u8], buf: &mut [u8], _: &mut Option<Scratch>) -> Result<usize, EncodeError> {
         match buf.get_mut(..msg.len()) {
             Some(dst) => {
                 dst.copy_from_slice(msg);

@@ -27,7 +27,7 @@ mod participants;
 
 pub use address::{shm_path, unlink, Address};
 pub use create::{staging_owner, Creator, MAX_SEGMENT_LEN, STAGING_PREFIX};
-pub use options::{Backend, CreateOptions, OpenOptions, Role, Spec, TypeInfo};
+pub use options::{schema_difference, Backend, CreateOptions, OpenOptions, Role, Spec, TypeInfo};
 pub use participants::{Attachment, ParticipantInfo};
 
 /// A mapped, validated segment. The layout was copied out of shared memory

@@ -87,10 +87,34 @@ impl TypeInfo {
     }
 }
 
+/// The longest piece of a schema line an error quotes, in characters.
+const QUOTE_MAX: usize = 200;
+
+/// `line` as an error may quote it: a segment's schema was written by a
+/// peer, so control characters (terminal escapes, newlines) are escaped
+/// and a long line is cut.
+fn printable(line: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in line.chars().enumerate() {
+        if i == QUOTE_MAX {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The first line where two schema texts differ, in words: for lines
 /// `KEY: A` and `KEY: B`, "KEY: A here, B in the segment"; otherwise both
-/// lines whole.
+/// lines whole. Quoted text is escaped and cut (see [`printable`]), as the
+/// segment's side comes from a peer.
 pub(crate) fn first_difference(ours: &str, theirs: &str) -> String {
+    let p = printable;
     let (mut a, mut b) = (ours.lines(), theirs.lines());
     loop {
         match (a.next(), b.next()) {
@@ -98,13 +122,13 @@ pub(crate) fn first_difference(ours: &str, theirs: &str) -> String {
             (Some(x), Some(y)) => {
                 return match (x.split_once(": "), y.split_once(": ")) {
                     (Some((kx, vx)), Some((ky, vy))) if kx == ky => {
-                        format!("{kx}: {vx} here, {vy} in the segment")
+                        format!("{}: {} here, {} in the segment", p(kx), p(vx), p(vy))
                     }
-                    _ => format!("`{x}` here, `{y}` in the segment"),
+                    _ => format!("`{}` here, `{}` in the segment", p(x), p(y)),
                 }
             }
-            (Some(x), None) => return format!("`{x}` here, nothing more in the segment"),
-            (None, Some(y)) => return format!("nothing more here, `{y}` in the segment"),
+            (Some(x), None) => return format!("`{}` here, nothing more in the segment", p(x)),
+            (None, Some(y)) => return format!("nothing more here, `{}` in the segment", p(y)),
             (None, None) => return "no difference".into(),
         }
     }
@@ -214,6 +238,15 @@ mod tests {
     use super::first_difference;
 
     #[test]
+    fn a_peers_schema_is_quoted_escaped_and_cut() {
+        let theirs = format!("message: R\nfield `R.a`: \x1b[2J{}", "x".repeat(500));
+        let d = first_difference("message: R\nfield `R.a`: u8", &theirs);
+        assert!(!d.contains('\x1b'), "{d}");
+        assert!(d.contains("\\u{1b}[2J"), "{d}");
+        assert!(d.len() < 300, "{} bytes", d.len());
+    }
+
+    #[test]
     fn the_first_differing_line_is_named() {
         let a = "message: R\nstruct `R`: { a, b }\nfield `R.a`: u8\nfield `R.b`: Vec<f32>";
         let b = "message: R\nstruct `R`: { a, b }\nfield `R.a`: u8\nfield `R.b`: Vec<f64>";
@@ -243,4 +276,11 @@ mod tests {
             "`b: 2` here, `c: 2` in the segment"
         );
     }
+}
+
+/// What an opener says about a segment's schema text that differs from
+/// `ours`: for the fuzz target that feeds it peer-written bytes.
+#[doc(hidden)]
+pub fn schema_difference(ours: &str, theirs: &[u8]) -> String {
+    first_difference(ours, &String::from_utf8_lossy(theirs))
 }
