@@ -389,22 +389,31 @@ fn main() {
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let wanted =
         |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    let mut failed = Vec::new();
+    let start = Instant::now();
+    let (mut passed, mut failed) = (0, Vec::new());
     for (name, case) in CASES {
         if !wanted(name) {
             continue;
         }
-        let start = Instant::now();
+        let t = Instant::now();
         let ok = panic::catch_unwind(AssertUnwindSafe(case)).is_ok();
         println!(
             "test {name} ... {} ({:.2}s)",
             if ok { "ok" } else { "FAILED" },
-            start.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64()
         );
-        if !ok {
+        if ok {
+            passed += 1;
+        } else {
             failed.push(name);
         }
     }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; finished in {:.2}s",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        start.elapsed().as_secs_f64()
+    );
     if !failed.is_empty() {
         println!("failed: {failed:?}");
         std::process::exit(1);
