@@ -322,7 +322,9 @@ struct MqCleanup(String);
 
 impl Drop for MqCleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/mqueue/{}", self.0));
+        let q = std::ffi::CString::new(format!("/{}", self.0)).unwrap();
+        // SAFETY: a NUL-terminated name; failure (already gone) is fine.
+        unsafe { libc::mq_unlink(q.as_ptr()) };
         let _ = std::fs::remove_file(format!("/dev/shm/shmlane-mq.{}", self.0));
     }
 }
