@@ -16,8 +16,9 @@
 //! - `stream_frames`: streams of real frames (Pod, rkyv and byte
 //!   messages), whole and split, with the receivers' settings and with
 //!   tiny read buffers, and a header above the max frame;
-//! - `kernel_frames`: the same messages as `signal:` words (ending with a
-//!   sender's close), `mq:` messages and a `fifo:` stream;
+//! - `kernel_frames`: the same messages as `signal:` words (between a
+//!   sender's opening and closing words), `mq:` messages and a `fifo:`
+//!   stream;
 //! - `recv_message`: the messages themselves.
 
 use std::fs;
@@ -32,6 +33,8 @@ use shmlane_shm::header::{offsets, HEADER_LEN};
 const SIGNAL_MAGIC: u64 = 0x534c_4e46;
 /// The length of a `signal:` sender's closing word.
 const SIGNAL_END: u64 = 0xffff_ffff;
+/// The length of a `signal:` sender's opening word.
+const SIGNAL_HELLO: u64 = 0xffff_fffe;
 
 fn seeds_dir(target: &str) -> PathBuf {
     let root = std::env::var_os("SHMLANE_FUZZ_SEEDS")
@@ -405,8 +408,8 @@ fn signal_words(frame: &[u8]) -> Vec<u64> {
 fn write_kernel_frames_seeds() {
     let out = seeds_dir("kernel_frames");
     let msgs = messages();
-    // signal: every message, then the sender's close.
-    let mut words = Vec::new();
+    // signal: the sender's opening word, every message, then its close.
+    let mut words = vec![SIGNAL_MAGIC << 32 | SIGNAL_HELLO];
     for (_, m) in &msgs {
         words.extend(signal_words(m));
     }

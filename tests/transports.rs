@@ -665,15 +665,15 @@ fn environment() {
         "{e:?}"
     );
     assert!(e.to_string().contains("fs.mqueue.msgsize_max"));
-    // A second receiver on a live queue is refused; a sender needs one.
+    // A second receiver on a live queue is refused; a sender needs one;
+    // a queue takes several senders.
     let e = FrameSender::connect(&a, &o).unwrap_err();
     assert!(matches!(e, OpenError::NobodyListens { .. }), "{e:?}");
     let rx = FrameReceiver::bind(&a, &opts()).unwrap();
     let e = FrameReceiver::bind(&a, &opts()).unwrap_err();
     assert!(matches!(e, OpenError::AddressInUse { .. }), "{e:?}");
     let _tx = FrameSender::connect(&a, &o).unwrap();
-    let e = FrameSender::connect(&a, &o).unwrap_err();
-    assert!(matches!(e, OpenError::AlreadyConnected { .. }), "{e:?}");
+    let _tx2 = FrameSender::connect(&a, &o).unwrap();
     drop(rx);
 
     // Port in use, and nobody listening on a port.

@@ -4,7 +4,7 @@
 //! - `signal:` words (one 8-byte `sigval` per signal), arriving in
 //!   batches of any size, through the receiver's word decoder: frames
 //!   must be at most 4096 bytes and exactly the words' bytes, a bad header
-//!   an error that stays, the end word an end;
+//!   an error that stays, the end word an end, the opening word a hello;
 //! - `mq:` messages (the kernel keeps them whole and within the queue's
 //!   message size; the receiver does no parsing of its own): each becomes
 //!   a message of every kind through the receiver's frame step, from
@@ -89,6 +89,12 @@ fn signal(data: &[u8]) {
                     at += 1 + n;
                 }
                 Ok(Some(Signal::End)) => {
+                    assert_eq!(words[at], MAGIC << 32 | 0xffff_ffff);
+                    assert_eq!(dec.queued(), queued - 1);
+                    at += 1;
+                }
+                Ok(Some(Signal::Hello)) => {
+                    assert_eq!(words[at], MAGIC << 32 | 0xffff_fffe);
                     assert_eq!(dec.queued(), queued - 1);
                     at += 1;
                 }

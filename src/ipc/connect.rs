@@ -156,11 +156,29 @@ impl Builder {
     /// - `fifo:`, `unix:`, `tcp:`, `mq:`, `signal:PID`: connects, waiting
     ///   up to the open timeout for a receiver to bind.
     ///
+    /// How many senders one receiver takes, each sender's messages in the
+    /// order it sent them:
+    ///
+    /// | address | senders |
+    /// |---|---|
+    /// | `shm:`, `file:` | any number on an MPMC ring (the default); one on an SPSC ring |
+    /// | `unix:`, `tcp:` | any number: each connection is read on its own and served in turns |
+    /// | `mq:` | any number: the kernel queues their messages whole |
+    /// | `signal:PID` | one per process, any number of processes |
+    /// | `fifo:` | one at a time |
+    ///
+    /// Where a second sender is refused, it is refused here, never
+    /// accepted and then dropped. Clones of the returned sender share it
+    /// (one connection), and so count as one.
+    ///
     /// # Errors
     ///
     /// [`ConnectError`]: the segment or the transport refusing (another
     /// message type, the one sender of an SPSC ring taken, nobody bound in
-    /// time, permissions...).
+    /// time, permissions...);
+    /// [`transport::OpenError::AlreadyConnected`] in
+    /// [`ConnectError::Transport`] for a `fifo:` that has its sender and a
+    /// `signal:PID` this process has a sender to already.
     pub fn sender<M: Message>(&self) -> Result<Sender<M>, ConnectError> {
         match &self.target {
             Target::Frames(addr) => {

@@ -39,7 +39,9 @@
 //!   fastest path, with batches.
 //! - Any other address (`fifo:`, `unix:`, `tcp:`, `mq:`, `signal:`) carries
 //!   each message as one frame of a kernel transport
-//!   ([`Builder::sender`] connects, [`Builder::receiver`] binds); see
+//!   ([`Builder::sender`] connects, [`Builder::receiver`] binds); `unix:`,
+//!   `tcp:` and `mq:` take any number of senders, `signal:` one per
+//!   process, `fifo:` one at a time (see [`Builder::sender`]); see
 //!   [`crate::transport`] for each mechanism's limits.
 //!
 //! [`Builder::create`] and [`Builder::open`] give a [`Channel`] (a ring)

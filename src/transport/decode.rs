@@ -215,6 +215,9 @@ pub(crate) const SIGNAL_MAX_FRAME: usize = 4096;
 pub(crate) const SIGNAL_MAGIC: u64 = 0x534c_4e46;
 /// The length a `signal:` sender's closing header word carries.
 pub(crate) const SIGNAL_END: u64 = 0xffff_ffff;
+/// The length a `signal:` sender's opening header word carries (queued
+/// when it connects, so a receiver knows of it before its first frame).
+pub(crate) const SIGNAL_HELLO: u64 = 0xffff_fffe;
 
 /// What a [`SignalDecoder`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +226,8 @@ pub enum Signal {
     Frame(usize),
     /// The sender's closing word: it sent nothing more.
     End,
+    /// A sender's opening word: what follows is a new sender's.
+    Hello,
 }
 
 /// Why the words of a `signal:` sender are not frames.
@@ -246,9 +251,12 @@ impl fmt::Display for SignalFrameError {
 
 impl std::error::Error for SignalFrameError {}
 
-/// `signal:` frames parsed out of the 8-byte words the sender queued, one
+/// `signal:` frames parsed out of the 8-byte words one sender queued, one
 /// per signal: a header word (`MAGIC << 32 | len`), then `ceil(len / 8)`
-/// payload words (little-endian bytes, the last one zero-padded).
+/// payload words (little-endian bytes, the last one zero-padded); an
+/// opening word (`MAGIC << 32 | 0xffff_fffe`) when the sender connects and
+/// a closing word (`MAGIC << 32 | 0xffff_ffff`) when it leaves. The
+/// receiver keeps one decoder per sending process.
 #[derive(Debug)]
 pub struct SignalDecoder {
     words: VecDeque<u64>,
@@ -274,7 +282,6 @@ impl SignalDecoder {
     }
 
     /// Words queued and not yet taken.
-    #[cfg(any(test, feature = "fuzzing"))]
     pub fn queued(&self) -> usize {
         self.words.len()
     }
@@ -298,6 +305,10 @@ impl SignalDecoder {
         if len == SIGNAL_END {
             self.words.pop_front();
             return Ok(Some(Signal::End));
+        }
+        if len == SIGNAL_HELLO {
+            self.words.pop_front();
+            return Ok(Some(Signal::Hello));
         }
         let len = len as usize;
         if len > SIGNAL_MAX_FRAME {
@@ -418,6 +429,15 @@ mod tests {
         assert!(buf.is_empty());
         dec.push(SIGNAL_MAGIC << 32 | SIGNAL_END);
         assert_eq!(dec.take(&mut buf), Ok(Some(Signal::End)));
+        assert_eq!(dec.queued(), 0);
+        // Another sender of the same process, after the first left.
+        dec.push(SIGNAL_MAGIC << 32 | SIGNAL_HELLO);
+        for x in words(b"again") {
+            dec.push(x);
+        }
+        assert_eq!(dec.take(&mut buf), Ok(Some(Signal::Hello)));
+        assert_eq!(dec.take(&mut buf), Ok(Some(Signal::Frame(5))));
+        assert_eq!(buf, b"again");
         assert_eq!(dec.queued(), 0);
     }
 

@@ -147,10 +147,14 @@ pub enum OpenError {
         /// How long the sender waited.
         waited: Duration,
     },
-    /// The receiver already has its one sender.
+    /// The address takes one sender and has it (`fifo:`), or this process
+    /// has its one sender to it already (`signal:`); see each mechanism's
+    /// senders in [`transport`](super).
     AlreadyConnected {
         /// The address.
         address: String,
+        /// Why it takes no other, and what to do instead.
+        hint: &'static str,
     },
     /// A max frame larger than the system's message-queue limit.
     MqFrameTooLarge {
@@ -228,11 +232,9 @@ impl fmt::Display for OpenError {
                 "nobody listens on `{address}` (waited {waited:?}): start the receiver first \
                  or raise the connect timeout"
             ),
-            Self::AlreadyConnected { address } => write!(
-                f,
-                "`{address}` already has a sender: these transports carry one sender each; \
-                 use one address per sender"
-            ),
+            Self::AlreadyConnected { address, hint } => {
+                write!(f, "`{address}` already has a sender: {hint}")
+            }
             Self::MqFrameTooLarge { requested, limit } => write!(
                 f,
                 "a message-queue max frame of {requested} bytes exceeds the system limit of \

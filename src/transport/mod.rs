@@ -5,17 +5,38 @@
 //! frame arrives whole or not at all, never torn or merged), delivers in
 //! order, blocks with deadlines, and reports a peer that closed or died as
 //! `Disconnected` (to a receiver, only after every frame it sent was
-//! delivered). One [`FrameReceiver`] binds or creates the address; one
-//! [`FrameSender`] connects to it: each transport carries **one sender**.
+//! delivered). One [`FrameReceiver`] binds or creates the address; any
+//! number of [`FrameSender`]s connect to it where the mechanism can keep
+//! their frames apart, and a second sender is refused at connect with a
+//! typed error where it cannot (never accepted and then dropped):
 //!
-//! | address | mechanism | max frame | good for | disconnect detection |
-//! |---|---|---|---|---|
-//! | `pipe` | anonymous pipe, one end inherited by a child ([`pipe`]) | 1 MiB (`max_frame`) | parent and child | EOF / `EPIPE` |
-//! | `fifo:PATH` | named pipe (`mkfifo`, mode 0600) | 1 MiB (`max_frame`) | unrelated processes, shell tools | EOF after a writer came (`POLLHUP`) / `EPIPE` |
-//! | `unix:PATH` | Unix **stream** socket with length prefixes | 1 MiB (`max_frame`) | unrelated processes, fd-less peers | EOF, `EPIPE` / `ECONNRESET` |
-//! | `mq:NAME` | POSIX message queue | `msgsize_max`, often 8 KiB | small messages, kernel-kept boundaries | OFD locks on a companion shm object, probed every 10 ms |
-//! | `tcp:HOST:PORT` | TCP, `TCP_NODELAY`, length prefixes | 1 MiB (`max_frame`) | another machine | EOF, `EPIPE` / `ECONNRESET` |
-//! | `signal:PID` | queued real-time signals, 8 bytes each | 4 KiB | tiny, rare messages; no files at all | pidfds (`kill(pid, 0)` on old kernels) and an end word |
+//! | address | mechanism | max frame | senders | good for | disconnect detection |
+//! |---|---|---|---|---|---|
+//! | `pipe` | anonymous pipe, one end inherited by a child ([`pipe`]) | 1 MiB (`max_frame`) | one (the end handed over) | parent and child | EOF / `EPIPE` |
+//! | `fifo:PATH` | named pipe (`mkfifo`, mode 0600) | 1 MiB (`max_frame`) | one at a time; a second gets [`OpenError::AlreadyConnected`] | unrelated processes, shell tools | EOF after a writer came (`POLLHUP`) / `EPIPE` |
+//! | `unix:PATH` | Unix **stream** socket with length prefixes | 1 MiB (`max_frame`) | any number, merged | unrelated processes, fd-less peers | EOF, `EPIPE` / `ECONNRESET` |
+//! | `mq:NAME` | POSIX message queue | `msgsize_max`, often 8 KiB | any number, merged by the kernel | small messages, kernel-kept boundaries | OFD locks on a companion shm object, probed every 10 ms |
+//! | `tcp:HOST:PORT` | TCP, `TCP_NODELAY`, length prefixes | 1 MiB (`max_frame`) | any number, merged | another machine | EOF, `EPIPE` / `ECONNRESET` |
+//! | `signal:PID` | queued real-time signals, 8 bytes each | 4 KiB | any number of processes, one per process (a second in one process gets [`OpenError::AlreadyConnected`]) | tiny, rare messages; no files at all | pidfds (`kill(pid, 0)` on old kernels) and an end word |
+//!
+//! With several senders, each sender's frames arrive in the order it sent
+//! them; frames of different senders interleave. `unix:` and `tcp:` keep
+//! the listener open and hold every accepted connection with its own
+//! parser, waiting on all of them at once (`poll`); `signal:` keeps a
+//! parser per sending process (`si_pid`). Both take ready frames from
+//! their senders in turns, one frame each, so a busy sender cannot starve
+//! the others; `mq:` delivers in the order the kernel queued. In every
+//! process, clones of one `ipc::Sender` share its one connection.
+//!
+//! A receiver reports `Disconnected` once at least one sender came and
+//! every sender that came has closed or died, after delivering all their
+//! frames (and at once, without waiting, for as long as that holds). The
+//! address stays bound: a sender that connects afterwards is accepted and
+//! its frames are received, as on a ring.
+//! A `unix:`/`tcp:` sender, or a `signal:` process, that breaks the framing
+//! is dropped alone (a `signal:` process is ignored until it exits):
+//! `recv` reports it once as `Os(InvalidData)` and then goes on with the
+//! others.
 //!
 //! Stream transports (pipe, fifo, unix, tcp) prefix each frame with its
 //! length (u32 little-endian). `unix:` uses `SOCK_STREAM` rather than
@@ -23,8 +44,16 @@
 //! (about 200 KiB unless root raises `net.core.wmem_max`), and 1 MiB frames
 //! are wanted on every transport that can carry them. Both sides must use
 //! the same [`Options::max_frame`]; a receiver reports a larger frame as
-//! `Os(InvalidData)`. A frame of at most `PIPE_BUF` is atomic on a pipe,
-//! which matters only with several writers, which are not supported.
+//! `Os(InvalidData)`. Two writers' frames larger than `PIPE_BUF` could
+//! interleave on a pipe, which is why a `fifo:` sender holds an exclusive
+//! `flock` on the FIFO while it lives (the kernel drops it with the
+//! process) and a second one is refused. A FIFO receiver reports
+//! `Disconnected` once its sender left, and receives the next sender
+//! that opens the FIFO; a sender killed in the middle of a frame that
+//! is larger than what the pipe took at once leaves it unfinished, and
+//! should another sender open the FIFO before the receiver saw the first
+//! one go, the receiver parses on from the torn frame (usually reported
+//! as `InvalidData`).
 //!
 //! `mq:` frames are bounded by `/proc/sys/fs/mqueue/msgsize_max` (a larger
 //! [`Options::max_frame`] is refused with [`OpenError::MqFrameTooLarge`],
@@ -39,8 +68,10 @@
 //! inherit the mask). [`FrameReceiver::bind`] blocks it in the calling
 //! thread and refuses with [`OpenError::SignalNotBlocked`] if another
 //! thread does not block it; a sender waits until the receiver's main
-//! thread blocks it. One receiver per signal number per process; frames
-//! from any process other than the first sender are ignored. 64-bit only.
+//! thread blocks it. One receiver per signal number per process. The
+//! receiver tells senders apart by the process id the kernel records in
+//! each signal, so each process has at most one sender to a receiver at a
+//! time. 64-bit only.
 //!
 //! Pipes and FIFOs ask the kernel for a 1 MiB buffer (`F_SETPIPE_SZ`, best
 //! effort; it counts against `fs.pipe-user-pages-soft`), so a 1 MiB frame
@@ -77,6 +108,7 @@
 
 pub(crate) mod decode;
 mod error;
+mod listen;
 mod mq;
 mod open;
 mod signal;
@@ -393,11 +425,15 @@ impl FrameSender {
     }
 
     /// Connects to the receiver at `addr`, waiting up to
-    /// [`Options::connect_timeout`] for one to appear.
+    /// [`Options::connect_timeout`] for one to appear. Other senders may
+    /// connect to the same receiver on `unix:`, `tcp:`, `mq:` and
+    /// `signal:` (one per process); see the [module docs](self).
     ///
     /// # Errors
     ///
     /// [`OpenError::NobodyListens`] when no receiver appeared in time,
+    /// [`OpenError::AlreadyConnected`] for a `fifo:` that has a sender and
+    /// a `signal:PID` this process sends to already,
     /// [`OpenError::Unsupported`] for `shm:`, `file:`, `pipe` and a
     /// `signal:` without a pid, and the path errors of [`OpenError`].
     pub fn connect(addr: &Address, opts: &Options) -> Result<Self, OpenError> {
@@ -496,11 +532,7 @@ fn unsupported(addr: &Address, sender: bool) -> OpenError {
 #[derive(Debug)]
 enum RxImpl {
     Stream(StreamRx),
-    Listening {
-        listener: OwnedFd,
-        tcp: bool,
-        max: usize,
-    },
+    Listen(listen::ListenRx),
     Mq(mq::MqRx),
     Signal(signal::SigRx),
 }
@@ -536,11 +568,12 @@ impl FrameReceiver {
         }
     }
 
-    /// Binds or creates `addr` and waits there for one sender: creates the
+    /// Binds or creates `addr` and waits there for senders: creates the
     /// FIFO, listens on the socket (removing a stale socket file nobody
     /// listens on), creates the message queue (replacing one whose
     /// receiver died), or blocks the signal. What it created is removed
-    /// when the receiver drops.
+    /// when the receiver drops. How many senders each mechanism takes is
+    /// in the [module docs](self).
     ///
     /// # Errors
     ///
@@ -557,20 +590,12 @@ impl FrameReceiver {
             }
             Address::Unix(p) => {
                 let listener = open::unix_bind(p)?;
-                let inner = RxImpl::Listening {
-                    listener,
-                    tcp: false,
-                    max,
-                };
+                let inner = RxImpl::Listen(listen::ListenRx::new(listener, false, max));
                 Self::new(inner, addr.clone(), Some(p.clone()))
             }
             Address::Tcp { host, port } => {
                 let (listener, local) = open::tcp_bind(host, *port)?;
-                let inner = RxImpl::Listening {
-                    listener,
-                    tcp: true,
-                    max,
-                };
+                let inner = RxImpl::Listen(listen::ListenRx::new(listener, true, max));
                 let local = Address::Tcp {
                     host: local.ip().to_string(),
                     port: local.port(),
@@ -602,31 +627,22 @@ impl FrameReceiver {
     /// # Errors
     ///
     /// `Timeout` when no whole frame came in time (a partly received one
-    /// is kept for the next call), `Disconnected` once the sender closed
-    /// or died and all its frames were delivered, `Os` otherwise
-    /// (`InvalidData` for a peer that broke the framing).
+    /// is kept for the next call), `Disconnected` once a sender came and
+    /// every sender closed or died and all their frames were delivered (a
+    /// later sender is still received), `Os` otherwise: `InvalidData` for
+    /// a peer that broke the framing, reported once; on `unix:`, `tcp:`
+    /// and `signal:` only that sender is dropped and the next call goes
+    /// on with the others.
     pub fn recv(
         &mut self,
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<usize, FrameRecvError> {
-        loop {
-            match &mut self.inner {
-                RxImpl::Stream(s) => return s.recv(buf, deadline),
-                RxImpl::Mq(s) => return s.recv(buf, deadline),
-                RxImpl::Signal(s) => return s.recv(buf, deadline),
-                RxImpl::Listening { listener, tcp, max } => {
-                    match open::accept(listener, *tcp, *max, deadline)? {
-                        // One sender: the listener closes, later connects
-                        // are refused.
-                        Some(rx) => self.inner = RxImpl::Stream(rx),
-                        None => {
-                            buf.clear();
-                            return Err(FrameRecvError::Timeout);
-                        }
-                    }
-                }
-            }
+        match &mut self.inner {
+            RxImpl::Stream(s) => s.recv(buf, deadline),
+            RxImpl::Listen(s) => s.recv(buf, deadline),
+            RxImpl::Mq(s) => s.recv(buf, deadline),
+            RxImpl::Signal(s) => s.recv(buf, deadline),
         }
     }
 
@@ -634,7 +650,7 @@ impl FrameReceiver {
     pub fn max_frame(&self) -> usize {
         match &self.inner {
             RxImpl::Stream(s) => s.max_frame(),
-            RxImpl::Listening { max, .. } => *max,
+            RxImpl::Listen(s) => s.max_frame(),
             RxImpl::Mq(s) => s.max_frame(),
             RxImpl::Signal(_) => SIGNAL_MAX_FRAME,
         }

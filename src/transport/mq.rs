@@ -1,9 +1,17 @@
 //! POSIX message queues, with liveness through OFD locks on a companion
 //! POSIX shared-memory object `/shmlane-mq.NAME`:
 //!
-//! - byte 0: held by the receiver while it lives; flag byte 0 is 1 once
-//!   its queue exists (senders wait for both);
-//! - byte 1: held by the sender; flag byte 1 is 1 once a sender came.
+//! - byte 0: write-locked by the receiver while it lives; flag byte 0 is
+//!   1 once its queue exists (senders wait for both);
+//! - byte 1: read-locked (shared) by every sender while it lives; flag
+//!   byte 1 is 1 once a sender came.
+//!
+//! A queue takes any number of senders: the kernel keeps each message
+//! whole, and one sender's messages in the order it sent them (they all
+//! have priority 0); senders' messages interleave in the order they were
+//! queued. The receiver reports `Disconnected` once a sender came, no
+//! sender's lock is held and the queue is empty; a sender that connects
+//! later is received as the first was.
 //!
 //! The kernel drops the locks of a process that dies, SIGKILL included,
 //! so each side learns of the other's death by probing the lock while it
@@ -81,7 +89,6 @@ pub(crate) struct MqRx {
     live: OwnedFd,
     name: String,
     max: usize,
-    gone: bool,
 }
 
 impl MqRx {
@@ -150,7 +157,6 @@ impl MqRx {
             live,
             name: name.to_owned(),
             max,
-            gone: false,
         })
     }
 
@@ -194,15 +200,16 @@ impl MqRx {
             if self.try_recv(buf).map_err(FrameRecvError::Os)? {
                 return Ok(buf.len());
             }
-            if self.gone {
-                return Err(FrameRecvError::Disconnected);
-            }
             let came = read_flag(&self.live, SENDER).map_err(FrameRecvError::Os)? == 1;
             if came && !sys::ofd_held(self.live.as_fd(), SENDER).map_err(FrameRecvError::Os)? {
-                // The sender is gone; whatever it sent is in the queue
-                // already, so one more try drains the race.
-                self.gone = true;
-                continue;
+                // Every sender is gone; whatever they sent is in the queue
+                // already (a sender queues before it unlocks), so one more
+                // try drains the race. Not latched: a sender that connects
+                // later takes the lock again and is received.
+                if self.try_recv(buf).map_err(FrameRecvError::Os)? {
+                    return Ok(buf.len());
+                }
+                return Err(FrameRecvError::Disconnected);
             }
             if sys::passed(deadline) {
                 return Err(FrameRecvError::Timeout);
@@ -277,10 +284,13 @@ impl MqTx {
             Err(e) if errno(&e) == libc::EACCES => return Err(denied(name)),
             Err(e) => return Err(e.into()),
         };
-        if !sys::ofd_lock(live.as_fd(), SENDER)? {
-            return Err(OpenError::AlreadyConnected {
-                address: format!("mq:{name}"),
-            });
+        // A shared lock: senders do not exclude each other. It is taken
+        // before the flag says a sender came, so the receiver never sees
+        // the flag without a lock of a live sender.
+        if !sys::ofd_lock_shared(live.as_fd(), SENDER)? {
+            return Err(
+                io::Error::other("a sender lock of a message queue was write-locked").into(),
+            );
         }
         write_flag(&live, SENDER, 1)?;
         // SAFETY: all-zero mq_attr is valid; mq_getattr fills it.

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::error::{FrameRecvError, OpenError};
+use super::error::OpenError;
 use super::stream::{StreamRx, StreamTx};
 use super::sys::{self, cvt, cvt_retry, errno, owned};
 
@@ -65,7 +65,13 @@ pub(crate) fn fifo_bind(path: &Path, max: usize) -> Result<(StreamRx, bool), Ope
     Ok((StreamRx::new(fd, true, max)?, created))
 }
 
-/// Opens the FIFO for writing once a reader has it open.
+/// Why a FIFO refuses a second sender.
+const FIFO_TAKEN: &str = "a FIFO takes one sender at a time (writers' frames larger than \
+                          PIPE_BUF would interleave); use unix:PATH for several senders";
+
+/// Opens the FIFO for writing once a reader has it open, and takes an
+/// exclusive `flock` on it: a second sender is refused with
+/// [`OpenError::AlreadyConnected`] while the first lives.
 pub(crate) fn fifo_connect(
     path: &Path,
     max: usize,
@@ -76,6 +82,16 @@ pub(crate) fn fifo_connect(
         if check_kind(path, "a FIFO", std::fs::FileType::is_fifo)? {
             match open_path(path, libc::O_WRONLY | libc::O_NONBLOCK) {
                 Ok(fd) => {
+                    // One sender at a time: two writers' frames larger
+                    // than PIPE_BUF would interleave. The lock belongs to
+                    // this open file description: it goes when the sender
+                    // closes it or its process dies.
+                    if !sys::flock_exclusive(fd.as_fd())? {
+                        return Err(OpenError::AlreadyConnected {
+                            address: format!("fifo:{}", path.display()),
+                            hint: FIFO_TAKEN,
+                        });
+                    }
                     sys::grow_pipe(fd.as_fd(), super::DEFAULT_MAX_FRAME);
                     return Ok(StreamTx::new(fd, false, max)?);
                 }
@@ -175,8 +191,10 @@ pub(crate) fn unix_bind(path: &Path) -> Result<OwnedFd, OpenError> {
             Err(e) => return Err(path_error(path, e)),
         }
     }
-    // SAFETY: listen on our socket; no pointers.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), 1) })?;
+    // SAFETY: listen on our socket; no pointers. The backlog holds the
+    // senders that connected and are not accepted yet (the kernel caps it
+    // at `net.core.somaxconn`).
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })?;
     Ok(fd)
 }
 
@@ -266,14 +284,9 @@ pub(crate) fn tcp_connect(
     }
 }
 
-/// Accepts the one sender of a listening socket, waiting up to `deadline`.
-/// `Ok(None)`: timed out.
-pub(crate) fn accept(
-    listener: &OwnedFd,
-    tcp: bool,
-    max: usize,
-    deadline: Option<Instant>,
-) -> Result<Option<StreamRx>, FrameRecvError> {
+/// Accepts a connection waiting on a listening socket, without waiting;
+/// `Ok(None)` when none is waiting.
+pub(crate) fn accept(listener: &OwnedFd, tcp: bool, max: usize) -> io::Result<Option<StreamRx>> {
     loop {
         // SAFETY: null address buffers: we do not ask who connected.
         let r = cvt_retry(|| unsafe {
@@ -300,19 +313,12 @@ pub(crate) fn accept(
                         )
                     };
                 }
-                return StreamRx::new(fd, false, max)
-                    .map(Some)
-                    .map_err(FrameRecvError::Os);
+                return StreamRx::new(fd, false, max).map(Some);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || errno(&e) == libc::ECONNABORTED => {
-                if sys::poll_one(listener.as_fd(), libc::POLLIN, deadline)
-                    .map_err(FrameRecvError::Os)?
-                    == 0
-                {
-                    return Ok(None);
-                }
-            }
-            Err(e) => return Err(FrameRecvError::Os(e)),
+            // A connection reset while it waited: try the next one.
+            Err(e) if errno(&e) == libc::ECONNABORTED => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -1,19 +1,31 @@
 //! Queued real-time signals: each `sigqueue` carries one 8-byte word.
 //!
 //! A frame is a header word (`MAGIC << 32 | len`) and then `ceil(len / 8)`
-//! payload words. A clean close sends the header with length `END`. Signals
-//! of one number are queued in order, so frames arrive whole and in order.
-//! The receiver reads them in batches through a `signalfd`, and watches the
-//! sender (the pid of the first queued signal, `si_pid`) with a pidfd; the
-//! sender watches the receiver with a pidfd too (zombies count as dead).
+//! payload words. A sender queues the header with length `HELLO` when it
+//! connects and with length `END` when it closes. Signals of one number are
+//! queued in order, so one sender's frames arrive whole and in order.
+//!
+//! Any number of processes may send: every signal carries its sender's
+//! process id (`si_pid`), so the receiver reads the words in batches
+//! through a `signalfd`, hands each to a decoder of its own process, and
+//! takes whole frames from the senders in turns; it watches each sending
+//! process with a pidfd (`kill(pid, 0)` where there are none). Two senders
+//! in one process would interleave their words under one pid, so a process
+//! gets one sender per receiver and signal (clones of an `ipc::Sender`
+//! share it). The sender watches the receiver with a pidfd too (zombies
+//! count as dead).
 
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::decode::{Signal, SignalDecoder, SIGNAL_END, SIGNAL_MAGIC, SIGNAL_MAX_FRAME};
+use super::decode::{
+    Signal, SignalDecoder, SignalFrameError, SIGNAL_END, SIGNAL_HELLO, SIGNAL_MAGIC,
+    SIGNAL_MAX_FRAME,
+};
 use super::error::{FrameRecvError, FrameSendError, OpenError};
 use super::sys::{self, cvt, cvt_retry, errno, owned};
 use super::Options;
@@ -22,6 +34,7 @@ use super::Options;
 pub(crate) const MAX_FRAME: usize = SIGNAL_MAX_FRAME;
 const MAGIC: u64 = SIGNAL_MAGIC;
 const END: u64 = SIGNAL_END;
+const HELLO: u64 = SIGNAL_HELLO;
 /// A sender that finds the queue full retries this often.
 const RETRY: Duration = Duration::from_millis(1);
 /// A sender probes the receiver at most this often while sending.
@@ -101,15 +114,67 @@ fn threads_not_blocking(sig: libc::c_int) -> usize {
         .count()
 }
 
-/// The receiving end: a signalfd for the signal, blocked in this thread.
+/// One sending process, told apart from the others by `si_pid`.
+#[derive(Debug)]
+struct Peer {
+    pid: libc::pid_t,
+    /// Polls readable once the process exits (`None`: probed with kill).
+    pidfd: Option<OwnedFd>,
+    words: SignalDecoder,
+    /// Its closing word was taken with nothing queued after it.
+    left: bool,
+    /// Its process exited, and every word it queued was read.
+    dead: bool,
+    /// It broke the framing: its words are dropped until it exits.
+    broken: bool,
+}
+
+impl Peer {
+    fn new(pid: libc::pid_t) -> Self {
+        Self {
+            pid,
+            pidfd: sys::pidfd_open(pid).ok().flatten(),
+            words: SignalDecoder::new(),
+            left: false,
+            dead: false,
+            broken: false,
+        }
+    }
+
+    /// Its next whole frame, into `buf`; `Ok(None)` when none is whole.
+    fn take(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, SignalFrameError> {
+        loop {
+            match self.words.take(buf)? {
+                Some(Signal::Frame(len)) => return Ok(Some(len)),
+                // A later sender of the same process follows, if anything.
+                Some(Signal::End) => self.left = self.words.queued() == 0,
+                Some(Signal::Hello) => self.left = false,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Whether nothing more will come from it.
+    fn done(&self) -> bool {
+        self.left || self.dead
+    }
+}
+
+/// The receiving end: a signalfd for the signal, blocked in this thread,
+/// and a decoder per sending process.
 #[derive(Debug)]
 pub(crate) struct SigRx {
     sfd: OwnedFd,
     offset: u8,
-    sender: Option<(libc::pid_t, Option<OwnedFd>)>,
-    words: SignalDecoder,
+    /// The senders heard from and not yet gone, in order of arrival.
+    peers: Vec<Peer>,
+    /// The peer whose turn is next.
+    next: usize,
+    /// Whether any sender came yet.
+    came: bool,
     raw: Vec<libc::signalfd_siginfo>,
-    gone: bool,
+    /// Scratch for `poll`: the signalfd, then the peers' pidfds.
+    fds: Vec<libc::pollfd>,
 }
 
 impl SigRx {
@@ -149,18 +214,20 @@ impl SigRx {
         let mut rx = Self {
             sfd,
             offset,
-            sender: None,
-            words: SignalDecoder::new(),
+            peers: Vec::new(),
+            next: 0,
+            came: false,
             // SAFETY: signalfd_siginfo is plain data; all-zero is valid.
             raw: vec![unsafe { std::mem::zeroed() }; BATCH],
-            gone: false,
+            fds: Vec::new(),
         };
         // Signals left queued for an earlier receiver are not ours.
         while rx.read_batch(true).map_err(OpenError::Os)? > 0 {}
         Ok(rx)
     }
 
-    /// Reads what the signalfd has; returns how many signals it read.
+    /// Reads what the signalfd has, each word to its sender's decoder;
+    /// returns how many signals it read.
     fn read_batch(&mut self, discard: bool) -> io::Result<usize> {
         let fd = self.sfd.as_raw_fd();
         let bytes = self.raw.len() * size_of::<libc::signalfd_siginfo>();
@@ -180,42 +247,77 @@ impl SigRx {
                 continue; // a plain kill(), not a frame word
             }
             let pid = info.ssi_pid as libc::pid_t;
-            match &self.sender {
-                Some((p, _)) if *p != pid => continue, // one sender per receiver
-                Some(_) => {}
+            // Few senders: a linear search beats hashing.
+            let peer = match self.peers.iter().position(|p| p.pid == pid) {
+                Some(i) => &mut self.peers[i],
                 None => {
-                    let pidfd = sys::pidfd_open(pid).ok().flatten();
-                    self.sender = Some((pid, pidfd));
+                    self.came = true;
+                    self.peers.push(Peer::new(pid));
+                    let last = self.peers.len() - 1;
+                    &mut self.peers[last]
                 }
+            };
+            if !peer.broken {
+                peer.words.push(info.ssi_ptr);
             }
-            self.words.push(info.ssi_ptr);
         }
         Ok(n)
     }
 
-    fn sender_gone(&self) -> bool {
-        match &self.sender {
-            Some((pid, fd)) => sys::process_gone(*pid, fd.as_ref()),
-            None => false,
+    /// Gives each sender one turn, from `next` on, until one has a whole
+    /// frame; drops the senders that left or died. A sender that broke
+    /// the framing is muted and its error returned (the others go on).
+    fn turns(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, FrameRecvError> {
+        let mut at = self.next;
+        for _ in 0..self.peers.len() {
+            if at >= self.peers.len() {
+                at = 0;
+            }
+            let peer = &mut self.peers[at];
+            match peer.take(buf) {
+                Ok(Some(len)) => {
+                    self.next = at + 1;
+                    return Ok(Some(len));
+                }
+                // The next peer moves into `at`.
+                Ok(None) if peer.done() => drop(self.peers.remove(at)),
+                Ok(None) => at += 1,
+                Err(e) => {
+                    peer.broken = true;
+                    peer.words = SignalDecoder::new();
+                    self.next = at + 1;
+                    buf.clear();
+                    // `InvalidData`, carrying the typed error.
+                    return Err(FrameRecvError::Os(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e,
+                    )));
+                }
+            }
         }
+        self.next = at;
+        Ok(None)
     }
 
-    /// Takes a whole frame off `words` if there is one.
-    fn take(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, FrameRecvError> {
-        match self.words.take(buf) {
-            Ok(Some(Signal::Frame(len))) => Ok(Some(len)),
-            Ok(Some(Signal::End)) => {
-                self.gone = true;
-                Ok(None)
+    /// Marks the senders whose process exited as dead, after reading every
+    /// word they queued (all of it is in the signalfd once they are gone);
+    /// returns whether one was.
+    fn reap(&mut self) -> io::Result<bool> {
+        let mut drained = false;
+        let mut any = false;
+        for i in 0..self.peers.len() {
+            let p = &self.peers[i];
+            if p.dead || !sys::process_gone(p.pid, p.pidfd.as_ref()) {
+                continue;
             }
-            Ok(None) => Ok(None),
-            // The peer broke the framing: `InvalidData`, carrying the
-            // typed error.
-            Err(e) => Err(FrameRecvError::Os(io::Error::new(
-                io::ErrorKind::InvalidData,
-                e,
-            ))),
+            if !drained {
+                while self.read_batch(false)? > 0 {}
+                drained = true;
+            }
+            self.peers[i].dead = true;
+            any = true;
         }
+        Ok(any)
     }
 
     pub(crate) fn recv(
@@ -225,48 +327,42 @@ impl SigRx {
     ) -> Result<usize, FrameRecvError> {
         buf.clear();
         loop {
-            if let Some(len) = self.take(buf)? {
+            if let Some(len) = self.turns(buf)? {
                 return Ok(len);
             }
             if self.read_batch(false).map_err(FrameRecvError::Os)? > 0 {
                 continue;
             }
-            if self.gone {
-                return Err(FrameRecvError::Disconnected);
-            }
-            if self.sender_gone() {
-                // Everything it queued before dying is readable now.
-                if self.read_batch(false).map_err(FrameRecvError::Os)? > 0 {
-                    continue;
-                }
-                self.gone = true;
+            if self.reap().map_err(FrameRecvError::Os)? {
                 continue;
+            }
+            if self.came && self.peers.is_empty() {
+                return Err(FrameRecvError::Disconnected);
             }
             if sys::passed(deadline) {
                 return Err(FrameRecvError::Timeout);
             }
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.sfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: -1,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let until = match &self.sender {
-                Some((_, Some(fd))) => {
-                    fds[1].fd = fd.as_raw_fd();
-                    deadline
-                }
-                // No sender yet, or no pidfd: wake up to probe it.
-                Some((_, None)) => Some(sys::step(deadline, RETRY * 10)),
-                None => deadline,
+            let ev = |fd: i32| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
             };
-            sys::poll(&mut fds, until).map_err(FrameRecvError::Os)?;
+            self.fds.clear();
+            self.fds.push(ev(self.sfd.as_raw_fd()));
+            let mut probe = false;
+            for p in &self.peers {
+                match &p.pidfd {
+                    Some(fd) => self.fds.push(ev(fd.as_raw_fd())),
+                    None => probe = true,
+                }
+            }
+            // A sender without a pidfd: wake up to probe it.
+            let until = if probe {
+                Some(sys::step(deadline, RETRY * 10))
+            } else {
+                deadline
+            };
+            sys::poll(&mut self.fds, until).map_err(FrameRecvError::Os)?;
         }
     }
 }
@@ -274,6 +370,41 @@ impl SigRx {
 impl Drop for SigRx {
     fn drop(&mut self) {
         BOUND.fetch_and(!(1u64 << self.offset), Ordering::Relaxed);
+    }
+}
+
+/// The receivers (pid, signal) this process has a sender to. The receiver
+/// tells senders apart by process id, so two senders of one process would
+/// interleave their words: the second is refused.
+static SENDING_TO: Mutex<Vec<(libc::pid_t, libc::c_int)>> = Mutex::new(Vec::new());
+
+/// Why a process gets one `signal:` sender per receiver.
+const SIGNAL_TAKEN: &str = "this process has a sender to it already (the receiver tells senders \
+                            apart by process id): clone that sender, or send from another \
+                            process";
+
+/// This process's claim on sending to one receiver, given up on drop.
+#[derive(Debug)]
+struct Claim(libc::pid_t, libc::c_int);
+
+impl Claim {
+    fn take(pid: libc::pid_t, sig: libc::c_int) -> Result<Self, OpenError> {
+        let mut to = SENDING_TO.lock().unwrap_or_else(|e| e.into_inner());
+        if to.contains(&(pid, sig)) {
+            return Err(OpenError::AlreadyConnected {
+                address: format!("signal:{pid}"),
+                hint: SIGNAL_TAKEN,
+            });
+        }
+        to.push((pid, sig));
+        Ok(Self(pid, sig))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut to = SENDING_TO.lock().unwrap_or_else(|e| e.into_inner());
+        to.retain(|&c| c != (self.0, self.1));
     }
 }
 
@@ -287,6 +418,9 @@ pub(crate) struct SigTx {
     next: usize,
     next_probe: Instant,
     dead: bool,
+    /// Dropped after the closing word is queued (fields drop after
+    /// `Drop::drop`).
+    _claim: Claim,
 }
 
 impl SigTx {
@@ -327,7 +461,8 @@ impl SigTx {
             }
             std::thread::sleep(RETRY * 10);
         }
-        Ok(Self {
+        let claim = Claim::take(pid, sig)?;
+        let mut tx = Self {
             pid,
             sig,
             pidfd,
@@ -335,7 +470,18 @@ impl SigTx {
             next: 0,
             next_probe: Instant::now() + PROBE_EVERY,
             dead: false,
-        })
+            _claim: claim,
+        };
+        // The opening word: the receiver counts this sender from now on
+        // (it reports `Disconnected` only once every sender it knows of
+        // left). If the receiver's queue stays full past the connect
+        // timeout, the word goes before the first frame instead.
+        tx.words.push(MAGIC << 32 | HELLO);
+        match tx.push(Some(until)) {
+            Ok(_) => Ok(tx),
+            Err(FrameSendError::Os(e)) => Err(OpenError::Os(e)),
+            Err(_) => Err(nobody()),
+        }
     }
 
     fn receiver_gone(&mut self) -> bool {

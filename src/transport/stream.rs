@@ -222,8 +222,40 @@ impl StreamRx {
         self.fd
     }
 
-    /// Reads more bytes: into `buf` directly when `direct`, else into the
-    /// decoder's read buffer. `Ok(false)`: timed out.
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// One read of the descriptor: into `buf` directly when `direct` (at
+    /// most that many bytes), else into the decoder's read buffer.
+    fn read_once(&mut self, buf: &mut Vec<u8>, direct: Option<usize>) -> io::Result<Read> {
+        match direct {
+            Some(missing) => {
+                buf.reserve(missing);
+                let spare = &mut buf.spare_capacity_mut()[..missing];
+                let mut n = 0;
+                let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
+                // SAFETY: read(2) initialised the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n) };
+                got
+            }
+            None => {
+                let spare = self.decoder.spare();
+                // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout;
+                // we only write bytes into it.
+                let spare: &mut [MaybeUninit<u8>] = unsafe {
+                    std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len())
+                };
+                let mut n = 0;
+                let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
+                self.decoder.filled(n);
+                got
+            }
+        }
+    }
+
+    /// Reads more bytes (see [`read_once`](Self::read_once)), waiting
+    /// until `deadline`. `Ok(false)`: timed out.
     fn fill(
         &mut self,
         buf: &mut Vec<u8>,
@@ -234,30 +266,7 @@ impl StreamRx {
             if self.eof {
                 return Err(FrameRecvError::Disconnected);
             }
-            let got = match direct {
-                Some(missing) => {
-                    buf.reserve(missing);
-                    let spare = &mut buf.spare_capacity_mut()[..missing];
-                    let mut n = 0;
-                    let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
-                    // SAFETY: read(2) initialised the first `n` spare bytes.
-                    unsafe { buf.set_len(buf.len() + n) };
-                    got
-                }
-                None => {
-                    let spare = self.decoder.spare();
-                    // SAFETY: `u8` and `MaybeUninit<u8>` have the same
-                    // layout; we only write bytes into it.
-                    let spare: &mut [MaybeUninit<u8>] = unsafe {
-                        std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len())
-                    };
-                    let mut n = 0;
-                    let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
-                    self.decoder.filled(n);
-                    got
-                }
-            };
-            match got.map_err(FrameRecvError::Os)? {
+            match self.read_once(buf, direct).map_err(FrameRecvError::Os)? {
                 Read::Data => return Ok(true),
                 Read::Eof if !self.fifo => self.eof = true,
                 Read::Eof | Read::WouldBlock => {
@@ -266,20 +275,27 @@ impl StreamRx {
                     if r == 0 {
                         return Ok(false);
                     }
-                    if r & libc::POLLIN == 0 && r & libc::POLLHUP != 0 {
-                        // No bytes left and the writer that came is gone.
-                        self.eof = true;
+                    if self.fifo && r & libc::POLLIN == 0 && r & libc::POLLHUP != 0 {
+                        // No bytes left and every writer that came is gone.
+                        // Not latched: a FIFO stays open for reading, so a
+                        // later sender may open it and is received. What a
+                        // gone writer left of an unfinished frame can never
+                        // be completed: drop it, so that the next sender's
+                        // frames are parsed from their start.
+                        if !self.decoder.is_fresh() {
+                            self.decoder = StreamDecoder::new(self.decoder.max_frame());
+                            buf.clear();
+                        }
+                        return Err(FrameRecvError::Disconnected);
                     }
                 }
             }
         }
     }
 
-    pub(crate) fn recv(
-        &mut self,
-        buf: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<usize, FrameRecvError> {
+    /// Moves the part of a frame kept from an earlier call into `buf`, or
+    /// clears `buf` when no frame is begun.
+    fn resume(&mut self, buf: &mut Vec<u8>) {
         if self.decoder.in_frame() {
             std::mem::swap(buf, &mut self.stash);
         }
@@ -287,32 +303,92 @@ impl StreamRx {
         if !self.decoder.in_frame() {
             buf.clear();
         }
+    }
+
+    /// Keeps the part of a frame in `buf` for the next call.
+    fn suspend(&mut self, buf: &mut Vec<u8>) {
+        if self.decoder.in_frame() {
+            std::mem::swap(buf, &mut self.stash);
+        }
+    }
+
+    /// The next step of the decoder over what is buffered.
+    fn step(&mut self, buf: &mut Vec<u8>) -> Result<Step, FrameRecvError> {
+        // The peer broke the framing: `InvalidData`, carrying the typed
+        // error.
+        self.decoder
+            .next(buf)
+            .map_err(|e| FrameRecvError::Os(io::Error::new(io::ErrorKind::InvalidData, e)))
+    }
+
+    pub(crate) fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, FrameRecvError> {
+        self.resume(buf);
         loop {
-            let direct = match self.decoder.next(buf) {
-                Ok(Step::Frame(len)) => return Ok(len),
-                Ok(Step::Read) => None,
-                Ok(Step::Direct(missing)) => Some(missing),
-                // The peer broke the framing: `InvalidData`, carrying the
-                // typed error.
-                Err(e) => {
-                    return Err(FrameRecvError::Os(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        e,
-                    )))
-                }
+            let direct = match self.step(buf)? {
+                Step::Frame(len) => return Ok(len),
+                Step::Read => None,
+                Step::Direct(missing) => Some(missing),
             };
-            match self.fill(buf, direct, deadline) {
-                Ok(true) => {}
-                Ok(false) => {
-                    if self.decoder.in_frame() {
-                        std::mem::swap(buf, &mut self.stash);
-                    }
-                    return Err(FrameRecvError::Timeout);
-                }
-                Err(e) => return Err(e),
+            if !self.fill(buf, direct, deadline)? {
+                self.suspend(buf);
+                return Err(FrameRecvError::Timeout);
             }
         }
     }
+
+    /// Takes a whole frame out of what is buffered, after reading the
+    /// descriptor once if `read` (never waiting): the step of a receiver
+    /// that serves many connections in turns. A frame begun and not
+    /// finished is kept for the next call.
+    pub(crate) fn try_frame(
+        &mut self,
+        buf: &mut Vec<u8>,
+        read: bool,
+    ) -> Result<Ready, FrameRecvError> {
+        self.resume(buf);
+        let mut read = read;
+        loop {
+            let direct = match self.step(buf)? {
+                Step::Frame(len) => return Ok(Ready::Frame(len)),
+                Step::Read => None,
+                Step::Direct(missing) => Some(missing),
+            };
+            if self.eof {
+                // Closed, and what it sent is taken: the rest of an
+                // unfinished frame will never come.
+                buf.clear();
+                return Ok(Ready::Closed);
+            }
+            if !read {
+                self.suspend(buf);
+                return Ok(Ready::Empty);
+            }
+            read = false;
+            match self.read_once(buf, direct).map_err(FrameRecvError::Os)? {
+                Read::Data => {}
+                Read::WouldBlock => {
+                    self.suspend(buf);
+                    return Ok(Ready::Empty);
+                }
+                Read::Eof => self.eof = true,
+            }
+        }
+    }
+}
+
+/// What [`StreamRx::try_frame`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// A whole frame of this length is in the caller's buffer.
+    Frame(usize),
+    /// No whole frame yet.
+    Empty,
+    /// The peer closed and every frame it sent was taken.
+    Closed,
 }
 
 /// One `read` of `fd` into `dst`; adds to `*len` the bytes read.

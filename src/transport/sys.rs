@@ -195,6 +195,30 @@ pub(crate) fn ofd_lock(fd: BorrowedFd<'_>, byte: i64) -> io::Result<bool> {
     }
 }
 
+/// Takes an OFD read lock (shared with other read locks) on byte `byte`
+/// of `fd` without waiting; `Ok(false)` when another open file
+/// description holds a write lock on it.
+pub(crate) fn ofd_lock_shared(fd: BorrowedFd<'_>, byte: i64) -> io::Result<bool> {
+    let fl = flock(libc::F_RDLCK, byte);
+    // SAFETY: F_OFD_SETLK reads the flock we pass.
+    match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) }) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(errno(&e), libc::EAGAIN | libc::EACCES) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes an exclusive `flock` on the file of `fd` without waiting;
+/// `Ok(false)` when another open file description holds one.
+pub(crate) fn flock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor we borrow; no pointers.
+    match cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(true),
+        Err(e) if errno(&e) == libc::EWOULDBLOCK => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is valid (l_pid must be 0 for
     // OFD locks).
