@@ -1,15 +1,14 @@
 //! The in-process channel: an MPMC ring in a heap region, two eventcounts
 //! (one per direction) and the handle counts that decide disconnection.
 
-use std::alloc::{self, Layout};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
-use std::ptr::NonNull;
+
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use shmlane_ring::{mpmc, PopError, PushError, RingKind, RingLayout};
+use shmlane_ring::{mpmc, PopError, PushError};
 use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 
 use crate::error::{
@@ -24,9 +23,8 @@ use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering};
 const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
 
 struct Chan<T> {
+    /// The ring, in a heap region it keeps alive.
     ring: mpmc::Ring,
-    region: NonNull<u8>,
-    region_layout: Layout,
     // The eventcounts live only in this process's heap, so `CachePadded`
     // may pad them for this CPU. The ring's control lines stay a fixed 128
     // bytes: the same ring layout is used in shared segments.
@@ -55,35 +53,10 @@ impl<T> Chan<T> {
             "shmlane::bounded(0): zero-capacity (rendezvous) channels are not supported yet; \
              use a capacity of at least 1"
         );
-        let layout = RingLayout::new(
-            RingKind::Mpmc,
-            cap as u64,
-            size_of::<T>().max(1),
-            align_of::<T>(),
-        )
-        .unwrap_or_else(|e| panic!("shmlane::bounded({cap}): {e}"));
-        let region_layout = Layout::from_size_align(layout.region_len(), layout.region_align())
+        let ring = mpmc::Ring::heap(cap as u64, size_of::<T>().max(1), align_of::<T>())
             .unwrap_or_else(|e| panic!("shmlane::bounded({cap}): {e}"));
-        // SAFETY: the layout's size is non-zero (it always holds the control
-        // lines).
-        let raw = unsafe { alloc::alloc_zeroed(region_layout) };
-        let Some(region) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(region_layout)
-        };
-        // SAFETY: `region` is a fresh allocation of `region_len` bytes with
-        // the region's alignment, used by nobody else; it lives until
-        // `Chan::drop`, after the ring handle is gone.
-        let ring = unsafe {
-            layout
-                .init(region, region_layout.size())
-                .expect("region fits its own layout");
-            mpmc::Ring::attach(region, region_layout.size(), &layout)
-                .expect("region fits its own layout")
-        };
         Self {
             ring,
-            region,
-            region_layout,
             not_empty: CachePadded::new(EventCount::new()),
             not_full: CachePadded::new(EventCount::new()),
             senders: AtomicUsize::new(1),
@@ -248,9 +221,7 @@ impl<T> Drop for Chan<T> {
             // SAFETY: as in `pop`; each buffered `T` is dropped exactly once.
             unsafe { slot.as_ptr().cast::<T>().cast_mut().drop_in_place() };
         }
-        // SAFETY: allocated in `new` with `region_layout`; the ring handle
-        // does not touch the region when it is dropped.
-        unsafe { alloc::dealloc(self.region.as_ptr(), self.region_layout) };
+        // The region goes with the ring handle.
     }
 }
 

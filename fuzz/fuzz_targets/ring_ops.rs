@@ -25,14 +25,13 @@
 
 #![no_main]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::{BTreeMap, VecDeque};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shmlane_ring::{mpmc, spsc, PopError, PushError, RingKind, RingLayout};
+use shmlane_ring::{mpmc, spsc, HeapRegion, PopError, PushError, RingKind, RingLayout};
 
 /// Held reservations and claims at most (more are let go at once).
 const MAX_HELD: usize = 8;
@@ -114,8 +113,9 @@ enum MpmcOp {
 
 /// A ring region on the heap, and where things are in it.
 struct Region {
+    /// The allocation (the ring crate's own heap region).
+    heap: HeapRegion,
     base: NonNull<u8>,
-    mem: Layout,
     layout: RingLayout,
     /// Offset of slot 0's header (the region's layout puts the slots
     /// after the two control lines).
@@ -130,12 +130,8 @@ impl Region {
     fn new(kind: RingKind, shape: &Shape) -> Self {
         let capacity = u64::from(shape.capacity % 8) + 1;
         let words = usize::from(shape.words % 4) + 1;
-        let layout = RingLayout::new(kind, capacity, words * 8, 8).unwrap();
-        let mem = Layout::from_size_align(layout.region_len(), layout.region_align()).unwrap();
-        // SAFETY: a region always has a non-zero size.
-        let base = NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap();
-        // SAFETY: freshly allocated, `region_len` bytes, aligned, unused.
-        unsafe { layout.init(base, mem.size()) }.unwrap();
+        let heap = HeapRegion::new(kind, capacity, words * 8, 8).unwrap();
+        let (base, layout) = (heap.base(), *heap.layout());
         let slots_offset = layout.region_len() - layout.slots() as usize * layout.stride();
         // The slot header (a stamp, and for MPMC an owner word) rounded up
         // to the payload alignment (8).
@@ -144,8 +140,8 @@ impl Region {
             RingKind::Mpmc => 16,
         };
         Self {
+            heap,
             base,
-            mem,
             layout,
             slots_offset,
             payload_offset,
@@ -154,7 +150,7 @@ impl Region {
     }
 
     fn len(&self) -> usize {
-        self.mem.size()
+        self.heap.len()
     }
 
     fn slots(&self) -> u64 {
@@ -240,12 +236,6 @@ impl Region {
     }
 }
 
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with `self.mem`.
-        unsafe { dealloc(self.base.as_ptr(), self.mem) }
-    }
-}
 
 /// What the SPSC ring holds, as the model has it.
 struct SpscModel {

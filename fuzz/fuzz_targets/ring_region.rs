@@ -6,37 +6,25 @@
 
 #![no_main]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ptr::NonNull;
 
 use libfuzzer_sys::fuzz_target;
-use shmlane_ring::{mpmc, spsc, RingKind, RingLayout};
+use shmlane_ring::{mpmc, spsc, HeapRegion, RingKind, RingLayout};
 
-struct Region {
-    base: NonNull<u8>,
-    mem: Layout,
-}
-
-impl Region {
-    fn new(layout: &RingLayout, garbage: &[u8]) -> Self {
-        let mem = Layout::from_size_align(layout.region_len(), layout.region_align()).unwrap();
-        // SAFETY: a region always has a non-zero size.
-        let base = NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap();
-        // SAFETY: freshly allocated, `region_len` bytes, aligned, unused.
-        unsafe { layout.init(base, mem.size()) }.unwrap();
-        // The peer's writes: over the control lines and the slots.
-        let n = garbage.len().min(mem.size());
-        // SAFETY: `n` bytes fit the region; nothing else references it yet.
-        unsafe { std::ptr::copy_nonoverlapping(garbage.as_ptr(), base.as_ptr(), n) };
-        Self { base, mem }
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with `self.mem`.
-        unsafe { dealloc(self.base.as_ptr(), self.mem) }
-    }
+/// An initialised region (the ring crate's own heap region) that the
+/// peer then wrote over.
+fn region(layout: &RingLayout, garbage: &[u8]) -> HeapRegion {
+    let region = HeapRegion::new(
+        layout.kind(),
+        layout.capacity(),
+        layout.slot_size(),
+        layout.slot_align(),
+    )
+    .unwrap();
+    // The peer's writes: over the control lines and the slots.
+    let n = garbage.len().min(region.len());
+    // SAFETY: `n` bytes fit the region; no handle references it yet.
+    unsafe { std::ptr::copy_nonoverlapping(garbage.as_ptr(), region.base().as_ptr(), n) };
+    region
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -51,8 +39,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let capacity = u64::from(pick >> 1 & 7) + 1;
     let layout = RingLayout::new(kind, capacity, 16, 8).unwrap();
-    let region = Region::new(&layout, garbage);
-    let (base, len) = (region.base, region.mem.size());
+    let region = region(&layout, garbage);
+    let (base, len) = (region.base(), region.len());
     match kind {
         RingKind::Spsc => {
             // SAFETY: the region outlives both handles; one of each.

@@ -9,51 +9,36 @@
 //!
 //! This library holds the region helper the models share.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ptr::NonNull;
+use shmlane_ring::{mpmc, spsc, HeapRegion, RingKind};
 
-use shmlane_ring::{mpmc, spsc, RingKind, RingLayout};
-
-/// A heap region laid out for one ring, freed on drop.
-pub struct Region {
-    base: NonNull<u8>,
-    mem: Layout,
-    layout: RingLayout,
-}
-
-// SAFETY: plain heap memory; the rings synchronise access to it.
-unsafe impl Send for Region {}
-// SAFETY: as above.
-unsafe impl Sync for Region {}
+/// A heap region laid out for one ring (the ring crate's `HeapRegion`),
+/// with handles attached by hand so that a model can take several.
+pub struct Region(HeapRegion);
 
 impl Region {
     /// Allocates and initialises a ring of `capacity` u64 slots.
     pub fn new(kind: RingKind, capacity: u64) -> Self {
-        let layout = RingLayout::new(kind, capacity, 8, 8).unwrap();
-        let mem = Layout::from_size_align(layout.region_len(), layout.region_align()).unwrap();
-        // SAFETY: non-zero size.
-        let base = NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap();
-        // SAFETY: fresh, aligned, `region_len` bytes, unused by anyone else.
-        unsafe { layout.init(base, mem.size()) }.unwrap();
-        Self { base, mem, layout }
+        Self(HeapRegion::new(kind, capacity, 8, 8).unwrap())
     }
 
     /// The producer and consumer of an SPSC region.
     pub fn spsc(&self) -> (spsc::Producer, spsc::Consumer) {
+        let r = &self.0;
         // SAFETY: the models drop the handles before the region and attach
         // one producer and one consumer.
         unsafe {
             (
-                spsc::Producer::attach(self.base, self.mem.size(), &self.layout).unwrap(),
-                spsc::Consumer::attach(self.base, self.mem.size(), &self.layout).unwrap(),
+                spsc::Producer::attach(r.base(), r.len(), r.layout()).unwrap(),
+                spsc::Consumer::attach(r.base(), r.len(), r.layout()).unwrap(),
             )
         }
     }
 
     /// A handle on an MPMC region.
     pub fn mpmc(&self) -> mpmc::Ring {
+        let r = &self.0;
         // SAFETY: the models drop the handles before the region.
-        unsafe { mpmc::Ring::attach(self.base, self.mem.size(), &self.layout) }.unwrap()
+        unsafe { mpmc::Ring::attach(r.base(), r.len(), r.layout()) }.unwrap()
     }
 
     /// An owned handle on an MPMC region that claims slots as `who` (one
@@ -61,13 +46,6 @@ impl Region {
     /// anonymous.
     pub fn mpmc_owned(&self, who: u64) -> mpmc::Ring {
         self.mpmc().with_owner(who)
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with `self.mem`.
-        unsafe { dealloc(self.base.as_ptr(), self.mem) }
     }
 }
 

@@ -11,6 +11,20 @@
 //!
 //! # Examples
 //!
+//! A ring on the heap, with safe handles that keep it alive:
+//!
+//! ```
+//! use shmlane_ring::spsc;
+//!
+//! let (mut tx, mut rx) = spsc::channel(4, 8, 8).unwrap();
+//! tx.try_push(&42u64.to_ne_bytes()).unwrap();
+//! let mut out = [0u8; 8];
+//! rx.try_pop(&mut out).unwrap();
+//! assert_eq!(u64::from_ne_bytes(out), 42);
+//! ```
+//!
+//! Over a region the caller provides (shared memory, say):
+//!
 //! ```
 //! use std::alloc::{alloc_zeroed, dealloc, Layout};
 //! use std::ptr::NonNull;
@@ -40,9 +54,11 @@
 
 #![no_std]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+mod heap;
 mod layout;
 pub mod mpmc;
 pub mod spsc;
@@ -50,6 +66,7 @@ mod sync;
 
 use core::fmt;
 
+pub use heap::HeapRegion;
 pub use layout::{LayoutError, RingKind, RingLayout, CACHE_LINE, MAX_SLOTS, MAX_SLOT_ALIGN};
 
 /// The number of messages in a ring region, read without attaching (for

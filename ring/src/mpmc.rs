@@ -62,7 +62,8 @@ use core::ptr::NonNull;
 
 use crate::layout::{Control, LayoutError, MpmcSlot, RingKind, RingLayout};
 use crate::sync::Ordering;
-use crate::{PopError, PushError};
+use crate::{HeapRegion, PopError, PushError};
+use alloc::sync::Arc;
 
 /// The stamp bit of a slot recovered from a dead producer: consumers take
 /// and free it like a full slot, but it holds no message.
@@ -96,6 +97,9 @@ pub struct Ring {
     limited: bool,
     /// Who this handle claims slots as; 0 for an anonymous handle.
     who: u64,
+    /// The heap region this handle keeps alive, if it lives in one
+    /// ([`Ring::heap`]).
+    _region: Option<Arc<HeapRegion>>,
 }
 
 // SAFETY: every access to the region goes through atomics or through slots
@@ -154,7 +158,32 @@ impl Ring {
             shift: layout.slots().trailing_zeros(),
             limited: layout.capacity() < layout.slots(),
             who: 0,
+            _region: None,
         })
+    }
+
+    /// An MPMC ring of `capacity` messages of up to `slot_size` bytes
+    /// (aligned to `slot_align`) in its own heap allocation, which this
+    /// handle keeps alive: the safe way to use the ring within one process
+    /// (share the handle, by reference or in an `Arc`). Anonymous: the
+    /// index CAS is the claim.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] for a capacity, size or alignment no ring takes.
+    pub fn heap(capacity: u64, slot_size: usize, slot_align: usize) -> Result<Self, LayoutError> {
+        let region = Arc::new(HeapRegion::new(
+            RingKind::Mpmc,
+            capacity,
+            slot_size,
+            slot_align,
+        )?);
+        // SAFETY: the region is initialised for this layout and lives as
+        // long as the handle, which keeps the `Arc`; every handle on it is
+        // anonymous (this is the only one).
+        let mut ring = unsafe { Self::attach(region.base(), region.len(), region.layout()) }?;
+        ring._region = Some(region);
+        Ok(ring)
     }
 
     /// Makes this an owned handle that claims slots as `who` (for example a

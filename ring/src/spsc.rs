@@ -18,7 +18,8 @@ use core::ptr::NonNull;
 
 use crate::layout::{Control, LayoutError, RingKind, RingLayout, SpscSlot};
 use crate::sync::Ordering;
-use crate::{Corrupted, PopError, PushError};
+use crate::{Corrupted, HeapRegion, PopError, PushError};
+use alloc::sync::Arc;
 
 /// The part of a layout both sides need, copied into process-local memory.
 #[derive(Clone, Copy)]
@@ -78,6 +79,9 @@ pub struct Producer {
     geo: Geometry,
     tail: u64,
     cached_head: u64,
+    /// The heap region this producer keeps alive, if it lives in one
+    /// ([`channel`]).
+    _region: Option<Arc<HeapRegion>>,
 }
 
 // SAFETY: the producer's state is its own locals plus the region, which the
@@ -89,10 +93,44 @@ pub struct Consumer {
     geo: Geometry,
     head: u64,
     cached_tail: u64,
+    /// As [`Producer`]'s.
+    _region: Option<Arc<HeapRegion>>,
 }
 
 // SAFETY: as for `Producer`.
 unsafe impl Send for Consumer {}
+
+/// An SPSC ring of `capacity` messages of up to `slot_size` bytes (aligned
+/// to `slot_align`) in its own heap allocation, and its two ends, which
+/// keep it alive: the safe way to use the ring within one process.
+///
+/// # Errors
+///
+/// [`LayoutError`] for a capacity, size or alignment no ring takes.
+pub fn channel(
+    capacity: u64,
+    slot_size: usize,
+    slot_align: usize,
+) -> Result<(Producer, Consumer), LayoutError> {
+    let region = Arc::new(HeapRegion::new(
+        RingKind::Spsc,
+        capacity,
+        slot_size,
+        slot_align,
+    )?);
+    // SAFETY: the region is initialised for this layout and lives as long as
+    // both handles (each keeps the `Arc`); these are its only producer and
+    // consumer.
+    let (mut tx, mut rx) = unsafe {
+        (
+            Producer::attach(region.base(), region.len(), region.layout())?,
+            Consumer::attach(region.base(), region.len(), region.layout())?,
+        )
+    };
+    tx._region = Some(Arc::clone(&region));
+    rx._region = Some(region);
+    Ok((tx, rx))
+}
 
 impl Producer {
     /// Attaches the producer to an initialised SPSC region.
@@ -140,6 +178,7 @@ impl Producer {
             geo,
             tail,
             cached_head: head,
+            _region: None,
         })
     }
 
@@ -324,6 +363,7 @@ impl Consumer {
             geo,
             head,
             cached_tail: head,
+            _region: None,
         };
         // A previous consumer may have stopped inside a batch, whose stamp
         // is behind us: learn what is published from `tail`. Garbage there is

@@ -171,7 +171,7 @@ fn a_batch_stamped_by_a_producer_that_died_before_recording_it_is_not_lost() {
     // inside the batch, still finds the rest.
     // SAFETY: the region outlives the handle; it is the only consumer.
     let mut rx = unsafe {
-        shmlane_ring::spsc::Consumer::attach(region.base, region.mem.size(), &region.layout)
+        shmlane_ring::spsc::Consumer::attach(region.0.base(), region.0.len(), region.0.layout())
     }
     .unwrap();
     assert_eq!(rx.refresh(), Ok(3));

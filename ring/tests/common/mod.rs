@@ -2,62 +2,38 @@
 
 #![allow(dead_code)]
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ptr::NonNull;
+use shmlane_ring::{mpmc, spsc, HeapRegion, RingKind};
 
-use shmlane_ring::{mpmc, spsc, RingKind, RingLayout};
-
-pub struct Region {
-    pub base: NonNull<u8>,
-    pub mem: Layout,
-    pub layout: RingLayout,
-}
-
-// SAFETY: the region is plain heap memory; the rings synchronise access.
-unsafe impl Send for Region {}
-// SAFETY: as above.
-unsafe impl Sync for Region {}
+/// A ring's heap region (the crate's own `HeapRegion`), with handles
+/// attached by hand so that tests can take several on one region.
+pub struct Region(pub HeapRegion);
 
 impl Region {
     pub fn new(kind: RingKind, capacity: u64, slot_size: usize) -> Self {
-        let layout = RingLayout::new(kind, capacity, slot_size, 8).unwrap();
-        let mem = Layout::from_size_align(layout.region_len(), layout.region_align()).unwrap();
-        // SAFETY: `mem` has a non-zero size (a region always holds the control lines).
-        let base = NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap();
-        // SAFETY: freshly allocated, `region_len` bytes, aligned, unused.
-        unsafe { layout.init(base, mem.size()) }.unwrap();
-        Self { base, mem, layout }
+        Self(HeapRegion::new(kind, capacity, slot_size, 8).unwrap())
     }
 
     pub fn spsc(&self) -> (spsc::Producer, spsc::Consumer) {
+        let r = &self.0;
         // SAFETY: the region outlives the handles (tests drop them first) and
         // each test attaches one producer and one consumer.
         unsafe {
             (
-                spsc::Producer::attach(self.base, self.mem.size(), &self.layout).unwrap(),
-                spsc::Consumer::attach(self.base, self.mem.size(), &self.layout).unwrap(),
+                spsc::Producer::attach(r.base(), r.len(), r.layout()).unwrap(),
+                spsc::Consumer::attach(r.base(), r.len(), r.layout()).unwrap(),
             )
         }
     }
 
     pub fn mpmc(&self) -> mpmc::Ring {
+        let r = &self.0;
         // SAFETY: the region outlives the handle in every test.
-        unsafe { mpmc::Ring::attach(self.base, self.mem.size(), &self.layout) }.unwrap()
+        unsafe { mpmc::Ring::attach(r.base(), r.len(), r.layout()) }.unwrap()
     }
 
     /// The u64 at `offset` bytes into the region, for corrupting it.
     pub fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
-        assert!(offset + 8 <= self.mem.size() && offset % 8 == 0);
-        // SAFETY: in bounds and aligned (checked above); the ring accesses the
-        // same words only through atomics of the same size.
-        unsafe { &*self.base.as_ptr().add(offset).cast() }
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with `self.mem`.
-        unsafe { dealloc(self.base.as_ptr(), self.mem) }
+        self.0.word(offset)
     }
 }
 

@@ -1,0 +1,147 @@
+//! A ring in its own heap allocation: the safe way in for rings that live
+//! in one process (as rtrb's `RingBuffer::new`), with no pointers, lengths
+//! or lifetimes for the caller to vouch for.
+
+use alloc::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use core::ptr::NonNull;
+
+use crate::{LayoutError, RingKind, RingLayout};
+
+/// A heap region laid out and initialised for one ring, freed when the last
+/// handle that keeps it ([`spsc::channel`](crate::spsc::channel),
+/// [`mpmc::Ring::heap`](crate::mpmc::Ring::heap)) or the last owner of it
+/// is dropped.
+#[derive(Debug)]
+pub struct HeapRegion {
+    base: NonNull<u8>,
+    mem: Layout,
+    layout: RingLayout,
+}
+
+// SAFETY: the region is plain heap memory owned by this value; the rings
+// reach it only through atomics and slots they hold.
+unsafe impl Send for HeapRegion {}
+// SAFETY: as above; `&HeapRegion` hands out addresses and words only.
+unsafe impl Sync for HeapRegion {}
+
+impl HeapRegion {
+    /// Allocates and initialises a region for a ring of `kind` holding
+    /// `capacity` messages of `slot_size` bytes aligned to `slot_align`.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] for a capacity, size or alignment no ring takes.
+    ///
+    /// # Panics
+    ///
+    /// Aborts (as `Vec` does) when the allocation fails.
+    pub fn new(
+        kind: RingKind,
+        capacity: u64,
+        slot_size: usize,
+        slot_align: usize,
+    ) -> Result<Self, LayoutError> {
+        let layout = RingLayout::new(kind, capacity, slot_size, slot_align)?;
+        let mem = Layout::from_size_align(layout.region_len(), layout.region_align())
+            .map_err(|_| LayoutError::Overflow)?;
+        // SAFETY: `mem` has a non-zero size: a region always holds the
+        // control lines.
+        let base =
+            NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap_or_else(|| handle_alloc_error(mem));
+        let region = Self { base, mem, layout };
+        // SAFETY: a fresh allocation of `region_len` bytes with the
+        // region's alignment, used by nobody yet.
+        unsafe { layout.init(base, mem.size()) }?;
+        Ok(region)
+    }
+
+    /// The layout the region was made for.
+    pub fn layout(&self) -> &RingLayout {
+        &self.layout
+    }
+
+    /// The region's first byte (for callers that attach handles
+    /// themselves, or inspect the region).
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The region's length in bytes.
+    pub fn len(&self) -> usize {
+        self.mem.size()
+    }
+
+    /// Always false: a region holds at least its control lines.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The 8-byte word at `offset` as an atomic, for tests and fuzz
+    /// targets that play a peer writing to the region.
+    ///
+    /// # Panics
+    ///
+    /// If `offset` is not 8-aligned or the word is outside the region.
+    #[cfg(not(shmlane_loom))]
+    pub fn word(&self, offset: usize) -> &core::sync::atomic::AtomicU64 {
+        assert!(
+            offset % 8 == 0 && offset + 8 <= self.mem.size(),
+            "word {offset} outside the region"
+        );
+        // SAFETY: in bounds and aligned (checked; the base is at least
+        // cache-line aligned); the rings access the same words only
+        // through atomics of the same size.
+        unsafe { &*self.base.as_ptr().add(offset).cast() }
+    }
+}
+
+impl Drop for HeapRegion {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with `self.mem`; the handles that keep
+        // the region hold it in an `Arc`, so none is left.
+        unsafe { dealloc(self.base.as_ptr(), self.mem) }
+    }
+}
+
+#[cfg(all(test, not(shmlane_loom)))]
+mod tests {
+    use crate::{mpmc, spsc, HeapRegion, LayoutError, RingKind};
+
+    #[test]
+    fn heap_rings_carry_messages_and_outlive_either_end() {
+        let (mut tx, mut rx) = spsc::channel(2, 8, 8).unwrap();
+        tx.try_push(&7u64.to_ne_bytes()).unwrap();
+        // The consumer keeps the region alive after the producer is gone.
+        drop(tx);
+        let mut out = [0u8; 8];
+        rx.try_pop(&mut out).unwrap();
+        assert_eq!(u64::from_ne_bytes(out), 7);
+
+        let ring = mpmc::Ring::heap(2, 8, 8).unwrap();
+        let r = ring.try_reserve().unwrap();
+        // SAFETY: an 8-byte, 8-aligned payload this reservation holds.
+        unsafe { r.as_mut_ptr().cast::<u64>().write(9) };
+        r.commit().unwrap();
+        let c = ring.try_claim().unwrap();
+        // SAFETY: the published payload this claim holds.
+        assert_eq!(unsafe { c.as_ptr().cast::<u64>().read() }, 9);
+        c.release().unwrap();
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_and_words_stay_in_bounds() {
+        assert!(matches!(
+            HeapRegion::new(RingKind::Spsc, 0, 8, 8),
+            Err(LayoutError::ZeroCapacity)
+        ));
+        let region = HeapRegion::new(RingKind::Mpmc, 4, 8, 8).unwrap();
+        let last = region.len() - 8;
+        region
+            .word(last)
+            .store(1, core::sync::atomic::Ordering::Relaxed);
+        let past = std::panic::catch_unwind(|| {
+            region.word(region.len());
+        });
+        assert!(past.is_err());
+    }
+}
