@@ -72,12 +72,7 @@ fn after(d: Duration) -> Option<Instant> {
 
 /// A fresh address for `kind`, unique in this process and across runs.
 fn unique(kind: Kind) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let tag = format!(
-        "shmlane-t-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
+    let tag = shmlane_testkit::unique("t");
     match kind {
         Kind::Pipe => "pipe".into(),
         Kind::Fifo => format!("fifo:/tmp/{tag}.fifo"),
