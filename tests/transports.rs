@@ -14,7 +14,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmlane::transport::{
@@ -587,26 +586,14 @@ fn addresses() {
 }
 
 fn tmp_path(tag: &str) -> std::path::PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    std::path::PathBuf::from(format!(
-        "/tmp/shmlane-t-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    std::env::temp_dir().join(shmlane_testkit::unique(tag))
 }
 
 fn environment() {
     let dir = tmp_path("dir");
     std::fs::create_dir(&dir).unwrap();
-    let _rm = RemoveDir(dir.clone());
+    let mut _rm = shmlane_testkit::Cleanup::new();
+    _rm.path(&dir);
     let file = dir.join("plain");
     std::fs::write(&file, b"x").unwrap();
     let o = opts().connect_timeout(Duration::from_millis(200));
@@ -634,7 +621,8 @@ fn environment() {
     // `nobody` when we are root.
     let ro = tmp_path("ro");
     std::fs::create_dir(&ro).unwrap();
-    let _rm_ro = RemoveDir(ro.clone());
+    let mut _rm_ro = shmlane_testkit::Cleanup::new();
+    _rm_ro.path(&ro);
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
