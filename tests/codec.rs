@@ -490,3 +490,40 @@ fn a_message_too_large_fails_at_once_even_when_the_channel_is_full() {
         // above already rule out.
     }
 }
+
+#[test]
+fn rkyv_and_byte_messages_batch_on_both_rings() {
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        let chan = create::<Rkyv<Order>>(kind, Trust::validate(), 128);
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let orders: Vec<Order> = (0..8).map(Order::sample).collect();
+        let refs: Vec<&Order> = orders.iter().collect();
+        assert_eq!(tx.try_send_batch(&refs).unwrap(), 8);
+        // Full now: nothing more goes, and that is not an error.
+        assert_eq!(tx.try_send_batch(&refs[..1]).unwrap(), 0);
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_batch(&mut got, 5).unwrap(), 5);
+        assert_eq!(rx.try_recv_batch(&mut got, 100).unwrap(), 3);
+        assert_eq!(
+            got.iter().map(|o| o.id).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+        assert_eq!(rx.try_recv_batch(&mut got, 100).unwrap(), 0);
+
+        let chan = create::<Bytes>(kind, Trust::validate(), 64);
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        tx.send_batch(&[b"a", b"bc", b""]).unwrap();
+        let too_big = vec![0u8; 1000];
+        let e = tx.send_batch(&[b"d", &too_big]).unwrap_err();
+        assert_eq!(e.sent, 1);
+        assert!(
+            matches!(e.error, SendMsgError::Encode(EncodeError::TooLarge { .. })),
+            "{e}"
+        );
+        let mut got = Vec::new();
+        assert_eq!(rx.try_recv_batch(&mut got, 10).unwrap(), 4);
+        assert_eq!(got, [b"a".to_vec(), b"bc".to_vec(), vec![], b"d".to_vec()]);
+        drop(tx);
+        assert!(rx.recv_batch(&mut got, 10).unwrap_err().is_disconnected());
+    }
+}

@@ -1009,6 +1009,187 @@ impl<M: Message> fmt::Debug for TryIter<'_, M> {
     }
 }
 
+/// Why a batch send of rkyv or byte messages stopped: how many of the
+/// batch went, and the error of the first that did not.
+#[derive(Debug)]
+pub struct BatchSendError {
+    /// Messages sent (the first `sent` of the batch).
+    pub sent: usize,
+    /// Why the next one was not.
+    pub error: SendMsgError,
+}
+
+impl fmt::Display for BatchSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (after {} of the batch were sent)",
+            self.error, self.sent
+        )
+    }
+}
+
+impl std::error::Error for BatchSendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// The batch methods of the kinds whose sends borrow (rkyv and bytes), one
+/// body for both.
+impl<M: Message<TrySendError = SendMsgError, RecvError = RecvMsgError>> Sender<M> {
+    fn try_send_each(&self, msgs: &[M::Input<'_>]) -> Result<usize, BatchSendError>
+    where
+        for<'a> M::Input<'a>: Copy,
+    {
+        let mut sent = 0;
+        for &msg in msgs {
+            match self.put(&msg, Wait::Never) {
+                Ok(()) => sent += 1,
+                Err(SendMsgError::Full | SendMsgError::Timeout) => break,
+                Err(error) => return Err(BatchSendError { sent, error }),
+            }
+        }
+        Ok(sent)
+    }
+
+    fn send_each(&self, msgs: &[M::Input<'_>]) -> Result<(), BatchSendError>
+    where
+        for<'a> M::Input<'a>: Copy,
+    {
+        for (sent, msg) in msgs.iter().enumerate() {
+            self.put(msg, Wait::Until(None))
+                .map_err(|error| BatchSendError { sent, error })?;
+        }
+        Ok(())
+    }
+}
+
+impl<M: Message<TrySendError = SendMsgError, RecvError = RecvMsgError>> Receiver<M> {
+    fn try_recv_each(&self, out: &mut Vec<M::Output>, max: usize) -> Result<usize, RecvMsgError> {
+        let mut n = 0;
+        while n < max {
+            match self.take(Wait::Never) {
+                Ok(v) => {
+                    out.push(v);
+                    n += 1;
+                }
+                Err(RecvMsgError::Empty | RecvMsgError::Timeout) => break,
+                Err(RecvMsgError::Disconnected) if n > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    fn recv_each(&self, out: &mut Vec<M::Output>, max: usize) -> Result<usize, RecvMsgError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.try_recv_each(out, max)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        out.push(self.take(Wait::Until(None))?);
+        Ok(1 + self.try_recv_each(out, max - 1).unwrap_or(0))
+    }
+}
+
+impl<T: shmlane_codec::archive::Message + 'static> Sender<super::Rkyv<T>> {
+    /// Sends as many of `msgs` as fit now, in order; returns how many (0
+    /// when full).
+    ///
+    /// # Errors
+    ///
+    /// [`BatchSendError`] with how many were sent, when one cannot be
+    /// (too large, disconnected).
+    pub fn try_send_batch(&self, msgs: &[&T]) -> Result<usize, BatchSendError> {
+        self.try_send_each(msgs)
+    }
+
+    /// Sends every message of `msgs`, in order, blocking while full.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send_batch`](Self::try_send_batch).
+    pub fn send_batch(&self, msgs: &[&T]) -> Result<(), BatchSendError> {
+        self.send_each(msgs)
+    }
+}
+
+impl Sender<super::Bytes> {
+    /// Sends as many of `msgs` as fit now, in order; returns how many (0
+    /// when full).
+    ///
+    /// # Errors
+    ///
+    /// [`BatchSendError`] with how many were sent, when one cannot be
+    /// (too large, disconnected).
+    pub fn try_send_batch(&self, msgs: &[&[u8]]) -> Result<usize, BatchSendError> {
+        self.try_send_each(msgs)
+    }
+
+    /// Sends every message of `msgs`, in order, blocking while full.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send_batch`](Self::try_send_batch).
+    pub fn send_batch(&self, msgs: &[&[u8]]) -> Result<(), BatchSendError> {
+        self.send_each(msgs)
+    }
+}
+
+impl<T: shmlane_codec::archive::Message + 'static> Receiver<super::Rkyv<T>> {
+    /// Appends up to `max` ready messages to `out`; returns how many (0
+    /// when empty).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvMsgError`]: `Disconnected` once the channel is empty and every
+    /// sender is gone, `Invalid` for a message that does not check (it is
+    /// dropped; `out` keeps those received before it).
+    pub fn try_recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvMsgError> {
+        self.try_recv_each(out, max)
+    }
+
+    /// Waits for at least one message, then appends up to `max` ready ones
+    /// to `out`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv_batch`](Self::try_recv_batch).
+    pub fn recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvMsgError> {
+        self.recv_each(out, max)
+    }
+}
+
+impl Receiver<super::Bytes> {
+    /// Appends up to `max` ready messages to `out`; returns how many (0
+    /// when empty).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvMsgError`]: `Disconnected` once the channel is empty and every
+    /// sender is gone.
+    pub fn try_recv_batch(
+        &self,
+        out: &mut Vec<Vec<u8>>,
+        max: usize,
+    ) -> Result<usize, RecvMsgError> {
+        self.try_recv_each(out, max)
+    }
+
+    /// Waits for at least one message, then appends up to `max` ready ones
+    /// to `out`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv_batch`](Self::try_recv_batch).
+    pub fn recv_batch(&self, out: &mut Vec<Vec<u8>>, max: usize) -> Result<usize, RecvMsgError> {
+        self.recv_each(out, max)
+    }
+}
+
 impl<'a, M: Message> IntoIterator for &'a Receiver<M> {
     type Item = M::Output;
     type IntoIter = Iter<'a, M>;

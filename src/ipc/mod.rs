@@ -123,7 +123,7 @@ pub use crate::transport::{Address, AddressError};
 pub use builder::Builder;
 pub use channel::Channel;
 pub use connect::ConnectError;
-pub use handles::{Iter, Receiver, Sender, TryIter};
+pub use handles::{BatchSendError, Iter, Receiver, Sender, TryIter};
 pub use kinds::{Bytes, Message, MsgRef, RecvMsgError, Rkyv, SendMsgError};
 pub use shmlane_codec::{Codec, EncodeError, InvalidMessage, Trust};
 pub use shmlane_ring::RingKind;
