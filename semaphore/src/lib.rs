@@ -39,8 +39,6 @@ mod eventcount;
 mod futex;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod named;
-#[cfg(all(target_os = "linux", not(shmlane_loom)))]
-pub mod sigbus;
 mod sync;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod sys;
@@ -50,11 +48,15 @@ pub use barrier::asymmetric as uses_membarrier;
 #[doc(hidden)]
 pub use barrier::{waiter_side as heavy_fence, waker_side as light_fence};
 pub use eventcount::{EventCount, TimedOut};
+// SIGBUS containment for shared file mappings; it lives in `shmlane-sys`,
+// beside the mappings it protects, and keeps its path here.
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 pub use named::{
     AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
     MAX_NAME_LEN, MAX_PERMITS,
 };
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use shmlane_sys::sigbus;
 pub use wait::{Phase, WaitStrategy};
 
 impl std::fmt::Display for TimedOut {
