@@ -233,6 +233,13 @@ impl Role {
     }
 }
 
+/// What an opener says about a segment's schema text that differs from
+/// `ours`: for the fuzz target that feeds it peer-written bytes.
+#[doc(hidden)]
+pub fn schema_difference(ours: &str, theirs: &[u8]) -> String {
+    first_difference(ours, &String::from_utf8_lossy(theirs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::first_difference;
@@ -276,11 +283,4 @@ mod tests {
             "`b: 2` here, `c: 2` in the segment"
         );
     }
-}
-
-/// What an opener says about a segment's schema text that differs from
-/// `ours`: for the fuzz target that feeds it peer-written bytes.
-#[doc(hidden)]
-pub fn schema_difference(ours: &str, theirs: &[u8]) -> String {
-    first_difference(ours, &String::from_utf8_lossy(theirs))
 }
