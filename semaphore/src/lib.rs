@@ -40,8 +40,6 @@ mod futex;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod named;
 mod sync;
-#[cfg(all(target_os = "linux", not(shmlane_loom)))]
-mod sys;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
@@ -66,13 +64,3 @@ impl std::fmt::Display for TimedOut {
 }
 
 impl std::error::Error for TimedOut {}
-
-/// Turns a raw system call result into `io::Result`, reading `errno` on -1.
-#[cfg_attr(any(shmlane_loom, not(target_os = "linux")), allow(dead_code))]
-pub(crate) fn cvt(ret: libc::c_long) -> std::io::Result<libc::c_long> {
-    if ret == -1 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}

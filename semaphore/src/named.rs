@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use crate::eventcount::{EventCount, TimedOut};
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use crate::sys::{self, Map};
+use shmlane_sys::map::{Map, Protection};
+use shmlane_sys::{self as sys, Access};
 
 mod error;
 
@@ -214,14 +215,13 @@ impl SemaphoreOptions {
     pub fn create(&self, name: &str, permits: usize) -> Result<Semaphore, SemaphoreError> {
         check_name(name)?;
         check_count(permits)?;
-        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let file = sys::shm_open(name, flags, self.mode).map_err(|e| map_err(name, e))?;
+        let file = sys::shm::create(name, self.mode).map_err(|e| map_err(name, e))?;
         // Removes the half-made object if anything below fails.
         struct Unlinker<'a>(Option<&'a str>);
         impl Drop for Unlinker<'_> {
             fn drop(&mut self) {
                 if let Some(name) = self.0 {
-                    let _ = sys::shm_unlink(name);
+                    let _ = sys::shm::unlink(name);
                 }
             }
         }
@@ -232,7 +232,7 @@ impl SemaphoreOptions {
         // Reserve the page, not only set the length: on a full /dev/shm a
         // sparse object would fault (SIGBUS) on first touch instead of
         // failing here.
-        sys::allocate(&file, LEN as u64).map_err(SemaphoreError::Os)?;
+        sys::fs::allocate(&file, LEN as u64).map_err(SemaphoreError::Os)?;
         let mut sem = Semaphore::attach(file, name, permits).map_err(SemaphoreError::Os)?;
         let h = sem.header();
         // Relaxed: published by the Release store of READY below. The new
@@ -240,7 +240,7 @@ impl SemaphoreOptions {
         h.magic.store(MAGIC, Ordering::Relaxed);
         h.version.store(VERSION, Ordering::Relaxed);
         h.permits.store(permits as u32, Ordering::Relaxed);
-        h.creator_pid.store(std::process::id(), Ordering::Relaxed);
+        h.creator_pid.store(sys::process::pid(), Ordering::Relaxed);
         // Release: publishes every field above; pairs with the Acquire load
         // of `state` in `open`.
         h.state.store(STATE_READY, Ordering::Release);
@@ -260,8 +260,7 @@ impl SemaphoreOptions {
     /// the OS error.
     pub fn open(&self, name: &str) -> Result<Semaphore, SemaphoreError> {
         check_name(name)?;
-        let file = sys::shm_open(name, libc::O_RDWR | libc::O_NOFOLLOW, 0)
-            .map_err(|e| map_err(name, e))?;
+        let file = sys::shm::open(name, Access::ReadWrite).map_err(|e| map_err(name, e))?;
         let not_sem = |reason| SemaphoreError::NotASemaphore {
             name: name.to_owned(),
             reason,
@@ -443,12 +442,12 @@ impl Semaphore {
     /// [`SemaphoreError::PermissionDenied`] or the OS error.
     pub fn unlink(name: &str) -> Result<(), SemaphoreError> {
         check_name(name)?;
-        sys::shm_unlink(name).map_err(|e| map_err(name, e))
+        sys::shm::unlink(name).map_err(|e| map_err(name, e))
     }
 
     fn attach(file: File, name: &str, permits: usize) -> io::Result<Self> {
-        let map = Map::new(&file, LEN)?;
-        let pid = std::process::id();
+        let map = Map::new(&file, LEN, Access::ReadWrite, Protection::Sigbus)?;
+        let pid = sys::process::pid();
         Ok(Self {
             file,
             map,
@@ -496,7 +495,7 @@ impl Semaphore {
             .filter(|&slot| {
                 !self.holds(slot)
                     // An error (it should not happen) counts as held.
-                    && !sys::byte_is_locked(&self.file, lock_offset(slot)).unwrap_or(true)
+                    && !sys::lock::is_locked(&self.file, lock_offset(slot)).unwrap_or(true)
             })
             .count()
     }
@@ -527,7 +526,7 @@ impl Semaphore {
     }
 
     fn check_fork(&self) -> io::Result<()> {
-        if std::process::id() == self.pid {
+        if sys::process::pid() == self.pid {
             Ok(())
         } else {
             Err(io::Error::other(
@@ -546,7 +545,7 @@ impl Semaphore {
         }
         // The bit was clear, so no permit of this handle holds the lock:
         // success here means no other open file description holds it.
-        match sys::try_lock_byte(&self.file, lock_offset(slot)) {
+        match sys::lock::try_lock(&self.file, lock_offset(slot)) {
             Ok(true) => {
                 // Relaxed: only a hint for other acquirers' scan order.
                 self.hint(slot).store(1, Ordering::Relaxed);
@@ -660,7 +659,7 @@ impl Semaphore {
         // An unlock of one whole locked byte cannot fail on a valid fd. If
         // it did, the lock would stay with this handle, and clearing the bit
         // lets a later permit of this handle reuse it, which is still sound.
-        let _ = sys::unlock_byte(&self.file, lock_offset(slot));
+        let _ = sys::lock::unlock(&self.file, lock_offset(slot));
         let (word, bit) = Self::bit(slot);
         // Release: pairs with the Acquire claim in `try_slot`: a thread of
         // this handle that sees the bit clear tries the lock only after the
@@ -678,11 +677,11 @@ impl Drop for Semaphore {
         }
         // Unlink only if the name still refers to our object: another
         // process may have unlinked it and created a new one since.
-        let same = sys::shm_open(&self.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+        let same = sys::shm::open(&self.name, Access::ReadOnly)
             .and_then(|f| Ok((f.metadata()?, self.file.metadata()?)))
             .is_ok_and(|(a, b)| a.dev() == b.dev() && a.ino() == b.ino());
         if same {
-            let _ = sys::shm_unlink(&self.name);
+            let _ = sys::shm::unlink(&self.name);
         }
         // Closing the file afterwards drops any locks still held.
     }

@@ -70,7 +70,7 @@ impl std::str::FromStr for Address {
 /// The OS error (`NotFound` if nothing is there).
 pub fn unlink(addr: &Address) -> io::Result<()> {
     match addr {
-        Address::Shm(name) => sys::shm_unlink(name),
+        Address::Shm(name) => sys::shm::unlink(name),
         Address::File(path) => fs::remove_file(path),
     }
 }
