@@ -29,6 +29,23 @@
 //! A release bumps the eventcount and wakes one announced waiter. Waiters
 //! also wake every `STEP` to re-scan, because a permit given back by a
 //! dying process comes with no wakeup.
+//!
+//! # Shared with segments
+//!
+//! The object is made and found the way a `shm:` segment is, through
+//! `shmlane-sys`: an exclusive `shm::create` (removed again by
+//! `fs::RemoveOnDrop` if creation fails), the mode set exactly, every byte
+//! reserved (`fs::allocate`), a `map::Map` registered with the SIGBUS
+//! handler, and liveness as OFD byte locks (`lock`). What differs, and
+//! why: the object is created under its public name (a segment is built
+//! under a private name and renamed into place) because its whole layout
+//! is one page published by one Release store, so an opener that finds it
+//! early just waits for READY; an opener judges readiness by time alone
+//! (a segment also checks a creator lock, to tell a creator still at work
+//! from a dead one); and the permit bitmap is claimed lock-free, bit
+//! first, because a permit has no table entry to publish (a segment
+//! serialises attaches with a mutex and marks its slot only once the
+//! entry is published).
 
 use std::fmt;
 use std::fs::File;
@@ -217,15 +234,8 @@ impl SemaphoreOptions {
         check_count(permits)?;
         let file = sys::shm::create(name, self.mode).map_err(|e| map_err(name, e))?;
         // Removes the half-made object if anything below fails.
-        struct Unlinker<'a>(Option<&'a str>);
-        impl Drop for Unlinker<'_> {
-            fn drop(&mut self) {
-                if let Some(name) = self.0 {
-                    let _ = sys::shm::unlink(name);
-                }
-            }
-        }
-        let mut guard = Unlinker(Some(name));
+        let path = sys::shm::path(name);
+        let guard = sys::fs::RemoveOnDrop::new(&path);
         // The umask may have cleared bits the caller asked for.
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(SemaphoreError::Os)?;
@@ -244,7 +254,7 @@ impl SemaphoreOptions {
         // Release: publishes every field above; pairs with the Acquire load
         // of `state` in `open`.
         h.state.store(STATE_READY, Ordering::Release);
-        guard.0 = None;
+        guard.keep();
         sem.unlink_on_drop = self.unlink_on_drop;
         Ok(sem)
     }
@@ -495,7 +505,7 @@ impl Semaphore {
             .filter(|&slot| {
                 !self.holds(slot)
                     // An error (it should not happen) counts as held.
-                    && !sys::lock::is_locked(&self.file, lock_offset(slot)).unwrap_or(true)
+                    && !sys::lock::is_locked_or_unknown(&self.file, lock_offset(slot))
             })
             .count()
     }

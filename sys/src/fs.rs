@@ -78,6 +78,34 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes the file at a path when dropped, unless [`keep`](Self::keep)
+/// was called: what a creation made before it failed half-way (a
+/// shared-memory object is the file [`shm::path`](crate::shm::path)
+/// names). Errors of the removal are ignored.
+#[must_use = "dropping the guard removes the file at once"]
+#[derive(Debug)]
+pub struct RemoveOnDrop<'a>(Option<&'a Path>);
+
+impl<'a> RemoveOnDrop<'a> {
+    /// A guard that removes `path` when dropped.
+    pub fn new(path: &'a Path) -> Self {
+        Self(Some(path))
+    }
+
+    /// Disarms the guard: the file stays.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +134,23 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         let e = available_space(Path::new("a\0b")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn the_guard_removes_unless_kept() {
+        let dir = std::env::temp_dir();
+        let (a, b) = (
+            dir.join(shmlane_testkit::unique("sys-guard-a")),
+            dir.join(shmlane_testkit::unique("sys-guard-b")),
+        );
+        std::fs::write(&a, "a").unwrap();
+        std::fs::write(&b, "b").unwrap();
+        drop(RemoveOnDrop::new(&a));
+        RemoveOnDrop::new(&b).keep();
+        assert!(!a.exists());
+        assert!(b.exists());
+        std::fs::remove_file(&b).unwrap();
+        drop(RemoveOnDrop::new(&b)); // already gone: ignored
     }
 
     #[test]

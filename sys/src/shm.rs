@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::shm::OFlags as ShmOFlags;
@@ -59,6 +60,11 @@ pub fn create(name: &str, mode: u32) -> io::Result<File> {
     )
 }
 
+/// Where the object `name` lives: `/dev/shm/NAME`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new("/dev/shm").join(name)
+}
+
 /// Removes the name `name`; processes that have it open keep the object.
 ///
 /// # Errors
@@ -90,7 +96,9 @@ mod tests {
         assert_eq!(f.metadata().unwrap().permissions().mode() & 0o077, 0);
         open(&name, Access::ReadOnly).unwrap();
         open(&name, Access::ReadWrite).unwrap();
+        assert!(path(&name).exists());
         unlink(&name).unwrap();
+        assert!(!path(&name).exists());
         assert_eq!(
             open(&name, Access::ReadOnly).unwrap_err().raw_os_error(),
             Some(libc::ENOENT)

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::AddressError;
 use crate::sys;
@@ -77,5 +77,5 @@ pub fn unlink(addr: &Address) -> io::Result<()> {
 
 /// Where the named POSIX shared-memory segment `name` lives: `/dev/shm/NAME`.
 pub fn shm_path(name: &str) -> PathBuf {
-    Path::new("/dev/shm").join(name)
+    sys::shm::path(name)
 }

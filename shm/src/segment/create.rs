@@ -22,17 +22,6 @@ use crate::sys::map::{Map, Protection};
 use crate::sys::Access;
 use crate::{fault, sys};
 
-/// Removes a half-made segment's private name if creation fails.
-pub(super) struct Unlinker<'a>(Option<&'a Path>);
-
-impl Drop for Unlinker<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
 /// The largest segment this build creates: 128 TiB, the user address space
 /// of x86-64 and of most aarch64 kernels (no process could map more).
 pub const MAX_SEGMENT_LEN: u64 = 1 << 47;
@@ -185,7 +174,7 @@ impl Segment {
         }
         .map_err(|e| map_err_create(&name, e))?;
         // Removes the private name if anything below fails.
-        let mut guard = Unlinker(Some(&staged_path));
+        let guard = sys::fs::RemoveOnDrop::new(&staged_path);
         fault::point("create.after_open");
         // The umask may have cleared bits the caller asked for.
         file.set_permissions(fs::Permissions::from_mode(opts.mode))
@@ -197,7 +186,7 @@ impl Segment {
         let mut seg = Self::init(file, backend, spec, layout, total, &dir)?;
         fault::point("create.before_rename");
         sys::fs::rename_noreplace(&staged_path, &public).map_err(|e| map_err_create(&name, e))?;
-        guard.0 = None;
+        guard.keep();
         fault::point("create.after_rename");
         seg.unlink_on_drop = !opts.keep;
         Ok(seg)

@@ -205,7 +205,7 @@ pub(super) fn wait_ready(file: &File, timeout: Duration) -> Result<u64, OpenErro
                 return Err(OpenError::Corrupted { field: "state" });
             }
         }
-        let creator_alive = sys::lock::is_locked(file, CREATOR_LOCK).unwrap_or(true);
+        let creator_alive = sys::lock::is_locked_or_unknown(file, CREATOR_LOCK);
         let waited = start.elapsed();
         if (!creator_alive && waited >= GRACE) || waited >= timeout {
             return Err(if len < HEADER_LEN as u64 && !creator_alive {

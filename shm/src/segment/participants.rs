@@ -35,9 +35,8 @@ impl Segment {
         if *self.held.lock().unwrap_or_else(|e| e.into_inner()) & (1 << index) != 0 {
             return true;
         }
-        // An error here (it should not happen) counts as alive: never reap a
-        // participant we cannot prove dead.
-        sys::lock::is_locked(&self.file, lock_offset(index)).unwrap_or(true)
+        // Never reap a participant we cannot prove dead.
+        sys::lock::is_locked_or_unknown(&self.file, lock_offset(index))
     }
 
     /// Marks a dead participant's slot free, once; the winner also takes
@@ -159,7 +158,7 @@ impl Segment {
     /// Whether the process that created the segment still has it open
     /// (through another open file description than this one).
     pub fn creator_alive(&self) -> bool {
-        sys::lock::is_locked(&self.file, CREATOR_LOCK).unwrap_or(true)
+        sys::lock::is_locked_or_unknown(&self.file, CREATOR_LOCK)
     }
 
     /// Messages buffered in the ring now (a snapshot, for tools).
