@@ -22,29 +22,19 @@ use crate::sync::{fence, Ordering};
 mod imp {
     use std::sync::atomic::{compiler_fence, AtomicU8, Ordering};
 
+    use shmlane_sys::membarrier;
+
     const UNKNOWN: u8 = 0;
     const ASYMMETRIC: u8 = 1;
     const SYMMETRIC: u8 = 2;
 
-    // Values from <linux/membarrier.h>.
-    const CMD_QUERY: libc::c_int = 0;
-    const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
-    const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
-
     static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
-
-    fn membarrier(cmd: libc::c_int) -> libc::c_long {
-        // SAFETY: membarrier takes two integers and touches no memory of ours.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) }
-    }
 
     #[cold]
     fn init() -> u8 {
-        let supported = membarrier(CMD_QUERY);
         let mode = if std::env::var_os("SHMLANE_NO_MEMBARRIER").is_none()
-            && supported > 0
-            && supported & libc::c_long::from(CMD_GLOBAL_EXPEDITED) != 0
-            && membarrier(CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+            && membarrier::supports_global_expedited()
+            && membarrier::register_global_expedited().is_ok()
         {
             ASYMMETRIC
         } else {
@@ -87,7 +77,7 @@ mod imp {
         if mode() != ASYMMETRIC {
             return false;
         }
-        if membarrier(CMD_GLOBAL_EXPEDITED) == 0 {
+        if membarrier::global_expedited().is_ok() {
             return true;
         }
         // Failed after registration (ENOMEM, a seccomp filter installed

@@ -8,10 +8,10 @@
 
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod imp {
-    use std::ptr;
     use std::time::Duration;
 
-    use crate::cvt;
+    use shmlane_sys::futex;
+
     use crate::sync::AtomicU32;
 
     /// How long a wait on an unreachable (truncated) word sleeps.
@@ -21,26 +21,7 @@ mod imp {
     /// wake, a timeout, a changed word (EAGAIN) or a signal (EINTR) alike:
     /// the caller re-checks its condition and its deadline either way.
     pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
-        });
-        let ts_ptr = ts.as_ref().map_or(ptr::null(), ptr::from_ref);
-        // SAFETY: `word` is a live, aligned u32 for the duration of the call;
-        // `ts_ptr` is null or points to a timespec on this stack frame. The
-        // kernel only reads both.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                ts_ptr,
-                ptr::null::<u32>(),
-                0u32,
-            )
-        };
-        if let Err(e) = cvt(ret) {
+        if let Err(e) = futex::wait(word, expected, timeout) {
             match e.raw_os_error() {
                 Some(libc::ETIMEDOUT | libc::EAGAIN | libc::EINTR) => {}
                 // The word lies in a shared file mapping whose file a peer
@@ -57,19 +38,9 @@ mod imp {
     }
 
     pub(crate) fn wake(word: &AtomicU32, count: i32) {
-        // SAFETY: as in `wait`; FUTEX_WAKE only uses the address as a key.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE,
-                count,
-                0usize,
-                0usize,
-                0u32,
-            )
-        };
-        if let Err(e) = cvt(ret) {
+        // The eventcount wakes 1 or i32::MAX (all); never a negative count.
+        let count = u32::try_from(count).unwrap_or(0);
+        if let Err(e) = futex::wake(word, count) {
             // EFAULT: a truncated shared file mapping (see `wait`); there is
             // nobody to wake through it. EINVAL would be a bug.
             if e.raw_os_error() != Some(libc::EFAULT) {

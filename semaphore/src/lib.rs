@@ -39,22 +39,22 @@ mod eventcount;
 mod futex;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod named;
-#[cfg(all(target_os = "linux", not(shmlane_loom)))]
-pub mod sigbus;
 mod sync;
-#[cfg(all(target_os = "linux", not(shmlane_loom)))]
-mod sys;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
 #[doc(hidden)]
 pub use barrier::{waiter_side as heavy_fence, waker_side as light_fence};
 pub use eventcount::{EventCount, TimedOut};
+// SIGBUS containment for shared file mappings; it lives in `shmlane-sys`,
+// beside the mappings it protects, and keeps its path here.
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 pub use named::{
     AcquireError, Semaphore, SemaphoreError, SemaphoreOptions, SemaphorePermit, TryAcquireError,
     MAX_NAME_LEN, MAX_PERMITS,
 };
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use shmlane_sys::sigbus;
 pub use wait::{Phase, WaitStrategy};
 
 impl std::fmt::Display for TimedOut {
@@ -64,13 +64,3 @@ impl std::fmt::Display for TimedOut {
 }
 
 impl std::error::Error for TimedOut {}
-
-/// Turns a raw system call result into `io::Result`, reading `errno` on -1.
-#[cfg_attr(any(shmlane_loom, not(target_os = "linux")), allow(dead_code))]
-pub(crate) fn cvt(ret: libc::c_long) -> std::io::Result<libc::c_long> {
-    if ret == -1 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}

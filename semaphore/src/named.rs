@@ -29,6 +29,23 @@
 //! A release bumps the eventcount and wakes one announced waiter. Waiters
 //! also wake every `STEP` to re-scan, because a permit given back by a
 //! dying process comes with no wakeup.
+//!
+//! # Shared with segments
+//!
+//! The object is made and found the way a `shm:` segment is, through
+//! `shmlane-sys`: an exclusive `shm::create` (removed again by
+//! `fs::RemoveOnDrop` if creation fails), the mode set exactly, every byte
+//! reserved (`fs::allocate`), a `map::Map` registered with the SIGBUS
+//! handler, and liveness as OFD byte locks (`lock`). What differs, and
+//! why: the object is created under its public name (a segment is built
+//! under a private name and renamed into place) because its whole layout
+//! is one page published by one Release store, so an opener that finds it
+//! early just waits for READY; an opener judges readiness by time alone
+//! (a segment also checks a creator lock, to tell a creator still at work
+//! from a dead one); and the permit bitmap is claimed lock-free, bit
+//! first, because a permit has no table entry to publish (a segment
+//! serialises attaches with a mutex and marks its slot only once the
+//! entry is published).
 
 use std::fmt;
 use std::fs::File;
@@ -40,7 +57,8 @@ use std::time::{Duration, Instant};
 
 use crate::eventcount::{EventCount, TimedOut};
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use crate::sys::{self, Map};
+use shmlane_sys::map::{Map, Protection};
+use shmlane_sys::{self as sys, Access};
 
 mod error;
 
@@ -214,25 +232,17 @@ impl SemaphoreOptions {
     pub fn create(&self, name: &str, permits: usize) -> Result<Semaphore, SemaphoreError> {
         check_name(name)?;
         check_count(permits)?;
-        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let file = sys::shm_open(name, flags, self.mode).map_err(|e| map_err(name, e))?;
+        let file = sys::shm::create(name, self.mode).map_err(|e| map_err(name, e))?;
         // Removes the half-made object if anything below fails.
-        struct Unlinker<'a>(Option<&'a str>);
-        impl Drop for Unlinker<'_> {
-            fn drop(&mut self) {
-                if let Some(name) = self.0 {
-                    let _ = sys::shm_unlink(name);
-                }
-            }
-        }
-        let mut guard = Unlinker(Some(name));
+        let path = sys::shm::path(name);
+        let guard = sys::fs::RemoveOnDrop::new(&path);
         // The umask may have cleared bits the caller asked for.
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(SemaphoreError::Os)?;
         // Reserve the page, not only set the length: on a full /dev/shm a
         // sparse object would fault (SIGBUS) on first touch instead of
         // failing here.
-        sys::allocate(&file, LEN as u64).map_err(SemaphoreError::Os)?;
+        sys::fs::allocate(&file, LEN as u64).map_err(SemaphoreError::Os)?;
         let mut sem = Semaphore::attach(file, name, permits).map_err(SemaphoreError::Os)?;
         let h = sem.header();
         // Relaxed: published by the Release store of READY below. The new
@@ -240,11 +250,11 @@ impl SemaphoreOptions {
         h.magic.store(MAGIC, Ordering::Relaxed);
         h.version.store(VERSION, Ordering::Relaxed);
         h.permits.store(permits as u32, Ordering::Relaxed);
-        h.creator_pid.store(std::process::id(), Ordering::Relaxed);
+        h.creator_pid.store(sys::process::pid(), Ordering::Relaxed);
         // Release: publishes every field above; pairs with the Acquire load
         // of `state` in `open`.
         h.state.store(STATE_READY, Ordering::Release);
-        guard.0 = None;
+        guard.keep();
         sem.unlink_on_drop = self.unlink_on_drop;
         Ok(sem)
     }
@@ -260,8 +270,7 @@ impl SemaphoreOptions {
     /// the OS error.
     pub fn open(&self, name: &str) -> Result<Semaphore, SemaphoreError> {
         check_name(name)?;
-        let file = sys::shm_open(name, libc::O_RDWR | libc::O_NOFOLLOW, 0)
-            .map_err(|e| map_err(name, e))?;
+        let file = sys::shm::open(name, Access::ReadWrite).map_err(|e| map_err(name, e))?;
         let not_sem = |reason| SemaphoreError::NotASemaphore {
             name: name.to_owned(),
             reason,
@@ -443,12 +452,12 @@ impl Semaphore {
     /// [`SemaphoreError::PermissionDenied`] or the OS error.
     pub fn unlink(name: &str) -> Result<(), SemaphoreError> {
         check_name(name)?;
-        sys::shm_unlink(name).map_err(|e| map_err(name, e))
+        sys::shm::unlink(name).map_err(|e| map_err(name, e))
     }
 
     fn attach(file: File, name: &str, permits: usize) -> io::Result<Self> {
-        let map = Map::new(&file, LEN)?;
-        let pid = std::process::id();
+        let map = Map::new(&file, LEN, Access::ReadWrite, Protection::Sigbus)?;
+        let pid = sys::process::pid();
         Ok(Self {
             file,
             map,
@@ -496,7 +505,7 @@ impl Semaphore {
             .filter(|&slot| {
                 !self.holds(slot)
                     // An error (it should not happen) counts as held.
-                    && !sys::byte_is_locked(&self.file, lock_offset(slot)).unwrap_or(true)
+                    && !sys::lock::is_locked_or_unknown(&self.file, lock_offset(slot))
             })
             .count()
     }
@@ -527,7 +536,7 @@ impl Semaphore {
     }
 
     fn check_fork(&self) -> io::Result<()> {
-        if std::process::id() == self.pid {
+        if sys::process::pid() == self.pid {
             Ok(())
         } else {
             Err(io::Error::other(
@@ -546,7 +555,7 @@ impl Semaphore {
         }
         // The bit was clear, so no permit of this handle holds the lock:
         // success here means no other open file description holds it.
-        match sys::try_lock_byte(&self.file, lock_offset(slot)) {
+        match sys::lock::try_lock(&self.file, lock_offset(slot)) {
             Ok(true) => {
                 // Relaxed: only a hint for other acquirers' scan order.
                 self.hint(slot).store(1, Ordering::Relaxed);
@@ -660,7 +669,7 @@ impl Semaphore {
         // An unlock of one whole locked byte cannot fail on a valid fd. If
         // it did, the lock would stay with this handle, and clearing the bit
         // lets a later permit of this handle reuse it, which is still sound.
-        let _ = sys::unlock_byte(&self.file, lock_offset(slot));
+        let _ = sys::lock::unlock(&self.file, lock_offset(slot));
         let (word, bit) = Self::bit(slot);
         // Release: pairs with the Acquire claim in `try_slot`: a thread of
         // this handle that sees the bit clear tries the lock only after the
@@ -678,11 +687,11 @@ impl Drop for Semaphore {
         }
         // Unlink only if the name still refers to our object: another
         // process may have unlinked it and created a new one since.
-        let same = sys::shm_open(&self.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+        let same = sys::shm::open(&self.name, Access::ReadOnly)
             .and_then(|f| Ok((f.metadata()?, self.file.metadata()?)))
             .is_ok_and(|(a, b)| a.dev() == b.dev() && a.ino() == b.ino());
         if same {
-            let _ = sys::shm_unlink(&self.name);
+            let _ = sys::shm::unlink(&self.name);
         }
         // Closing the file afterwards drops any locks still held.
     }

@@ -32,7 +32,6 @@ mod error;
 pub mod fault;
 pub mod header;
 mod segment;
-mod sys;
 
 pub use error::{AddressError, AttachError, CreateError, OpenError};
 pub use header::{Fixed, Header};
@@ -43,3 +42,6 @@ pub use segment::{
     OpenOptions, ParticipantInfo, Role, Segment, Spec, TypeInfo, MAX_SEGMENT_LEN, STAGING_PREFIX,
 };
 pub use shmlane_semaphore::sigbus;
+
+// Every system call goes through the workspace's one syscall layer.
+use shmlane_sys as sys;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::{self};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::AddressError;
 use crate::sys;
@@ -70,12 +70,12 @@ impl std::str::FromStr for Address {
 /// The OS error (`NotFound` if nothing is there).
 pub fn unlink(addr: &Address) -> io::Result<()> {
     match addr {
-        Address::Shm(name) => sys::shm_unlink(name),
+        Address::Shm(name) => sys::shm::unlink(name),
         Address::File(path) => fs::remove_file(path),
     }
 }
 
 /// Where the named POSIX shared-memory segment `name` lives: `/dev/shm/NAME`.
 pub fn shm_path(name: &str) -> PathBuf {
-    Path::new("/dev/shm").join(name)
+    sys::shm::path(name)
 }

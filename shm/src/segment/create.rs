@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use memmap2::{MmapOptions, MmapRaw};
 use shmlane_ring::{RingKind, RingLayout};
-use shmlane_semaphore::sigbus;
 
 use super::{
     map_err_create, shm_path, Address, Backend, CreateOptions, Segment, Spec, TypeInfo,
@@ -20,18 +18,9 @@ use crate::error::CreateError;
 use crate::header::{
     Fixed, HEADER_LEN, MAGIC, MAX_SCHEMA_LEN, STATE_READY, TYPE_NAME_LEN, VERSION,
 };
+use crate::sys::map::{Map, Protection};
+use crate::sys::Access;
 use crate::{fault, sys};
-
-/// Removes a half-made segment's private name if creation fails.
-pub(super) struct Unlinker<'a>(Option<&'a Path>);
-
-impl Drop for Unlinker<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
 
 /// The largest segment this build creates: 128 TiB, the user address space
 /// of x86-64 and of most aarch64 kernels (no process could map more).
@@ -47,8 +36,11 @@ fn staging_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     // Relaxed: only uniqueness within this process matters.
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let pid = sys::pid();
-    format!("{STAGING_PREFIX}{pid}-{}-{n}", sys::start_time(pid))
+    let pid = sys::process::pid();
+    format!(
+        "{STAGING_PREFIX}{pid}-{}-{n}",
+        sys::process::start_time(pid)
+    )
 }
 
 /// The process that is building (or was building, and died) a segment
@@ -65,7 +57,7 @@ impl Creator {
     /// Whether that process still runs: the pid exists and has the same
     /// start time (a reused pid does not count). Unknown counts as alive.
     pub fn is_alive(&self) -> bool {
-        match sys::start_time(self.pid) {
+        match sys::process::start_time(self.pid) {
             0 => std::path::Path::new(&format!("/proc/{}", self.pid)).exists(),
             now => now == self.start,
         }
@@ -109,7 +101,7 @@ pub(super) fn total_len(layout: &RingLayout, ty: &TypeInfo) -> Result<usize, Cre
 /// Refuses, before anything is created, a segment the filesystem at `dir`
 /// has no room for.
 pub(super) fn check_space(dir: &Path, needed: u64) -> Result<(), CreateError> {
-    match sys::available_space(dir) {
+    match sys::fs::available_space(dir) {
         Ok(available) if available < needed => Err(CreateError::NoSpace {
             needed,
             available,
@@ -120,17 +112,16 @@ pub(super) fn check_space(dir: &Path, needed: u64) -> Result<(), CreateError> {
     }
 }
 
-/// Registers a file-backed mapping with the SIGBUS handler. A memfd is
-/// sealed against shrinking and needs no protection.
-pub(super) fn protect(backend: &Backend, map: &MmapRaw) -> Option<sigbus::Registration> {
+/// File-backed mappings are registered with the SIGBUS handler: every
+/// value read from them is validated, so zeros in place of them are
+/// harmless, and the segment reports itself broken from then on. A memfd
+/// is sealed against shrinking and needs no protection.
+pub(super) fn protection(backend: &Backend) -> Protection {
     if *backend == Backend::Memfd {
-        return None;
+        Protection::Sealed
+    } else {
+        Protection::Sigbus
     }
-    // SAFETY: the mapping belongs to the segment being built, which drops
-    // the registration before the mapping (field order); every value read
-    // from it is validated, so zeros in place of it are harmless, and the
-    // segment reports itself broken from then on.
-    Some(unsafe { sigbus::register(map.as_mut_ptr(), map.len()) })
 }
 
 impl Segment {
@@ -171,9 +162,8 @@ impl Segment {
         check_space(&dir, total as u64)?;
         let staged = staging_name();
         let staged_path = dir.join(&staged);
-        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let file = match addr {
-            Address::Shm(_) => sys::shm_open(&staged, flags, opts.mode),
+            Address::Shm(_) => sys::shm::create(&staged, opts.mode),
             Address::File(_) => FsOpenOptions::new()
                 .read(true)
                 .write(true)
@@ -184,7 +174,7 @@ impl Segment {
         }
         .map_err(|e| map_err_create(&name, e))?;
         // Removes the private name if anything below fails.
-        let mut guard = Unlinker(Some(&staged_path));
+        let guard = sys::fs::RemoveOnDrop::new(&staged_path);
         fault::point("create.after_open");
         // The umask may have cleared bits the caller asked for.
         file.set_permissions(fs::Permissions::from_mode(opts.mode))
@@ -195,8 +185,8 @@ impl Segment {
         };
         let mut seg = Self::init(file, backend, spec, layout, total, &dir)?;
         fault::point("create.before_rename");
-        sys::rename_noreplace(&staged_path, &public).map_err(|e| map_err_create(&name, e))?;
-        guard.0 = None;
+        sys::fs::rename_noreplace(&staged_path, &public).map_err(|e| map_err_create(&name, e))?;
+        guard.keep();
         fault::point("create.after_rename");
         seg.unlink_on_drop = !opts.keep;
         Ok(seg)
@@ -213,7 +203,7 @@ impl Segment {
     pub fn create_memfd(spec: &Spec) -> Result<Self, CreateError> {
         let layout = layout_of(spec)?;
         let total = total_len(&layout, &spec.ty)?;
-        let file = sys::memfd_create("shmlane").map_err(CreateError::Os)?;
+        let file = sys::memfd::create("shmlane").map_err(CreateError::Os)?;
         let seg = Self::init(
             file,
             Backend::Memfd,
@@ -222,7 +212,7 @@ impl Segment {
             total,
             Path::new("memfd"),
         )?;
-        sys::seal_size(&seg.file).map_err(CreateError::Os)?;
+        sys::memfd::seal_size(&seg.file).map_err(CreateError::Os)?;
         Ok(seg)
     }
 
@@ -236,19 +226,19 @@ impl Segment {
     ) -> Result<Self, CreateError> {
         // Held until this segment is dropped: openers tell "creator still
         // initialising" from "creator died" by it.
-        if !sys::try_lock_byte(&file, CREATOR_LOCK).map_err(CreateError::Os)? {
+        if !sys::lock::try_lock(&file, CREATOR_LOCK).map_err(CreateError::Os)? {
             return Err(CreateError::Os(io::Error::other(
                 "creator lock already held",
             )));
         }
         // Reserve every byte before touching any: on a full filesystem this
         // fails here with ENOSPC instead of a SIGBUS on first touch.
-        match sys::allocate(&file, total as u64) {
+        match sys::fs::allocate_or_extend(&file, total as u64) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 return Err(CreateError::NoSpace {
                     needed: total as u64,
-                    available: sys::available_space(dir).unwrap_or(0),
+                    available: sys::fs::available_space(dir).unwrap_or(0),
                     path: dir.to_owned(),
                 })
             }
@@ -261,11 +251,8 @@ impl Segment {
             Err(e) => return Err(CreateError::Os(e)),
         }
         fault::point("create.after_reserve");
-        let map = MmapOptions::new()
-            .len(total)
-            .map_raw(&file)
+        let map = Map::new(&file, total, Access::ReadWrite, protection(&backend))
             .map_err(CreateError::Os)?;
-        let guard = protect(&backend, &map);
         let mut type_name = [0u8; TYPE_NAME_LEN];
         let cut = spec.ty.name.len().min(TYPE_NAME_LEN - 1);
         type_name[..cut].copy_from_slice(&spec.ty.name.as_bytes()[..cut]);
@@ -292,7 +279,6 @@ impl Segment {
         };
         let seg = Self {
             file,
-            guard,
             map,
             broken: AtomicBool::new(false),
             backend,
@@ -302,14 +288,15 @@ impl Segment {
             unlink_on_drop: false,
             read_only: false,
             held: Mutex::new(0),
-            pid: sys::pid(),
+            pid: sys::process::pid(),
         };
         let h = seg.header();
         h.magic.write(MAGIC);
         h.version.write(VERSION);
         h.fixed.write(fixed);
-        h.creator_pid.write(sys::pid());
-        h.creator_start.write(sys::start_time(sys::pid()));
+        h.creator_pid.write(sys::process::pid());
+        h.creator_start
+            .write(sys::process::start_time(sys::process::pid()));
         fault::point("create.after_header");
         let (base, len) = seg.ring_region();
         // SAFETY: the region lies inside our fresh mapping (HEADER_LEN +

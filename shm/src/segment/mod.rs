@@ -11,13 +11,13 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use memmap2::MmapRaw;
 use shmlane_ring::RingLayout;
 use shmlane_semaphore::sigbus;
 
 use crate::error::{CreateError, OpenError};
 use crate::header::{Fixed, Header, HEADER_LEN, LOCK_BASE};
 use crate::sys;
+use crate::sys::map::Map;
 
 mod address;
 mod create;
@@ -34,10 +34,9 @@ pub use participants::{Attachment, ParticipantInfo};
 /// when it was opened and is never read from there again.
 pub struct Segment {
     file: File,
-    /// SIGBUS protection of `map`; declared before it so that it is
-    /// dropped (unregistered) before the mapping is unmapped.
-    guard: Option<sigbus::Registration>,
-    map: MmapRaw,
+    /// The mapping, registered with the SIGBUS handler unless it is a
+    /// sealed memfd (see `create::protection`).
+    map: Map,
     /// Set once the file was found shorter than the layout.
     broken: AtomicBool,
     backend: Backend,
@@ -105,7 +104,7 @@ impl Segment {
 
     /// The ring region: base and length.
     pub fn ring_region(&self) -> (NonNull<u8>, usize) {
-        let base = self.map.as_mut_ptr().wrapping_add(HEADER_LEN);
+        let base = self.map.as_ptr().wrapping_add(HEADER_LEN);
         // SAFETY: an in-bounds offset from a non-null mapping.
         (
             unsafe { NonNull::new_unchecked(base) },
@@ -152,7 +151,7 @@ impl Segment {
     #[inline]
     pub fn is_broken(&self) -> bool {
         // Relaxed: a sticky flag; the data it concerns is not trusted anyway.
-        self.broken.load(Ordering::Relaxed) || self.guard.as_ref().is_some_and(|g| g.is_broken())
+        self.broken.load(Ordering::Relaxed) || self.map.is_broken()
     }
 
     /// Checks (one `fstat`) that the file still has the segment's length,
@@ -177,9 +176,9 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.unlink_on_drop && sys::pid() == self.pid {
+        if self.unlink_on_drop && sys::process::pid() == self.pid {
             let _ = match &self.backend {
-                Backend::Shm(n) => sys::shm_unlink(n),
+                Backend::Shm(n) => sys::shm::unlink(n),
                 Backend::File(p) => fs::remove_file(p),
                 Backend::Memfd => Ok(()),
             };

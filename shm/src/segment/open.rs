@@ -7,16 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use memmap2::MmapOptions;
 use shmlane_ring::{RingKind, RingLayout};
 
-use super::create::protect;
+use super::create::protection;
 use super::{map_err_open, Address, Backend, OpenOptions, Segment, CREATOR_LOCK};
 use crate::error::OpenError;
 use crate::header::{
     Fixed, Header, HEADER_LEN, MAGIC, MAX_SCHEMA_LEN, STATE_INIT, STATE_READY, VERSION,
 };
 use crate::sys;
+use crate::sys::map::Map;
+use crate::sys::Access;
 
 impl Segment {
     /// Opens the segment at `addr`, waits (bounded) for it to be ready,
@@ -28,14 +29,7 @@ impl Segment {
     pub fn open(addr: &Address, opts: &OpenOptions) -> Result<Self, OpenError> {
         let name = addr.to_string();
         let file = match addr {
-            Address::Shm(n) => {
-                let flags = if opts.read_only {
-                    libc::O_RDONLY
-                } else {
-                    libc::O_RDWR
-                };
-                sys::shm_open(n, flags | libc::O_NOFOLLOW, 0)
-            }
+            Address::Shm(n) => sys::shm::open(n, access(opts)),
             Address::File(p) => FsOpenOptions::new()
                 .read(true)
                 .write(!opts.read_only)
@@ -93,7 +87,7 @@ impl Segment {
             };
             return Err(OpenError::NotRegularFile { found });
         }
-        let expected = opts.owner.unwrap_or_else(sys::euid);
+        let expected = opts.owner.unwrap_or_else(sys::process::euid);
         if meta.uid() != expected {
             return Err(OpenError::WrongOwner {
                 expected,
@@ -111,13 +105,8 @@ impl Segment {
             field: "file length",
             detail: len.to_string(),
         })?;
-        let map = if opts.read_only {
-            MmapOptions::new().len(len_usize).map_raw_read_only(&file)
-        } else {
-            MmapOptions::new().len(len_usize).map_raw(&file)
-        }
-        .map_err(OpenError::Os)?;
-        let guard = protect(&backend, &map);
+        let map = Map::new(&file, len_usize, access(opts), protection(&backend))
+            .map_err(OpenError::Os)?;
         // SAFETY: the mapping is at least HEADER_LEN bytes (wait_ready checked
         // the length), page-aligned, and lives as long as `map`; `Header`
         // holds only atomics and `Shared` cells, valid for any bytes.
@@ -163,18 +152,14 @@ impl Segment {
                 });
             }
         }
-        if backend == Backend::Memfd {
-            let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
-            if sys::seals(&file) & want != want {
-                return Err(OpenError::LayoutMismatch {
-                    field: "seals",
-                    detail: "memfd is not sealed against resizing".into(),
-                });
-            }
+        if backend == Backend::Memfd && !sys::memfd::is_size_sealed(&file) {
+            return Err(OpenError::LayoutMismatch {
+                field: "seals",
+                detail: "memfd is not sealed against resizing".into(),
+            });
         }
         Ok(Self {
             file,
-            guard,
             map,
             broken: AtomicBool::new(false),
             backend,
@@ -184,8 +169,16 @@ impl Segment {
             unlink_on_drop: false,
             read_only: opts.read_only,
             held: Mutex::new(0),
-            pid: sys::pid(),
+            pid: sys::process::pid(),
         })
+    }
+}
+
+fn access(opts: &OpenOptions) -> Access {
+    if opts.read_only {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
     }
 }
 
@@ -212,7 +205,7 @@ pub(super) fn wait_ready(file: &File, timeout: Duration) -> Result<u64, OpenErro
                 return Err(OpenError::Corrupted { field: "state" });
             }
         }
-        let creator_alive = sys::byte_is_locked(file, CREATOR_LOCK).unwrap_or(true);
+        let creator_alive = sys::lock::is_locked_or_unknown(file, CREATOR_LOCK);
         let waited = start.elapsed();
         if (!creator_alive && waited >= GRACE) || waited >= timeout {
             return Err(if len < HEADER_LEN as u64 && !creator_alive {

@@ -35,9 +35,8 @@ impl Segment {
         if *self.held.lock().unwrap_or_else(|e| e.into_inner()) & (1 << index) != 0 {
             return true;
         }
-        // An error here (it should not happen) counts as alive: never reap a
-        // participant we cannot prove dead.
-        sys::byte_is_locked(&self.file, lock_offset(index)).unwrap_or(true)
+        // Never reap a participant we cannot prove dead.
+        sys::lock::is_locked_or_unknown(&self.file, lock_offset(index))
     }
 
     /// Marks a dead participant's slot free, once; the winner also takes
@@ -159,7 +158,7 @@ impl Segment {
     /// Whether the process that created the segment still has it open
     /// (through another open file description than this one).
     pub fn creator_alive(&self) -> bool {
-        sys::byte_is_locked(&self.file, CREATOR_LOCK).unwrap_or(true)
+        sys::lock::is_locked_or_unknown(&self.file, CREATOR_LOCK)
     }
 
     /// Messages buffered in the ring now (a snapshot, for tools).
@@ -232,7 +231,7 @@ impl Segment {
             index,
             role,
             state,
-            pid: sys::pid(),
+            pid: sys::process::pid(),
         };
         if exclusive {
             let others = (0..MAX_PARTICIPANTS).filter(|&j| j != index).any(|j| {
@@ -257,14 +256,15 @@ impl Segment {
     /// Takes a free slot; returns its index and the state it published.
     pub(super) fn claim_slot(&self, role: Role) -> Result<(usize, u64), AttachError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let (pid, start) = (sys::pid(), sys::start_time(sys::pid()));
+        let pid = sys::process::pid();
+        let start = sys::process::start_time(pid);
         for i in 0..MAX_PARTICIPANTS {
             if *held & (1 << i) != 0 {
                 continue;
             }
             // The lock is the ownership: whoever holds it owns slot i, and a
             // slot whose lock is free has no live owner.
-            if !sys::try_lock_byte(&self.file, lock_offset(i)).map_err(AttachError::Os)? {
+            if !sys::lock::try_lock(&self.file, lock_offset(i)).map_err(AttachError::Os)? {
                 continue;
             }
             crate::fault::point("attach.locked");
@@ -349,7 +349,7 @@ impl Segment {
         {
             self.count_down(role);
         }
-        let _ = sys::unlock_byte(&self.file, lock_offset(index));
+        let _ = sys::lock::unlock(&self.file, lock_offset(index));
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) &= !(1 << index);
         // Blocked peers re-check whether their side is disconnected.
         h.not_empty.0.notify_all();
@@ -401,7 +401,7 @@ impl Attachment {
 
     /// Whether this is the process that attached (false in a forked child).
     pub fn is_own_process(&self) -> bool {
-        sys::pid() == self.pid
+        sys::process::pid() == self.pid
     }
 }
 

@@ -317,10 +317,5 @@ fn die(sig: libc::c_int) {
 /// Whether a file descriptor's file is shorter than `len` (a peer
 /// truncated it). An error counts as not shorter.
 pub fn shorter_than(fd: std::os::fd::BorrowedFd<'_>, len: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `stat` is plain data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a borrowed, open fd and a valid out pointer.
-    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
-    ok && (st.st_size as u64) < len
+    rustix::fs::fstat(fd).is_ok_and(|st| (st.st_size as u64) < len)
 }

@@ -1,0 +1,78 @@
+//! The one system-call layer of shmlane.
+//!
+//! Every system call that `shmlane-shm` and `shmlane-semaphore` make goes
+//! through this crate: thin wrappers that return `io::Result` with the
+//! kernel's error number intact (callers map `raw_os_error` to their typed
+//! errors), retry `EINTR` where a call can be interrupted, and hand out
+//! owned descriptors. They sit on [`rustix`] where it has the call, on
+//! [`nix`] for open-file-description byte-range locks and
+//! `posix_fallocate`, and on `libc` only inside the SIGBUS handler.
+//!
+//! - [`shm`]: POSIX shared-memory objects (`shm_open`, `shm_unlink`).
+//! - [`memfd`]: sealable memfds and their size seals.
+//! - [`lock`]: open-file-description locks on single bytes, the liveness
+//!   mechanism of segments and of the named semaphore.
+//! - [`fs`]: space (`statvfs`), reservation (`posix_fallocate`), and an
+//!   atomic rename that never replaces (`renameat2(RENAME_NOREPLACE)`).
+//! - [`map`]: a shared mapping of a file, contained against SIGBUS by
+//!   [`sigbus`] when a peer may truncate the file.
+//! - [`process`]: this process's pid and effective uid, and a process's
+//!   start time (to tell a live pid from a reused one).
+//! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
+//!   asymmetric fence.
+//! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain.
+//!
+//! Everything but [`errno`] is Linux-only.
+//!
+//! # Examples
+//!
+//! ```
+//! use shmlane_sys::{fs, lock, shm, Access};
+//!
+//! let name = format!("sys-doc-{}", std::process::id());
+//! let file = shm::create(&name, 0o600)?;
+//! fs::allocate(&file, 4096)?;
+//! // A second open file description, as another process would have.
+//! let other = shm::open(&name, Access::ReadWrite)?;
+//! assert!(lock::try_lock(&file, 7)?);
+//! assert!(lock::is_locked(&other, 7)?);
+//! assert!(!lock::try_lock(&other, 7)?);
+//! shm::unlink(&name)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod errno;
+#[cfg(target_os = "linux")]
+pub mod fs;
+#[cfg(target_os = "linux")]
+pub mod futex;
+#[cfg(target_os = "linux")]
+pub mod lock;
+#[cfg(target_os = "linux")]
+pub mod map;
+#[cfg(target_os = "linux")]
+pub mod membarrier;
+#[cfg(target_os = "linux")]
+pub mod memfd;
+#[cfg(target_os = "linux")]
+pub mod process;
+#[cfg(target_os = "linux")]
+pub mod shm;
+#[cfg(target_os = "linux")]
+pub mod sigbus;
+
+/// How a shared object is opened or mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only (`O_RDONLY`, `PROT_READ`).
+    ReadOnly,
+    /// Read and write (`O_RDWR`, `PROT_READ | PROT_WRITE`).
+    ReadWrite,
+}
+
+/// A name or path as a C string; one with a NUL byte is `InvalidInput`
+/// (with no error number, as before any system call is made).
+#[cfg(target_os = "linux")]
+fn c_string(bytes: &[u8]) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(bytes).map_err(|_| std::io::ErrorKind::InvalidInput.into())
+}
