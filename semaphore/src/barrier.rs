@@ -110,10 +110,9 @@ pub fn asymmetric() -> bool {
 }
 
 /// The waker's half: after storing the condition, before loading the
-/// waiter count. (Also the fast half of any other asymmetric Dekker pair,
-/// such as the channel crate's biased handle lock.)
+/// waiter count. (Also the fast half of the biased lock in `exclusive`.)
 #[inline]
-pub fn waker_side() {
+pub(crate) fn waker_side() {
     if !imp::light() {
         // SeqCst: pairs with the waiter's fence (symmetric mode).
         fence(Ordering::SeqCst);
@@ -121,9 +120,9 @@ pub fn waker_side() {
 }
 
 /// The waiter's half: after announcing itself, before re-checking the
-/// condition. (Also the slow half of any other asymmetric Dekker pair.)
+/// condition. (Also the slow half of the biased lock in `exclusive`.)
 #[inline]
-pub fn waiter_side() {
+pub(crate) fn waiter_side() {
     if !imp::heavy() {
         // SeqCst: pairs with the waker's fence (symmetric mode). A failed
         // membarrier in asymmetric mode also lands here; bounded steps cover

@@ -36,6 +36,8 @@
 
 mod barrier;
 mod eventcount;
+#[doc(hidden)]
+pub mod exclusive;
 mod futex;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 mod named;
@@ -43,8 +45,6 @@ mod sync;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
-#[doc(hidden)]
-pub use barrier::{waiter_side as heavy_fence, waker_side as light_fence};
 pub use eventcount::{EventCount, TimedOut};
 // SIGBUS containment for shared file mappings; it lives in `shmlane-sys`,
 // beside the mappings it protects, and keeps its path here.

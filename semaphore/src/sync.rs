@@ -1,15 +1,18 @@
 //! The only place in this crate that names `core::sync::atomic` or `loom`.
 
 #[cfg(shmlane_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU32, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 #[cfg(not(shmlane_loom))]
-pub(crate) use core::sync::atomic::{fence, AtomicU32, Ordering};
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 
 /// Process-local and shared-memory atomics of the named semaphore, which
 /// loom models do not cover (it lives in a file mapping).
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
-pub(crate) use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
+pub(crate) use core::sync::atomic::{AtomicU64, AtomicU8};
+
+#[cfg(not(shmlane_loom))]
+pub(crate) use core::sync::atomic::AtomicUsize;
 
 #[cfg(shmlane_loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};

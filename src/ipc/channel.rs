@@ -12,10 +12,10 @@ use shmlane_ring::{mpmc, spsc};
 use shmlane_semaphore::WaitStrategy;
 
 use super::builder::meta_len;
-use super::exclusive;
 use super::handles::{RxFlavor, SpscProducer, SpscRxEnd, SpscTxEnd, TxFlavor};
 use super::side::{MpmcEnd, Side};
 use super::{AttachError, Backend, Message, Receiver, RingKind, Role, Segment, Sender, Trust};
+use shmlane_semaphore::exclusive;
 
 /// A created or opened channel: take senders and receivers from it.
 pub struct Channel<M> {

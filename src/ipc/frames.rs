@@ -11,10 +11,10 @@ use std::time::Instant;
 use shmlane_codec::archive::{self, CopyBuf, Scratch, ALIGN};
 use shmlane_codec::{EncodeError, InvalidMessage, Trust};
 
-use super::exclusive::Exclusive;
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError, SendMsgError};
 use super::port::Failed;
 use crate::transport::{FrameReceiver, FrameRecvError, FrameSendError, FrameSender};
+use shmlane_semaphore::exclusive::Exclusive;
 
 /// A connected frame sender, taken in turns by the handle's clones.
 pub(super) struct FramesTx {

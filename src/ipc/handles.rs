@@ -17,12 +17,12 @@ use shmlane_codec::archive::Scratch;
 use shmlane_codec::EncodeError;
 use shmlane_ring::spsc;
 
-use super::exclusive::Exclusive;
 use super::frames::{FramesRx, FramesTx};
 use super::kinds::{Message, MsgRef, RecvMsgError, SendMsgError};
 use super::port::{self, Failed, Tried};
 use super::{MpmcEnd, Side};
 use crate::error::{SendError, TryRecvError, TrySendError};
+use shmlane_semaphore::exclusive::Exclusive;
 
 /// An SPSC ring's producer end: the side is shared, the ring state taken
 /// in turns.

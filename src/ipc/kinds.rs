@@ -12,13 +12,13 @@ use shmlane_codec::archive::{self, CopyBuf, Scratch};
 use shmlane_codec::{kind, Codec, EncodeError, Fingerprint, InvalidMessage, Trust};
 use shmlane_ring::{mpmc, spsc};
 
-use super::exclusive::Guard;
 use super::frames::FrameRx;
 use super::port::Failed;
 use super::Side;
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+use shmlane_semaphore::exclusive::Guard;
 
 /// Messages that are rkyv archives of `T`: `send(&T)` serializes into the
 /// slot; `recv_ref()` reads the archived `T` in place.

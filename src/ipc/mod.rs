@@ -110,7 +110,6 @@
 mod builder;
 mod channel;
 mod connect;
-mod exclusive;
 pub(crate) mod frames;
 mod handles;
 mod kinds;

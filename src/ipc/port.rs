@@ -8,11 +8,11 @@ use shmlane_codec::{kind, EncodeError, InvalidMessage};
 use shmlane_ring::{mpmc, spsc, PopError, PushError};
 use shmlane_shm::fault;
 
-use super::exclusive::Guard;
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError};
 use super::{MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
 use crate::ipc::Role;
 use crate::sync::backoff;
+use shmlane_semaphore::exclusive::Guard;
 
 /// How one attempt to send went.
 pub(super) enum Tried<E> {
