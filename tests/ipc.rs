@@ -481,3 +481,48 @@ fn a_forged_fingerprint_with_the_wrong_slot_shape_is_refused() {
         "{err}"
     );
 }
+
+/// `open_or_create` from two threads started together, many times: exactly
+/// one creates, the other opens the same segment, whatever the order; and
+/// `Builder::sender`/`receiver` work with either side first.
+#[test]
+fn open_or_create_races_settle_on_one_segment_in_either_order() {
+    for round in 0..50 {
+        let addr = kit::shm_address("race");
+        let mut cleanup = kit::Cleanup::new();
+        cleanup.shm(addr.trim_start_matches("shm:"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let side = |start: std::sync::Arc<std::sync::Barrier>, addr: String| {
+            std::thread::spawn(move || {
+                start.wait();
+                Builder::new(&addr)
+                    .unwrap()
+                    .capacity(4)
+                    .open_or_create::<u64>()
+                    .unwrap()
+            })
+        };
+        let a = side(std::sync::Arc::clone(&start), addr.clone());
+        let b = side(start, addr.clone());
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let (tx, rx) = (a.sender().unwrap(), b.receiver().unwrap());
+        tx.send(round).unwrap();
+        assert_eq!(rx.recv().unwrap(), round, "both ends on one segment");
+    }
+    // One end at a time, in either order, through `sender`/`receiver`.
+    for sender_first in [true, false] {
+        let addr = kit::shm_address("order");
+        let mut cleanup = kit::Cleanup::new();
+        cleanup.shm(addr.trim_start_matches("shm:"));
+        let b = Builder::new(&addr).unwrap().capacity(4);
+        let (tx, rx) = if sender_first {
+            let tx = b.sender::<u64>().unwrap();
+            (tx, b.receiver::<u64>().unwrap())
+        } else {
+            let rx = b.receiver::<u64>().unwrap();
+            (b.sender::<u64>().unwrap(), rx)
+        };
+        tx.send(7).unwrap();
+        assert_eq!(rx.recv().unwrap(), 7);
+    }
+}
