@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use super::error::{FrameRecvError, FrameSendError, OpenError};
 use shmlane_sys::errno::{cvt, cvt_retry};
-use shmlane_sys::lock;
 use shmlane_sys::poll::{poll_one, PollFlags};
+use shmlane_sys::{lock, shm, Access};
 
 use super::sys::{self, errno, owned};
 use super::Options;
@@ -57,8 +57,10 @@ fn queue_name(name: &str) -> io::Result<CString> {
     sys::c_name(&format!("/{name}"))
 }
 
-fn live_name(name: &str) -> io::Result<CString> {
-    sys::c_name(&format!("/shmlane-mq.{name}"))
+/// The shared-memory object (`/dev/shm/shmlane-mq.NAME`) that holds the
+/// liveness locks and flags of queue `name`.
+fn live_name(name: &str) -> String {
+    format!("shmlane-mq.{name}")
 }
 
 fn denied(name: &str) -> OpenError {
@@ -68,11 +70,12 @@ fn denied(name: &str) -> OpenError {
 }
 
 fn open_live(name: &str, create: bool) -> io::Result<OwnedFd> {
-    let path = live_name(name)?;
-    let flags = libc::O_RDWR | libc::O_CLOEXEC | if create { libc::O_CREAT } else { 0 };
-    // SAFETY: `path` is NUL-terminated; shm_open returns a new fd or -1.
-    let fd = cvt_retry(|| unsafe { libc::shm_open(path.as_ptr(), flags, 0o600) })?;
-    Ok(owned(fd))
+    let file = if create {
+        shm::open_or_create(&live_name(name), 0o600)?
+    } else {
+        shm::open(&live_name(name), Access::ReadWrite)?
+    };
+    Ok(file.into())
 }
 
 fn write_flag(live: &OwnedFd, byte: u64, value: u8) -> io::Result<()> {
@@ -234,10 +237,7 @@ impl Drop for MqRx {
             // SAFETY: `q` is NUL-terminated.
             unsafe { libc::mq_unlink(q.as_ptr()) };
         }
-        if let Ok(l) = live_name(&self.name) {
-            // SAFETY: `l` is NUL-terminated.
-            unsafe { libc::shm_unlink(l.as_ptr()) };
-        }
+        let _ = shm::unlink(&live_name(&self.name));
     }
 }
 
