@@ -1,7 +1,8 @@
-//! Descriptor flags: non-blocking mode and pipe buffer size.
+//! Descriptor flags (non-blocking mode, pipe buffer size) and descriptors
+//! for children to inherit.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 
@@ -26,6 +27,22 @@ pub fn grow_pipe(fd: impl AsFd, bytes: usize) {
     let _ = rustix::pipe::fcntl_setpipe_size(fd, bytes);
 }
 
+/// A duplicate of `fd` numbered `min` or above, *without* close-on-exec
+/// for a child spawned with `exec` to inherit.
+///
+/// Made as `F_DUPFD_CLOEXEC` then `F_SETFD 0` (rustix has no plain
+/// `F_DUPFD` on Linux): the same descriptor as `F_DUPFD` gives.
+///
+/// # Errors
+///
+/// The OS error (`EMFILE`, `EINVAL` for a `min` out of range...).
+pub fn dup_inheritable(fd: impl AsFd, min: RawFd) -> io::Result<OwnedFd> {
+    use rustix::io::{fcntl_dupfd_cloexec, fcntl_setfd, FdFlags};
+    let dup = fcntl_dupfd_cloexec(fd, min)?;
+    fcntl_setfd(&dup, FdFlags::empty())?;
+    Ok(dup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +59,16 @@ mod tests {
         // Not a pipe: ignored.
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         grow_pipe(&file, usize::MAX);
+    }
+
+    #[test]
+    fn inheritable_duplicates_lack_cloexec() {
+        use rustix::io::{fcntl_getfd, FdFlags};
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(fcntl_getfd(&file).unwrap().contains(FdFlags::CLOEXEC));
+        let dup = dup_inheritable(&file, 3).unwrap();
+        assert!(dup.as_raw_fd() >= 3);
+        assert!(!fcntl_getfd(&dup).unwrap().contains(FdFlags::CLOEXEC));
     }
 }
