@@ -2,7 +2,7 @@
 
 use std::io;
 
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use std::time::Duration;
 
@@ -319,8 +319,8 @@ impl Builder {
                     // kept open here, it would keep a dead parent looking
                     // alive. Closed whether or not the open worked.
                     // SAFETY: `Builder::inherited`'s caller handed the descriptor
-                    // over to be consumed; it is closed once, here.
-                    unsafe { libc::close(*fd) };
+                    // over to be consumed; it is owned (and closed) once, here.
+                    drop(unsafe { OwnedFd::from_raw_fd(*fd) });
                     seg?
                 }
                 Target::Memfd => return Err(OpenError::Os(io::Error::new(

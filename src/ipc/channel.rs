@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -84,14 +84,7 @@ impl<M: Message> Channel<M> {
                 "not a memfd channel",
             ));
         }
-        // SAFETY: F_DUPFD on our own open descriptor returns a new one (or
-        // -1); F_DUPFD never sets close-on-exec.
-        let fd = unsafe { libc::fcntl(self.seg.file().as_raw_fd(), libc::F_DUPFD, 3) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        shmlane_sys::fd::dup_inheritable(self.seg.file(), 3)
     }
 
     pub(super) fn side(&self, role: Role, needs: RingKind) -> Result<Side, AttachError> {

@@ -14,13 +14,14 @@
 //! becomes readable waits at most one read buffer (64 KiB) of each other
 //! connection's frames, however fast the others send.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Instant;
+
+use shmlane_sys::poll::{poll, PollFd, PollFlags};
 
 use super::error::FrameRecvError;
 use super::open;
 use super::stream::{Ready, StreamRx};
-use super::sys;
 
 /// One accepted sender.
 #[derive(Debug)]
@@ -43,8 +44,6 @@ pub(crate) struct ListenRx {
     pending: bool,
     /// Whether any sender connected yet.
     came: bool,
-    /// Scratch for `poll`: the listener, then each connection.
-    fds: Vec<libc::pollfd>,
 }
 
 impl ListenRx {
@@ -57,7 +56,6 @@ impl ListenRx {
             next: 0,
             pending: false,
             came: false,
-            fds: Vec::new(),
         }
     }
 
@@ -143,22 +141,20 @@ impl ListenRx {
     /// Waits until the listener or a connection is ready, or `deadline`;
     /// `Ok(false)` on timeout.
     fn wait(&mut self, deadline: Option<Instant>) -> Result<bool, FrameRecvError> {
-        let ev = |fd: i32| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        self.fds.clear();
-        self.fds.push(ev(self.listener.as_raw_fd()));
-        self.fds
-            .extend(self.conns.iter().map(|c| ev(c.rx.as_raw_fd())));
-        if !sys::poll(&mut self.fds, deadline).map_err(FrameRecvError::Os)? {
+        // Built for each wait (it borrows the descriptors); only a wait
+        // that may block gets here.
+        let mut fds = Vec::with_capacity(1 + self.conns.len());
+        fds.push(PollFd::new(&self.listener, PollFlags::IN));
+        fds.extend(self.conns.iter().map(|c| PollFd::new(&c.rx, PollFlags::IN)));
+        if !poll(&mut fds, deadline).map_err(FrameRecvError::Os)? {
             return Ok(false);
         }
-        self.pending = self.fds[0].revents != 0;
-        for (c, p) in self.conns.iter_mut().zip(&self.fds[1..]) {
-            // Bytes, or a close or error that the read reports.
-            c.readable = p.revents != 0;
+        // Bytes, or a close or error that the read reports. Collected
+        // first: `fds` borrows the connections.
+        let ready: Vec<bool> = fds.iter().map(|p| !p.revents().is_empty()).collect();
+        self.pending = ready[0];
+        for (c, r) in self.conns.iter_mut().zip(&ready[1..]) {
+            c.readable = *r;
         }
         Ok(true)
     }

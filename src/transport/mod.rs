@@ -119,7 +119,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -349,7 +349,7 @@ pub fn pass_to_child(cmd: &mut Command, fd: &OwnedFd) -> RawFd {
     // and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            sys::cvt(libc::fcntl(raw, libc::F_SETFD, 0))?;
+            shmlane_sys::errno::cvt(libc::fcntl(raw, libc::F_SETFD, 0))?;
             Ok(())
         });
     }
@@ -365,9 +365,9 @@ pub fn pass_to_child(cmd: &mut Command, fd: &OwnedFd) -> RawFd {
 pub fn pipe() -> io::Result<(FrameSender, FrameReceiver)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    sys::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    shmlane_sys::errno::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     let (r, w) = (sys::owned(fds[0]), sys::owned(fds[1]));
-    sys::grow_pipe(w.as_fd(), DEFAULT_MAX_FRAME);
+    shmlane_sys::fd::grow_pipe(&w, DEFAULT_MAX_FRAME);
     let tx = StreamTx::new(w, false, DEFAULT_MAX_FRAME)?;
     let rx = StreamRx::new(r, false, DEFAULT_MAX_FRAME)?;
     Ok((
@@ -381,7 +381,7 @@ fn fd_is_socket(fd: &OwnedFd) -> io::Result<bool> {
     // SAFETY: stat is plain data; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is writable and `fd` open.
-    sys::cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    shmlane_sys::errno::cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }
 
@@ -398,7 +398,9 @@ unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: per the contract, the descriptor is open and ours alone.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     // SAFETY: F_SETFD on our descriptor: close it on our own exec again.
-    sys::cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    shmlane_sys::errno::cvt(unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC)
+    })?;
     Ok(fd)
 }
 

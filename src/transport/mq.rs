@@ -20,20 +20,26 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::error::{FrameRecvError, FrameSendError, OpenError};
-use super::sys::{self, cvt, cvt_retry, errno, owned};
+use shmlane_sys::errno::{cvt, cvt_retry};
+use shmlane_sys::poll::{poll_one, PollFlags};
+use shmlane_sys::{lock, shm, Access};
+
+use super::sys::{self, errno, owned};
 use super::Options;
 
 /// Waits are cut into steps this long to probe the peer's lock.
 const STEP: Duration = Duration::from_millis(10);
 /// A sender probes the receiver's lock at most this often while sending.
 const PROBE_EVERY: Duration = Duration::from_millis(10);
-const RECEIVER: i64 = 0;
-const SENDER: i64 = 1;
+/// The byte of the live file that the receiver locks (exclusively) and
+/// flags; the byte of the senders (shared locks) next to it.
+const RECEIVER: u64 = 0;
+const SENDER: u64 = 1;
 
 fn read_limit(file: &str, fallback: usize) -> usize {
     std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}"))
@@ -51,8 +57,10 @@ fn queue_name(name: &str) -> io::Result<CString> {
     sys::c_name(&format!("/{name}"))
 }
 
-fn live_name(name: &str) -> io::Result<CString> {
-    sys::c_name(&format!("/shmlane-mq.{name}"))
+/// The shared-memory object (`/dev/shm/shmlane-mq.NAME`) that holds the
+/// liveness locks and flags of queue `name`.
+fn live_name(name: &str) -> String {
+    format!("shmlane-mq.{name}")
 }
 
 fn denied(name: &str) -> OpenError {
@@ -62,20 +70,23 @@ fn denied(name: &str) -> OpenError {
 }
 
 fn open_live(name: &str, create: bool) -> io::Result<OwnedFd> {
-    let path = live_name(name)?;
-    let flags = libc::O_RDWR | libc::O_CLOEXEC | if create { libc::O_CREAT } else { 0 };
-    // SAFETY: `path` is NUL-terminated; shm_open returns a new fd or -1.
-    let fd = cvt_retry(|| unsafe { libc::shm_open(path.as_ptr(), flags, 0o600) })?;
-    Ok(owned(fd))
+    let file = if create {
+        shm::open_or_create(&live_name(name), 0o600)?
+    } else {
+        shm::open(&live_name(name), Access::ReadWrite)?
+    };
+    Ok(file.into())
 }
 
-fn write_flag(live: &OwnedFd, byte: i64, value: u8) -> io::Result<()> {
-    // SAFETY: writes one byte from a live local into our descriptor.
+fn write_flag(live: &OwnedFd, byte: u64, value: u8) -> io::Result<()> {
+    let byte = byte as libc::off_t; // 0 or 1
+                                    // SAFETY: writes one byte from a live local into our descriptor.
     cvt(unsafe { libc::pwrite(live.as_raw_fd(), (&value as *const u8).cast(), 1, byte) })?;
     Ok(())
 }
 
-fn read_flag(live: &OwnedFd, byte: i64) -> io::Result<u8> {
+fn read_flag(live: &OwnedFd, byte: u64) -> io::Result<u8> {
+    let byte = byte as libc::off_t; // 0 or 1
     let mut v = 0u8;
     // SAFETY: reads at most one byte into a live local.
     cvt(unsafe { libc::pread(live.as_raw_fd(), (&mut v as *mut u8).cast(), 1, byte) })?;
@@ -113,7 +124,7 @@ impl MqRx {
             libc::EACCES => denied(name),
             _ => OpenError::Os(e),
         })?;
-        if !sys::ofd_lock(live.as_fd(), RECEIVER)? {
+        if !lock::try_lock(&live, RECEIVER)? {
             return Err(OpenError::AddressInUse {
                 address: format!("mq:{name}"),
             });
@@ -201,7 +212,7 @@ impl MqRx {
                 return Ok(buf.len());
             }
             let came = read_flag(&self.live, SENDER).map_err(FrameRecvError::Os)? == 1;
-            if came && !sys::ofd_held(self.live.as_fd(), SENDER).map_err(FrameRecvError::Os)? {
+            if came && !lock::is_locked(&self.live, SENDER).map_err(FrameRecvError::Os)? {
                 // Every sender is gone; whatever they sent is in the queue
                 // already (a sender queues before it unlocks), so one more
                 // try drains the race. Not latched: a sender that connects
@@ -214,12 +225,8 @@ impl MqRx {
             if sys::passed(deadline) {
                 return Err(FrameRecvError::Timeout);
             }
-            sys::poll_one(
-                self.queue.as_fd(),
-                libc::POLLIN,
-                Some(sys::step(deadline, STEP)),
-            )
-            .map_err(FrameRecvError::Os)?;
+            poll_one(&self.queue, PollFlags::IN, Some(sys::step(deadline, STEP)))
+                .map_err(FrameRecvError::Os)?;
         }
     }
 }
@@ -230,10 +237,7 @@ impl Drop for MqRx {
             // SAFETY: `q` is NUL-terminated.
             unsafe { libc::mq_unlink(q.as_ptr()) };
         }
-        if let Ok(l) = live_name(&self.name) {
-            // SAFETY: `l` is NUL-terminated.
-            unsafe { libc::shm_unlink(l.as_ptr()) };
-        }
+        let _ = shm::unlink(&live_name(&self.name));
     }
 }
 
@@ -272,7 +276,7 @@ impl MqTx {
             Err(e) if errno(&e) == libc::EACCES => return Err(denied(name)),
             Err(e) => return Err(e.into()),
         };
-        if !sys::ofd_held(live.as_fd(), RECEIVER)? || read_flag(&live, RECEIVER)? != 1 {
+        if !lock::is_locked(&live, RECEIVER)? || read_flag(&live, RECEIVER)? != 1 {
             return Ok(None);
         }
         let flags = libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
@@ -287,7 +291,7 @@ impl MqTx {
         // A shared lock: senders do not exclude each other. It is taken
         // before the flag says a sender came, so the receiver never sees
         // the flag without a lock of a live sender.
-        if !sys::ofd_lock_shared(live.as_fd(), SENDER)? {
+        if !lock::try_lock_shared(&live, SENDER)? {
             return Err(
                 io::Error::other("a sender lock of a message queue was write-locked").into(),
             );
@@ -310,7 +314,7 @@ impl MqTx {
     }
 
     fn receiver_gone(&self) -> Result<bool, FrameSendError> {
-        sys::ofd_held(self.live.as_fd(), RECEIVER)
+        lock::is_locked(&self.live, RECEIVER)
             .map(|held| !held)
             .map_err(FrameSendError::Os)
     }
@@ -347,12 +351,8 @@ impl MqTx {
                     if sys::passed(deadline) {
                         return Err(FrameSendError::Timeout);
                     }
-                    sys::poll_one(
-                        self.queue.as_fd(),
-                        libc::POLLOUT,
-                        Some(sys::step(deadline, STEP)),
-                    )
-                    .map_err(FrameSendError::Os)?;
+                    poll_one(&self.queue, PollFlags::OUT, Some(sys::step(deadline, STEP)))
+                        .map_err(FrameSendError::Os)?;
                 }
                 Err(e) => return Err(FrameSendError::Os(e)),
             }

@@ -2,14 +2,16 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use shmlane_sys::errno::{cvt, cvt_retry};
+
 use super::error::OpenError;
 use super::stream::{StreamRx, StreamTx};
-use super::sys::{self, cvt, cvt_retry, errno, owned};
+use super::sys::{self, errno, owned};
 
 /// Connect attempts are this far apart.
 const RETRY: Duration = Duration::from_millis(10);
@@ -61,7 +63,7 @@ pub(crate) fn fifo_bind(path: &Path, max: usize) -> Result<(StreamRx, bool), Ope
     };
     check_kind(path, "a FIFO", std::fs::FileType::is_fifo)?;
     let fd = open_path(path, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|e| path_error(path, e))?;
-    sys::grow_pipe(fd.as_fd(), super::DEFAULT_MAX_FRAME);
+    shmlane_sys::fd::grow_pipe(&fd, super::DEFAULT_MAX_FRAME);
     Ok((StreamRx::new(fd, true, max)?, created))
 }
 
@@ -86,13 +88,13 @@ pub(crate) fn fifo_connect(
                     // than PIPE_BUF would interleave. The lock belongs to
                     // this open file description: it goes when the sender
                     // closes it or its process dies.
-                    if !sys::flock_exclusive(fd.as_fd())? {
+                    if !shmlane_sys::lock::try_flock(&fd)? {
                         return Err(OpenError::AlreadyConnected {
                             address: format!("fifo:{}", path.display()),
                             hint: FIFO_TAKEN,
                         });
                     }
-                    sys::grow_pipe(fd.as_fd(), super::DEFAULT_MAX_FRAME);
+                    shmlane_sys::fd::grow_pipe(&fd, super::DEFAULT_MAX_FRAME);
                     return Ok(StreamTx::new(fd, false, max)?);
                 }
                 // ENXIO: no reader yet. ENOENT: removed meanwhile.

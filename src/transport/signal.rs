@@ -27,7 +27,11 @@ use super::decode::{
     SIGNAL_MAX_FRAME,
 };
 use super::error::{FrameRecvError, FrameSendError, OpenError};
-use super::sys::{self, cvt, cvt_retry, errno, owned};
+use shmlane_sys::errno::{cvt, cvt_retry};
+use shmlane_sys::poll::{poll, PollFd, PollFlags};
+use shmlane_sys::process::{check_kill, is_gone, pidfd_open};
+
+use super::sys::{self, errno, owned};
 use super::Options;
 
 /// Largest frame: 512 payload signals.
@@ -133,7 +137,7 @@ impl Peer {
     fn new(pid: libc::pid_t) -> Self {
         Self {
             pid,
-            pidfd: sys::pidfd_open(pid).ok().flatten(),
+            pidfd: pidfd_open(pid).ok().flatten(),
             words: SignalDecoder::new(),
             left: false,
             dead: false,
@@ -173,8 +177,6 @@ pub(crate) struct SigRx {
     /// Whether any sender came yet.
     came: bool,
     raw: Vec<libc::signalfd_siginfo>,
-    /// Scratch for `poll`: the signalfd, then the peers' pidfds.
-    fds: Vec<libc::pollfd>,
 }
 
 impl SigRx {
@@ -219,7 +221,6 @@ impl SigRx {
             came: false,
             // SAFETY: signalfd_siginfo is plain data; all-zero is valid.
             raw: vec![unsafe { std::mem::zeroed() }; BATCH],
-            fds: Vec::new(),
         };
         // Signals left queued for an earlier receiver are not ours.
         while rx.read_batch(true).map_err(OpenError::Os)? > 0 {}
@@ -307,7 +308,7 @@ impl SigRx {
         let mut any = false;
         for i in 0..self.peers.len() {
             let p = &self.peers[i];
-            if p.dead || !sys::process_gone(p.pid, p.pidfd.as_ref()) {
+            if p.dead || !is_gone(p.pid, p.pidfd.as_ref()) {
                 continue;
             }
             if !drained {
@@ -342,17 +343,14 @@ impl SigRx {
             if sys::passed(deadline) {
                 return Err(FrameRecvError::Timeout);
             }
-            let ev = |fd: i32| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            self.fds.clear();
-            self.fds.push(ev(self.sfd.as_raw_fd()));
+            // Built for each wait (it borrows the descriptors); only a
+            // wait that may block gets here.
+            let mut fds = Vec::with_capacity(1 + self.peers.len());
+            fds.push(PollFd::new(&self.sfd, PollFlags::IN));
             let mut probe = false;
             for p in &self.peers {
                 match &p.pidfd {
-                    Some(fd) => self.fds.push(ev(fd.as_raw_fd())),
+                    Some(fd) => fds.push(PollFd::new(fd, PollFlags::IN)),
                     None => probe = true,
                 }
             }
@@ -362,7 +360,7 @@ impl SigRx {
             } else {
                 deadline
             };
-            sys::poll(&mut self.fds, until).map_err(FrameRecvError::Os)?;
+            poll(&mut fds, until).map_err(FrameRecvError::Os)?;
         }
     }
 }
@@ -433,9 +431,7 @@ impl SigTx {
             address: format!("signal:{pid}"),
             waited: start.elapsed(),
         };
-        // SAFETY: signal 0 only checks that the process exists and that we
-        // may signal it.
-        if let Err(e) = cvt(unsafe { libc::kill(pid, 0) }) {
+        if let Err(e) = check_kill(pid) {
             return Err(match errno(&e) {
                 libc::ESRCH => nobody(),
                 libc::EPERM => OpenError::PermissionDenied {
@@ -444,7 +440,7 @@ impl SigTx {
                 _ => OpenError::Os(e),
             });
         }
-        let pidfd = sys::pidfd_open(pid).map_err(|e| match errno(&e) {
+        let pidfd = pidfd_open(pid).map_err(|e| match errno(&e) {
             libc::ESRCH => nobody(),
             _ => OpenError::Os(e),
         })?;
@@ -456,7 +452,7 @@ impl SigTx {
             if blocked != Some(false) {
                 break;
             }
-            if Instant::now() >= until || sys::process_gone(pid, pidfd.as_ref()) {
+            if Instant::now() >= until || is_gone(pid, pidfd.as_ref()) {
                 return Err(nobody());
             }
             std::thread::sleep(RETRY * 10);
@@ -485,7 +481,7 @@ impl SigTx {
     }
 
     fn receiver_gone(&mut self) -> bool {
-        if !self.dead && sys::process_gone(self.pid, self.pidfd.as_ref()) {
+        if !self.dead && is_gone(self.pid, self.pidfd.as_ref()) {
             self.dead = true;
         }
         self.dead

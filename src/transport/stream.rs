@@ -3,12 +3,15 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::decode::{Step, StreamDecoder};
 use super::error::{FrameRecvError, FrameSendError};
-use super::sys::{self, cvt_retry, errno};
+use shmlane_sys::errno::cvt_retry;
+use shmlane_sys::poll::{poll_one, PollFlags};
+
+use super::sys::errno;
 
 /// How long dropping a sender waits to finish a frame it accepted.
 const DROP_FLUSH: Duration = Duration::from_secs(1);
@@ -34,9 +37,9 @@ pub(crate) struct StreamTx {
 
 impl StreamTx {
     pub(crate) fn new(fd: OwnedFd, socket: bool, max: usize) -> io::Result<Self> {
-        sys::set_nonblocking(fd.as_fd())?;
+        shmlane_sys::fd::set_nonblocking(&fd)?;
         if !socket {
-            sys::ignore_sigpipe();
+            shmlane_sys::signal::ignore_sigpipe();
         }
         Ok(Self {
             fd,
@@ -104,8 +107,8 @@ impl StreamTx {
 
     /// Waits for room; `Ok(false)` on timeout.
     fn wait(&self, deadline: Option<Instant>) -> Result<bool, FrameSendError> {
-        sys::poll_one(self.fd.as_fd(), libc::POLLOUT, deadline)
-            .map(|r| r != 0)
+        poll_one(&self.fd, PollFlags::OUT, deadline)
+            .map(|r| !r.is_empty())
             .map_err(FrameSendError::Os)
     }
 
@@ -202,9 +205,15 @@ enum Read {
     Eof,
 }
 
+impl AsFd for StreamRx {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl StreamRx {
     pub(crate) fn new(fd: OwnedFd, fifo: bool, max: usize) -> io::Result<Self> {
-        sys::set_nonblocking(fd.as_fd())?;
+        shmlane_sys::fd::set_nonblocking(&fd)?;
         Ok(Self {
             fd,
             fifo,
@@ -220,10 +229,6 @@ impl StreamRx {
 
     pub(crate) fn into_fd(self) -> OwnedFd {
         self.fd
-    }
-
-    pub(crate) fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 
     /// One read of the descriptor: into `buf` directly when `direct` (at
@@ -270,12 +275,12 @@ impl StreamRx {
                 Read::Data => return Ok(true),
                 Read::Eof if !self.fifo => self.eof = true,
                 Read::Eof | Read::WouldBlock => {
-                    let r = sys::poll_one(self.fd.as_fd(), libc::POLLIN, deadline)
-                        .map_err(FrameRecvError::Os)?;
-                    if r == 0 {
+                    let r =
+                        poll_one(&self.fd, PollFlags::IN, deadline).map_err(FrameRecvError::Os)?;
+                    if r.is_empty() {
                         return Ok(false);
                     }
-                    if self.fifo && r & libc::POLLIN == 0 && r & libc::POLLHUP != 0 {
+                    if self.fifo && !r.contains(PollFlags::IN) && r.contains(PollFlags::HUP) {
                         // No bytes left and every writer that came is gone.
                         // Not latched: a FIFO stays open for reading, so a
                         // later sender may open it and is received. What a

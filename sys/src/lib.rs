@@ -1,23 +1,30 @@
 //! The one system-call layer of shmlane.
 //!
-//! Every system call that `shmlane-shm` and `shmlane-semaphore` make goes
-//! through this crate: thin wrappers that return `io::Result` with the
+//! Every system call that `shmlane-shm` and `shmlane-semaphore` make, and
+//! those the facade's kernel transports share with them (locks, polling,
+//! descriptor flags, pidfds), go through this crate: thin wrappers that return `io::Result` with the
 //! kernel's error number intact (callers map `raw_os_error` to their typed
 //! errors), retry `EINTR` where a call can be interrupted, and hand out
 //! owned descriptors. They sit on [`rustix`] where it has the call, on
 //! [`nix`] for open-file-description byte-range locks and
-//! `posix_fallocate`, and on `libc` only inside the SIGBUS handler.
+//! `posix_fallocate`, and on `libc` only for signal dispositions (the SIGBUS handler,
+//! ignoring SIGPIPE).
 //!
 //! - [`shm`]: POSIX shared-memory objects (`shm_open`, `shm_unlink`).
 //! - [`memfd`]: sealable memfds and their size seals.
 //! - [`lock`]: open-file-description locks on single bytes, the liveness
-//!   mechanism of segments and of the named semaphore.
+//!   mechanism of segments, of the named semaphore and of the message-queue
+//!   transport, and whole-file `flock`.
 //! - [`fs`]: space (`statvfs`), reservation (`posix_fallocate`), and an
 //!   atomic rename that never replaces (`renameat2(RENAME_NOREPLACE)`).
 //! - [`map`]: a shared mapping of a file, contained against SIGBUS by
 //!   [`sigbus`] when a peer may truncate the file.
-//! - [`process`]: this process's pid and effective uid, and a process's
-//!   start time (to tell a live pid from a reused one).
+//! - [`process`]: this process's pid and effective uid, a process's start
+//!   time (to tell a live pid from a reused one), pidfds and whether a
+//!   process is gone.
+//! - [`fd`]: non-blocking mode and pipe buffer size.
+//! - [`poll`]: waiting for descriptors until a deadline, across `EINTR`.
+//! - [`signal`]: ignoring `SIGPIPE` where it has the default action.
 //! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
 //!   asymmetric fence.
 //! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain.
@@ -43,6 +50,8 @@
 
 pub mod errno;
 #[cfg(target_os = "linux")]
+pub mod fd;
+#[cfg(target_os = "linux")]
 pub mod fs;
 #[cfg(target_os = "linux")]
 pub mod futex;
@@ -55,11 +64,15 @@ pub mod membarrier;
 #[cfg(target_os = "linux")]
 pub mod memfd;
 #[cfg(target_os = "linux")]
+pub mod poll;
+#[cfg(target_os = "linux")]
 pub mod process;
 #[cfg(target_os = "linux")]
 pub mod shm;
 #[cfg(target_os = "linux")]
 pub mod sigbus;
+#[cfg(target_os = "linux")]
+pub mod signal;
 
 /// How a shared object is opened or mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

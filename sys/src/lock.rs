@@ -23,7 +23,8 @@ use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::errno::retry;
 
-/// The lock record for byte `offset`: `kind` is `F_WRLCK` or `F_UNLCK`.
+/// The lock record for byte `offset`: `kind` is `F_WRLCK`, `F_RDLCK` or
+/// `F_UNLCK`.
 fn record(kind: libc::c_int, offset: u64) -> io::Result<libc::flock> {
     let start =
         libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -47,7 +48,26 @@ fn record(kind: libc::c_int, offset: u64) -> io::Result<libc::flock> {
 /// The OS error (`EBADF`, `ENOLCK`...); `EINVAL` for an offset past
 /// `off_t`.
 pub fn try_lock(fd: impl AsFd, offset: u64) -> io::Result<bool> {
-    let fl = record(libc::F_WRLCK, offset)?;
+    set(fd, libc::F_WRLCK, offset)
+}
+
+/// Takes a shared (read) lock on byte `offset` through `fd`'s open file
+/// description, without waiting; shared locks of several descriptions
+/// coexist.
+///
+/// Returns `Ok(false)` when another open file description holds an
+/// exclusive lock on it. [`is_locked`] sees shared locks too.
+///
+/// # Errors
+///
+/// As [`try_lock`].
+pub fn try_lock_shared(fd: impl AsFd, offset: u64) -> io::Result<bool> {
+    set(fd, libc::F_RDLCK, offset)
+}
+
+/// `F_OFD_SETLK` of a `kind` lock; `Ok(false)` on a conflict.
+fn set(fd: impl AsFd, kind: libc::c_int, offset: u64) -> io::Result<bool> {
+    let fl = record(kind, offset)?;
     match retry(|| Ok(fcntl(fd.as_fd(), FcntlArg::F_OFD_SETLK(&fl))?)) {
         Ok(_) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
@@ -86,6 +106,23 @@ pub fn is_locked_or_unknown(fd: impl AsFd, offset: u64) -> bool {
     is_locked(fd, offset).unwrap_or(true)
 }
 
+/// Takes an exclusive `flock` on the whole file of `fd` without waiting;
+/// like OFD locks, it belongs to the open file description.
+///
+/// Returns `Ok(false)` when another open file description holds one.
+///
+/// # Errors
+///
+/// The OS error (`EBADF`, `ENOLCK`...).
+pub fn try_flock(fd: impl AsFd) -> io::Result<bool> {
+    use rustix::fs::FlockOperation;
+    match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +157,25 @@ mod tests {
             is_locked_or_unknown(&a, u64::MAX),
             "unknown counts as alive"
         );
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_flock_excludes() {
+        let name = shmlane_testkit::unique("sys-lock-shared");
+        let a = shm::create(&name, 0o600).unwrap();
+        let b = shm::open(&name, Access::ReadWrite).unwrap();
+        let c = shm::open(&name, Access::ReadWrite).unwrap();
+        let _ = shm::unlink(&name);
+        assert!(try_lock_shared(&a, 1).unwrap());
+        assert!(try_lock_shared(&b, 1).unwrap());
+        assert!(is_locked(&c, 1).unwrap(), "shared locks are seen");
+        assert!(!try_lock(&c, 1).unwrap());
+        assert!(try_lock(&c, 0).unwrap());
+        assert!(!try_lock_shared(&a, 0).unwrap());
+        assert!(try_flock(&a).unwrap());
+        assert!(try_flock(&a).unwrap(), "own flock never conflicts");
+        assert!(!try_flock(&b).unwrap());
+        drop(a);
+        assert!(try_flock(&b).unwrap());
     }
 }

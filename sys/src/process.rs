@@ -1,5 +1,13 @@
 //! Who this process is, and whether a process still runs.
 
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use rustix::process::{Pid, PidfdFlags};
+
+use crate::poll::{poll_one, PollFlags};
+
 /// This process's id.
 pub fn pid() -> u32 {
     std::process::id()
@@ -18,6 +26,63 @@ pub fn start_time(pid: u32) -> u64 {
         return 0;
     };
     parse_start_time(&stat)
+}
+
+/// A pidfd for process `pid` (Linux 5.3+), which polls readable once the
+/// process exits (zombies included). `Ok(None)` where the kernel lacks
+/// pidfds (`ENOSYS`).
+///
+/// # Errors
+///
+/// The OS error: `ESRCH` for no such process, `EINVAL` for a pid that is
+/// not positive, `EMFILE`...
+pub fn pidfd_open(pid: i32) -> io::Result<Option<OwnedFd>> {
+    if pid <= 0 {
+        // What the kernel answers for a pid that is not positive.
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    match rustix::process::pidfd_open(pid_of(pid), PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOSYS) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `kill(pid, 0)`: whether process `pid` exists and this process may
+/// signal it, with `kill`'s meaning of other pids (0: this process's
+/// group, `-n`: group `n`).
+///
+/// # Errors
+///
+/// `ESRCH` for no such process (or group), `EPERM` where signals to it
+/// are not allowed.
+pub fn check_kill(pid: i32) -> io::Result<()> {
+    let r = match pid {
+        0 => rustix::process::test_kill_current_process_group(),
+        p if p > 0 => rustix::process::test_kill_process(pid_of(p)),
+        // `kill(INT_MIN, 0)` names no group: the kernel answers ESRCH.
+        p => match p.checked_neg() {
+            Some(g) => rustix::process::test_kill_process_group(pid_of(g)),
+            None => Err(rustix::io::Errno::SRCH),
+        },
+    };
+    Ok(r?)
+}
+
+/// The `Pid` of a positive raw pid.
+fn pid_of(raw: i32) -> Pid {
+    debug_assert!(raw > 0);
+    Pid::from_raw(raw).unwrap_or(Pid::INIT)
+}
+
+/// Whether process `pid` is gone: its `pidfd` (from [`pidfd_open`]) polls
+/// readable, or, without one, [`check_kill`] fails with `ESRCH`. Anything
+/// else, errors included, counts as alive.
+pub fn is_gone(pid: i32, pidfd: Option<&OwnedFd>) -> bool {
+    match pidfd {
+        Some(fd) => poll_one(fd, PollFlags::IN, Some(Instant::now())).is_ok_and(|r| !r.is_empty()),
+        None => check_kill(pid).is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH)),
+    }
 }
 
 fn parse_start_time(stat: &str) -> u64 {
@@ -51,5 +116,34 @@ mod tests {
         // SAFETY: geteuid cannot fail.
         assert_eq!(euid(), unsafe { libc::geteuid() });
         assert_eq!(start_time(u32::MAX), 0);
+    }
+
+    #[test]
+    fn exited_children_are_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = child.id() as i32;
+        let fd = pidfd_open(id).unwrap();
+        child.wait().unwrap();
+        if let Some(fd) = &fd {
+            assert!(is_gone(id, Some(fd)));
+        }
+        // Reaped: no such process (barring reuse of the pid meanwhile).
+        let me = pid() as i32;
+        assert!(!is_gone(me, None));
+        assert!(!is_gone(0, None));
+        assert!(is_gone(i32::MIN, None));
+        check_kill(me).unwrap();
+        check_kill(0).unwrap();
+        assert!(pidfd_open(me)
+            .unwrap()
+            .is_some_and(|fd| !is_gone(me, Some(&fd))));
+        assert_eq!(
+            pidfd_open(0).unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            pidfd_open(-1).unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
     }
 }

@@ -60,6 +60,16 @@ pub fn create(name: &str, mode: u32) -> io::Result<File> {
     )
 }
 
+/// Opens the object `name` read-write, creating it with `mode` (through
+/// the umask) if it does not exist (`O_CREAT` without `O_EXCL`).
+///
+/// # Errors
+///
+/// As [`open`].
+pub fn open_or_create(name: &str, mode: u32) -> io::Result<File> {
+    shm_open(name, ShmOFlags::RDWR | ShmOFlags::CREATE, mode)
+}
+
 /// Where the object `name` lives: `/dev/shm/NAME`.
 pub fn path(name: &str) -> PathBuf {
     Path::new("/dev/shm").join(name)
@@ -96,6 +106,10 @@ mod tests {
         assert_eq!(f.metadata().unwrap().permissions().mode() & 0o077, 0);
         open(&name, Access::ReadOnly).unwrap();
         open(&name, Access::ReadWrite).unwrap();
+        assert!(path(&name).exists());
+        open_or_create(&name, 0o600).unwrap();
+        unlink(&name).unwrap();
+        open_or_create(&name, 0o600).unwrap();
         assert!(path(&name).exists());
         unlink(&name).unwrap();
         assert!(!path(&name).exists());
