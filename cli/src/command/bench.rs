@@ -1,11 +1,11 @@
 //! `shmlane bench`: every IPC mechanism measured side by side, or one of
 //! the earlier sections (`--only`).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmlane_benches::transports::{self, Kind, Settings};
 use shmlane_benches::{codec, compare, default_configs, ipc, plot, table};
 
@@ -37,7 +37,7 @@ pub struct Args {
     transports: Vec<Kind>,
     /// Comma-separated message sizes, 8 B to 1 MiB, with K/M suffixes
     /// (1024-based): 8,64,4K,1M
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_size)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = transports::parse_size)]
     sizes: Vec<usize>,
     /// Seconds for the whole comparison (default 60); a cell measures on
     /// past its share until it has enough round trips
@@ -90,19 +90,6 @@ fn parse_kind(name: &str) -> Result<Kind, String> {
         let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         format!("unknown transport `{name}` (known: {})", all.join(", "))
     })
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    match transports::parse_size(s) {
-        Some(n) if (transports::MIN_SIZE..=transports::MAX_SIZE).contains(&n) => Ok(n),
-        Some(n) => Err(format!(
-            "{n} bytes is out of range: sizes go from {} B (a message carries an \
-             8-byte sequence number) to {}",
-            transports::MIN_SIZE,
-            transports::human_size(transports::MAX_SIZE)
-        )),
-        None => Err(format!("`{s}` is not a size (write e.g. 8, 64, 4K, 1M)")),
-    }
 }
 
 fn parse_duration(v: &str) -> Result<Duration, String> {
@@ -190,18 +177,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             let runs = runs.unwrap_or(5);
             let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-            let total = configs.len() * runs * 2;
-            let mut done = 0;
+            let bar = progress_bar(
+                (configs.len() * runs * 2) as u64,
+                "  measuring: [{bar:30}] {pos}/{len} runs",
+            );
             eprintln!(
                 "in-process throughput, {} messages per run, median of {runs} runs, {cpus} CPUs",
                 configs[0].messages
             );
-            let rows = compare(&configs, runs, || {
-                done += 1;
-                eprint!("\r  measuring: {done}/{total} runs");
-                let _ = std::io::stderr().flush();
-            });
-            eprintln!();
+            let rows = compare(&configs, runs, || bar.inc(1));
+            bar.finish_and_clear();
             output::print(&table(&rows))
         }
         Section::CrossProcess => {
@@ -209,57 +194,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!(
                 "cross-process, two processes pinned to different cores, median of {runs} runs"
             );
+            let bar = spinner();
             let report = ipc::measure(runs, args.scale.unwrap_or(1.0), |step| {
-                eprint!("\r  {step:<60}");
-                let _ = std::io::stderr().flush();
+                bar.set_message(step.to_owned());
             });
-            eprintln!();
+            bar.finish_and_clear();
             output::print(&ipc::report_table(&report))
         }
         Section::Codec => {
+            let bar = spinner();
             let out = codec::measure_and_report(runs.unwrap_or(3), |step| {
-                eprint!("\r  {step:<60}");
-                let _ = std::io::stderr().flush();
+                bar.set_message(step.to_owned());
             });
-            eprintln!();
+            bar.finish_and_clear();
             output::print(&out)
         }
     }
 }
 
-/// A progress display on stderr: an updating bar on a terminal, two
-/// plain lines (start, end) otherwise.
-struct ProgressBar {
-    tty: bool,
+/// A progress bar on stderr, drawn only on a terminal (indicatif hides
+/// it otherwise): `[####------] done/total what ~m:ss left`.
+fn progress_bar(total: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("#>-"));
+    }
+    bar
 }
 
-impl ProgressBar {
-    fn show(&self, p: &transports::Progress) {
-        if !self.tty {
-            return;
-        }
-        const WIDTH: usize = 30;
-        let filled = (p.done * WIDTH).checked_div(p.total).unwrap_or(WIDTH);
-        let left = p.eta.as_secs();
-        eprint!(
-            "\r\x1b[2K[{}{}] {:>3}/{} {:<28} ~{}:{:02} left",
-            "#".repeat(filled),
-            "-".repeat(WIDTH - filled),
-            p.done,
-            p.total,
-            p.what,
-            left / 60,
-            left % 60
-        );
-        let _ = std::io::stderr().flush();
+/// A one-line status on stderr (a terminal only) for the sections that
+/// report steps rather than counts.
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("  {msg}") {
+        bar.set_style(style);
     }
-
-    fn finish(&self) {
-        if self.tty {
-            eprint!("\r\x1b[2K");
-            let _ = std::io::stderr().flush();
-        }
-    }
+    // No steady tick: its thread would compete with the pinned
+    // measurements for the CPUs; the bar redraws when a step begins.
+    bar
 }
 
 fn bench_transports(
@@ -267,15 +239,12 @@ fn bench_transports(
     json: bool,
     plot_to: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
     // The signal transport's receiver must block its signal before any
     // thread exists; this process has none yet.
     if settings.kinds.contains(&Kind::Signal) {
         transports::block_signal().context("blocking the signal transport's signal")?;
     }
-    let bar = ProgressBar {
-        tty: std::io::stderr().is_terminal(),
-    };
+    let bar = progress_bar(0, "[{bar:30}] {pos:>3}/{len} {msg}");
     eprintln!(
         "shmlane bench: {} transports x {} sizes between two processes, about {:.0} s ({})",
         settings.kinds.len(),
@@ -284,8 +253,20 @@ fn bench_transports(
         plot::machine()
     );
     let started = std::time::Instant::now();
-    let mut rows = transports::measure(settings, |p| bar.show(p));
-    bar.finish();
+    let mut rows = transports::measure(settings, |p| {
+        // The harness's own estimate of what is left (it knows each cell's
+        // budget), rather than one extrapolated from the rate so far.
+        let left = p.eta.as_secs();
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "{:<28} ~{}:{:02} left",
+            p.what,
+            left / 60,
+            left % 60
+        ));
+    });
+    bar.finish_and_clear();
     transports::sort_rows(&mut rows);
     eprintln!("measured in {:.1} s", started.elapsed().as_secs_f64());
     if json {
