@@ -16,12 +16,12 @@
 //! can be (a missing directory, a process that does not exist).
 
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use shmlane::ipc::{self, Bytes, Channel, CreateError, OpenError, Role};
+use shmlane::ipc::{self, Bytes, Channel, CreateError, OpenError};
+use shmlane::segments;
 use shmlane::transport::Address;
 
 use crate::signals;
@@ -291,8 +291,8 @@ pub fn open_or_create(opts: &Opts) -> anyhow::Result<Channel<Bytes>> {
     for _ in 0..100 {
         signals::check()?;
         match builder.open::<Bytes>() {
-            Ok(chan) if is_orphan(&chan) => {
-                if remove_orphan(opts, chan) {
+            Ok(chan) if segments::is_orphan(&chan) => {
+                if segments::remove_orphan(chan) {
                     eprintln!(
                         "shmlane: removed {}, left behind by a process that died",
                         opts.text()
@@ -313,36 +313,6 @@ pub fn open_or_create(opts: &Opts) -> anyhow::Result<Channel<Bytes>> {
         "{} keeps appearing and disappearing: is another program using it?",
         opts.text()
     )
-}
-
-/// Nobody holds it and nothing is in it: what a killed run leaves.
-fn is_orphan(chan: &Channel<Bytes>) -> bool {
-    let seg = chan.segment();
-    !seg.creator_alive()
-        && seg.live_count(Role::Sender) == 0
-        && seg.live_count(Role::Receiver) == 0
-        && seg.buffered() == 0
-}
-
-/// Unlinks an orphan if its name still names the file we opened (another
-/// process may have replaced it already). Returns whether it did.
-fn remove_orphan(opts: &Opts, chan: Channel<Bytes>) -> bool {
-    let Ok(addr) = shmlane_shm::Address::parse(opts.text()) else {
-        return false;
-    };
-    let path = match &addr {
-        shmlane_shm::Address::Shm(name) => shmlane_shm::shm_path(name),
-        shmlane_shm::Address::File(p) => p.clone(),
-    };
-    let same = match (
-        chan.segment().file().metadata(),
-        std::fs::symlink_metadata(&path),
-    ) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    };
-    drop(chan);
-    same && shmlane_shm::unlink(&addr).is_ok()
 }
 
 /// Says once, on a terminal, that the command is waiting for its peer.

@@ -9,15 +9,15 @@
 //! ```
 //!
 //! One file per command under `command/`; what two commands share lives
-//! beside them (`endpoint` for send and recv, `inventory` for ls, stat
-//! and rm, `signals`, `output`).
+//! beside them (`endpoint` for send and recv, `signals`, `output`). The
+//! binary uses only the facade crate `shmlane` (segments through
+//! `shmlane::segments`) and, for `bench`, the measurement harness.
 //!
 //! Exit status: 0 done, 1 run-time error, 2 usage error (clap's), 128+N
 //! stopped by signal N. A closed stdout (`| head`) is a quiet success.
 
 mod command;
 mod endpoint;
-mod inventory;
 mod output;
 mod signals;
 

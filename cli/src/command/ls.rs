@@ -2,10 +2,17 @@
 
 use std::fmt::Write as _;
 
-use shmlane_shm::Role;
+use shmlane::ipc::{RingKind, Role};
+use shmlane::segments::{self, Status};
 
-use crate::inventory::{kind_name, scan, Verdict};
 use crate::output;
+
+pub(crate) fn kind_name(kind: RingKind) -> &'static str {
+    match kind {
+        RingKind::Spsc => "spsc",
+        RingKind::Mpmc => "mpmc",
+    }
+}
 
 /// List the shmlane segments in /dev/shm.
 ///
@@ -19,7 +26,7 @@ pub fn run(Args {}: Args) -> anyhow::Result<()> {
 }
 
 fn listing() -> String {
-    let rows = scan();
+    let rows = segments::list();
     if rows.is_empty() {
         return "no shmlane segments in /dev/shm\n".into();
     }
@@ -30,22 +37,20 @@ fn listing() -> String {
         "NAME", "BACKEND", "KIND", "CAPACITY", "SLOT", "BUFFERED", "SENDERS a/d", "RECEIVERS a/d"
     );
     for row in &rows {
-        let (sa, sd) = row.counts(Role::Sender);
-        let (ra, rd) = row.counts(Role::Receiver);
-        let state = match row.verdict() {
-            Verdict::Live => "live".to_owned(),
-            Verdict::Stale(why) => format!("stale: {why}"),
+        let s = row.peers(Role::Sender);
+        let r = row.peers(Role::Receiver);
+        let state = match row.status() {
+            Status::Live => "live".to_owned(),
+            Status::Stale(why) => format!("stale: {why}"),
         };
-        if let Some(creator) = &row.staging {
-            let who = creator.map_or("an unknown process".to_owned(), |c| {
-                format!("pid {}", c.pid)
-            });
+        if let Some(creator) = row.being_created_by() {
+            let who = creator.map_or("an unknown process".to_owned(), |pid| format!("pid {pid}"));
             let _ = writeln!(
                 out,
                 "{:<40} {:<7} being created by {who} (a private name){}",
-                row.addr.to_string(),
+                row.address().to_string(),
                 "shm",
-                if matches!(row.verdict(), Verdict::Stale(_)) {
+                if matches!(row.status(), Status::Stale(_)) {
                     format!("  {state}")
                 } else {
                     String::new()
@@ -53,23 +58,23 @@ fn listing() -> String {
             );
             continue;
         }
-        let _ = match &row.seg {
+        let _ = match row.segment() {
             Ok(seg) => writeln!(
                 out,
                 "{:<40} {:<7} {:<5} {:>9} {:>6} {:>9} {:>13} {:>13}  {state}",
-                row.addr.to_string(),
+                row.address().to_string(),
                 "shm",
                 kind_name(seg.layout().kind()),
                 seg.layout().capacity(),
                 seg.layout().slot_size(),
                 seg.buffered(),
-                format!("{sa}/{sd}"),
-                format!("{ra}/{rd}"),
+                format!("{}/{}", s.alive, s.dead),
+                format!("{}/{}", r.alive, r.dead),
             ),
             Err(e) => writeln!(
                 out,
                 "{:<40} {:<7} unreadable: {e}  {state}",
-                row.addr.to_string(),
+                row.address().to_string(),
                 "shm"
             ),
         };

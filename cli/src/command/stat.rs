@@ -2,9 +2,11 @@
 
 use std::fmt::Write as _;
 
-use shmlane_shm::{Address, Role};
+use anyhow::bail;
+use shmlane::ipc::Role;
+use shmlane::segments::{self, Address, Entry};
 
-use crate::inventory::{inspect, kind_name, parse_target};
+use crate::command::ls::kind_name;
 use crate::output;
 
 /// Show one segment in detail.
@@ -13,13 +15,17 @@ use crate::output;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The segment: shm:NAME, file:PATH, or NAME (taken as shm:NAME)
-    #[arg(value_name = "NAME", value_parser = parse_target)]
+    #[arg(value_name = "NAME", value_parser = |s: &str| segments::parse(s))]
     target: Address,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let addr = args.target;
-    let seg = inspect(&addr)?;
+    let entry = Entry::inspect(addr.clone());
+    let seg = match entry.segment() {
+        Ok(seg) => seg,
+        Err(e) => bail!("{e}"),
+    };
     let l = seg.layout();
     let f = seg.fixed();
     let mut out = String::new();
