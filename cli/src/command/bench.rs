@@ -50,8 +50,8 @@ pub struct Args {
     /// stays on stderr)
     #[arg(long)]
     json: bool,
-    /// Also draw the figures as an SVG chart
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw the figures as a chart: PNG for a .png name, SVG otherwise
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     plot: Option<PathBuf>,
     /// Which section to run
     #[arg(long, value_enum, value_name = "SECTION", default_value_t = Section::Transports)]
@@ -280,8 +280,7 @@ fn bench_transports(
         ))?;
     }
     if let Some(path) = plot_to {
-        std::fs::write(path, plot::svg(&rows))
-            .with_context(|| format!("writing {}", path.display()))?;
+        plot::write(&rows, path).map_err(anyhow::Error::msg)?;
         eprintln!("wrote the chart to {}", path.display());
     }
     let failed: Vec<String> = rows
