@@ -348,9 +348,15 @@ pub fn write(rows: &[Row], path: &Path) -> Result<(), String> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if png {
-        font()?;
-        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-        draw(&root, rows)
+        let rgb = pixels(rows)?;
+        let fail = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
+        let file = std::fs::File::create(path).map_err(|e| fail(&e))?;
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+        writer.write_image_data(&rgb).map_err(|e| fail(&e))?;
+        writer.finish().map_err(|e| fail(&e))
     } else {
         let text = svg(rows)?;
         std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
