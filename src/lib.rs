@@ -76,6 +76,9 @@ mod sync;
 #[cfg(not(shmlane_loom))]
 pub mod transport;
 
+#[cfg(not(shmlane_loom))]
+pub mod segments;
+
 /// Internals that parse what peers send, for the fuzz targets in `fuzz/`
 /// (feature `fuzzing`). Not part of the API: they change without notice.
 #[cfg(all(feature = "fuzzing", not(shmlane_loom)))]

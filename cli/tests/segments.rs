@@ -109,7 +109,7 @@ fn bad_targets_say_what_is_wrong() {
     let (ok, out) = shmlane(&["rm"]);
     assert!(!ok && out.contains("--stale"), "{out}");
     let (ok, out) = shmlane(&["frobnicate"]);
-    assert!(!ok && out.contains("unknown command"), "{out}");
+    assert!(!ok && out.contains("unrecognized subcommand"), "{out}");
 }
 
 #[test]

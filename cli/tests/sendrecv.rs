@@ -233,8 +233,16 @@ fn bad_addresses_are_usage_errors() {
         (&["recv", "tcp:localhost"][..], "use tcp:HOST:PORT"),
         (&["recv", "pipe"][..], "fifo:"),
         (&["send", "signal:"][..], "process id"),
-        (&["recv"][..], "which address"),
-        (&["recv", "shm:x", "--frobnicate"][..], "unknown option"),
+        (&["recv"][..], "<ADDR>"),
+        (
+            &["recv", "shm:x", "--frobnicate"][..],
+            "unexpected argument",
+        ),
+        (&["send", "shm:x", "--capacity=0"][..], "--capacity"),
+        (
+            &["send", "shm:x", "shm:y"][..],
+            "unexpected argument 'shm:y'",
+        ),
     ] {
         let r = start(args, None, true);
         let done = finish(r);
@@ -321,4 +329,87 @@ fn an_orphan_segment_is_replaced() {
     let said = round_trip(&addr, 100, true);
     assert!(said.contains("removed"), "{said}");
     assert!(!shm_path(&name).exists(), "segment left behind");
+}
+
+/// `shmlane recv ADDR | head -1`: the reader takes one line and closes
+/// the pipe; recv must end quietly (status 0, or killed by SIGPIPE as
+/// coreutils are), never panic, and remove what it created.
+fn recv_into_head_1(addr: &str) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["recv", addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = drain(child.stderr.take().unwrap());
+    let mut recv = Kid::from_child(child);
+    // `head -1`: one line, then the pipe is closed.
+    let head = thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    });
+    if !addr.starts_with("shm:") {
+        // The receiver creates the FIFO; the sender waits for it anyway.
+        thread::sleep(Duration::from_millis(100));
+    }
+    let send = start(&["send", addr], Some(lines(200_000)), true);
+    assert_eq!(head.join().unwrap(), "line 0 of 200000\n");
+    let status = recv
+        .wait_timeout(LIMIT)
+        .unwrap_or_else(|| panic!("recv did not end after its reader left"));
+    let said = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(libc::SIGPIPE),
+        "{addr}: {status:?}: {said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+    // The sender learns that the receiver left (or had given it all).
+    let sent = finish(send);
+    assert!(
+        matches!(sent.status.code(), Some(0 | 1)),
+        "{:?}: {}",
+        sent.status,
+        sent.stderr
+    );
+}
+
+#[test]
+fn recv_into_head_1_ends_quietly() {
+    let mut cleanup = Cleanup::new();
+    // Several times: the pipe may close at any point of a write.
+    for i in 0..5 {
+        let name = cleanup.unique_shm(&format!("head{i}"));
+        recv_into_head_1(&format!("shm:{name}"));
+        assert!(!shm_path(&name).exists(), "segment left behind");
+    }
+    let dir = kit::TempDir::new("head-fifo");
+    let fifo = dir.path().join("fifo");
+    recv_into_head_1(&format!("fifo:{}", fifo.display()));
+    assert!(!fifo.exists(), "fifo left behind");
+}
+
+#[test]
+fn send_to_an_address_that_can_never_come_up_fails_with_a_message() {
+    // A process that has exited: no receiver can ever bind its signals.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let dir = kit::TempDir::new("never");
+    let missing = dir.path().join("no-such-dir");
+    for (addr, says) in [
+        (format!("unix:{}/sock", missing.display()), "does not exist"),
+        (format!("fifo:{}/fifo", missing.display()), "does not exist"),
+        (format!("signal:{pid}"), "no process"),
+    ] {
+        let done = finish(start(&["send", &addr], Some(lines(3)), true));
+        assert_eq!(done.status.code(), Some(1), "{addr}: {}", done.stderr);
+        assert!(done.stderr.contains(says), "{addr}: {}", done.stderr);
+    }
 }

@@ -10,7 +10,7 @@ use shmlane::ipc::{Builder, Bytes, Channel, Receiver, Sender, Trust};
 use shmlane::transport::{self, Address, FrameReceiver, FrameSender, Options};
 
 use super::{Kind, Measured, Outcome, END, GRACE, PEER_RX_ENV, PEER_TX_ENV};
-use crate::ipc::{percentiles, unique, Latency, PEER_ENV};
+use crate::ipc::{unique, Latency, Samples, PEER_ENV};
 
 // ---------------------------------------------------------------------
 // The links: one way each, ring or frame transport.
@@ -372,7 +372,7 @@ fn set_up_frames(
 }
 
 /// Round trips a cell measures at least, however long they take.
-const MIN_ROUND_TRIPS: usize = 10;
+const MIN_ROUND_TRIPS: u64 = 10;
 
 /// The two phases; returns round-trip percentiles, samples, messages/s.
 fn run_phases(
@@ -389,7 +389,7 @@ fn run_phases(
     let start = Instant::now();
     let end = start + budget;
     let warm = start + (budget / 10).min(Duration::from_millis(100));
-    let mut samples = Vec::with_capacity(1 << 16);
+    let mut samples = Samples::new();
     let mut seq = 0u64;
     loop {
         let t = Instant::now();
@@ -408,7 +408,7 @@ fn run_phases(
             return Err(format!("round trip {seq} came back as {tag}"));
         }
         if t >= warm {
-            samples.push(took.as_nanos() as u64);
+            samples.record(took);
         }
         seq += 1;
     }
@@ -419,11 +419,11 @@ fn run_phases(
     if tag != END {
         return Err(format!("expected the end marker back, got {tag}"));
     }
-    if samples.is_empty() {
+    if samples.len() == 0 {
         return Err("no round trip finished within the budget".into());
     }
-    let n = samples.len() as u64;
-    let rtt = percentiles(samples);
+    let n = samples.len();
+    let rtt = samples.latency();
 
     phase("throughput");
     // Look at the clock every `every` messages: often enough to keep to

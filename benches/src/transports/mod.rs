@@ -50,7 +50,7 @@ mod report;
 mod units;
 
 pub use peer::run_peer;
-pub use report::{json, json_string, ratios, sort_rows, table};
+pub use report::{json, ratios, sort_rows, table};
 pub use units::{human_ns, human_rate, human_size, parse_size};
 
 /// The peer's receive address (environment variable of the peer).

@@ -92,38 +92,25 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// Escapes a string for a JSON string literal (quotes included).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-pub(super) fn json_number(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.is_finite() => {
-            if v.fract() == 0.0 && v.abs() < 1e15 {
-                format!("{v:.0}")
-            } else {
-                format!("{v}")
-            }
-        }
-        _ => "null".into(),
-    }
+/// One row of `--json`: numbers in nanoseconds, bytes and per-second
+/// units; `null` where a row has no measurement (or no shm row to compare
+/// with).
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    transport: &'a str,
+    size: usize,
+    rtt_p50_ns: Option<f64>,
+    rtt_p99_ns: Option<f64>,
+    rtt_p999_ns: Option<f64>,
+    msgs_per_s: Option<f64>,
+    gb_per_s: Option<f64>,
+    rtt_vs_shm: Option<f64>,
+    msgs_vs_shm: Option<f64>,
+    samples: Option<u64>,
+    /// `ok`, `n/a` or `failed`.
+    status: &'static str,
+    /// Why not applicable, or the error.
+    note: Option<&'a str>,
 }
 
 /// The rows as a JSON array of objects: `transport`, `size` (bytes),
@@ -131,35 +118,34 @@ pub(super) fn json_number(v: Option<f64>) -> String {
 /// (null when not measured), `rtt_vs_shm`, `msgs_vs_shm`, `samples`,
 /// `status` (`ok`, `n/a` or `failed`) and `note` (the reason or error).
 pub fn json(rows: &[Row]) -> String {
-    let mut out = String::from("[");
-    for (i, row) in rows.iter().enumerate() {
-        let m = row.measured();
-        let (lat, tput) = ratios(rows, row);
-        let (status, note) = match &row.outcome {
-            Outcome::Measured(_) => ("ok", None),
-            Outcome::NotApplicable(w) => ("n/a", Some(w.as_str())),
-            Outcome::Failed(e) => ("failed", Some(e.as_str())),
-        };
-        let _ = write!(
-            out,
-            "{}\n  {{\"transport\": {}, \"size\": {}, \"rtt_p50_ns\": {}, \"rtt_p99_ns\": {}, \
-             \"rtt_p999_ns\": {}, \"msgs_per_s\": {}, \"gb_per_s\": {}, \"rtt_vs_shm\": {}, \
-             \"msgs_vs_shm\": {}, \"samples\": {}, \"status\": {}, \"note\": {}}}",
-            if i == 0 { "" } else { "," },
-            json_string(row.kind.name()),
-            row.size,
-            json_number(m.map(|m| m.rtt.p50)),
-            json_number(m.map(|m| m.rtt.p99)),
-            json_number(m.map(|m| m.rtt.p999)),
-            json_number(m.map(|m| m.msgs_per_s)),
-            json_number(row.gb_per_s()),
-            json_number(lat),
-            json_number(tput),
-            json_number(m.map(|m| m.samples as f64)),
-            json_string(status),
-            note.map_or_else(|| "null".into(), json_string),
-        );
-    }
-    out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
-    out
+    let out: Vec<JsonRow<'_>> = rows
+        .iter()
+        .map(|row| {
+            let m = row.measured();
+            let (lat, tput) = ratios(rows, row);
+            let (status, note) = match &row.outcome {
+                Outcome::Measured(_) => ("ok", None),
+                Outcome::NotApplicable(w) => ("n/a", Some(w.as_str())),
+                Outcome::Failed(e) => ("failed", Some(e.as_str())),
+            };
+            JsonRow {
+                transport: row.kind.name(),
+                size: row.size,
+                rtt_p50_ns: m.map(|m| m.rtt.p50),
+                rtt_p99_ns: m.map(|m| m.rtt.p99),
+                rtt_p999_ns: m.map(|m| m.rtt.p999),
+                msgs_per_s: m.map(|m| m.msgs_per_s),
+                gb_per_s: row.gb_per_s(),
+                rtt_vs_shm: lat,
+                msgs_vs_shm: tput,
+                samples: m.map(|m| m.samples),
+                status,
+                note,
+            }
+        })
+        .collect();
+    // Infinite or NaN numbers become null, as JSON has no such numbers.
+    let mut text = serde_json::to_string_pretty(&out).expect("rows serialize");
+    text.push('\n');
+    text
 }

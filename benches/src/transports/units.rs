@@ -25,10 +25,11 @@ pub fn human_size(bytes: usize) -> String {
     }
 }
 
-/// Parses a size: `8`, `64`, `4K`, `4KiB`, `1M`, `1MiB` (K = 1024).
-pub fn parse_size(s: &str) -> Option<usize> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
+/// Parses a message size for the comparison: `8`, `64`, `4K`, `4KiB`,
+/// `1M`, `1MiB` (K = 1024), in `MIN_SIZE..=MAX_SIZE`; the error says what
+/// is wrong, for a command line to show.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let lower = s.trim().to_ascii_lowercase();
     let (num, mult) = if let Some(n) = lower
         .strip_suffix("kib")
         .or_else(|| lower.strip_suffix("kb"))
@@ -44,8 +45,21 @@ pub fn parse_size(s: &str) -> Option<usize> {
     } else {
         (lower.strip_suffix('b').unwrap_or(&lower), 1)
     };
-    let n: usize = num.trim().parse().ok()?;
-    n.checked_mul(mult)
+    let n = num
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size (write e.g. 8, 64, 4K, 1M)"))?;
+    if !(super::MIN_SIZE..=super::MAX_SIZE).contains(&n) {
+        return Err(format!(
+            "{n} bytes is out of range: sizes go from {} B (a message carries an \
+             8-byte sequence number) to {}",
+            super::MIN_SIZE,
+            human_size(super::MAX_SIZE)
+        ));
+    }
+    Ok(n)
 }
 
 /// `812 ns`, `12.3 us`, `4.56 ms`.
@@ -75,26 +89,38 @@ pub fn human_rate(r: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transports::{json_string, Kind, Settings};
+    use crate::transports::{Kind, Settings};
     use std::time::Duration;
 
     #[test]
     fn sizes_parse_with_suffixes() {
-        assert_eq!(parse_size("8"), Some(8));
-        assert_eq!(parse_size("4K"), Some(4096));
-        assert_eq!(parse_size("4kib"), Some(4096));
-        assert_eq!(parse_size("1M"), Some(1 << 20));
-        assert_eq!(parse_size("64B"), Some(64));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("8"), Ok(8));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4kib"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("64B"), Ok(64));
+        assert!(parse_size("x").unwrap_err().contains("not a size"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("4").unwrap_err().contains("out of range"));
+        assert!(parse_size("2M").unwrap_err().contains("out of range"));
         assert_eq!(human_size(4096), "4 KiB");
         assert_eq!(human_size(1 << 20), "1 MiB");
         assert_eq!(human_size(8), "8 B");
     }
 
     #[test]
-    fn json_escapes() {
-        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    fn json_keeps_every_character_of_a_note() {
+        use crate::transports::{json, Outcome, Row};
+        let note = "a\"b\\c\nd\u{1}";
+        let rows = [Row {
+            kind: Kind::Pipe,
+            size: 8,
+            outcome: Outcome::Failed(note.into()),
+        }];
+        let v: serde_json::Value = serde_json::from_str(&json(&rows)).unwrap();
+        assert_eq!(v[0]["note"], note);
+        assert_eq!(v[0]["status"], "failed");
+        assert!(v[0]["rtt_p50_ns"].is_null());
     }
 
     #[test]

@@ -1,0 +1,83 @@
+//! `shmlane ls`: every shmlane segment in /dev/shm.
+
+use std::fmt::Write as _;
+
+use shmlane::ipc::{RingKind, Role};
+use shmlane::segments::{self, Status};
+
+use crate::output;
+
+pub(crate) fn kind_name(kind: RingKind) -> &'static str {
+    match kind {
+        RingKind::Spsc => "spsc",
+        RingKind::Mpmc => "mpmc",
+    }
+}
+
+/// List the shmlane segments in /dev/shm.
+///
+/// One line each: kind, capacity, slot size, messages buffered, senders
+/// and receivers alive/dead, live or stale (and why).
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(Args {}: Args) -> anyhow::Result<()> {
+    output::print(&listing())
+}
+
+fn listing() -> String {
+    let rows = segments::list();
+    if rows.is_empty() {
+        return "no shmlane segments in /dev/shm\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:<7} {:<5} {:>9} {:>6} {:>9} {:>13} {:>13}  state",
+        "NAME", "BACKEND", "KIND", "CAPACITY", "SLOT", "BUFFERED", "SENDERS a/d", "RECEIVERS a/d"
+    );
+    for row in &rows {
+        let s = row.peers(Role::Sender);
+        let r = row.peers(Role::Receiver);
+        let state = match row.status() {
+            Status::Live => "live".to_owned(),
+            Status::Stale(why) => format!("stale: {why}"),
+        };
+        if let Some(creator) = row.being_created_by() {
+            let who = creator.map_or("an unknown process".to_owned(), |pid| format!("pid {pid}"));
+            let _ = writeln!(
+                out,
+                "{:<40} {:<7} being created by {who} (a private name){}",
+                row.address().to_string(),
+                "shm",
+                if matches!(row.status(), Status::Stale(_)) {
+                    format!("  {state}")
+                } else {
+                    String::new()
+                }
+            );
+            continue;
+        }
+        let _ = match row.segment() {
+            Ok(seg) => writeln!(
+                out,
+                "{:<40} {:<7} {:<5} {:>9} {:>6} {:>9} {:>13} {:>13}  {state}",
+                row.address().to_string(),
+                "shm",
+                kind_name(seg.layout().kind()),
+                seg.layout().capacity(),
+                seg.layout().slot_size(),
+                seg.buffered(),
+                format!("{}/{}", s.alive, s.dead),
+                format!("{}/{}", r.alive, r.dead),
+            ),
+            Err(e) => writeln!(
+                out,
+                "{:<40} {:<7} unreadable: {e}  {state}",
+                row.address().to_string(),
+                "shm"
+            ),
+        };
+    }
+    out
+}
