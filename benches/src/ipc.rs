@@ -41,42 +41,18 @@ pub fn maybe_run_peer() {
     std::process::exit(0);
 }
 
-/// CPUs online, whatever this process's affinity mask says (a child
-/// inherits its parent's pinned mask, so `available_parallelism` would
-/// answer 1 there).
-fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
-}
-
 /// Pins this process to one CPU (best effort: a machine with one CPU, or a
-/// container that forbids it, runs unpinned).
+/// container that forbids it, runs unpinned). CPUs are counted online,
+/// whatever the affinity mask says (a child inherits its parent's pinned
+/// mask, so `available_parallelism` would answer 1 there).
 pub fn pin_to_cpu(cpu: usize) -> bool {
-    let ncpu = online_cpus();
-    if ncpu < 2 {
-        return false;
-    }
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it;
-    // sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % ncpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
+    let ncpu = shmlane_sys::process::online_cpus();
+    ncpu >= 2 && shmlane_sys::process::pin_to_cpu(cpu % ncpu).is_ok()
 }
 
 /// Lets this process run on every CPU again.
 pub fn unpin() {
-    let ncpu = online_cpus();
-    // SAFETY: as in `pin_to_cpu`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..ncpu {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let _ = shmlane_sys::process::unpin(shmlane_sys::process::online_cpus());
 }
 
 /// A peer process, killed if still running when dropped.

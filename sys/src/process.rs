@@ -96,6 +96,51 @@ fn parse_start_time(stat: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPUs online now (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// Pins the calling thread to CPU `cpu` (for benchmarks: both sides on
+/// known, different CPUs).
+///
+/// # Errors
+///
+/// The OS error (`EINVAL` for a CPU that is not online or allowed).
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
+}
+
+/// Lets the calling thread run on CPUs `0..cpus` again.
+///
+/// # Errors
+///
+/// The OS error.
+pub fn unpin(cpus: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    for cpu in 0..cpus.min(rustix::thread::CpuSet::MAX_CPU) {
+        set.set(cpu);
+    }
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
+}
+
+/// Has the kernel kill this process with SIGKILL when its parent dies
+/// (`PR_SET_PDEATHSIG`), so a helper process never outlives its parent.
+///
+/// # Errors
+///
+/// The OS error.
+pub fn die_with_parent() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        rustix::process::Signal::KILL,
+    ))?)
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! phases.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -205,16 +205,14 @@ impl LineReader {
             if left.is_zero() {
                 return Err("timed out waiting for the bench peer".into());
             }
-            let mut pfd = libc::pollfd {
-                fd: self.out.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
-            // SAFETY: one valid pollfd, for a descriptor we own.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if n <= 0 {
-                continue;
+            let step = Instant::now() + left.min(Duration::from_secs(1));
+            match shmlane_sys::poll::poll_one(
+                &self.out,
+                shmlane_sys::poll::PollFlags::IN,
+                Some(step),
+            ) {
+                Ok(ready) if !ready.is_empty() => {}
+                _ => continue,
             }
             let mut chunk = [0u8; 256];
             match self.out.read(&mut chunk) {

@@ -14,9 +14,8 @@ use super::{Kind, END, PEER_RX_ENV, PEER_TX_ENV};
 /// Runs the peer side of one cell (`args`: `[kind, size]`, the addresses
 /// in the environment). Called by [`crate::ipc::maybe_run_peer`].
 pub fn run_peer(kind: &str, size: &str) {
-    // Die with the parent, whatever kills it.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number, nothing else.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Die with the parent, whatever kills it (best effort).
+    let _ = shmlane_sys::process::die_with_parent();
     let result = Kind::parse(kind)
         .ok_or_else(|| format!("unknown transport {kind:?}"))
         .and_then(|k| {

@@ -122,11 +122,10 @@ fn never_comes_up(addr: &Address) -> Option<String> {
             })
         }
         Address::Signal(Some(pid)) => {
-            // SAFETY: signal 0 sends nothing; it only asks whether the
-            // process exists.
-            let r = unsafe { libc::kill(*pid, 0) };
-            let gone =
-                r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            // Signal 0 sends nothing; it only asks whether the process
+            // exists.
+            let gone = shmlane_sys::process::check_kill(*pid)
+                .is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH));
             gone.then(|| format!("no receiver can ever listen at {addr}: no process has id {pid}"))
         }
         _ => None,
