@@ -140,7 +140,6 @@ pub fn die_with_parent() -> io::Result<()> {
     ))?)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
