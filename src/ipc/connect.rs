@@ -127,7 +127,11 @@ impl Builder {
     /// when the race does not settle within the open timeout.
     pub fn open_or_create<M: Message>(&self) -> Result<Channel<M>, ConnectError> {
         if let Target::Frames(addr) = &self.target {
-            return Err(self.frames_refuse(addr, "open_or_create"));
+            return Err(unsupported(
+                addr,
+                "open_or_create",
+                "a kernel transport has no segment: use Builder::sender() and Builder::receiver()",
+            ));
         }
         let start = Instant::now();
         loop {
@@ -233,25 +237,10 @@ impl Builder {
         opts
     }
 
-    fn frames_refuse(&self, addr: &Address, setting: &'static str) -> ConnectError {
-        ConnectError::Unsupported {
-            setting,
-            address: addr.to_string(),
-            hint:
-                "a kernel transport has no segment: use Builder::sender() and Builder::receiver()",
-        }
-    }
-
     /// Refuses ring settings on a kernel transport, rather than ignore
     /// them.
     fn frames_settings(&self, addr: &Address) -> Result<(), ConnectError> {
-        let refuse = |setting, hint| {
-            Err(ConnectError::Unsupported {
-                setting,
-                address: addr.to_string(),
-                hint,
-            })
-        };
+        let refuse = |setting, hint| Err(unsupported(addr, setting, hint));
         if self.slot_size.is_some() {
             return refuse("slot_size", "set the largest frame with message_size");
         }
@@ -274,6 +263,15 @@ impl Builder {
             );
         }
         Ok(())
+    }
+}
+
+/// A setting (or call) refused on a kernel transport's address.
+fn unsupported(addr: &Address, setting: &'static str, hint: &'static str) -> ConnectError {
+    ConnectError::Unsupported {
+        setting,
+        address: addr.to_string(),
+        hint,
     }
 }
 
