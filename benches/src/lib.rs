@@ -1,4 +1,4 @@
-//! The measurements behind `shmlane bench` and the criterion benches.
+//! The measurements behind `shmlane bench` and the criterion bench (`benches/criterion`).
 //!
 //! In-process throughput: `producers` threads send `messages` u64s in total
 //! through a bounded channel of `capacity`, `consumers` threads receive them
