@@ -6,9 +6,10 @@
 //! map `raw_os_error`, or [`errno::Errno`], to their typed errors), retry
 //! `EINTR` where a call can be interrupted, and hand out owned
 //! descriptors. They sit on [`rustix`] where it has the call, on [`nix`]
-//! for open-file-description byte-range locks and `posix_fallocate`, and
-//! on `libc` only for signal dispositions (the SIGBUS handler, ignoring
-//! SIGPIPE).
+//! for open-file-description byte-range locks, `posix_fallocate` and
+//! message queues, and on `libc` only where neither serves: signal
+//! dispositions (the SIGBUS handler, ignoring SIGPIPE) and `mq_receive`
+//! into uninitialised memory (each module says why).
 //!
 //! - [`shm`]: POSIX shared-memory objects (`shm_open`, `shm_unlink`).
 //! - [`memfd`]: sealable memfds and their size seals.
@@ -29,6 +30,8 @@
 //!   socket, and reads and writes (`read`, `writev`, `pread`, `pwrite`).
 //! - [`net`]: Unix-domain stream sockets by path, listening, accepting,
 //!   `TCP_NODELAY`, and `sendmsg(MSG_NOSIGNAL)`.
+//! - [`mqueue`]: POSIX message queues (`mq_open`, `mq_send`,
+//!   `mq_receive`, `mq_getattr`, `mq_unlink`).
 //! - [`poll`]: waiting for descriptors until a deadline, across `EINTR`.
 //! - [`signal`]: ignoring `SIGPIPE` where it has the default action.
 //! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
@@ -70,6 +73,8 @@ pub mod map;
 pub mod membarrier;
 #[cfg(target_os = "linux")]
 pub mod memfd;
+#[cfg(target_os = "linux")]
+pub mod mqueue;
 #[cfg(target_os = "linux")]
 pub mod net;
 #[cfg(target_os = "linux")]
