@@ -1,15 +1,17 @@
 //! The one system-call layer of shmlane.
 //!
 //! Every system call that `shmlane-shm`, `shmlane-semaphore` and the
-//! facade's kernel transports make goes through this crate: thin wrappers
-//! that return `io::Result` with the kernel's error number intact (callers
-//! map `raw_os_error`, or [`errno::Errno`], to their typed errors), retry
+//! facade's kernel transports (pipes, FIFOs, sockets, message queues,
+//! signals) make goes through this crate: thin wrappers that return
+//! `io::Result` with the kernel's error number intact (callers map
+//! `raw_os_error`, or [`errno::Errno`], to their typed errors), retry
 //! `EINTR` where a call can be interrupted, and hand out owned
 //! descriptors. They sit on [`rustix`] where it has the call, on [`nix`]
-//! for open-file-description byte-range locks, `posix_fallocate` and
-//! message queues, and on `libc` only where neither serves: signal
-//! dispositions (the SIGBUS handler, ignoring SIGPIPE) and `mq_receive`
-//! into uninitialised memory (each module says why).
+//! for open-file-description byte-range locks, `posix_fallocate`, message
+//! queues and `signalfd`, and on `libc` only where neither serves: signal
+//! dispositions (the SIGBUS handler, ignoring SIGPIPE), the real-time
+//! signal range, `pthread_sigmask` and `sigqueue`, and `mq_receive` into
+//! uninitialised memory (each module says why).
 //!
 //! - [`shm`]: POSIX shared-memory objects (`shm_open`, `shm_unlink`).
 //! - [`memfd`]: sealable memfds and their size seals.
@@ -33,7 +35,8 @@
 //! - [`mqueue`]: POSIX message queues (`mq_open`, `mq_send`,
 //!   `mq_receive`, `mq_getattr`, `mq_unlink`).
 //! - [`poll`]: waiting for descriptors until a deadline, across `EINTR`.
-//! - [`signal`]: ignoring `SIGPIPE` where it has the default action.
+//! - [`signal`]: ignoring `SIGPIPE` where it has the default action, and
+//!   queued real-time signals (blocking, `signalfd`, `sigqueue`).
 //! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
 //!   asymmetric fence.
 //! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain, and
