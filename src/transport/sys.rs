@@ -5,7 +5,6 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Takes ownership of a descriptor a system call just returned.
@@ -14,12 +13,6 @@ pub(crate) fn owned(fd: RawFd) -> OwnedFd {
     // SAFETY: every caller passes a descriptor a successful system call
     // just returned, which nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// A path as a C string; paths with NUL bytes are `InvalidInput`.
-pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
 /// A C string for a name; names with NUL bytes are `InvalidInput`.
