@@ -1,8 +1,7 @@
-//! The transports' own helpers around system calls: descriptors, C
-//! strings, error numbers and deadline steps. The calls they share with
+//! The transports' own helpers around system calls: descriptors,
+//! error numbers and deadline steps. The calls they share with
 //! the rest of shmlane live in `shmlane-sys`.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -13,11 +12,6 @@ pub(crate) fn owned(fd: RawFd) -> OwnedFd {
     // SAFETY: every caller passes a descriptor a successful system call
     // just returned, which nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// A C string for a name; names with NUL bytes are `InvalidInput`.
-pub(crate) fn c_name(name: &str) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
 /// The error number of an `io::Error`, or 0.
