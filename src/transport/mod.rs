@@ -113,7 +113,6 @@ mod mq;
 mod open;
 mod signal;
 mod stream;
-mod sys;
 
 use std::cell::Cell;
 use std::fmt;
@@ -335,7 +334,7 @@ impl Options {
 ///
 /// An offset above `SIGRTMAX`, or a failure of `pthread_sigmask`.
 pub fn block_signal(opts: &Options) -> io::Result<()> {
-    signal::block(signal::signal_number(opts.rt_signal)?)
+    shmlane_sys::signal::block(signal::signal_number(opts.rt_signal)?)
 }
 
 /// Arranges for `fd` to stay open across `exec` in children `cmd` spawns
@@ -391,6 +390,17 @@ unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     // Closed on our own exec again.
     shmlane_sys::fd::set_cloexec(&fd, true)?;
     Ok(fd)
+}
+
+/// The earlier of `until` and `step` from now.
+fn step(until: Option<Instant>, step: Duration) -> Instant {
+    let next = Instant::now() + step;
+    until.map_or(next, |u| u.min(next))
+}
+
+/// Whether `until` has passed.
+fn passed(until: Option<Instant>) -> bool {
+    until.is_some_and(|u| Instant::now() >= u)
 }
 
 #[derive(Debug)]

@@ -28,8 +28,7 @@ use shmlane_sys::errno::Errno;
 use shmlane_sys::poll::{poll_one, PollFlags};
 use shmlane_sys::{fd, fs, lock, mqueue, shm, Access};
 
-use super::sys::{passed, step};
-use super::Options;
+use super::{passed, step, Options};
 
 /// Waits are cut into steps this long to probe the peer's lock.
 const STEP: Duration = Duration::from_millis(10);
