@@ -113,13 +113,12 @@ mod mq;
 mod open;
 mod signal;
 mod stream;
-mod sys;
 
 use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -335,7 +334,7 @@ impl Options {
 ///
 /// An offset above `SIGRTMAX`, or a failure of `pthread_sigmask`.
 pub fn block_signal(opts: &Options) -> io::Result<()> {
-    signal::block(signal::signal_number(opts.rt_signal)?)
+    shmlane_sys::signal::block(signal::signal_number(opts.rt_signal)?)
 }
 
 /// Arranges for `fd` to stay open across `exec` in children `cmd` spawns
@@ -345,14 +344,17 @@ pub fn block_signal(opts: &Options) -> io::Result<()> {
 /// open until the child is spawned, then drop it.
 pub fn pass_to_child(cmd: &mut Command, fd: &OwnedFd) -> RawFd {
     let raw = fd.as_raw_fd();
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe,
-    // and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            shmlane_sys::errno::cvt(libc::fcntl(raw, libc::F_SETFD, 0))?;
-            Ok(())
-        });
-    }
+    let keep = move || {
+        // SAFETY: this runs in the forked child, whose descriptor table
+        // is the parent's at the fork, where the caller keeps `fd` open
+        // until the child is spawned; the number is only handed to
+        // fcntl(F_SETFD), which fails with EBADF for a closed one.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        shmlane_sys::fd::set_cloexec(fd, false)
+    };
+    // SAFETY: the closure makes one fcntl system call, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe { cmd.pre_exec(keep) };
     raw
 }
 
@@ -363,10 +365,7 @@ pub fn pass_to_child(cmd: &mut Command, fd: &OwnedFd) -> RawFd {
 ///
 /// A failure of `pipe2`.
 pub fn pipe() -> io::Result<(FrameSender, FrameReceiver)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    shmlane_sys::errno::cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    let (r, w) = (sys::owned(fds[0]), sys::owned(fds[1]));
+    let (r, w) = shmlane_sys::fd::pipe()?;
     shmlane_sys::fd::grow_pipe(&w, DEFAULT_MAX_FRAME);
     let tx = StreamTx::new(w, false, DEFAULT_MAX_FRAME)?;
     let rx = StreamRx::new(r, false, DEFAULT_MAX_FRAME)?;
@@ -374,15 +373,6 @@ pub fn pipe() -> io::Result<(FrameSender, FrameReceiver)> {
         FrameSender::new(TxImpl::Stream(tx)),
         FrameReceiver::new(RxImpl::Stream(rx), Address::Pipe, None),
     ))
-}
-
-/// Whether `fd` is a socket (else a pipe, FIFO or other stream).
-fn fd_is_socket(fd: &OwnedFd) -> io::Result<bool> {
-    // SAFETY: stat is plain data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is writable and `fd` open.
-    shmlane_sys::errno::cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }
 
 /// Takes ownership of an inherited descriptor.
@@ -397,11 +387,20 @@ unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: per the contract, the descriptor is open and ours alone.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: F_SETFD on our descriptor: close it on our own exec again.
-    shmlane_sys::errno::cvt(unsafe {
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC)
-    })?;
+    // Closed on our own exec again.
+    shmlane_sys::fd::set_cloexec(&fd, true)?;
     Ok(fd)
+}
+
+/// The earlier of `until` and `step` from now.
+fn step(until: Option<Instant>, step: Duration) -> Instant {
+    let next = Instant::now() + step;
+    until.map_or(next, |u| u.min(next))
+}
+
+/// Whether `until` has passed.
+fn passed(until: Option<Instant>) -> bool {
+    until.is_some_and(|u| Instant::now() >= u)
 }
 
 #[derive(Debug)]
@@ -504,7 +503,7 @@ impl FrameSender {
     pub unsafe fn from_inherited_fd(fd: RawFd) -> io::Result<Self> {
         // SAFETY: forwarded from our caller.
         let fd = unsafe { adopt(fd)? };
-        let socket = fd_is_socket(&fd)?;
+        let socket = shmlane_sys::fd::is_socket(&fd)?;
         Ok(Self::new(TxImpl::Stream(StreamTx::new(
             fd,
             socket,

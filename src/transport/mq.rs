@@ -18,19 +18,17 @@
 //! waits (in steps of [`STEP`]). On Linux an `mqd_t` is a descriptor, so
 //! the waits are `poll`s on it with monotonic deadlines.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::error::{FrameRecvError, FrameSendError, OpenError};
-use shmlane_sys::errno::{cvt, cvt_retry};
+use shmlane_sys::errno::Errno;
 use shmlane_sys::poll::{poll_one, PollFlags};
-use shmlane_sys::{lock, shm, Access};
+use shmlane_sys::{fd, fs, lock, mqueue, shm, Access};
 
-use super::sys::{self, errno, owned};
-use super::Options;
+use super::{passed, step, Options};
 
 /// Waits are cut into steps this long to probe the peer's lock.
 const STEP: Duration = Duration::from_millis(10);
@@ -51,10 +49,6 @@ fn read_limit(file: &str, fallback: usize) -> usize {
 /// The system's largest message size (`msgsize_max`).
 pub(crate) fn msgsize_max() -> usize {
     read_limit("msgsize_max", 8192)
-}
-
-fn queue_name(name: &str) -> io::Result<CString> {
-    sys::c_name(&format!("/{name}"))
 }
 
 /// The shared-memory object (`/dev/shm/shmlane-mq.NAME`) that holds the
@@ -79,18 +73,14 @@ fn open_live(name: &str, create: bool) -> io::Result<OwnedFd> {
 }
 
 fn write_flag(live: &OwnedFd, byte: u64, value: u8) -> io::Result<()> {
-    let byte = byte as libc::off_t; // 0 or 1
-                                    // SAFETY: writes one byte from a live local into our descriptor.
-    cvt(unsafe { libc::pwrite(live.as_raw_fd(), (&value as *const u8).cast(), 1, byte) })?;
+    fd::write_at(live, &[value], byte)?;
     Ok(())
 }
 
 fn read_flag(live: &OwnedFd, byte: u64) -> io::Result<u8> {
-    let byte = byte as libc::off_t; // 0 or 1
-    let mut v = 0u8;
-    // SAFETY: reads at most one byte into a live local.
-    cvt(unsafe { libc::pread(live.as_raw_fd(), (&mut v as *mut u8).cast(), 1, byte) })?;
-    Ok(v)
+    let mut v = [0u8];
+    fd::read_at(live, &mut v, byte)?;
+    Ok(v[0])
 }
 
 /// The receiving end; creates the queue and removes it when dropped.
@@ -120,8 +110,8 @@ impl MqRx {
                 limit: depth_limit,
             });
         }
-        let live = open_live(name, true).map_err(|e| match errno(&e) {
-            libc::EACCES => denied(name),
+        let live = open_live(name, true).map_err(|e| match Errno::from_io_error(&e) {
+            Some(Errno::ACCESS) => denied(name),
             _ => OpenError::Os(e),
         })?;
         if !lock::try_lock(&live, RECEIVER)? {
@@ -129,39 +119,22 @@ impl MqRx {
                 address: format!("mq:{name}"),
             });
         }
-        // SAFETY: ftruncate on our descriptor; room for the two flags.
-        cvt(unsafe { libc::ftruncate(live.as_raw_fd(), 8) })?;
+        // Room for the two flags.
+        fs::set_len(&live, 8)?;
         write_flag(&live, RECEIVER, 0)?;
         write_flag(&live, SENDER, 0)?;
-        let qname = queue_name(name)?;
         // A queue left by a receiver that died: nobody holds its lock.
-        // SAFETY: `qname` is NUL-terminated.
-        let _ = unsafe { libc::mq_unlink(qname.as_ptr()) };
-        // SAFETY: all-zero mq_attr is valid; we set the two sizes.
-        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
-        attr.mq_maxmsg = depth.max(1) as _;
-        attr.mq_msgsize = max.max(1) as _;
-        let flags =
-            libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        // SAFETY: `qname` is NUL-terminated and `attr` a valid mq_attr; the
-        // variadic mode and attr arguments are those O_CREAT reads.
-        let q = cvt_retry(|| unsafe {
-            libc::mq_open(
-                qname.as_ptr(),
-                flags,
-                0o600 as libc::mode_t,
-                &attr as *const libc::mq_attr,
-            )
-        })
-        .map_err(|e| match errno(&e) {
-            libc::EACCES => denied(name),
-            libc::EINVAL if max > 8192 => OpenError::MqFrameTooLarge {
-                requested: max,
-                limit,
-            },
-            _ => OpenError::Os(e),
+        let _ = mqueue::unlink(name);
+        let queue = mqueue::create(name, depth.max(1), max.max(1), 0o600).map_err(|e| {
+            match Errno::from_io_error(&e) {
+                Some(Errno::ACCESS) => denied(name),
+                Some(Errno::INVAL) if max > 8192 => OpenError::MqFrameTooLarge {
+                    requested: max,
+                    limit,
+                },
+                _ => OpenError::Os(e),
+            }
         })?;
-        let queue = owned(q);
         write_flag(&live, RECEIVER, 1)?;
         Ok(Self {
             queue,
@@ -176,27 +149,8 @@ impl MqRx {
     }
 
     fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<bool> {
-        buf.clear();
-        let cap = self.max.max(1);
-        buf.reserve(cap);
-        let mut prio = 0;
-        let q = self.queue.as_raw_fd();
-        // SAFETY: the spare capacity holds `cap` >= mq_msgsize writable
-        // bytes; mq_receive writes at most that many.
-        let r = cvt_retry(|| unsafe {
-            libc::mq_receive(
-                q,
-                buf.spare_capacity_mut().as_mut_ptr().cast(),
-                cap,
-                &mut prio,
-            )
-        });
-        match r {
-            Ok(n) => {
-                // SAFETY: mq_receive initialised the first `n` bytes.
-                unsafe { buf.set_len(n as usize) };
-                Ok(true)
-            }
+        match mqueue::receive(&self.queue, buf, self.max.max(1)) {
+            Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
@@ -222,10 +176,10 @@ impl MqRx {
                 }
                 return Err(FrameRecvError::Disconnected);
             }
-            if sys::passed(deadline) {
+            if passed(deadline) {
                 return Err(FrameRecvError::Timeout);
             }
-            poll_one(&self.queue, PollFlags::IN, Some(sys::step(deadline, STEP)))
+            poll_one(&self.queue, PollFlags::IN, Some(step(deadline, STEP)))
                 .map_err(FrameRecvError::Os)?;
         }
     }
@@ -233,10 +187,7 @@ impl MqRx {
 
 impl Drop for MqRx {
     fn drop(&mut self) {
-        if let Ok(q) = queue_name(&self.name) {
-            // SAFETY: `q` is NUL-terminated.
-            unsafe { libc::mq_unlink(q.as_ptr()) };
-        }
+        let _ = mqueue::unlink(&self.name);
         let _ = shm::unlink(&live_name(&self.name));
     }
 }
@@ -254,9 +205,8 @@ impl MqTx {
     pub(crate) fn connect(name: &str, opts: &Options) -> Result<Self, OpenError> {
         let start = Instant::now();
         let until = start + opts.connect_timeout;
-        let qname = queue_name(name)?;
         loop {
-            match Self::try_connect(name, &qname)? {
+            match Self::try_connect(name)? {
                 Some(tx) => return Ok(tx),
                 None if Instant::now() >= until => {
                     return Err(OpenError::NobodyListens {
@@ -269,23 +219,20 @@ impl MqTx {
         }
     }
 
-    fn try_connect(name: &str, qname: &CString) -> Result<Option<Self>, OpenError> {
+    fn try_connect(name: &str) -> Result<Option<Self>, OpenError> {
         let live = match open_live(name, false) {
             Ok(l) => l,
-            Err(e) if errno(&e) == libc::ENOENT => return Ok(None),
-            Err(e) if errno(&e) == libc::EACCES => return Err(denied(name)),
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => return Ok(None),
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::ACCESS) => return Err(denied(name)),
             Err(e) => return Err(e.into()),
         };
         if !lock::is_locked(&live, RECEIVER)? || read_flag(&live, RECEIVER)? != 1 {
             return Ok(None);
         }
-        let flags = libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        // SAFETY: `qname` is NUL-terminated; without O_CREAT no more
-        // arguments are read.
-        let q = match cvt_retry(|| unsafe { libc::mq_open(qname.as_ptr(), flags) }) {
-            Ok(q) => owned(q),
-            Err(e) if errno(&e) == libc::ENOENT => return Ok(None),
-            Err(e) if errno(&e) == libc::EACCES => return Err(denied(name)),
+        let q = match mqueue::open_for_sending(name) {
+            Ok(q) => q,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::NOENT) => return Ok(None),
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::ACCESS) => return Err(denied(name)),
             Err(e) => return Err(e.into()),
         };
         // A shared lock: senders do not exclude each other. It is taken
@@ -297,14 +244,11 @@ impl MqTx {
             );
         }
         write_flag(&live, SENDER, 1)?;
-        // SAFETY: all-zero mq_attr is valid; mq_getattr fills it.
-        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: `q` is an open queue and `attr` writable.
-        cvt(unsafe { libc::mq_getattr(q.as_raw_fd(), &mut attr) })?;
+        let max = mqueue::message_size(&q)?;
         Ok(Some(Self {
             queue: q,
             live,
-            max: attr.mq_msgsize as usize,
+            max,
             next_probe: Instant::now() + PROBE_EVERY,
         }))
     }
@@ -337,21 +281,17 @@ impl MqTx {
                 return Err(FrameSendError::Disconnected);
             }
         }
-        let q = self.queue.as_raw_fd();
         loop {
-            // SAFETY: `frame` is a live slice of its length.
-            let r =
-                cvt_retry(|| unsafe { libc::mq_send(q, frame.as_ptr().cast(), frame.len(), 0) });
-            match r {
-                Ok(_) => return Ok(()),
+            match mqueue::send(&self.queue, frame) {
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.receiver_gone()? {
                         return Err(FrameSendError::Disconnected);
                     }
-                    if sys::passed(deadline) {
+                    if passed(deadline) {
                         return Err(FrameSendError::Timeout);
                     }
-                    poll_one(&self.queue, PollFlags::OUT, Some(sys::step(deadline, STEP)))
+                    poll_one(&self.queue, PollFlags::OUT, Some(step(deadline, STEP)))
                         .map_err(FrameSendError::Os)?;
                 }
                 Err(e) => return Err(FrameSendError::Os(e)),

@@ -2,25 +2,26 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shmlane_sys::errno::{cvt, cvt_retry};
+use shmlane_sys::errno::Errno;
+use shmlane_sys::fs::{self, FifoEnd};
+use shmlane_sys::net::{self, SocketAddrUnix};
 
 use super::error::OpenError;
 use super::stream::{StreamRx, StreamTx};
-use super::sys::{self, errno, owned};
 
 /// Connect attempts are this far apart.
 const RETRY: Duration = Duration::from_millis(10);
 
 fn path_error(path: &Path, e: io::Error) -> OpenError {
-    match errno(&e) {
-        libc::EACCES | libc::EPERM => OpenError::PermissionDenied { path: path.into() },
-        libc::EISDIR => OpenError::IsADirectory { path: path.into() },
-        libc::ENOENT | libc::ENOTDIR => OpenError::NoSuchDirectory { path: path.into() },
+    match Errno::from_io_error(&e) {
+        Some(Errno::ACCESS | Errno::PERM) => OpenError::PermissionDenied { path: path.into() },
+        Some(Errno::ISDIR) => OpenError::IsADirectory { path: path.into() },
+        Some(Errno::NOENT | Errno::NOTDIR) => OpenError::NoSuchDirectory { path: path.into() },
         _ => OpenError::Os(e),
     }
 }
@@ -44,25 +45,16 @@ fn check_kind(
     }
 }
 
-fn open_path(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c = sys::c_path(path)?;
-    // SAFETY: `c` is NUL-terminated; open returns a new fd or -1.
-    let fd = cvt_retry(|| unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
-    Ok(owned(fd))
-}
-
 /// Creates the FIFO if missing and opens it for reading. Returns the
 /// receiver and whether this call created the FIFO.
 pub(crate) fn fifo_bind(path: &Path, max: usize) -> Result<(StreamRx, bool), OpenError> {
-    let c = sys::c_path(path)?;
-    // SAFETY: `c` is NUL-terminated.
-    let created = match cvt(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }) {
-        Ok(_) => true,
-        Err(e) if errno(&e) == libc::EEXIST => false,
+    let created = match fs::mkfifo(path, 0o600) {
+        Ok(()) => true,
+        Err(e) if Errno::from_io_error(&e) == Some(Errno::EXIST) => false,
         Err(e) => return Err(path_error(path, e)),
     };
     check_kind(path, "a FIFO", std::fs::FileType::is_fifo)?;
-    let fd = open_path(path, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|e| path_error(path, e))?;
+    let fd = fs::open_fifo(path, FifoEnd::Read).map_err(|e| path_error(path, e))?;
     shmlane_sys::fd::grow_pipe(&fd, super::DEFAULT_MAX_FRAME);
     Ok((StreamRx::new(fd, true, max)?, created))
 }
@@ -82,7 +74,7 @@ pub(crate) fn fifo_connect(
     let start = Instant::now();
     loop {
         if check_kind(path, "a FIFO", std::fs::FileType::is_fifo)? {
-            match open_path(path, libc::O_WRONLY | libc::O_NONBLOCK) {
+            match fs::open_fifo(path, FifoEnd::Write) {
                 Ok(fd) => {
                     // One sender at a time: two writers' frames larger
                     // than PIPE_BUF would interleave. The lock belongs to
@@ -98,7 +90,7 @@ pub(crate) fn fifo_connect(
                     return Ok(StreamTx::new(fd, false, max)?);
                 }
                 // ENXIO: no reader yet. ENOENT: removed meanwhile.
-                Err(e) if matches!(errno(&e), libc::ENXIO | libc::ENOENT) => {}
+                Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NXIO | Errno::NOENT)) => {}
                 Err(e) => return Err(path_error(path, e)),
             }
         }
@@ -112,36 +104,18 @@ pub(crate) fn fifo_connect(
     }
 }
 
-fn sockaddr_un(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t), OpenError> {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: sockaddr_un is plain data; all-zero is valid.
-    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    let max = sa.sun_path.len() - 1;
-    if bytes.len() > max || bytes.is_empty() {
+/// The address of the socket at `path`: a path of 1 to
+/// [`UNIX_PATH_MAX`](net::UNIX_PATH_MAX) bytes (one with a NUL byte is
+/// `InvalidInput`).
+fn unix_address(path: &Path) -> Result<SocketAddrUnix, OpenError> {
+    let len = path.as_os_str().len();
+    if len > net::UNIX_PATH_MAX || len == 0 {
         return Err(OpenError::PathTooLong {
             path: path.into(),
-            max,
+            max: net::UNIX_PATH_MAX,
         });
     }
-    for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    Ok((sa, len as libc::socklen_t))
-}
-
-fn unix_socket() -> io::Result<OwnedFd> {
-    // SAFETY: socket takes no pointers; returns a new fd or -1.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    })?;
-    Ok(owned(fd))
+    Ok(net::unix_address(path)?)
 }
 
 /// Whether some socket listens on `path`, from `/proc/net/unix` (asking by
@@ -164,19 +138,12 @@ fn unix_listened(path: &Path) -> bool {
 /// Binds and listens on a Unix stream socket at `path`, removing a stale
 /// socket file nobody listens on.
 pub(crate) fn unix_bind(path: &Path) -> Result<OwnedFd, OpenError> {
-    let (sa, len) = sockaddr_un(path)?;
-    let fd = unix_socket()?;
+    let addr = unix_address(path)?;
+    let fd = net::unix_stream()?;
     for attempt in 0..2 {
-        // SAFETY: `sa` is a valid sockaddr_un of `len` bytes.
-        match cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_un).cast(),
-                len,
-            )
-        }) {
-            Ok(_) => break,
-            Err(e) if errno(&e) == libc::EADDRINUSE && attempt == 0 => {
+        match net::bind_unix(&fd, &addr) {
+            Ok(()) => break,
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::ADDRINUSE) && attempt == 0 => {
                 check_kind(path, "a socket", std::fs::FileType::is_socket)?;
                 if unix_listened(path) {
                     return Err(OpenError::AddressInUse {
@@ -185,7 +152,7 @@ pub(crate) fn unix_bind(path: &Path) -> Result<OwnedFd, OpenError> {
                 }
                 std::fs::remove_file(path).map_err(|e| path_error(path, e))?;
             }
-            Err(e) if errno(&e) == libc::EADDRINUSE => {
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::ADDRINUSE) => {
                 return Err(OpenError::AddressInUse {
                     address: format!("unix:{}", path.display()),
                 })
@@ -193,10 +160,9 @@ pub(crate) fn unix_bind(path: &Path) -> Result<OwnedFd, OpenError> {
             Err(e) => return Err(path_error(path, e)),
         }
     }
-    // SAFETY: listen on our socket; no pointers. The backlog holds the
-    // senders that connected and are not accepted yet (the kernel caps it
-    // at `net.core.somaxconn`).
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })?;
+    // The backlog holds the senders that connected and are not accepted
+    // yet (SOMAXCONN, capped by the kernel at `net.core.somaxconn`).
+    net::listen(&fd)?;
     Ok(fd)
 }
 
@@ -206,24 +172,19 @@ pub(crate) fn unix_connect(
     max: usize,
     timeout: Duration,
 ) -> Result<StreamTx, OpenError> {
-    let (sa, len) = sockaddr_un(path)?;
+    let addr = unix_address(path)?;
     let start = Instant::now();
     loop {
         if check_kind(path, "a socket", std::fs::FileType::is_socket)? {
-            let fd = unix_socket()?;
-            // SAFETY: `sa` is a valid sockaddr_un of `len` bytes.
-            let r = cvt_retry(|| unsafe {
-                libc::connect(
-                    fd.as_raw_fd(),
-                    (&sa as *const libc::sockaddr_un).cast(),
-                    len,
-                )
-            });
-            match r {
-                Ok(_) => return Ok(StreamTx::new(fd, true, max)?),
+            let fd = net::unix_stream()?;
+            match net::connect_unix(&fd, &addr) {
+                Ok(()) => return Ok(StreamTx::new(fd, true, max)?),
                 // Refused: a stale file; EAGAIN: backlog full.
-                Err(e) if matches!(errno(&e), libc::ECONNREFUSED | libc::EAGAIN | libc::ENOENT) => {
-                }
+                Err(e)
+                    if matches!(
+                        Errno::from_io_error(&e),
+                        Some(Errno::CONNREFUSED | Errno::AGAIN | Errno::NOENT)
+                    ) => {}
                 Err(e) => return Err(path_error(path, e)),
             }
         }
@@ -239,9 +200,9 @@ pub(crate) fn unix_connect(
 
 /// Binds a TCP listener (std sets `SO_REUSEADDR`).
 pub(crate) fn tcp_bind(host: &str, port: u16) -> Result<(OwnedFd, SocketAddr), OpenError> {
-    let listener = TcpListener::bind((host, port)).map_err(|e| match errno(&e) {
-        libc::EADDRINUSE => OpenError::PortInUse { port },
-        libc::EACCES => OpenError::PermissionDenied {
+    let listener = TcpListener::bind((host, port)).map_err(|e| match Errno::from_io_error(&e) {
+        Some(Errno::ADDRINUSE) => OpenError::PortInUse { port },
+        Some(Errno::ACCESS) => OpenError::PermissionDenied {
             path: format!("tcp port {port} (ports below 1024 need privileges)").into(),
         },
         _ => OpenError::Os(e),
@@ -290,35 +251,15 @@ pub(crate) fn tcp_connect(
 /// `Ok(None)` when none is waiting.
 pub(crate) fn accept(listener: &OwnedFd, tcp: bool, max: usize) -> io::Result<Option<StreamRx>> {
     loop {
-        // SAFETY: null address buffers: we do not ask who connected.
-        let r = cvt_retry(|| unsafe {
-            libc::accept4(
-                listener.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        });
-        match r {
+        match net::accept(listener) {
             Ok(fd) => {
-                let fd = owned(fd);
                 if tcp {
-                    let one: libc::c_int = 1;
-                    // SAFETY: `one` is a live c_int of the size passed.
-                    let _ = unsafe {
-                        libc::setsockopt(
-                            fd.as_raw_fd(),
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        )
-                    };
+                    let _ = net::set_nodelay(&fd);
                 }
                 return StreamRx::new(fd, false, max).map(Some);
             }
             // A connection reset while it waited: try the next one.
-            Err(e) if errno(&e) == libc::ECONNABORTED => {}
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::CONNABORTED) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return Err(e),
         }

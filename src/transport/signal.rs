@@ -17,7 +17,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,12 +27,12 @@ use super::decode::{
     SIGNAL_MAX_FRAME,
 };
 use super::error::{FrameRecvError, FrameSendError, OpenError};
-use shmlane_sys::errno::{cvt, cvt_retry};
+use shmlane_sys::errno::Errno;
 use shmlane_sys::poll::{poll, PollFd, PollFlags};
 use shmlane_sys::process::{check_kill, is_gone, pidfd_open};
+use shmlane_sys::signal::{self as sys_signal, SigInfo};
 
-use super::sys::{self, errno, owned};
-use super::Options;
+use super::{passed, step, Options};
 
 /// Largest frame: 512 payload signals.
 pub(crate) const MAX_FRAME: usize = SIGNAL_MAX_FRAME;
@@ -64,51 +64,30 @@ fn check_target() -> Result<(), OpenError> {
 }
 
 /// The signal number for `offset` above `SIGRTMIN`.
-pub(crate) fn signal_number(offset: u8) -> io::Result<libc::c_int> {
-    let sig = libc::SIGRTMIN() + libc::c_int::from(offset);
-    if sig > libc::SIGRTMAX() {
+pub(crate) fn signal_number(offset: u8) -> io::Result<i32> {
+    let (min, max) = (sys_signal::rt_min(), sys_signal::rt_max());
+    let sig = min + i32::from(offset);
+    if sig > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
                 "SIGRTMIN+{offset} is above SIGRTMAX: choose an offset up to {}",
-                libc::SIGRTMAX() - libc::SIGRTMIN()
+                max - min
             ),
         ));
     }
     Ok(sig)
 }
 
-fn sigset(sig: libc::c_int) -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set we hand it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; `sig` is a valid signal number.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-    }
-    set
-}
-
-/// Blocks `sig` in the calling thread (threads it spawns later inherit it).
-pub(crate) fn block(sig: libc::c_int) -> io::Result<()> {
-    let set = sigset(sig);
-    // SAFETY: `set` is a valid sigset_t; the old mask is not asked for.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if r != 0 {
-        return Err(io::Error::from_raw_os_error(r));
-    }
-    Ok(())
-}
-
 /// Whether `sig` is set in the `SigBlk:` line of a `/proc/.../status`.
-fn status_blocks(status: &str, sig: libc::c_int) -> Option<bool> {
+fn status_blocks(status: &str, sig: i32) -> Option<bool> {
     let line = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
     let mask = u64::from_str_radix(line.trim(), 16).ok()?;
     Some(mask & (1 << (sig - 1)) != 0)
 }
 
 /// How many threads of this process do not block `sig`.
-fn threads_not_blocking(sig: libc::c_int) -> usize {
+fn threads_not_blocking(sig: i32) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return 0;
     };
@@ -121,7 +100,7 @@ fn threads_not_blocking(sig: libc::c_int) -> usize {
 /// One sending process, told apart from the others by `si_pid`.
 #[derive(Debug)]
 struct Peer {
-    pid: libc::pid_t,
+    pid: i32,
     /// Polls readable once the process exits (`None`: probed with kill).
     pidfd: Option<OwnedFd>,
     words: SignalDecoder,
@@ -134,7 +113,7 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(pid: libc::pid_t) -> Self {
+    fn new(pid: i32) -> Self {
         Self {
             pid,
             pidfd: pidfd_open(pid).ok().flatten(),
@@ -176,7 +155,7 @@ pub(crate) struct SigRx {
     next: usize,
     /// Whether any sender came yet.
     came: bool,
-    raw: Vec<libc::signalfd_siginfo>,
+    raw: Vec<SigInfo>,
 }
 
 impl SigRx {
@@ -188,7 +167,7 @@ impl SigRx {
         }
         let offset = opts.rt_signal;
         let sig = signal_number(offset)?;
-        block(sig)?;
+        sys_signal::block(sig)?;
         let threads = threads_not_blocking(sig);
         if threads > 0 {
             return Err(OpenError::SignalNotBlocked {
@@ -202,12 +181,8 @@ impl SigRx {
                 address: format!("signal:{me} (SIGRTMIN+{offset})"),
             });
         }
-        let set = sigset(sig);
-        // SAFETY: `set` is a valid sigset_t; -1 asks for a new descriptor.
-        let sfd = match cvt(unsafe {
-            libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
-        }) {
-            Ok(fd) => owned(fd),
+        let sfd = match sys_signal::signalfd(sig) {
+            Ok(fd) => fd,
             Err(e) => {
                 BOUND.fetch_and(!bit, Ordering::Relaxed);
                 return Err(e.into());
@@ -219,8 +194,7 @@ impl SigRx {
             peers: Vec::new(),
             next: 0,
             came: false,
-            // SAFETY: signalfd_siginfo is plain data; all-zero is valid.
-            raw: vec![unsafe { std::mem::zeroed() }; BATCH],
+            raw: vec![SigInfo::default(); BATCH],
         };
         // Signals left queued for an earlier receiver are not ours.
         while rx.read_batch(true).map_err(OpenError::Os)? > 0 {}
@@ -230,13 +204,8 @@ impl SigRx {
     /// Reads what the signalfd has, each word to its sender's decoder;
     /// returns how many signals it read.
     fn read_batch(&mut self, discard: bool) -> io::Result<usize> {
-        let fd = self.sfd.as_raw_fd();
-        let bytes = self.raw.len() * size_of::<libc::signalfd_siginfo>();
-        let ptr = self.raw.as_mut_ptr();
-        // SAFETY: `raw` holds `bytes` writable bytes of plain data.
-        let r = cvt_retry(|| unsafe { libc::read(fd, ptr.cast(), bytes) });
-        let n = match r {
-            Ok(n) => n as usize / size_of::<libc::signalfd_siginfo>(),
+        let n = match sys_signal::read_signals(&self.sfd, &mut self.raw) {
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
@@ -244,10 +213,10 @@ impl SigRx {
             return Ok(n);
         }
         for info in &self.raw[..n] {
-            if info.ssi_code != libc::SI_QUEUE {
+            if !info.is_queued() {
                 continue; // a plain kill(), not a frame word
             }
-            let pid = info.ssi_pid as libc::pid_t;
+            let pid = info.pid();
             // Few senders: a linear search beats hashing.
             let peer = match self.peers.iter().position(|p| p.pid == pid) {
                 Some(i) => &mut self.peers[i],
@@ -259,7 +228,7 @@ impl SigRx {
                 }
             };
             if !peer.broken {
-                peer.words.push(info.ssi_ptr);
+                peer.words.push(info.value());
             }
         }
         Ok(n)
@@ -340,7 +309,7 @@ impl SigRx {
             if self.came && self.peers.is_empty() {
                 return Err(FrameRecvError::Disconnected);
             }
-            if sys::passed(deadline) {
+            if passed(deadline) {
                 return Err(FrameRecvError::Timeout);
             }
             // Built for each wait (it borrows the descriptors); only a
@@ -356,7 +325,7 @@ impl SigRx {
             }
             // A sender without a pidfd: wake up to probe it.
             let until = if probe {
-                Some(sys::step(deadline, RETRY * 10))
+                Some(step(deadline, RETRY * 10))
             } else {
                 deadline
             };
@@ -374,7 +343,7 @@ impl Drop for SigRx {
 /// The receivers (pid, signal) this process has a sender to. The receiver
 /// tells senders apart by process id, so two senders of one process would
 /// interleave their words: the second is refused.
-static SENDING_TO: Mutex<Vec<(libc::pid_t, libc::c_int)>> = Mutex::new(Vec::new());
+static SENDING_TO: Mutex<Vec<(i32, i32)>> = Mutex::new(Vec::new());
 
 /// Why a process gets one `signal:` sender per receiver.
 const SIGNAL_TAKEN: &str = "this process has a sender to it already (the receiver tells senders \
@@ -383,10 +352,10 @@ const SIGNAL_TAKEN: &str = "this process has a sender to it already (the receive
 
 /// This process's claim on sending to one receiver, given up on drop.
 #[derive(Debug)]
-struct Claim(libc::pid_t, libc::c_int);
+struct Claim(i32, i32);
 
 impl Claim {
-    fn take(pid: libc::pid_t, sig: libc::c_int) -> Result<Self, OpenError> {
+    fn take(pid: i32, sig: i32) -> Result<Self, OpenError> {
         let mut to = SENDING_TO.lock().unwrap_or_else(|e| e.into_inner());
         if to.contains(&(pid, sig)) {
             return Err(OpenError::AlreadyConnected {
@@ -409,8 +378,8 @@ impl Drop for Claim {
 /// The sending end.
 #[derive(Debug)]
 pub(crate) struct SigTx {
-    pid: libc::pid_t,
-    sig: libc::c_int,
+    pid: i32,
+    sig: i32,
     pidfd: Option<OwnedFd>,
     words: Vec<u64>,
     next: usize,
@@ -432,16 +401,16 @@ impl SigTx {
             waited: start.elapsed(),
         };
         if let Err(e) = check_kill(pid) {
-            return Err(match errno(&e) {
-                libc::ESRCH => nobody(),
-                libc::EPERM => OpenError::PermissionDenied {
+            return Err(match Errno::from_io_error(&e) {
+                Some(Errno::SRCH) => nobody(),
+                Some(Errno::PERM) => OpenError::PermissionDenied {
                     path: format!("process {pid} (signals)").into(),
                 },
                 _ => OpenError::Os(e),
             });
         }
-        let pidfd = pidfd_open(pid).map_err(|e| match errno(&e) {
-            libc::ESRCH => nobody(),
+        let pidfd = pidfd_open(pid).map_err(|e| match Errno::from_io_error(&e) {
+            Some(Errno::SRCH) => nobody(),
             _ => OpenError::Os(e),
         })?;
         // A receiver blocks the signal before it can take frames; sending
@@ -491,25 +460,21 @@ impl SigTx {
     /// passed with some left.
     fn push(&mut self, deadline: Option<Instant>) -> Result<bool, FrameSendError> {
         while self.next < self.words.len() {
-            let value = libc::sigval {
-                sival_ptr: std::ptr::without_provenance_mut(self.words[self.next] as usize),
-            };
-            // SAFETY: sigqueue copies the value; no memory is shared.
-            match cvt(unsafe { libc::sigqueue(self.pid, self.sig, value) }) {
-                Ok(_) => self.next += 1,
-                Err(e) if errno(&e) == libc::EINTR => {}
-                Err(e) if errno(&e) == libc::EAGAIN => {
+            // Retries EINTR itself.
+            match sys_signal::queue(self.pid, self.sig, self.words[self.next]) {
+                Ok(()) => self.next += 1,
+                Err(e) if Errno::from_io_error(&e) == Some(Errno::AGAIN) => {
                     if self.receiver_gone() {
                         return Err(FrameSendError::Disconnected);
                     }
-                    if sys::passed(deadline) {
+                    if passed(deadline) {
                         return Ok(false);
                     }
                     std::thread::sleep(
-                        sys::step(deadline, RETRY).saturating_duration_since(Instant::now()),
+                        step(deadline, RETRY).saturating_duration_since(Instant::now()),
                     );
                 }
-                Err(e) if errno(&e) == libc::ESRCH => {
+                Err(e) if Errno::from_io_error(&e) == Some(Errno::SRCH) => {
                     self.dead = true;
                     return Err(FrameSendError::Disconnected);
                 }

@@ -1,25 +1,22 @@
 //! Length-prefixed frames (u32 LE length, then the bytes) on a byte
 //! stream: pipes, FIFOs, Unix stream sockets and TCP.
 
-use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::decode::{Step, StreamDecoder};
 use super::error::{FrameRecvError, FrameSendError};
-use shmlane_sys::errno::cvt_retry;
+use shmlane_sys::errno::Errno;
 use shmlane_sys::poll::{poll_one, PollFlags};
-
-use super::sys::errno;
 
 /// How long dropping a sender waits to finish a frame it accepted.
 const DROP_FLUSH: Duration = Duration::from_secs(1);
 
 fn disconnected(e: &io::Error) -> bool {
     matches!(
-        errno(e),
-        libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ESHUTDOWN
+        Errno::from_io_error(e),
+        Some(Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::SHUTDOWN)
     )
 }
 
@@ -69,12 +66,10 @@ impl StreamTx {
         }
     }
 
-    /// Writes `parts` skipping the first `skip` bytes; returns bytes written.
+    /// Writes `parts` skipping the first `skip` bytes, in one system call;
+    /// returns bytes written.
     fn write_parts(&self, parts: [&[u8]; 2], skip: usize) -> io::Result<usize> {
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 2];
+        let mut iov = [IoSlice::new(&[]); 2];
         let mut n = 0;
         let mut skip = skip;
         for p in parts {
@@ -82,27 +77,15 @@ impl StreamTx {
                 skip -= p.len();
                 continue;
             }
-            let rest = &p[skip..];
+            iov[n] = IoSlice::new(&p[skip..]);
             skip = 0;
-            iov[n] = libc::iovec {
-                iov_base: rest.as_ptr().cast_mut().cast(),
-                iov_len: rest.len(),
-            };
             n += 1;
         }
-        let fd = self.fd.as_raw_fd();
-        let written = if self.socket {
-            // SAFETY: all-zero msghdr is valid; we fill the iovec fields.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = n as _;
-            // SAFETY: `msg` points at `n` iovecs over live borrowed slices.
-            cvt_retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })?
+        if self.socket {
+            shmlane_sys::net::send_vectored(&self.fd, &iov[..n])
         } else {
-            // SAFETY: `iov[..n]` describe live borrowed slices.
-            cvt_retry(|| unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) })?
-        };
-        Ok(written as usize)
+            shmlane_sys::fd::write_vectored(&self.fd, &iov[..n])
+        }
     }
 
     /// Waits for room; `Ok(false)` on timeout.
@@ -234,29 +217,17 @@ impl StreamRx {
     /// One read of the descriptor: into `buf` directly when `direct` (at
     /// most that many bytes), else into the decoder's read buffer.
     fn read_once(&mut self, buf: &mut Vec<u8>, direct: Option<usize>) -> io::Result<Read> {
-        match direct {
-            Some(missing) => {
-                buf.reserve(missing);
-                let spare = &mut buf.spare_capacity_mut()[..missing];
-                let mut n = 0;
-                let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
-                // SAFETY: read(2) initialised the first `n` spare bytes.
-                unsafe { buf.set_len(buf.len() + n) };
-                got
-            }
+        let r = match direct {
+            Some(missing) => shmlane_sys::fd::read_append(&self.fd, buf, missing),
             None => {
-                let spare = self.decoder.spare();
-                // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout;
-                // we only write bytes into it.
-                let spare: &mut [MaybeUninit<u8>] = unsafe {
-                    std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len())
-                };
-                let mut n = 0;
-                let got = read_fd(self.fd.as_raw_fd(), spare, &mut n);
-                self.decoder.filled(n);
-                got
+                let r = shmlane_sys::fd::read(&self.fd, self.decoder.spare());
+                if let Ok(n) = r {
+                    self.decoder.filled(n);
+                }
+                r
             }
-        }
+        };
+        read_kind(r)
     }
 
     /// Reads more bytes (see [`read_once`](Self::read_once)), waiting
@@ -396,17 +367,11 @@ pub(crate) enum Ready {
     Closed,
 }
 
-/// One `read` of `fd` into `dst`; adds to `*len` the bytes read.
-fn read_fd(fd: RawFd, dst: &mut [MaybeUninit<u8>], len: &mut usize) -> io::Result<Read> {
-    // SAFETY: `dst` is writable memory of its length; read(2) writes at
-    // most that many bytes.
-    let r = cvt_retry(|| unsafe { libc::read(fd, dst.as_mut_ptr().cast(), dst.len()) });
+/// What a `read` that returned `r` found.
+fn read_kind(r: io::Result<usize>) -> io::Result<Read> {
     match r {
         Ok(0) => Ok(Read::Eof),
-        Ok(n) => {
-            *len += n as usize;
-            Ok(Read::Data)
-        }
+        Ok(_) => Ok(Read::Data),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::WouldBlock),
         Err(e) if disconnected(&e) => Ok(Read::Eof),
         Err(e) => Err(e),

@@ -1,7 +1,12 @@
-//! Turning raw `-1`-and-`errno` results into `io::Result`, and retrying
-//! calls that a signal interrupted.
+//! Turning raw `-1`-and-`errno` results into `io::Result`, retrying
+//! calls that a signal interrupted, and the error numbers callers match.
 
 use std::io;
+
+/// An error number, to match the errors of this crate's calls without
+/// naming libc: `Errno::from_io_error(&e)` is `Some(Errno::NOENT)` for an
+/// `ENOENT`, `None` for an error without a number.
+pub use rustix::io::Errno;
 
 /// A raw result that signals failure with `-1` and `errno`.
 pub trait MinusOne: Copy + PartialEq {

@@ -1,9 +1,9 @@
-//! Filesystem calls: free space, space reservation, and a rename that
-//! never replaces.
+//! Filesystem calls: free space, space reservation, a file's length, a
+//! rename that never replaces, and FIFOs (named pipes).
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -42,6 +42,67 @@ pub fn allocate_or_extend(file: &File, len: u64) -> io::Result<bool> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Sets the length of `fd`'s file (`ftruncate`), extending it sparse or
+/// cutting it. `EINTR` is not retried.
+///
+/// # Errors
+///
+/// The OS error (`EBADF`, `EINVAL` for a file not open for writing,
+/// `EFBIG`...).
+pub fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// Creates a FIFO at `path` with `mode` (through the umask): `mkfifo`,
+/// which is `mknodat(AT_FDCWD, path, S_IFIFO | mode, 0)`. `EINTR` is not
+/// retried.
+///
+/// # Errors
+///
+/// The OS error: `EEXIST` when the path exists (a FIFO or not),
+/// `ENOENT`/`ENOTDIR` for a missing directory, `EACCES`...;
+/// `InvalidInput` for a path with a NUL byte.
+pub fn mkfifo(path: &Path, mode: u32) -> io::Result<()> {
+    use rustix::fs::{mknodat, FileType, Mode};
+    let path = crate::c_string(path.as_os_str().as_bytes())?;
+    Ok(mknodat(
+        CWD,
+        path.as_c_str(),
+        FileType::Fifo,
+        Mode::from_raw_mode(mode),
+        0,
+    )?)
+}
+
+/// Which end of a FIFO [`open_fifo`] opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FifoEnd {
+    /// `O_RDONLY`: succeeds at once, with or without a writer.
+    Read,
+    /// `O_WRONLY`: fails with `ENXIO` while no reader has the FIFO open.
+    Write,
+}
+
+/// Opens the file at `path` (a FIFO, which callers check first; `open`
+/// takes any file) for one `end`, non-blocking and close-on-exec
+/// (`O_NONBLOCK | O_CLOEXEC`), across `EINTR`.
+///
+/// # Errors
+///
+/// The OS error: `ENXIO` for the write end of a FIFO nobody reads,
+/// `ENOENT`, `EACCES`, `EISDIR`...; `InvalidInput` for a path with a NUL
+/// byte.
+pub fn open_fifo(path: &Path, end: FifoEnd) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let path = crate::c_string(path.as_os_str().as_bytes())?;
+    let access = match end {
+        FifoEnd::Read => OFlags::RDONLY,
+        FifoEnd::Write => OFlags::WRONLY,
+    };
+    let flags = access | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    retry(|| Ok(rustix::fs::open(path.as_c_str(), flags, Mode::empty())?))
 }
 
 /// Bytes free for an unprivileged user on the filesystem holding `dir`
@@ -167,5 +228,47 @@ mod tests {
         assert!(!a.exists());
         assert_eq!(std::fs::read_to_string(&c).unwrap(), "a");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fifos_open_without_waiting() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(shmlane_testkit::unique("sys-fifo"));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("f");
+        mkfifo(&path, 0o600).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_fifo());
+        assert_eq!(meta.permissions().mode() & 0o077, 0);
+        let e = mkfifo(&path, 0o600).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        let e = open_fifo(&path, FifoEnd::Write).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "nobody reads yet");
+        let r = open_fifo(&path, FifoEnd::Read).unwrap();
+        let w = open_fifo(&path, FifoEnd::Write).unwrap();
+        for fd in [&r, &w] {
+            let fl = rustix::fs::fcntl_getfl(fd).unwrap();
+            assert!(fl.contains(rustix::fs::OFlags::NONBLOCK));
+            let fd_flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        let e = mkfifo(&dir.join("no/such"), 0o600).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        let e = open_fifo(Path::new("a\0b"), FifoEnd::Read).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = mkfifo(Path::new("a\0b"), 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lengths_are_set() {
+        let name = shmlane_testkit::unique("sys-set-len");
+        let f = crate::shm::create(&name, 0o600).unwrap();
+        let _ = crate::shm::unlink(&name);
+        set_len(&f, 8).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 8);
+        set_len(&f, 2).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 2);
     }
 }

@@ -1,33 +1,46 @@
 //! The one system-call layer of shmlane.
 //!
-//! Every system call that `shmlane-shm` and `shmlane-semaphore` make, and
-//! those the facade's kernel transports share with them (locks, polling,
-//! descriptor flags, pidfds), go through this crate: thin wrappers that return `io::Result` with the
-//! kernel's error number intact (callers map `raw_os_error` to their typed
-//! errors), retry `EINTR` where a call can be interrupted, and hand out
-//! owned descriptors. They sit on [`rustix`] where it has the call, on
-//! [`nix`] for open-file-description byte-range locks and
-//! `posix_fallocate`, and on `libc` only for signal dispositions (the SIGBUS handler,
-//! ignoring SIGPIPE).
+//! Every system call that `shmlane-shm`, `shmlane-semaphore` and the
+//! facade's kernel transports (pipes, FIFOs, sockets, message queues,
+//! signals) make goes through this crate: thin wrappers that return
+//! `io::Result` with the kernel's error number intact (callers map
+//! `raw_os_error`, or [`errno::Errno`], to their typed errors), retry
+//! `EINTR` where a call can be interrupted, and hand out owned
+//! descriptors. They sit on [`rustix`] where it has the call, on [`nix`]
+//! for open-file-description byte-range locks, `posix_fallocate`, message
+//! queues and `signalfd`, and on `libc` only where neither serves: signal
+//! dispositions (the SIGBUS handler, ignoring SIGPIPE), the real-time
+//! signal range, `pthread_sigmask` and `sigqueue`, and `mq_receive` into
+//! uninitialised memory (each module says why).
 //!
 //! - [`shm`]: POSIX shared-memory objects (`shm_open`, `shm_unlink`).
 //! - [`memfd`]: sealable memfds and their size seals.
 //! - [`lock`]: open-file-description locks on single bytes, the liveness
 //!   mechanism of segments, of the named semaphore and of the message-queue
 //!   transport, and whole-file `flock`.
-//! - [`fs`]: space (`statvfs`), reservation (`posix_fallocate`), and an
-//!   atomic rename that never replaces (`renameat2(RENAME_NOREPLACE)`).
+//! - [`fs`]: space (`statvfs`), reservation (`posix_fallocate`), a file's
+//!   length (`ftruncate`), an atomic rename that never replaces
+//!   (`renameat2(RENAME_NOREPLACE)`), and FIFOs (`mkfifo`, non-blocking
+//!   opens).
 //! - [`map`]: a shared mapping of a file, contained against SIGBUS by
 //!   [`sigbus`] when a peer may truncate the file.
 //! - [`process`]: this process's pid and effective uid, a process's start
 //!   time (to tell a live pid from a reused one), pidfds and whether a
 //!   process is gone.
-//! - [`fd`]: non-blocking mode and pipe buffer size.
+//! - [`fd`]: descriptor flags (non-blocking, close-on-exec, pipe buffer
+//!   size), pipes, inheritable duplicates, whether a descriptor is a
+//!   socket, and reads and writes (`read`, `writev`, `pread`, `pwrite`).
+//! - [`net`]: Unix-domain stream sockets by path, listening, accepting,
+//!   `TCP_NODELAY`, and `sendmsg(MSG_NOSIGNAL)`.
+//! - [`mqueue`]: POSIX message queues (`mq_open`, `mq_send`,
+//!   `mq_receive`, `mq_getattr`, `mq_unlink`).
 //! - [`poll`]: waiting for descriptors until a deadline, across `EINTR`.
-//! - [`signal`]: ignoring `SIGPIPE` where it has the default action.
+//! - [`signal`]: ignoring `SIGPIPE` where it has the default action, and
+//!   queued real-time signals (blocking, `signalfd`, `sigqueue`).
 //! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
 //!   asymmetric fence.
-//! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain.
+//! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain, and
+//!   the error numbers to match.
 //!
 //! Everything but [`errno`] is Linux-only.
 //!
@@ -63,6 +76,10 @@ pub mod map;
 pub mod membarrier;
 #[cfg(target_os = "linux")]
 pub mod memfd;
+#[cfg(target_os = "linux")]
+pub mod mqueue;
+#[cfg(target_os = "linux")]
+pub mod net;
 #[cfg(target_os = "linux")]
 pub mod poll;
 #[cfg(target_os = "linux")]
