@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use shmlane::ipc::{self, ConnectError, Role, SendMsgError};
 use shmlane::transport::{self, Address};
+use shmlane_sys::errno::Errno;
 
 use crate::endpoint::{self, next_line, Lines, Opts, Target, WaitNote, STEP};
 use crate::signals;
@@ -125,7 +126,7 @@ fn never_comes_up(addr: &Address) -> Option<String> {
             // Signal 0 sends nothing; it only asks whether the process
             // exists.
             let gone = shmlane_sys::process::check_kill(*pid)
-                .is_err_and(|e| e.raw_os_error() == Some(libc::ESRCH));
+                .is_err_and(|e| Errno::from_io_error(&e) == Some(Errno::SRCH));
             gone.then(|| format!("no receiver can ever listen at {addr}: no process has id {pid}"))
         }
         _ => None,
