@@ -294,6 +294,43 @@ fn bad_peer() {
     assert!(rx.recv_timeout(HANG).unwrap_err().is_disconnected());
 }
 
+/// The same bad peer before a Pod receiver, whose crossbeam-shaped errors
+/// cannot report it: the bad peer is dropped and passed over, a frame of
+/// the wrong length for the type is passed over, and every good value
+/// arrives, then `Disconnected`.
+fn bad_peer_pod() {
+    let dir = TempDir::new("senders");
+    let path = dir.path().join("p.sock");
+    let addr = format!("unix:{}", path.display());
+    let rx = builder(&addr).receiver::<u64>().unwrap();
+    let good = builder(&addr).sender::<u64>().unwrap();
+    let mut short = UnixStream::connect(&path).unwrap();
+    let mut bad = UnixStream::connect(&path).unwrap();
+    for i in 0..5u64 {
+        good.send(i).unwrap();
+    }
+    // A well-framed message of 3 bytes: not a u64.
+    let mut three = 3u32.to_le_bytes().to_vec();
+    three.extend_from_slice(b"abc");
+    short.write_all(&three).unwrap();
+    // A header announcing more than the max frame, then bytes.
+    let mut junk = u32::MAX.to_le_bytes().to_vec();
+    junk.extend_from_slice(b"garbage");
+    bad.write_all(&junk).unwrap();
+    for i in 5..10u64 {
+        good.send(i).unwrap();
+    }
+    let got: Vec<u64> = (0..10).map(|_| rx.recv_timeout(HANG).unwrap()).collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    // Nothing else is waiting: the bad frames were passed over.
+    assert!(matches!(rx.try_recv(), Err(shmlane::TryRecvError::Empty)));
+    drop((good, short, bad));
+    assert!(matches!(
+        rx.recv_timeout(HANG),
+        Err(shmlane::RecvTimeoutError::Disconnected)
+    ));
+}
+
 /// `mq:` takes several senders in one process as well.
 fn mq_in_process() {
     let name = unique("senders");
@@ -361,7 +398,7 @@ fn child(role: &str) {
 
 type Case = (&'static str, fn());
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 10] = [
     ("shm", shm),
     ("unix", unix),
     ("tcp", tcp),
@@ -370,6 +407,7 @@ const CASES: [Case; 9] = [
     ("fifo", fifo),
     ("turns", turns),
     ("bad_peer", bad_peer),
+    ("bad_peer_pod", bad_peer_pod),
     ("mq_in_process", mq_in_process),
 ];
 

@@ -823,7 +823,36 @@ impl<M: Message> Receiver<M> {
     /// transports.
     #[inline(never)]
     fn take_slow(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
-        let got = match &self.flavor {
+        loop {
+            let got = self.take_once(wait);
+            if M::INVALID_IS_FATAL {
+                match (&got, self.flavor.side()) {
+                    (Err(RecvMsgError::Invalid(_)), Some(side)) => {
+                        // A Pod channel has no "invalid message" error: a
+                        // message of the wrong length in a ring means a
+                        // peer broke the protocol.
+                        side.poison();
+                        return Err(RecvMsgError::Disconnected);
+                    }
+                    // Over a kernel transport the bad frame, or the sender
+                    // that broke the framing, is already dropped and the
+                    // others go on; crossbeam's errors cannot say so, so a
+                    // Pod receive passes over it to the next message.
+                    (Err(RecvMsgError::Invalid(_)), None) => continue,
+                    (Err(RecvMsgError::Io(e)), None)
+                        if e.kind() == std::io::ErrorKind::InvalidData =>
+                    {
+                        continue
+                    }
+                    _ => {}
+                }
+            }
+            return got;
+        }
+    }
+
+    fn take_once(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
+        match &self.flavor {
             RxFlavor::Mpmc(end) => {
                 let read = |msg: MsgRef<'_, M>| M::decode(&msg).map_err(RecvMsgError::Invalid);
                 match wait {
@@ -836,18 +865,7 @@ impl<M: Message> Receiver<M> {
             _ => self
                 .lend(wait, true)
                 .and_then(|msg| M::decode(&msg).map_err(RecvMsgError::Invalid)),
-        };
-        if M::INVALID_IS_FATAL {
-            if let Err(RecvMsgError::Invalid(_)) = &got {
-                // A Pod channel has no "invalid message" error: a message of
-                // the wrong length means a peer broke the protocol.
-                if let Some(side) = self.flavor.side() {
-                    side.poison();
-                }
-                return Err(RecvMsgError::Disconnected);
-            }
         }
-        got
     }
 
     /// The number of messages in the channel (a snapshot; 0 over a kernel

@@ -212,8 +212,11 @@ pub trait Message: Codec + sealed::Sealed {
         unreachable!("not a bare kind")
     }
 
-    /// Whether a message that is not valid means the peer broke the
-    /// protocol (Pod: a wrong length), so the channel stops.
+    /// Whether the kind's errors cannot report a bad message (Pod:
+    /// crossbeam's errors). Then a message of the wrong length in a ring
+    /// means a peer broke the protocol, so the channel stops; over a
+    /// kernel transport, where the bad frame (or the sender that broke the
+    /// framing) is dropped alone, the receive passes over it.
     #[doc(hidden)]
     const INVALID_IS_FATAL: bool = false;
 

@@ -36,7 +36,9 @@
 //! A `unix:`/`tcp:` sender, or a `signal:` process, that breaks the framing
 //! is dropped alone (a `signal:` process is ignored until it exits):
 //! `recv` reports it once as `Os(InvalidData)` and then goes on with the
-//! others.
+//! others. A Pod receiver (`ipc::Receiver<T: Pod>`), whose crossbeam-shaped
+//! errors cannot say so, passes over it, and over a frame of the wrong
+//! length for `T`, to the next message.
 //!
 //! Stream transports (pipe, fifo, unix, tcp) prefix each frame with its
 //! length (u32 little-endian). `unix:` uses `SOCK_STREAM` rather than
