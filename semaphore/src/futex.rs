@@ -10,6 +10,7 @@
 mod imp {
     use std::time::Duration;
 
+    use shmlane_sys::errno::Errno;
     use shmlane_sys::futex;
 
     use crate::sync::AtomicU32;
@@ -22,13 +23,13 @@ mod imp {
     /// the caller re-checks its condition and its deadline either way.
     pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
         if let Err(e) = futex::wait(word, expected, timeout) {
-            match e.raw_os_error() {
-                Some(libc::ETIMEDOUT | libc::EAGAIN | libc::EINTR) => {}
+            match Errno::from_io_error(&e) {
+                Some(Errno::TIMEDOUT | Errno::AGAIN | Errno::INTR) => {}
                 // The word lies in a shared file mapping whose file a peer
                 // truncated: the kernel cannot fault the page in. Not a
                 // bug of ours; the caller re-checks its condition and finds
                 // the segment broken. Sleep a little instead of spinning.
-                Some(libc::EFAULT) => {
+                Some(Errno::FAULT) => {
                     std::thread::sleep(timeout.map_or(FAULT_NAP, |t| t.min(FAULT_NAP)));
                 }
                 // EINVAL would mean a misaligned address: a bug.
@@ -43,7 +44,7 @@ mod imp {
         if let Err(e) = futex::wake(word, count) {
             // EFAULT: a truncated shared file mapping (see `wait`); there is
             // nobody to wake through it. EINVAL would be a bug.
-            if e.raw_os_error() != Some(libc::EFAULT) {
+            if Errno::from_io_error(&e) != Some(Errno::FAULT) {
                 panic!("futex wake failed: {e}");
             }
         }

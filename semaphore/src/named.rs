@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use crate::eventcount::{EventCount, TimedOut};
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use shmlane_sys::errno::Errno;
 use shmlane_sys::map::{Map, Protection};
 use shmlane_sys::{self as sys, Access};
 
@@ -141,15 +142,15 @@ fn map_err(name: &str, e: io::Error) -> SemaphoreError {
         name: name.to_owned(),
         reason,
     };
-    match e.raw_os_error() {
-        Some(libc::ENOENT) => SemaphoreError::NotFound(name.to_owned()),
-        Some(libc::EEXIST) => SemaphoreError::AlreadyExists(name.to_owned()),
-        Some(libc::EACCES | libc::EPERM) => SemaphoreError::PermissionDenied(name.to_owned()),
-        Some(libc::ENAMETOOLONG) => SemaphoreError::InvalidName(name.to_owned()),
-        Some(libc::ELOOP) => not_sem("it is a symbolic link"),
+    match Errno::from_io_error(&e) {
+        Some(Errno::NOENT) => SemaphoreError::NotFound(name.to_owned()),
+        Some(Errno::EXIST) => SemaphoreError::AlreadyExists(name.to_owned()),
+        Some(Errno::ACCESS | Errno::PERM) => SemaphoreError::PermissionDenied(name.to_owned()),
+        Some(Errno::NAMETOOLONG) => SemaphoreError::InvalidName(name.to_owned()),
+        Some(Errno::LOOP) => not_sem("it is a symbolic link"),
         // glibc's shm_open reports a directory as EINVAL (the name itself
         // was checked before).
-        Some(libc::EISDIR | libc::EINVAL) => not_sem("it is a directory"),
+        Some(Errno::ISDIR | Errno::INVAL) => not_sem("it is a directory"),
         _ => SemaphoreError::Os(e),
     }
 }

@@ -11,6 +11,17 @@ use rustix::fs::{RenameFlags, CWD};
 
 use crate::errno::retry;
 
+/// `O_` flags for `std::os::unix::fs::OpenOptionsExt::custom_flags`,
+/// from rustix's values (no libc at the call site).
+pub mod open_flags {
+    /// `O_NOFOLLOW`: refuse a symbolic link as the last component.
+    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    /// `O_CLOEXEC`: not inherited across `exec`.
+    pub const CLOEXEC: i32 = rustix::fs::OFlags::CLOEXEC.bits() as i32;
+    /// `O_NONBLOCK`: a FIFO or device opens without waiting.
+    pub const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+}
+
 /// Reserves the first `len` bytes of the file (`posix_fallocate`), which
 /// also extends it: no page of it can fault for lack of space later.
 ///

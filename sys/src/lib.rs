@@ -20,13 +20,13 @@
 //!   transport, and whole-file `flock`.
 //! - [`fs`]: space (`statvfs`), reservation (`posix_fallocate`), a file's
 //!   length (`ftruncate`), an atomic rename that never replaces
-//!   (`renameat2(RENAME_NOREPLACE)`), and FIFOs (`mkfifo`, non-blocking
-//!   opens).
+//!   (`renameat2(RENAME_NOREPLACE)`), FIFOs (`mkfifo`, non-blocking
+//!   opens), and the `O_` flags callers pass to `std`'s `custom_flags`.
 //! - [`map`]: a shared mapping of a file, contained against SIGBUS by
 //!   [`sigbus`] when a peer may truncate the file.
 //! - [`process`]: this process's pid and effective uid, a process's start
-//!   time (to tell a live pid from a reused one), pidfds and whether a
-//!   process is gone.
+//!   time (to tell a live pid from a reused one), pidfds, whether a
+//!   process is gone, and `SIGKILL` to itself (the test-only crash points).
 //! - [`fd`]: descriptor flags (non-blocking, close-on-exec, pipe buffer
 //!   size), pipes, inheritable duplicates, whether a descriptor is a
 //!   socket, and reads and writes (`read`, `writev`, `pread`, `pwrite`).

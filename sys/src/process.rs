@@ -48,6 +48,15 @@ pub fn pidfd_open(pid: i32) -> io::Result<Option<OwnedFd>> {
     }
 }
 
+/// Kills this process with `SIGKILL` at once (no handler runs, nothing
+/// is flushed): what the test-only crash points of `shmlane-shm` do.
+pub fn kill_self() -> ! {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    // SIGKILL is not deliverable later than now; should the call have
+    // failed, end anyway, as abruptly.
+    std::process::abort()
+}
+
 /// `kill(pid, 0)`: whether process `pid` exists and this process may
 /// signal it, with `kill`'s meaning of other pids (0: this process's
 /// group, `-n`: group `n`).

@@ -18,6 +18,8 @@ use crate::error::CreateError;
 use crate::header::{
     Fixed, HEADER_LEN, MAGIC, MAX_SCHEMA_LEN, STATE_READY, TYPE_NAME_LEN, VERSION,
 };
+use crate::sys::errno::Errno;
+use crate::sys::fs::open_flags;
 use crate::sys::map::{Map, Protection};
 use crate::sys::Access;
 use crate::{fault, sys};
@@ -169,7 +171,7 @@ impl Segment {
                 .write(true)
                 .create_new(true)
                 .mode(opts.mode)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .custom_flags(open_flags::NOFOLLOW | open_flags::CLOEXEC)
                 .open(&staged_path),
         }
         .map_err(|e| map_err_create(&name, e))?;
@@ -235,14 +237,14 @@ impl Segment {
         // fails here with ENOSPC instead of a SIGBUS on first touch.
         match sys::fs::allocate_or_extend(&file, total as u64) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::NOSPC) => {
                 return Err(CreateError::NoSpace {
                     needed: total as u64,
                     available: sys::fs::available_space(dir).unwrap_or(0),
                     path: dir.to_owned(),
                 })
             }
-            Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::FBIG) => {
                 return Err(CreateError::TooLarge {
                     needed: total as u64,
                     limit: MAX_SEGMENT_LEN,

@@ -17,6 +17,7 @@ use shmlane_semaphore::sigbus;
 use crate::error::{CreateError, OpenError};
 use crate::header::{Fixed, Header, HEADER_LEN, LOCK_BASE};
 use crate::sys;
+use crate::sys::errno::Errno;
 use crate::sys::map::Map;
 
 mod address;
@@ -81,12 +82,12 @@ fn map_err_create(addr: &str, e: io::Error) -> CreateError {
 }
 
 fn map_err_open(addr: &str, e: io::Error) -> OpenError {
-    match e.raw_os_error() {
-        Some(libc::ENOENT) => OpenError::NotFound(addr.to_owned()),
-        Some(libc::EACCES | libc::EPERM) => OpenError::PermissionDenied(addr.to_owned()),
-        Some(libc::ELOOP) => OpenError::Symlink(addr.to_owned()),
-        Some(libc::EISDIR) => OpenError::NotRegularFile { found: "directory" },
-        Some(libc::ENXIO) => OpenError::NotRegularFile {
+    match Errno::from_io_error(&e) {
+        Some(Errno::NOENT) => OpenError::NotFound(addr.to_owned()),
+        Some(Errno::ACCESS | Errno::PERM) => OpenError::PermissionDenied(addr.to_owned()),
+        Some(Errno::LOOP) => OpenError::Symlink(addr.to_owned()),
+        Some(Errno::ISDIR) => OpenError::NotRegularFile { found: "directory" },
+        Some(Errno::NXIO) => OpenError::NotRegularFile {
             found: "socket or device",
         },
         _ => OpenError::Os(e),

@@ -16,6 +16,7 @@ use crate::header::{
     Fixed, Header, HEADER_LEN, MAGIC, MAX_SCHEMA_LEN, STATE_INIT, STATE_READY, VERSION,
 };
 use crate::sys;
+use crate::sys::fs::open_flags;
 use crate::sys::map::Map;
 use crate::sys::Access;
 
@@ -34,7 +35,7 @@ impl Segment {
                 .read(true)
                 .write(!opts.read_only)
                 // O_NONBLOCK: opening a FIFO must not hang; no effect on files.
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .custom_flags(open_flags::NOFOLLOW | open_flags::CLOEXEC | open_flags::NONBLOCK)
                 .open(p),
         }
         .map_err(|e| map_err_open(&name, e))?;
@@ -60,7 +61,7 @@ impl Segment {
             .read(true)
             .write(!opts.read_only)
             // O_NONBLOCK: a number that names a FIFO must not hang the open.
-            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .custom_flags(open_flags::CLOEXEC | open_flags::NONBLOCK)
             .open(&path)
             .map_err(|e| map_err_open(&path, e))?;
         Self::open_file(file, Backend::Memfd, opts)
