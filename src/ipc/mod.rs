@@ -115,6 +115,7 @@ mod handles;
 mod kinds;
 mod port;
 mod side;
+mod slot;
 
 use std::time::Duration;
 

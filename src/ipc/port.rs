@@ -4,11 +4,12 @@
 use std::ptr::NonNull;
 
 use shmlane_codec::archive::copy_into;
-use shmlane_codec::{kind, EncodeError, InvalidMessage};
+use shmlane_codec::{kind, EncodeError};
 use shmlane_ring::{mpmc, spsc, PopError, PushError};
 use shmlane_shm::fault;
 
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError};
+use super::slot::{Reading, Writing};
 use super::{MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
 use crate::ipc::Role;
 use crate::sync::backoff;
@@ -29,72 +30,6 @@ pub(super) enum Failed<E> {
     Timeout,
     Gone,
     Rejected(E),
-}
-
-/// The bytes after the length word of a slot this side owns.
-///
-/// # Safety
-///
-/// - `payload` is the payload of a slot of `side`'s layout that this side
-///   owns (reserved, or the SPSC producer's next slot).
-unsafe fn data<'a>(payload: *mut u8, side: &Side) -> &'a mut [u8] {
-    // SAFETY: per the contract, `meta + cap` bytes from `payload` are the
-    // slot's payload, ours until published.
-    unsafe { std::slice::from_raw_parts_mut(payload.add(side.meta), side.cap) }
-}
-
-/// Writes the length word in front of a message (nothing for bare slots).
-///
-/// # Safety
-///
-/// - As for [`data`].
-unsafe fn set_meta(payload: *mut u8, side: &Side, word: u64) {
-    if side.meta > 0 {
-        // SAFETY: per the contract; slots with a length word are aligned to
-        // at least 8. Volatile: a peer reads (or scribbles on) it.
-        unsafe { payload.cast::<u64>().write_volatile(word) };
-    }
-}
-
-/// The length word in front of a published message, loaded once; `None`
-/// for bare slots, which have none.
-///
-/// # Safety
-///
-/// - `payload` is the payload of a published slot of `side`'s layout that
-///   this side holds (claimed, or the SPSC consumer's front).
-unsafe fn meta_word(payload: *const u8, side: &Side) -> Option<u64> {
-    // SAFETY: per the contract; slots with a length word are aligned to at
-    // least 8. Volatile: shared bytes.
-    (side.meta > 0).then(|| unsafe { payload.cast::<u64>().read_volatile() })
-}
-
-/// The message bytes of a published slot, given its length word as the
-/// caller loaded it (once): checked against the slot's room, never trusted.
-///
-/// # Safety
-///
-/// - As for [`meta_word`], for `'a`.
-unsafe fn frame<'a>(
-    payload: *const u8,
-    side: &Side,
-    word: Option<u64>,
-) -> Result<&'a [u8], InvalidMessage> {
-    let len = match word {
-        None => side.cap,
-        Some(word) => {
-            let len = word & 0xffff_ffff;
-            if word >> 32 != 0 || len > side.cap as u64 {
-                return Err(InvalidMessage::Length {
-                    len: word,
-                    max: side.cap,
-                });
-            }
-            len as usize
-        }
-    };
-    // SAFETY: per the contract; `len <= cap` bytes follow the length word.
-    Ok(unsafe { std::slice::from_raw_parts(payload.add(side.meta), len) })
 }
 
 /// One attempt to send through an MPMC ring.
@@ -120,14 +55,15 @@ pub(super) fn mpmc_try_write<E>(
         match reserved {
             Ok(slot) => {
                 fault::point("send.claimed");
-                let p = slot.as_mut_ptr();
+                // SAFETY: a reserved slot of this segment's layout, held
+                // until `slot` is committed below (the view is not used
+                // after that).
+                let mut bytes = unsafe { Writing::new(slot.as_mut_ptr(), side) };
                 // A reservation publishes its slot when dropped, unwinding
                 // included: until the length is known, the slot says "skip",
                 // so a `write` that panics leaves a hole, not a stale length.
-                // SAFETY: a reserved slot of this segment's layout.
-                unsafe { set_meta(p, side, FLAG_SKIP) };
-                // SAFETY: as above.
-                let written = write(unsafe { data(p, side) });
+                bytes.set_meta(FLAG_SKIP);
+                let written = write(bytes.data());
                 let word = match &written {
                     Ok(len) => {
                         debug_assert!(*len <= side.cap);
@@ -137,8 +73,7 @@ pub(super) fn mpmc_try_write<E>(
                     // hole that receivers skip.
                     Err(_) => FLAG_SKIP,
                 };
-                // SAFETY: as above.
-                unsafe { set_meta(p, side, word) };
+                bytes.set_meta(word);
                 fault::point("send.written");
                 if slot.commit().is_err() {
                     // A survivor took this process for dead and skipped the
@@ -202,12 +137,13 @@ pub(super) fn spsc_try_write<E>(
     let mut rejected = None;
     let pushed = ring.try_push_if(|p| {
         fault::point("send.claimed");
-        // SAFETY: the producer's next slot, of this segment's layout.
-        match write(unsafe { data(p, side) }) {
+        // SAFETY: the producer's next slot, of this segment's layout, held
+        // until this closure returns.
+        let mut bytes = unsafe { Writing::new(p, side) };
+        match write(bytes.data()) {
             Ok(len) => {
                 debug_assert!(len <= side.cap);
-                // SAFETY: as above.
-                unsafe { set_meta(p, side, len as u64) };
+                bytes.set_meta(len as u64);
                 fault::point("send.written");
                 true
             }
@@ -241,11 +177,12 @@ pub(super) fn spsc_try_write<E>(
 /// Claims the oldest message of an MPMC ring, skipping holes, skipping the
 /// slots of producers that died writing them, and taking over the claims
 /// of consumers that died reading (their messages are delivered again).
-/// Returns the claim, the payload and its length word (loaded once).
+/// Returns the claim, a view of its bytes and its length word (loaded
+/// once). The view is valid while the claim is held.
 fn mpmc_claim(
     end: &MpmcEnd,
     probe: bool,
-) -> Result<(mpmc::Claim<'_>, *const u8, u64), RecvMsgError> {
+) -> Result<(mpmc::Claim<'_>, Reading<'_>, Option<u64>), RecvMsgError> {
     let side = &end.side;
     if side.corrupted() {
         return Err(RecvMsgError::Disconnected);
@@ -279,17 +216,18 @@ fn mpmc_claim(
                     side.not_full().notify_one();
                     continue;
                 }
-                let p = slot.as_ptr();
-                // SAFETY: a claimed, published MPMC slot: its first 8 bytes
-                // are the length word. Volatile: shared bytes.
-                let word = unsafe { p.cast::<u64>().read_volatile() };
-                if word & FLAG_SKIP != 0 {
+                // SAFETY: a claimed, published slot of this segment's
+                // layout. The callers keep the claim for as long as they use
+                // the view (see `lend`), and the skip below drops both.
+                let bytes = unsafe { Reading::new(slot.as_ptr(), side) };
+                let word = bytes.meta_word();
+                if word.is_some_and(|w| w & FLAG_SKIP != 0) {
                     drop(slot);
                     side.not_full().notify_one();
                     continue;
                 }
                 pass_on_message(end);
-                return Ok((slot, p, word));
+                return Ok((slot, bytes, word));
             }
             Err(PopError::Empty) => {
                 if senders_gone {
@@ -383,10 +321,12 @@ pub(super) fn spsc_try_put_bare<M: Message>(
     }
     match ring.try_push_with(|p| {
         fault::point("send.claimed");
+        // SAFETY: the producer's next slot, of this segment's layout, held
+        // until this closure returns.
+        let mut bytes = unsafe { Writing::new(p, side) };
         // SAFETY: SPSC slots of a bare kind hold the bare value (no length
-        // word), sized and aligned for it (checked at open); the producer
-        // owns the slot until it is published.
-        unsafe { M::write_bare(p, msg) };
+        // word), sized and aligned for it (checked at open).
+        unsafe { M::write_bare(bytes.as_mut_ptr(), msg) };
         fault::point("send.written");
     }) {
         Ok(()) => {
@@ -417,9 +357,12 @@ pub(super) fn spsc_try_take_bare<M: Message>(
 ) -> Result<M::Output, RecvMsgError> {
     let got = spsc_next(ring, side, probe, |r| {
         r.try_pop_with(|p| {
+            // SAFETY: the consumer's front slot, of this segment's layout,
+            // held until this closure returns.
+            let bytes = unsafe { Reading::new(p, side) };
             // SAFETY: a published SPSC slot of a bare kind, sized and
             // aligned for it; every bit pattern is a valid Pod value.
-            let msg = unsafe { M::read_bare(p) };
+            let msg = unsafe { M::read_bare(bytes.as_ptr()) };
             fault::point("recv.read");
             msg
         })
@@ -485,10 +428,10 @@ pub(super) fn mpmc_try_ref<M: Message>(
     probe: bool,
     owned: bool,
 ) -> Result<MsgRef<'_, M>, RecvMsgError> {
-    let (claim, p, word) = mpmc_claim(end, probe)?;
+    let (claim, bytes, word) = mpmc_claim(end, probe)?;
     lend(
-        p,
-        Some(word),
+        bytes,
+        word,
         &end.side,
         Hold::Claim(Some(claim), &end.side),
         owned,
@@ -503,9 +446,12 @@ pub(super) fn spsc_try_ref<'a, M: Message>(
     owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
     let p = spsc_front(&mut ring, side, probe)?;
-    // SAFETY: the consumer's front slot, held until `Hold::Front` drops.
-    let word = unsafe { meta_word(p, side) };
-    lend(p, word, side, Hold::Front(Some(ring), side), owned)
+    // SAFETY: the consumer's front slot, of this segment's layout, held
+    // until `Hold::Front` (which keeps the consumer) drops; `lend` uses the
+    // view no longer than that.
+    let bytes = unsafe { Reading::new(p, side) };
+    let word = bytes.meta_word();
+    lend(bytes, word, side, Hold::Front(Some(ring), side), owned)
 }
 
 /// Turns a held slot into a guard over its message: in place, or over a
@@ -515,16 +461,17 @@ pub(super) fn spsc_try_ref<'a, M: Message>(
 /// deserializing, and a peer cannot change the bytes between check and
 /// use. Pod messages are never copied: every bit pattern is valid. An
 /// invalid message frees the slot and is reported; the channel goes on.
+///
+/// `slot` must be the view of the slot `hold` holds: `hold` keeps it this
+/// side's until it is dropped, and the view is not used after that.
 fn lend<'a, M: Message>(
-    payload: *const u8,
+    slot: Reading<'a>,
     word: Option<u64>,
     side: &'a Side,
     hold: Hold<'a>,
     owned: bool,
 ) -> Result<MsgRef<'a, M>, RecvMsgError> {
-    // SAFETY: `hold` keeps the slot this side's until it is dropped, and
-    // `bytes` is not used after that.
-    let bytes = match unsafe { frame(payload, side, word) } {
+    let bytes = match slot.frame(word) {
         Ok(bytes) => bytes,
         Err(e) => return Err(RecvMsgError::Invalid(e)),
     };
@@ -561,12 +508,12 @@ pub(super) fn spsc_try_send_batch<T: bytemuck::Pod>(
     if side.corrupted() || side.peers_gone(Role::Receiver, false) {
         return Err(TrySendError::Disconnected(0));
     }
-    // SAFETY: each payload is an SPSC slot of this layout, holding a bare
-    // `T` (see `meta_len`); `i < msgs.len()` because at most `msgs.len()`
-    // slots are asked for.
+    // `i < msgs.len()`: at most `msgs.len()` slots are asked for.
     let wrote = ring.write_batch(msgs.len() as u64, |i, p| {
-        // SAFETY: as above.
-        unsafe { p.cast::<T>().write_volatile(msgs[i as usize]) };
+        // SAFETY: the producer's next slots, of this segment's layout, held
+        // until the batch is published after the last call.
+        let mut bytes = unsafe { Writing::new(p, side) };
+        bytes.put(msgs[i as usize]);
         fault::point("batch.written");
     });
     if matches!(wrote, Ok(n) if n > 0) {
@@ -601,11 +548,11 @@ pub(super) fn spsc_try_recv_batch<T: bytemuck::Pod>(
         return Err(crate::TryRecvError::Disconnected);
     }
     let before = out.len();
-    // SAFETY: each payload is a published SPSC slot of this layout, made
-    // for a bare `T`.
     let read = ring.read_batch(max as u64, |_, p| {
-        // SAFETY: as above; every bit pattern is a valid `T: Pod`.
-        out.push(unsafe { p.cast::<T>().read_volatile() });
+        // SAFETY: published slots of this segment's layout, held until the
+        // batch is released after the last call.
+        let bytes = unsafe { Reading::new(p, side) };
+        out.push(bytes.get::<T>());
         fault::point("batch.read");
     });
     if read.is_err() {
