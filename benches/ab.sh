@@ -45,6 +45,8 @@ for line in open(sys.argv[1]):
     elif line.startswith('shmlane SPSC, busy-poll'): put('SPSC busy-poll RTT p50 ns', float(w[3]))
     elif line.startswith('8 B, per message'): put('SPSC 8 B per message Mmsg/s', float(w[4]))
     elif line.startswith('8 B, batch'): put('SPSC 8 B batch 256 Mmsg/s', float(w[5]))
+    elif line.startswith('shmlane MPMC, busy-poll'): put('MPMC (bench) busy-poll RTT p50 ns', float(w[3]))
+    elif line.startswith('MPMC: 8 B, per message'): put('MPMC (bench) 8 B Mmsg/s', float(w[5]))
     elif line.startswith('mpmc 8 B throughput'): put('MPMC 8 B Mmsg/s', float(w[4]))
     elif line.startswith('mpmc busy-poll round trip'): put('MPMC busy-poll RTT p50 ns', float(w[5]))
 for k, d in rows.items():

@@ -4,6 +4,8 @@
 //!   its line of a shared mapping), the best any channel could do;
 //! - ping-pong round trips of 8-byte messages through two SPSC channels,
 //!   in busy-poll mode and with the default wait strategy;
+//! - the same 8-byte round trip, busy-poll, through two MPMC channels, and
+//!   one-way 8-byte MPMC throughput, one `send` per message;
 //! - one-way throughput of 8- and 64-byte messages, one `send` per message
 //!   and in batches.
 //!
@@ -298,16 +300,36 @@ fn peer_pingpong(ping: &str, pong: &str, iters: u64, busy: bool) {
     }
 }
 
+/// Which ring a cross-process figure goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ring {
+    /// One producer, one consumer.
+    Spsc,
+    /// Any number of each (crash-safe: per-slot owner words).
+    Mpmc,
+}
+
+fn builder_for(addr: &str, ring: Ring) -> Builder {
+    let b = Builder::new(addr).unwrap();
+    match ring {
+        Ring::Spsc => b.spsc(),
+        Ring::Mpmc => b.kind(shmlane::ipc::RingKind::Mpmc),
+    }
+}
+
 /// Round trips of 8-byte messages through two SPSC channels.
 pub fn pingpong(iters: u64, busy: bool) -> Latency {
+    pingpong_on(iters, busy, Ring::Spsc)
+}
+
+/// Round trips of 8-byte messages through two channels of `ring`.
+pub fn pingpong_on(iters: u64, busy: bool, ring: Ring) -> Latency {
     let (ping, pong) = (
         format!("shm:{}", unique("ping")),
         format!("shm:{}", unique("pong")),
     );
     let make = |addr: &str| {
-        Builder::new(addr)
-            .unwrap()
-            .spsc()
+        builder_for(addr, ring)
             .capacity(64)
             .wait_strategy(strategy(busy))
             .create::<u64>()
@@ -365,11 +387,14 @@ pub enum SendMode {
     Batch,
 }
 
-fn throughput_of<T: bytemuck::Pod + Default>(n: u64, mode: SendMode, size: usize) -> f64 {
+fn throughput_of<T: bytemuck::Pod + Default>(
+    n: u64,
+    mode: SendMode,
+    size: usize,
+    ring: Ring,
+) -> f64 {
     let addr = format!("shm:{}", unique("tput"));
-    let chan = Builder::new(&addr)
-        .unwrap()
-        .spsc()
+    let chan = builder_for(&addr, ring)
         .capacity(8192)
         .wait_strategy(WaitStrategy::busy_poll())
         .create::<T>()
@@ -406,9 +431,18 @@ fn throughput_of<T: bytemuck::Pod + Default>(n: u64, mode: SendMode, size: usize
 ///
 /// For another size.
 pub fn throughput(n: u64, size: usize, mode: SendMode) -> f64 {
+    throughput_on(n, size, mode, Ring::Spsc)
+}
+
+/// As [`throughput`], through a channel of `ring`.
+///
+/// # Panics
+///
+/// For a size other than 8 or 64.
+pub fn throughput_on(n: u64, size: usize, mode: SendMode, ring: Ring) -> f64 {
     match size {
-        8 => throughput_of::<u64>(n, mode, 8),
-        64 => throughput_of::<[u64; 8]>(n, mode, 64),
+        8 => throughput_of::<u64>(n, mode, 8, ring),
+        64 => throughput_of::<[u64; 8]>(n, mode, 64, ring),
         _ => panic!("throughput is measured for 8- and 64-byte messages"),
     }
 }
@@ -422,8 +456,13 @@ pub struct Report {
     pub busy: Latency,
     /// Ping-pong through shmlane, default wait strategy.
     pub default: Latency,
-    /// (size, mode, messages/s).
+    /// (size, mode, messages/s), SPSC.
     pub throughput: Vec<(usize, SendMode, f64)>,
+    /// Ping-pong through two MPMC channels, busy-poll.
+    pub mpmc_busy: Latency,
+    /// 8-byte messages per second through an MPMC channel, one `send`
+    /// each.
+    pub mpmc_throughput: f64,
     /// Whether the two processes were pinned to different CPUs.
     pub pinned: bool,
 }
@@ -455,6 +494,7 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
     let n8 = ((20_000_000.0 * scale) as u64).max(10_000);
     let nbatch = ((100_000_000.0 * scale) as u64).max(10_000);
     let (mut floor_r, mut busy_r, mut default_r) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut mpmc_busy_r, mut mpmc_tput_r) = (Vec::new(), Vec::new());
     let cases = [
         (8, SendMode::PerMessage, n8),
         (8, SendMode::Batch, nbatch),
@@ -476,6 +516,10 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
             ));
             tput[i].push(throughput(n, size, mode));
         }
+        progress(&format!("run {}/{runs}: MPMC ping-pong busy-poll", run + 1));
+        mpmc_busy_r.push(pingpong_on(iters, true, Ring::Mpmc));
+        progress(&format!("run {}/{runs}: MPMC throughput 8 B", run + 1));
+        mpmc_tput_r.push(throughput_on(n8 / 4, 8, SendMode::PerMessage, Ring::Mpmc));
     }
     unpin();
     Report {
@@ -487,6 +531,8 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
             .zip(tput)
             .map(|(&(size, mode, _), v)| (size, mode, median_f64(v)))
             .collect(),
+        mpmc_busy: median_latency(mpmc_busy_r),
+        mpmc_throughput: median_f64(mpmc_tput_r),
         pinned,
     }
 }
@@ -510,6 +556,7 @@ pub fn report_table(r: &Report) -> String {
     out.push_str(&row("floor (cache-line ping-pong)", &r.floor, ""));
     out.push_str(&row("shmlane SPSC, busy-poll", &r.busy, "(<= 1.2x)"));
     out.push_str(&row("shmlane SPSC, default wait", &r.default, "(<= 1.5x)"));
+    out.push_str(&row("shmlane MPMC, busy-poll", &r.mpmc_busy, ""));
     out.push_str("\none-way throughput, SPSC        Mmsg/s      GB/s   goal\n");
     for &(size, mode, rate) in &r.throughput {
         let goal = match (size, mode) {
@@ -531,6 +578,12 @@ pub fn report_table(r: &Report) -> String {
             rate * size as f64 / 1e9
         ));
     }
+    out.push_str(&format!(
+        "{:<30}{:>8.1}{:>10.2}   \n",
+        "MPMC: 8 B, per message",
+        r.mpmc_throughput / 1e6,
+        r.mpmc_throughput * 8.0 / 1e9
+    ));
     if !r.pinned {
         out.push_str("(not pinned: fewer than 2 CPUs or affinity refused)\n");
     }
