@@ -170,6 +170,16 @@ fn signal() {
     drop(tx);
     receive_all(&rx, "signal again", 1, 1);
     assert_eq!(rx.recv_timeout(HANG), Err(RecvTimeoutError::Disconnected));
+    drop(rx);
+    // A sender may start as soon as the signal is blocked (`main` blocked
+    // it): one that sends everything and exits before any receiver binds
+    // still has every frame received. (The bind used to discard what was
+    // queued, taking it for an earlier receiver's.)
+    let mut early = spawn_sender(&me, 0, 100);
+    assert_exits(&mut early, "signal early sender");
+    let rx = builder(&me).receiver::<Frame>().unwrap();
+    receive_all(&rx, "signal early", 1, 100);
+    assert_eq!(rx.recv_timeout(HANG), Err(RecvTimeoutError::Disconnected));
 }
 
 /// `fifo:` takes one sender at a time: three more processes are refused

@@ -14,6 +14,14 @@
 //! gets one sender per receiver and signal (clones of an `ipc::Sender`
 //! share it). The sender watches the receiver with a pidfd too (zombies
 //! count as dead).
+//!
+//! A sender may start as soon as the receiving process has the signal
+//! blocked (`block_signal` in `main`), before any receiver binds: what it
+//! queued meanwhile is received. A receiver that is dropped discards what
+//! is still queued for it; a sender that goes on sending to a process
+//! whose receiver was dropped (it cannot tell) reaches that process's next
+//! receiver in the middle of a frame, and is reported once as having
+//! broken the framing.
 
 use std::io;
 use std::mem::size_of;
@@ -196,8 +204,10 @@ impl SigRx {
             came: false,
             raw: vec![SigInfo::default(); BATCH],
         };
-        // Signals left queued for an earlier receiver are not ours.
-        while rx.read_batch(true).map_err(OpenError::Os)? > 0 {}
+        // What is queued already was sent to this receiver: a sender may
+        // start as soon as the signal is blocked (`block_signal` in `main`
+        // blocks it long before the bind), so nothing is discarded here.
+        // What an earlier receiver left queued, it discarded when dropped.
         Ok(rx)
     }
 
@@ -336,6 +346,9 @@ impl SigRx {
 
 impl Drop for SigRx {
     fn drop(&mut self) {
+        // Words still queued were sent to this receiver: a later receiver
+        // in this process must not take them for its own senders'.
+        while self.read_batch(true).unwrap_or(0) > 0 {}
         BOUND.fetch_and(!(1u64 << self.offset), Ordering::Relaxed);
     }
 }
