@@ -196,19 +196,18 @@ impl SigRx {
                 return Err(e.into());
             }
         };
-        let mut rx = Self {
+        // What is queued already was sent to this receiver: a sender may
+        // start as soon as the signal is blocked (`block_signal` in `main`
+        // blocks it long before the bind), so nothing is discarded here.
+        // What an earlier receiver left queued, it discarded when dropped.
+        Ok(Self {
             sfd,
             offset,
             peers: Vec::new(),
             next: 0,
             came: false,
             raw: vec![SigInfo::default(); BATCH],
-        };
-        // What is queued already was sent to this receiver: a sender may
-        // start as soon as the signal is blocked (`block_signal` in `main`
-        // blocks it long before the bind), so nothing is discarded here.
-        // What an earlier receiver left queued, it discarded when dropped.
-        Ok(rx)
+        })
     }
 
     /// Reads what the signalfd has, each word to its sender's decoder;
