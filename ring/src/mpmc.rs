@@ -290,6 +290,24 @@ impl Ring {
         self.reserve(false)
     }
 
+    /// Whether the slot `ahead` positions past the enqueue index is free
+    /// for its lap now: a hint for a producer that found the ring full, so
+    /// that it waits until the consumers have freed a stretch of slots
+    /// instead of taking each slot the moment it is freed (which puts the
+    /// producer's writes on the cache line the consumers are reading).
+    /// Reads the enqueue index and that one slot's stamp; orders nothing.
+    pub fn free_ahead(&self, ahead: u64) -> bool {
+        // Relaxed: hints; a reservation re-checks everything.
+        let pos = self
+            .control()
+            .tail
+            .value
+            .load(Ordering::Relaxed)
+            .wrapping_add(ahead);
+        let (slot, _) = self.slot(pos);
+        slot.stamp.load(Ordering::Relaxed) & !FLAGS == pos
+    }
+
     fn reserve(&self, precise: bool) -> Result<Reservation<'_>, PushError> {
         let ctrl = self.control();
         // Relaxed: only a hint; the stamp check and the CAS decide.

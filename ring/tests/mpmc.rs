@@ -32,6 +32,26 @@ fn capacity_is_exact() {
 }
 
 #[test]
+fn free_ahead_says_when_a_stretch_past_the_enqueue_index_is_free() {
+    let region = Region::new(RingKind::Mpmc, 8, 8);
+    let ring = region.mpmc();
+    // Empty: every slot of the first lap is free.
+    assert!(ring.free_ahead(0) && ring.free_ahead(7));
+    for i in 0..8 {
+        ring.try_push_with(|p| write_u64(p, i)).unwrap();
+    }
+    // Full: the next slots still hold the first lap's messages.
+    assert!(!ring.free_ahead(0) && !ring.free_ahead(3));
+    for i in 0..3 {
+        assert_eq!(ring.try_pop_with(read_u64), Ok(i));
+    }
+    // Three freed: the enqueue index and the two past it are free, the
+    // third past it is not.
+    assert!(ring.free_ahead(0) && ring.free_ahead(2));
+    assert!(!ring.free_ahead(3));
+}
+
+#[test]
 fn an_open_reservation_hides_later_messages_until_committed() {
     let region = Region::new(RingKind::Mpmc, 4, 8);
     let ring = region.mpmc();

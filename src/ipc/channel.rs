@@ -13,7 +13,7 @@ use shmlane_semaphore::WaitStrategy;
 
 use super::builder::meta_len;
 use super::handles::{RxFlavor, SpscProducer, SpscRxEnd, SpscTxEnd, TxFlavor};
-use super::side::{MpmcEnd, Side};
+use super::side::{MpmcEnd, Side, REFILL_MAX};
 use super::{AttachError, Backend, Message, Receiver, RingKind, Role, Segment, Sender, Trust};
 use shmlane_semaphore::exclusive;
 
@@ -126,9 +126,14 @@ impl<M: Message> Channel<M> {
         // Every slot this end holds records its participant, so survivors
         // can recover it if this process dies.
         let ring = ring.with_owner(side.att.owner_id());
+        // How many slots a producer that found the ring full waits to see
+        // freed before it writes again: a stretch of cache lines apart
+        // from the ones the consumers are reading (none for tiny rings).
+        let refill = (ring.capacity() / 4).min(REFILL_MAX).saturating_sub(1);
         Ok(Arc::new(MpmcEnd {
             ring,
             side,
+            refill,
             scratch: Mutex::new(Vec::new()),
             // Look once at first: a receiver that attaches after a death
             // may be the one to deliver what the dead held.

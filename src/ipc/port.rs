@@ -42,6 +42,11 @@ pub(super) fn mpmc_try_write<E>(
     if side.corrupted() || side.peers_gone(Role::Receiver, false) {
         return Tried::Gone;
     }
+    // After finding the ring full, a spinning producer waits until the
+    // consumers have freed a stretch of slots (see `Ring::free_ahead`).
+    if !probe && full::seen() && !end.ring.free_ahead(end.refill) {
+        return Tried::Full;
+    }
     let mut step = 0;
     loop {
         // While spinning, never read the consumers' index (a slot still
@@ -54,6 +59,7 @@ pub(super) fn mpmc_try_write<E>(
         };
         match reserved {
             Ok(slot) => {
+                full::clear();
                 fault::point("send.claimed");
                 // SAFETY: a reserved slot of this segment's layout, held
                 // until `slot` is committed below (the view is not used
@@ -90,6 +96,7 @@ pub(super) fn mpmc_try_write<E>(
             }
             Err(PushError::Busy) if step < BUSY_RETRIES => backoff(&mut step),
             Err(PushError::Full | PushError::Busy) => {
+                full::set();
                 // A consumer that died reading the next slot holds it: the
                 // probe reaps it (waking consumers, which adopt its claim).
                 return if side.peers_gone(Role::Receiver, probe) {
@@ -273,6 +280,28 @@ fn mpmc_claim(
                 return Err(RecvMsgError::Disconnected);
             }
         }
+    }
+}
+
+/// A per-thread note that this thread's last MPMC send found the ring
+/// full, so its next spinning look waits for a stretch of free slots.
+mod full {
+    use std::cell::Cell;
+
+    thread_local! {
+        static FULL: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(super) fn set() {
+        FULL.with(|f| f.set(true));
+    }
+
+    pub(super) fn clear() {
+        FULL.with(|f| f.set(false));
+    }
+
+    pub(super) fn seen() -> bool {
+        FULL.with(Cell::get)
     }
 }
 

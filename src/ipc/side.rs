@@ -228,9 +228,16 @@ impl Side {
     }
 }
 
+/// The most slots a producer that found the ring full waits to see freed
+/// before it writes again (see `Ring::free_ahead`).
+pub(super) const REFILL_MAX: u64 = 64;
+
 pub(super) struct MpmcEnd {
     pub(super) ring: mpmc::Ring,
     pub(super) side: Side,
+    /// How far past the enqueue index a producer that found the ring full
+    /// looks for a freed slot before writing again (0: the next slot).
+    pub(super) refill: u64,
     /// Serializer scratch spaces for rkyv sends, reused.
     pub(super) scratch: Mutex<Vec<Scratch>>,
     /// The segment's count of reaped participants when this end last
