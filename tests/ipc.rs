@@ -526,3 +526,30 @@ fn open_or_create_races_settle_on_one_segment_in_either_order() {
         assert_eq!(rx.recv().unwrap(), 7);
     }
 }
+
+/// A producer that found an MPMC ring full waits, while spinning, for a
+/// stretch of free slots (a throughput hint); a send whose deadline has
+/// passed must still take a free slot rather than report a timeout.
+#[test]
+fn a_due_send_takes_a_free_slot_after_the_ring_was_full() {
+    let mut cleanup = kit::Cleanup::new();
+    let name = cleanup.unique_shm("refill");
+    let chan = Builder::new(&format!("shm:{name}"))
+        .unwrap()
+        .capacity(256)
+        .create::<u64>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let mut sent = 0u64;
+    while tx.try_send(sent).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 256);
+    // One slot free: fewer than the stretch the hint waits for.
+    assert_eq!(rx.try_recv(), Ok(0));
+    tx.send_timeout(sent, Duration::ZERO).unwrap();
+    assert!(tx.try_send(sent + 1).is_err(), "full again");
+    for want in 1..=sent {
+        assert_eq!(rx.try_recv(), Ok(want));
+    }
+}

@@ -418,7 +418,16 @@ impl<M: Message> Sender<M> {
         }
         let deadline = wait.deadline();
         if passed(deadline) {
-            return Err(SendMsgError::Timeout);
+            if probe_first {
+                return Err(SendMsgError::Timeout);
+            }
+            // The first look was a spinning one, which a producer that
+            // found the ring full lets wait for a stretch of free slots:
+            // one precise look before reporting a timeout.
+            let tried = port::mpmc_try_write(end, true, &mut |buf: &mut [u8]| {
+                M::encode(msg, buf, scratch)
+            });
+            return settle(tried).unwrap_or(Err(SendMsgError::Timeout));
         }
         end.side
             .wait_send(deadline, |probe| {
