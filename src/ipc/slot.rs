@@ -9,7 +9,10 @@
 //! slot is taken (reserved, claimed, or the SPSC producer's next slot and
 //! consumer's front), with the promise that this side holds the slot for
 //! the view's lifetime; every offset, length and bound after that is
-//! checked here, and callers never do arithmetic on shared memory.
+//! checked here, and callers never do arithmetic on shared memory. The
+//! one exception is bare Pod values on an SPSC ring (single and batched),
+//! the per-message hot path: the message kind's typed write or read goes
+//! straight to the payload, which measured 7-9% faster than through a view.
 //!
 //! A peer may scribble on a slot it does not hold. That cannot make a view
 //! read or write outside the slot: the length word is loaded once and
@@ -18,7 +21,6 @@
 //! `Trust::hostile`).
 
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 
 use shmlane_codec::InvalidMessage;
@@ -71,30 +73,6 @@ impl<'a> Writing<'a> {
         // SAFETY: `new`'s contract: `meta + cap` bytes held for writing,
         // borrowed mutably through `self` for no longer than the view.
         unsafe { std::slice::from_raw_parts_mut(self.payload.as_ptr().add(self.meta), self.cap) }
-    }
-
-    /// Writes a bare value at the start of the message bytes.
-    ///
-    /// # Panics
-    ///
-    /// If `T` does not fit in `cap` bytes; (debug builds) if the slot is
-    /// not aligned for `T`. Opening a channel checks both for its type.
-    #[inline]
-    pub(super) fn put<T: bytemuck::Pod>(&mut self, value: T) {
-        assert!(size_of::<T>() <= self.cap, "a slot too small for the type");
-        let at = self.payload.as_ptr().wrapping_add(self.meta);
-        debug_assert!(at as usize % align_of::<T>() == 0);
-        // SAFETY: in bounds (checked above) of bytes held for writing, and
-        // aligned for `T` (the layout's slot alignment, checked at open).
-        // Volatile: shared memory.
-        unsafe { at.cast::<T>().write_volatile(value) };
-    }
-
-    /// The slot's payload, for the message kinds' own bare writers
-    /// (`Message::write_bare`), whose contract is this view's.
-    #[inline]
-    pub(super) fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.payload.as_ptr()
     }
 }
 
@@ -163,27 +141,5 @@ impl<'a> Reading<'a> {
         // SAFETY: `new`'s contract: `len <= cap` bytes follow the length
         // word, held for `'a`.
         Ok(unsafe { std::slice::from_raw_parts(self.payload.as_ptr().add(self.meta), len) })
-    }
-
-    /// Reads a bare value from the start of the message bytes.
-    ///
-    /// # Panics
-    ///
-    /// As [`Writing::put`].
-    #[inline]
-    pub(super) fn get<T: bytemuck::Pod>(&self) -> T {
-        assert!(size_of::<T>() <= self.cap, "a slot too small for the type");
-        let at = self.payload.as_ptr().wrapping_add(self.meta);
-        debug_assert!(at as usize % align_of::<T>() == 0);
-        // SAFETY: in bounds and aligned, as in `put`; every bit pattern is
-        // a valid `T: Pod`. Volatile: shared memory.
-        unsafe { at.cast::<T>().read_volatile() }
-    }
-
-    /// The slot's payload, for the message kinds' own bare readers
-    /// (`Message::read_bare`), whose contract is this view's.
-    #[inline]
-    pub(super) fn as_ptr(&self) -> *const u8 {
-        self.payload.as_ptr()
     }
 }
