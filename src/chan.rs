@@ -14,7 +14,12 @@ use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+use crate::list::{List, ListEmpty};
 use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering};
+#[cfg(not(shmlane_loom))]
+use crate::timers::{At, Tick};
+#[cfg(not(shmlane_loom))]
+use crate::zero::Zero;
 
 /// Parked waiters re-check at least this often. The eventcount needs no
 /// timer to be correct; this bounds the cost of the one case that is not
@@ -22,16 +27,16 @@ use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering};
 /// `shmlane_semaphore`'s barrier notes) to one step instead of a hang.
 const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
 
-struct Chan<T> {
+pub(crate) struct Chan<T> {
     /// The ring, in a heap region it keeps alive.
-    ring: mpmc::Ring,
+    pub(crate) ring: mpmc::Ring,
     // The eventcounts live only in this process's heap, so `CachePadded`
     // may pad them for this CPU. The ring's control lines stay a fixed 128
     // bytes: the same ring layout is used in shared segments.
     /// Receivers park here; senders notify after each message.
-    not_empty: CachePadded<EventCount>,
+    pub(crate) not_empty: CachePadded<EventCount>,
     /// Senders park here; receivers notify after each message.
-    not_full: CachePadded<EventCount>,
+    pub(crate) not_full: CachePadded<EventCount>,
     senders: AtomicUsize,
     receivers: AtomicUsize,
     /// Set when the last sender or the last receiver is dropped.
@@ -48,11 +53,6 @@ unsafe impl<T: Send> Sync for Chan<T> {}
 
 impl<T> Chan<T> {
     fn new(cap: usize, strategy: WaitStrategy) -> Self {
-        assert!(
-            cap > 0,
-            "shmlane::bounded(0): zero-capacity (rendezvous) channels are not supported yet; \
-             use a capacity of at least 1"
-        );
         let ring = mpmc::Ring::heap(cap as u64, size_of::<T>().max(1), align_of::<T>())
             .unwrap_or_else(|e| panic!("shmlane::bounded({cap}): {e}"));
         Self {
@@ -67,7 +67,7 @@ impl<T> Chan<T> {
         }
     }
 
-    fn is_disconnected(&self) -> bool {
+    pub(crate) fn is_disconnected(&self) -> bool {
         // Acquire: pairs with the Release store in `disconnect`; a receiver
         // that sees it also sees every message the last sender pushed.
         self.disconnected.load(Ordering::Acquire)
@@ -136,6 +136,12 @@ impl<T> Chan<T> {
                 self.ring.try_claim_spin()
             };
             match claimed {
+                // A select reserved the slot and its operation was dropped
+                // unfinished: no message in it.
+                Ok(slot) if slot.is_skipped() => {
+                    drop(slot);
+                    self.not_full.notify_one();
+                }
                 Ok(slot) => {
                     // SAFETY: a claimed slot holds a `T` written by `try_send`
                     // and published by its commit; the claim frees the slot
@@ -218,8 +224,11 @@ impl<T> Drop for Chan<T> {
     fn drop(&mut self) {
         // Every handle is gone: drop the messages nobody received.
         while let Ok(slot) = self.ring.try_claim() {
-            // SAFETY: as in `pop`; each buffered `T` is dropped exactly once.
-            unsafe { slot.as_ptr().cast::<T>().cast_mut().drop_in_place() };
+            if !slot.is_skipped() {
+                // SAFETY: as in `pop`; each buffered `T` is dropped exactly
+                // once.
+                unsafe { slot.as_ptr().cast::<T>().cast_mut().drop_in_place() };
+            }
         }
         // The region goes with the ring handle.
     }
@@ -227,7 +236,8 @@ impl<T> Drop for Chan<T> {
 
 /// Creates a channel that holds at most `cap` messages, for any number of
 /// senders and receivers in one process. A drop-in for
-/// `crossbeam_channel::bounded`.
+/// `crossbeam_channel::bounded`; `bounded(0)` makes a rendezvous channel,
+/// where a send completes only when a receiver takes the message.
 ///
 /// # Examples
 ///
@@ -243,17 +253,26 @@ impl<T> Drop for Chan<T> {
 /// producer.join().unwrap();
 /// ```
 ///
+/// A rendezvous:
+///
+/// ```
+/// let (tx, rx) = shmlane::bounded(0);
+/// let t = std::thread::spawn(move || tx.send("handed over").unwrap());
+/// assert_eq!(rx.recv(), Ok("handed over"));
+/// t.join().unwrap();
+/// ```
+///
 /// # Panics
 ///
-/// If `cap` is 0: zero-capacity (rendezvous) channels are not supported
-/// yet. Also if `cap` exceeds 2^32 or `T` is aligned to more than 4096.
+/// If `cap` exceeds 2^32 or `T` is aligned to more than 4096.
 pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
     bounded_with(cap, WaitStrategy::default())
 }
 
 /// As [`bounded`], with a chosen [`WaitStrategy`] for blocked senders and
 /// receivers (for example [`WaitStrategy::busy_poll`] for the lowest
-/// latency when cores are to spare).
+/// latency when cores are to spare). A rendezvous channel (`cap == 0`)
+/// always parks.
 ///
 /// # Examples
 ///
@@ -269,49 +288,223 @@ pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
 ///
 /// As [`bounded`].
 pub fn bounded_with<T>(cap: usize, strategy: WaitStrategy) -> (Sender<T>, Receiver<T>) {
+    #[cfg(not(shmlane_loom))]
+    if cap == 0 {
+        let chan = Arc::new(Counted::new(Zero::new(), strategy));
+        return (
+            Sender {
+                flavor: SenderFlavor::Zero(Arc::clone(&chan)),
+            },
+            Receiver {
+                flavor: ReceiverFlavor::Zero(chan),
+            },
+        );
+    }
     let chan = Arc::new(Chan::new(cap, strategy));
     (
         Sender {
-            chan: Arc::clone(&chan),
+            flavor: SenderFlavor::Array(Arc::clone(&chan)),
         },
-        Receiver { chan },
+        Receiver {
+            flavor: ReceiverFlavor::Array(chan),
+        },
     )
 }
 
-/// `len`, `is_empty`, `is_full` and `capacity`, the same on both ends.
-macro_rules! size_methods {
-    () => {
-        /// Whether the channel holds no message.
-        pub fn is_empty(&self) -> bool {
-            self.chan.ring.is_empty()
-        }
+/// Creates a channel without a limit on the messages it holds: a send
+/// never blocks. Memory grows in blocks of 31 messages and each block is
+/// freed once its messages are received. A drop-in for
+/// `crossbeam_channel::unbounded`.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = shmlane::unbounded();
+/// for i in 0..1000 {
+///     tx.send(i).unwrap(); // never blocks
+/// }
+/// drop(tx);
+/// assert_eq!(rx.iter().sum::<i32>(), 499_500);
+/// ```
+pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+    unbounded_with(WaitStrategy::default())
+}
 
-        /// Whether the channel holds `capacity` messages.
-        pub fn is_full(&self) -> bool {
-            self.len() == self.chan.ring.capacity() as usize
-        }
+/// As [`unbounded`], with a chosen [`WaitStrategy`] for blocked receivers.
+pub fn unbounded_with<T>(strategy: WaitStrategy) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Counted::new(List::new(), strategy));
+    (
+        Sender {
+            flavor: SenderFlavor::List(Arc::clone(&chan)),
+        },
+        Receiver {
+            flavor: ReceiverFlavor::List(chan),
+        },
+    )
+}
 
-        /// The number of messages in the channel.
-        pub fn len(&self) -> usize {
-            self.chan.ring.len() as usize
-        }
+/// A receiver that delivers one message, the [`Instant`] it was due, once
+/// `duration` has passed. A drop-in for `crossbeam_channel::after`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// let start = Instant::now();
+/// let timer = shmlane::after(Duration::from_millis(10));
+/// let due = timer.recv().unwrap();
+/// assert!(due >= start + Duration::from_millis(10));
+/// assert!(timer.try_recv().is_err()); // one message only
+/// ```
+#[cfg(not(shmlane_loom))]
+pub fn after(duration: Duration) -> Receiver<Instant> {
+    let now = Instant::now();
+    at(now
+        .checked_add(duration)
+        .unwrap_or(now + Duration::from_secs(1 << 40)))
+}
 
-        /// The capacity: always `Some` (every shmlane channel is bounded).
-        pub fn capacity(&self) -> Option<usize> {
-            Some(self.chan.ring.capacity() as usize)
+/// A receiver that delivers one message, `when`, once `when` has come. A
+/// drop-in for `crossbeam_channel::at`.
+#[cfg(not(shmlane_loom))]
+pub fn at(when: Instant) -> Receiver<Instant> {
+    Receiver {
+        flavor: ReceiverFlavor::At(Arc::new(At::new(when)), std::convert::identity),
+    }
+}
+
+/// A receiver that delivers the time every `duration`: the first message
+/// is due one `duration` from now, each next one a `duration` after the
+/// last was received. A drop-in for `crossbeam_channel::tick`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let ticks = shmlane::tick(Duration::from_millis(5));
+/// let first = ticks.recv().unwrap();
+/// let second = ticks.recv().unwrap();
+/// assert!(second >= first + Duration::from_millis(5));
+/// ```
+#[cfg(not(shmlane_loom))]
+pub fn tick(duration: Duration) -> Receiver<Instant> {
+    Receiver {
+        flavor: ReceiverFlavor::Tick(Arc::new(Tick::new(duration)), std::convert::identity),
+    }
+}
+
+/// A receiver that never delivers a message and is never disconnected:
+/// a `select!` arm that is switched off. A drop-in for
+/// `crossbeam_channel::never`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let rx = shmlane::never::<i32>();
+/// assert!(rx.recv_timeout(Duration::from_millis(1)).is_err());
+/// ```
+#[cfg(not(shmlane_loom))]
+pub fn never<T>() -> Receiver<T> {
+    Receiver {
+        flavor: ReceiverFlavor::Never,
+    }
+}
+
+/// A channel flavor and its handle counts.
+pub(crate) struct Counted<C> {
+    pub(crate) chan: C,
+    /// Receivers park here (the unbounded flavor).
+    pub(crate) not_empty: CachePadded<EventCount>,
+    senders: AtomicUsize,
+    receivers: AtomicUsize,
+    strategy: WaitStrategy,
+}
+
+impl<C> Counted<C> {
+    fn new(chan: C, strategy: WaitStrategy) -> Self {
+        Self {
+            chan,
+            not_empty: CachePadded::new(EventCount::new()),
+            senders: AtomicUsize::new(1),
+            receivers: AtomicUsize::new(1),
+            strategy,
         }
-    };
+    }
+}
+
+impl<T> Counted<List<T>> {
+    #[inline]
+    pub(crate) fn send(&self, msg: T) -> Result<(), T> {
+        self.chan.push(msg)?;
+        self.not_empty.notify_one();
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.chan.pop().map_err(|e| match e {
+            ListEmpty::Empty => TryRecvError::Empty,
+            ListEmpty::Disconnected => TryRecvError::Disconnected,
+        })
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        match self.try_recv() {
+            Ok(msg) => Ok(msg),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => self.recv_slow(deadline),
+        }
+    }
+
+    #[cold]
+    fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        self.strategy
+            .wait_phased(&self.not_empty, deadline, SAFETY_STEP, |_| {
+                match self.try_recv() {
+                    Ok(msg) => Some(Ok(msg)),
+                    Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+                    Err(TryRecvError::Empty) => None,
+                }
+            })
+            .unwrap_or(Err(RecvTimeoutError::Timeout))
+    }
 }
 
 /// The sending side of a channel. Clone it for more senders.
 pub struct Sender<T> {
-    chan: Arc<Chan<T>>,
+    pub(crate) flavor: SenderFlavor<T>,
 }
 
 /// The receiving side of a channel. Clone it for more receivers; each
 /// message goes to exactly one of them.
 pub struct Receiver<T> {
-    chan: Arc<Chan<T>>,
+    pub(crate) flavor: ReceiverFlavor<T>,
+}
+
+pub(crate) enum SenderFlavor<T> {
+    Array(Arc<Chan<T>>),
+    List(Arc<Counted<List<T>>>),
+    #[cfg(not(shmlane_loom))]
+    Zero(Arc<Counted<Zero<T>>>),
+}
+
+pub(crate) enum ReceiverFlavor<T> {
+    Array(Arc<Chan<T>>),
+    List(Arc<Counted<List<T>>>),
+    #[cfg(not(shmlane_loom))]
+    Zero(Arc<Counted<Zero<T>>>),
+    /// The message is the instant; the function turns it into a `T`
+    /// (`T` is `Instant`: it is the identity).
+    #[cfg(not(shmlane_loom))]
+    At(Arc<At>, fn(Instant) -> T),
+    #[cfg(not(shmlane_loom))]
+    Tick(Arc<Tick>, fn(Instant) -> T),
+    #[cfg(not(shmlane_loom))]
+    Never,
 }
 
 impl<T> Sender<T> {
@@ -319,22 +512,38 @@ impl<T> Sender<T> {
     ///
     /// # Errors
     ///
-    /// [`TrySendError::Full`] if the channel holds `capacity` messages,
+    /// [`TrySendError::Full`] if the channel holds `capacity` messages (for
+    /// a rendezvous channel: if no receiver is waiting),
     /// [`TrySendError::Disconnected`] if every receiver is gone; both hand
     /// the message back.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        self.chan.try_send(msg, true)
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.try_send(msg, true),
+            SenderFlavor::List(c) => c.send(msg).map_err(TrySendError::Disconnected),
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(c) => c.chan.try_send(msg),
+        }
     }
 
-    /// Sends a message, blocking while the channel is full.
+    /// Sends a message, blocking while the channel is full (for a
+    /// rendezvous channel: until a receiver takes it).
     ///
     /// # Errors
     ///
     /// [`SendError`] with the message if every receiver is gone.
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        self.chan
-            .send_until(msg, None)
+        self.send_until(msg, None)
             .map_err(|e| SendError(e.into_inner()))
+    }
+
+    #[inline]
+    fn send_until(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.send_until(msg, deadline),
+            SenderFlavor::List(c) => c.send(msg).map_err(SendTimeoutError::Disconnected),
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(c) => c.chan.send(msg, deadline),
+        }
     }
 
     /// Sends a message, blocking while the channel is full for at most
@@ -345,8 +554,7 @@ impl<T> Sender<T> {
     /// [`SendTimeoutError::Timeout`] or [`SendTimeoutError::Disconnected`],
     /// with the message.
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.chan
-            .send_until(msg, Instant::now().checked_add(timeout))
+        self.send_until(msg, Instant::now().checked_add(timeout))
     }
 
     /// Sends a message, blocking while the channel is full until `deadline`.
@@ -355,21 +563,72 @@ impl<T> Sender<T> {
     ///
     /// As [`send_timeout`](Self::send_timeout).
     pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
-        self.chan.send_until(msg, Some(deadline))
+        self.send_until(msg, Some(deadline))
     }
 
-    size_methods!();
+    /// Whether the channel holds no message (always, for a rendezvous
+    /// channel).
+    pub fn is_empty(&self) -> bool {
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.ring.is_empty(),
+            SenderFlavor::List(c) => c.chan.is_empty(),
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(_) => true,
+        }
+    }
+
+    /// Whether the channel holds `capacity` messages (always, for a
+    /// rendezvous channel; never, for an unbounded one).
+    pub fn is_full(&self) -> bool {
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.ring.len() == c.ring.capacity(),
+            SenderFlavor::List(_) => false,
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(_) => true,
+        }
+    }
+
+    /// The number of messages in the channel.
+    pub fn len(&self) -> usize {
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.ring.len() as usize,
+            SenderFlavor::List(c) => c.chan.len(),
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(_) => 0,
+        }
+    }
+
+    /// The capacity: `None` for an unbounded channel.
+    pub fn capacity(&self) -> Option<usize> {
+        match &self.flavor {
+            SenderFlavor::Array(c) => Some(c.ring.capacity() as usize),
+            SenderFlavor::List(_) => None,
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(_) => Some(0),
+        }
+    }
 
     /// Whether both senders belong to the same channel.
     pub fn same_channel(&self, other: &Sender<T>) -> bool {
-        Arc::ptr_eq(&self.chan, &other.chan)
+        match (&self.flavor, &other.flavor) {
+            (SenderFlavor::Array(a), SenderFlavor::Array(b)) => Arc::ptr_eq(a, b),
+            (SenderFlavor::List(a), SenderFlavor::List(b)) => Arc::ptr_eq(a, b),
+            #[cfg(not(shmlane_loom))]
+            (SenderFlavor::Zero(a), SenderFlavor::Zero(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// How many receivers are parked waiting for a message (for models and
     /// tests; not part of the crossbeam API).
     #[doc(hidden)]
     pub fn parked_receivers(&self) -> u32 {
-        self.chan.not_empty.waiters()
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.not_empty.waiters(),
+            SenderFlavor::List(c) => c.not_empty.waiters(),
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(_) => 0,
+        }
     }
 }
 
@@ -382,7 +641,37 @@ impl<T> Receiver<T> {
     /// [`TryRecvError::Disconnected`] if the channel is empty and every
     /// sender is gone.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.try_recv(true)
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => c.try_recv(true),
+            ReceiverFlavor::List(c) => c.try_recv(),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(c) => c.chan.try_recv(),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(c, f) => c.try_recv().map(f),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Tick(c, f) => c.try_recv().map(f),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Never => Err(TryRecvError::Empty),
+        }
+    }
+
+    #[inline]
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => c.recv_until(deadline),
+            ReceiverFlavor::List(c) => c.recv_until(deadline),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(c) => c.chan.recv(deadline),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(c, f) => c.recv(deadline).map(f),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Tick(c, f) => c.recv(deadline).map(f),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Never => {
+                crate::timers::sleep_until(deadline);
+                Err(RecvTimeoutError::Timeout)
+            }
+        }
     }
 
     /// Receives a message, blocking while the channel is empty. Messages
@@ -392,7 +681,7 @@ impl<T> Receiver<T> {
     ///
     /// [`RecvError`] if the channel is empty and every sender is gone.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv_until(None).map_err(|_| RecvError)
+        self.recv_until(None).map_err(|_| RecvError)
     }
 
     /// Receives a message, blocking for at most `timeout`.
@@ -401,7 +690,7 @@ impl<T> Receiver<T> {
     ///
     /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Disconnected`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.chan.recv_until(Instant::now().checked_add(timeout))
+        self.recv_until(Instant::now().checked_add(timeout))
     }
 
     /// Receives a message, blocking until `deadline` at the latest.
@@ -410,7 +699,7 @@ impl<T> Receiver<T> {
     ///
     /// As [`recv_timeout`](Self::recv_timeout).
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        self.chan.recv_until(Some(deadline))
+        self.recv_until(Some(deadline))
     }
 
     /// A blocking iterator over messages; ends when the channel is empty
@@ -424,11 +713,66 @@ impl<T> Receiver<T> {
         TryIter { receiver: self }
     }
 
-    size_methods!();
+    /// Whether the channel holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the channel holds `capacity` messages.
+    pub fn is_full(&self) -> bool {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => c.ring.len() == c.ring.capacity(),
+            ReceiverFlavor::List(_) => false,
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(_) | ReceiverFlavor::Never => true,
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(c, _) => c.len() == 1,
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Tick(c, _) => c.is_ready(),
+        }
+    }
+
+    /// The number of messages in the channel.
+    pub fn len(&self) -> usize {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => c.ring.len() as usize,
+            ReceiverFlavor::List(c) => c.chan.len(),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(_) | ReceiverFlavor::Never => 0,
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(c, _) => c.len(),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Tick(c, _) => usize::from(c.is_ready()),
+        }
+    }
+
+    /// The capacity: `None` for an unbounded channel.
+    pub fn capacity(&self) -> Option<usize> {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => Some(c.ring.capacity() as usize),
+            ReceiverFlavor::List(_) => None,
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(_) | ReceiverFlavor::Never => Some(0),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(..) | ReceiverFlavor::Tick(..) => Some(1),
+        }
+    }
 
     /// Whether both receivers belong to the same channel.
     pub fn same_channel(&self, other: &Receiver<T>) -> bool {
-        Arc::ptr_eq(&self.chan, &other.chan)
+        match (&self.flavor, &other.flavor) {
+            (ReceiverFlavor::Array(a), ReceiverFlavor::Array(b)) => Arc::ptr_eq(a, b),
+            (ReceiverFlavor::List(a), ReceiverFlavor::List(b)) => Arc::ptr_eq(a, b),
+            #[cfg(not(shmlane_loom))]
+            (ReceiverFlavor::Zero(a), ReceiverFlavor::Zero(b)) => Arc::ptr_eq(a, b),
+            #[cfg(not(shmlane_loom))]
+            (ReceiverFlavor::At(a, _), ReceiverFlavor::At(b, _)) => Arc::ptr_eq(a, b),
+            #[cfg(not(shmlane_loom))]
+            (ReceiverFlavor::Tick(a, _), ReceiverFlavor::Tick(b, _)) => Arc::ptr_eq(a, b),
+            #[cfg(not(shmlane_loom))]
+            (ReceiverFlavor::Never, ReceiverFlavor::Never) => true,
+            _ => false,
+        }
     }
 }
 
@@ -436,41 +780,111 @@ impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         // Relaxed: a new handle is made from a live one, so the count cannot
         // reach zero meanwhile (as in `Arc::clone`).
-        self.chan.senders.fetch_add(1, Ordering::Relaxed);
-        Self {
-            chan: Arc::clone(&self.chan),
-        }
+        let flavor = match &self.flavor {
+            SenderFlavor::Array(c) => {
+                c.senders.fetch_add(1, Ordering::Relaxed);
+                SenderFlavor::Array(Arc::clone(c))
+            }
+            SenderFlavor::List(c) => {
+                c.senders.fetch_add(1, Ordering::Relaxed);
+                SenderFlavor::List(Arc::clone(c))
+            }
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(c) => {
+                c.senders.fetch_add(1, Ordering::Relaxed);
+                SenderFlavor::Zero(Arc::clone(c))
+            }
+        };
+        Self { flavor }
     }
 }
 
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
         // Relaxed: as for `Sender::clone`.
-        self.chan.receivers.fetch_add(1, Ordering::Relaxed);
-        Self {
-            chan: Arc::clone(&self.chan),
-        }
+        let flavor = match &self.flavor {
+            ReceiverFlavor::Array(c) => {
+                c.receivers.fetch_add(1, Ordering::Relaxed);
+                ReceiverFlavor::Array(Arc::clone(c))
+            }
+            ReceiverFlavor::List(c) => {
+                c.receivers.fetch_add(1, Ordering::Relaxed);
+                ReceiverFlavor::List(Arc::clone(c))
+            }
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(c) => {
+                c.receivers.fetch_add(1, Ordering::Relaxed);
+                ReceiverFlavor::Zero(Arc::clone(c))
+            }
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(c, f) => ReceiverFlavor::At(Arc::clone(c), *f),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Tick(c, f) => ReceiverFlavor::Tick(Arc::clone(c), *f),
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Never => ReceiverFlavor::Never,
+        };
+        Self { flavor }
     }
+}
+
+/// Takes one handle off `count`; whether it was the last.
+fn last(count: &AtomicUsize) -> bool {
+    // AcqRel: the last handle sees every other handle's operations before
+    // it publishes the disconnect.
+    count.fetch_sub(1, Ordering::AcqRel) == 1
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        // AcqRel: the last sender sees every other sender's pushes before
-        // it publishes the disconnect.
-        if self.chan.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.chan.disconnect();
+        match &self.flavor {
+            SenderFlavor::Array(c) => {
+                if last(&c.senders) {
+                    c.disconnect();
+                }
+            }
+            SenderFlavor::List(c) => {
+                if last(&c.senders) {
+                    c.chan.disconnect();
+                    c.not_empty.notify_all();
+                }
+            }
+            #[cfg(not(shmlane_loom))]
+            SenderFlavor::Zero(c) => {
+                if last(&c.senders) {
+                    c.chan.disconnect();
+                }
+            }
         }
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        // AcqRel: receivers publish nothing the last one needs, but the
-        // Release half keeps their last pops before the disconnect.
-        if self.chan.receivers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // What is buffered stays until the channel itself goes (when
-            // the last sender does), as in crossbeam's bounded channel.
-            self.chan.disconnect();
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => {
+                if last(&c.receivers) {
+                    // What is buffered stays until the channel itself goes
+                    // (when the last sender does), as in crossbeam's
+                    // bounded channel.
+                    c.disconnect();
+                }
+            }
+            ReceiverFlavor::List(c) => {
+                if last(&c.receivers) {
+                    // Nobody can receive them: drop the messages now, as
+                    // crossbeam's unbounded channel does.
+                    c.chan.disconnect();
+                    c.chan.discard();
+                }
+            }
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::Zero(c) => {
+                if last(&c.receivers) {
+                    c.chan.disconnect();
+                }
+            }
+            #[cfg(not(shmlane_loom))]
+            ReceiverFlavor::At(..) | ReceiverFlavor::Tick(..) | ReceiverFlavor::Never => {}
         }
     }
 }

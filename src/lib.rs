@@ -63,18 +63,49 @@
 //!
 //! # Moving from crossbeam-channel
 //!
-//! Change the crate name: `shmlane::bounded`, [`Sender`], [`Receiver`] and
-//! the error types have the same names, methods and behaviour. Not
-//! provided: `select!` and `Select`, `unbounded`, `never`, `after`, `tick`,
-//! and zero-capacity (rendezvous) channels, for which [`bounded`] panics.
+//! Change the crate name: [`bounded`] (`bounded(0)` is a rendezvous
+//! channel), [`unbounded`], [`after`], [`at`], [`tick`], [`never`],
+//! [`select!`], [`select_biased!`], [`Select`], [`Sender`], [`Receiver`]
+//! and the error types have the same names, methods and behaviour;
+//! crossbeam-channel's own test files run against shmlane unchanged but for
+//! the crate name (`tests/crossbeam/` in the repository).
+//!
+//! ```
+//! use std::time::Duration;
+//! use shmlane::{select, tick, unbounded};
+//!
+//! let (work_tx, work_rx) = unbounded();
+//! let (_stop_tx, stop_rx) = shmlane::bounded::<()>(0);
+//! let heartbeat = tick(Duration::from_millis(1));
+//! work_tx.send(42).unwrap();
+//! let mut done = 0;
+//! while done < 2 {
+//!     select! {
+//!         recv(work_rx) -> job => { assert_eq!(job, Ok(42)); done += 1; }
+//!         recv(heartbeat) -> _ => done += 1,
+//!         recv(stop_rx) -> _ => unreachable!("nobody sends a stop"),
+//!     }
+//! }
+//! ```
 
 mod chan;
+#[cfg(not(shmlane_loom))]
+mod context;
 mod error;
 #[cfg(not(shmlane_loom))]
 pub mod ipc;
+mod list;
+#[cfg(not(shmlane_loom))]
+mod select;
+#[cfg(not(shmlane_loom))]
+mod select_macro;
 mod sync;
 #[cfg(not(shmlane_loom))]
+mod timers;
+#[cfg(not(shmlane_loom))]
 pub mod transport;
+#[cfg(not(shmlane_loom))]
+mod zero;
 
 #[cfg(not(shmlane_loom))]
 pub mod segments;
@@ -107,9 +138,17 @@ pub mod fuzzing {
     }
 }
 
-pub use chan::{bounded, bounded_with, IntoIter, Iter, Receiver, Sender, TryIter};
+#[cfg(not(shmlane_loom))]
+pub use chan::{after, at, never, tick};
+pub use chan::{
+    bounded, bounded_with, unbounded, unbounded_with, IntoIter, Iter, Receiver, Sender, TryIter,
+};
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+#[cfg(not(shmlane_loom))]
+pub use select::{
+    ReadyTimeoutError, Select, SelectTimeoutError, SelectedOperation, TryReadyError, TrySelectError,
 };
 pub use shmlane_semaphore::WaitStrategy;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]

@@ -2,13 +2,13 @@
 
 #[cfg(shmlane_loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering},
     Arc,
 };
 
 #[cfg(not(shmlane_loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering},
     Arc,
 };
 

@@ -1,5 +1,6 @@
 //! shmlane-specific channel behaviour beyond the crossbeam compatibility
-//! suite: the capacity-0 panic, odd message types, and stress with drops.
+//! suite: rendezvous and unbounded details, odd message types, and stress
+//! with drops.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -8,9 +9,21 @@ use std::time::Duration;
 use shmlane::{bounded, bounded_with, RecvTimeoutError, TrySendError, WaitStrategy};
 
 #[test]
-#[should_panic(expected = "zero-capacity (rendezvous) channels are not supported yet")]
-fn capacity_zero_panics_with_a_clear_message() {
-    let _ = bounded::<u8>(0);
+fn capacity_zero_is_a_rendezvous() {
+    let (s, r) = bounded::<u8>(0);
+    assert_eq!(s.capacity(), Some(0));
+    // Nobody receives: a send cannot complete, so it times out with the
+    // message handed back.
+    assert_eq!(
+        s.send_timeout(7, Duration::from_millis(1)),
+        Err(shmlane::SendTimeoutError::Timeout(7))
+    );
+    assert_eq!(s.try_send(7), Err(TrySendError::Full(7)));
+    let t = thread::spawn(move || r.recv());
+    s.send(8).unwrap();
+    assert_eq!(t.join().unwrap(), Ok(8));
+    // The receiver is gone.
+    assert_eq!(s.try_send(9), Err(TrySendError::Disconnected(9)));
 }
 
 #[test]

@@ -789,6 +789,27 @@ impl Reservation<'_> {
         done
     }
 
+    /// Publishes the slot as holding no message (its claim reports
+    /// [`Claim::is_skipped`]): for a producer that reserved a slot and then
+    /// had nothing to write.
+    pub fn cancel(self) {
+        let next = SKIP | self.pos.wrapping_add(1);
+        if self.owned {
+            // Release: as in `publish`. Relaxed on failure: a survivor
+            // skipped it already.
+            let _ = self.slot.stamp.compare_exchange(
+                self.pos,
+                next,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        } else {
+            // Release: as in `publish`.
+            self.slot.stamp.store(next, Ordering::Release);
+        }
+        core::mem::forget(self);
+    }
+
     fn publish(&self) -> Result<(), Recovered> {
         let next = self.pos.wrapping_add(1);
         if !self.owned {

@@ -234,6 +234,82 @@ impl EventCount {
     }
 }
 
+/// Sleeps until `cond` returns `Some`, on several eventcounts at once: a
+/// wake of any of them re-checks `cond`. One `futex_waitv` system call
+/// (Linux 5.16+) covers up to 128 of them; where it is missing, or for more,
+/// the wait falls back to steps of 1 ms on the first (see
+/// [`waits_on_many`]). `step` and `deadline` as in
+/// [`EventCount::wait_in_steps`]. Does not spin first.
+///
+/// # Errors
+///
+/// [`TimedOut`] when the deadline passed and `cond` still returned `None`
+/// on its last check.
+#[cfg(not(shmlane_loom))]
+pub fn wait_any<R>(
+    ecs: &[&EventCount],
+    deadline: Option<Instant>,
+    step: Option<Duration>,
+    cond: &mut impl FnMut() -> Option<R>,
+) -> Result<R, TimedOut> {
+    /// Withdraws the announcements on every exit.
+    struct Announced<'a>(&'a [&'a EventCount]);
+    impl Drop for Announced<'_> {
+        fn drop(&mut self) {
+            for ec in self.0 {
+                // Relaxed: as in `Key::drop`.
+                let _ = ec
+                    .waiters
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                        Some(w.saturating_sub(1))
+                    });
+            }
+        }
+    }
+    let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(ecs.len());
+    loop {
+        if let Some(r) = cond() {
+            return Ok(r);
+        }
+        for ec in ecs {
+            // Relaxed: the barrier below orders it (as in `prepare`).
+            ec.waiters.fetch_add(1, Ordering::Relaxed);
+        }
+        let announced = Announced(ecs);
+        // One barrier for all the announcements; pairs with `waker_side`.
+        barrier::waiter_side();
+        words.clear();
+        // Acquire: pairs with the Release bump in `wake_slow`.
+        words.extend(
+            ecs.iter()
+                .map(|ec| (&ec.seq, ec.seq.load(Ordering::Acquire))),
+        );
+        if let Some(r) = cond() {
+            return Ok(r);
+        }
+        let timeout = match deadline {
+            None => step,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(announced);
+                    return cond().ok_or(TimedOut);
+                }
+                Some(step.map_or(left, |s| s.min(left)))
+            }
+        };
+        futex::wait_any(&words, timeout);
+        drop(announced);
+    }
+}
+
+/// Whether [`wait_any`] waits on several eventcounts with one system call
+/// here (`futex_waitv`, Linux 5.16+), rather than in steps of 1 ms.
+#[cfg(not(shmlane_loom))]
+pub fn waits_on_many() -> bool {
+    futex::waits_on_many()
+}
+
 /// An announced waiter; withdraws the announcement when dropped.
 struct Key<'a> {
     ec: &'a EventCount,

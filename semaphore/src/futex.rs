@@ -38,6 +38,52 @@ mod imp {
         }
     }
 
+    /// How long one step of a stepped wait on several words lasts, where
+    /// `futex_waitv` is missing or the words are too many for it.
+    const STEPPED: Duration = Duration::from_millis(1);
+
+    /// Whether `futex_waitv` answered ENOSYS once (a kernel before 5.16).
+    static NO_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Sleeps while every `word == expected`, for at most `timeout`: one
+    /// `futex_waitv` call for up to 128 words; past that, or on a kernel
+    /// without it, a wait on the first word in steps of 1 ms (the caller
+    /// re-checks every word's condition between steps).
+    pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match words {
+            [] => std::thread::sleep(timeout.unwrap_or(Duration::from_secs(3600))),
+            [(word, expected)] => wait(word, *expected, timeout),
+            _ if words.len() <= futex::WAITV_MAX && !NO_WAITV.load(Relaxed) => {
+                if let Err(e) = futex::wait_any(words, timeout) {
+                    match Errno::from_io_error(&e) {
+                        Some(Errno::TIMEDOUT | Errno::AGAIN | Errno::INTR) => {}
+                        Some(Errno::FAULT) => {
+                            std::thread::sleep(timeout.map_or(FAULT_NAP, |t| t.min(FAULT_NAP)));
+                        }
+                        Some(Errno::NOSYS) => {
+                            NO_WAITV.store(true, Relaxed);
+                        }
+                        _ => panic!("futex_waitv failed: {e}"),
+                    }
+                }
+            }
+            [(word, expected), ..] => {
+                wait(
+                    word,
+                    *expected,
+                    Some(timeout.map_or(STEPPED, |t| t.min(STEPPED))),
+                );
+            }
+        }
+    }
+
+    /// Whether waits on several words are one system call here (see
+    /// [`wait_any`]).
+    pub(crate) fn waits_on_many() -> bool {
+        !NO_WAITV.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn wake(word: &AtomicU32, count: i32) {
         // The eventcount wakes 1 or i32::MAX (all); never a negative count.
         let count = u32::try_from(count).unwrap_or(0);
@@ -69,6 +115,17 @@ mod imp {
     }
 
     pub(crate) fn wake(_word: &AtomicU32, _count: i32) {}
+
+    pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) {
+        // Acquire: as in `wait`.
+        if words.iter().all(|(w, e)| w.load(Ordering::Acquire) == *e) {
+            std::thread::sleep(timeout.map_or(STEP, |t| t.min(STEP)));
+        }
+    }
+
+    pub(crate) fn waits_on_many() -> bool {
+        false
+    }
 }
 
 /// The loom model: the mutex stands for the kernel's futex bucket lock.
@@ -117,4 +174,4 @@ impl Model {
 }
 
 #[cfg(not(shmlane_loom))]
-pub(crate) use imp::{wait, wake};
+pub(crate) use imp::{wait, wait_any, waits_on_many, wake};

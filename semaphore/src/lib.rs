@@ -45,6 +45,8 @@ mod sync;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
+#[cfg(not(shmlane_loom))]
+pub use eventcount::{wait_any, waits_on_many};
 pub use eventcount::{EventCount, TimedOut};
 // SIGBUS containment for shared file mappings; it lives in `shmlane-sys`,
 // beside the mappings it protects, and keeps its path here.

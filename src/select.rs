@@ -1,0 +1,834 @@
+//! Waiting on several channel operations at once: [`Select`] and
+//! [`select!`](crate::select!), with crossbeam-channel's API.
+//!
+//! A select first tries every operation in a random order (or in order,
+//! for [`Select::new_biased`]). If none is ready it parks: it registers its
+//! thread's context with every rendezvous channel (so a counterpart can
+//! pair with it), then sleeps on all the operations' eventcounts at once
+//! with one `futex_waitv` call (Linux 5.16+; elsewhere, steps of 1 ms),
+//! until a counterpart selects it, an operation looks ready, or a timer or
+//! the deadline is due. Then it withdraws and tries again. A select that
+//! slept may have taken a wakeup meant for a thread blocked in `recv` on
+//! the same channel: before it returns it passes the wakeup on for every
+//! operation that is still ready.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmlane_ring::{mpmc, PopError, PushError};
+use shmlane_semaphore::EventCount;
+
+use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
+use crate::context::{random, Context, ABORTED, FIRST_OPER, WAITING};
+use crate::error::{RecvError, SendError};
+use crate::list::ListToken;
+use crate::sync::backoff;
+use crate::zero::{Packet, ANYONE};
+
+/// Parked selects re-check at least this often (as blocked receivers do).
+const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
+
+/// An `Arc<Packet<T>>` with `T` erased.
+pub(crate) struct ErasedPacket {
+    ptr: *const (),
+    drop: unsafe fn(*const ()),
+}
+
+impl ErasedPacket {
+    fn new<T>(packet: Arc<Packet<T>>) -> Self {
+        /// # Safety
+        ///
+        /// `p` came from `Arc::<Packet<T>>::into_raw`, once.
+        unsafe fn drop_packet<T>(p: *const ()) {
+            // SAFETY: as the function's contract says.
+            drop(unsafe { Arc::from_raw(p.cast::<Packet<T>>()) });
+        }
+        Self {
+            ptr: Arc::into_raw(packet).cast(),
+            drop: drop_packet::<T>,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `T` is the type the packet was made with.
+    unsafe fn into_packet<T>(self) -> Arc<Packet<T>> {
+        let p = self.ptr;
+        std::mem::forget(self);
+        // SAFETY: made by `new::<T>`, as the caller promises.
+        unsafe { Arc::from_raw(p.cast::<Packet<T>>()) }
+    }
+}
+
+impl Drop for ErasedPacket {
+    fn drop(&mut self) {
+        // SAFETY: made by `new`, dropped once.
+        unsafe { (self.drop)(self.ptr) };
+    }
+}
+
+/// What a selected operation took, for its completion.
+#[derive(Default)]
+pub(crate) struct Token<'a> {
+    array_send: Option<mpmc::Reservation<'a>>,
+    array_recv: Option<mpmc::Claim<'a>>,
+    /// The list slot taken: block and offset, with `T` erased.
+    list: Option<(*mut u8, usize)>,
+    /// A send to an unbounded channel: always possible.
+    list_send: bool,
+    zero: Option<ErasedPacket>,
+    instant: Option<Instant>,
+    /// The operation fails: its channel is disconnected.
+    disconnected: bool,
+}
+
+/// One operation of a select, type-erased.
+pub(crate) trait Handle {
+    /// Starts the operation if it can complete now; fills `token`.
+    fn try_select<'a>(&'a self, token: &mut Token<'a>) -> bool;
+    /// Whether the operation would complete (or fail) now, without
+    /// starting it; `me` is the selecting thread's context.
+    fn is_ready(&self, me: usize) -> bool;
+    /// Registers operation `oper` of a parked select (rendezvous channels
+    /// only); the packet it will exchange through.
+    fn register(&self, _oper: usize, _cx: &Arc<Context>) -> Option<ErasedPacket> {
+        None
+    }
+    fn unregister(&self, _oper: usize, _cx: &Context) {}
+    /// The eventcount a parked select sleeps on for this operation.
+    fn eventcount(&self) -> Option<&EventCount>;
+    /// When the operation becomes ready by itself (timers).
+    fn due(&self) -> Option<Instant> {
+        None
+    }
+    /// The channel, to check that a completion names the selected one.
+    fn channel(&self) -> *const ();
+}
+
+impl<T> Handle for Sender<T> {
+    fn try_select<'a>(&'a self, token: &mut Token<'a>) -> bool {
+        match &self.flavor {
+            SenderFlavor::Array(c) => {
+                if c.is_disconnected() {
+                    token.disconnected = true;
+                    return true;
+                }
+                let mut step = 0;
+                loop {
+                    match c.ring.try_reserve() {
+                        Ok(slot) => {
+                            token.array_send = Some(slot);
+                            return true;
+                        }
+                        Err(PushError::Full) => return false,
+                        Err(PushError::Busy) => backoff(&mut step),
+                        Err(e) => unreachable!("in-process ring: {e}"),
+                    }
+                }
+            }
+            SenderFlavor::List(c) => {
+                if c.chan.is_disconnected() {
+                    token.disconnected = true;
+                } else {
+                    token.list_send = true;
+                }
+                true
+            }
+            SenderFlavor::Zero(c) => match c.chan.start_send(ANYONE) {
+                Ok(Some(packet)) => {
+                    token.zero = Some(ErasedPacket::new(packet));
+                    true
+                }
+                Ok(None) => false,
+                Err(()) => {
+                    token.disconnected = true;
+                    true
+                }
+            },
+        }
+    }
+
+    fn is_ready(&self, me: usize) -> bool {
+        match &self.flavor {
+            SenderFlavor::Array(c) => c.is_disconnected() || c.ring.len() < c.ring.capacity(),
+            SenderFlavor::List(_) => true,
+            SenderFlavor::Zero(c) => c.chan.is_ready(true, me),
+        }
+    }
+
+    fn register(&self, oper: usize, cx: &Arc<Context>) -> Option<ErasedPacket> {
+        match &self.flavor {
+            SenderFlavor::Zero(c) => Some(ErasedPacket::new(c.chan.register(true, oper, cx))),
+            _ => None,
+        }
+    }
+
+    fn unregister(&self, oper: usize, cx: &Context) {
+        if let SenderFlavor::Zero(c) = &self.flavor {
+            c.chan.unregister(true, oper, cx);
+        }
+    }
+
+    fn eventcount(&self) -> Option<&EventCount> {
+        match &self.flavor {
+            SenderFlavor::Array(c) => Some(&c.not_full),
+            SenderFlavor::List(_) => None,
+            SenderFlavor::Zero(c) => Some(&c.chan.changed),
+        }
+    }
+
+    fn channel(&self) -> *const () {
+        match &self.flavor {
+            SenderFlavor::Array(c) => Arc::as_ptr(c).cast(),
+            SenderFlavor::List(c) => Arc::as_ptr(c).cast(),
+            SenderFlavor::Zero(c) => Arc::as_ptr(c).cast(),
+        }
+    }
+}
+
+impl<T> Handle for Receiver<T> {
+    fn try_select<'a>(&'a self, token: &mut Token<'a>) -> bool {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => {
+                let mut step = 0;
+                let mut last_look = false;
+                loop {
+                    match c.ring.try_claim() {
+                        Ok(slot) if slot.is_skipped() => {
+                            drop(slot);
+                            c.not_full.notify_one();
+                        }
+                        Ok(slot) => {
+                            token.array_recv = Some(slot);
+                            return true;
+                        }
+                        Err(PopError::Empty) if last_look => {
+                            token.disconnected = true;
+                            return true;
+                        }
+                        // Every sender is gone: what they pushed is
+                        // visible now, so one more look decides.
+                        Err(PopError::Empty) if c.is_disconnected() => last_look = true,
+                        Err(PopError::Empty) => return false,
+                        Err(PopError::Busy) => backoff(&mut step),
+                        Err(e) => unreachable!("in-process ring: {e}"),
+                    }
+                }
+            }
+            ReceiverFlavor::List(c) => {
+                let mut slot = ListToken::<T>::default();
+                match c.chan.start_pop(&mut slot) {
+                    Ok(()) => {
+                        let (block, offset) = slot.into_raw();
+                        token.list = Some((block, offset));
+                        true
+                    }
+                    Err(crate::list::ListEmpty::Empty) => false,
+                    Err(crate::list::ListEmpty::Disconnected) => {
+                        token.disconnected = true;
+                        true
+                    }
+                }
+            }
+            ReceiverFlavor::Zero(c) => match c.chan.start_recv(ANYONE) {
+                Ok(Some(packet)) => {
+                    token.zero = Some(ErasedPacket::new(packet));
+                    true
+                }
+                Ok(None) => false,
+                Err(()) => {
+                    token.disconnected = true;
+                    true
+                }
+            },
+            ReceiverFlavor::At(c, _) => match c.try_recv() {
+                Ok(t) => {
+                    token.instant = Some(t);
+                    true
+                }
+                Err(_) => false,
+            },
+            ReceiverFlavor::Tick(c, _) => match c.try_recv() {
+                Ok(t) => {
+                    token.instant = Some(t);
+                    true
+                }
+                Err(_) => false,
+            },
+            ReceiverFlavor::Never => false,
+        }
+    }
+
+    fn is_ready(&self, me: usize) -> bool {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => !c.ring.is_empty() || c.is_disconnected(),
+            ReceiverFlavor::List(c) => !c.chan.is_empty() || c.chan.is_disconnected(),
+            ReceiverFlavor::Zero(c) => c.chan.is_ready(false, me),
+            ReceiverFlavor::At(c, _) => c.is_ready(),
+            ReceiverFlavor::Tick(c, _) => c.is_ready(),
+            ReceiverFlavor::Never => false,
+        }
+    }
+
+    fn register(&self, oper: usize, cx: &Arc<Context>) -> Option<ErasedPacket> {
+        match &self.flavor {
+            ReceiverFlavor::Zero(c) => Some(ErasedPacket::new(c.chan.register(false, oper, cx))),
+            _ => None,
+        }
+    }
+
+    fn unregister(&self, oper: usize, cx: &Context) {
+        if let ReceiverFlavor::Zero(c) = &self.flavor {
+            c.chan.unregister(false, oper, cx);
+        }
+    }
+
+    fn eventcount(&self) -> Option<&EventCount> {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => Some(&c.not_empty),
+            ReceiverFlavor::List(c) => Some(&c.not_empty),
+            ReceiverFlavor::Zero(c) => Some(&c.chan.changed),
+            ReceiverFlavor::At(..) | ReceiverFlavor::Tick(..) | ReceiverFlavor::Never => None,
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        match &self.flavor {
+            ReceiverFlavor::At(c, _) => c.due(),
+            ReceiverFlavor::Tick(c, _) => Some(c.due()),
+            _ => None,
+        }
+    }
+
+    fn channel(&self) -> *const () {
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => Arc::as_ptr(c).cast(),
+            ReceiverFlavor::List(c) => Arc::as_ptr(c).cast(),
+            ReceiverFlavor::Zero(c) => Arc::as_ptr(c).cast(),
+            ReceiverFlavor::At(c, _) => Arc::as_ptr(c).cast(),
+            ReceiverFlavor::Tick(c, _) => Arc::as_ptr(c).cast(),
+            // Every `never()` is the same channel.
+            ReceiverFlavor::Never => std::ptr::null(),
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Completes a selected send.
+    fn finish_send(&self, token: &mut Token<'_>, msg: T) -> Result<(), SendError<T>> {
+        if token.disconnected {
+            return Err(SendError(msg));
+        }
+        match &self.flavor {
+            SenderFlavor::Array(c) => {
+                let slot = token.array_send.take().expect("a reserved slot");
+                // SAFETY: the reservation owns a slot made for `T`.
+                unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
+                let _ = slot.commit();
+                c.not_empty.notify_one();
+                Ok(())
+            }
+            SenderFlavor::List(c) => {
+                token.list_send = false;
+                c.send(msg).map_err(SendError)
+            }
+            SenderFlavor::Zero(_) => {
+                let packet = token.zero.take().expect("a paired receiver");
+                // SAFETY: the packet came from this channel of `T`.
+                unsafe { packet.into_packet::<T>() }.put(msg);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Completes a selected receive.
+    fn finish_recv(&self, token: &mut Token<'_>) -> Result<T, RecvError> {
+        if token.disconnected {
+            return Err(RecvError);
+        }
+        match &self.flavor {
+            ReceiverFlavor::Array(c) => {
+                let slot = token.array_recv.take().expect("a claimed slot");
+                // SAFETY: a claimed, not skipped slot holds a `T`; the claim
+                // frees it on drop, so it is moved out once.
+                let msg = unsafe { slot.as_ptr().cast::<T>().read() };
+                drop(slot);
+                c.not_full.notify_one();
+                Ok(msg)
+            }
+            ReceiverFlavor::List(c) => {
+                let (block, offset) = token.list.take().expect("a taken slot");
+                let mut slot = ListToken::<T>::from_raw(block, offset);
+                // SAFETY: the slot was taken from this list of `T`, once.
+                Ok(unsafe { c.chan.read(&mut slot) })
+            }
+            ReceiverFlavor::Zero(_) => {
+                let packet = token.zero.take().expect("a paired sender");
+                // SAFETY: the packet came from this channel of `T`.
+                Ok(unsafe { packet.into_packet::<T>() }.take())
+            }
+            ReceiverFlavor::At(_, f) | ReceiverFlavor::Tick(_, f) => {
+                Ok(f(token.instant.take().expect("a due instant")))
+            }
+            ReceiverFlavor::Never => unreachable!("never() is never selected"),
+        }
+    }
+}
+
+/// How long a select may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    Now,
+    Until(Option<Instant>),
+}
+
+type Entry<'a> = (&'a dyn Handle, usize);
+
+/// Runs a select over `handles`: `ready_only` only waits for an operation
+/// to be ready. Returns the position in `handles` and the token.
+fn run<'a>(
+    handles: &mut [Entry<'a>],
+    wait: Wait,
+    biased: bool,
+    ready_only: bool,
+) -> Option<(usize, Token<'a>)> {
+    let mut token = Token::default();
+    let n = handles.len();
+    if !biased {
+        // A uniform order (Fisher-Yates): every ready operation is as
+        // likely to be chosen. (A random starting point would favour the
+        // one after a run of operations that are never ready.)
+        for i in (1..n).rev() {
+            handles.swap(i, random(i + 1));
+        }
+    }
+    let handles = &*handles;
+    let deadline = match wait {
+        Wait::Now => None,
+        Wait::Until(d) => d,
+    };
+    loop {
+        for (i, &(h, _)) in handles.iter().enumerate() {
+            let done = if ready_only {
+                h.is_ready(ANYONE)
+            } else {
+                h.try_select(&mut token)
+            };
+            if done {
+                return Some((i, token));
+            }
+        }
+        let expired = match wait {
+            Wait::Now => true,
+            Wait::Until(Some(d)) => Instant::now() >= d,
+            Wait::Until(None) => false,
+        };
+        if expired {
+            // Before giving up, one more look at every operation: one that
+            // became ready while the pass above looked at the others (which
+            // another thread then emptied) would make a select that reports
+            // nothing ready not linearizable. Try again if one did.
+            if !ready_only && handles.iter().any(|h| h.0.is_ready(ANYONE)) {
+                continue;
+            }
+            return None;
+        }
+        // Park until something may have changed.
+        let picked = Context::with(|cx| {
+            // Waiting for readiness only, no counterpart may pair with us:
+            // nothing is registered then.
+            let mut packets: Vec<Option<ErasedPacket>> = handles
+                .iter()
+                .enumerate()
+                .map(|(k, h)| {
+                    if ready_only {
+                        None
+                    } else {
+                        h.0.register(FIRST_OPER + k, cx)
+                    }
+                })
+                .collect();
+            let mut ecs: Vec<&EventCount> = Vec::with_capacity(n + 1);
+            ecs.push(&cx.wake);
+            ecs.extend(handles.iter().filter_map(|h| h.0.eventcount()));
+            let due = handles
+                .iter()
+                .filter_map(|h| h.0.due())
+                .chain(deadline)
+                .min();
+            let me = cx.id();
+            let _ = shmlane_semaphore::wait_any(&ecs, due, SAFETY_STEP, &mut || {
+                if cx.selected() != WAITING
+                    || handles.iter().any(|h| h.0.is_ready(me))
+                    || due.is_some_and(|d| Instant::now() >= d)
+                {
+                    Some(())
+                } else {
+                    None
+                }
+            });
+            let sel = if cx.try_select(ABORTED) {
+                ABORTED
+            } else {
+                cx.selected()
+            };
+            if !ready_only {
+                for (k, h) in handles.iter().enumerate() {
+                    h.0.unregister(FIRST_OPER + k, cx);
+                }
+            }
+            // The wakeup this select may have taken, passed on.
+            for h in handles {
+                if let Some(ec) = h.0.eventcount() {
+                    if h.0.is_ready(me) {
+                        ec.notify_one();
+                    }
+                }
+            }
+            if sel >= FIRST_OPER {
+                let k = sel - FIRST_OPER;
+                Some((k, packets[k].take()))
+            } else {
+                None
+            }
+        });
+        if let Some((k, packet)) = picked {
+            // A counterpart paired with our rendezvous operation `k`.
+            token.zero = packet;
+            return Some((k, token));
+        }
+    }
+}
+
+/// Waits on several channel operations at once, and completes one of them:
+/// the runtime form of [`select!`](crate::select!), for a set of
+/// operations known only at run time. A drop-in for
+/// `crossbeam_channel::Select`.
+///
+/// Add operations with [`send`](Self::send) and [`recv`](Self::recv),
+/// which return their index; [`select`](Self::select) blocks until one is
+/// ready and returns it as a [`SelectedOperation`], which must then be
+/// completed with [`SelectedOperation::send`] or
+/// [`SelectedOperation::recv`] on the same channel. When several are
+/// ready, one is chosen at random.
+///
+/// # Examples
+///
+/// ```
+/// use std::thread;
+/// use std::time::Duration;
+///
+/// let (s1, r1) = shmlane::unbounded();
+/// let (s2, r2) = shmlane::bounded(1);
+/// thread::spawn(move || s1.send(10).unwrap());
+/// thread::spawn(move || s2.send(20).unwrap());
+///
+/// let mut sel = shmlane::Select::new();
+/// let oper1 = sel.recv(&r1);
+/// let oper2 = sel.recv(&r2);
+/// let oper = sel.select();
+/// match oper.index() {
+///     i if i == oper1 => assert_eq!(oper.recv(&r1), Ok(10)),
+///     i if i == oper2 => assert_eq!(oper.recv(&r2), Ok(20)),
+///     _ => unreachable!(),
+/// }
+/// ```
+pub struct Select<'a> {
+    handles: Vec<Entry<'a>>,
+    next_index: usize,
+    biased: bool,
+}
+
+// SAFETY: a `Select` only reserves, claims or pairs; moving a message in
+// or out takes the `Sender` or `Receiver` itself in the thread that holds
+// it (`SelectedOperation::send`/`recv`), so no `T` crosses threads through
+// a `Select`. (crossbeam-channel's `Select` is `Send` and `Sync` too.)
+unsafe impl Send for Select<'_> {}
+// SAFETY: as above; `&Select` allows nothing but `Clone` and `Debug`.
+unsafe impl Sync for Select<'_> {}
+
+impl<'a> Select<'a> {
+    /// An empty select, choosing at random among ready operations.
+    pub fn new() -> Self {
+        Self {
+            handles: Vec::with_capacity(4),
+            next_index: 0,
+            biased: false,
+        }
+    }
+
+    /// An empty select that prefers the operations added first when
+    /// several are ready.
+    pub fn new_biased() -> Self {
+        Self {
+            biased: true,
+            ..Self::new()
+        }
+    }
+
+    /// Adds a send operation; returns its index.
+    pub fn send<T>(&mut self, s: &'a Sender<T>) -> usize {
+        self.add(s)
+    }
+
+    /// Adds a receive operation; returns its index.
+    pub fn recv<T>(&mut self, r: &'a Receiver<T>) -> usize {
+        self.add(r)
+    }
+
+    fn add(&mut self, h: &'a dyn Handle) -> usize {
+        let i = self.next_index;
+        self.handles.push((h, i));
+        self.next_index += 1;
+        i
+    }
+
+    /// Removes the operation with index `index`.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such operation (never added, or removed already).
+    pub fn remove(&mut self, index: usize) {
+        let pos = self
+            .handles
+            .iter()
+            .position(|(_, i)| *i == index)
+            .expect("no operation with this index to remove");
+        self.handles.swap_remove(pos);
+    }
+
+    fn run(&mut self, wait: Wait) -> Option<SelectedOperation<'a>> {
+        let (k, token) = run(&mut self.handles, wait, self.biased, false)?;
+        let (h, index) = self.handles[k];
+        Some(SelectedOperation {
+            token,
+            index,
+            channel: h.channel(),
+            done: false,
+        })
+    }
+
+    /// Completes an operation that is ready now, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySelectError`] if none is.
+    pub fn try_select(&mut self) -> Result<SelectedOperation<'a>, TrySelectError> {
+        self.run(Wait::Now).ok_or(TrySelectError)
+    }
+
+    /// Blocks until an operation is ready and selects it. With no
+    /// operation, blocks for ever.
+    pub fn select(&mut self) -> SelectedOperation<'a> {
+        self.run(Wait::Until(None))
+            .expect("a select without a deadline returns an operation")
+    }
+
+    /// As [`select`](Self::select), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectTimeoutError`] if no operation became ready in time.
+    pub fn select_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<SelectedOperation<'a>, SelectTimeoutError> {
+        self.run(Wait::Until(Instant::now().checked_add(timeout)))
+            .ok_or(SelectTimeoutError)
+    }
+
+    /// As [`select`](Self::select), until `deadline` at the latest.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectTimeoutError`] if no operation became ready in time.
+    pub fn select_deadline(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<SelectedOperation<'a>, SelectTimeoutError> {
+        self.run(Wait::Until(Some(deadline)))
+            .ok_or(SelectTimeoutError)
+    }
+
+    fn ready_in(&mut self, wait: Wait) -> Option<usize> {
+        let (k, _) = run(&mut self.handles, wait, self.biased, true)?;
+        Some(self.handles[k].1)
+    }
+
+    /// The index of an operation that is ready now (one that would
+    /// complete, or fail, without blocking), without completing it.
+    ///
+    /// # Errors
+    ///
+    /// [`TryReadyError`] if none is.
+    pub fn try_ready(&mut self) -> Result<usize, TryReadyError> {
+        self.ready_in(Wait::Now).ok_or(TryReadyError)
+    }
+
+    /// Blocks until an operation is ready and returns its index, without
+    /// completing it (another thread may take it first: try it, and wait
+    /// again if it fails).
+    pub fn ready(&mut self) -> usize {
+        self.ready_in(Wait::Until(None))
+            .expect("a wait without a deadline returns an operation")
+    }
+
+    /// As [`ready`](Self::ready), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadyTimeoutError`] if no operation became ready in time.
+    pub fn ready_timeout(&mut self, timeout: Duration) -> Result<usize, ReadyTimeoutError> {
+        self.ready_in(Wait::Until(Instant::now().checked_add(timeout)))
+            .ok_or(ReadyTimeoutError)
+    }
+
+    /// As [`ready`](Self::ready), until `deadline` at the latest.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadyTimeoutError`] if no operation became ready in time.
+    pub fn ready_deadline(&mut self, deadline: Instant) -> Result<usize, ReadyTimeoutError> {
+        self.ready_in(Wait::Until(Some(deadline)))
+            .ok_or(ReadyTimeoutError)
+    }
+}
+
+impl Default for Select<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clone for Select<'_> {
+    fn clone(&self) -> Self {
+        Self {
+            handles: self.handles.clone(),
+            next_index: self.next_index,
+            biased: self.biased,
+        }
+    }
+}
+
+impl fmt::Debug for Select<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Select { .. }")
+    }
+}
+
+/// An operation a [`Select`] chose: complete it with [`send`](Self::send)
+/// or [`recv`](Self::recv) on the channel it was added with. Dropping it
+/// unfinished panics (a rendezvous partner may be waiting on it).
+#[must_use = "a selected operation must be completed with `send` or `recv`"]
+pub struct SelectedOperation<'a> {
+    token: Token<'a>,
+    index: usize,
+    channel: *const (),
+    done: bool,
+}
+
+impl SelectedOperation<'_> {
+    /// The index [`Select::send`] or [`Select::recv`] gave the operation.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Completes a send operation with `msg`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] with the message if the channel is disconnected.
+    ///
+    /// # Panics
+    ///
+    /// If `s` is not the sender the operation was selected on.
+    pub fn send<T>(mut self, s: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+        assert!(
+            Handle::channel(s) == self.channel,
+            "SelectedOperation::send: this sender was not the selected operation's"
+        );
+        self.done = true;
+        s.finish_send(&mut self.token, msg)
+    }
+
+    /// Completes a receive operation.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError`] if the channel is empty and disconnected.
+    ///
+    /// # Panics
+    ///
+    /// If `r` is not the receiver the operation was selected on.
+    pub fn recv<T>(mut self, r: &Receiver<T>) -> Result<T, RecvError> {
+        assert!(
+            Handle::channel(r) == self.channel,
+            "SelectedOperation::recv: this receiver was not the selected operation's"
+        );
+        self.done = true;
+        r.finish_recv(&mut self.token)
+    }
+}
+
+impl Drop for SelectedOperation<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Never leave an uninitialised message published.
+        if let Some(slot) = self.token.array_send.take() {
+            slot.cancel();
+        }
+        if !std::thread::panicking() {
+            panic!("dropped a SelectedOperation without completing it with send or recv");
+        }
+    }
+}
+
+impl fmt::Debug for SelectedOperation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SelectedOperation")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! unit_error {
+    ($(#[$doc:meta])* $name:ident, $text:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name;
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($text)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+unit_error!(
+    /// [`Select::try_select`] found no operation ready.
+    TrySelectError,
+    "all operations in select would block"
+);
+unit_error!(
+    /// [`Select::select_timeout`] saw no operation ready in time.
+    SelectTimeoutError,
+    "timed out waiting on select"
+);
+unit_error!(
+    /// [`Select::try_ready`] found no operation ready.
+    TryReadyError,
+    "all operations in select would block"
+);
+unit_error!(
+    /// [`Select::ready_timeout`] saw no operation ready in time.
+    ReadyTimeoutError,
+    "timed out waiting on ready"
+);

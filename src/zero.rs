@@ -1,0 +1,341 @@
+//! The zero-capacity (rendezvous) channel: a send completes only when a
+//! receiver takes the message.
+//!
+//! A thread that finds no counterpart registers an entry (its
+//! [`Context`], which operation, and a packet for the message) and sleeps.
+//! A counterpart takes the entry out under the channel's lock, selects the
+//! context with a compare-and-swap (so a thread waiting in a select is
+//! paired at most once), and exchanges the message through the packet.
+//! Entries of a select's send arms have an empty packet until the select
+//! completes: whoever paired with one waits for the packet to fill.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use shmlane_semaphore::EventCount;
+
+use crate::context::{Context, ABORTED, DISCONNECTED, FIRST_OPER, WAITING};
+use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::sync::{backoff, AtomicBool, Ordering};
+
+/// The message a pair exchanges.
+pub(crate) struct Packet<T> {
+    msg: Mutex<Option<T>>,
+    ready: AtomicBool,
+    filled: EventCount,
+}
+
+impl<T> Packet<T> {
+    fn new(msg: Option<T>) -> Arc<Self> {
+        let ready = msg.is_some();
+        Arc::new(Self {
+            msg: Mutex::new(msg),
+            ready: AtomicBool::new(ready),
+            filled: EventCount::new(),
+        })
+    }
+
+    /// Fills the packet for the thread on the other end.
+    pub(crate) fn put(&self, msg: T) {
+        *self.msg.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        // Release: pairs with the Acquire in `take`.
+        self.ready.store(true, Ordering::Release);
+        self.filled.notify_all();
+    }
+
+    /// Takes the message, waiting for the other end to fill the packet.
+    pub(crate) fn take(&self) -> T {
+        // Acquire: pairs with `put`.
+        let ready = || self.ready.load(Ordering::Acquire).then_some(());
+        let mut step = 0;
+        while ready().is_none() && step < 10 {
+            backoff(&mut step);
+        }
+        let _ = self.filled.wait_until(None, ready);
+        self.take_back().expect("a ready packet holds a message")
+    }
+
+    /// The message, if the packet still holds one.
+    fn take_back(&self) -> Option<T> {
+        self.msg.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+struct Entry<T> {
+    cx: Arc<Context>,
+    oper: usize,
+    packet: Arc<Packet<T>>,
+}
+
+/// The waiting operations of one side.
+struct Waiting<T>(Vec<Entry<T>>);
+
+impl<T> Waiting<T> {
+    /// Takes out the first entry of another thread that can be selected,
+    /// and selects it.
+    /// Starts at a random entry: a select with several arms on this
+    /// channel has each of them chosen as often.
+    fn pair(&mut self, me: usize) -> Option<Entry<T>> {
+        let n = self.0.len();
+        if n == 0 {
+            return None;
+        }
+        let start = crate::context::random(n);
+        let i = (0..n).map(|k| (start + k) % n).find(|&i| {
+            let e = &self.0[i];
+            e.cx.id() != me && e.cx.try_select(e.oper)
+        })?;
+        Some(self.0.remove(i))
+    }
+
+    /// Whether an entry of another thread is waiting to be selected.
+    fn can_pair(&self, me: usize) -> bool {
+        self.0
+            .iter()
+            .any(|e| e.cx.id() != me && e.cx.selected() == WAITING)
+    }
+
+    fn remove(&mut self, cx: &Context, oper: usize) {
+        self.0
+            .retain(|e| !(std::ptr::eq(&*e.cx, cx) && e.oper == oper));
+    }
+
+    fn disconnect(&mut self) {
+        for e in self.0.drain(..) {
+            if e.cx.try_select(DISCONNECTED) {
+                e.cx.unpark();
+            }
+        }
+    }
+}
+
+struct Inner<T> {
+    senders: Waiting<T>,
+    receivers: Waiting<T>,
+    disconnected: bool,
+}
+
+/// A zero-capacity channel.
+pub(crate) struct Zero<T> {
+    inner: Mutex<Inner<T>>,
+    /// Notified whenever an entry is registered or the channel is
+    /// disconnected, for selects that wait for an operation to become
+    /// ready.
+    pub(crate) changed: EventCount,
+}
+
+/// The id that pairs with every waiting thread (outside a select).
+pub(crate) const ANYONE: usize = 0;
+
+impl<T> Zero<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                senders: Waiting(Vec::new()),
+                receivers: Waiting(Vec::new()),
+                disconnected: false,
+            }),
+            changed: EventCount::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        // No code that can panic runs under the lock with the lists half
+        // changed; a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pairs with a waiting receiver, for a select's send arm: the
+    /// receiver's packet, to fill when the select completes. `Err` when
+    /// the channel is disconnected; `Ok(None)` when nobody waits.
+    pub(crate) fn start_send(&self, me: usize) -> Result<Option<Arc<Packet<T>>>, ()> {
+        let mut inner = self.lock();
+        if let Some(e) = inner.receivers.pair(me) {
+            drop(inner);
+            e.cx.unpark();
+            return Ok(Some(e.packet));
+        }
+        if inner.disconnected {
+            Err(())
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Pairs with a waiting sender: its packet, to take the message from.
+    /// As [`start_send`](Self::start_send) otherwise.
+    pub(crate) fn start_recv(&self, me: usize) -> Result<Option<Arc<Packet<T>>>, ()> {
+        let mut inner = self.lock();
+        if let Some(e) = inner.senders.pair(me) {
+            drop(inner);
+            e.cx.unpark();
+            return Ok(Some(e.packet));
+        }
+        if inner.disconnected {
+            Err(())
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub(crate) fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        match self.start_send(ANYONE) {
+            Ok(Some(packet)) => {
+                packet.put(msg);
+                Ok(())
+            }
+            Ok(None) => Err(TrySendError::Full(msg)),
+            Err(()) => Err(TrySendError::Disconnected(msg)),
+        }
+    }
+
+    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
+        match self.start_recv(ANYONE) {
+            Ok(Some(packet)) => Ok(packet.take()),
+            Ok(None) => Err(TryRecvError::Empty),
+            Err(()) => Err(TryRecvError::Disconnected),
+        }
+    }
+
+    pub(crate) fn send(
+        &self,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<T>> {
+        let mut msg = msg;
+        loop {
+            let mut inner = self.lock();
+            if let Some(e) = inner.receivers.pair(ANYONE) {
+                drop(inner);
+                e.packet.put(msg);
+                e.cx.unpark();
+                return Ok(());
+            }
+            if inner.disconnected {
+                return Err(SendTimeoutError::Disconnected(msg));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(SendTimeoutError::Timeout(msg));
+            }
+            let sel = Context::with(|cx| {
+                let packet = Packet::new(Some(msg));
+                inner.senders.0.push(Entry {
+                    cx: Arc::clone(cx),
+                    oper: FIRST_OPER,
+                    packet: Arc::clone(&packet),
+                });
+                drop(inner);
+                self.changed.notify_all();
+                let sel = cx.wait_until(deadline);
+                if sel == FIRST_OPER {
+                    // A receiver has the packet.
+                    return Ok(());
+                }
+                self.lock().senders.remove(cx, FIRST_OPER);
+                Err((
+                    sel,
+                    packet
+                        .take_back()
+                        .expect("an unpaired packet keeps its message"),
+                ))
+            });
+            match sel {
+                Ok(()) => return Ok(()),
+                Err((ABORTED, m)) => return Err(SendTimeoutError::Timeout(m)),
+                // DISCONNECTED: look again.
+                Err((_, m)) => msg = m,
+            }
+        }
+    }
+
+    pub(crate) fn recv(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+        loop {
+            let mut inner = self.lock();
+            if let Some(e) = inner.senders.pair(ANYONE) {
+                drop(inner);
+                e.cx.unpark();
+                return Ok(e.packet.take());
+            }
+            if inner.disconnected {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            let got = Context::with(|cx| {
+                let packet = Packet::new(None);
+                inner.receivers.0.push(Entry {
+                    cx: Arc::clone(cx),
+                    oper: FIRST_OPER,
+                    packet: Arc::clone(&packet),
+                });
+                drop(inner);
+                self.changed.notify_all();
+                let sel = cx.wait_until(deadline);
+                if sel == FIRST_OPER {
+                    return Ok(packet.take());
+                }
+                self.lock().receivers.remove(cx, FIRST_OPER);
+                Err(sel)
+            });
+            match got {
+                Ok(msg) => return Ok(msg),
+                Err(ABORTED) => return Err(RecvTimeoutError::Timeout),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Registers a select's arm: a send arm's packet is filled when the
+    /// select completes, a receive arm's by the sender that pairs with it.
+    /// Returns the packet.
+    pub(crate) fn register(&self, send: bool, oper: usize, cx: &Arc<Context>) -> Arc<Packet<T>> {
+        let packet = Packet::new(None);
+        let entry = Entry {
+            cx: Arc::clone(cx),
+            oper,
+            packet: Arc::clone(&packet),
+        };
+        let mut inner = self.lock();
+        if send {
+            inner.senders.0.push(entry);
+        } else {
+            inner.receivers.0.push(entry);
+        }
+        drop(inner);
+        self.changed.notify_all();
+        packet
+    }
+
+    /// Takes a select's arm out again.
+    pub(crate) fn unregister(&self, send: bool, oper: usize, cx: &Context) {
+        let mut inner = self.lock();
+        if send {
+            inner.senders.remove(cx, oper);
+        } else {
+            inner.receivers.remove(cx, oper);
+        }
+    }
+
+    /// Whether a send (`send`) or receive would pair now, or fail at once.
+    pub(crate) fn is_ready(&self, send: bool, me: usize) -> bool {
+        let inner = self.lock();
+        inner.disconnected
+            || if send {
+                inner.receivers.can_pair(me)
+            } else {
+                inner.senders.can_pair(me)
+            }
+    }
+
+    pub(crate) fn disconnect(&self) {
+        let mut inner = self.lock();
+        if !inner.disconnected {
+            inner.disconnected = true;
+            inner.senders.disconnect();
+            inner.receivers.disconnect();
+        }
+        drop(inner);
+        self.changed.notify_all();
+    }
+}

@@ -1,0 +1,11 @@
+//! crossbeam-channel's own `tests/select_macro.rs`, unchanged but for the crate
+//! name, run against shmlane (see `tests/crossbeam/README.md`).
+#![allow(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+
+#[path = "crossbeam/select_macro.rs"]
+mod select_macro;
