@@ -21,7 +21,7 @@ pub(crate) const FIRST_OPER: usize = 3;
 /// The source of context ids.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
-pub(crate) struct Context {
+pub struct Context {
     select: AtomicUsize,
     /// Notified once the context is selected.
     pub(crate) wake: EventCount,

@@ -64,7 +64,7 @@
 //! # Moving from crossbeam-channel
 //!
 //! Change the crate name: [`bounded`] (`bounded(0)` is a rendezvous
-//! channel), [`unbounded`], [`after`], [`at`], [`tick`], [`never`],
+//! channel), [`unbounded`], [`after`], [`at`], [`tick`], [`never`](never()),
 //! [`select!`], [`select_biased!`], [`Select`], [`Sender`], [`Receiver`]
 //! and the error types have the same names, methods and behaviour;
 //! crossbeam-channel's own test files run against shmlane unchanged but for
@@ -148,8 +148,16 @@ pub use error::{
 };
 #[cfg(not(shmlane_loom))]
 pub use select::{
-    ReadyTimeoutError, Select, SelectTimeoutError, SelectedOperation, TryReadyError, TrySelectError,
+    ReadyTimeoutError, Select, SelectRecv, SelectSend, SelectTimeoutError, SelectedOperation,
+    TryReadyError, TrySelectError,
 };
+
+/// What `select!` expands to needs; not part of the API.
+#[cfg(not(shmlane_loom))]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::select::{Handle, SelectRecv, SelectSend, Token};
+}
 pub use shmlane_semaphore::WaitStrategy;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 pub use shmlane_semaphore::{

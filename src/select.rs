@@ -13,6 +13,7 @@
 //! operation that is still ready.
 
 use std::fmt;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use crate::zero::{Packet, ANYONE};
 const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
 
 /// An `Arc<Packet<T>>` with `T` erased.
-pub(crate) struct ErasedPacket {
+pub struct ErasedPacket {
     ptr: *const (),
     drop: unsafe fn(*const ()),
 }
@@ -68,9 +69,48 @@ impl Drop for ErasedPacket {
     }
 }
 
+/// A `Box<T>` with `T` erased: a cross-process receive's result.
+pub struct ErasedBox {
+    ptr: *mut (),
+    drop: unsafe fn(*mut ()),
+}
+
+impl ErasedBox {
+    pub(crate) fn new<T>(value: T) -> Self {
+        /// # Safety
+        ///
+        /// `p` came from `Box::<T>::into_raw`, once.
+        unsafe fn drop_box<T>(p: *mut ()) {
+            // SAFETY: as the function's contract says.
+            drop(unsafe { Box::from_raw(p.cast::<T>()) });
+        }
+        Self {
+            ptr: Box::into_raw(Box::new(value)).cast(),
+            drop: drop_box::<T>,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `T` is the type the box was made with.
+    pub(crate) unsafe fn into_inner<T>(self) -> T {
+        let p = self.ptr;
+        std::mem::forget(self);
+        // SAFETY: made by `new::<T>`, as the caller promises.
+        *unsafe { Box::from_raw(p.cast::<T>()) }
+    }
+}
+
+impl Drop for ErasedBox {
+    fn drop(&mut self) {
+        // SAFETY: made by `new`, dropped once.
+        unsafe { (self.drop)(self.ptr) };
+    }
+}
+
 /// What a selected operation took, for its completion.
 #[derive(Default)]
-pub(crate) struct Token<'a> {
+pub struct Token<'a> {
     array_send: Option<mpmc::Reservation<'a>>,
     array_recv: Option<mpmc::Claim<'a>>,
     /// The list slot taken: block and offset, with `T` erased.
@@ -79,12 +119,14 @@ pub(crate) struct Token<'a> {
     list_send: bool,
     zero: Option<ErasedPacket>,
     instant: Option<Instant>,
+    /// A cross-process receive's result.
+    pub(crate) ipc: Option<ErasedBox>,
     /// The operation fails: its channel is disconnected.
     disconnected: bool,
 }
 
 /// One operation of a select, type-erased.
-pub(crate) trait Handle {
+pub trait Handle {
     /// Starts the operation if it can complete now; fills `token`.
     fn try_select<'a>(&'a self, token: &mut Token<'a>) -> bool;
     /// Whether the operation would complete (or fail) now, without
@@ -95,15 +137,26 @@ pub(crate) trait Handle {
     fn register(&self, _oper: usize, _cx: &Arc<Context>) -> Option<ErasedPacket> {
         None
     }
+    /// Takes operation `oper` out again.
     fn unregister(&self, _oper: usize, _cx: &Context) {}
     /// The eventcount a parked select sleeps on for this operation.
     fn eventcount(&self) -> Option<&EventCount>;
+    /// The waiter's tally for [`eventcount`](Self::eventcount), where it
+    /// lies in shared memory (see `EventCount::wait_tallied`).
+    fn tally(&self) -> Option<&AtomicU32> {
+        None
+    }
     /// When the operation becomes ready by itself (timers).
     fn due(&self) -> Option<Instant> {
         None
     }
     /// The channel, to check that a completion names the selected one.
     fn channel(&self) -> *const ();
+    /// How often a parked select must look again by itself (cross-process
+    /// channels: to notice a peer that died, as their blocking receives do).
+    fn step(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl<T> Handle for Sender<T> {
@@ -314,6 +367,95 @@ impl<T> Handle for Receiver<T> {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for crate::Receiver<T> {}
+    impl<T> Sealed for crate::Sender<T> {}
+    impl<M> Sealed for crate::ipc::Receiver<M> {}
+    impl<R: Sealed + ?Sized> Sealed for &R {}
+}
+
+/// A receiver a [`Select`] or [`select!`](crate::select!) can wait on: an
+/// in-process [`Receiver`], or a cross-process
+/// [`ipc::Receiver`](crate::ipc::Receiver) (any address; shared-memory
+/// rings are waited on with the rest in one `futex_waitv` call, kernel
+/// transports are looked at every 10 ms).
+pub trait SelectRecv: sealed::Sealed {
+    /// What completing the receive returns: `Result<T, RecvError>` for an
+    /// in-process receiver, the kind's `Result<Output, RecvError>` for a
+    /// cross-process one.
+    type Output;
+    #[doc(hidden)]
+    fn __handle(&self) -> &dyn Handle;
+    #[doc(hidden)]
+    fn __finish(&self, token: &mut Token<'_>) -> Self::Output;
+    /// For `select!`: `handle.__as_select_recv()` finds the receiver
+    /// through references and `Deref`.
+    #[doc(hidden)]
+    fn __as_select_recv(&self) -> &Self {
+        self
+    }
+}
+
+/// A sender a [`Select`] or [`select!`](crate::select!) can wait on (an
+/// in-process [`Sender`]; cross-process senders are not there yet).
+pub trait SelectSend: sealed::Sealed {
+    /// The message type.
+    type Msg;
+    /// What completing the send returns.
+    type Output;
+    #[doc(hidden)]
+    fn __handle(&self) -> &dyn Handle;
+    #[doc(hidden)]
+    fn __finish(&self, token: &mut Token<'_>, msg: Self::Msg) -> Self::Output;
+    #[doc(hidden)]
+    fn __as_select_send(&self) -> &Self {
+        self
+    }
+}
+
+impl<T> SelectRecv for Receiver<T> {
+    type Output = Result<T, RecvError>;
+    fn __handle(&self) -> &dyn Handle {
+        self
+    }
+    fn __finish(&self, token: &mut Token<'_>) -> Self::Output {
+        self.finish_recv(token)
+    }
+}
+
+impl<R: SelectRecv + ?Sized> SelectRecv for &R {
+    type Output = R::Output;
+    fn __handle(&self) -> &dyn Handle {
+        (**self).__handle()
+    }
+    fn __finish(&self, token: &mut Token<'_>) -> Self::Output {
+        (**self).__finish(token)
+    }
+}
+
+impl<T> SelectSend for Sender<T> {
+    type Msg = T;
+    type Output = Result<(), SendError<T>>;
+    fn __handle(&self) -> &dyn Handle {
+        self
+    }
+    fn __finish(&self, token: &mut Token<'_>, msg: T) -> Self::Output {
+        self.finish_send(token, msg)
+    }
+}
+
+impl<S: SelectSend + ?Sized> SelectSend for &S {
+    type Msg = S::Msg;
+    type Output = S::Output;
+    fn __handle(&self) -> &dyn Handle {
+        (**self).__handle()
+    }
+    fn __finish(&self, token: &mut Token<'_>, msg: S::Msg) -> Self::Output {
+        (**self).__finish(token, msg)
+    }
+}
+
 impl<T> Sender<T> {
     /// Completes a selected send.
     fn finish_send(&self, token: &mut Token<'_>, msg: T) -> Result<(), SendError<T>> {
@@ -451,19 +593,28 @@ fn run<'a>(
                     }
                 })
                 .collect();
-            let mut ecs: Vec<&EventCount> = Vec::with_capacity(n + 1);
-            ecs.push(&cx.wake);
-            ecs.extend(handles.iter().filter_map(|h| h.0.eventcount()));
+            let mut ecs: Vec<(&EventCount, Option<&AtomicU32>)> = Vec::with_capacity(n + 1);
+            ecs.push((&cx.wake, None));
+            ecs.extend(
+                handles
+                    .iter()
+                    .filter_map(|h| h.0.eventcount().map(|ec| (ec, h.0.tally()))),
+            );
             let due = handles
                 .iter()
                 .filter_map(|h| h.0.due())
                 .chain(deadline)
                 .min();
             let me = cx.id();
-            let _ = shmlane_semaphore::wait_any(&ecs, due, SAFETY_STEP, &mut || {
+            // Cross-process operations are looked at again (tried, not only
+            // checked) every step, as their blocking receives do.
+            let step = handles.iter().filter_map(|h| h.0.step()).min();
+            let parked = Instant::now();
+            let _ = shmlane_semaphore::wait_any(&ecs, due, step.or(SAFETY_STEP), &mut || {
                 if cx.selected() != WAITING
                     || handles.iter().any(|h| h.0.is_ready(me))
                     || due.is_some_and(|d| Instant::now() >= d)
+                    || step.is_some_and(|s| parked.elapsed() >= s)
                 {
                     Some(())
                 } else {
@@ -570,13 +721,14 @@ impl<'a> Select<'a> {
     }
 
     /// Adds a send operation; returns its index.
-    pub fn send<T>(&mut self, s: &'a Sender<T>) -> usize {
-        self.add(s)
+    pub fn send<S: SelectSend + ?Sized>(&mut self, s: &'a S) -> usize {
+        self.add(s.__handle())
     }
 
-    /// Adds a receive operation; returns its index.
-    pub fn recv<T>(&mut self, r: &'a Receiver<T>) -> usize {
-        self.add(r)
+    /// Adds a receive operation (on an in-process or a cross-process
+    /// receiver); returns its index.
+    pub fn recv<R: SelectRecv + ?Sized>(&mut self, r: &'a R) -> usize {
+        self.add(r.__handle())
     }
 
     fn add(&mut self, h: &'a dyn Handle) -> usize {
@@ -745,13 +897,13 @@ impl SelectedOperation<'_> {
     /// # Panics
     ///
     /// If `s` is not the sender the operation was selected on.
-    pub fn send<T>(mut self, s: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+    pub fn send<S: SelectSend + ?Sized>(mut self, s: &S, msg: S::Msg) -> S::Output {
         assert!(
-            Handle::channel(s) == self.channel,
+            s.__handle().channel() == self.channel,
             "SelectedOperation::send: this sender was not the selected operation's"
         );
         self.done = true;
-        s.finish_send(&mut self.token, msg)
+        s.__finish(&mut self.token, msg)
     }
 
     /// Completes a receive operation.
@@ -763,13 +915,13 @@ impl SelectedOperation<'_> {
     /// # Panics
     ///
     /// If `r` is not the receiver the operation was selected on.
-    pub fn recv<T>(mut self, r: &Receiver<T>) -> Result<T, RecvError> {
+    pub fn recv<R: SelectRecv + ?Sized>(mut self, r: &R) -> R::Output {
         assert!(
-            Handle::channel(r) == self.channel,
+            r.__handle().channel() == self.channel,
             "SelectedOperation::recv: this receiver was not the selected operation's"
         );
         self.done = true;
-        r.finish_recv(&mut self.token)
+        r.__finish(&mut self.token)
     }
 }
 

@@ -156,11 +156,16 @@ macro_rules! __select_nest {
 #[macro_export]
 macro_rules! __select_add {
     ($sel:ident recv $name:ident) => {{
-        let h: &$crate::Receiver<_> = $name;
+        #[allow(unused_imports)]
+        use $crate::__private::SelectRecv as _;
+        // Method syntax: finds the receiver through references and `Deref`.
+        let h = $name.__as_select_recv();
         (h, $sel.recv(h))
     }};
     ($sel:ident send $name:ident) => {{
-        let h: &$crate::Sender<_> = $name;
+        #[allow(unused_imports)]
+        use $crate::__private::SelectSend as _;
+        let h = $name.__as_select_send();
         (h, $sel.send(h))
     }};
 }

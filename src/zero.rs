@@ -19,7 +19,7 @@ use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendErro
 use crate::sync::{backoff, AtomicBool, Ordering};
 
 /// The message a pair exchanges.
-pub(crate) struct Packet<T> {
+pub struct Packet<T> {
     msg: Mutex<Option<T>>,
     ready: AtomicBool,
     filled: EventCount,

@@ -179,3 +179,41 @@ fn stress_more_threads_than_cores_with_timeouts() {
     let n = THREADS * PER;
     assert_eq!(total.load(Ordering::Relaxed), n * (n - 1) / 2);
 }
+
+#[test]
+fn a_selected_operation_dropped_unfinished_panics_and_publishes_nothing() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    // A bounded channel: the select reserved a slot for the send; dropping
+    // the operation must not publish that (uninitialised) slot.
+    let (s, r) = bounded::<String>(2);
+    let dropped = catch_unwind(AssertUnwindSafe(|| {
+        let mut sel = shmlane::Select::new();
+        sel.send(&s);
+        let oper = sel.select();
+        drop(oper);
+    }));
+    assert!(dropped.is_err(), "dropping an unfinished operation panics");
+    s.send("after".to_string()).unwrap();
+    // The cancelled slot is skipped: the only message is the real one.
+    assert_eq!(r.try_recv().as_deref(), Ok("after"));
+    assert_eq!(r.try_recv(), Err(shmlane::TryRecvError::Empty));
+    // The skipped slot is reusable: the channel still holds 2.
+    s.send("a".into()).unwrap();
+    s.send("b".into()).unwrap();
+    assert_eq!(s.try_send("c".into()), Err(TrySendError::Full("c".into())));
+}
+
+#[test]
+fn select_completes_on_the_chosen_channel_only() {
+    let (s1, r1) = bounded::<u8>(1);
+    let (_s2, r2) = bounded::<u8>(1);
+    s1.send(1).unwrap();
+    let mut sel = shmlane::Select::new();
+    let i1 = sel.recv(&r1);
+    sel.recv(&r2);
+    let oper = sel.select();
+    assert_eq!(oper.index(), i1);
+    // Completing with the other receiver is a bug the API catches.
+    let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| oper.recv(&r2)));
+    assert!(wrong.is_err());
+}

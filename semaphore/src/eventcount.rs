@@ -239,7 +239,8 @@ impl EventCount {
 /// (Linux 5.16+) covers up to 128 of them; where it is missing, or for more,
 /// the wait falls back to steps of 1 ms on the first (see
 /// [`waits_on_many`]). `step` and `deadline` as in
-/// [`EventCount::wait_in_steps`]. Does not spin first.
+/// [`EventCount::wait_in_steps`]; each eventcount's optional tally as in
+/// [`EventCount::wait_tallied`]. Does not spin first.
 ///
 /// # Errors
 ///
@@ -247,16 +248,20 @@ impl EventCount {
 /// on its last check.
 #[cfg(not(shmlane_loom))]
 pub fn wait_any<R>(
-    ecs: &[&EventCount],
+    ecs: &[(&EventCount, Option<&AtomicU32>)],
     deadline: Option<Instant>,
     step: Option<Duration>,
     cond: &mut impl FnMut() -> Option<R>,
 ) -> Result<R, TimedOut> {
     /// Withdraws the announcements on every exit.
-    struct Announced<'a>(&'a [&'a EventCount]);
+    struct Announced<'a>(&'a [(&'a EventCount, Option<&'a AtomicU32>)]);
     impl Drop for Announced<'_> {
         fn drop(&mut self) {
-            for ec in self.0 {
+            for (ec, tally) in self.0 {
+                if let Some(t) = tally {
+                    // Relaxed: as in `Key::drop`.
+                    t.fetch_sub(1, Ordering::Relaxed);
+                }
                 // Relaxed: as in `Key::drop`.
                 let _ = ec
                     .waiters
@@ -271,9 +276,13 @@ pub fn wait_any<R>(
         if let Some(r) = cond() {
             return Ok(r);
         }
-        for ec in ecs {
-            // Relaxed: the barrier below orders it (as in `prepare`).
+        for (ec, tally) in ecs {
+            // Relaxed: the barrier below orders it (as in `prepare`): the
+            // global count first, the tally second.
             ec.waiters.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = tally {
+                t.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let announced = Announced(ecs);
         // One barrier for all the announcements; pairs with `waker_side`.
@@ -282,7 +291,7 @@ pub fn wait_any<R>(
         // Acquire: pairs with the Release bump in `wake_slow`.
         words.extend(
             ecs.iter()
-                .map(|ec| (&ec.seq, ec.seq.load(Ordering::Acquire))),
+                .map(|(ec, _)| (&ec.seq, ec.seq.load(Ordering::Acquire))),
         );
         if let Some(r) = cond() {
             return Ok(r);

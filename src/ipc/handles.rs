@@ -1225,3 +1225,61 @@ impl<'a, M: Message> IntoIterator for &'a Receiver<M> {
         self.iter()
     }
 }
+
+/// A cross-process receiver in a [`Select`](crate::Select): a try is one
+/// non-blocking receive, whose result the token keeps for the completion;
+/// a parked select sleeps on the ring's shared `not_empty` eventcount with
+/// the rest (counted in this process's tally, so a crash leaves no stale
+/// announcement) and looks again every 10 ms for peers that died, as a
+/// blocking receive does. Kernel transports have no eventcount: they are
+/// only looked at every 10 ms.
+impl<M: Message> crate::select::Handle for Receiver<M> {
+    fn try_select<'a>(&'a self, token: &mut crate::select::Token<'a>) -> bool {
+        match self.take(Wait::Never) {
+            Err(RecvMsgError::Empty) => false,
+            got => {
+                token.ipc = Some(crate::select::ErasedBox::new(got));
+                true
+            }
+        }
+    }
+
+    fn is_ready(&self, _me: usize) -> bool {
+        !self.is_empty()
+    }
+
+    fn eventcount(&self) -> Option<&shmlane_semaphore::EventCount> {
+        self.flavor.side().map(Side::not_empty)
+    }
+
+    fn tally(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        self.flavor.side().map(|s| s.att.waiting(false))
+    }
+
+    fn channel(&self) -> *const () {
+        match &self.flavor {
+            RxFlavor::Mpmc(end) => Arc::as_ptr(end).cast(),
+            RxFlavor::Spsc(end) => Arc::as_ptr(end).cast(),
+            RxFlavor::Frames(end) => Arc::as_ptr(end).cast(),
+        }
+    }
+
+    fn step(&self) -> Option<Duration> {
+        Some(super::STEP)
+    }
+}
+
+impl<M: Message> crate::select::SelectRecv for Receiver<M> {
+    type Output = Result<M::Output, M::RecvError>;
+
+    fn __handle(&self) -> &dyn crate::select::Handle {
+        self
+    }
+
+    fn __finish(&self, token: &mut crate::select::Token<'_>) -> Self::Output {
+        let got = token.ipc.take().expect("a selected receive's result");
+        // SAFETY: `try_select` above stored exactly this type.
+        let got = unsafe { got.into_inner::<Result<M::Output, RecvMsgError>>() };
+        got.map_err(M::recv_error)
+    }
+}

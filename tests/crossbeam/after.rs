@@ -91,6 +91,7 @@ fn try_recv() {
 }
 
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 fn recv() {
     let start = Instant::now();
     let r = after(ms(50));
@@ -107,6 +108,7 @@ fn recv() {
 }
 
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 fn recv_timeout() {
     let start = Instant::now();
     let r = after(ms(200));

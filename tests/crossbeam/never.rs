@@ -79,6 +79,7 @@ fn try_recv() {
 }
 
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 fn recv_timeout() {
     let start = Instant::now();
     let r = never::<i32>();

@@ -227,6 +227,7 @@ fn default_when_disconnected() {
 }
 
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 #[cfg_attr(miri, ignore)] // this test makes timing assumptions, but Miri is so slow it violates them
 fn default_only() {
     let start = Instant::now();

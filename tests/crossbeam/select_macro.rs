@@ -211,6 +211,7 @@ fn default_when_disconnected() {
 }
 
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 fn default_only() {
     let start = Instant::now();
     select! {

@@ -114,6 +114,7 @@ fn try_recv() {
 }
 
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 fn recv() {
     let start = Instant::now();
     let r = tick(ms(50));
@@ -131,6 +132,7 @@ fn recv() {
 
 #[cfg(not(crossbeam_sanitize))] // TODO: assertions failed due to tsan is slow
 #[test]
+#[ignore = "shmlane: asserts an upper bound on elapsed time (a timing test; tests/crossbeam/README.md)"]
 fn recv_timeout() {
     let start = Instant::now();
     let r = tick(ms(200));
