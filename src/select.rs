@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use shmlane_ring::{mpmc, PopError, PushError};
 use shmlane_semaphore::EventCount;
+use smallvec::SmallVec;
 
 use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
 use crate::context::{random, Context, ABORTED, FIRST_OPER, WAITING};
@@ -26,6 +27,10 @@ use crate::error::{RecvError, SendError};
 use crate::list::ListToken;
 use crate::sync::backoff;
 use crate::zero::{Packet, ANYONE};
+
+/// Rounds of tries, spinning 1, 2, 4... 32 pause hints and then yielding
+/// between them, before a select parks.
+const SPIN_ROUNDS: u32 = 10;
 
 /// Parked selects re-check at least this often (as blocked receivers do).
 const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
@@ -108,21 +113,44 @@ impl Drop for ErasedBox {
     }
 }
 
+/// What a selected operation took, for its completion: one of these, so
+/// that the token stays small (it is moved into the `SelectedOperation`).
+#[derive(Default)]
+pub(crate) enum Taken<'a> {
+    #[default]
+    Nothing,
+    /// A reserved ring slot (bounded send).
+    ArraySend(mpmc::Reservation<'a>),
+    /// A claimed ring slot (bounded receive).
+    ArrayRecv(mpmc::Claim<'a>),
+    /// A taken list slot, block and offset, `T` erased (unbounded receive).
+    List(*mut u8, usize),
+    /// A send to an unbounded channel: always possible.
+    ListSend,
+    /// The packet of the paired rendezvous partner.
+    Zero(ErasedPacket),
+    /// A timer's message.
+    Instant(Instant),
+    /// A cross-process receive's result.
+    Ipc(ErasedBox),
+    /// The operation fails: its channel is disconnected.
+    Disconnected,
+}
+
 /// What a selected operation took, for its completion.
 #[derive(Default)]
 pub struct Token<'a> {
-    array_send: Option<mpmc::Reservation<'a>>,
-    array_recv: Option<mpmc::Claim<'a>>,
-    /// The list slot taken: block and offset, with `T` erased.
-    list: Option<(*mut u8, usize)>,
-    /// A send to an unbounded channel: always possible.
-    list_send: bool,
-    zero: Option<ErasedPacket>,
-    instant: Option<Instant>,
-    /// A cross-process receive's result.
-    pub(crate) ipc: Option<ErasedBox>,
-    /// The operation fails: its channel is disconnected.
-    disconnected: bool,
+    pub(crate) taken: Taken<'a>,
+}
+
+impl<'a> Token<'a> {
+    pub(crate) fn set(&mut self, taken: Taken<'a>) {
+        self.taken = taken;
+    }
+
+    pub(crate) fn take(&mut self) -> Taken<'a> {
+        std::mem::take(&mut self.taken)
+    }
 }
 
 /// One operation of a select, type-erased.
@@ -164,14 +192,14 @@ impl<T> Handle for Sender<T> {
         match &self.flavor {
             SenderFlavor::Array(c) => {
                 if c.is_disconnected() {
-                    token.disconnected = true;
+                    token.set(Taken::Disconnected);
                     return true;
                 }
                 let mut step = 0;
                 loop {
                     match c.ring.try_reserve() {
                         Ok(slot) => {
-                            token.array_send = Some(slot);
+                            token.set(Taken::ArraySend(slot));
                             return true;
                         }
                         Err(PushError::Full) => return false,
@@ -182,20 +210,20 @@ impl<T> Handle for Sender<T> {
             }
             SenderFlavor::List(c) => {
                 if c.chan.is_disconnected() {
-                    token.disconnected = true;
+                    token.set(Taken::Disconnected);
                 } else {
-                    token.list_send = true;
+                    token.set(Taken::ListSend);
                 }
                 true
             }
             SenderFlavor::Zero(c) => match c.chan.start_send(ANYONE) {
                 Ok(Some(packet)) => {
-                    token.zero = Some(ErasedPacket::new(packet));
+                    token.set(Taken::Zero(ErasedPacket::new(packet)));
                     true
                 }
                 Ok(None) => false,
                 Err(()) => {
-                    token.disconnected = true;
+                    token.set(Taken::Disconnected);
                     true
                 }
             },
@@ -253,11 +281,11 @@ impl<T> Handle for Receiver<T> {
                             c.not_full.notify_one();
                         }
                         Ok(slot) => {
-                            token.array_recv = Some(slot);
+                            token.set(Taken::ArrayRecv(slot));
                             return true;
                         }
                         Err(PopError::Empty) if last_look => {
-                            token.disconnected = true;
+                            token.set(Taken::Disconnected);
                             return true;
                         }
                         // Every sender is gone: what they pushed is
@@ -274,37 +302,37 @@ impl<T> Handle for Receiver<T> {
                 match c.chan.start_pop(&mut slot) {
                     Ok(()) => {
                         let (block, offset) = slot.into_raw();
-                        token.list = Some((block, offset));
+                        token.set(Taken::List(block, offset));
                         true
                     }
                     Err(crate::list::ListEmpty::Empty) => false,
                     Err(crate::list::ListEmpty::Disconnected) => {
-                        token.disconnected = true;
+                        token.set(Taken::Disconnected);
                         true
                     }
                 }
             }
             ReceiverFlavor::Zero(c) => match c.chan.start_recv(ANYONE) {
                 Ok(Some(packet)) => {
-                    token.zero = Some(ErasedPacket::new(packet));
+                    token.set(Taken::Zero(ErasedPacket::new(packet)));
                     true
                 }
                 Ok(None) => false,
                 Err(()) => {
-                    token.disconnected = true;
+                    token.set(Taken::Disconnected);
                     true
                 }
             },
             ReceiverFlavor::At(c, _) => match c.try_recv() {
                 Ok(t) => {
-                    token.instant = Some(t);
+                    token.set(Taken::Instant(t));
                     true
                 }
                 Err(_) => false,
             },
             ReceiverFlavor::Tick(c, _) => match c.try_recv() {
                 Ok(t) => {
-                    token.instant = Some(t);
+                    token.set(Taken::Instant(t));
                     true
                 }
                 Err(_) => false,
@@ -459,28 +487,22 @@ impl<S: SelectSend + ?Sized> SelectSend for &S {
 impl<T> Sender<T> {
     /// Completes a selected send.
     fn finish_send(&self, token: &mut Token<'_>, msg: T) -> Result<(), SendError<T>> {
-        if token.disconnected {
-            return Err(SendError(msg));
-        }
-        match &self.flavor {
-            SenderFlavor::Array(c) => {
-                let slot = token.array_send.take().expect("a reserved slot");
+        match (&self.flavor, token.take()) {
+            (_, Taken::Disconnected) => Err(SendError(msg)),
+            (SenderFlavor::Array(c), Taken::ArraySend(slot)) => {
                 // SAFETY: the reservation owns a slot made for `T`.
                 unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
                 let _ = slot.commit();
                 c.not_empty.notify_one();
                 Ok(())
             }
-            SenderFlavor::List(c) => {
-                token.list_send = false;
-                c.send(msg).map_err(SendError)
-            }
-            SenderFlavor::Zero(_) => {
-                let packet = token.zero.take().expect("a paired receiver");
+            (SenderFlavor::List(c), Taken::ListSend) => c.send(msg).map_err(SendError),
+            (SenderFlavor::Zero(_), Taken::Zero(packet)) => {
                 // SAFETY: the packet came from this channel of `T`.
                 unsafe { packet.into_packet::<T>() }.put(msg);
                 Ok(())
             }
+            _ => unreachable!("a send token of another flavor"),
         }
     }
 }
@@ -488,12 +510,9 @@ impl<T> Sender<T> {
 impl<T> Receiver<T> {
     /// Completes a selected receive.
     fn finish_recv(&self, token: &mut Token<'_>) -> Result<T, RecvError> {
-        if token.disconnected {
-            return Err(RecvError);
-        }
-        match &self.flavor {
-            ReceiverFlavor::Array(c) => {
-                let slot = token.array_recv.take().expect("a claimed slot");
+        match (&self.flavor, token.take()) {
+            (_, Taken::Disconnected) => Err(RecvError),
+            (ReceiverFlavor::Array(c), Taken::ArrayRecv(slot)) => {
                 // SAFETY: a claimed, not skipped slot holds a `T`; the claim
                 // frees it on drop, so it is moved out once.
                 let msg = unsafe { slot.as_ptr().cast::<T>().read() };
@@ -501,21 +520,17 @@ impl<T> Receiver<T> {
                 c.not_full.notify_one();
                 Ok(msg)
             }
-            ReceiverFlavor::List(c) => {
-                let (block, offset) = token.list.take().expect("a taken slot");
+            (ReceiverFlavor::List(c), Taken::List(block, offset)) => {
                 let mut slot = ListToken::<T>::from_raw(block, offset);
                 // SAFETY: the slot was taken from this list of `T`, once.
                 Ok(unsafe { c.chan.read(&mut slot) })
             }
-            ReceiverFlavor::Zero(_) => {
-                let packet = token.zero.take().expect("a paired sender");
+            (ReceiverFlavor::Zero(_), Taken::Zero(packet)) => {
                 // SAFETY: the packet came from this channel of `T`.
                 Ok(unsafe { packet.into_packet::<T>() }.take())
             }
-            ReceiverFlavor::At(_, f) | ReceiverFlavor::Tick(_, f) => {
-                Ok(f(token.instant.take().expect("a due instant")))
-            }
-            ReceiverFlavor::Never => unreachable!("never() is never selected"),
+            (ReceiverFlavor::At(_, f) | ReceiverFlavor::Tick(_, f), Taken::Instant(t)) => Ok(f(t)),
+            _ => unreachable!("a receive token of another flavor"),
         }
     }
 }
@@ -548,6 +563,7 @@ fn run<'a>(
         }
     }
     let handles = &*handles;
+    let mut spins = 0;
     let deadline = match wait {
         Wait::Now => None,
         Wait::Until(d) => d,
@@ -568,6 +584,13 @@ fn run<'a>(
             Wait::Until(Some(d)) => Instant::now() >= d,
             Wait::Until(None) => false,
         };
+        if !expired && spins < SPIN_ROUNDS {
+            // Spin (then yield) a few rounds before parking: a counterpart
+            // on another core is often about to make an operation ready,
+            // and parking costs two system calls and a wakeup.
+            backoff(&mut spins);
+            continue;
+        }
         if expired {
             // Before giving up, one more look at every operation: one that
             // became ready while the pass above looked at the others (which
@@ -648,7 +671,9 @@ fn run<'a>(
         });
         if let Some((k, packet)) = picked {
             // A counterpart paired with our rendezvous operation `k`.
-            token.zero = packet;
+            if let Some(packet) = packet {
+                token.set(Taken::Zero(packet));
+            }
             return Some((k, token));
         }
     }
@@ -688,7 +713,7 @@ fn run<'a>(
 /// }
 /// ```
 pub struct Select<'a> {
-    handles: Vec<Entry<'a>>,
+    handles: SmallVec<[Entry<'a>; 4]>,
     next_index: usize,
     biased: bool,
 }
@@ -705,7 +730,7 @@ impl<'a> Select<'a> {
     /// An empty select, choosing at random among ready operations.
     pub fn new() -> Self {
         Self {
-            handles: Vec::with_capacity(4),
+            handles: SmallVec::new(),
             next_index: 0,
             biased: false,
         }
@@ -931,7 +956,7 @@ impl Drop for SelectedOperation<'_> {
             return;
         }
         // Never leave an uninitialised message published.
-        if let Some(slot) = self.token.array_send.take() {
+        if let Taken::ArraySend(slot) = self.token.take() {
             slot.cancel();
         }
         if !std::thread::panicking() {

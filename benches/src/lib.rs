@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod ipc;
 pub mod plot;
+pub mod shapes;
 pub mod transports;
 
 use std::thread;

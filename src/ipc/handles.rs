@@ -1238,7 +1238,9 @@ impl<M: Message> crate::select::Handle for Receiver<M> {
         match self.take(Wait::Never) {
             Err(RecvMsgError::Empty) => false,
             got => {
-                token.ipc = Some(crate::select::ErasedBox::new(got));
+                token.set(crate::select::Taken::Ipc(crate::select::ErasedBox::new(
+                    got,
+                )));
                 true
             }
         }
@@ -1277,7 +1279,9 @@ impl<M: Message> crate::select::SelectRecv for Receiver<M> {
     }
 
     fn __finish(&self, token: &mut crate::select::Token<'_>) -> Self::Output {
-        let got = token.ipc.take().expect("a selected receive's result");
+        let crate::select::Taken::Ipc(got) = token.take() else {
+            unreachable!("a receive token of another flavor");
+        };
         // SAFETY: `try_select` above stored exactly this type.
         let got = unsafe { got.into_inner::<Result<M::Output, RecvMsgError>>() };
         got.map_err(M::recv_error)

@@ -11,6 +11,7 @@ use channel::{
     bounded, Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender,
     TryRecvError, TrySendError,
 };
+use channel::{after, never, select, tick, unbounded, Select};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -280,12 +281,26 @@ fn every_message_dropped_exactly_once() {
     assert_eq!(DROPS.load(Ordering::SeqCst), 8);
 }
 
+/// Every flavor with several producers and consumers: bounded(7),
+/// bounded(1), the rendezvous bounded(0) and unbounded.
 #[test]
 fn many_threads_every_message_once_in_order_per_producer() {
+    for make in [
+        (|| bounded(7)) as fn() -> Pair,
+        || bounded(1),
+        || bounded(0),
+        unbounded,
+    ] {
+        many_threads_on(make());
+    }
+}
+
+type Pair = (Sender<(usize, usize)>, Receiver<(usize, usize)>);
+
+fn many_threads_on((s, r): Pair) {
     const PRODUCERS: usize = 4;
     const CONSUMERS: usize = 4;
-    const PER_PRODUCER: usize = 20_000;
-    let (s, r) = bounded::<(usize, usize)>(7);
+    const PER_PRODUCER: usize = 5_000;
     let seen = Arc::new((0..PRODUCERS * PER_PRODUCER).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
     thread::scope(|scope| {
         for p in 0..PRODUCERS {
@@ -310,4 +325,86 @@ fn many_threads_every_message_once_in_order_per_producer() {
         }
     });
     assert!(seen.iter().all(|n| n.load(Ordering::Relaxed) == 1));
+}
+
+#[test]
+fn unbounded_never_blocks_and_drops_what_nobody_receives() {
+    let (s, r) = unbounded();
+    assert_eq!(s.capacity(), None);
+    for i in 0..100_000u64 {
+        s.try_send(i).unwrap();
+    }
+    assert_eq!(r.len(), 100_000);
+    assert!(!s.is_full());
+    assert_eq!(r.iter().take(100_000).sum::<u64>(), (0..100_000u64).sum::<u64>());
+    let counted = Arc::new(());
+    let (s, r) = unbounded();
+    for _ in 0..100 {
+        s.send(Arc::clone(&counted)).unwrap();
+    }
+    drop(r);
+    assert_eq!(Arc::strong_count(&counted), 1);
+    assert!(s.send(Arc::clone(&counted)).is_err());
+}
+
+#[test]
+fn rendezvous_completes_only_with_a_partner() {
+    let (s, r) = bounded::<u8>(0);
+    assert_eq!((s.capacity(), s.len(), s.is_empty(), s.is_full()), (Some(0), 0, true, true));
+    assert_eq!(s.try_send(1), Err(TrySendError::Full(1)));
+    assert_eq!(s.send_timeout(2, ms(1)), Err(SendTimeoutError::Timeout(2)));
+    assert_eq!(r.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(r.recv_timeout(ms(1)), Err(RecvTimeoutError::Timeout));
+    thread::scope(|scope| {
+        scope.spawn(|| s.send(3).unwrap());
+        assert_eq!(r.recv(), Ok(3));
+    });
+    drop(r);
+    assert_eq!(s.send(4), Err(SendError(4)));
+}
+
+#[test]
+fn select_over_every_flavor_and_the_timers() {
+    let (s1, r1) = bounded::<u32>(1);
+    let (_s2, r2) = bounded::<u32>(0);
+    let (s3, r3) = unbounded::<u32>();
+    // Nothing is ready: default.
+    let got = select! {
+        recv(r1) -> _ => 1,
+        recv(r2) -> _ => 2,
+        recv(r3) -> _ => 3,
+        default => 0,
+    };
+    assert_eq!(got, 0);
+    s3.send(30).unwrap();
+    select! {
+        recv(r1) -> _ => panic!(),
+        recv(r2) -> _ => panic!(),
+        recv(r3) -> m => assert_eq!(m, Ok(30)),
+        recv(never::<u32>()) -> _ => panic!(),
+    }
+    // A send arm on a full channel is not ready; on a free one it is.
+    s1.send(10).unwrap();
+    select! {
+        send(s1, 11) -> _ => panic!("full"),
+        send(s3, 31) -> res => assert_eq!(res, Ok(())),
+    }
+    assert_eq!(r3.recv(), Ok(31));
+    // A timer decides when nothing else is ready.
+    let timer = after(ms(1));
+    let mut sel = Select::new();
+    let i_timer = sel.recv(&timer);
+    sel.recv(&r2);
+    let oper = sel.select();
+    assert_eq!(oper.index(), i_timer);
+    assert!(oper.recv(&timer).is_ok());
+    // A disconnected channel's operation is ready and fails.
+    drop(s3);
+    select! {
+        recv(r3) -> m => assert_eq!(m, Err(RecvError)),
+        default(ms(1000)) => panic!("a disconnected channel is ready"),
+    }
+    let ticks = tick(ms(1));
+    assert!(ticks.recv().is_ok());
+    assert_eq!(r1.recv(), Ok(10));
 }
