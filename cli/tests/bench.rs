@@ -244,3 +244,38 @@ fn plot_writes_a_png() {
     // axes take far more.
     assert!(png.len() > 20_000, "{} bytes: nearly empty?", png.len());
 }
+
+#[test]
+fn in_process_prints_the_thread_table_and_crossbeams_shapes() {
+    let out = shmlane(&[
+        "bench",
+        "--only",
+        "in-process",
+        "--runs",
+        "1",
+        "--messages",
+        "2000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("shmlane/crossbeam"), "{text}");
+    // Every row of crossbeam-channel's benchmark program, with a ratio.
+    for row in [
+        "bounded0_spsc",
+        "bounded1_mpmc",
+        "bounded_seq",
+        "unbounded_select_rx",
+        "bounded0_select_both",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(row) && l[row.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {row} row in {text}"));
+        assert!(line.trim_end().ends_with('x'), "{line}");
+    }
+    assert_eq!(text.lines().filter(|l| l.contains("bounded")).count(), 22);
+}

@@ -1,5 +1,7 @@
 //! Criterion: shmlane::bounded against crossbeam_channel::bounded, 1/1, 2/2
-//! and 4/4 threads, one million u64 messages, capacity 1024.
+//! and 4/4 threads, one million u64 messages, capacity 1024; then
+//! crossbeam-channel's own benchmark shapes (every flavor, select) over
+//! both crates, 100,000 messages each.
 
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
@@ -30,5 +32,28 @@ fn channels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, channels);
+fn crossbeam_shapes(c: &mut Criterion) {
+    use shmlane_benches::shapes;
+    const MESSAGES: usize = 100_000;
+    let mut group = c.benchmark_group("crossbeam_shapes");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    for (flavor, shape) in shapes::rows() {
+        let label = format!("{flavor:?}_{shape:?}");
+        for which in [Impl::Shmlane, Impl::Crossbeam] {
+            group.bench_with_input(BenchmarkId::new(which.name(), &label), &(), |b, _| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| shapes::run(which, flavor, shape, MESSAGES))
+                        .sum()
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, channels, crossbeam_shapes);
 criterion_main!(benches);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmlane_benches::transports::{self, Kind, Settings};
-use shmlane_benches::{codec, compare, default_configs, ipc, plot, table};
+use shmlane_benches::{codec, compare, default_configs, ipc, plot, shapes, table};
 
 use crate::output;
 
@@ -21,8 +21,10 @@ use crate::output;
 /// about a minute. Progress goes to stderr (a bar on a terminal only).
 ///
 /// With --only, one of the earlier sections instead: in-process
-/// (shmlane::bounded against crossbeam-channel, 1/1, 2/2, 4/4 threads;
-/// --runs, --messages), cross-process (SPSC ring against a bare
+/// (shmlane::bounded against crossbeam-channel, 1/1, 2/2, 4/4 threads,
+/// then crossbeam-channel's own benchmark shapes, 22 rows of every flavor
+/// and select, 200,000 messages each, alternated; --runs, --messages),
+/// cross-process (SPSC ring against a bare
 /// cache-line ping-pong, and its throughput; --runs, --scale) or codec
 /// (message codec figures; --runs).
 #[derive(clap::Args, Debug)]
@@ -187,7 +189,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             let rows = compare(&configs, runs, || bar.inc(1));
             bar.finish_and_clear();
-            output::print(&table(&rows))
+            output::print(&table(&rows))?;
+
+            // crossbeam-channel's benchmark shapes: fewer messages by
+            // default, since its rendezvous and capacity-1 rows wake a
+            // thread for every message.
+            let messages = args.messages.map_or(200_000, |n| n as usize);
+            let shape_rows = shapes::rows();
+            let runs = runs.min(3);
+            let bar = progress_bar(
+                (shape_rows.len() * runs * 2) as u64,
+                "  measuring: [{bar:30}] {pos}/{len} runs",
+            );
+            eprintln!(
+                "\ncrossbeam-channel's benchmark shapes, {messages} messages, {} threads where \
+                 several, median of {runs} alternated runs",
+                shapes::THREADS
+            );
+            let rows = shapes::compare(&shape_rows, messages, runs, || bar.inc(1));
+            bar.finish_and_clear();
+            output::print(&shapes::table(&rows))
         }
         Section::CrossProcess => {
             let runs = runs.unwrap_or(3);
