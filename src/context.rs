@@ -94,6 +94,19 @@ impl Context {
     /// makes sure it is selected, for [`ABORTED`] if nobody else did.
     /// Returns the selection.
     pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> usize {
+        // A partner usually comes within microseconds: spin 1, 2, 4... 32
+        // pause hints, then yield, a few times before parking (which costs
+        // a barrier and two system calls).
+        let mut step = 0;
+        while step < 10 {
+            match self.selected() {
+                WAITING => crate::sync::backoff(&mut step),
+                sel => return sel,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
         let sel = self
             .wake
             .wait_until(deadline, || match self.selected() {

@@ -633,7 +633,7 @@ fn run<'a>(
             // checked) every step, as their blocking receives do.
             let step = handles.iter().filter_map(|h| h.0.step()).min();
             let parked = Instant::now();
-            let _ = shmlane_semaphore::wait_any(&ecs, due, step.or(SAFETY_STEP), &mut || {
+            let mut woken = || {
                 if cx.selected() != WAITING
                     || handles.iter().any(|h| h.0.is_ready(me))
                     || due.is_some_and(|d| Instant::now() >= d)
@@ -643,7 +643,22 @@ fn run<'a>(
                 } else {
                     None
                 }
-            });
+            };
+            // Registered: a partner that selects us (or an operation that
+            // becomes ready) often comes within microseconds; spin a few
+            // rounds before the barrier and system calls of parking.
+            let mut spin = 0;
+            let mut done = false;
+            while spin < SPIN_ROUNDS {
+                if woken().is_some() {
+                    done = true;
+                    break;
+                }
+                backoff(&mut spin);
+            }
+            if !done {
+                let _ = shmlane_semaphore::wait_any(&ecs, due, step.or(SAFETY_STEP), &mut woken);
+            }
             let sel = if cx.try_select(ABORTED) {
                 ABORTED
             } else {
