@@ -216,7 +216,7 @@ impl<T> Handle for Sender<T> {
                 }
                 true
             }
-            SenderFlavor::Zero(c) => match c.chan.start_send(ANYONE) {
+            SenderFlavor::Zero(c) => match c.chan.start(true, ANYONE) {
                 Ok(Some(packet)) => {
                     token.set(Taken::Zero(ErasedPacket::new(packet)));
                     true
@@ -312,7 +312,7 @@ impl<T> Handle for Receiver<T> {
                     }
                 }
             }
-            ReceiverFlavor::Zero(c) => match c.chan.start_recv(ANYONE) {
+            ReceiverFlavor::Zero(c) => match c.chan.start(false, ANYONE) {
                 Ok(Some(packet)) => {
                     token.set(Taken::Zero(ErasedPacket::new(packet)));
                     true

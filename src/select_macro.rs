@@ -37,8 +37,17 @@
 #[macro_export]
 macro_rules! select {
     ($($tokens:tt)*) => {
+        $crate::__select_start!(new $($tokens)*)
+    };
+}
+
+/// Starts parsing with the list of names the arms' handles get.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_start {
+    ($ctor:ident $($tokens:tt)*) => {
         $crate::__select_parse!(
-            new
+            $ctor
             ()
             ()
             (_0 _1 _2 _3 _4 _5 _6 _7 _8 _9 _10 _11 _12 _13 _14 _15 _16 _17 _18 _19 _20 _21 _22
@@ -246,16 +255,7 @@ macro_rules! __select_dispatch {
 #[macro_export]
 macro_rules! select_biased {
     ($($tokens:tt)*) => {
-        $crate::__select_parse!(
-            new_biased
-            ()
-            ()
-            (_0 _1 _2 _3 _4 _5 _6 _7 _8 _9 _10 _11 _12 _13 _14 _15 _16 _17 _18 _19 _20 _21 _22
-             _23 _24 _25 _26 _27 _28 _29 _30 _31 _32 _33 _34 _35 _36 _37 _38 _39 _40 _41 _42
-             _43 _44 _45 _46 _47 _48 _49 _50 _51 _52 _53 _54 _55 _56 _57 _58 _59 _60 _61 _62
-             _63)
-            ($($tokens)*)
-        )
+        $crate::__select_start!(new_biased $($tokens)*)
     };
 }
 

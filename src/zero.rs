@@ -145,28 +145,19 @@ impl<T> Zero<T> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pairs with a waiting receiver, for a select's send arm: the
-    /// receiver's packet, to fill when the select completes. `Err` when
-    /// the channel is disconnected; `Ok(None)` when nobody waits.
-    pub(crate) fn start_send(&self, me: usize) -> Result<Option<Arc<Packet<T>>>, ()> {
+    /// Pairs a send (`send`) with a waiting receiver, or a receive with a
+    /// waiting sender: the partner's packet (a receiver's, to fill when a
+    /// select's send completes; a sender's, to take the message from).
+    /// `Err` when the channel is disconnected; `Ok(None)` when nobody
+    /// waits.
+    pub(crate) fn start(&self, send: bool, me: usize) -> Result<Option<Arc<Packet<T>>>, ()> {
         let mut inner = self.lock();
-        if let Some(e) = inner.receivers.pair(me) {
-            drop(inner);
-            e.cx.unpark();
-            return Ok(Some(e.packet));
-        }
-        if inner.disconnected {
-            Err(())
+        let partners = if send {
+            &mut inner.receivers
         } else {
-            Ok(None)
-        }
-    }
-
-    /// Pairs with a waiting sender: its packet, to take the message from.
-    /// As [`start_send`](Self::start_send) otherwise.
-    pub(crate) fn start_recv(&self, me: usize) -> Result<Option<Arc<Packet<T>>>, ()> {
-        let mut inner = self.lock();
-        if let Some(e) = inner.senders.pair(me) {
+            &mut inner.senders
+        };
+        if let Some(e) = partners.pair(me) {
             drop(inner);
             e.cx.unpark();
             return Ok(Some(e.packet));
@@ -179,7 +170,7 @@ impl<T> Zero<T> {
     }
 
     pub(crate) fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        match self.start_send(ANYONE) {
+        match self.start(true, ANYONE) {
             Ok(Some(packet)) => {
                 packet.put(msg);
                 Ok(())
@@ -190,7 +181,7 @@ impl<T> Zero<T> {
     }
 
     pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
-        match self.start_recv(ANYONE) {
+        match self.start(false, ANYONE) {
             Ok(Some(packet)) => Ok(packet.take()),
             Ok(None) => Err(TryRecvError::Empty),
             Err(()) => Err(TryRecvError::Disconnected),

@@ -218,16 +218,9 @@ impl EventCount {
             if let Some(r) = cond() {
                 return Ok(r);
             }
-            let timeout = match deadline {
-                None => step,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        drop(key);
-                        return cond().ok_or(TimedOut);
-                    }
-                    Some(step.map_or(left, |s| s.min(left)))
-                }
+            let Some(timeout) = sleep_for(deadline, step) else {
+                drop(key);
+                return cond().ok_or(TimedOut);
             };
             key.sleep(timeout);
         }
@@ -296,16 +289,9 @@ pub fn wait_any<R>(
         if let Some(r) = cond() {
             return Ok(r);
         }
-        let timeout = match deadline {
-            None => step,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    drop(announced);
-                    return cond().ok_or(TimedOut);
-                }
-                Some(step.map_or(left, |s| s.min(left)))
-            }
+        let Some(timeout) = sleep_for(deadline, step) else {
+            drop(announced);
+            return cond().ok_or(TimedOut);
         };
         futex::wait_any(&words, timeout);
         drop(announced);
@@ -317,6 +303,22 @@ pub fn wait_any<R>(
 #[cfg(not(shmlane_loom))]
 pub fn waits_on_many() -> bool {
     futex::waits_on_many()
+}
+
+/// How long to sleep now: `step` at most, never past `deadline` (`None`
+/// inside: for ever). `None` once the deadline has passed.
+#[allow(clippy::option_option)]
+fn sleep_for(deadline: Option<Instant>, step: Option<Duration>) -> Option<Option<Duration>> {
+    match deadline {
+        None => Some(step),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            Some(Some(step.map_or(left, |s| s.min(left))))
+        }
+    }
 }
 
 /// An announced waiter; withdraws the announcement when dropped.
