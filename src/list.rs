@@ -41,6 +41,23 @@ const READ: usize = 2;
 /// The slot's reader must carry on freeing the block.
 const DESTROY: usize = 4;
 
+/// After a lost compare-and-swap: another thread made progress, so spin
+/// (1, 2, 4... 64 pause hints) and try again at once; never give the CPU
+/// away for it (that is for waiting on a thread that may be preempted).
+#[inline]
+fn contended(step: &mut u32) {
+    // Under loom one hint (a yield there) is the same behaviour.
+    let spins = if cfg!(shmlane_loom) {
+        1
+    } else {
+        1u32 << (*step).min(6)
+    };
+    for _ in 0..spins {
+        crate::sync::spin_loop();
+    }
+    *step = step.saturating_add(1);
+}
+
 struct Slot<T> {
     msg: UnsafeCell<MaybeUninit<T>>,
     state: AtomicUsize,
@@ -270,7 +287,7 @@ impl<T> List<T> {
                 Err(now) => {
                     tail = now;
                     block = self.tail.block.load(Ordering::Acquire);
-                    backoff(&mut step);
+                    contended(&mut step);
                 }
             }
         }
@@ -342,7 +359,7 @@ impl<T> List<T> {
                 Err(now) => {
                     head = now;
                     block = self.head.block.load(Ordering::Acquire);
-                    backoff(&mut step);
+                    contended(&mut step);
                 }
             }
         }
