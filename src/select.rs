@@ -167,6 +167,12 @@ pub trait Handle {
     }
     /// Takes operation `oper` out again.
     fn unregister(&self, _oper: usize, _cx: &Context) {}
+    /// Whether a partner pairs with this operation while the select is
+    /// registered (rendezvous channels): such a select registers at once
+    /// instead of spinning first, or its partner could never choose it.
+    fn pairs(&self) -> bool {
+        false
+    }
     /// The eventcount a parked select sleeps on for this operation.
     fn eventcount(&self) -> Option<&EventCount>;
     /// The waiter's tally for [`eventcount`](Self::eventcount), where it
@@ -249,6 +255,10 @@ impl<T> Handle for Sender<T> {
         if let SenderFlavor::Zero(c) = &self.flavor {
             c.chan.unregister(true, oper, cx);
         }
+    }
+
+    fn pairs(&self) -> bool {
+        matches!(self.flavor, SenderFlavor::Zero(_))
     }
 
     fn eventcount(&self) -> Option<&EventCount> {
@@ -363,6 +373,10 @@ impl<T> Handle for Receiver<T> {
         if let ReceiverFlavor::Zero(c) = &self.flavor {
             c.chan.unregister(false, oper, cx);
         }
+    }
+
+    fn pairs(&self) -> bool {
+        matches!(self.flavor, ReceiverFlavor::Zero(_))
     }
 
     fn eventcount(&self) -> Option<&EventCount> {
@@ -564,6 +578,7 @@ fn run<'a>(
     }
     let handles = &*handles;
     let mut spins = 0;
+    let pairs = !ready_only && handles.iter().any(|h| h.0.pairs());
     let deadline = match wait {
         Wait::Now => None,
         Wait::Until(d) => d,
@@ -584,10 +599,12 @@ fn run<'a>(
             Wait::Until(Some(d)) => Instant::now() >= d,
             Wait::Until(None) => false,
         };
-        if !expired && spins < SPIN_ROUNDS {
+        if !expired && spins < SPIN_ROUNDS && !pairs {
             // Spin (then yield) a few rounds before parking: a counterpart
             // on another core is often about to make an operation ready,
-            // and parking costs two system calls and a wakeup.
+            // and parking costs two system calls and a wakeup. (Not with a
+            // rendezvous operation: its partner can only pair with it once
+            // it is registered, which parking does; it spins after that.)
             backoff(&mut spins);
             continue;
         }
