@@ -1,7 +1,8 @@
 //! crossbeam-channel's benchmark shapes over shmlane and crossbeam-channel,
 //! alternated: `cargo run --release -p shmlane-benches --example shapes --
 //! [MESSAGES] [RUNS] [FILTER]` (defaults 1000000, 3, every row; FILTER
-//! keeps the rows whose name contains it). `shmlane bench --only
+//! keeps the rows whose name contains it; `^bounded_` those whose name
+//! starts with `bounded_`). `shmlane bench --only
 //! in-process` prints the same table.
 
 use shmlane_benches::shapes::{compare, rows, table};
@@ -16,9 +17,12 @@ fn main() {
     let rows: Vec<_> = rows()
         .into_iter()
         .filter(|(f, s)| {
-            format!("{f:?}_{s:?}")
-                .to_lowercase()
-                .contains(&filter.to_lowercase())
+            let name = format!("{f:?}_{s:?}").to_lowercase();
+            let filter = filter.to_lowercase();
+            match filter.strip_prefix('^') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name.contains(&filter),
+            }
         })
         .collect();
     let out = compare(&rows, messages, runs, || {});

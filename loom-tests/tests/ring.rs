@@ -125,3 +125,46 @@ fn mpmc_exact_capacity_below_slot_count() {
         }
     });
 }
+
+#[test]
+fn mpmc_capacity_hint_racing_producers() {
+    // Capacity 3 over 4 slots, 2 messages in: two producers race for the
+    // last place. Each checks the capacity against the dequeue-index hint
+    // on the enqueue line first; the one that finds the hint says "maybe
+    // full" reads the real index and refreshes the hint. Exactly one push
+    // may succeed, with or without a consumer taking the first message.
+    for with_consumer in [false, true] {
+        loom::model(move || {
+            let region = Arc::new(Region::new(RingKind::Mpmc, 3));
+            let ring = Arc::new(region.mpmc());
+            ring.try_push_with(|p| write_u64(p, 1)).unwrap();
+            ring.try_push_with(|p| write_u64(p, 2)).unwrap();
+            let producers: Vec<_> = [3, 4]
+                .into_iter()
+                .map(|v| {
+                    let ring = Arc::clone(&ring);
+                    thread::spawn(move || match ring.try_push_with(|p| write_u64(p, v)) {
+                        Ok(()) => 1,
+                        Err(PushError::Full) => 0,
+                        Err(e) => panic!("{e}"),
+                    })
+                })
+                .collect();
+            let popped = if with_consumer {
+                assert_eq!(ring.try_pop_with(read_u64), Ok(1));
+                1
+            } else {
+                0
+            };
+            let pushed: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+            let mut left = Vec::new();
+            while let Ok(v) = ring.try_pop_with(read_u64) {
+                left.push(v);
+            }
+            assert!(pushed >= 1 && pushed <= 1 + popped, "pushed {pushed}");
+            assert_eq!(left.len() as u64, 2 + pushed - popped);
+            assert!(left.len() <= 3, "over capacity: {left:?}");
+            drop(ring);
+        });
+    }
+}

@@ -2,7 +2,7 @@
 //! in one process (as rtrb's `RingBuffer::new`), with no pointers, lengths
 //! or lifetimes for the caller to vouch for.
 
-use alloc::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use alloc::alloc::{alloc, alloc_zeroed, dealloc, handle_alloc_error, Layout};
 use core::ptr::NonNull;
 
 use crate::{LayoutError, RingKind, RingLayout};
@@ -41,13 +41,30 @@ impl HeapRegion {
         slot_size: usize,
         slot_align: usize,
     ) -> Result<Self, LayoutError> {
-        let layout = RingLayout::new(kind, capacity, slot_size, slot_align)?;
+        Self::with_layout(
+            RingLayout::new(kind, capacity, slot_size, slot_align)?,
+            true,
+        )
+    }
+
+    /// Allocates and initialises a region for `layout`. With `zeroed`
+    /// false, the bytes `init` does not write (payloads, padding) are left
+    /// uninitialised: only for a ring whose payloads are read only after a
+    /// producer wrote them, whose region nobody inspects (the in-process
+    /// channel's; zeroing a large region costs more than using it once).
+    pub(crate) fn with_layout(layout: RingLayout, zeroed: bool) -> Result<Self, LayoutError> {
         let mem = Layout::from_size_align(layout.region_len(), layout.region_align())
             .map_err(|_| LayoutError::Overflow)?;
         // SAFETY: `mem` has a non-zero size: a region always holds the
         // control lines.
-        let base =
-            NonNull::new(unsafe { alloc_zeroed(mem) }).unwrap_or_else(|| handle_alloc_error(mem));
+        let raw = unsafe {
+            if zeroed {
+                alloc_zeroed(mem)
+            } else {
+                alloc(mem)
+            }
+        };
+        let base = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(mem));
         let region = Self { base, mem, layout };
         // SAFETY: a fresh allocation of `region_len` bytes with the
         // region's alignment, used by nobody yet.
@@ -143,5 +160,41 @@ mod tests {
             region.word(region.len());
         });
         assert!(past.is_err());
+    }
+
+    #[test]
+    fn heap_mpmc_rings_are_compact_exact_and_refuse_owners() {
+        // No owner word: 8 bytes of stamp and 8 of payload per slot, where
+        // a ring for shared memory takes 24.
+        let ring = mpmc::Ring::heap(3, 8, 8).unwrap();
+        assert_eq!(ring.layout().stride(), 16);
+        let shared = crate::RingLayout::new(RingKind::Mpmc, 3, 8, 8).unwrap();
+        assert_eq!(shared.stride(), 24);
+        // Capacity 3 over 4 slots stays exact lap after lap (the
+        // producers' hint of the dequeue index is refreshed as it moves).
+        let push = |v: u64| {
+            ring.try_push_with(|p| {
+                // SAFETY: an 8-byte, 8-aligned payload.
+                unsafe { p.cast::<u64>().write(v) }
+            })
+        };
+        let pop = || {
+            // SAFETY: every published payload holds a u64.
+            ring.try_pop_with(|p| unsafe { p.cast::<u64>().read() })
+        };
+        let mut next = 0;
+        for lap in 0..10u64 {
+            while push(next).is_ok() {
+                next += 1;
+            }
+            assert_eq!(ring.len(), 3, "lap {lap}");
+            for k in 0..3 - lap % 3 {
+                assert_eq!(pop(), Ok(next - 3 + k));
+            }
+        }
+        // Nothing to recover in a ring with no owners.
+        assert!(!ring.skip_dead_writer(|_| true));
+        let owned = std::panic::catch_unwind(|| mpmc::Ring::heap(2, 8, 8).unwrap().with_owner(1));
+        assert!(owned.is_err(), "a heap ring has no owner words");
     }
 }

@@ -96,6 +96,13 @@ impl fmt::Display for LayoutError {
 #[repr(C, align(128))]
 pub(crate) struct Line {
     pub(crate) value: AtomicU64,
+    /// MPMC enqueue line only: a dequeue index that anonymous producers
+    /// saw (never ahead of the real one), so a producer of a ring whose
+    /// capacity is below its slot count checks the capacity on the line it
+    /// already holds, and reads the consumers' line only when the hint says
+    /// the ring may be full. Owned handles (shared segments) ignore it: a
+    /// peer could scribble it. Zero elsewhere.
+    pub(crate) hint: AtomicU64,
 }
 
 /// The two indices at the start of every region. For SPSC `head` is the
@@ -129,8 +136,17 @@ pub(crate) struct SpscSlot {
 /// payload.
 #[repr(C)]
 pub(crate) struct MpmcSlot {
-    pub(crate) stamp: AtomicU64,
+    pub(crate) head: MpmcStamp,
     pub(crate) owner: AtomicU64,
+}
+
+/// The part of an MPMC slot's header every ring has: the stamp (and, under
+/// loom, the payload's access tracker). A *compact* layout (the in-process
+/// channel's heap rings, whose handles are all anonymous) has only this in
+/// front of the payload: no owner word, 8 bytes less per slot.
+#[repr(C)]
+pub(crate) struct MpmcStamp {
+    pub(crate) stamp: AtomicU64,
     pub(crate) tracker: Tracker,
 }
 
@@ -138,6 +154,7 @@ pub(crate) struct MpmcSlot {
 const _: () = {
     assert!(size_of::<SpscSlot>() == 8 && align_of::<SpscSlot>() == 8);
     assert!(size_of::<MpmcSlot>() == 16 && align_of::<MpmcSlot>() == 8);
+    assert!(size_of::<MpmcStamp>() == 8 && align_of::<MpmcStamp>() == 8);
 };
 
 /// The computed layout of one ring region. Every offset is relative to the
@@ -154,6 +171,8 @@ pub struct RingLayout {
     slots_offset: usize,
     region_align: usize,
     region_len: usize,
+    /// MPMC without owner words (see [`MpmcStamp`]).
+    compact: bool,
 }
 
 fn round_up(n: usize, align: usize) -> Option<usize> {
@@ -180,6 +199,35 @@ impl RingLayout {
         slot_size: usize,
         slot_align: usize,
     ) -> Result<Self, LayoutError> {
+        Self::build(kind, capacity, slot_size, slot_align, false)
+    }
+
+    /// As [`new`](Self::new) for an MPMC ring whose handles will all be
+    /// anonymous (one process; [`mpmc::Ring::heap`](crate::mpmc::Ring::heap)):
+    /// its slots have no owner word, so the ring takes 8 bytes less per
+    /// slot, and [`mpmc::Ring::with_owner`](crate::mpmc::Ring::with_owner)
+    /// refuses it. Under loom, the full layout.
+    pub(crate) fn compact_mpmc(
+        capacity: u64,
+        slot_size: usize,
+        slot_align: usize,
+    ) -> Result<Self, LayoutError> {
+        Self::build(
+            RingKind::Mpmc,
+            capacity,
+            slot_size,
+            slot_align,
+            cfg!(not(shmlane_loom)),
+        )
+    }
+
+    fn build(
+        kind: RingKind,
+        capacity: u64,
+        slot_size: usize,
+        slot_align: usize,
+        compact: bool,
+    ) -> Result<Self, LayoutError> {
         if capacity == 0 {
             return Err(LayoutError::ZeroCapacity);
         }
@@ -195,6 +243,7 @@ impl RingLayout {
         let slots = capacity.next_power_of_two().max(2);
         let (header_size, header_align) = match kind {
             RingKind::Spsc => (size_of::<SpscSlot>(), align_of::<SpscSlot>()),
+            RingKind::Mpmc if compact => (size_of::<MpmcStamp>(), align_of::<MpmcStamp>()),
             RingKind::Mpmc => (size_of::<MpmcSlot>(), align_of::<MpmcSlot>()),
         };
         let slot_align_eff = slot_align.max(header_align);
@@ -223,7 +272,15 @@ impl RingLayout {
             slots_offset,
             region_align,
             region_len,
+            compact,
         })
+    }
+
+    /// Whether MPMC slots lack the owner word (see
+    /// [`compact_mpmc`](Self::compact_mpmc)).
+    #[inline]
+    pub(crate) fn is_compact(&self) -> bool {
+        self.compact
     }
 
     /// The ring algorithm.
@@ -231,10 +288,12 @@ impl RingLayout {
         self.kind
     }
     /// How many messages the ring holds at most (exactly as asked).
+    #[inline]
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
     /// How many slots the ring has (a power of two, at least 2).
+    #[inline]
     pub fn slots(&self) -> u64 {
         self.slots
     }
@@ -297,9 +356,11 @@ impl RingLayout {
         let control = Control {
             head: Line {
                 value: AtomicU64::new(0),
+                hint: AtomicU64::new(0),
             },
             tail: Line {
                 value: AtomicU64::new(0),
+                hint: AtomicU64::new(0),
             },
         };
         // SAFETY: the region is aligned to `region_align >= align_of::<Control>()`
@@ -320,13 +381,21 @@ impl RingLayout {
                     unsafe { header.cast::<SpscSlot>().write(slot) };
                 }
                 RingKind::Mpmc => {
-                    let slot = MpmcSlot {
+                    let stamp = MpmcStamp {
                         stamp: AtomicU64::new(i),
-                        owner: AtomicU64::new(0),
                         tracker: Tracker::new(),
                     };
-                    // SAFETY: as above, for the MPMC header.
-                    unsafe { header.cast::<MpmcSlot>().write(slot) };
+                    if self.compact {
+                        // SAFETY: as above, for the compact MPMC header.
+                        unsafe { header.cast::<MpmcStamp>().write(stamp) };
+                    } else {
+                        let slot = MpmcSlot {
+                            head: stamp,
+                            owner: AtomicU64::new(0),
+                        };
+                        // SAFETY: as above, for the MPMC header.
+                        unsafe { header.cast::<MpmcSlot>().write(slot) };
+                    }
                 }
             }
         }
@@ -334,6 +403,7 @@ impl RingLayout {
     }
 
     /// The byte offset of slot `index`'s header from the region base.
+    #[inline]
     pub(crate) fn slot_offset(&self, index: u64) -> usize {
         // Cannot overflow: index < slots and slots * stride + slots_offset
         // was checked to fit in `new`.
@@ -346,6 +416,7 @@ impl RingLayout {
     }
 
     /// The offset of the payload within a slot.
+    #[inline]
     pub(crate) fn payload_offset(&self) -> usize {
         self.payload_offset
     }

@@ -60,8 +60,8 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use crate::layout::{Control, LayoutError, MpmcSlot, RingKind, RingLayout};
-use crate::sync::Ordering;
+use crate::layout::{Control, LayoutError, MpmcSlot, MpmcStamp, RingKind, RingLayout};
+use crate::sync::{AtomicU64, Ordering};
 use crate::{HeapRegion, PopError, PushError};
 use alloc::sync::Arc;
 
@@ -77,6 +77,18 @@ pub const ADOPTED: u64 = 1 << 62;
 
 /// Both flag bits: a stamp's position is `stamp & !FLAGS`.
 const FLAGS: u64 = SKIP | ADOPTED;
+
+/// After a lost index CAS: spin 2^n pause hints (n = CASes lost so far,
+/// up to 6), so that contending threads stop taking the index's line from
+/// each other and the winner gets to finish. Never yields: a lost CAS means
+/// another thread made progress, not that one is preempted.
+#[inline]
+fn contended(lost: &mut u32) {
+    for _ in 0..1u32 << (*lost).min(6) {
+        core::hint::spin_loop();
+    }
+    *lost += 1;
+}
 
 /// The owner word: `lap (24 bits) | READ | who (38 bits)`.
 const LAP_SHIFT: u32 = 40;
@@ -172,11 +184,11 @@ impl Ring {
     ///
     /// [`LayoutError`] for a capacity, size or alignment no ring takes.
     pub fn heap(capacity: u64, slot_size: usize, slot_align: usize) -> Result<Self, LayoutError> {
-        let region = Arc::new(HeapRegion::new(
-            RingKind::Mpmc,
-            capacity,
-            slot_size,
-            slot_align,
+        // Not zeroed: payloads are read only after a producer wrote them,
+        // and the region stays private to this handle.
+        let region = Arc::new(HeapRegion::with_layout(
+            RingLayout::compact_mpmc(capacity, slot_size, slot_align)?,
+            false,
         )?);
         // SAFETY: the region is initialised for this layout and lives as
         // long as the handle, which keeps the `Arc`; every handle on it is
@@ -193,11 +205,26 @@ impl Ring {
     ///
     /// # Panics
     ///
-    /// If `who` is 0 or above [`MAX_WHO`].
+    /// If `who` is 0 or above [`MAX_WHO`], or the ring is a heap ring
+    /// ([`Ring::heap`]), whose slots have no owner words.
     pub fn with_owner(mut self, who: u64) -> Self {
         assert!(who != 0 && who <= MAX_WHO, "owner id out of range");
+        assert!(
+            !self.layout.is_compact(),
+            "a heap ring (`Ring::heap`) has no owner words"
+        );
         self.who = who;
         self
+    }
+
+    /// The owner word of the slot of `pos`. Only owned handles call it, and
+    /// no compact layout has one.
+    fn owner(&self, pos: u64) -> &AtomicU64 {
+        assert!(!self.layout.is_compact(), "compact ring has no owner words");
+        let offset = self.layout.slot_offset(pos & self.mask);
+        let header = self.base.as_ptr().wrapping_add(offset);
+        // SAFETY: as in `slot`; a full layout's header is an `MpmcSlot`.
+        unsafe { &(*header.cast::<MpmcSlot>()).owner }
     }
 
     /// The layout this handle was attached with.
@@ -210,18 +237,21 @@ impl Ring {
         self.layout.capacity()
     }
 
+    #[inline]
     fn control(&self) -> &Control {
         // SAFETY: the region starts with an initialised `Control` (attach's
         // contract) and outlives this handle.
         unsafe { self.base.cast::<Control>().as_ref() }
     }
 
-    fn slot(&self, pos: u64) -> (&MpmcSlot, NonNull<u8>) {
+    #[inline]
+    fn slot(&self, pos: u64) -> (&MpmcStamp, NonNull<u8>) {
         let offset = self.layout.slot_offset(pos & self.mask);
         let header = self.base.as_ptr().wrapping_add(offset);
         // SAFETY: `pos & mask < slots`, so the header lies inside the region,
-        // was initialised by `RingLayout::init`, and is 8-aligned.
-        let slot = unsafe { &*header.cast::<MpmcSlot>() };
+        // was initialised by `RingLayout::init`, and is 8-aligned; every
+        // layout's header starts with the stamp.
+        let slot = unsafe { &*header.cast::<MpmcStamp>() };
         let payload = header.wrapping_add(self.layout.payload_offset());
         // SAFETY: derived from the non-null base by an in-bounds offset.
         (slot, unsafe { NonNull::new_unchecked(payload) })
@@ -273,6 +303,7 @@ impl Ring {
     /// written); [`PushError::Busy`] when the next slot is still being read
     /// by a consumer that claimed it (retry soon: it is not full);
     /// [`PushError::Corrupted`] for indices no valid ring can have.
+    #[inline]
     pub fn try_reserve(&self) -> Result<Reservation<'_>, PushError> {
         self.reserve(true)
     }
@@ -286,6 +317,7 @@ impl Ring {
     /// # Errors
     ///
     /// As [`try_reserve`](Self::try_reserve), without `Busy`.
+    #[inline]
     pub fn try_reserve_spin(&self) -> Result<Reservation<'_>, PushError> {
         self.reserve(false)
     }
@@ -308,10 +340,43 @@ impl Ring {
         slot.stamp.load(Ordering::Relaxed) & !FLAGS == pos
     }
 
+    /// One attempt of an anonymous handle at the head of the queue's
+    /// common case (the next slot empty, room by the hint, no contention),
+    /// small enough to inline into the channel; anything else goes to
+    /// [`reserve_any`](Self::reserve_any).
+    #[inline]
     fn reserve(&self, precise: bool) -> Result<Reservation<'_>, PushError> {
+        if self.who == 0 {
+            let ctrl = self.control();
+            // Orderings as in `reserve_any`.
+            let pos = ctrl.tail.value.load(Ordering::Relaxed);
+            let (slot, payload) = self.slot(pos);
+            if slot.stamp.load(Ordering::Acquire) == pos
+                && (!self.limited
+                    || pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed))
+                        < self.layout.capacity())
+                && ctrl
+                    .tail
+                    .value
+                    .compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                return Ok(self.reservation(slot, payload, pos));
+            }
+        }
+        self.reserve_any(precise)
+    }
+
+    fn reserve_any(&self, precise: bool) -> Result<Reservation<'_>, PushError> {
         let ctrl = self.control();
         // Relaxed: only a hint; the stamp check and the CAS decide.
         let mut pos = ctrl.tail.value.load(Ordering::Relaxed);
+        let mut lost = 0;
         loop {
             let (slot, payload) = self.slot(pos);
             // Acquire: pairs with the Release that freed this slot (a
@@ -320,12 +385,27 @@ impl Ring {
             let stamp = slot.stamp.load(Ordering::Acquire);
             let diff = (stamp & !FLAGS).wrapping_sub(pos) as i64;
             if diff == 0 && stamp & FLAGS == 0 {
-                if self.limited {
+                // An anonymous producer first checks the capacity against
+                // the hint on the enqueue line: the hint is a dequeue index
+                // seen earlier and the index only grows, so a position
+                // within `capacity` of the hint is within it of the real
+                // index too. Relaxed: the hint orders nothing; the stamp
+                // and the CAS do.
+                if self.limited
+                    && !(self.who == 0
+                        && pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed))
+                            < self.layout.capacity())
+                {
                     // Acquire: pairs with the Release CAS on `head` in
                     // `claim`, so a head past `pos` implies our reload of
                     // the tail sees a producer's claim of `pos`. A stale head
                     // only makes the ring look fuller.
                     let head = ctrl.head.value.load(Ordering::Acquire);
+                    if self.who == 0 {
+                        // Relaxed: see above. Racing producers may store
+                        // an older head; any head once seen is a safe hint.
+                        ctrl.tail.hint.store(head, Ordering::Relaxed);
+                    }
                     let used = pos.wrapping_sub(head) as i64;
                     if used < 0 {
                         // `pos` is stale: consumers are already past it.
@@ -357,13 +437,16 @@ impl Ring {
                         Ordering::Relaxed,
                     ) {
                         Ok(_) => return Ok(self.reservation(slot, payload, pos)),
-                        Err(current) => pos = current,
+                        Err(current) => {
+                            pos = current;
+                            contended(&mut lost);
+                        }
                     }
                     continue;
                 }
                 // Acquire: pairs with the AcqRel CAS that wrote it, so a
                 // claim of `pos` seen here is a claim of this lap.
-                let owner = slot.owner.load(Ordering::Acquire);
+                let owner = self.owner(pos).load(Ordering::Acquire);
                 if self.writing(owner, pos) {
                     // Claimed by another producer, which may have died
                     // before moving the index: move it for them.
@@ -390,8 +473,8 @@ impl Ring {
                 // move and the payload writes, for recoverers that read the
                 // owner word. Relaxed on failure: we look again.
                 let mine = self.tag(pos) | self.who;
-                if slot
-                    .owner
+                if self
+                    .owner(pos)
                     .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
                 {
@@ -434,9 +517,10 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn reservation<'a>(
         &'a self,
-        slot: &'a MpmcSlot,
+        slot: &'a MpmcStamp,
         payload: NonNull<u8>,
         pos: u64,
     ) -> Reservation<'a> {
@@ -477,6 +561,7 @@ impl Ring {
     /// [`PopError::Empty`] when no producer has claimed the head slot;
     /// [`PopError::Busy`] when one has but is still writing it (retry soon:
     /// it is not empty); [`PopError::Corrupted`] for impossible stamps.
+    #[inline]
     pub fn try_claim(&self) -> Result<Claim<'_>, PopError> {
         self.claim(true)
     }
@@ -489,14 +574,43 @@ impl Ring {
     /// # Errors
     ///
     /// As [`try_claim`](Self::try_claim), without `Busy`.
+    #[inline]
     pub fn try_claim_spin(&self) -> Result<Claim<'_>, PopError> {
         self.claim(false)
     }
 
+    /// As [`reserve`](Self::reserve), for consumers.
+    #[inline]
     fn claim(&self, precise: bool) -> Result<Claim<'_>, PopError> {
+        if self.who == 0 {
+            let ctrl = self.control();
+            // Orderings as in `claim_any`.
+            let pos = ctrl.head.value.load(Ordering::Relaxed);
+            let (slot, payload) = self.slot(pos);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == pos.wrapping_add(1)
+                && ctrl
+                    .head
+                    .value
+                    .compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                return Ok(self.claimed(slot, payload, pos, stamp));
+            }
+        }
+        self.claim_any(precise)
+    }
+
+    fn claim_any(&self, precise: bool) -> Result<Claim<'_>, PopError> {
         let ctrl = self.control();
         // Relaxed: a hint; the stamp check and the CAS decide.
         let mut pos = ctrl.head.value.load(Ordering::Relaxed);
+        let mut lost = 0;
         loop {
             let (slot, payload) = self.slot(pos);
             // Acquire: pairs with the Release commit of the stamp (or the
@@ -515,12 +629,15 @@ impl Ring {
                         Ordering::Relaxed,
                     ) {
                         Ok(_) => return Ok(self.claimed(slot, payload, pos, stamp)),
-                        Err(current) => pos = current,
+                        Err(current) => {
+                            pos = current;
+                            contended(&mut lost);
+                        }
                     }
                     continue;
                 }
                 // Acquire: as in `reserve`.
-                let owner = slot.owner.load(Ordering::Acquire);
+                let owner = self.owner(pos).load(Ordering::Acquire);
                 if self.reading(owner, pos) {
                     // Claimed by another consumer: move the index for it.
                     pos = Self::step_past(&ctrl.head.value, pos).ok_or(PopError::Corrupted)?;
@@ -542,8 +659,8 @@ impl Ring {
                 // Release orders our claim before the index move. Relaxed on
                 // failure: we look again.
                 let mine = self.tag(pos) | READ | self.who;
-                if slot
-                    .owner
+                if self
+                    .owner(pos)
                     .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
                 {
@@ -564,7 +681,7 @@ impl Ring {
                 }
                 if self.who != 0 {
                     // Acquire: as in `reserve`.
-                    let owner = slot.owner.load(Ordering::Acquire);
+                    let owner = self.owner(pos).load(Ordering::Acquire);
                     if self.writing(owner, pos) {
                         // Claimed, and being written (if its producer died
                         // before moving the enqueue index, the next producer
@@ -592,9 +709,10 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn claimed<'a>(
         &'a self,
-        slot: &'a MpmcSlot,
+        slot: &'a MpmcStamp,
         payload: NonNull<u8>,
         pos: u64,
         stamp: u64,
@@ -635,6 +753,10 @@ impl Ring {
     /// (its message is reported as not sent) rather than corrupting the
     /// ring.
     pub fn skip_dead_writer(&self, is_dead: impl Fn(u64) -> bool) -> bool {
+        if self.layout.is_compact() {
+            // No owner words: nobody to take for dead.
+            return false;
+        }
         let ctrl = self.control();
         // Acquire: pairs with consumers' CAS on `head`.
         let pos = ctrl.head.value.load(Ordering::Acquire);
@@ -644,7 +766,7 @@ impl Ring {
             return false;
         }
         // Acquire: as in `reserve`.
-        let owner = slot.owner.load(Ordering::Acquire);
+        let owner = self.owner(pos).load(Ordering::Acquire);
         if !self.writing(owner, pos) || !is_dead(owner & MAX_WHO) {
             return false;
         }
@@ -689,15 +811,15 @@ impl Ring {
                 continue;
             }
             // Acquire: as in `reserve`.
-            let owner = slot.owner.load(Ordering::Acquire);
+            let owner = self.owner(pos).load(Ordering::Acquire);
             if !self.reading(owner, pos) || !is_dead(owner & MAX_WHO) {
                 continue;
             }
             let mine = self.tag(pos) | READ | self.who;
             // AcqRel on success: Acquire pairs with the dead consumer's
             // claim; Release orders the adoption for later recoverers.
-            if slot
-                .owner
+            if self
+                .owner(pos)
                 .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
@@ -758,7 +880,7 @@ impl Ring {
 /// commits it too: the ring must never be left with a hole).
 #[must_use = "a reservation publishes its slot when dropped"]
 pub struct Reservation<'a> {
-    slot: &'a MpmcSlot,
+    slot: &'a MpmcStamp,
     payload: NonNull<u8>,
     pos: u64,
     owned: bool,
@@ -767,6 +889,7 @@ pub struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// The slot's payload: `slot_size` writable bytes.
+    #[inline]
     pub fn as_mut_ptr(&self) -> *mut u8 {
         self.payload.as_ptr()
     }
@@ -783,6 +906,7 @@ impl Reservation<'_> {
     /// [`Recovered`] (owned handles only) if a survivor skipped the slot
     /// because it took this handle's owner for dead: the message was not
     /// published.
+    #[inline]
     pub fn commit(self) -> Result<(), Recovered> {
         let done = self.publish();
         core::mem::forget(self);
@@ -810,6 +934,7 @@ impl Reservation<'_> {
         core::mem::forget(self);
     }
 
+    #[inline]
     fn publish(&self) -> Result<(), Recovered> {
         let next = self.pos.wrapping_add(1);
         if !self.owned {
@@ -828,6 +953,7 @@ impl Reservation<'_> {
 }
 
 impl Drop for Reservation<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.publish();
     }
@@ -836,7 +962,7 @@ impl Drop for Reservation<'_> {
 /// A published slot owned by one consumer until it is dropped.
 #[must_use = "a claim frees its slot when dropped"]
 pub struct Claim<'a> {
-    slot: &'a MpmcSlot,
+    slot: &'a MpmcStamp,
     payload: NonNull<u8>,
     /// The stamp the slot had when claimed (`p + 1`, maybe with `SKIP` or
     /// `ADOPTED`).
@@ -848,12 +974,14 @@ pub struct Claim<'a> {
 
 impl Claim<'_> {
     /// The slot's payload: `slot_size` readable bytes.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.payload.as_ptr()
     }
 
     /// Whether the slot holds no message: a survivor skipped it after its
     /// producer died while writing it.
+    #[inline]
     pub fn is_skipped(&self) -> bool {
         self.stamp & SKIP != 0
     }
@@ -865,12 +993,14 @@ impl Claim<'_> {
     /// [`Recovered`] (owned handles only) if a survivor took the claim over
     /// because it took this handle's owner for dead: the message may be
     /// delivered again.
+    #[inline]
     pub fn release(self) -> Result<(), Recovered> {
         let done = self.free();
         core::mem::forget(self);
         done
     }
 
+    #[inline]
     fn free(&self) -> Result<(), Recovered> {
         if !self.owned {
             // Release: our reads of the payload are done before a producer
@@ -894,6 +1024,7 @@ impl Claim<'_> {
 }
 
 impl Drop for Claim<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.free();
     }
