@@ -149,7 +149,7 @@ pub use error::{
 #[cfg(not(shmlane_loom))]
 pub use select::{
     ReadyTimeoutError, Select, SelectRecv, SelectSend, SelectTimeoutError, SelectedOperation,
-    TryReadyError, TrySelectError,
+    SendArm, TryReadyError, TrySelectError,
 };
 
 /// What `select!` expands to needs; not part of the API.

@@ -11,6 +11,11 @@
 //! slept may have taken a wakeup meant for a thread blocked in `recv` on
 //! the same channel: before it returns it passes the wakeup on for every
 //! operation that is still ready.
+//!
+//! Cross-process receivers and senders ([`crate::ipc`]) take part too: a
+//! shared ring's futex joins the same `futex_waitv` call, and a parked
+//! select also looks again every 10 ms, to notice peers that died (kernel
+//! transports have no futex and are only looked at then).
 
 use std::fmt;
 use std::sync::atomic::AtomicU32;
@@ -133,6 +138,8 @@ pub(crate) enum Taken<'a> {
     Instant(Instant),
     /// A cross-process receive's result.
     Ipc(ErasedBox),
+    /// A cross-process send that was ready (room, or receivers gone).
+    IpcSend,
     /// The operation fails: its channel is disconnected.
     Disconnected,
 }
@@ -414,6 +421,7 @@ mod sealed {
     impl<T> Sealed for crate::Receiver<T> {}
     impl<T> Sealed for crate::Sender<T> {}
     impl<M> Sealed for crate::ipc::Receiver<M> {}
+    impl<M> Sealed for crate::ipc::Sender<M> {}
     impl<R: Sealed + ?Sized> Sealed for &R {}
 }
 
@@ -439,21 +447,57 @@ pub trait SelectRecv: sealed::Sealed {
     }
 }
 
-/// A sender a [`Select`] or [`select!`](crate::select!) can wait on (an
-/// in-process [`Sender`]; cross-process senders are not there yet).
+/// A sender a [`Select`] or [`select!`](crate::select!) can wait on: an
+/// in-process [`Sender`], or a cross-process
+/// [`ipc::Sender`](crate::ipc::Sender) (waited on like a cross-process
+/// receiver; see [`SendArm`] for what completing it does).
 pub trait SelectSend: sealed::Sealed {
+    #[doc(hidden)]
+    fn __handle(&self) -> &dyn Handle;
+    #[doc(hidden)]
+    fn __as_select_send(&self) -> &Self {
+        self
+    }
+}
+
+/// Completing a selected send with a message that may borrow for `'m`
+/// (a cross-process sender of bytes or rkyv values takes `&'m [u8]` or
+/// `&'m T`; an in-process `Sender<T>` takes `T` for every `'m`).
+///
+/// A selected cross-process send was ready when chosen: room in its ring,
+/// or its receivers gone. Another producer of an MPMC ring (or of a kernel
+/// transport, which always counts as ready: the kernel buffers) may take
+/// that room before the send completes; the send then waits for room as
+/// [`ipc::Sender::send`](crate::ipc::Sender::send) does, and fails only
+/// when the receivers are gone.
+///
+/// # Examples
+///
+/// A thread sends to another process's channel or receives from a local
+/// one, whichever is possible first (here both ends of the cross-process
+/// channel are in one process, in a memfd segment):
+///
+/// ```
+/// use shmlane::ipc::{Builder, Bytes};
+/// use shmlane::{select, unbounded};
+///
+/// let chan = Builder::memfd().capacity(1).create::<Bytes>().unwrap();
+/// let (ipc_tx, ipc_rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+/// let (_local_tx, local_rx) = unbounded::<u32>();
+/// let greeting = String::from("hello");
+/// select! {
+///     send(ipc_tx, greeting.as_bytes()) -> sent => sent.unwrap(),
+///     recv(local_rx) -> msg => println!("local: {msg:?}"),
+/// }
+/// assert_eq!(ipc_rx.recv().unwrap(), b"hello");
+/// ```
+pub trait SendArm<'m>: SelectSend {
     /// The message type.
     type Msg;
     /// What completing the send returns.
     type Output;
     #[doc(hidden)]
-    fn __handle(&self) -> &dyn Handle;
-    #[doc(hidden)]
     fn __finish(&self, token: &mut Token<'_>, msg: Self::Msg) -> Self::Output;
-    #[doc(hidden)]
-    fn __as_select_send(&self) -> &Self {
-        self
-    }
 }
 
 impl<T> SelectRecv for Receiver<T> {
@@ -477,22 +521,28 @@ impl<R: SelectRecv + ?Sized> SelectRecv for &R {
 }
 
 impl<T> SelectSend for Sender<T> {
-    type Msg = T;
-    type Output = Result<(), SendError<T>>;
     fn __handle(&self) -> &dyn Handle {
         self
     }
+}
+
+impl<T> SendArm<'_> for Sender<T> {
+    type Msg = T;
+    type Output = Result<(), SendError<T>>;
     fn __finish(&self, token: &mut Token<'_>, msg: T) -> Self::Output {
         self.finish_send(token, msg)
     }
 }
 
 impl<S: SelectSend + ?Sized> SelectSend for &S {
-    type Msg = S::Msg;
-    type Output = S::Output;
     fn __handle(&self) -> &dyn Handle {
         (**self).__handle()
     }
+}
+
+impl<'m, S: SendArm<'m> + ?Sized> SendArm<'m> for &S {
+    type Msg = S::Msg;
+    type Output = S::Output;
     fn __finish(&self, token: &mut Token<'_>, msg: S::Msg) -> Self::Output {
         (**self).__finish(token, msg)
     }
@@ -777,7 +827,8 @@ impl<'a> Select<'a> {
         }
     }
 
-    /// Adds a send operation; returns its index.
+    /// Adds a send operation (on an in-process or a cross-process sender;
+    /// see [`SendArm`]); returns its index.
     pub fn send<S: SelectSend + ?Sized>(&mut self, s: &'a S) -> usize {
         self.add(s.__handle())
     }
@@ -954,7 +1005,7 @@ impl SelectedOperation<'_> {
     /// # Panics
     ///
     /// If `s` is not the sender the operation was selected on.
-    pub fn send<S: SelectSend + ?Sized>(mut self, s: &S, msg: S::Msg) -> S::Output {
+    pub fn send<'m, S: SendArm<'m> + ?Sized>(mut self, s: &S, msg: S::Msg) -> S::Output {
         assert!(
             s.__handle().channel() == self.channel,
             "SelectedOperation::send: this sender was not the selected operation's"

@@ -1,11 +1,11 @@
-//! `Select` and `select!` over cross-process receivers: one thread waits
+//! `Select` and `select!` over cross-process receivers and senders: one thread waits
 //! at once on channels from other processes (real ones: this binary runs
 //! copies of itself), a channel from another thread, and a timer. Segment
 //! names are unique; creators unlink on drop; the kit kills children.
 
 use std::time::Duration;
 
-use shmlane::ipc::Builder;
+use shmlane::ipc::{Builder, Bytes, SendMsgError};
 use shmlane::{never, select, unbounded, RecvError, Select};
 use shmlane_testkit::{self as kit, env, Kid};
 
@@ -46,6 +46,17 @@ fn child() {
             let count: u64 = env("COUNT").parse().unwrap();
             for i in 0..count {
                 tx.send(id << 32 | i).unwrap();
+            }
+        }
+        // Receives one message per "take" line on stdin and prints it
+        // (bytes, as text), until stdin closes.
+        "receiver" => {
+            let chan = Builder::new(&env("ADDR")).unwrap().open::<Bytes>().unwrap();
+            let rx = chan.receiver().unwrap();
+            println!("ready");
+            while !read_stdin_line().is_empty() {
+                let got = rx.recv().unwrap();
+                println!("got {}", String::from_utf8(got).unwrap());
             }
         }
         other => panic!("unknown role {other}"),
@@ -180,4 +191,62 @@ fn a_select_over_four_processes_channels_gets_every_message() {
         }
     }
     drop(kids);
+}
+
+#[test]
+fn a_select_sends_to_another_process_once_its_ring_has_room() {
+    for ring in ["spsc", "mpmc"] {
+        let addr = kit::shm_address(&format!("select-send-{ring}"));
+        let mut builder = Builder::new(&addr).unwrap().capacity(1);
+        if ring == "spsc" {
+            builder = builder.spsc();
+        }
+        let chan = builder.create::<Bytes>().unwrap();
+        let ipc_tx = chan.sender().unwrap();
+        let (_local_tx, local_rx) = unbounded::<u64>();
+        let mut kid = Kid::spawn("child", "receiver", &[("ADDR", addr.clone())]);
+        assert!(kid.wait_for("ready"));
+        ipc_tx.send(b"one").unwrap();
+
+        // The ring is full and nothing else is ready: the timer decides.
+        let owned = String::from("two");
+        select! {
+            send(ipc_tx, owned.as_bytes()) -> r => panic!("the ring is full: {r:?}"),
+            recv(local_rx) -> m => panic!("nothing was sent: {m:?}"),
+            default(Duration::from_millis(20)) => {}
+        }
+
+        // The other process takes "one" while this thread waits in the
+        // select; the send arm completes with a message borrowed from a
+        // local.
+        kid.say("take");
+        select! {
+            send(ipc_tx, owned.as_bytes()) -> r => r.unwrap(),
+            recv(local_rx) -> m => panic!("nothing was sent: {m:?}"),
+        }
+        assert!(kid.wait_for("got one"));
+        kid.say("take");
+        assert!(kid.wait_for("got two"));
+
+        // Through `Select`: room now, so the send is ready at once.
+        let mut sel = Select::new();
+        let i_send = sel.send(&ipc_tx);
+        let _i_recv = sel.recv(&local_rx);
+        let oper = sel.select_timeout(LONG).expect("room in the ring");
+        assert_eq!(oper.index(), i_send);
+        oper.send(&ipc_tx, b"three").unwrap();
+        kid.say("take");
+        assert!(kid.wait_for("got three"));
+
+        // Full again, and the receiving process dies: the send arm becomes
+        // ready and fails with the receivers gone.
+        ipc_tx.send(b"four").unwrap();
+        drop(kid); // killed and reaped
+        let oper = sel.select_timeout(LONG).expect("the receivers are gone");
+        assert_eq!(oper.index(), i_send);
+        assert!(matches!(
+            oper.send(&ipc_tx, b"five"),
+            Err(SendMsgError::Disconnected)
+        ));
+    }
 }

@@ -1287,3 +1287,76 @@ impl<M: Message> crate::select::SelectRecv for Receiver<M> {
         got.map_err(M::recv_error)
     }
 }
+
+impl<M: Message> Sender<M> {
+    /// Whether a send would not wait now: room in the ring, or the
+    /// channel broken or without receivers (the send then fails at once).
+    /// Kernel transports always say yes: the kernel buffers, and does not
+    /// say how much room it has.
+    fn ready(&self, probe: bool) -> bool {
+        let meta = self.flavor.meta();
+        match meta.side {
+            None => true,
+            Some(side) => {
+                !meta.is_full() || side.corrupted() || side.peers_gone(super::Role::Receiver, probe)
+            }
+        }
+    }
+}
+
+impl<M: Message> crate::select::Handle for Sender<M> {
+    fn try_select<'a>(&'a self, token: &mut crate::select::Token<'a>) -> bool {
+        // A probe, as a `try_send` makes: a select's attempts are its only
+        // way to notice receivers that died.
+        if self.ready(true) {
+            token.set(crate::select::Taken::IpcSend);
+            return true;
+        }
+        false
+    }
+
+    fn is_ready(&self, _me: usize) -> bool {
+        self.ready(false)
+    }
+
+    fn eventcount(&self) -> Option<&shmlane_semaphore::EventCount> {
+        self.flavor.meta().side.map(Side::not_full)
+    }
+
+    fn tally(&self) -> Option<&std::sync::atomic::AtomicU32> {
+        self.flavor.meta().side.map(|s| s.att.waiting(true))
+    }
+
+    fn channel(&self) -> *const () {
+        match &self.flavor {
+            TxFlavor::Mpmc(end) => Arc::as_ptr(end).cast(),
+            TxFlavor::Spsc(end) => Arc::as_ptr(end).cast(),
+            TxFlavor::Frames(end) => Arc::as_ptr(end).cast(),
+        }
+    }
+
+    fn step(&self) -> Option<Duration> {
+        Some(super::STEP)
+    }
+}
+
+impl<M: Message> crate::select::SelectSend for Sender<M> {
+    fn __handle(&self) -> &dyn crate::select::Handle {
+        self
+    }
+}
+
+impl<'m, M: Message> crate::select::SendArm<'m> for Sender<M> {
+    type Msg = M::Input<'m>;
+    type Output = Result<(), M::SendError>;
+
+    fn __finish(&self, token: &mut crate::select::Token<'_>, msg: Self::Msg) -> Self::Output {
+        let crate::select::Taken::IpcSend = token.take() else {
+            unreachable!("a send token of another flavor");
+        };
+        // Ready when chosen; a competing producer may have taken the room
+        // since, and then this waits as a blocking send does (see
+        // `SendArm`).
+        self.send(msg)
+    }
+}
