@@ -125,7 +125,8 @@ impl Context {
     }
 }
 
-/// A cheap per-thread pseudo-random number (xorshift), for the fair order.
+/// A cheap per-thread pseudo-random number in `0..n` (xorshift), for the
+/// fair order; 0 for `n` 0.
 pub(crate) fn random(n: usize) -> usize {
     use std::cell::Cell;
     thread_local! {
@@ -148,5 +149,8 @@ pub(crate) fn random(n: usize) -> usize {
             x
         })
         .unwrap_or(1);
-    (x as usize) % n.max(1)
+    // Into 0..n by a multiply and a shift (no division: a select shuffles
+    // with one of these per operation). n is a count of operations, far
+    // below 2^32.
+    ((u64::from(x) * n as u64) >> 32) as usize
 }

@@ -151,10 +151,12 @@ pub struct Token<'a> {
 }
 
 impl<'a> Token<'a> {
+    #[inline]
     pub(crate) fn set(&mut self, taken: Taken<'a>) {
         self.taken = taken;
     }
 
+    #[inline]
     pub(crate) fn take(&mut self) -> Taken<'a> {
         std::mem::take(&mut self.taken)
     }
@@ -628,7 +630,9 @@ fn run<'a>(
     }
     let handles = &*handles;
     let mut spins = 0;
-    let pairs = !ready_only && handles.iter().any(|h| h.0.pairs());
+    // Asked only once the first pass found nothing (most selects don't get
+    // that far).
+    let mut pairs = None;
     let deadline = match wait {
         Wait::Now => None,
         Wait::Until(d) => d,
@@ -649,7 +653,10 @@ fn run<'a>(
             Wait::Until(Some(d)) => Instant::now() >= d,
             Wait::Until(None) => false,
         };
-        if !expired && spins < SPIN_ROUNDS && !pairs {
+        if !expired
+            && spins < SPIN_ROUNDS
+            && !*pairs.get_or_insert_with(|| !ready_only && handles.iter().any(|h| h.0.pairs()))
+        {
             // Spin (then yield) a few rounds before parking: a counterpart
             // on another core is often about to make an operation ready,
             // and parking costs two system calls and a wakeup. (Not with a
