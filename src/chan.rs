@@ -15,17 +15,11 @@ use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::list::{List, ListEmpty};
-use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering, SAFETY_STEP};
 #[cfg(not(shmlane_loom))]
 use crate::timers::{At, Tick};
 #[cfg(not(shmlane_loom))]
 use crate::zero::Zero;
-
-/// Parked waiters re-check at least this often. The eventcount needs no
-/// timer to be correct; this bounds the cost of the one case that is not
-/// ordered (a membarrier call failing after wakers relied on it; see
-/// `shmlane_semaphore`'s barrier notes) to one step instead of a hang.
-const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
 
 pub(crate) struct Chan<T> {
     /// The ring, in a heap region it keeps alive.

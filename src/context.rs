@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use shmlane_semaphore::EventCount;
 
+use crate::sync::SAFETY_STEP;
+
 /// Nobody has selected the context yet.
 pub(crate) const WAITING: usize = 0;
 /// Its owner gave up (a timeout, or it found another operation ready).
@@ -107,9 +109,11 @@ impl Context {
                 break;
             }
         }
+        // In steps: a lost wakeup costs one step, never a hang (see
+        // `SAFETY_STEP`).
         let sel = self
             .wake
-            .wait_until(deadline, || match self.selected() {
+            .wait_in_steps(deadline, SAFETY_STEP, &mut || match self.selected() {
                 WAITING => None,
                 sel => Some(sel),
             })

@@ -30,15 +30,12 @@ use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
 use crate::context::{random, Context, ABORTED, FIRST_OPER, WAITING};
 use crate::error::{RecvError, SendError};
 use crate::list::ListToken;
-use crate::sync::backoff;
+use crate::sync::{backoff, SAFETY_STEP};
 use crate::zero::{Packet, ANYONE};
 
 /// Rounds of tries, spinning 1, 2, 4... 32 pause hints and then yielding
 /// between them, before a select parks.
 const SPIN_ROUNDS: u32 = 10;
-
-/// Parked selects re-check at least this often (as blocked receivers do).
-const SAFETY_STEP: Option<Duration> = Some(Duration::from_millis(100));
 
 /// An `Arc<Packet<T>>` with `T` erased.
 pub struct ErasedPacket {

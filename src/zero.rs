@@ -16,7 +16,7 @@ use shmlane_semaphore::EventCount;
 
 use crate::context::{Context, ABORTED, DISCONNECTED, FIRST_OPER, WAITING};
 use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
-use crate::sync::{backoff, AtomicBool, Ordering};
+use crate::sync::{backoff, AtomicBool, Ordering, SAFETY_STEP};
 
 /// The message a pair exchanges.
 pub struct Packet<T> {
@@ -46,12 +46,14 @@ impl<T> Packet<T> {
     /// Takes the message, waiting for the other end to fill the packet.
     pub(crate) fn take(&self) -> T {
         // Acquire: pairs with `put`.
-        let ready = || self.ready.load(Ordering::Acquire).then_some(());
+        let mut ready = || self.ready.load(Ordering::Acquire).then_some(());
         let mut step = 0;
         while ready().is_none() && step < 10 {
             backoff(&mut step);
         }
-        let _ = self.filled.wait_until(None, ready);
+        // In steps: a lost wakeup costs one step, never a hang (see
+        // `SAFETY_STEP`).
+        let _ = self.filled.wait_in_steps(None, SAFETY_STEP, &mut ready);
         self.take_back().expect("a ready packet holds a message")
     }
 
@@ -328,5 +330,61 @@ impl<T> Zero<T> {
         }
         drop(inner);
         self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a new thread and returns it once that thread sleeps in
+    /// the kernel (state `S` in /proc), having announced itself on `ec`.
+    fn asleep<R: Send + 'static>(
+        ec: impl Fn() -> u32,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<R> {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            f()
+        });
+        let tid = tid_rx.recv().unwrap();
+        let stat = format!("/proc/self/task/{tid}/stat");
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap();
+            // The state follows the parenthesised name.
+            let state = text.rsplit(") ").next().unwrap().chars().next();
+            if ec() > 0 && state == Some('S') {
+                return t;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_packet_filled_without_a_wakeup_is_still_taken() {
+        // The wakeup is lost (as when the eventcount's asymmetric fences
+        // fail to order it): the taker finds the message on its next step.
+        let packet = Packet::<u32>::new(None);
+        let taker = {
+            let (p, q) = (Arc::clone(&packet), Arc::clone(&packet));
+            asleep(move || q.filled.waiters(), move || p.take())
+        };
+        *packet.msg.lock().unwrap() = Some(7);
+        packet.ready.store(true, Ordering::Release);
+        assert_eq!(taker.join().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_context_selected_without_a_wakeup_still_sees_it() {
+        let cx = Context::with(Arc::clone);
+        let owner = {
+            let (c, d) = (Arc::clone(&cx), Arc::clone(&cx));
+            asleep(move || d.wake.waiters(), move || c.wait_until(None))
+        };
+        // Selected, never unparked.
+        assert!(cx.try_select(FIRST_OPER));
+        assert_eq!(owner.join().unwrap(), FIRST_OPER);
     }
 }
