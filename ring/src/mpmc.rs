@@ -340,6 +340,20 @@ impl Ring {
         slot.stamp.load(Ordering::Relaxed) & !FLAGS == pos
     }
 
+    /// An anonymous handle's claim of position `pos`: one try at moving
+    /// `index` (the enqueue or dequeue index) past it. Release on success
+    /// (see where `reserve_any` and `claim_any` use it); Relaxed on
+    /// failure, which returns the index found.
+    #[inline]
+    fn bump(index: &AtomicU64, pos: u64) -> Result<u64, u64> {
+        index.compare_exchange_weak(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::Release,
+            Ordering::Relaxed,
+        )
+    }
+
     /// One attempt of an anonymous handle at the head of the queue's
     /// common case (the next slot empty, room by the hint, no contention),
     /// small enough to inline into the channel; anything else goes to
@@ -355,16 +369,7 @@ impl Ring {
                 && (!self.limited
                     || pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed))
                         < self.layout.capacity())
-                && ctrl
-                    .tail
-                    .value
-                    .compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
+                && Self::bump(&ctrl.tail.value, pos).is_ok()
             {
                 return Ok(self.reservation(slot, payload, pos));
             }
@@ -430,12 +435,7 @@ impl Ring {
                     // what this producer did before claiming. The slot's
                     // contents are ordered by its stamp. Relaxed on failure:
                     // nothing is read.
-                    match ctrl.tail.value.compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    ) {
+                    match Self::bump(&ctrl.tail.value, pos) {
                         Ok(_) => return Ok(self.reservation(slot, payload, pos)),
                         Err(current) => {
                             pos = current;
@@ -588,18 +588,7 @@ impl Ring {
             let pos = ctrl.head.value.load(Ordering::Relaxed);
             let (slot, payload) = self.slot(pos);
             let stamp = slot.stamp.load(Ordering::Acquire);
-            if stamp == pos.wrapping_add(1)
-                && ctrl
-                    .head
-                    .value
-                    .compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
+            if stamp == pos.wrapping_add(1) && Self::bump(&ctrl.head.value, pos).is_ok() {
                 return Ok(self.claimed(slot, payload, pos, stamp));
             }
         }
@@ -622,12 +611,7 @@ impl Ring {
                     // Release on success: a producer that Acquire-loads a
                     // head past `pos` (the limited check in `reserve`) also
                     // sees the claims that led here. Relaxed on failure.
-                    match ctrl.head.value.compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    ) {
+                    match Self::bump(&ctrl.head.value, pos) {
                         Ok(_) => return Ok(self.claimed(slot, payload, pos, stamp)),
                         Err(current) => {
                             pos = current;
