@@ -220,10 +220,13 @@ impl Ring {
     /// The owner word of the slot of `pos`. Only owned handles call it, and
     /// no compact layout has one.
     fn owner(&self, pos: u64) -> &AtomicU64 {
-        assert!(!self.layout.is_compact(), "compact ring has no owner words");
+        // Owned handles only: `with_owner` refuses a compact layout, and
+        // `skip_dead_writer` returns before looking.
+        debug_assert!(!self.layout.is_compact(), "compact ring has no owner words");
         let offset = self.layout.slot_offset(pos & self.mask);
         let header = self.base.as_ptr().wrapping_add(offset);
-        // SAFETY: as in `slot`; a full layout's header is an `MpmcSlot`.
+        // SAFETY: as in `slot`; the layout is not compact (an owned handle
+        // never has one, see above), so the header is an `MpmcSlot`.
         unsafe { &(*header.cast::<MpmcSlot>()).owner }
     }
 
@@ -354,6 +357,16 @@ impl Ring {
         )
     }
 
+    /// Whether an anonymous producer may take `pos` without reading the
+    /// consumers' line: `pos` is within `capacity` of the dequeue-index
+    /// hint (see `reserve_any`). Owned handles never trust the hint.
+    #[inline]
+    fn room_by_hint(&self, ctrl: &Control, pos: u64) -> bool {
+        // Relaxed: the hint orders nothing; the stamp and the CAS do.
+        self.who == 0
+            && pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed)) < self.layout.capacity()
+    }
+
     /// One attempt of an anonymous handle at the head of the queue's
     /// common case (the next slot empty, room by the hint, no contention),
     /// small enough to inline into the channel; anything else goes to
@@ -366,9 +379,7 @@ impl Ring {
             let pos = ctrl.tail.value.load(Ordering::Relaxed);
             let (slot, payload) = self.slot(pos);
             if slot.stamp.load(Ordering::Acquire) == pos
-                && (!self.limited
-                    || pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed))
-                        < self.layout.capacity())
+                && (!self.limited || self.room_by_hint(ctrl, pos))
                 && Self::bump(&ctrl.tail.value, pos).is_ok()
             {
                 return Ok(self.reservation(slot, payload, pos));
@@ -394,13 +405,8 @@ impl Ring {
                 // the hint on the enqueue line: the hint is a dequeue index
                 // seen earlier and the index only grows, so a position
                 // within `capacity` of the hint is within it of the real
-                // index too. Relaxed: the hint orders nothing; the stamp
-                // and the CAS do.
-                if self.limited
-                    && !(self.who == 0
-                        && pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed))
-                            < self.layout.capacity())
-                {
+                // index too.
+                if self.limited && !self.room_by_hint(ctrl, pos) {
                     // Acquire: pairs with the Release CAS on `head` in
                     // `claim`, so a head past `pos` implies our reload of
                     // the tail sees a producer's claim of `pos`. A stale head
@@ -446,7 +452,8 @@ impl Ring {
                 }
                 // Acquire: pairs with the AcqRel CAS that wrote it, so a
                 // claim of `pos` seen here is a claim of this lap.
-                let owner = self.owner(pos).load(Ordering::Acquire);
+                let owner_word = self.owner(pos);
+                let owner = owner_word.load(Ordering::Acquire);
                 if self.writing(owner, pos) {
                     // Claimed by another producer, which may have died
                     // before moving the index: move it for them.
@@ -473,8 +480,7 @@ impl Ring {
                 // move and the payload writes, for recoverers that read the
                 // owner word. Relaxed on failure: we look again.
                 let mine = self.tag(pos) | self.who;
-                if self
-                    .owner(pos)
+                if owner_word
                     .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
                 {
@@ -621,7 +627,8 @@ impl Ring {
                     continue;
                 }
                 // Acquire: as in `reserve`.
-                let owner = self.owner(pos).load(Ordering::Acquire);
+                let owner_word = self.owner(pos);
+                let owner = owner_word.load(Ordering::Acquire);
                 if self.reading(owner, pos) {
                     // Claimed by another consumer: move the index for it.
                     pos = Self::step_past(&ctrl.head.value, pos).ok_or(PopError::Corrupted)?;
@@ -643,8 +650,7 @@ impl Ring {
                 // Release orders our claim before the index move. Relaxed on
                 // failure: we look again.
                 let mine = self.tag(pos) | READ | self.who;
-                if self
-                    .owner(pos)
+                if owner_word
                     .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
                 {
@@ -795,15 +801,15 @@ impl Ring {
                 continue;
             }
             // Acquire: as in `reserve`.
-            let owner = self.owner(pos).load(Ordering::Acquire);
+            let owner_word = self.owner(pos);
+            let owner = owner_word.load(Ordering::Acquire);
             if !self.reading(owner, pos) || !is_dead(owner & MAX_WHO) {
                 continue;
             }
             let mine = self.tag(pos) | READ | self.who;
             // AcqRel on success: Acquire pairs with the dead consumer's
             // claim; Release orders the adoption for later recoverers.
-            if self
-                .owner(pos)
+            if owner_word
                 .compare_exchange(owner, mine, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
