@@ -51,7 +51,7 @@ pub(crate) fn yield_now() {
 /// eventcount needs no timer to be correct; this bounds the cost of a
 /// wakeup that its asymmetric fence pair failed to order (see
 /// `shmlane_semaphore`'s barrier notes; crossbeam's select_both shape lost
-/// about one rendezvous wakeup in twenty runs here) to one step instead of
-/// a hang.
+/// a rendezvous wakeup in 4 of 25 runs here) to one step instead of a
+/// hang.
 pub(crate) const SAFETY_STEP: Option<std::time::Duration> =
     Some(std::time::Duration::from_millis(100));
