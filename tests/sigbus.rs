@@ -366,3 +366,48 @@ fn with_the_handler_switched_off_a_truncation_kills_as_any_mapping_would() {
     let status = cons.wait_timeout(LIMIT).expect("kid hung");
     assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}");
 }
+
+/// A truncation to the middle of a page zeroes the page's tail in the
+/// shared file without faulting anyone. When that tail holds the stamp of
+/// the slot a sender has reserved, its publishing CAS fails: the sender
+/// must report the channel corrupted (the file is short), not a survivor
+/// that skipped its slot. (Seen once in CI as `corrupted=false` in the
+/// cross-process case above; this makes the moment deterministic.)
+#[test]
+fn a_truncation_that_zeroes_a_reserved_slot_reports_corruption() {
+    let name = kit::unique("sigbus-mid");
+    let path = std::path::PathBuf::from(format!("/dev/shm/{name}"));
+    let mut cleanup = kit::Cleanup::new();
+    cleanup.path(&path);
+    let chan = Builder::new(&format!("shm:{name}"))
+        .unwrap()
+        .capacity(64)
+        .create::<u64>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    // Move past the first slots, so that the next one does not start a page.
+    for i in 0..3 {
+        tx.send(i).unwrap();
+        assert_eq!(rx.recv().unwrap(), i);
+    }
+    let base = std::ptr::from_ref(chan.segment().header()).addr();
+    let stride = chan.segment().layout().stride();
+    let got = tx.try_send_with(|v| {
+        let at = std::ptr::from_mut(v).addr() - base;
+        // Between this slot's start (its stamp) and the start of its page.
+        let cut = at + 1 - stride;
+        assert!(cut % 4096 != 0 && cut / 4096 == at / 4096, "{cut} {at}");
+        truncate(&path, cut as u64);
+        *v = 99;
+    });
+    assert!(
+        matches!(got, Err(shmlane::TrySendError::Disconnected(()))),
+        "{got:?}"
+    );
+    assert!(tx.is_corrupted(), "the sender says why it is disconnected");
+    assert!(matches!(
+        rx.try_recv(),
+        Err(shmlane::TryRecvError::Disconnected)
+    ));
+    assert!(rx.is_corrupted());
+}

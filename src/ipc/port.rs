@@ -83,7 +83,12 @@ pub(super) fn mpmc_try_write<E>(
                 fault::point("send.written");
                 if slot.commit().is_err() {
                     // A survivor took this process for dead and skipped the
-                    // slot: the message was not published.
+                    // slot: the message was not published. Or a peer cut
+                    // the file inside this slot's page, which zeroes the
+                    // page's tail (stamp included) without a fault: then
+                    // the channel is corrupted, and `check_intact` marks it
+                    // so (one `fstat`, on this rare path only).
+                    let _ = side.seg().check_intact();
                     return Tried::Gone;
                 }
                 fault::point("send.committed");
