@@ -357,14 +357,23 @@ impl Ring {
         )
     }
 
-    /// Whether an anonymous producer may take `pos` without reading the
-    /// consumers' line: `pos` is within `capacity` of the dequeue-index
-    /// hint (see `reserve_any`). Owned handles never trust the hint.
+    /// The dequeue-index hint on the enqueue line (see `reserve_any`),
+    /// loaded right after the tail: the line is in this core's cache then,
+    /// while after the slot's stamp load another producer may have taken
+    /// it (one more miss per send under contention). Any hint once stored
+    /// is a safe bound, so an early load is as good as a late one.
     #[inline]
-    fn room_by_hint(&self, ctrl: &Control, pos: u64) -> bool {
+    fn hint(&self, ctrl: &Control) -> u64 {
         // Relaxed: the hint orders nothing; the stamp and the CAS do.
-        self.who == 0
-            && pos.wrapping_sub(ctrl.tail.hint.load(Ordering::Relaxed)) < self.layout.capacity()
+        ctrl.tail.hint.load(Ordering::Relaxed)
+    }
+
+    /// Whether an anonymous producer may take `pos` without reading the
+    /// consumers' line: `pos` is within `capacity` of `hint`, the
+    /// dequeue-index hint. Owned handles never trust the hint.
+    #[inline]
+    fn room_by_hint(&self, hint: u64, pos: u64) -> bool {
+        self.who == 0 && pos.wrapping_sub(hint) < self.layout.capacity()
     }
 
     /// One attempt of an anonymous handle at the head of the queue's
@@ -377,23 +386,42 @@ impl Ring {
             let ctrl = self.control();
             // Orderings as in `reserve_any`.
             let pos = ctrl.tail.value.load(Ordering::Relaxed);
+            let hint = self.hint(ctrl);
             let (slot, payload) = self.slot(pos);
             if slot.stamp.load(Ordering::Acquire) == pos
-                && (!self.limited || self.room_by_hint(ctrl, pos))
-                && Self::bump(&ctrl.tail.value, pos).is_ok()
+                && (!self.limited || self.room_by_hint(hint, pos))
             {
-                return Ok(self.reservation(slot, payload, pos));
+                match Self::bump(&ctrl.tail.value, pos) {
+                    Ok(_) => return Ok(self.reservation(slot, payload, pos)),
+                    // Lost to another producer: go on from the index the
+                    // CAS returned (reloading it would be one more miss on
+                    // the contended line).
+                    Err(current) => return self.reserve_any(precise, Some(current)),
+                }
             }
         }
-        self.reserve_any(precise)
+        self.reserve_any(precise, None)
     }
 
-    fn reserve_any(&self, precise: bool) -> Result<Reservation<'_>, PushError> {
+    /// The general reserve; `lost_at` is the index a lost CAS of the fast
+    /// path returned.
+    fn reserve_any(
+        &self,
+        precise: bool,
+        lost_at: Option<u64>,
+    ) -> Result<Reservation<'_>, PushError> {
         let ctrl = self.control();
-        // Relaxed: only a hint; the stamp check and the CAS decide.
-        let mut pos = ctrl.tail.value.load(Ordering::Relaxed);
         let mut lost = 0;
+        let mut pos = match lost_at {
+            Some(current) => {
+                contended(&mut lost);
+                current
+            }
+            // Relaxed: only a hint; the stamp check and the CAS decide.
+            None => ctrl.tail.value.load(Ordering::Relaxed),
+        };
         loop {
+            let hint = self.hint(ctrl);
             let (slot, payload) = self.slot(pos);
             // Acquire: pairs with the Release that freed this slot (a
             // consumer's `Claim` release), so its read of the old payload is
@@ -406,7 +434,7 @@ impl Ring {
                 // seen earlier and the index only grows, so a position
                 // within `capacity` of the hint is within it of the real
                 // index too.
-                if self.limited && !self.room_by_hint(ctrl, pos) {
+                if self.limited && !self.room_by_hint(hint, pos) {
                     // Acquire: pairs with the Release CAS on `head` in
                     // `claim`, so a head past `pos` implies our reload of
                     // the tail sees a producer's claim of `pos`. A stale head
@@ -594,18 +622,29 @@ impl Ring {
             let pos = ctrl.head.value.load(Ordering::Relaxed);
             let (slot, payload) = self.slot(pos);
             let stamp = slot.stamp.load(Ordering::Acquire);
-            if stamp == pos.wrapping_add(1) && Self::bump(&ctrl.head.value, pos).is_ok() {
-                return Ok(self.claimed(slot, payload, pos, stamp));
+            if stamp == pos.wrapping_add(1) {
+                match Self::bump(&ctrl.head.value, pos) {
+                    Ok(_) => return Ok(self.claimed(slot, payload, pos, stamp)),
+                    // As in `reserve`.
+                    Err(current) => return self.claim_any(precise, Some(current)),
+                }
             }
         }
-        self.claim_any(precise)
+        self.claim_any(precise, None)
     }
 
-    fn claim_any(&self, precise: bool) -> Result<Claim<'_>, PopError> {
+    /// The general claim; `lost_at` as in [`reserve_any`](Self::reserve_any).
+    fn claim_any(&self, precise: bool, lost_at: Option<u64>) -> Result<Claim<'_>, PopError> {
         let ctrl = self.control();
-        // Relaxed: a hint; the stamp check and the CAS decide.
-        let mut pos = ctrl.head.value.load(Ordering::Relaxed);
         let mut lost = 0;
+        let mut pos = match lost_at {
+            Some(current) => {
+                contended(&mut lost);
+                current
+            }
+            // Relaxed: a hint; the stamp check and the CAS decide.
+            None => ctrl.head.value.load(Ordering::Relaxed),
+        };
         loop {
             let (slot, payload) = self.slot(pos);
             // Acquire: pairs with the Release commit of the stamp (or the
