@@ -70,8 +70,8 @@ impl<T> Chan<T> {
     fn disconnect(&self) {
         // Release: see `is_disconnected`.
         self.disconnected.store(true, Ordering::Release);
-        self.not_empty.notify_all();
-        self.not_full.notify_all();
+        self.not_empty.notify_all_local();
+        self.not_full.notify_all_local();
     }
 
     /// Sends without waiting. `precise`: tell a slot still being read from
@@ -96,7 +96,7 @@ impl<T> Chan<T> {
                     unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
                     // Anonymous handles always publish.
                     let _ = slot.commit();
-                    self.not_empty.notify_one();
+                    self.not_empty.notify_one_local();
                     return Ok(());
                 }
                 Err(PushError::Full) => return Err(TrySendError::Full(msg)),
@@ -134,7 +134,7 @@ impl<T> Chan<T> {
                 // unfinished: no message in it.
                 Ok(slot) if slot.is_skipped() => {
                     drop(slot);
-                    self.not_full.notify_one();
+                    self.not_full.notify_one_local();
                 }
                 Ok(slot) => {
                     // SAFETY: a claimed slot holds a `T` written by `try_send`
@@ -142,7 +142,7 @@ impl<T> Chan<T> {
                     // on drop, so this read moves the value out exactly once.
                     let msg = unsafe { slot.as_ptr().cast::<T>().read() };
                     drop(slot);
-                    self.not_full.notify_one();
+                    self.not_full.notify_one_local();
                     return Some(msg);
                 }
                 Err(PopError::Empty) => return None,
@@ -434,7 +434,7 @@ impl<T> Counted<List<T>> {
     #[inline]
     pub(crate) fn send(&self, msg: T) -> Result<(), T> {
         self.chan.push(msg)?;
-        self.not_empty.notify_one();
+        self.not_empty.notify_one_local();
         Ok(())
     }
 
@@ -839,7 +839,7 @@ impl<T> Drop for Sender<T> {
             SenderFlavor::List(c) => {
                 if last(&c.senders) {
                     c.chan.disconnect();
-                    c.not_empty.notify_all();
+                    c.not_empty.notify_all_local();
                 }
             }
             #[cfg(not(shmlane_loom))]

@@ -89,7 +89,7 @@ impl Context {
 
     /// Wakes the owner after selecting its context.
     pub(crate) fn unpark(&self) {
-        self.wake.notify_all();
+        self.wake.notify_all_local();
     }
 
     /// Waits until the context is selected or `deadline` passes; then

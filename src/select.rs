@@ -299,7 +299,7 @@ impl<T> Handle for Receiver<T> {
                     match c.ring.try_claim() {
                         Ok(slot) if slot.is_skipped() => {
                             drop(slot);
-                            c.not_full.notify_one();
+                            c.not_full.notify_one_local();
                         }
                         Ok(slot) => {
                             token.set(Taken::ArrayRecv(slot));
@@ -561,7 +561,7 @@ impl<T> Sender<T> {
                 // SAFETY: the reservation owns a slot made for `T`.
                 unsafe { slot.as_mut_ptr().cast::<T>().write(msg) };
                 let _ = slot.commit();
-                c.not_empty.notify_one();
+                c.not_empty.notify_one_local();
                 Ok(())
             }
             (SenderFlavor::List(c), Taken::ListSend) => c.send(msg).map_err(SendError),
@@ -585,7 +585,7 @@ impl<T> Receiver<T> {
                 // frees it on drop, so it is moved out once.
                 let msg = unsafe { slot.as_ptr().cast::<T>().read() };
                 drop(slot);
-                c.not_full.notify_one();
+                c.not_full.notify_one_local();
                 Ok(msg)
             }
             (ReceiverFlavor::List(c), Taken::List(block, offset)) => {

@@ -40,7 +40,7 @@ impl<T> Packet<T> {
         *self.msg.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
         // Release: pairs with the Acquire in `take`.
         self.ready.store(true, Ordering::Release);
-        self.filled.notify_all();
+        self.filled.notify_all_local();
     }
 
     /// Takes the message, waiting for the other end to fill the packet.
@@ -218,7 +218,7 @@ impl<T> Zero<T> {
                     packet: Arc::clone(&packet),
                 });
                 drop(inner);
-                self.changed.notify_all();
+                self.changed.notify_all_local();
                 let sel = cx.wait_until(deadline);
                 if sel == FIRST_OPER {
                     // A receiver has the packet.
@@ -263,7 +263,7 @@ impl<T> Zero<T> {
                     packet: Arc::clone(&packet),
                 });
                 drop(inner);
-                self.changed.notify_all();
+                self.changed.notify_all_local();
                 let sel = cx.wait_until(deadline);
                 if sel == FIRST_OPER {
                     return Ok(packet.take());
@@ -296,7 +296,7 @@ impl<T> Zero<T> {
             inner.receivers.0.push(entry);
         }
         drop(inner);
-        self.changed.notify_all();
+        self.changed.notify_all_local();
         packet
     }
 
@@ -329,7 +329,7 @@ impl<T> Zero<T> {
             inner.receivers.disconnect();
         }
         drop(inner);
-        self.changed.notify_all();
+        self.changed.notify_all_local();
     }
 }
 

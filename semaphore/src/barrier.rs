@@ -1,20 +1,27 @@
-//! The two halves of the eventcount's Dekker pair, made asymmetric.
+//! The two halves of the eventcount's Dekker pair, made asymmetric where
+//! both sides are threads of this process.
 //!
 //! A waker runs once per message and must be cheap; a waiter is about to
 //! make a futex system call anyway. So when the kernel offers
-//! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, the waker's half is only
-//! a compiler barrier and the waiter's half is the membarrier call, which
-//! makes every CPU running a registered process execute a full barrier
-//! (or be between context switches, which are full barriers). This is the
-//! asymmetric-fence technique of Linux RCU and folly.
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, the waker's half
+//! ([`waker_side_local`]) is only a compiler barrier and the waiter's half
+//! is the membarrier call, which makes every CPU running a thread of this
+//! process execute a full barrier (or be between context switches, which
+//! are full barriers). This is the asymmetric-fence technique of Linux RCU
+//! and folly.
 //!
-//! Every process registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`) on
-//! first use. Where membarrier is missing or refused, or
-//! `SHMLANE_NO_MEMBARRIER` is set, both halves are SeqCst fences. A waiter
-//! in such a process paired with a waker in an asymmetric one is not
-//! ordered: cross-process waits therefore always park in bounded steps,
-//! so that case costs latency (one step), never a hang. Under loom both
-//! halves are fences, which loom models.
+//! A private barrier reaches only this process. A waker in another
+//! process (an eventcount in shared memory) therefore fences
+//! ([`waker_side`]), and the waiter's membarrier is a full barrier for
+//! itself too, so the pair holds whoever wakes. (The global command,
+//! which would reach other processes, skips CPUs the kernel did not mark
+//! at registration: see `shmlane_sys::membarrier`. Using it lost
+//! wakeups here.)
+//!
+//! Every process registers (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`)
+//! on first use. Where membarrier is missing or refused, or
+//! `SHMLANE_NO_MEMBARRIER` is set, both halves are SeqCst fences. Under
+//! loom both halves are fences, which loom models.
 
 use crate::sync::{fence, Ordering};
 
@@ -33,8 +40,8 @@ mod imp {
     #[cold]
     fn init() -> u8 {
         let mode = if std::env::var_os("SHMLANE_NO_MEMBARRIER").is_none()
-            && membarrier::supports_global_expedited()
-            && membarrier::register_global_expedited().is_ok()
+            && membarrier::supports_private_expedited()
+            && membarrier::register_private_expedited().is_ok()
         {
             ASYMMETRIC
         } else {
@@ -77,7 +84,7 @@ mod imp {
         if mode() != ASYMMETRIC {
             return false;
         }
-        if membarrier::global_expedited().is_ok() {
+        if membarrier::private_expedited().is_ok() {
             return true;
         }
         // Failed after registration (ENOMEM, a seccomp filter installed
@@ -109,14 +116,26 @@ pub fn asymmetric() -> bool {
     imp::asymmetric()
 }
 
-/// The waker's half: after storing the condition, before loading the
-/// waiter count. (Also the fast half of the biased lock in `exclusive`.)
+/// The waker's half, when every waiter is a thread of this process (an
+/// eventcount in private memory): after storing the condition, before
+/// loading the waiter count. (Also the fast half of the biased lock in
+/// `exclusive`, which is private to a process too.)
 #[inline]
-pub(crate) fn waker_side() {
+pub(crate) fn waker_side_local() {
     if !imp::light() {
         // SeqCst: pairs with the waiter's fence (symmetric mode).
         fence(Ordering::SeqCst);
     }
+}
+
+/// The waker's half when a waiter may be in another process (an
+/// eventcount in shared memory): a fence, which pairs with the waiter's
+/// fence or with the full barrier its membarrier call makes on its own
+/// CPU.
+#[inline]
+pub(crate) fn waker_side() {
+    // SeqCst: see above.
+    fence(Ordering::SeqCst);
 }
 
 /// The waiter's half: after announcing itself, before re-checking the

@@ -84,24 +84,48 @@ impl EventCount {
     }
 
     /// Wakes one sleeping waiter, if any is announced. Call it after making
-    /// the waited-for condition true.
+    /// the waited-for condition true. Right for any eventcount, in shared
+    /// memory too (its waker's half is a fence).
     #[inline]
     pub fn notify_one(&self) {
+        barrier::waker_side();
         self.notify(1);
     }
 
-    /// Wakes every sleeping waiter, if any is announced.
+    /// Wakes every sleeping waiter, if any is announced (as
+    /// [`notify_one`](Self::notify_one)).
     #[inline]
     pub fn notify_all(&self) {
+        barrier::waker_side();
         self.notify(i32::MAX);
     }
 
+    /// As [`notify_one`](Self::notify_one), for an eventcount whose
+    /// waiters are all threads of this process (one in private memory):
+    /// no fence where the process uses membarrier, only a compiler barrier
+    /// (see `barrier`). Calling it on an eventcount that a waiter in
+    /// another process sleeps on may lose that waiter's wakeup.
+    #[inline]
+    pub fn notify_one_local(&self) {
+        barrier::waker_side_local();
+        self.notify(1);
+    }
+
+    /// As [`notify_all`](Self::notify_all), for an eventcount whose
+    /// waiters are all threads of this process (see
+    /// [`notify_one_local`](Self::notify_one_local)).
+    #[inline]
+    pub fn notify_all_local(&self) {
+        barrier::waker_side_local();
+        self.notify(i32::MAX);
+    }
+
+    /// The rest of a notify, after the waker's half of the barrier pair,
+    /// which orders the caller's store of the condition before the load
+    /// of `waiters` and pairs with `waiter_side` in `prepare` (a SeqCst
+    /// fence pair, or compiler barrier + membarrier: see `barrier`).
     #[inline]
     fn notify(&self, count: i32) {
-        // Orders the caller's store of the condition before the load of
-        // `waiters`; pairs with `waiter_side` in `prepare` (a SeqCst fence
-        // pair, or compiler barrier + membarrier: see `barrier`).
-        barrier::waker_side();
         // Relaxed: the barrier pair gives the ordering.
         if self.waiters.load(Ordering::Relaxed) == 0 {
             return;
@@ -150,7 +174,7 @@ impl EventCount {
             t.fetch_add(1, Ordering::Relaxed);
         }
         // Orders the announcement before the caller's re-check of the
-        // condition; pairs with `waker_side` in `notify`.
+        // condition; pairs with the waker's half in `notify_one` and the rest.
         barrier::waiter_side();
         // Acquire: pairs with the Release bump in `wake_slow`.
         let seq = self.seq.load(Ordering::Acquire);

@@ -29,7 +29,7 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 
-use crate::barrier::{waiter_side as heavy_fence, waker_side as light_fence};
+use crate::barrier::{waiter_side as heavy_fence, waker_side_local as light_fence};
 use crate::sync::{fence, yield_now, AtomicBool, AtomicUsize, Ordering};
 
 /// `owner` once the bias is revoked: nobody owns it any more.
