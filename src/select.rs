@@ -702,7 +702,8 @@ fn run<'a>(
         let picked = Context::with(|cx| {
             // Waiting for readiness only, no counterpart may pair with us:
             // nothing is registered then.
-            let mut packets: Vec<Option<ErasedPacket>> = handles
+            // Inline up to 4 (and 5): parking allocates nothing.
+            let mut packets: SmallVec<[Option<ErasedPacket>; 4]> = handles
                 .iter()
                 .enumerate()
                 .map(|(k, h)| {
@@ -713,7 +714,7 @@ fn run<'a>(
                     }
                 })
                 .collect();
-            let mut ecs: Vec<(&EventCount, Option<&AtomicU32>)> = Vec::with_capacity(n + 1);
+            let mut ecs: SmallVec<[(&EventCount, Option<&AtomicU32>); 5]> = SmallVec::new();
             ecs.push((&cx.wake, None));
             ecs.extend(
                 handles

@@ -151,3 +151,49 @@ fn sends_and_in_place_receives_do_not_allocate() {
     );
     assert_eq!(report.len(), 18);
 }
+
+/// A select over in-process channels that parks (registers, sleeps in
+/// `futex_waitv`, is woken) allocates nothing once the thread's context
+/// exists: crossbeam's own `golang::select2` test counts the bytes its
+/// selects allocate, and failed on a loaded machine while parking did.
+/// The sender sends only once this thread sleeps in the kernel (state `S`
+/// in /proc), so every counted select parks.
+#[test]
+fn a_select_that_parks_does_not_allocate() {
+    let chans: Vec<_> = (0..4).map(|_| shmlane::bounded::<u64>(1)).collect();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let rounds = 200u64;
+    let senders: Vec<_> = chans.iter().map(|(tx, _)| tx.clone()).collect();
+    let sender = std::thread::spawn(move || {
+        let stat = format!("/proc/self/task/{tid}/stat");
+        for i in 0..rounds {
+            loop {
+                let text = std::fs::read_to_string(&stat).unwrap();
+                // The state follows the parenthesised name.
+                if text.rsplit(") ").next().unwrap().starts_with('S') {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            senders[(i % 4) as usize].send(i).unwrap();
+        }
+    });
+    let mut counted = 0;
+    for i in 0..rounds {
+        let before = allocations();
+        let mut sel = shmlane::Select::new();
+        for (_, rx) in &chans {
+            sel.recv(rx);
+        }
+        let oper = sel.select();
+        let k = oper.index();
+        assert_eq!(oper.recv(&chans[k].1).unwrap(), i);
+        // The first rounds make this thread's context.
+        if i >= 10 {
+            counted += allocations() - before;
+        }
+    }
+    sender.join().unwrap();
+    assert_eq!(counted, 0, "allocations in {} parked selects", rounds - 10);
+}

@@ -288,7 +288,9 @@ pub fn wait_any<R>(
             }
         }
     }
-    let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(ecs.len());
+    // Inline up to 8: a parked select allocates nothing (crossbeam's own
+    // tests count the bytes a select allocates).
+    let mut words: smallvec::SmallVec<[(&AtomicU32, u32); 8]> = smallvec::SmallVec::new();
     loop {
         if let Some(r) = cond() {
             return Ok(r);
