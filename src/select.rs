@@ -703,17 +703,17 @@ fn run<'a>(
             // Waiting for readiness only, no counterpart may pair with us:
             // nothing is registered then.
             // Inline up to 4 (and 5): parking allocates nothing.
-            let mut packets: SmallVec<[Option<ErasedPacket>; 4]> = handles
-                .iter()
-                .enumerate()
-                .map(|(k, h)| {
-                    if ready_only {
-                        None
-                    } else {
-                        h.0.register(FIRST_OPER + k, cx)
-                    }
-                })
-                .collect();
+            let mut packets: SmallVec<[Option<ErasedPacket>; 4]> =
+                std::iter::repeat_with(|| None).take(n).collect();
+            if !ready_only {
+                // In the pass's random order: a partner that looks while
+                // we register must not find the same arm first every time
+                // (crossbeam's zero::fairness).
+                for k in 0..n {
+                    let i = order.get(k).map_or(k, |&o| usize::from(o));
+                    packets[i] = handles[i].0.register(FIRST_OPER + i, cx);
+                }
+            }
             let mut ecs: SmallVec<[(&EventCount, Option<&AtomicU32>); 5]> = SmallVec::new();
             ecs.push((&cx.wake, None));
             ecs.extend(
