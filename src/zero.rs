@@ -364,8 +364,9 @@ mod tests {
 
     #[test]
     fn a_packet_filled_without_a_wakeup_is_still_taken() {
-        // The wakeup is lost (as when the eventcount's asymmetric fences
-        // fail to order it): the taker finds the message on its next step.
+        // The wakeup is lost (as when the eventcount's global membarrier
+        // skipped the waker's CPU): the taker finds the message on its
+        // next step.
         let packet = Packet::<u32>::new(None);
         let taker = {
             let (p, q) = (Arc::clone(&packet), Arc::clone(&packet));
