@@ -78,10 +78,13 @@ pub const ADOPTED: u64 = 1 << 62;
 /// Both flag bits: a stamp's position is `stamp & !FLAGS`.
 const FLAGS: u64 = SKIP | ADOPTED;
 
-/// After a lost index CAS: spin 2^n pause hints (n = CASes lost so far,
-/// up to 6), so that contending threads stop taking the index's line from
-/// each other and the winner gets to finish. Never yields: a lost CAS means
-/// another thread made progress, not that one is preempted.
+/// After a lost index CAS, or a slot found already taken (the index read
+/// was stale): spin 2^n pause hints (n = such losses so far, up to 6), so
+/// that contending threads stop taking the index's line from each other
+/// and the winner gets to finish. Never yields: a loss means another
+/// thread made progress, not that one is preempted. (Without the backoff
+/// after a stale index, 4 producers on 2 CPUs with nobody receiving took
+/// 2.4x crossbeam's time: `mpsc_parts` in the benches.)
 #[inline]
 fn contended(lost: &mut u32) {
     for _ in 0..1u32 << (*lost).min(6) {
@@ -394,9 +397,9 @@ impl Ring {
                 match Self::bump(&ctrl.tail.value, pos) {
                     Ok(_) => return Ok(self.reservation(slot, payload, pos)),
                     // Lost to another producer: go on from the index the
-                    // CAS returned (reloading it would be one more miss on
-                    // the contended line).
-                    Err(current) => return self.reserve_any(precise, Some(current)),
+                    // CAS returned, with the hint already read (reloading
+                    // either would be one more miss on the contended line).
+                    Err(current) => return self.reserve_any(precise, Some((current, hint))),
                 }
             }
         }
@@ -404,24 +407,29 @@ impl Ring {
     }
 
     /// The general reserve; `lost_at` is the index a lost CAS of the fast
-    /// path returned.
+    /// path returned, with the dequeue-index hint it had read.
     fn reserve_any(
         &self,
         precise: bool,
-        lost_at: Option<u64>,
+        lost_at: Option<(u64, u64)>,
     ) -> Result<Reservation<'_>, PushError> {
         let ctrl = self.control();
         let mut lost = 0;
-        let mut pos = match lost_at {
-            Some(current) => {
+        // The hint is read once per reserve, not once per try: a hint once
+        // seen stays a safe bound (the dequeue index only grows), and
+        // between two tries on a contended index, a load of the enqueue
+        // line would fetch it shared just before the CAS wants it
+        // exclusive (measured: 4 producers without a consumer took 2.4x
+        // crossbeam's time with the load in the loop).
+        let (mut pos, mut hint) = match lost_at {
+            Some((current, hint)) => {
                 contended(&mut lost);
-                current
+                (current, hint)
             }
             // Relaxed: only a hint; the stamp check and the CAS decide.
-            None => ctrl.tail.value.load(Ordering::Relaxed),
+            None => (ctrl.tail.value.load(Ordering::Relaxed), self.hint(ctrl)),
         };
         loop {
-            let hint = self.hint(ctrl);
             let (slot, payload) = self.slot(pos);
             // Acquire: pairs with the Release that freed this slot (a
             // consumer's `Claim` release), so its read of the old payload is
@@ -444,6 +452,7 @@ impl Ring {
                         // Relaxed: see above. Racing producers may store
                         // an older head; any head once seen is a safe hint.
                         ctrl.tail.hint.store(head, Ordering::Relaxed);
+                        hint = head;
                     }
                     let used = pos.wrapping_sub(head) as i64;
                     if used < 0 {
@@ -540,6 +549,7 @@ impl Ring {
                 });
             } else {
                 // Another producer took `pos`; the enqueue index has moved.
+                contended(&mut lost);
                 let current = ctrl.tail.value.load(Ordering::Relaxed);
                 if current == pos {
                     // A stamp ahead of an index that did not move is
@@ -729,6 +739,9 @@ impl Ring {
                     PopError::Busy
                 });
             } else {
+                // Another consumer took `pos`: back off as after a lost
+                // CAS (see `reserve_any`).
+                contended(&mut lost);
                 let current = ctrl.head.value.load(Ordering::Relaxed);
                 if current == pos {
                     return Err(PopError::Corrupted);
