@@ -9,6 +9,7 @@
 //! selecting a send over 4 channels, 4 selecting a receive). The message
 //! is one `usize`, as in crossbeam's program.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -252,6 +253,9 @@ pub struct ShapeRow {
     pub shmlane: Duration,
     /// Median wall time over crossbeam-channel.
     pub crossbeam: Duration,
+    /// The hardware floor (see [`floor_probe`]) just before and just
+    /// after the row's runs.
+    pub floor: [Duration; 2],
 }
 
 impl ShapeRow {
@@ -260,6 +264,67 @@ impl ShapeRow {
     pub fn ratio(&self) -> f64 {
         self.crossbeam.as_secs_f64() / self.shmlane.as_secs_f64()
     }
+
+    /// Whether the floor moved by more than half during the row: the
+    /// VM's two CPUs changed placement (SMT siblings or not), so the
+    /// row's runs were not all made on the same hardware.
+    pub fn placement_moved(&self) -> bool {
+        let [a, b] = self.floor.map(|d| d.as_secs_f64());
+        a.max(b) > 1.5 * a.min(b)
+    }
+}
+
+/// Round trips of one cache line between a thread on CPU 0 and one on
+/// CPU 1: the median over 50 batches of 200 of the time per round trip.
+/// It tells the placement of the machine's first two CPUs now (on this
+/// kind of VM ~80-150 ns for SMT siblings, ~340-560 ns otherwise), which
+/// every cross-thread row depends on. Unpinned where pinning fails.
+pub fn floor_probe() -> Duration {
+    const BATCHES: usize = 50;
+    const BATCH: u64 = 200;
+    /// The probed word, alone on its cache lines.
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let line = Line(AtomicU64::new(0));
+    let line = &line.0;
+    let wait_for = |value: u64| {
+        let mut spins = 0u32;
+        // Acquire: pairs with the other thread's Release store.
+        while line.load(Ordering::Acquire) != value {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            // A descheduled partner would otherwise be starved on a
+            // shared core.
+            if spins % (1 << 14) == 0 {
+                thread::yield_now();
+            }
+        }
+    };
+    let total = BATCHES as u64 * BATCH;
+    let mut per_trip = thread::scope(|s| {
+        s.spawn(|| {
+            crate::ipc::pin_to_cpu(1);
+            for i in 0..total {
+                wait_for(2 * i + 1);
+                // Release: pairs with `wait_for`.
+                line.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        crate::ipc::pin_to_cpu(0);
+        let mut per_trip = Vec::with_capacity(BATCHES);
+        for b in 0..BATCHES as u64 {
+            let t = Instant::now();
+            for i in b * BATCH..(b + 1) * BATCH {
+                // Release: pairs with `wait_for`.
+                line.store(2 * i + 1, Ordering::Release);
+                wait_for(2 * i + 2);
+            }
+            per_trip.push(t.elapsed() / BATCH as u32);
+        }
+        crate::ipc::unpin();
+        per_trip
+    });
+    median(&mut per_trip)
 }
 
 /// Runs every row `runs` times per crate, alternating crates (and which
@@ -272,6 +337,7 @@ pub fn compare(
 ) -> Vec<ShapeRow> {
     rows.iter()
         .map(|&(flavor, shape)| {
+            let before = floor_probe();
             let mut ours = Vec::with_capacity(runs);
             let mut theirs = Vec::with_capacity(runs);
             for r in 0..runs {
@@ -294,25 +360,35 @@ pub fn compare(
                 shape,
                 shmlane: median(&mut ours),
                 crossbeam: median(&mut theirs),
+                floor: [before, floor_probe()],
             }
         })
         .collect()
 }
 
-/// Formats the comparison as a table.
+/// Formats the comparison as a table: a row whose floor moved during its
+/// runs is marked `*` (compare it only with a rerun on one placement).
 pub fn table(rows: &[ShapeRow]) -> String {
     let mut out = String::from(
-        "crossbeam's shapes          shmlane ms   crossbeam ms   shmlane speed / crossbeam\n",
+        "crossbeam's shapes          shmlane ms   crossbeam ms   shmlane speed / crossbeam   floor ns before/after\n",
     );
     for r in rows {
         let name = format!("{}_{}", r.flavor.name(), r.shape.name());
         out.push_str(&format!(
-            "{:<24} {:>13.1} {:>14.1} {:>26.2}x\n",
+            "{:<24} {:>13.1} {:>14.1} {:>26.2}x {:>11}/{:<5}{}\n",
             name,
             r.shmlane.as_secs_f64() * 1e3,
             r.crossbeam.as_secs_f64() * 1e3,
-            r.ratio()
+            r.ratio(),
+            r.floor[0].as_nanos(),
+            r.floor[1].as_nanos(),
+            if r.placement_moved() { " *" } else { "" },
         ));
+    }
+    if rows.iter().any(ShapeRow::placement_moved) {
+        out.push_str(
+            "* the floor moved by more than half during the row: the CPUs changed placement\n",
+        );
     }
     out
 }
