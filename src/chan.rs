@@ -78,7 +78,7 @@ impl<T> Chan<T> {
     /// a full ring (needed before parking; costs a read of the receivers'
     /// index line, which spinning checks skip).
     #[inline]
-    fn try_send(&self, msg: T, precise: bool) -> Result<(), TrySendError<T>> {
+    pub(crate) fn try_send(&self, msg: T, precise: bool) -> Result<(), TrySendError<T>> {
         if self.is_disconnected() {
             return Err(TrySendError::Disconnected(msg));
         }
@@ -110,7 +110,7 @@ impl<T> Chan<T> {
 
     /// Receives without waiting; `precise` as in [`try_send`](Self::try_send).
     #[inline]
-    fn try_recv(&self, precise: bool) -> Result<T, TryRecvError> {
+    pub(crate) fn try_recv(&self, precise: bool) -> Result<T, TryRecvError> {
         match self.pop(precise) {
             Some(msg) => Ok(msg),
             None if !self.is_disconnected() => Err(TryRecvError::Empty),

@@ -92,6 +92,8 @@ mod chan;
 #[cfg(not(shmlane_loom))]
 mod context;
 mod error;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub mod future;
 #[cfg(not(shmlane_loom))]
 pub mod ipc;
 mod list;

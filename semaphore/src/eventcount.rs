@@ -61,11 +61,20 @@ impl std::fmt::Debug for EventCount {
 
 impl EventCount {
     /// An idle eventcount.
+    #[cfg(not(shmlane_loom))]
+    pub const fn new() -> Self {
+        Self {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// An idle eventcount.
+    #[cfg(shmlane_loom)]
     pub fn new() -> Self {
         Self {
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
-            #[cfg(shmlane_loom)]
             model: futex::Model::new(),
         }
     }
@@ -144,6 +153,12 @@ impl EventCount {
         futex::wake(&self.seq, count);
     }
 
+    /// The futex word wakers bump (for the async bridge).
+    #[cfg(not(shmlane_loom))]
+    pub(crate) fn word(&self) -> *const AtomicU32 {
+        &self.seq
+    }
+
     /// Takes back `n` announcements made by waiters that can no longer
     /// withdraw them (a process that died while parked), never below zero.
     /// Whoever calls it must know those `n` from a per-waiter tally (see
@@ -163,7 +178,7 @@ impl EventCount {
 
     /// Announces a waiter and returns the key to sleep on. The caller must
     /// re-check its condition after this and before [`Self::sleep`].
-    fn prepare<'a>(&'a self, tally: Option<&'a AtomicU32>) -> Key<'a> {
+    pub(crate) fn prepare<'a>(&'a self, tally: Option<&'a AtomicU32>) -> Key<'a> {
         // The global count first, the tally second (and the reverse when
         // withdrawing): a death between the two leaves at most one
         // announcement too many, never one too few, so no wakeup is lost.
@@ -348,9 +363,9 @@ fn sleep_for(deadline: Option<Instant>, step: Option<Duration>) -> Option<Option
 }
 
 /// An announced waiter; withdraws the announcement when dropped.
-struct Key<'a> {
+pub(crate) struct Key<'a> {
     ec: &'a EventCount,
-    seq: u32,
+    pub(crate) seq: u32,
     tally: Option<&'a AtomicU32>,
 }
 

@@ -35,6 +35,8 @@
 //! ```
 
 mod barrier;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+mod bridge;
 mod eventcount;
 #[doc(hidden)]
 pub mod exclusive;
@@ -45,6 +47,8 @@ mod sync;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
+#[cfg(all(target_os = "linux", not(shmlane_loom)))]
+pub use bridge::{bridge_wakeups, AsyncWait, KeepAlive};
 #[cfg(not(shmlane_loom))]
 pub use eventcount::{wait_any, waits_on_many};
 pub use eventcount::{EventCount, TimedOut};

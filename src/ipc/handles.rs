@@ -204,7 +204,7 @@ fn passed(deadline: Option<Instant>) -> bool {
 
 /// How long a send or receive may wait.
 #[derive(Clone, Copy)]
-enum Wait {
+pub(super) enum Wait {
     /// One attempt (`try_`): probes for dead peers, never waits.
     Never,
     /// Until the deadline, or for ever.
@@ -321,7 +321,7 @@ impl<M: Message> Sender<M> {
     /// ring (the per-message hot path) is tried inline; everything else,
     /// and waiting, goes out of line.
     #[inline]
-    fn put(&self, msg: &M::Input<'_>, wait: Wait) -> Result<(), SendMsgError> {
+    pub(super) fn put(&self, msg: &M::Input<'_>, wait: Wait) -> Result<(), SendMsgError> {
         if M::BARE {
             if let TxFlavor::Spsc(end) = &self.flavor {
                 let side = &end.side;
@@ -768,7 +768,7 @@ impl<M: Message> Receiver<M> {
 
     /// The one lending path. `owned`: the message is about to be decoded
     /// into an owned value (see `port::lend`).
-    fn lend(&self, wait: Wait, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
+    pub(super) fn lend(&self, wait: Wait, owned: bool) -> Result<MsgRef<'_, M>, RecvMsgError> {
         match &self.flavor {
             RxFlavor::Mpmc(end) => match wait {
                 Wait::Never => port::mpmc_try_ref(end, true, owned),
@@ -798,7 +798,7 @@ impl<M: Message> Receiver<M> {
     /// per-message hot path) is tried inline; everything else, and
     /// waiting, goes out of line.
     #[inline]
-    fn take(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
+    pub(super) fn take(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
         if M::BARE {
             if let RxFlavor::Spsc(end) = &self.flavor {
                 let side = &end.side;

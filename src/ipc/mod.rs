@@ -107,6 +107,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod asynch;
 mod builder;
 mod channel;
 mod connect;

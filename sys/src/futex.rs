@@ -52,6 +52,28 @@ pub const WAITV_MAX: usize = 128;
 /// call (callers fall back to stepped waits), `EINVAL` for more than
 /// [`WAITV_MAX`] words or none.
 pub fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> io::Result<usize> {
+    if words.len() > WAITV_MAX {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut raw = [(std::ptr::null::<AtomicU32>(), 0u32); WAITV_MAX];
+    for (r, (word, expected)) in raw.iter_mut().zip(words) {
+        *r = (*word as *const AtomicU32, *expected);
+    }
+    wait_any_raw(&raw[..words.len()], timeout)
+}
+
+/// As [`wait_any`], with the words as addresses: for a waiter that cannot
+/// promise the words stay allocated for the whole call (the kernel only
+/// compares and queues on them; a word whose memory is gone gives
+/// `EFAULT` or a wait that other words or the timeout end).
+///
+/// # Errors
+///
+/// As [`wait_any`].
+pub fn wait_any_raw(
+    words: &[(*const AtomicU32, u32)],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
     /// `struct futex_waitv` of `<linux/futex.h>`.
     #[repr(C)]
     struct FutexWaitv {
@@ -75,7 +97,7 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> io::R
     }; WAITV_MAX];
     for (w, (word, expected)) in list.iter_mut().zip(words) {
         w.val = u64::from(*expected);
-        w.uaddr = word.as_ptr() as usize as u64;
+        w.uaddr = *word as usize as u64;
         w.flags = FUTEX2_SIZE_U32;
     }
     // The timeout is absolute, on the clock named in the last argument.
@@ -106,9 +128,10 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> io::R
     let ts = deadline
         .as_ref()
         .map_or(std::ptr::null(), |d| d as *const libc::timespec);
-    // SAFETY: `list` holds `words.len()` initialised entries whose
-    // addresses are live, aligned atomics borrowed for the call; `ts` is
-    // null or a valid timespec; flags 0 is the only defined value.
+    // SAFETY: `list` holds `words.len()` initialised entries (the kernel
+    // reads the addresses in them itself and reports EFAULT for any it
+    // cannot reach; it never writes them); `ts` is null or a valid
+    // timespec; flags 0 is the only defined value.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,

@@ -1,0 +1,347 @@
+//! Waiting on an eventcount from async code, without a thread per wait.
+//!
+//! A task that must wait announces itself on the eventcount exactly as a
+//! parked thread does (so wakers take their slow path and bump the futex
+//! word), then hands the word, the key it read and its [`Waker`] to the
+//! *bridge*: one helper thread per process, started on first use, that
+//! sleeps on every handed-over word at once with `futex_waitv` (Linux
+//! 5.16+, 128 words a call) and wakes the tasks whose words moved. A peer
+//! in another process cannot wake a task; it can wake a futex, and the
+//! bridge turns that into a task wakeup. The bridge sleeps in the kernel
+//! while nothing moves: an idle process costs no CPU, apart from the
+//! periodic re-checks a wait asks for (a `step`, for events that send no
+//! wakeup, such as a peer process dying).
+//!
+//! Past 127 registered words in one process, or on a kernel without
+//! `futex_waitv`, the bridge waits on the first ones in steps of 1 ms and
+//! re-reads the others between steps (as [`wait_any`](crate::wait_any)
+//! does).
+//!
+//! Dropping an [`AsyncWait`] (a cancelled future) withdraws both the
+//! announcement and the registration; nothing is left behind.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::eventcount::{EventCount, Key};
+use crate::futex;
+
+/// The most words one `futex_waitv` call watches, the bridge's own
+/// control word included.
+const WAITV_MAX: usize = 128;
+
+/// How long one step lasts when the registered words are more than one
+/// call can watch.
+const STEPPED: Duration = Duration::from_millis(1);
+
+/// Something that keeps a registered eventcount's memory alive (the
+/// channel or the mapping it lives in), held by the bridge while the
+/// registration stands, so that even a leaked [`AsyncWait`] never leaves
+/// the bridge reading freed memory.
+pub type KeepAlive = Arc<dyn Any + Send + Sync>;
+
+/// One waiting task, as the bridge sees it.
+struct Entry {
+    id: u64,
+    /// The eventcount's futex word; alive as long as `_keep`.
+    word: *const AtomicU32,
+    key: u32,
+    waker: Waker,
+    /// When to wake the task even if the word did not move.
+    due: Option<Instant>,
+    _keep: KeepAlive,
+}
+
+// SAFETY: `word` points into memory that `_keep` keeps alive and is only
+// read through an atomic; the rest is Send.
+unsafe impl Send for Entry {}
+
+impl Entry {
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: `_keep` keeps the word's memory alive while the entry is.
+        unsafe { &*self.word }
+    }
+
+    fn moved(&self) -> bool {
+        // Acquire: pairs with the Release bump in `EventCount::wake_slow`.
+        self.word().load(Ordering::Acquire) != self.key
+    }
+}
+
+struct Bridge {
+    entries: Mutex<Vec<Entry>>,
+    /// Bumped under the lock whenever an entry is added, so that a bridge
+    /// asleep on the old set wakes to watch the new one.
+    control: AtomicU32,
+    next_id: AtomicU64,
+    /// Wakeups the bridge delivered (a diagnostic).
+    delivered: AtomicU64,
+}
+
+fn bridge() -> &'static Bridge {
+    static BRIDGE: OnceLock<&'static Bridge> = OnceLock::new();
+    BRIDGE.get_or_init(|| {
+        let b: &'static Bridge = Box::leak(Box::new(Bridge {
+            entries: Mutex::new(Vec::new()),
+            control: AtomicU32::new(0),
+            next_id: AtomicU64::new(1),
+            delivered: AtomicU64::new(0),
+        }));
+        std::thread::Builder::new()
+            .name("shmlane-bridge".into())
+            .spawn(move || b.run())
+            .expect("shmlane: cannot start the async bridge thread");
+        b
+    })
+}
+
+impl Bridge {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, entry: Entry) {
+        let mut entries = self.lock();
+        entries.push(entry);
+        // Relaxed: the lock orders it with the bridge's read of the
+        // entries; the futex compares the value.
+        self.control.fetch_add(1, Ordering::Relaxed);
+        drop(entries);
+        futex::wake(&self.control, 1);
+    }
+
+    /// Removes entry `id`; whether it was still there (not yet woken).
+    fn remove(&self, id: u64) -> bool {
+        let mut entries = self.lock();
+        match entries.iter().position(|e| e.id == id) {
+            Some(i) => {
+                entries.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn run(&self) {
+        let mut words: Vec<(*const AtomicU32, u32)> = Vec::with_capacity(WAITV_MAX);
+        let mut woken: Vec<Waker> = Vec::new();
+        loop {
+            let mut timeout;
+            {
+                let mut entries = self.lock();
+                let now = Instant::now();
+                entries.retain_mut(|e| {
+                    if e.moved() || e.due.is_some_and(|d| d <= now) {
+                        woken.push(e.waker.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                // Relaxed: read under the lock that every bump is made
+                // under, so the value matches the entries seen here.
+                let control = self.control.load(Ordering::Relaxed);
+                words.clear();
+                words.push((&self.control as *const AtomicU32, control));
+                // Addresses, not references: an entry removed while the
+                // bridge sleeps drops its keep-alive at once (a receiver
+                // dropped must detach now, not at the bridge's next
+                // wakeup), and the kernel copes with a word whose memory
+                // went away (EFAULT, or a queue nobody wakes; the control
+                // word and the timeout end the wait either way).
+                words.extend(entries.iter().take(WAITV_MAX - 1).map(|e| (e.word, e.key)));
+                let due = entries.iter().filter_map(|e| e.due).min();
+                timeout = due.map(|d| d.saturating_duration_since(now));
+                if entries.len() > WAITV_MAX - 1 {
+                    timeout = Some(timeout.map_or(STEPPED, |t| t.min(STEPPED)));
+                }
+            }
+            // Wake outside the lock: a waker may poll its task right here
+            // (a runtime that runs tasks on the waking thread), and that
+            // poll registers again.
+            // Relaxed: a diagnostic count.
+            self.delivered
+                .fetch_add(woken.len() as u64, Ordering::Relaxed);
+            for w in woken.drain(..) {
+                w.wake();
+            }
+            if !woken_since(&words) {
+                wait_words(&words, timeout);
+            }
+        }
+    }
+}
+
+/// Whether a word already moved since it was read (then the bridge goes
+/// round again instead of asking the kernel, which would say EAGAIN).
+fn woken_since(words: &[(*const AtomicU32, u32)]) -> bool {
+    // The control word is the bridge's own static: always readable.
+    // SAFETY: the first word is `Bridge::control`, which lives forever.
+    let control = unsafe { &*words[0].0 };
+    // Relaxed: a hint; the kernel compares again.
+    control.load(Ordering::Relaxed) != words[0].1
+}
+
+/// Sleeps until a word is woken or differs, or the timeout passes.
+fn wait_words(words: &[(*const AtomicU32, u32)], timeout: Option<Duration>) {
+    use shmlane_sys::errno::Errno;
+    static NO_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let single = |t: Option<Duration>| {
+        // SAFETY: the first word is `Bridge::control` (see `woken_since`).
+        let control = unsafe { &*words[0].0 };
+        futex::wait(control, words[0].1, t);
+    };
+    // Relaxed: a sticky flag.
+    if words.len() == 1 || NO_WAITV.load(Ordering::Relaxed) {
+        // Without futex_waitv: the control word alone, in steps, so that
+        // the entries' words are re-read between steps.
+        let t = if words.len() == 1 {
+            timeout
+        } else {
+            Some(timeout.map_or(STEPPED, |t| t.min(STEPPED)))
+        };
+        return single(t);
+    }
+    if let Err(e) = shmlane_sys::futex::wait_any_raw(words, timeout) {
+        match Errno::from_io_error(&e) {
+            Some(Errno::TIMEDOUT | Errno::AGAIN | Errno::INTR) => {}
+            // A word in a mapping that is gone: nap, then look again
+            // (its entry is gone too, or will be found broken).
+            Some(Errno::FAULT) => std::thread::sleep(STEPPED),
+            Some(Errno::NOSYS) => NO_WAITV.store(true, Ordering::Relaxed),
+            _ => panic!("futex_waitv failed: {e}"),
+        }
+    }
+}
+
+/// How many task wakeups the bridge has delivered in this process (a
+/// diagnostic, for tests and benchmarks).
+pub fn bridge_wakeups() -> u64 {
+    // Relaxed: a snapshot.
+    bridge().delivered.load(Ordering::Relaxed)
+}
+
+/// One async wait on an eventcount, kept in a future across polls.
+///
+/// Each [`poll`](Self::poll) first withdraws what the previous poll left
+/// (its announcement and its registration with the bridge), then checks
+/// the condition; if it still fails, announces the task, checks again, and
+/// registers the task's waker with the bridge. Dropping it withdraws
+/// everything.
+pub struct AsyncWait<'a> {
+    ec: &'a EventCount,
+    tally: Option<&'a AtomicU32>,
+    step: Option<Duration>,
+    deadline: Option<Instant>,
+    pending: Option<(Key<'a>, u64)>,
+}
+
+/// When a wait that re-checks every `step` is next due: on a grid of
+/// `step` since the bridge's epoch, between half a step and a step and a
+/// half from `now`, so that the periodic re-checks of many idle waits
+/// with one step come due together and cost the bridge one wakeup.
+fn on_grid(now: Instant, step: Duration) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let step_ns = step.as_nanos().max(1);
+    let since = (now + step / 2).saturating_duration_since(epoch).as_nanos();
+    let slots = since.div_ceil(step_ns);
+    let at = Duration::from_nanos(u64::try_from(slots * step_ns).unwrap_or(u64::MAX));
+    epoch + at
+}
+
+impl std::fmt::Debug for AsyncWait<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncWait")
+            .field("registered", &self.pending.is_some())
+            .finish()
+    }
+}
+
+impl<'a> AsyncWait<'a> {
+    /// A wait on `ec`, counting the task in `tally` while announced (see
+    /// [`EventCount::wait_tallied`]), re-checked about every `step` (from
+    /// half a step to a step and a half: the re-checks of all waits with
+    /// one step are batched).
+    pub fn new(ec: &'a EventCount, tally: Option<&'a AtomicU32>, step: Option<Duration>) -> Self {
+        Self {
+            ec,
+            tally,
+            step,
+            deadline: None,
+            pending: None,
+        }
+    }
+
+    /// Also wakes the task at `deadline` (a timer, or a receive's own
+    /// deadline), exactly rather than on a grid.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Whether the last poll left the task registered with the bridge.
+    pub fn is_registered(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Checks `cond`; `Ready` with its answer, or `Pending` with the task
+    /// registered to be woken when the eventcount is notified (or the step
+    /// passed). `keep` is called only when registering.
+    ///
+    /// # Safety
+    ///
+    /// The [`KeepAlive`] that `keep` returns must keep the eventcount's
+    /// memory alive (the bridge thread reads its futex word until the
+    /// registration ends, which a leaked future never ends).
+    pub unsafe fn poll<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        keep: impl FnOnce() -> KeepAlive,
+        mut cond: impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
+        self.withdraw();
+        if let Some(r) = cond() {
+            return Poll::Ready(r);
+        }
+        let key = self.ec.prepare(self.tally);
+        if let Some(r) = cond() {
+            return Poll::Ready(r);
+        }
+        let id = bridge().next_id.fetch_add(1, Ordering::Relaxed);
+        bridge().register(Entry {
+            id,
+            word: self.ec.word(),
+            key: key.seq,
+            waker: cx.waker().clone(),
+            due: {
+                let now = Instant::now();
+                let step = self.step.map(|s| on_grid(now, s));
+                match (step, self.deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            },
+            _keep: keep(),
+        });
+        self.pending = Some((key, id));
+        Poll::Pending
+    }
+
+    /// Withdraws the announcement and the registration, if any.
+    pub fn withdraw(&mut self) {
+        if let Some((key, id)) = self.pending.take() {
+            bridge().remove(id);
+            drop(key);
+        }
+    }
+}
+
+impl Drop for AsyncWait<'_> {
+    fn drop(&mut self) {
+        self.withdraw();
+    }
+}

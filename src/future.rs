@@ -1,0 +1,235 @@
+//! Async sends and receives on the in-process channels: futures that any
+//! executor can poll (no runtime dependency).
+//!
+//! A future that must wait announces its task on the channel's eventcount
+//! as a parked thread would, and hands its waker to the process's bridge
+//! thread (see [`shmlane_semaphore::AsyncWait`]), which wakes it when a
+//! sender or receiver notifies. Blocking and async users of one channel
+//! mix freely: both wait on the same eventcounts.
+//!
+//! Cancellation: dropping a [`Recv`] never loses a message (a message is
+//! taken only in the poll that returns it); dropping a [`Send`] that had
+//! not completed drops its message unsent (never half-sent); take it back
+//! first with [`Send::into_message`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive};
+
+use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
+use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
+use crate::sync::SAFETY_STEP;
+
+/// The future of [`Receiver::recv_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Recv<'a, T> {
+    rx: &'a Receiver<T>,
+    wait: Option<AsyncWait<'a>>,
+}
+
+/// The future of [`Sender::send_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Send<'a, T> {
+    tx: &'a Sender<T>,
+    msg: Option<T>,
+    wait: Option<AsyncWait<'a>>,
+}
+
+// The message is never pinned (it moves into the channel by value), and
+// the rest is references.
+impl<T> Unpin for Send<'_, T> {}
+
+impl<T> std::fmt::Debug for Recv<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recv").finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for Send<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Send")
+            .field("sent", &self.msg.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Send<'_, T> {
+    /// Gives back the message if it has not been sent (`None` once the
+    /// future completed).
+    pub fn into_message(mut self) -> Option<T> {
+        self.msg.take()
+    }
+}
+
+/// An eventcount nobody notifies: a wait on it ends only at its step (the
+/// timer flavors' deadlines).
+static NEVER_NOTIFIED: EventCount = EventCount::new();
+
+fn unsupported(what: &str) -> ! {
+    panic!(
+        "shmlane: {what} on a bounded(0) channel is not supported yet (a rendezvous needs \
+         a blocked partner; use bounded(1) in async code)"
+    )
+}
+
+impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let rx = this.rx;
+        let settle = |r: Result<T, TryRecvError>| match r {
+            Ok(msg) => Some(Ok(msg)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(RecvError)),
+        };
+        match &rx.flavor {
+            ReceiverFlavor::Array(c) => {
+                let wait = this
+                    .wait
+                    .get_or_insert_with(|| AsyncWait::new(&c.not_empty, None, SAFETY_STEP));
+                // SAFETY: the channel's `Arc` holds the eventcount.
+                unsafe { wait.poll(cx, || c.clone() as KeepAlive, || settle(c.try_recv(true))) }
+            }
+            ReceiverFlavor::List(c) => {
+                let wait = this
+                    .wait
+                    .get_or_insert_with(|| AsyncWait::new(&c.not_empty, None, SAFETY_STEP));
+                // SAFETY: as above.
+                unsafe { wait.poll(cx, || c.clone() as KeepAlive, || settle(c.try_recv())) }
+            }
+            ReceiverFlavor::Zero(_) => unsupported("recv_async"),
+            ReceiverFlavor::At(c, f) => {
+                // Taken already: crossbeam's `after` channel then never
+                // delivers again.
+                let Some(due) = c.due() else {
+                    return Poll::Pending;
+                };
+                let wait = this.wait.get_or_insert_with(|| {
+                    AsyncWait::new(&NEVER_NOTIFIED, None, None).with_deadline(Some(due))
+                });
+                // SAFETY: the eventcount is a static.
+                unsafe {
+                    wait.poll(
+                        cx,
+                        || std::sync::Arc::new(()) as KeepAlive,
+                        || settle(c.try_recv().map(*f)),
+                    )
+                }
+            }
+            ReceiverFlavor::Tick(c, f) => {
+                // A new wait each time: the next tick moves.
+                let wait = this.wait.insert(
+                    AsyncWait::new(&NEVER_NOTIFIED, None, None).with_deadline(Some(c.due())),
+                );
+                // SAFETY: as above.
+                unsafe {
+                    wait.poll(
+                        cx,
+                        || std::sync::Arc::new(()) as KeepAlive,
+                        || settle(c.try_recv().map(*f)),
+                    )
+                }
+            }
+            ReceiverFlavor::Never => Poll::Pending,
+        }
+    }
+}
+
+impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Self { tx, msg, wait } = self.get_mut();
+        let tx: &Sender<T> = tx;
+        let Some(m) = msg.take() else {
+            panic!("shmlane: a send future polled after it completed");
+        };
+        match &tx.flavor {
+            SenderFlavor::Array(c) => {
+                *msg = Some(m);
+                let wait =
+                    wait.get_or_insert_with(|| AsyncWait::new(&c.not_full, None, SAFETY_STEP));
+                let mut attempt = || {
+                    let m = msg.take()?;
+                    match c.try_send(m, true) {
+                        Ok(()) => Some(Ok(())),
+                        Err(TrySendError::Full(m)) => {
+                            *msg = Some(m);
+                            None
+                        }
+                        Err(TrySendError::Disconnected(m)) => Some(Err(SendError(m))),
+                    }
+                };
+                // SAFETY: the channel's `Arc` holds the eventcount.
+                unsafe { wait.poll(cx, || c.clone() as KeepAlive, &mut attempt) }
+            }
+            SenderFlavor::List(c) => Poll::Ready(c.send(m).map_err(SendError)),
+            SenderFlavor::Zero(_) => unsupported("send_async"),
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives a message without blocking the thread: the future waits
+    /// while the channel is empty, and resolves to
+    /// [`Err(RecvError)`](RecvError) once it is empty and every sender is
+    /// gone. Cancel-safe: dropping the future never loses a message.
+    ///
+    /// Works with any executor; a waiting future costs no thread of its
+    /// own (see the [module notes](crate::future)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let (tx, rx) = shmlane::bounded(4);
+    /// std::thread::spawn(move || tx.send(7).unwrap());
+    /// assert_eq!(rx.recv_async().await, Ok(7));
+    /// assert!(rx.recv_async().await.is_err()); // the sender is gone
+    /// # });
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When polled on a rendezvous (`bounded(0)`) channel: not supported
+    /// yet.
+    pub fn recv_async(&self) -> Recv<'_, T> {
+        Recv {
+            rx: self,
+            wait: None,
+        }
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends a message without blocking the thread: the future waits while
+    /// the channel is full, and resolves to [`Err(SendError(msg))`](SendError)
+    /// if every receiver is gone. Dropping it before it completes drops the
+    /// message unsent; [`Send::into_message`] takes it back instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let (tx, rx) = shmlane::bounded(1);
+    /// tx.send_async(1).await.unwrap();
+    /// let t = std::thread::spawn(move || (rx.recv(), rx.recv()));
+    /// tx.send_async(2).await.unwrap(); // waits for room
+    /// assert_eq!(t.join().unwrap(), (Ok(1), Ok(2)));
+    /// # });
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`Receiver::recv_async`].
+    pub fn send_async(&self, msg: T) -> Send<'_, T> {
+        Send {
+            tx: self,
+            msg: Some(msg),
+            wait: None,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Async sends and receives on cross-process channels.
+//!
+//! A peer in another process cannot wake a task. It wakes the futex word
+//! of the segment's eventcount, as it does for a parked thread; the task
+//! that waits has announced itself there and handed the word to the
+//! process's bridge thread (one per process, however many channels and
+//! tasks wait: see [`shmlane_semaphore::AsyncWait`]), which wakes the task.
+//! A waiting future re-checks about every [`ASYNC_STEP`] too, as a parked
+//! thread does, to notice a peer that died (death sends no wakeup).
+//!
+//! The kernel fallbacks (`unix:`, `tcp:`, `fifo:`, `mq:`, `signal:`, pipes)
+//! have no eventcount: their futures re-check every [`FRAMES_STEP`]
+//! instead (not yet event-driven).
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive};
+
+use super::handles::{Receiver, RxFlavor, Sender, TxFlavor, Wait};
+use super::kinds::{Message, MsgRef, RecvMsgError, SendMsgError};
+use super::port;
+
+/// How often a waiting future on a ring channel re-checks by itself (for
+/// peers that died): about every 100 ms, batched across futures.
+pub const ASYNC_STEP: Duration = Duration::from_millis(100);
+
+/// How often a waiting future on a kernel fallback re-checks (it has no
+/// wakeup to wait on yet).
+pub const FRAMES_STEP: Duration = Duration::from_millis(1);
+
+/// An eventcount nobody notifies: the kernel fallbacks' futures wait on it
+/// for their step.
+static NEVER_NOTIFIED: EventCount = EventCount::new();
+
+/// What a future waits on: the eventcount, the handle's tally word, what
+/// keeps both alive, and its re-check step.
+type Waiting<'a> = (
+    &'a EventCount,
+    Option<&'a std::sync::atomic::AtomicU32>,
+    KeepAlive,
+    Duration,
+);
+
+impl<M: Message> Receiver<M> {
+    fn waiting(&self) -> Waiting<'_> {
+        match &self.flavor {
+            RxFlavor::Mpmc(end) => (
+                end.side.not_empty(),
+                Some(end.side.att.waiting(false)),
+                end.clone() as KeepAlive,
+                ASYNC_STEP,
+            ),
+            RxFlavor::Spsc(end) => (
+                end.side.not_empty(),
+                Some(end.side.att.waiting(false)),
+                end.clone() as KeepAlive,
+                ASYNC_STEP,
+            ),
+            RxFlavor::Frames(_) => (&NEVER_NOTIFIED, None, Arc::new(()), FRAMES_STEP),
+        }
+    }
+
+    /// Waits, without blocking the thread, until `attempt` finds a message
+    /// (or fails for good).
+    async fn recv_with<R>(
+        &self,
+        mut attempt: impl FnMut() -> Result<R, RecvMsgError>,
+    ) -> Result<R, RecvMsgError> {
+        let (ec, tally, keep, step) = self.waiting();
+        let mut wait = AsyncWait::new(ec, tally, Some(step));
+        poll_fn(|cx| {
+            let mut cond = || match attempt() {
+                Err(RecvMsgError::Empty | RecvMsgError::Timeout) => None,
+                done => Some(done),
+            };
+            // SAFETY: `keep` holds the end, which holds the mapping the
+            // eventcount lives in (or the eventcount is a static).
+            let polled = unsafe { wait.poll(cx, || keep.clone(), &mut cond) };
+            // A live producer is writing the head slot: its commit comes
+            // with a wakeup, but it may be preempted mid-write; look again
+            // at the executor's next turn rather than trust the wakeup
+            // alone (as a parked thread spins and yields there).
+            if polled.is_pending() && port::busy::take() {
+                cx.waker().wake_by_ref();
+            }
+            polled
+        })
+        .await
+    }
+
+    /// Receives without blocking the thread: the future waits while the
+    /// channel is empty. Cancel-safe: dropping it never loses a message (a
+    /// message is taken only in the poll that returns it). Works with any
+    /// executor; see the [module notes](self) for how a task is woken.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// use shmlane::ipc::Builder;
+    ///
+    /// let name = format!("shm:doc-recv-async-{}", std::process::id());
+    /// let chan = Builder::new(&name)?.capacity(8).create::<u64>()?;
+    /// let (tx, rx) = (chan.sender()?, chan.receiver()?);
+    /// // In another process: Builder::new(&name)?.open::<u64>()?.sender()?
+    /// std::thread::spawn(move || tx.send(42).unwrap());
+    /// assert_eq!(rx.recv_async().await, Ok(42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn recv_async(&self) -> Result<M::Output, M::RecvError> {
+        self.recv_with(|| self.take(Wait::Never))
+            .await
+            .map_err(M::recv_error)
+    }
+
+    /// As [`recv_ref`](Self::recv_ref), without blocking the thread: the
+    /// message is lent where it lies (zero copy). Cancel-safe as
+    /// [`recv_async`](Self::recv_async). On an SPSC ring the guard holds
+    /// the receiver's turn: drop it before the next receive on this
+    /// receiver, or a receive from the same thread panics.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_ref`](Self::recv_ref).
+    pub async fn recv_ref_async(&self) -> Result<MsgRef<'_, M>, RecvMsgError> {
+        self.recv_with(|| self.lend(Wait::Never, false)).await
+    }
+}
+
+impl<M: Message> Sender<M> {
+    fn waiting(&self) -> Waiting<'_> {
+        match &self.flavor {
+            TxFlavor::Mpmc(end) => (
+                end.side.not_full(),
+                Some(end.side.att.waiting(true)),
+                end.clone() as KeepAlive,
+                ASYNC_STEP,
+            ),
+            TxFlavor::Spsc(end) => (
+                end.side.not_full(),
+                Some(end.side.att.waiting(true)),
+                end.clone() as KeepAlive,
+                ASYNC_STEP,
+            ),
+            TxFlavor::Frames(_) => (&NEVER_NOTIFIED, None, Arc::new(()), FRAMES_STEP),
+        }
+    }
+
+    /// Sends without blocking the thread: the future waits while the
+    /// channel is full. Dropping it before it completes leaves the message
+    /// unsent (never half-sent: a slot is written and published within one
+    /// poll); `msg` is the caller's, by value for Pod types.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_async(&self, msg: M::Input<'_>) -> Result<(), M::SendError> {
+        let (ec, tally, keep, step) = self.waiting();
+        let mut wait = AsyncWait::new(ec, tally, Some(step));
+        let sent = poll_fn(|cx| {
+            let mut cond = || match self.put(&msg, Wait::Never) {
+                Err(SendMsgError::Full | SendMsgError::Timeout) => None,
+                done => Some(done),
+            };
+            // SAFETY: as in `recv_with`.
+            unsafe { wait.poll(cx, || keep.clone(), &mut cond) }
+        })
+        .await;
+        drop(wait);
+        sent.map_err(|e| M::send_error(msg, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::super::Builder;
+
+    #[test]
+    fn a_dropped_receive_leaves_no_announcement_and_loses_nothing() {
+        let name = format!("shm:asynch-unit-{}", std::process::id());
+        let chan = Builder::new(&name)
+            .unwrap()
+            .capacity(4)
+            .create::<u64>()
+            .unwrap();
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let mut cx = Context::from_waker(Waker::noop());
+        {
+            let mut fut = pin!(rx.recv_async());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(chan.segment().header().not_empty.0.waiters(), 1);
+        }
+        assert_eq!(chan.segment().header().not_empty.0.waiters(), 0);
+        tx.send(5).unwrap();
+        let mut fut = pin!(rx.recv_async());
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(5)));
+    }
+}

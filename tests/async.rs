@@ -1,0 +1,350 @@
+//! Async sends and receives: in-process channels and channels from other
+//! processes (real ones: this binary runs copies of itself), under tokio's
+//! runtimes and under a second executor (futures-lite's `block_on`), mixed
+//! with blocking users, and cancelled at every await point by polling by
+//! hand. Segment names are unique; creators unlink on drop; the kit kills
+//! children.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::future::block_on;
+use shmlane::ipc::Builder;
+use shmlane::{after, bounded, never, unbounded, RecvError, SendError};
+use shmlane_testkit::{self as kit, env, Kid};
+
+/// The child side of the cross-process tests.
+#[test]
+fn child() {
+    let Some(role) = kit::role() else {
+        return;
+    };
+    match role.as_str() {
+        // Sends COUNT numbers 0.. (blocking), then exits.
+        "sender" => {
+            let chan = Builder::new(&env("ADDR")).unwrap().open::<u64>().unwrap();
+            let tx = chan.sender().unwrap();
+            let count: u64 = env("COUNT").parse().unwrap();
+            for i in 0..count {
+                tx.send(i).unwrap();
+            }
+        }
+        // Answers each number on PING with the same number on PONG, from a
+        // tokio current-thread runtime, COUNT times.
+        "echo" => {
+            let ping = Builder::new(&env("PING")).unwrap().open::<u64>().unwrap();
+            let pong = Builder::new(&env("PONG")).unwrap().open::<u64>().unwrap();
+            let (rx, tx) = (ping.receiver().unwrap(), pong.sender().unwrap());
+            let count: u64 = env("COUNT").parse().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                println!("ready");
+                for _ in 0..count {
+                    let v = rx.recv_async().await.unwrap();
+                    tx.send_async(v).await.unwrap();
+                }
+            });
+        }
+        // Receives COUNT numbers (blocking) and prints their sum.
+        "summer" => {
+            let chan = Builder::new(&env("ADDR")).unwrap().open::<u64>().unwrap();
+            let rx = chan.receiver().unwrap();
+            let count: u64 = env("COUNT").parse().unwrap();
+            let sum: u64 = (0..count).map(|_| rx.recv().unwrap()).sum();
+            println!("sum {sum}");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn noop_cx() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
+#[test]
+fn in_process_async_under_tokio_multi_thread_4_by_4() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    for cap in [1, 4, 1000] {
+        let (tx, rx) = bounded::<u64>(cap);
+        let total = Arc::new(AtomicUsize::new(0));
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for p in 0..4u64 {
+                let tx = tx.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..2_000u64 {
+                        tx.send_async(p * 10_000 + i).await.unwrap();
+                    }
+                }));
+            }
+            let mut receivers = Vec::new();
+            for _ in 0..4 {
+                let rx = rx.clone();
+                let total = Arc::clone(&total);
+                receivers.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Ok(v) = rx.recv_async().await {
+                        got.push(v);
+                        total.fetch_add(1, Ordering::Relaxed);
+                    }
+                    got
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            drop(tx);
+            let mut all = Vec::new();
+            for r in receivers {
+                all.extend(r.await.unwrap());
+            }
+            all.sort_unstable();
+            let want: Vec<u64> = (0..4u64)
+                .flat_map(|p| (0..2_000u64).map(move |i| p * 10_000 + i))
+                .collect();
+            assert_eq!(all, want, "cap {cap}: every message exactly once");
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 8_000);
+        drop(rx);
+    }
+}
+
+#[test]
+fn unbounded_async_under_futures_lite() {
+    let (tx, rx) = unbounded::<String>();
+    let t = std::thread::spawn(move || {
+        for i in 0..1_000 {
+            tx.send(i.to_string()).unwrap();
+        }
+    });
+    let got = block_on(async {
+        let mut got = Vec::new();
+        while let Ok(s) = rx.recv_async().await {
+            got.push(s);
+        }
+        got
+    });
+    t.join().unwrap();
+    assert_eq!(got.len(), 1_000);
+    assert_eq!(got[999], "999");
+}
+
+#[test]
+fn a_blocking_receiver_and_an_async_sender_and_the_reverse() {
+    // Async sender, blocking receiver, on a channel that fills.
+    let (tx, rx) = bounded::<u32>(2);
+    let t = std::thread::spawn(move || rx.iter().collect::<Vec<_>>());
+    block_on(async {
+        for i in 0..500 {
+            tx.send_async(i).await.unwrap();
+        }
+    });
+    drop(tx);
+    assert_eq!(t.join().unwrap(), (0..500).collect::<Vec<_>>());
+
+    // Blocking sender, async receiver.
+    let (tx, rx) = bounded::<u32>(2);
+    let t = std::thread::spawn(move || {
+        for i in 0..500 {
+            tx.send(i).unwrap();
+        }
+    });
+    let got = block_on(async {
+        let mut got = Vec::new();
+        while let Ok(v) = rx.recv_async().await {
+            got.push(v);
+        }
+        got
+    });
+    t.join().unwrap();
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_dropped_receive_loses_nothing_and_leaves_no_waiter() {
+    for cap in [Some(1), None] {
+        let (tx, rx) = match cap {
+            Some(c) => bounded::<u32>(c),
+            None => unbounded::<u32>(),
+        };
+        let mut cx = noop_cx();
+        {
+            let mut fut = pin!(rx.recv_async());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(tx.parked_receivers(), 1, "the task is announced");
+            // Polled again, still pending: one announcement, not two.
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(tx.parked_receivers(), 1);
+        }
+        assert_eq!(tx.parked_receivers(), 0, "dropping withdrew it");
+        // A future registered while empty, then the message arrives, then
+        // the future is dropped before its next poll: the message stays
+        // for the next receive.
+        {
+            let mut fut = pin!(rx.recv_async());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            tx.send(9).unwrap();
+        }
+        assert_eq!(tx.parked_receivers(), 0);
+        let mut fut = pin!(rx.recv_async());
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(9)));
+    }
+}
+
+#[test]
+fn a_dropped_send_drops_its_message_unsent_or_gives_it_back() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = bounded::<Counted>(1);
+    tx.send(Counted(Arc::clone(&drops))).unwrap();
+    let mut cx = noop_cx();
+    {
+        let mut fut = pin!(tx.send_async(Counted(Arc::clone(&drops))));
+        assert!(
+            fut.as_mut().poll(&mut cx).is_pending(),
+            "the channel is full"
+        );
+    }
+    assert_eq!(drops.load(Ordering::Relaxed), 1, "dropped, unsent");
+    assert_eq!(rx.len(), 1, "nothing half-sent");
+    let mut fut = tx.send_async(Counted(Arc::clone(&drops)));
+    assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+    let back = fut.into_message().expect("the unsent message comes back");
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+    drop(back);
+    // Room again: the next send completes at once.
+    drop(rx.recv().unwrap());
+    let mut fut = pin!(tx.send_async(Counted(Arc::clone(&drops))));
+    assert!(fut.as_mut().poll(&mut cx).is_ready());
+}
+
+#[test]
+fn a_pending_receive_sees_the_disconnect_and_a_pending_send_sees_it_too() {
+    let (tx, rx) = bounded::<u8>(1);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(tx);
+    });
+    assert_eq!(block_on(rx.recv_async()), Err(RecvError));
+    t.join().unwrap();
+
+    let (tx, rx) = bounded::<u8>(1);
+    tx.send(1).unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(rx);
+    });
+    assert_eq!(block_on(tx.send_async(2)), Err(SendError(2)));
+    t.join().unwrap();
+}
+
+#[test]
+fn timers_resolve_and_never_stays_pending() {
+    let rx = after(Duration::from_millis(5));
+    let fired = block_on(rx.recv_async()).unwrap();
+    assert!(fired <= std::time::Instant::now());
+    let never = never::<u8>();
+    let mut fut = pin!(never.recv_async());
+    assert!(fut.as_mut().poll(&mut noop_cx()).is_pending());
+}
+
+#[test]
+fn awaits_a_message_from_another_process_under_tokio_current_thread() {
+    for ring in ["spsc", "mpmc"] {
+        let addr = kit::shm_address(&format!("async-{ring}"));
+        let mut b = Builder::new(&addr).unwrap().capacity(16);
+        if ring == "spsc" {
+            b = b.spsc();
+        }
+        let chan = b.create::<u64>().unwrap();
+        let rx = chan.receiver().unwrap();
+        let count = 20_000u64;
+        let mut kid = Kid::spawn(
+            "child",
+            "sender",
+            &[("ADDR", addr.clone()), ("COUNT", count.to_string())],
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sum = rt.block_on(async {
+            let mut sum = 0;
+            for i in 0..count {
+                let v = rx.recv_async().await.unwrap();
+                assert_eq!(v, i, "{ring}: in order");
+                sum += v;
+            }
+            // The sender exits: the channel disconnects.
+            assert!(rx.recv_async().await.is_err());
+            sum
+        });
+        assert_eq!(sum, count * (count - 1) / 2);
+        assert!(kid.wait_timeout(Duration::from_secs(60)).unwrap().success());
+    }
+}
+
+#[test]
+fn async_ping_pong_with_another_process_and_an_async_sender_to_a_blocking_receiver() {
+    let ping = kit::shm_address("async-ping");
+    let pong = kit::shm_address("async-pong");
+    let ping_chan = Builder::new(&ping).unwrap().spsc().create::<u64>().unwrap();
+    let pong_chan = Builder::new(&pong).unwrap().spsc().create::<u64>().unwrap();
+    let (tx, rx) = (ping_chan.sender().unwrap(), pong_chan.receiver().unwrap());
+    let count = 2_000u64;
+    let mut kid = Kid::spawn(
+        "child",
+        "echo",
+        &[
+            ("PING", ping.clone()),
+            ("PONG", pong.clone()),
+            ("COUNT", count.to_string()),
+        ],
+    );
+    assert!(kid.wait_for("ready"));
+    block_on(async {
+        for i in 0..count {
+            tx.send_async(i).await.unwrap();
+            assert_eq!(rx.recv_async().await, Ok(i));
+        }
+    });
+    assert!(kid.wait_timeout(Duration::from_secs(60)).unwrap().success());
+
+    // An async sender in this process, a blocking receiver in the other,
+    // through a channel that fills (capacity 2).
+    let addr = kit::shm_address("async-to-blocking");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(2)
+        .create::<u64>()
+        .unwrap();
+    let tx = chan.sender().unwrap();
+    let count = 5_000u64;
+    let mut kid = Kid::spawn(
+        "child",
+        "summer",
+        &[("ADDR", addr.clone()), ("COUNT", count.to_string())],
+    );
+    block_on(async {
+        for i in 0..count {
+            tx.send_async(i).await.unwrap();
+        }
+    });
+    let (lines, status) = kid.finish(Duration::from_secs(60)).unwrap();
+    assert!(status.success());
+    let want = format!("sum {}", count * (count - 1) / 2);
+    assert!(lines.contains(&want), "{lines:?}");
+}
