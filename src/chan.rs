@@ -35,7 +35,7 @@ pub(crate) struct Chan<T> {
     receivers: AtomicUsize,
     /// Set when the last sender or the last receiver is dropped.
     disconnected: AtomicBool,
-    strategy: WaitStrategy,
+    pub(crate) strategy: WaitStrategy,
     _marker: PhantomData<T>,
 }
 
@@ -415,7 +415,7 @@ pub(crate) struct Counted<C> {
     pub(crate) not_empty: CachePadded<EventCount>,
     senders: AtomicUsize,
     receivers: AtomicUsize,
-    strategy: WaitStrategy,
+    pub(crate) strategy: WaitStrategy,
 }
 
 impl<C> Counted<C> {

@@ -87,16 +87,16 @@ impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
         };
         match &rx.flavor {
             ReceiverFlavor::Array(c) => {
-                let wait = this
-                    .wait
-                    .get_or_insert_with(|| AsyncWait::new(&c.not_empty, None, SAFETY_STEP));
+                let wait = this.wait.get_or_insert_with(|| {
+                    AsyncWait::new(&c.not_empty, None, SAFETY_STEP).with_strategy(&c.strategy)
+                });
                 // SAFETY: the channel's `Arc` holds the eventcount.
                 unsafe { wait.poll(cx, || c.clone() as KeepAlive, || settle(c.try_recv(true))) }
             }
             ReceiverFlavor::List(c) => {
-                let wait = this
-                    .wait
-                    .get_or_insert_with(|| AsyncWait::new(&c.not_empty, None, SAFETY_STEP));
+                let wait = this.wait.get_or_insert_with(|| {
+                    AsyncWait::new(&c.not_empty, None, SAFETY_STEP).with_strategy(&c.strategy)
+                });
                 // SAFETY: as above.
                 unsafe { wait.poll(cx, || c.clone() as KeepAlive, || settle(c.try_recv())) }
             }
@@ -150,8 +150,9 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
         match &tx.flavor {
             SenderFlavor::Array(c) => {
                 *msg = Some(m);
-                let wait =
-                    wait.get_or_insert_with(|| AsyncWait::new(&c.not_full, None, SAFETY_STEP));
+                let wait = wait.get_or_insert_with(|| {
+                    AsyncWait::new(&c.not_full, None, SAFETY_STEP).with_strategy(&c.strategy)
+                });
                 let mut attempt = || {
                     let m = msg.take()?;
                     match c.try_send(m, true) {

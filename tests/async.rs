@@ -59,6 +59,13 @@ fn child() {
             let sum: u64 = (0..count).map(|_| rx.recv().unwrap()).sum();
             println!("sum {sum}");
         }
+        // Opens a sender, says so, and waits to be killed.
+        "idle_sender" => {
+            let chan = Builder::new(&env("ADDR")).unwrap().open::<u64>().unwrap();
+            let _tx = chan.sender().unwrap();
+            println!("ready");
+            std::thread::sleep(Duration::from_secs(600));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -177,9 +184,14 @@ fn a_dropped_receive_loses_nothing_and_leaves_no_waiter() {
             None => unbounded::<u32>(),
         };
         let mut cx = noop_cx();
+        // The future first spins (re-polls by self-wake, as many times as
+        // the wait strategy spins), then announces itself.
+        let polls_to_park = shmlane::WaitStrategy::default().spin() as usize + 1;
         {
             let mut fut = pin!(rx.recv_async());
-            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            for _ in 0..polls_to_park {
+                assert!(fut.as_mut().poll(&mut cx).is_pending());
+            }
             assert_eq!(tx.parked_receivers(), 1, "the task is announced");
             // Polled again, still pending: one announcement, not two.
             assert!(fut.as_mut().poll(&mut cx).is_pending());
@@ -191,7 +203,9 @@ fn a_dropped_receive_loses_nothing_and_leaves_no_waiter() {
         // for the next receive.
         {
             let mut fut = pin!(rx.recv_async());
-            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            for _ in 0..polls_to_park {
+                assert!(fut.as_mut().poll(&mut cx).is_pending());
+            }
             tx.send(9).unwrap();
         }
         assert_eq!(tx.parked_receivers(), 0);
@@ -347,4 +361,38 @@ fn async_ping_pong_with_another_process_and_an_async_sender_to_a_blocking_receiv
     assert!(status.success());
     let want = format!("sum {}", count * (count - 1) / 2);
     assert!(lines.contains(&want), "{lines:?}");
+}
+
+#[test]
+fn a_pending_receive_learns_that_the_sender_process_was_killed() {
+    for ring in ["spsc", "mpmc"] {
+        let addr = kit::shm_address(&format!("async-kill-{ring}"));
+        let mut b = Builder::new(&addr).unwrap().capacity(4);
+        if ring == "spsc" {
+            b = b.spsc();
+        }
+        let chan = b.create::<u64>().unwrap();
+        let rx = chan.receiver().unwrap();
+        let mut kid = Kid::spawn("child", "idle_sender", &[("ADDR", addr.clone())]);
+        assert!(kid.wait_for("ready"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let waiting = rx.recv_async();
+            // The kill comes while the task is parked with the bridge (a
+            // death sends no wakeup: the periodic re-check finds it).
+            let killer = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                kid.kill();
+            };
+            let (got, ()) = tokio::join!(
+                tokio::time::timeout(Duration::from_secs(60), waiting),
+                killer
+            );
+            got
+        });
+        assert_eq!(got, Ok(Err(RecvError)), "{ring}: disconnected, not hung");
+    }
 }

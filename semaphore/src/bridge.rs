@@ -236,6 +236,10 @@ pub struct AsyncWait<'a> {
     tally: Option<&'a AtomicU32>,
     step: Option<Duration>,
     deadline: Option<Instant>,
+    /// Re-polls by self-wake still allowed before registering.
+    spins: u32,
+    /// Never register: re-poll by self-wake for ever (busy-poll).
+    busy: bool,
     pending: Option<(Key<'a>, u64)>,
 }
 
@@ -272,8 +276,22 @@ impl<'a> AsyncWait<'a> {
             tally,
             step,
             deadline: None,
+            spins: 0,
+            busy: false,
             pending: None,
         }
+    }
+
+    /// Spins like `strategy` before registering: the task wakes itself
+    /// and returns `Pending` up to `strategy.spin()` times, so that the
+    /// executor runs any other ready task and polls this one again at
+    /// once (a reply that comes within microseconds costs no thread
+    /// wakeup, only re-polls); a strategy that never parks never
+    /// registers (an async busy-poll that still yields to other tasks).
+    pub fn with_strategy(mut self, strategy: &crate::WaitStrategy) -> Self {
+        self.spins = strategy.spin();
+        self.busy = !strategy.parks();
+        self
     }
 
     /// Also wakes the task at `deadline` (a timer, or a receive's own
@@ -303,32 +321,66 @@ impl<'a> AsyncWait<'a> {
         keep: impl FnOnce() -> KeepAlive,
         mut cond: impl FnMut() -> Option<R>,
     ) -> Poll<R> {
+        if let Some((key, id)) = &self.pending {
+            // Acquire: as in `Entry::moved`.
+            let quiet = self.ec.seq_now(Ordering::Acquire) == key.seq;
+            if quiet {
+                // Nobody notified since the announcement, which still
+                // stands (a re-check step, or a poll for another reason):
+                // re-check and re-arm under the same key, without the
+                // announcement's barrier (an idle wait's periodic
+                // re-check costs no system call but the bridge's).
+                if let Some(r) = cond() {
+                    self.withdraw();
+                    return Poll::Ready(r);
+                }
+                let id = *id;
+                let key = key.seq;
+                bridge().remove(id);
+                let id = self.register(cx, key, keep);
+                if let Some((_, old)) = &mut self.pending {
+                    *old = id;
+                }
+                return Poll::Pending;
+            }
+        }
         self.withdraw();
         if let Some(r) = cond() {
             return Poll::Ready(r);
+        }
+        if self.busy || self.spins > 0 {
+            self.spins = self.spins.saturating_sub(1);
+            // A deadline still ends a busy wait: the caller's condition
+            // checks it (the bridge is not involved).
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let key = self.ec.prepare(self.tally);
         if let Some(r) = cond() {
             return Poll::Ready(r);
         }
+        let id = self.register(cx, key.seq, keep);
+        self.pending = Some((key, id));
+        Poll::Pending
+    }
+
+    /// Hands the word, `key` and the task's waker to the bridge.
+    fn register(&self, cx: &Context<'_>, key: u32, keep: impl FnOnce() -> KeepAlive) -> u64 {
         let id = bridge().next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let step = self.step.map(|s| on_grid(now, s));
         bridge().register(Entry {
             id,
             word: self.ec.word(),
-            key: key.seq,
+            key,
             waker: cx.waker().clone(),
-            due: {
-                let now = Instant::now();
-                let step = self.step.map(|s| on_grid(now, s));
-                match (step, self.deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+            due: match (step, self.deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             },
             _keep: keep(),
         });
-        self.pending = Some((key, id));
-        Poll::Pending
+        id
     }
 
     /// Withdraws the announcement and the registration, if any.

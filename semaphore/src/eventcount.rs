@@ -153,6 +153,12 @@ impl EventCount {
         futex::wake(&self.seq, count);
     }
 
+    /// The futex word's value now (for the async bridge).
+    #[cfg(not(shmlane_loom))]
+    pub(crate) fn seq_now(&self, order: Ordering) -> u32 {
+        self.seq.load(order)
+    }
+
     /// The futex word wakers bump (for the async bridge).
     #[cfg(not(shmlane_loom))]
     pub(crate) fn word(&self) -> *const AtomicU32 {
