@@ -396,3 +396,44 @@ fn a_pending_receive_learns_that_the_sender_process_was_killed() {
         assert_eq!(got, Ok(Err(RecvError)), "{ring}: disconnected, not hung");
     }
 }
+
+#[test]
+fn a_waker_that_panics_does_not_stop_the_bridge() {
+    use std::sync::atomic::AtomicBool;
+    use std::task::Wake;
+    /// Panics once armed (the future's spin wakes it first, harmlessly).
+    struct Boom(AtomicBool, AtomicBool);
+    impl Wake for Boom {
+        fn wake(self: Arc<Self>) {
+            if self.1.load(Ordering::SeqCst) {
+                self.0.store(true, Ordering::SeqCst);
+                panic!("a waker that panics (on purpose)");
+            }
+        }
+    }
+    let boom = Arc::new(Boom(AtomicBool::new(false), AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&boom));
+    let mut cx = Context::from_waker(&waker);
+    let (tx, rx) = bounded::<u8>(1);
+    let mut fut = pin!(rx.recv_async());
+    for _ in 0..=shmlane::WaitStrategy::default().spin() {
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    assert_eq!(tx.parked_receivers(), 1);
+    boom.1.store(true, Ordering::SeqCst);
+    tx.send(1).unwrap();
+    // The bridge calls the waker, which panics on the bridge thread.
+    while !boom.0.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    // The bridge still serves every other wait.
+    let (tx2, rx2) = bounded::<u8>(1);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        tx2.send(2).unwrap();
+    });
+    assert_eq!(block_on(rx2.recv_async()), Ok(2));
+    t.join().unwrap();
+    // And the first message was not lost.
+    assert_eq!(block_on(rx.recv_async()), Ok(1));
+}

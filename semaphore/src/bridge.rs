@@ -114,38 +114,54 @@ impl Bridge {
     }
 
     /// Removes entry `id`; whether it was still there (not yet woken).
+    /// The entry (its keep-alive: maybe the last handle on a channel,
+    /// whose drop runs user code) is dropped after the lock is released.
     fn remove(&self, id: u64) -> bool {
         let mut entries = self.lock();
-        match entries.iter().position(|e| e.id == id) {
-            Some(i) => {
-                entries.swap_remove(i);
-                true
-            }
-            None => false,
-        }
+        let gone = entries
+            .iter()
+            .position(|e| e.id == id)
+            .map(|i| entries.swap_remove(i));
+        drop(entries);
+        gone.is_some()
     }
 
     fn run(&self) {
+        let control_word = &self.control as *const AtomicU32;
         let mut words: Vec<(*const AtomicU32, u32)> = Vec::with_capacity(WAITV_MAX);
-        let mut woken: Vec<Waker> = Vec::new();
+        let mut woken: Vec<Entry> = Vec::new();
+        // The word the kernel last woke the bridge on, if it said.
+        let mut woke_on: Option<*const AtomicU32> = None;
         loop {
             let mut timeout;
             {
                 let mut entries = self.lock();
                 let now = Instant::now();
-                entries.retain_mut(|e| {
+                let mut i = 0;
+                while i < entries.len() {
+                    let e = &entries[i];
                     if e.moved() || e.due.is_some_and(|d| d <= now) {
-                        woken.push(e.waker.clone());
-                        false
+                        woken.push(entries.swap_remove(i));
                     } else {
-                        true
+                        i += 1;
                     }
-                });
+                }
+                // A wake that reached the bridge on a word none of its
+                // tasks waits on any more (their futures completed or were
+                // dropped meanwhile) was meant for someone else: a thread
+                // parked on the same word, here or in another process
+                // (`notify_one` wakes one sleeper, and the kernel may have
+                // picked the bridge). Pass it on.
+                if let Some(w) = woke_on.take() {
+                    if w != control_word && !woken.iter().any(|e| e.word == w) {
+                        shmlane_sys::futex::wake_raw(w, 1);
+                    }
+                }
                 // Relaxed: read under the lock that every bump is made
                 // under, so the value matches the entries seen here.
                 let control = self.control.load(Ordering::Relaxed);
                 words.clear();
-                words.push((&self.control as *const AtomicU32, control));
+                words.push((control_word, control));
                 // Addresses, not references: an entry removed while the
                 // bridge sleeps drops its keep-alive at once (a receiver
                 // dropped must detach now, not at the bridge's next
@@ -161,15 +177,21 @@ impl Bridge {
             }
             // Wake outside the lock: a waker may poll its task right here
             // (a runtime that runs tasks on the waking thread), and that
-            // poll registers again.
+            // poll registers again; and dropping an entry may drop the last
+            // handle on a channel, which runs user code. A waker or a drop
+            // that panics must not take the bridge down with it (every
+            // async wait in the process would hang): the panic is caught.
             // Relaxed: a diagnostic count.
             self.delivered
                 .fetch_add(woken.len() as u64, Ordering::Relaxed);
-            for w in woken.drain(..) {
-                w.wake();
+            for e in woken.drain(..) {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    e.waker.wake_by_ref();
+                    drop(e);
+                }));
             }
             if !woken_since(&words) {
-                wait_words(&words, timeout);
+                woke_on = wait_words(&words, timeout).map(|i| words[i].0);
             }
         }
     }
@@ -178,41 +200,46 @@ impl Bridge {
 /// Whether a word already moved since it was read (then the bridge goes
 /// round again instead of asking the kernel, which would say EAGAIN).
 fn woken_since(words: &[(*const AtomicU32, u32)]) -> bool {
-    // The control word is the bridge's own static: always readable.
     // SAFETY: the first word is `Bridge::control`, which lives forever.
     let control = unsafe { &*words[0].0 };
     // Relaxed: a hint; the kernel compares again.
     control.load(Ordering::Relaxed) != words[0].1
 }
 
-/// Sleeps until a word is woken or differs, or the timeout passes.
-fn wait_words(words: &[(*const AtomicU32, u32)], timeout: Option<Duration>) {
+/// Sleeps until a word is woken or differs, or the timeout passes;
+/// returns the index of the word the kernel woke the bridge on, if it
+/// says. Never fails: an error it does not expect (a seccomp filter's
+/// EPERM, ENOMEM) turns the bridge to stepped waits on its control word
+/// for good, slower but alive (a bridge that died would leave every async
+/// wait in the process hanging).
+fn wait_words(words: &[(*const AtomicU32, u32)], timeout: Option<Duration>) -> Option<usize> {
     use shmlane_sys::errno::Errno;
     static NO_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let single = |t: Option<Duration>| {
-        // SAFETY: the first word is `Bridge::control` (see `woken_since`).
-        let control = unsafe { &*words[0].0 };
-        futex::wait(control, words[0].1, t);
-    };
     // Relaxed: a sticky flag.
     if words.len() == 1 || NO_WAITV.load(Ordering::Relaxed) {
-        // Without futex_waitv: the control word alone, in steps, so that
-        // the entries' words are re-read between steps.
+        // Without futex_waitv: the control word alone, in steps when
+        // other words are watched, re-read between steps.
         let t = if words.len() == 1 {
             timeout
         } else {
             Some(timeout.map_or(STEPPED, |t| t.min(STEPPED)))
         };
-        return single(t);
+        // SAFETY: the first word is `Bridge::control` (see `woken_since`).
+        let control = unsafe { &*words[0].0 };
+        futex::wait(control, words[0].1, t);
+        return None;
     }
-    if let Err(e) = shmlane_sys::futex::wait_any_raw(words, timeout) {
-        match Errno::from_io_error(&e) {
-            Some(Errno::TIMEDOUT | Errno::AGAIN | Errno::INTR) => {}
-            // A word in a mapping that is gone: nap, then look again
-            // (its entry is gone too, or will be found broken).
-            Some(Errno::FAULT) => std::thread::sleep(STEPPED),
-            Some(Errno::NOSYS) => NO_WAITV.store(true, Ordering::Relaxed),
-            _ => panic!("futex_waitv failed: {e}"),
+    match shmlane_sys::futex::wait_any_raw(words, timeout) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            match Errno::from_io_error(&e) {
+                Some(Errno::TIMEDOUT | Errno::AGAIN | Errno::INTR) => {}
+                // A word in a mapping that is gone: nap, then look again
+                // (its entry is gone too, or will be found broken).
+                Some(Errno::FAULT) => std::thread::sleep(STEPPED),
+                _ => NO_WAITV.store(true, Ordering::Relaxed),
+            }
+            None
         }
     }
 }
@@ -383,17 +410,28 @@ impl<'a> AsyncWait<'a> {
         id
     }
 
-    /// Withdraws the announcement and the registration, if any.
-    pub fn withdraw(&mut self) {
-        if let Some((key, id)) = self.pending.take() {
-            bridge().remove(id);
-            drop(key);
+    /// Withdraws the announcement and the registration, if any; whether
+    /// the bridge had already woken the task (its registration was gone).
+    pub fn withdraw(&mut self) -> bool {
+        match self.pending.take() {
+            Some((key, id)) => {
+                let woken = !bridge().remove(id);
+                drop(key);
+                woken
+            }
+            None => false,
         }
     }
 }
 
 impl Drop for AsyncWait<'_> {
     fn drop(&mut self) {
-        self.withdraw();
+        // Woken, then dropped before the poll that would have used the
+        // wakeup (a future that lost a `select!`): the notification it
+        // used up may have been the only one for a message that another
+        // waiter now needs. Pass it on.
+        if self.withdraw() {
+            self.ec.notify_one();
+        }
     }
 }

@@ -92,7 +92,9 @@ impl<M: Message> Receiver<M> {
             // with a wakeup, but it may be preempted mid-write; look again
             // at the executor's next turn rather than trust the wakeup
             // alone (as a parked thread spins and yields there).
-            if polled.is_pending() && port::busy::take() {
+            // (The note is taken whatever the outcome: left set, it would
+            // mislead this thread's next wait.)
+            if port::busy::take() && polled.is_pending() {
                 cx.waker().wake_by_ref();
             }
             polled

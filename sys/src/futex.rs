@@ -36,6 +36,24 @@ pub fn wake(word: &AtomicU32, count: u32) -> io::Result<usize> {
     Ok(futex::wake(word, Flags::empty(), count)?)
 }
 
+/// As [`wake`], by address: for a word that may be gone (the kernel
+/// answers EFAULT for an unmapped one, and a mapped stale address wakes
+/// nobody, or a sleeper that re-checks its condition). Errors are
+/// ignored: there is nobody to tell.
+pub fn wake_raw(word: *const AtomicU32, count: u32) {
+    // SAFETY: FUTEX_WAKE only names the address (the kernel hashes it and
+    // wakes sleepers queued on it); it never reads or writes the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word as usize,
+            libc::FUTEX_WAKE,
+            count as libc::c_int,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
 /// The most words one [`wait_any`] call can watch (the kernel's limit).
 pub const WAITV_MAX: usize = 128;
 
