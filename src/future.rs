@@ -234,3 +234,125 @@ impl<T> Sender<T> {
         }
     }
 }
+
+/// A receiver as a [`Stream`](futures_core::Stream) (feature `futures`, on
+/// by default), borrowing it: each item is one
+/// [`recv_async`](Receiver::recv_async); the stream ends when the channel
+/// is empty and every sender is gone.
+#[cfg(feature = "futures")]
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvStream<'a, T> {
+    rx: &'a Receiver<T>,
+    next: Option<Recv<'a, T>>,
+}
+
+#[cfg(feature = "futures")]
+impl<T> std::fmt::Debug for RecvStream<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvStream").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<T: std::marker::Send + 'static> futures_core::Stream for RecvStream<'_, T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = self.get_mut();
+        let rx = this.rx;
+        let next = this.next.get_or_insert_with(|| rx.recv_async());
+        match Pin::new(next).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(got) => {
+                this.next = None;
+                Poll::Ready(got.ok())
+            }
+        }
+    }
+}
+
+/// A sender as a [`Sink`](futures_sink::Sink) (feature `futures`),
+/// borrowing it: `start_send` keeps the message, `poll_flush` (and
+/// `poll_ready`, before the next one) sends it, waiting while the channel
+/// is full. Dropping the sink with a message not yet flushed drops it
+/// unsent.
+#[cfg(feature = "futures")]
+#[must_use = "sinks do nothing unless polled"]
+pub struct SendSink<'a, T> {
+    tx: &'a Sender<T>,
+    pending: Option<Send<'a, T>>,
+}
+
+#[cfg(feature = "futures")]
+impl<T> std::fmt::Debug for SendSink<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSink")
+            .field("pending", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<T: std::marker::Send + 'static> futures_sink::Sink<T> for SendSink<'_, T> {
+    type Error = SendError<T>;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), SendError<T>> {
+        let this = self.get_mut();
+        assert!(this.pending.is_none(), "start_send without poll_ready");
+        this.pending = Some(this.tx.send_async(item));
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        let this = self.get_mut();
+        let Some(pending) = &mut this.pending else {
+            return Poll::Ready(Ok(()));
+        };
+        let done = Pin::new(pending).poll(cx);
+        if done.is_ready() {
+            this.pending = None;
+        }
+        done
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        self.poll_flush(cx)
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<T> Receiver<T> {
+    /// The messages as a [`Stream`](futures_core::Stream); see
+    /// [`RecvStream`].
+    ///
+    /// ```
+    /// use futures_lite::StreamExt;
+    /// # futures_lite::future::block_on(async {
+    /// let (tx, rx) = shmlane::unbounded();
+    /// std::thread::spawn(move || (1..=3).for_each(|i| tx.send(i).unwrap()));
+    /// let all: Vec<i32> = rx.stream().collect().await;
+    /// assert_eq!(all, [1, 2, 3]);
+    /// # });
+    /// ```
+    pub fn stream(&self) -> RecvStream<'_, T> {
+        RecvStream {
+            rx: self,
+            next: None,
+        }
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<T> Sender<T> {
+    /// The sender as a [`Sink`](futures_sink::Sink); see [`SendSink`].
+    pub fn sink(&self) -> SendSink<'_, T> {
+        SendSink {
+            tx: self,
+            pending: None,
+        }
+    }
+}

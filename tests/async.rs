@@ -437,3 +437,77 @@ fn a_waker_that_panics_does_not_stop_the_bridge() {
     // And the first message was not lost.
     assert_eq!(block_on(rx.recv_async()), Ok(1));
 }
+
+/// Sends every item through a sink: `poll_ready`, `start_send`, then a
+/// final `poll_flush` (what `SinkExt::send` does, written out).
+async fn send_all<S, T>(sink: &mut S, items: impl IntoIterator<Item = T>) -> Result<(), S::Error>
+where
+    S: futures_sink::Sink<T> + Unpin,
+{
+    for item in items {
+        std::future::poll_fn(|cx| Pin::new(&mut *sink).poll_ready(cx)).await?;
+        Pin::new(&mut *sink).start_send(item)?;
+    }
+    std::future::poll_fn(|cx| Pin::new(&mut *sink).poll_flush(cx)).await
+}
+
+#[test]
+fn in_process_stream_and_sink() {
+    use futures_lite::StreamExt;
+    let (tx, rx) = bounded::<u32>(3);
+    let t = std::thread::spawn(move || {
+        block_on(async {
+            let mut sink = tx.sink();
+            send_all(&mut sink, 0..1_000).await.unwrap();
+        })
+    });
+    let got: Vec<u32> = block_on(rx.stream().collect());
+    t.join().unwrap();
+    assert_eq!(got, (0..1_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_stream_and_a_sink_between_processes() {
+    use futures_lite::StreamExt;
+    // Stream: the messages of a blocking sender in another process.
+    let addr = kit::shm_address("async-stream");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(8)
+        .create::<u64>()
+        .unwrap();
+    let rx = chan.receiver().unwrap();
+    let count = 3_000u64;
+    let mut kid = Kid::spawn(
+        "child",
+        "sender",
+        &[("ADDR", addr.clone()), ("COUNT", count.to_string())],
+    );
+    let got: Vec<u64> = block_on(rx.stream().map(|m| m.unwrap()).collect());
+    assert_eq!(got, (0..count).collect::<Vec<_>>());
+    assert!(kid.wait_timeout(Duration::from_secs(60)).unwrap().success());
+
+    // Sink: Pod values to a blocking receiver in another process.
+    let addr = kit::shm_address("async-sink");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(2)
+        .create::<u64>()
+        .unwrap();
+    let tx = chan.sender().unwrap();
+    let mut kid = Kid::spawn(
+        "child",
+        "summer",
+        &[("ADDR", addr.clone()), ("COUNT", count.to_string())],
+    );
+    block_on(async {
+        let mut sink = tx.sink();
+        send_all(&mut sink, 0..count).await.unwrap();
+    });
+    let (lines, status) = kid.finish(Duration::from_secs(60)).unwrap();
+    assert!(status.success());
+    assert!(
+        lines.contains(&format!("sum {}", count * (count - 1) / 2)),
+        "{lines:?}"
+    );
+}

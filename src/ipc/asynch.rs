@@ -14,6 +14,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive, WaitStrategy};
@@ -69,37 +70,67 @@ impl<M: Message> Receiver<M> {
         }
     }
 
+    /// The wait state of a receive in progress: made on its first poll.
+    fn wait_state(&self) -> (AsyncWait<'_>, KeepAlive) {
+        let (ec, tally, keep, step, strategy) = self.waiting();
+        let mut wait = AsyncWait::new(ec, tally, Some(step));
+        if let Some(s) = strategy {
+            wait = wait.with_strategy(s);
+        }
+        (wait, keep)
+    }
+
+    /// One poll of a receive through `attempt`; `state` is the receive's
+    /// wait state, kept across polls (`None` before the first).
+    fn poll_recv_with<'a, R>(
+        &'a self,
+        cx: &mut Context<'_>,
+        state: &mut Option<(AsyncWait<'a>, KeepAlive)>,
+        mut attempt: impl FnMut() -> Result<R, RecvMsgError>,
+    ) -> Poll<Result<R, RecvMsgError>> {
+        let (wait, keep) = state.get_or_insert_with(|| self.wait_state());
+        let mut cond = || match attempt() {
+            Err(RecvMsgError::Empty | RecvMsgError::Timeout) => None,
+            done => Some(done),
+        };
+        // SAFETY: `keep` holds the end, which holds the mapping the
+        // eventcount lives in (or the eventcount is a static).
+        let polled = unsafe { wait.poll(cx, || keep.clone(), &mut cond) };
+        // A live producer is writing the head slot: its commit comes with
+        // a wakeup, but it may be preempted mid-write; look again at the
+        // executor's next turn rather than trust the wakeup alone (as a
+        // parked thread spins and yields there). (The note is taken
+        // whatever the outcome: left set, it would mislead this thread's
+        // next wait.)
+        if port::busy::take() && polled.is_pending() {
+            cx.waker().wake_by_ref();
+        }
+        polled
+    }
+
     /// Waits, without blocking the thread, until `attempt` finds a message
     /// (or fails for good).
     async fn recv_with<R>(
         &self,
         mut attempt: impl FnMut() -> Result<R, RecvMsgError>,
     ) -> Result<R, RecvMsgError> {
-        let (ec, tally, keep, step, strategy) = self.waiting();
-        let mut wait = AsyncWait::new(ec, tally, Some(step));
-        if let Some(s) = strategy {
-            wait = wait.with_strategy(s);
+        let mut state = None;
+        poll_fn(|cx| self.poll_recv_with(cx, &mut state, &mut attempt)).await
+    }
+
+    /// The messages as a [`Stream`](futures_core::Stream) (feature
+    /// `futures`, on by default): each item is one
+    /// [`recv_async`](Self::recv_async); the stream ends when the channel
+    /// is empty and every sender is gone. A message that does not check
+    /// (`RecvMsgError::Invalid`) or an I/O error is an `Err` item; the
+    /// stream goes on after it.
+    #[cfg(feature = "futures")]
+    pub fn stream(&self) -> RecvStream<'_, M> {
+        RecvStream {
+            rx: self,
+            state: None,
+            done: false,
         }
-        poll_fn(|cx| {
-            let mut cond = || match attempt() {
-                Err(RecvMsgError::Empty | RecvMsgError::Timeout) => None,
-                done => Some(done),
-            };
-            // SAFETY: `keep` holds the end, which holds the mapping the
-            // eventcount lives in (or the eventcount is a static).
-            let polled = unsafe { wait.poll(cx, || keep.clone(), &mut cond) };
-            // A live producer is writing the head slot: its commit comes
-            // with a wakeup, but it may be preempted mid-write; look again
-            // at the executor's next turn rather than trust the wakeup
-            // alone (as a parked thread spins and yields there).
-            // (The note is taken whatever the outcome: left set, it would
-            // mislead this thread's next wait.)
-            if port::busy::take() && polled.is_pending() {
-                cx.waker().wake_by_ref();
-            }
-            polled
-        })
-        .await
     }
 
     /// Receives without blocking the thread: the future waits while the
@@ -167,6 +198,16 @@ impl<M: Message> Sender<M> {
         }
     }
 
+    /// The wait state of a send in progress.
+    fn wait_state(&self) -> (AsyncWait<'_>, KeepAlive) {
+        let (ec, tally, keep, step, strategy) = self.waiting();
+        let mut wait = AsyncWait::new(ec, tally, Some(step));
+        if let Some(s) = strategy {
+            wait = wait.with_strategy(s);
+        }
+        (wait, keep)
+    }
+
     /// Sends without blocking the thread: the future waits while the
     /// channel is full. Dropping it before it completes leaves the message
     /// unsent (never half-sent: a slot is written and published within one
@@ -176,11 +217,7 @@ impl<M: Message> Sender<M> {
     ///
     /// As [`send`](Self::send).
     pub async fn send_async(&self, msg: M::Input<'_>) -> Result<(), M::SendError> {
-        let (ec, tally, keep, step, strategy) = self.waiting();
-        let mut wait = AsyncWait::new(ec, tally, Some(step));
-        if let Some(s) = strategy {
-            wait = wait.with_strategy(s);
-        }
+        let (mut wait, keep) = self.wait_state();
         let sent = poll_fn(|cx| {
             let mut cond = || match self.put(&msg, Wait::Never) {
                 Err(SendMsgError::Full | SendMsgError::Timeout) => None,
@@ -192,6 +229,146 @@ impl<M: Message> Sender<M> {
         .await;
         drop(wait);
         sent.map_err(|e| M::send_error(msg, e))
+    }
+}
+
+/// A cross-process receiver as a [`Stream`](futures_core::Stream); see
+/// [`Receiver::stream`].
+#[cfg(feature = "futures")]
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvStream<'a, M: Message> {
+    rx: &'a Receiver<M>,
+    state: Option<(AsyncWait<'a>, KeepAlive)>,
+    done: bool,
+}
+
+#[cfg(feature = "futures")]
+impl<M: Message> std::fmt::Debug for RecvStream<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvStream")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<M: Message> futures_core::Stream for RecvStream<'_, M> {
+    type Item = Result<M::Output, RecvMsgError>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let rx = this.rx;
+        match rx.poll_recv_with(cx, &mut this.state, || rx.take(Wait::Never)) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(got) => {
+                // The next item starts a new wait.
+                this.state = None;
+                match got {
+                    Err(RecvMsgError::Disconnected) => {
+                        this.done = true;
+                        Poll::Ready(None)
+                    }
+                    got => Poll::Ready(Some(got)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<T: bytemuck::Pod + Send> Sender<T>
+where
+    T: Message<Input<'static> = T>,
+{
+    /// The sender as a [`Sink`](futures_sink::Sink) of Pod values (feature
+    /// `futures`): `start_send` keeps the value, `poll_flush` (and
+    /// `poll_ready`, before the next one) sends it, waiting while the
+    /// channel is full. Dropping the sink with a value not yet flushed
+    /// drops it unsent.
+    pub fn sink(&self) -> SendSink<'_, T> {
+        SendSink {
+            tx: self,
+            pending: None,
+            state: None,
+        }
+    }
+}
+
+/// A cross-process sender of Pod values as a [`Sink`](futures_sink::Sink);
+/// see [`Sender::sink`].
+#[cfg(feature = "futures")]
+#[must_use = "sinks do nothing unless polled"]
+pub struct SendSink<'a, T> {
+    tx: &'a Sender<T>,
+    pending: Option<T>,
+    state: Option<(AsyncWait<'a>, KeepAlive)>,
+}
+
+#[cfg(feature = "futures")]
+impl<T> std::fmt::Debug for SendSink<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendSink")
+            .field("pending", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// The value is never pinned (it is copied into the ring).
+#[cfg(feature = "futures")]
+impl<T> Unpin for SendSink<'_, T> {}
+
+#[cfg(feature = "futures")]
+impl<T: bytemuck::Pod + Send> futures_sink::Sink<T> for SendSink<'_, T>
+where
+    T: Message<Input<'static> = T>,
+{
+    type Error = SendMsgError;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendMsgError>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: T) -> Result<(), SendMsgError> {
+        let this = self.get_mut();
+        assert!(this.pending.is_none(), "start_send without poll_ready");
+        this.pending = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendMsgError>> {
+        let this = self.get_mut();
+        let Some(item) = this.pending else {
+            return Poll::Ready(Ok(()));
+        };
+        let tx = this.tx;
+        let (wait, keep) = this.state.get_or_insert_with(|| tx.wait_state());
+        let mut cond = || match tx.put(&item, Wait::Never) {
+            Err(SendMsgError::Full | SendMsgError::Timeout) => None,
+            done => Some(done),
+        };
+        // SAFETY: as in `Receiver::poll_recv_with`.
+        let polled = unsafe { wait.poll(cx, || keep.clone(), &mut cond) };
+        if polled.is_ready() {
+            this.pending = None;
+            this.state = None;
+        }
+        polled
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendMsgError>> {
+        self.poll_flush(cx)
     }
 }
 
