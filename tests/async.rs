@@ -511,3 +511,78 @@ fn a_stream_and_a_sink_between_processes() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn every_message_kind_async_on_both_rings_owned_and_in_place() {
+    use shmlane::ipc::{Bytes, RingKind, Rkyv};
+    use shmlane_codec::sample::{Status, Telemetry};
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        // Raw bytes, owned and lent in place.
+        let chan = Builder::new(&kit::shm_address("async-bytes"))
+            .unwrap()
+            .kind(kind)
+            .capacity(4)
+            .message_size(64)
+            .create::<Bytes>()
+            .unwrap();
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        block_on(async {
+            tx.send_async(b"hello".as_slice()).await.unwrap();
+            tx.send_async(b"in place".as_slice()).await.unwrap();
+            assert_eq!(rx.recv_async().await.unwrap(), b"hello");
+            let lent = rx.recv_ref_async().await.unwrap();
+            assert_eq!(&*lent, b"in place");
+        });
+
+        // rkyv archives, owned and read in place.
+        let chan = Builder::new(&kit::shm_address("async-rkyv"))
+            .unwrap()
+            .kind(kind)
+            .capacity(4)
+            .message_size(256)
+            .create::<Rkyv<Telemetry>>()
+            .unwrap();
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let t = Telemetry {
+            sensor: 7,
+            readings: vec![1.5, 2.5],
+            status: Status::Degraded(3),
+            note: Some("async".into()),
+        };
+        block_on(async {
+            tx.send_async(&t).await.unwrap();
+            tx.send_async(&t).await.unwrap();
+            assert_eq!(rx.recv_async().await.unwrap(), t);
+            let lent = rx.recv_ref_async().await.unwrap();
+            assert_eq!(lent.sensor, 7);
+            assert_eq!(lent.readings.len(), 2);
+        });
+    }
+}
+
+#[test]
+fn a_dropped_cross_process_send_sends_nothing_and_frees_nothing() {
+    let addr = kit::shm_address("async-send-drop");
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(1)
+        .create::<u64>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    tx.send(1).unwrap();
+    let mut cx = noop_cx();
+    {
+        let mut fut = pin!(tx.send_async(2));
+        // It spins, then parks: pending throughout, the channel full.
+        for _ in 0..=shmlane::WaitStrategy::default().spin() + 1 {
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+    }
+    assert_eq!(rx.try_recv(), Ok(1));
+    assert!(rx.try_recv().is_err(), "the dropped send sent nothing");
+    // The ring is whole: sends and receives go on.
+    block_on(async {
+        tx.send_async(3).await.unwrap();
+        assert_eq!(rx.recv_async().await, Ok(3));
+    });
+}
