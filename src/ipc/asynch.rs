@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive, WaitStrategy};
+use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive};
 
 use super::handles::{Receiver, RxFlavor, Sender, TxFlavor, Wait};
 use super::kinds::{Message, MsgRef, RecvMsgError, SendMsgError};
 use super::port;
+use super::side::Side;
 
 /// How often a waiting future on a ring channel re-checks by itself (for
 /// peers that died; death sends no wakeup): about every 500 ms (from 250
@@ -39,45 +40,37 @@ pub const FRAMES_STEP: Duration = Duration::from_millis(1);
 /// for their step.
 static NEVER_NOTIFIED: EventCount = EventCount::new();
 
-/// What a future waits on: the eventcount, the handle's tally word, what
-/// keeps both alive, and its re-check step.
-type Waiting<'a> = (
-    &'a EventCount,
-    Option<&'a std::sync::atomic::AtomicU32>,
-    KeepAlive,
-    Duration,
-    Option<&'a WaitStrategy>,
-);
+/// The wait state of an operation in progress on a ring end: its side's
+/// eventcount (`not_full` for a sender), the handle's tally word, the
+/// side's wait strategy, and `keep`, which holds the end (and so the
+/// mapping the eventcount lives in).
+fn ring_wait(side: &Side, sender: bool, keep: KeepAlive) -> (AsyncWait<'_>, KeepAlive) {
+    let ec = if sender {
+        side.not_full()
+    } else {
+        side.not_empty()
+    };
+    let wait = AsyncWait::new(ec, Some(side.att.waiting(sender)), Some(ASYNC_STEP))
+        .with_strategy(&side.strategy);
+    (wait, keep)
+}
+
+/// The wait state of an operation on a kernel fallback: re-checks only.
+fn frames_wait() -> (AsyncWait<'static>, KeepAlive) {
+    (
+        AsyncWait::new(&NEVER_NOTIFIED, None, Some(FRAMES_STEP)),
+        Arc::new(()),
+    )
+}
 
 impl<M: Message> Receiver<M> {
-    fn waiting(&self) -> Waiting<'_> {
-        match &self.flavor {
-            RxFlavor::Mpmc(end) => (
-                end.side.not_empty(),
-                Some(end.side.att.waiting(false)),
-                end.clone() as KeepAlive,
-                ASYNC_STEP,
-                Some(&end.side.strategy),
-            ),
-            RxFlavor::Spsc(end) => (
-                end.side.not_empty(),
-                Some(end.side.att.waiting(false)),
-                end.clone() as KeepAlive,
-                ASYNC_STEP,
-                Some(&end.side.strategy),
-            ),
-            RxFlavor::Frames(_) => (&NEVER_NOTIFIED, None, Arc::new(()), FRAMES_STEP, None),
-        }
-    }
-
     /// The wait state of a receive in progress: made on its first poll.
     fn wait_state(&self) -> (AsyncWait<'_>, KeepAlive) {
-        let (ec, tally, keep, step, strategy) = self.waiting();
-        let mut wait = AsyncWait::new(ec, tally, Some(step));
-        if let Some(s) = strategy {
-            wait = wait.with_strategy(s);
+        match &self.flavor {
+            RxFlavor::Mpmc(end) => ring_wait(&end.side, false, end.clone()),
+            RxFlavor::Spsc(end) => ring_wait(&end.side, false, end.clone()),
+            RxFlavor::Frames(_) => frames_wait(),
         }
-        (wait, keep)
     }
 
     /// One poll of a receive through `attempt`; `state` is the receive's
@@ -178,34 +171,13 @@ impl<M: Message> Receiver<M> {
 }
 
 impl<M: Message> Sender<M> {
-    fn waiting(&self) -> Waiting<'_> {
-        match &self.flavor {
-            TxFlavor::Mpmc(end) => (
-                end.side.not_full(),
-                Some(end.side.att.waiting(true)),
-                end.clone() as KeepAlive,
-                ASYNC_STEP,
-                Some(&end.side.strategy),
-            ),
-            TxFlavor::Spsc(end) => (
-                end.side.not_full(),
-                Some(end.side.att.waiting(true)),
-                end.clone() as KeepAlive,
-                ASYNC_STEP,
-                Some(&end.side.strategy),
-            ),
-            TxFlavor::Frames(_) => (&NEVER_NOTIFIED, None, Arc::new(()), FRAMES_STEP, None),
-        }
-    }
-
     /// The wait state of a send in progress.
     fn wait_state(&self) -> (AsyncWait<'_>, KeepAlive) {
-        let (ec, tally, keep, step, strategy) = self.waiting();
-        let mut wait = AsyncWait::new(ec, tally, Some(step));
-        if let Some(s) = strategy {
-            wait = wait.with_strategy(s);
+        match &self.flavor {
+            TxFlavor::Mpmc(end) => ring_wait(&end.side, true, end.clone()),
+            TxFlavor::Spsc(end) => ring_wait(&end.side, true, end.clone()),
+            TxFlavor::Frames(_) => frames_wait(),
         }
-        (wait, keep)
     }
 
     /// Sends without blocking the thread: the future waits while the
