@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use shmlane_ring::{mpmc, PopError, PushError};
-use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
+use shmlane_semaphore::{Phase, WaitStrategy};
+
+use crate::event::Event;
 
 use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -28,9 +30,9 @@ pub(crate) struct Chan<T> {
     // may pad them for this CPU. The ring's control lines stay a fixed 128
     // bytes: the same ring layout is used in shared segments.
     /// Receivers park here; senders notify after each message.
-    pub(crate) not_empty: CachePadded<EventCount>,
+    pub(crate) not_empty: CachePadded<Event>,
     /// Senders park here; receivers notify after each message.
-    pub(crate) not_full: CachePadded<EventCount>,
+    pub(crate) not_full: CachePadded<Event>,
     senders: AtomicUsize,
     receivers: AtomicUsize,
     /// Set when the last sender or the last receiver is dropped.
@@ -51,8 +53,8 @@ impl<T> Chan<T> {
             .unwrap_or_else(|e| panic!("shmlane::bounded({cap}): {e}"));
         Self {
             ring,
-            not_empty: CachePadded::new(EventCount::new()),
-            not_full: CachePadded::new(EventCount::new()),
+            not_empty: CachePadded::new(Event::new()),
+            not_full: CachePadded::new(Event::new()),
             senders: AtomicUsize::new(1),
             receivers: AtomicUsize::new(1),
             disconnected: AtomicBool::new(false),
@@ -412,7 +414,7 @@ pub fn never<T>() -> Receiver<T> {
 pub(crate) struct Counted<C> {
     pub(crate) chan: C,
     /// Receivers park here (the unbounded flavor).
-    pub(crate) not_empty: CachePadded<EventCount>,
+    pub(crate) not_empty: CachePadded<Event>,
     senders: AtomicUsize,
     receivers: AtomicUsize,
     pub(crate) strategy: WaitStrategy,
@@ -422,7 +424,7 @@ impl<C> Counted<C> {
     fn new(chan: C, strategy: WaitStrategy) -> Self {
         Self {
             chan,
-            not_empty: CachePadded::new(EventCount::new()),
+            not_empty: CachePadded::new(Event::new()),
             senders: AtomicUsize::new(1),
             receivers: AtomicUsize::new(1),
             strategy,

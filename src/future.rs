@@ -1,11 +1,14 @@
 //! Async sends and receives on the in-process channels: futures that any
 //! executor can poll (no runtime dependency).
 //!
-//! A future that must wait announces its task on the channel's eventcount
-//! as a parked thread would, and hands its waker to the process's bridge
-//! thread (see [`shmlane_semaphore::AsyncWait`]), which wakes it when a
-//! sender or receiver notifies. Blocking and async users of one channel
-//! mix freely: both wait on the same eventcounts.
+//! A future that must wait first spins like the channel's wait strategy
+//! (it wakes itself and returns `Pending`, so the executor runs other
+//! tasks in between), then lists its task's waker on the channel, next to
+//! the eventcount its parked threads sleep on; the sender or receiver that
+//! changes the channel wakes it directly, on its own thread. Blocking and
+//! async users of one channel mix freely. (Timers, which have no notifier,
+//! are woken at their deadline by the process's bridge thread: see
+//! [`shmlane_semaphore::AsyncWait`].)
 //!
 //! Cancellation: dropping a [`Recv`] never loses a message (a message is
 //! taken only in the poll that returns it); dropping a [`Send`] that had
@@ -16,16 +19,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive};
+use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive, WaitStrategy};
 
 use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
-use crate::sync::SAFETY_STEP;
+use crate::event::Event;
 
 /// The future of [`Receiver::recv_async`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Recv<'a, T> {
     rx: &'a Receiver<T>,
+    /// The wait on a channel (its own task list).
+    local: Option<LocalWait<'a>>,
+    /// The wait on a timer (through the bridge, for its deadline).
     wait: Option<AsyncWait<'a>>,
 }
 
@@ -34,7 +40,7 @@ pub struct Recv<'a, T> {
 pub struct Send<'a, T> {
     tx: &'a Sender<T>,
     msg: Option<T>,
-    wait: Option<AsyncWait<'a>>,
+    local: Option<LocalWait<'a>>,
 }
 
 // The message is never pinned (it moves into the channel by value), and
@@ -63,6 +69,64 @@ impl<T> Send<'_, T> {
     }
 }
 
+/// One async wait on an in-process channel, kept in a future across
+/// polls: the task spins like the channel's wait strategy (waking itself),
+/// then lists itself on the channel's event, where the notifier wakes it
+/// directly (see `crate::event`). Dropped while listed, it withdraws; woken
+/// and dropped before using the wakeup, it passes the wakeup on.
+struct LocalWait<'a> {
+    ev: &'a Event,
+    id: Option<u64>,
+    spins: u32,
+    busy: bool,
+}
+
+impl<'a> LocalWait<'a> {
+    fn new(ev: &'a Event, strategy: &WaitStrategy) -> Self {
+        Self {
+            ev,
+            id: None,
+            spins: strategy.spin(),
+            busy: !strategy.parks(),
+        }
+    }
+
+    fn poll<R>(&mut self, cx: &mut Context<'_>, mut cond: impl FnMut() -> Option<R>) -> Poll<R> {
+        if let Some(id) = self.id.take() {
+            // Woken or not, this poll looks again itself.
+            self.ev.unregister(id);
+        }
+        if let Some(r) = cond() {
+            return Poll::Ready(r);
+        }
+        if self.busy || self.spins > 0 {
+            self.spins = self.spins.saturating_sub(1);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let id = self.ev.register(cx.waker());
+        if let Some(r) = cond() {
+            self.ev.unregister(id);
+            return Poll::Ready(r);
+        }
+        self.id = Some(id);
+        Poll::Pending
+    }
+}
+
+impl Drop for LocalWait<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if !self.ev.unregister(id) {
+                // Woken, then dropped unpolled (a future that lost a
+                // `select!`): the wakeup may have been the only one for a
+                // message another waiter needs.
+                self.ev.notify_one_local();
+            }
+        }
+    }
+}
+
 /// An eventcount nobody notifies: a wait on it ends only at its step (the
 /// timer flavors' deadlines).
 static NEVER_NOTIFIED: EventCount = EventCount::new();
@@ -86,20 +150,14 @@ impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
             Err(TryRecvError::Disconnected) => Some(Err(RecvError)),
         };
         match &rx.flavor {
-            ReceiverFlavor::Array(c) => {
-                let wait = this.wait.get_or_insert_with(|| {
-                    AsyncWait::new(&c.not_empty, None, SAFETY_STEP).with_strategy(&c.strategy)
-                });
-                // SAFETY: the channel's `Arc` holds the eventcount.
-                unsafe { wait.poll(cx, || c.clone() as KeepAlive, || settle(c.try_recv(true))) }
-            }
-            ReceiverFlavor::List(c) => {
-                let wait = this.wait.get_or_insert_with(|| {
-                    AsyncWait::new(&c.not_empty, None, SAFETY_STEP).with_strategy(&c.strategy)
-                });
-                // SAFETY: as above.
-                unsafe { wait.poll(cx, || c.clone() as KeepAlive, || settle(c.try_recv())) }
-            }
+            ReceiverFlavor::Array(c) => this
+                .local
+                .get_or_insert_with(|| LocalWait::new(&c.not_empty, &c.strategy))
+                .poll(cx, || settle(c.try_recv(true))),
+            ReceiverFlavor::List(c) => this
+                .local
+                .get_or_insert_with(|| LocalWait::new(&c.not_empty, &c.strategy))
+                .poll(cx, || settle(c.try_recv())),
             ReceiverFlavor::Zero(_) => unsupported("recv_async"),
             ReceiverFlavor::At(c, f) => {
                 // Taken already: crossbeam's `after` channel then never
@@ -142,7 +200,7 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
     type Output = Result<(), SendError<T>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Self { tx, msg, wait } = self.get_mut();
+        let Self { tx, msg, local } = self.get_mut();
         let tx: &Sender<T> = tx;
         let Some(m) = msg.take() else {
             panic!("shmlane: a send future polled after it completed");
@@ -150,10 +208,7 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
         match &tx.flavor {
             SenderFlavor::Array(c) => {
                 *msg = Some(m);
-                let wait = wait.get_or_insert_with(|| {
-                    AsyncWait::new(&c.not_full, None, SAFETY_STEP).with_strategy(&c.strategy)
-                });
-                let mut attempt = || {
+                let attempt = || {
                     let m = msg.take()?;
                     match c.try_send(m, true) {
                         Ok(()) => Some(Ok(())),
@@ -164,8 +219,9 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
                         Err(TrySendError::Disconnected(m)) => Some(Err(SendError(m))),
                     }
                 };
-                // SAFETY: the channel's `Arc` holds the eventcount.
-                unsafe { wait.poll(cx, || c.clone() as KeepAlive, &mut attempt) }
+                local
+                    .get_or_insert_with(|| LocalWait::new(&c.not_full, &c.strategy))
+                    .poll(cx, attempt)
             }
             SenderFlavor::List(c) => Poll::Ready(c.send(m).map_err(SendError)),
             SenderFlavor::Zero(_) => unsupported("send_async"),
@@ -200,6 +256,7 @@ impl<T> Receiver<T> {
     pub fn recv_async(&self) -> Recv<'_, T> {
         Recv {
             rx: self,
+            local: None,
             wait: None,
         }
     }
@@ -230,7 +287,7 @@ impl<T> Sender<T> {
         Send {
             tx: self,
             msg: Some(msg),
-            wait: None,
+            local: None,
         }
     }
 }

@@ -92,6 +92,7 @@ mod chan;
 #[cfg(not(shmlane_loom))]
 mod context;
 mod error;
+mod event;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 pub mod future;
 #[cfg(not(shmlane_loom))]

@@ -414,12 +414,18 @@ fn a_waker_that_panics_does_not_stop_the_bridge() {
     let boom = Arc::new(Boom(AtomicBool::new(false), AtomicBool::new(false)));
     let waker = Waker::from(Arc::clone(&boom));
     let mut cx = Context::from_waker(&waker);
-    let (tx, rx) = bounded::<u8>(1);
+    // A cross-process channel: its tasks are woken by the bridge (an
+    // in-process channel's notifier wakes its tasks itself).
+    let chan = Builder::new(&kit::shm_address("async-boom"))
+        .unwrap()
+        .capacity(1)
+        .create::<u8>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
     let mut fut = pin!(rx.recv_async());
     for _ in 0..=shmlane::WaitStrategy::default().spin() {
         assert!(fut.as_mut().poll(&mut cx).is_pending());
     }
-    assert_eq!(tx.parked_receivers(), 1);
     boom.1.store(true, Ordering::SeqCst);
     tx.send(1).unwrap();
     // The bridge calls the waker, which panics on the bridge thread.
@@ -585,4 +591,42 @@ fn a_dropped_cross_process_send_sends_nothing_and_frees_nothing() {
         tx.send_async(3).await.unwrap();
         assert_eq!(rx.recv_async().await, Ok(3));
     });
+}
+
+#[test]
+fn an_in_process_sender_wakes_a_parked_task_itself() {
+    use std::sync::Mutex;
+    use std::task::Wake;
+    /// Records the name of the thread that wakes it.
+    struct Who(Mutex<Vec<Option<String>>>);
+    impl Wake for Who {
+        fn wake(self: Arc<Self>) {
+            let name = std::thread::current().name().map(String::from);
+            self.0.lock().unwrap().push(name);
+        }
+    }
+    let who = Arc::new(Who(Mutex::new(Vec::new())));
+    let waker = Waker::from(Arc::clone(&who));
+    let mut cx = Context::from_waker(&waker);
+    for cap in [Some(2), None] {
+        let (tx, rx) = match cap {
+            Some(c) => bounded::<u8>(c),
+            None => unbounded::<u8>(),
+        };
+        let mut fut = pin!(rx.recv_async());
+        for _ in 0..=shmlane::WaitStrategy::default().spin() {
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(tx.parked_receivers(), 1, "listed");
+        who.0.lock().unwrap().clear();
+        std::thread::Builder::new()
+            .name("the-sender".into())
+            .spawn(move || tx.send(5).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        // Woken inside `send`, on the sender's thread: no helper between.
+        assert_eq!(*who.0.lock().unwrap(), vec![Some("the-sender".to_owned())]);
+        assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(5)));
+    }
 }

@@ -63,6 +63,15 @@ pub use named::{
 pub use shmlane_sys::sigbus;
 pub use wait::{Phase, WaitStrategy};
 
+/// The waiter's half of the eventcounts' barrier pair, for a waiter that
+/// announces itself somewhere else than an eventcount (an async task in a
+/// channel's own list) and is found by a notifier after its
+/// `notify_one_local`/`notify_all_local`: call it after announcing and
+/// before re-checking the condition.
+pub fn waiter_barrier() {
+    barrier::waiter_side();
+}
+
 impl std::fmt::Display for TimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("timed out")

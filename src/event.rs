@@ -1,0 +1,156 @@
+//! The in-process channels' wakeup points: an eventcount for parked
+//! threads, and a list of async tasks that the notifier wakes itself (no
+//! helper thread between a sender and a waiting task in its process).
+//!
+//! Protocol for a task (the eventcount's, with the list in place of the
+//! futex):
+//!
+//! ```text
+//! task                                   notifier
+//! push waker; tasks += 1                 make the condition true
+//! barrier (heavy)                        barrier (light)
+//! re-check the condition                 if waiters > 0: wake a thread
+//! (Pending)                              if tasks > 0: pop and wake a task
+//! ```
+//!
+//! Either the notifier sees the task counted, or the task's re-check sees
+//! the condition.
+
+use std::ops::Deref;
+
+use shmlane_semaphore::EventCount;
+
+#[cfg(not(shmlane_loom))]
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(shmlane_loom))]
+use std::sync::Mutex;
+#[cfg(not(shmlane_loom))]
+use std::task::Waker;
+
+/// An eventcount plus the tasks waiting on the same condition.
+pub(crate) struct Event {
+    ec: EventCount,
+    /// How many tasks are listed (read by every notify, so it shares the
+    /// eventcount's line).
+    #[cfg(not(shmlane_loom))]
+    tasks: AtomicUsize,
+    #[cfg(not(shmlane_loom))]
+    list: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl Deref for Event {
+    type Target = EventCount;
+
+    fn deref(&self) -> &EventCount {
+        &self.ec
+    }
+}
+
+impl Event {
+    pub(crate) fn new() -> Self {
+        Self {
+            ec: EventCount::new(),
+            #[cfg(not(shmlane_loom))]
+            tasks: AtomicUsize::new(0),
+            #[cfg(not(shmlane_loom))]
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Wakes one parked thread and one listed task, if any (a task and a
+    /// thread may both wake for one message; the one that finds it empty
+    /// waits again).
+    #[inline]
+    pub(crate) fn notify_one_local(&self) {
+        self.ec.notify_one_local();
+        #[cfg(not(shmlane_loom))]
+        // Relaxed: ordered after the condition by the barrier in the
+        // eventcount's notify (see the module notes).
+        if self.tasks.load(Ordering::Relaxed) != 0 {
+            self.wake_tasks(1);
+        }
+    }
+
+    /// Wakes every parked thread and every listed task.
+    #[inline]
+    pub(crate) fn notify_all_local(&self) {
+        self.ec.notify_all_local();
+        #[cfg(not(shmlane_loom))]
+        // Relaxed: as in `notify_one_local`.
+        if self.tasks.load(Ordering::Relaxed) != 0 {
+            self.wake_tasks(usize::MAX);
+        }
+    }
+
+    /// Parked threads and listed tasks (a diagnostic, for tests).
+    pub(crate) fn waiters(&self) -> u32 {
+        #[cfg(not(shmlane_loom))]
+        // Relaxed: a snapshot.
+        let tasks = self.tasks.load(Ordering::Relaxed) as u32;
+        #[cfg(shmlane_loom)]
+        let tasks = 0;
+        self.ec.waiters() + tasks
+    }
+}
+
+#[cfg(not(shmlane_loom))]
+impl Event {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Waker)>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cold]
+    fn wake_tasks(&self, n: usize) {
+        let woken: Vec<Waker> = {
+            let mut list = self.lock();
+            let n = n.min(list.len());
+            // Oldest first: the list is in registration order.
+            let woken: Vec<Waker> = list.drain(..n).map(|(_, w)| w).collect();
+            // Relaxed: under the lock, as every change of the count.
+            self.tasks.fetch_sub(woken.len(), Ordering::Relaxed);
+            woken
+        };
+        // A waker that panics (a bug of its executor) reaches the
+        // notifier, as with any channel; the other tasks are woken first.
+        let mut panicked = None;
+        for w in woken {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())) {
+                panicked.get_or_insert(p);
+            }
+        }
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    /// Lists a task (a new id), then makes the waiter's half of the
+    /// barrier: the caller re-checks its condition next.
+    pub(crate) fn register(&self, waker: &Waker) -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // Relaxed: uniqueness only.
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut list = self.lock();
+            list.push((id, waker.clone()));
+            // Relaxed: the barrier below orders it before the re-check.
+            self.tasks.fetch_add(1, Ordering::Relaxed);
+        }
+        shmlane_semaphore::waiter_barrier();
+        id
+    }
+
+    /// Takes task `id` off the list; whether it was still there (false:
+    /// a notifier woke it).
+    pub(crate) fn unregister(&self, id: u64) -> bool {
+        let mut list = self.lock();
+        match list.iter().position(|(i, _)| *i == id) {
+            Some(i) => {
+                list.remove(i);
+                // Relaxed: under the lock.
+                self.tasks.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
