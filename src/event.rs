@@ -110,47 +110,72 @@ impl Event {
             self.tasks.fetch_sub(woken.len(), Ordering::Relaxed);
             woken
         };
-        // A waker that panics (a bug of its executor) reaches the
-        // notifier, as with any channel; the other tasks are woken first.
-        let mut panicked = None;
+        // A waker that panics (a bug of its executor) must not break the
+        // channel operation that notifies (a receive whose message is
+        // already moved out, a disconnect with a second event to notify,
+        // a drop while unwinding): the panic is caught and dropped, and
+        // the other tasks are woken all the same.
         for w in woken {
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())) {
-                panicked.get_or_insert(p);
-            }
-        }
-        if let Some(p) = panicked {
-            std::panic::resume_unwind(p);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
         }
     }
 
     /// Lists a task (a new id), then makes the waiter's half of the
-    /// barrier: the caller re-checks its condition next.
-    pub(crate) fn register(&self, waker: &Waker) -> u64 {
+    /// barrier: the caller re-checks its condition next. Also returns
+    /// whether the barrier pair held (see
+    /// [`shmlane_semaphore::waiter_barrier`]): if not, the caller must
+    /// re-check after a bounded step.
+    pub(crate) fn register(&self, waker: &Waker) -> (u64, bool) {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         // Relaxed: uniqueness only.
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Cloned outside the lock: a waker's clone is executor code.
+        let waker = waker.clone();
         {
             let mut list = self.lock();
-            list.push((id, waker.clone()));
+            list.push((id, waker));
             // Relaxed: the barrier below orders it before the re-check.
             self.tasks.fetch_add(1, Ordering::Relaxed);
         }
-        shmlane_semaphore::waiter_barrier();
-        id
+        let ordered = shmlane_semaphore::waiter_barrier();
+        (id, ordered)
+    }
+
+    /// Whether task `id` is still listed (no notifier took it), and if so
+    /// makes `waker` the one to wake (a task polled again by another
+    /// wakeup keeps its place and needs no new barrier).
+    pub(crate) fn still_listed(&self, id: u64, waker: &Waker) -> bool {
+        let mut list = self.lock();
+        let Some(entry) = list.iter_mut().find(|(i, _)| *i == id) else {
+            return false;
+        };
+        if entry.1.will_wake(waker) {
+            return true;
+        }
+        // Swapped, and the old one dropped outside the lock (its drop is
+        // executor code, which may drop a future that unregisters here).
+        let old = std::mem::replace(&mut entry.1, waker.clone());
+        drop(list);
+        drop(old);
+        true
     }
 
     /// Takes task `id` off the list; whether it was still there (false:
     /// a notifier woke it).
     pub(crate) fn unregister(&self, id: u64) -> bool {
-        let mut list = self.lock();
-        match list.iter().position(|(i, _)| *i == id) {
-            Some(i) => {
-                list.remove(i);
+        let removed = {
+            let mut list = self.lock();
+            let removed = list
+                .iter()
+                .position(|(i, _)| *i == id)
+                .map(|i| list.remove(i));
+            if removed.is_some() {
                 // Relaxed: under the lock.
                 self.tasks.fetch_sub(1, Ordering::Relaxed);
-                true
             }
-            None => false,
-        }
+            removed
+        };
+        // The waker drops here, outside the lock (see `still_listed`).
+        removed.is_some()
     }
 }

@@ -24,6 +24,7 @@ use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive, WaitStrategy};
 use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::event::Event;
+use crate::sync::SAFETY_STEP;
 
 /// The future of [`Receiver::recv_async`].
 #[must_use = "futures do nothing unless polled"]
@@ -79,6 +80,10 @@ struct LocalWait<'a> {
     id: Option<u64>,
     spins: u32,
     busy: bool,
+    /// A bridge timer, armed only when the barrier pair did not hold at
+    /// registration (a membarrier that failed): the task then re-checks
+    /// after `SAFETY_STEP`, as a parked thread would.
+    fallback: Option<AsyncWait<'static>>,
 }
 
 impl<'a> LocalWait<'a> {
@@ -88,13 +93,29 @@ impl<'a> LocalWait<'a> {
             id: None,
             spins: strategy.spin(),
             busy: !strategy.parks(),
+            fallback: None,
         }
     }
 
     fn poll<R>(&mut self, cx: &mut Context<'_>, mut cond: impl FnMut() -> Option<R>) -> Poll<R> {
-        if let Some(id) = self.id.take() {
-            // Woken or not, this poll looks again itself.
+        if let Some(id) = self.id {
+            if self.fallback.is_none() && self.ev.still_listed(id, cx.waker()) {
+                // Polled for another reason (a sibling branch of a
+                // `join!`): the listing stands, so the barrier made at
+                // registration still pairs with every later notify; look
+                // again, keeping the task's place in the list.
+                if let Some(r) = cond() {
+                    self.ev.unregister(id);
+                    self.id = None;
+                    return Poll::Ready(r);
+                }
+                return Poll::Pending;
+            }
+            // Woken (or on the fallback timer): this poll looks again
+            // itself.
             self.ev.unregister(id);
+            self.id = None;
+            self.fallback = None;
         }
         if let Some(r) = cond() {
             return Poll::Ready(r);
@@ -104,12 +125,21 @@ impl<'a> LocalWait<'a> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let id = self.ev.register(cx.waker());
+        let (id, ordered) = self.ev.register(cx.waker());
         if let Some(r) = cond() {
             self.ev.unregister(id);
             return Poll::Ready(r);
         }
         self.id = Some(id);
+        if !ordered {
+            let step = SAFETY_STEP.unwrap_or(std::time::Duration::from_millis(100));
+            let mut timer = AsyncWait::new(&NEVER_NOTIFIED, None, None)
+                .with_deadline(Some(std::time::Instant::now() + step));
+            // SAFETY: the eventcount is a static.
+            let _ =
+                unsafe { timer.poll(cx, || std::sync::Arc::new(()) as KeepAlive, || None::<()>) };
+            self.fallback = Some(timer);
+        }
         Poll::Pending
     }
 }

@@ -630,3 +630,30 @@ fn an_in_process_sender_wakes_a_parked_task_itself() {
         assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(5)));
     }
 }
+
+#[test]
+fn a_panicking_waker_breaks_no_in_process_operation() {
+    use std::task::Wake;
+    /// Panics when woken (after the future's spin, which wakes it too).
+    struct Boom(std::sync::atomic::AtomicBool);
+    impl Wake for Boom {
+        fn wake(self: Arc<Self>) {
+            if self.0.load(Ordering::SeqCst) {
+                panic!("a waker that panics (on purpose)");
+            }
+        }
+    }
+    let boom = Arc::new(Boom(std::sync::atomic::AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&boom));
+    let mut cx = Context::from_waker(&waker);
+    let (tx, rx) = bounded::<u8>(1);
+    let mut fut = pin!(rx.recv_async());
+    for _ in 0..=shmlane::WaitStrategy::default().spin() {
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    boom.0.store(true, Ordering::SeqCst);
+    // The send wakes the listed task, whose waker panics: the send still
+    // completes, and the message is there.
+    assert_eq!(tx.send(3), Ok(()));
+    assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(3)));
+}

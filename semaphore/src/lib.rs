@@ -68,8 +68,16 @@ pub use wait::{Phase, WaitStrategy};
 /// channel's own list) and is found by a notifier after its
 /// `notify_one_local`/`notify_all_local`: call it after announcing and
 /// before re-checking the condition.
-pub fn waiter_barrier() {
+///
+/// Returns false when the pair may not have held this time: the process's
+/// membarrier failed during this call (ENOMEM, a seccomp filter installed
+/// later), so a notifier already past its light half is not ordered with
+/// this waiter. Such a waiter must re-check after a bounded step, as the
+/// eventcount's own waits do.
+pub fn waiter_barrier() -> bool {
+    let was_asymmetric = barrier::asymmetric();
     barrier::waiter_side();
+    !was_asymmetric || barrier::asymmetric()
 }
 
 impl std::fmt::Display for TimedOut {
