@@ -49,6 +49,9 @@ unsafe impl<T: Send> Sync for Chan<T> {}
 
 impl<T> Chan<T> {
     fn new(cap: usize, strategy: WaitStrategy) -> Self {
+        // The process's one-time barrier registration, now rather than in
+        // the first wait (see `shmlane_semaphore::prepare_barriers`).
+        shmlane_semaphore::prepare_barriers();
         let ring = mpmc::Ring::heap(cap as u64, size_of::<T>().max(1), align_of::<T>())
             .unwrap_or_else(|e| panic!("shmlane::bounded({cap}): {e}"));
         Self {
@@ -422,6 +425,8 @@ pub(crate) struct Counted<C> {
 
 impl<C> Counted<C> {
     fn new(chan: C, strategy: WaitStrategy) -> Self {
+        // As in `Chan::new`.
+        shmlane_semaphore::prepare_barriers();
         Self {
             chan,
             not_empty: CachePadded::new(Event::new()),

@@ -62,6 +62,11 @@ mod imp {
         }
     }
 
+    /// Makes the one-time registration now, if not made yet.
+    pub(crate) fn prepare() {
+        mode();
+    }
+
     /// Whether the asymmetric pair is in use in this process.
     pub(crate) fn asymmetric() -> bool {
         mode() == ASYMMETRIC
@@ -100,6 +105,7 @@ mod imp {
 
 #[cfg(any(not(target_os = "linux"), shmlane_loom))]
 mod imp {
+    pub(crate) fn prepare() {}
     pub(crate) fn asymmetric() -> bool {
         false
     }
@@ -109,6 +115,18 @@ mod imp {
     pub(crate) fn heavy() -> bool {
         false
     }
+}
+
+/// Makes the process's one-time membarrier registration now, if it has
+/// not been made. The kernel makes that registration cheap while the
+/// process has one thread (2 us here) and slow once it has several (it
+/// waits for an RCU grace period: 13 ms measured here, two threads
+/// registering at once inside crossbeam's `bounded_spsc` shape, which ran
+/// that much longer in a fresh process). Channel constructors call it, so
+/// that it happens at creation, usually before the threads that use the
+/// channel exist, and never inside a channel's first wait.
+pub fn prepare() {
+    imp::prepare();
 }
 
 /// Whether this process uses the asymmetric (membarrier) pair.

@@ -47,6 +47,7 @@ mod sync;
 mod wait;
 
 pub use barrier::asymmetric as uses_membarrier;
+pub use barrier::prepare as prepare_barriers;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
 pub use bridge::{bridge_wakeups, AsyncWait, KeepAlive};
 #[cfg(not(shmlane_loom))]

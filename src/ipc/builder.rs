@@ -258,6 +258,9 @@ impl Builder {
     /// [`CreateError`]: the address exists, permission denied, a bad
     /// capacity (zero, too large), a slot too small, or an OS error.
     pub fn create<M: Message>(&self) -> Result<Channel<M>, CreateError> {
+        // The process's one-time barrier registration, at creation rather
+        // than in the first wait (see `shmlane_semaphore::prepare_barriers`).
+        shmlane_semaphore::prepare_barriers();
         let (needed, slot_align) = slot_shape::<M>(self.kind, self.message_len::<M>(self.kind));
         let slot_size = self
             .slot_size
@@ -303,6 +306,9 @@ impl Builder {
     /// [`OpenError`]: not found, permission denied, not a shmlane segment,
     /// another message type, not ready, corrupted...
     pub fn open<M: Message>(&self) -> Result<Channel<M>, OpenError> {
+        // The process's one-time barrier registration, at creation rather
+        // than in the first wait (see `shmlane_semaphore::prepare_barriers`).
+        shmlane_semaphore::prepare_barriers();
         let opts = OpenOptions {
             ready_timeout: self.open_timeout,
             allow_group_write: self.allow_group_write,
