@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive, WaitStrategy};
+use shmlane_semaphore::{AsyncWait, WaitStrategy};
 
 use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
@@ -33,7 +33,7 @@ pub struct Recv<'a, T> {
     /// The wait on a channel (its own task list).
     local: Option<LocalWait<'a>>,
     /// The wait on a timer (through the bridge, for its deadline).
-    wait: Option<AsyncWait<'a>>,
+    wait: Option<AsyncWait<'static>>,
 }
 
 /// The future of [`Sender::send_async`].
@@ -133,11 +133,8 @@ impl<'a> LocalWait<'a> {
         self.id = Some(id);
         if !ordered {
             let step = SAFETY_STEP.unwrap_or(std::time::Duration::from_millis(100));
-            let mut timer = AsyncWait::new(&NEVER_NOTIFIED, None, None)
-                .with_deadline(Some(std::time::Instant::now() + step));
-            // SAFETY: the eventcount is a static.
-            let _ =
-                unsafe { timer.poll(cx, || std::sync::Arc::new(()) as KeepAlive, || None::<()>) };
+            let mut timer = AsyncWait::timer(Some(std::time::Instant::now() + step), None);
+            let _ = timer.poll_static(cx, || None::<()>);
             self.fallback = Some(timer);
         }
         Poll::Pending
@@ -156,10 +153,6 @@ impl Drop for LocalWait<'_> {
         }
     }
 }
-
-/// An eventcount nobody notifies: a wait on it ends only at its step (the
-/// timer flavors' deadlines).
-static NEVER_NOTIFIED: EventCount = EventCount::new();
 
 fn unsupported(what: &str) -> ! {
     panic!(
@@ -195,31 +188,15 @@ impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
                 let Some(due) = c.due() else {
                     return Poll::Pending;
                 };
-                let wait = this.wait.get_or_insert_with(|| {
-                    AsyncWait::new(&NEVER_NOTIFIED, None, None).with_deadline(Some(due))
-                });
-                // SAFETY: the eventcount is a static.
-                unsafe {
-                    wait.poll(
-                        cx,
-                        || std::sync::Arc::new(()) as KeepAlive,
-                        || settle(c.try_recv().map(*f)),
-                    )
-                }
+                this.wait
+                    .get_or_insert_with(|| AsyncWait::timer(Some(due), None))
+                    .poll_static(cx, || settle(c.try_recv().map(*f)))
             }
             ReceiverFlavor::Tick(c, f) => {
                 // A new wait each time: the next tick moves.
-                let wait = this.wait.insert(
-                    AsyncWait::new(&NEVER_NOTIFIED, None, None).with_deadline(Some(c.due())),
-                );
-                // SAFETY: as above.
-                unsafe {
-                    wait.poll(
-                        cx,
-                        || std::sync::Arc::new(()) as KeepAlive,
-                        || settle(c.try_recv().map(*f)),
-                    )
-                }
+                this.wait
+                    .insert(AsyncWait::timer(Some(c.due()), None))
+                    .poll_static(cx, || settle(c.try_recv().map(*f)))
             }
             ReceiverFlavor::Never => Poll::Pending,
         }

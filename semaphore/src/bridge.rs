@@ -77,8 +77,6 @@ struct Bridge {
     /// asleep on the old set wakes to watch the new one.
     control: AtomicU32,
     next_id: AtomicU64,
-    /// Wakeups the bridge delivered (a diagnostic).
-    delivered: AtomicU64,
 }
 
 fn bridge() -> &'static Bridge {
@@ -88,7 +86,6 @@ fn bridge() -> &'static Bridge {
             entries: Mutex::new(Vec::new()),
             control: AtomicU32::new(0),
             next_id: AtomicU64::new(1),
-            delivered: AtomicU64::new(0),
         }));
         std::thread::Builder::new()
             .name("shmlane-bridge".into())
@@ -181,9 +178,6 @@ impl Bridge {
             // handle on a channel, which runs user code. A waker or a drop
             // that panics must not take the bridge down with it (every
             // async wait in the process would hang): the panic is caught.
-            // Relaxed: a diagnostic count.
-            self.delivered
-                .fetch_add(woken.len() as u64, Ordering::Relaxed);
             for e in woken.drain(..) {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                     e.waker.wake_by_ref();
@@ -244,20 +238,14 @@ fn wait_words(words: &[(*const AtomicU32, u32)], timeout: Option<Duration>) -> O
     }
 }
 
-/// How many task wakeups the bridge has delivered in this process (a
-/// diagnostic, for tests and benchmarks).
-pub fn bridge_wakeups() -> u64 {
-    // Relaxed: a snapshot.
-    bridge().delivered.load(Ordering::Relaxed)
-}
-
 /// One async wait on an eventcount, kept in a future across polls.
 ///
-/// Each [`poll`](Self::poll) first withdraws what the previous poll left
-/// (its announcement and its registration with the bridge), then checks
-/// the condition; if it still fails, announces the task, checks again, and
-/// registers the task's waker with the bridge. Dropping it withdraws
-/// everything.
+/// A [`poll`](Self::poll) checks the condition; if it fails, the task
+/// spins (see [`with_strategy`](Self::with_strategy)), then announces
+/// itself, checks again, and registers its waker with the bridge. A later
+/// poll re-arms under the same announcement if nothing notified since,
+/// else withdraws it and starts over. Dropping it withdraws everything.
+/// [`AsyncWait::timer`] is a wait that nothing notifies: a deadline.
 pub struct AsyncWait<'a> {
     ec: &'a EventCount,
     tally: Option<&'a AtomicU32>,
@@ -326,11 +314,6 @@ impl<'a> AsyncWait<'a> {
     pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
-    }
-
-    /// Whether the last poll left the task registered with the bridge.
-    pub fn is_registered(&self) -> bool {
-        self.pending.is_some()
     }
 
     /// Checks `cond`; `Ready` with its answer, or `Pending` with the task
@@ -421,6 +404,29 @@ impl<'a> AsyncWait<'a> {
             }
             None => false,
         }
+    }
+}
+
+/// The eventcount of [`AsyncWait::timer`]: nothing notifies it.
+static NEVER_NOTIFIED: EventCount = EventCount::new();
+
+impl AsyncWait<'static> {
+    /// A wait that nothing notifies: it ends at `deadline` (a timer) and
+    /// re-checks about every `step`.
+    pub fn timer(deadline: Option<Instant>, step: Option<Duration>) -> Self {
+        Self::new(&NEVER_NOTIFIED, None, step).with_deadline(deadline)
+    }
+
+    /// As [`poll`](Self::poll), for a wait on an eventcount that lives for
+    /// ever (a timer's): nothing needs keeping alive.
+    pub fn poll_static<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        cond: impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
+        // SAFETY: the eventcount is borrowed for 'static, so it outlives
+        // any registration; the keep-alive holds nothing.
+        unsafe { self.poll(cx, || Arc::new(()) as KeepAlive, cond) }
     }
 }
 

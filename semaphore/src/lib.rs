@@ -49,7 +49,7 @@ mod wait;
 pub use barrier::asymmetric as uses_membarrier;
 pub use barrier::prepare as prepare_barriers;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]
-pub use bridge::{bridge_wakeups, AsyncWait, KeepAlive};
+pub use bridge::{AsyncWait, KeepAlive};
 #[cfg(not(shmlane_loom))]
 pub use eventcount::{wait_any, waits_on_many};
 pub use eventcount::{EventCount, TimedOut};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use shmlane_semaphore::{AsyncWait, EventCount, KeepAlive};
+use shmlane_semaphore::{AsyncWait, KeepAlive};
 
 use super::handles::{Receiver, RxFlavor, Sender, TxFlavor, Wait};
 use super::kinds::{Message, MsgRef, RecvMsgError, SendMsgError};
@@ -36,10 +36,6 @@ pub const ASYNC_STEP: Duration = Duration::from_millis(500);
 /// wakeup to wait on yet).
 pub const FRAMES_STEP: Duration = Duration::from_millis(1);
 
-/// An eventcount nobody notifies: the kernel fallbacks' futures wait on it
-/// for their step.
-static NEVER_NOTIFIED: EventCount = EventCount::new();
-
 /// The wait state of an operation in progress on a ring end: its side's
 /// eventcount (`not_full` for a sender), the handle's tally word, the
 /// side's wait strategy, and `keep`, which holds the end (and so the
@@ -57,10 +53,7 @@ fn ring_wait(side: &Side, sender: bool, keep: KeepAlive) -> (AsyncWait<'_>, Keep
 
 /// The wait state of an operation on a kernel fallback: re-checks only.
 fn frames_wait() -> (AsyncWait<'static>, KeepAlive) {
-    (
-        AsyncWait::new(&NEVER_NOTIFIED, None, Some(FRAMES_STEP)),
-        Arc::new(()),
-    )
+    (AsyncWait::timer(None, Some(FRAMES_STEP)), Arc::new(()))
 }
 
 impl<M: Message> Receiver<M> {
