@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use shmlane_semaphore::EventCount;
-
+use crate::event::Event;
 use crate::sync::SAFETY_STEP;
 
 /// Nobody has selected the context yet.
@@ -25,8 +24,9 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 pub struct Context {
     select: AtomicUsize,
-    /// Notified once the context is selected.
-    pub(crate) wake: EventCount,
+    /// Notified once the context is selected (a parked thread, or the
+    /// task of an async rendezvous send listed there).
+    pub(crate) wake: Event,
     id: usize,
 }
 
@@ -36,10 +36,11 @@ thread_local! {
 }
 
 impl Context {
-    fn new() -> Arc<Self> {
+    /// A fresh context (a thread's, or one async operation's).
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             select: AtomicUsize::new(WAITING),
-            wake: EventCount::new(),
+            wake: Event::new(),
             // Relaxed: a unique number, nothing more.
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })

@@ -17,14 +17,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use shmlane_semaphore::{AsyncWait, WaitStrategy};
 
 use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
+use crate::context::{FIRST_OPER, WAITING};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
 use crate::event::Event;
 use crate::sync::SAFETY_STEP;
+use crate::zero::{Listing, Offer};
 
 /// The future of [`Receiver::recv_async`].
 #[must_use = "futures do nothing unless polled"]
@@ -42,6 +45,10 @@ pub struct Send<'a, T> {
     tx: &'a Sender<T>,
     msg: Option<T>,
     local: Option<LocalWait<'a>>,
+    /// A rendezvous send's message, listed for a receiver to take.
+    listing: Option<Listing<T>>,
+    /// A rendezvous send's spins left before it lists.
+    spins: Option<u32>,
 }
 
 // The message is never pinned (it moves into the channel by value), and
@@ -57,15 +64,19 @@ impl<T> std::fmt::Debug for Recv<'_, T> {
 impl<T> std::fmt::Debug for Send<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Send")
-            .field("sent", &self.msg.is_none())
+            .field("sent", &(self.msg.is_none() && self.listing.is_none()))
             .finish_non_exhaustive()
     }
 }
 
 impl<T> Send<'_, T> {
     /// Gives back the message if it has not been sent (`None` once the
-    /// future completed).
+    /// future completed, or once a receiver took a rendezvous message).
     pub fn into_message(mut self) -> Option<T> {
+        if let (Some(l), SenderFlavor::Zero(c)) = (self.listing.take(), &self.tx.flavor) {
+            self.local = None;
+            return l.withdraw(&c.chan);
+        }
         self.msg.take()
     }
 }
@@ -76,7 +87,7 @@ impl<T> Send<'_, T> {
 /// directly (see `crate::event`). Dropped while listed, it withdraws; woken
 /// and dropped before using the wakeup, it passes the wakeup on.
 struct LocalWait<'a> {
-    ev: &'a Event,
+    ev: EvRef<'a>,
     id: Option<u64>,
     spins: u32,
     busy: bool,
@@ -86,8 +97,30 @@ struct LocalWait<'a> {
     fallback: Option<AsyncWait<'static>>,
 }
 
+/// Where a [`LocalWait`] lists its task: a channel's event, or the
+/// context of an async rendezvous send (owned by the future).
+enum EvRef<'a> {
+    Channel(&'a Event),
+    Context(Arc<crate::context::Context>),
+}
+
+impl std::ops::Deref for EvRef<'_> {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        match self {
+            EvRef::Channel(ev) => ev,
+            EvRef::Context(cx) => &cx.wake,
+        }
+    }
+}
+
 impl<'a> LocalWait<'a> {
     fn new(ev: &'a Event, strategy: &WaitStrategy) -> Self {
+        Self::on(EvRef::Channel(ev), strategy)
+    }
+
+    fn on(ev: EvRef<'a>, strategy: &WaitStrategy) -> Self {
         Self {
             ev,
             id: None,
@@ -154,13 +187,6 @@ impl Drop for LocalWait<'_> {
     }
 }
 
-fn unsupported(what: &str) -> ! {
-    panic!(
-        "shmlane: {what} on a bounded(0) channel is not supported yet (a rendezvous needs \
-         a blocked partner; use bounded(1) in async code)"
-    )
-}
-
 impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
     type Output = Result<T, RecvError>;
 
@@ -181,7 +207,12 @@ impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
                 .local
                 .get_or_insert_with(|| LocalWait::new(&c.not_empty, &c.strategy))
                 .poll(cx, || settle(c.try_recv())),
-            ReceiverFlavor::Zero(_) => unsupported("recv_async"),
+            // Waits for a sender to list (`changed`), then pairs with it
+            // in the poll that returns the message (see `crate::zero`).
+            ReceiverFlavor::Zero(c) => this
+                .local
+                .get_or_insert_with(|| LocalWait::new(&c.chan.changed, &c.strategy))
+                .poll(cx, || settle(c.chan.try_recv())),
             ReceiverFlavor::At(c, f) => {
                 // Taken already: crossbeam's `after` channel then never
                 // delivers again.
@@ -207,14 +238,20 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
     type Output = Result<(), SendError<T>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Self { tx, msg, local } = self.get_mut();
+        let Self {
+            tx,
+            msg,
+            local,
+            listing,
+            spins,
+        } = self.get_mut();
         let tx: &Sender<T> = tx;
-        let Some(m) = msg.take() else {
-            panic!("shmlane: a send future polled after it completed");
-        };
         match &tx.flavor {
             SenderFlavor::Array(c) => {
-                *msg = Some(m);
+                assert!(
+                    msg.is_some(),
+                    "shmlane: a send future polled after it completed"
+                );
                 let attempt = || {
                     let m = msg.take()?;
                     match c.try_send(m, true) {
@@ -230,8 +267,68 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
                     .get_or_insert_with(|| LocalWait::new(&c.not_full, &c.strategy))
                     .poll(cx, attempt)
             }
-            SenderFlavor::List(c) => Poll::Ready(c.send(m).map_err(SendError)),
-            SenderFlavor::Zero(_) => unsupported("send_async"),
+            SenderFlavor::List(c) => {
+                let m = msg
+                    .take()
+                    .expect("shmlane: a send future polled after it completed");
+                Poll::Ready(c.send(m).map_err(SendError))
+            }
+            SenderFlavor::Zero(c) => loop {
+                if let Some(l) = listing {
+                    // Listed: wait for a receiver to take the message (it
+                    // selects the listing's context and wakes this task).
+                    let wait = local.get_or_insert_with(|| {
+                        LocalWait::on(EvRef::Context(Arc::clone(&l.cx)), &c.strategy)
+                    });
+                    let sel = std::task::ready!(wait.poll(cx, || match l.cx.selected() {
+                        WAITING => None,
+                        sel => Some(sel),
+                    }));
+                    *local = None;
+                    let l = listing.take().expect("listed");
+                    if sel == FIRST_OPER {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Disconnected: the message back; look again.
+                    *msg = l.withdraw(&c.chan);
+                }
+                let m = msg
+                    .take()
+                    .expect("shmlane: a send future polled after it completed");
+                // First like the wait strategy's spin: a receiver that
+                // waits, or comes within microseconds, takes it at once.
+                let m = match c.chan.try_send(m) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(TrySendError::Disconnected(m)) => return Poll::Ready(Err(SendError(m))),
+                    Err(TrySendError::Full(m)) => m,
+                };
+                // (A strategy that never parks still lists after its
+                // spin: an async receive never lists, so two that only
+                // spun would never meet.)
+                let left = spins.get_or_insert_with(|| c.strategy.spin());
+                if *left > 0 {
+                    *left -= 1;
+                    *msg = Some(m);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                match c.chan.offer(m) {
+                    Offer::Taken => return Poll::Ready(Ok(())),
+                    Offer::Disconnected(m) => return Poll::Ready(Err(SendError(m))),
+                    Offer::Listed(l) => *listing = Some(l),
+                }
+            },
+        }
+    }
+}
+
+impl<T> Drop for Send<'_, T> {
+    fn drop(&mut self) {
+        // A listed rendezvous message leaves the channel with the future
+        // (unless a receiver took it already).
+        if let (Some(l), SenderFlavor::Zero(c)) = (self.listing.take(), &self.tx.flavor) {
+            self.local = None;
+            drop(l.withdraw(&c.chan));
         }
     }
 }
@@ -256,10 +353,12 @@ impl<T> Receiver<T> {
     /// # });
     /// ```
     ///
-    /// # Panics
-    ///
-    /// When polled on a rendezvous (`bounded(0)`) channel: not supported
-    /// yet.
+    /// On a rendezvous (`bounded(0)`) channel the future waits for a
+    /// sender (a thread in `send`, a select's send arm, or a
+    /// [`send_async`](Sender::send_async)) and takes its message in the
+    /// poll that returns it. A thread's `try_send` does not see a waiting
+    /// async receive (it pairs only with a receiver blocked in `recv` or
+    /// a select).
     pub fn recv_async(&self) -> Recv<'_, T> {
         Recv {
             rx: self,
@@ -287,14 +386,26 @@ impl<T> Sender<T> {
     /// # });
     /// ```
     ///
-    /// # Panics
+    /// On a rendezvous (`bounded(0)`) channel the future completes when a
+    /// receiver takes the message; until then the message is listed for
+    /// receivers, and dropping the future takes it back (it was sent if a
+    /// receiver had taken it; [`Send::into_message`] says which).
     ///
-    /// As [`Receiver::recv_async`].
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let (tx, rx) = shmlane::bounded(0);
+    /// let t = std::thread::spawn(move || rx.recv());
+    /// tx.send_async("hand over").await.unwrap(); // done once taken
+    /// assert_eq!(t.join().unwrap(), Ok("hand over"));
+    /// # });
+    /// ```
     pub fn send_async(&self, msg: T) -> Send<'_, T> {
         Send {
             tx: self,
             msg: Some(msg),
             local: None,
+            listing: None,
+            spins: None,
         }
     }
 }

@@ -8,6 +8,14 @@
 //! paired at most once), and exchanges the message through the packet.
 //! Entries of a select's send arms have an empty packet until the select
 //! completes: whoever paired with one waits for the packet to fill.
+//!
+//! Async operations (see `crate::future`): a send that finds no receiver
+//! lists an entry with its message, under a context of its own whose
+//! wakeup reaches its task ([`Zero::offer`]); a receive never lists one:
+//! it waits on [`Zero::changed`] for a sender to list, then pairs in the
+//! poll that returns the message, so dropping it never strands a message
+//! in a packet (a thread's `try_send` does not see a waiting async
+//! receive, as it does not see a select that is not yet waiting).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -16,6 +24,7 @@ use shmlane_semaphore::EventCount;
 
 use crate::context::{Context, ABORTED, DISCONNECTED, FIRST_OPER, WAITING};
 use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::event::Event;
 use crate::sync::{backoff, AtomicBool, Ordering, SAFETY_STEP};
 
 /// The message a pair exchanges.
@@ -60,6 +69,41 @@ impl<T> Packet<T> {
     /// The message, if the packet still holds one.
     fn take_back(&self) -> Option<T> {
         self.msg.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// What [`Zero::offer`] did with the message.
+pub(crate) enum Offer<T> {
+    /// A waiting receiver has it.
+    Taken,
+    /// Every receiver is gone: the message back.
+    Disconnected(T),
+    /// Nobody waits: listed for a receiver to take.
+    Listed(Listing<T>),
+}
+
+/// An async send's listed message: its context (selected by the receiver
+/// that takes the message, whose wakeup goes to `cx.wake`) and its packet.
+pub(crate) struct Listing<T> {
+    pub(crate) cx: Arc<Context>,
+    packet: Arc<Packet<T>>,
+}
+
+impl<T> Listing<T> {
+    /// Takes the listing back: `None` if a receiver took the message
+    /// (sent), else the message (the listing is gone from the channel
+    /// either way).
+    pub(crate) fn withdraw(self, chan: &Zero<T>) -> Option<T> {
+        if !self.cx.try_select(ABORTED) && self.cx.selected() == FIRST_OPER {
+            return None;
+        }
+        // Aborted by us, or disconnected (then already off the list).
+        chan.lock().senders.remove(&self.cx, FIRST_OPER);
+        Some(
+            self.packet
+                .take_back()
+                .expect("an unpaired packet keeps its message"),
+        )
     }
 }
 
@@ -122,8 +166,8 @@ pub(crate) struct Zero<T> {
     inner: Mutex<Inner<T>>,
     /// Notified whenever an entry is registered or the channel is
     /// disconnected, for selects that wait for an operation to become
-    /// ready.
-    pub(crate) changed: EventCount,
+    /// ready, and for async receives waiting for a sender.
+    pub(crate) changed: Event,
 }
 
 /// The id that pairs with every waiting thread (outside a select).
@@ -137,7 +181,7 @@ impl<T> Zero<T> {
                 receivers: Waiting(Vec::new()),
                 disconnected: false,
             }),
-            changed: EventCount::new(),
+            changed: Event::new(),
         }
     }
 
@@ -277,6 +321,32 @@ impl<T> Zero<T> {
                 Err(_) => {}
             }
         }
+    }
+
+    /// An async send's offer: pairs with a waiting receiver, or lists the
+    /// message under a context of its own (see [`Listing`]), in one step
+    /// under the lock (a receiver that lists meanwhile is never missed).
+    pub(crate) fn offer(&self, msg: T) -> Offer<T> {
+        let mut inner = self.lock();
+        if let Some(e) = inner.receivers.pair(ANYONE) {
+            drop(inner);
+            e.packet.put(msg);
+            e.cx.unpark();
+            return Offer::Taken;
+        }
+        if inner.disconnected {
+            return Offer::Disconnected(msg);
+        }
+        let cx = Context::new();
+        let packet = Packet::new(Some(msg));
+        inner.senders.0.push(Entry {
+            cx: Arc::clone(&cx),
+            oper: FIRST_OPER,
+            packet: Arc::clone(&packet),
+        });
+        drop(inner);
+        self.changed.notify_all_local();
+        Offer::Listed(Listing { cx, packet })
     }
 
     /// Registers a select's arm: a send arm's packet is filled when the

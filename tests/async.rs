@@ -657,3 +657,225 @@ fn a_panicking_waker_breaks_no_in_process_operation() {
     assert_eq!(tx.send(3), Ok(()));
     assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(3)));
 }
+
+/// Rendezvous (`bounded(0)`) channels, async on either side or both,
+/// against blocking threads and a thread's `select!`, under futures-lite
+/// and tokio.
+#[test]
+fn rendezvous_async_with_threads_tasks_and_selects() {
+    const N: u32 = 2_000;
+    let want: Vec<u32> = (0..N).collect();
+    // An async sender, a blocking receiver.
+    let (tx, rx) = bounded::<u32>(0);
+    let t = std::thread::spawn(move || (0..N).map(|_| rx.recv().unwrap()).collect::<Vec<_>>());
+    block_on(async {
+        for i in 0..N {
+            tx.send_async(i).await.unwrap();
+        }
+    });
+    assert_eq!(t.join().unwrap(), want);
+    // A blocking sender, an async receiver.
+    let (tx, rx) = bounded::<u32>(0);
+    let t = std::thread::spawn(move || (0..N).for_each(|i| tx.send(i).unwrap()));
+    let got: Vec<u32> = block_on(async {
+        let mut got = Vec::new();
+        while let Ok(v) = rx.recv_async().await {
+            got.push(v);
+        }
+        got
+    });
+    t.join().unwrap();
+    assert_eq!(got, want);
+    // Both async, in one task (a join on a single thread: neither side
+    // blocks the other).
+    let (tx, rx) = bounded::<u32>(0);
+    let got = block_on(async {
+        let send = async {
+            for i in 0..N {
+                tx.send_async(i).await.unwrap();
+            }
+            drop(tx);
+        };
+        let recv = async {
+            let mut got = Vec::new();
+            while let Ok(v) = rx.recv_async().await {
+                got.push(v);
+            }
+            got
+        };
+        futures_lite::future::zip(send, recv).await.1
+    });
+    assert_eq!(got, want);
+    // A thread's select with a send arm, an async receiver; and an async
+    // sender, a thread's select with a receive arm.
+    let (tx, rx) = bounded::<u32>(0);
+    let t = std::thread::spawn(move || {
+        for i in 0..N {
+            shmlane::select! {
+                send(tx, i) -> r => r.unwrap(),
+            }
+        }
+    });
+    let got: Vec<u32> = block_on(async {
+        let mut got = Vec::new();
+        while let Ok(v) = rx.recv_async().await {
+            got.push(v);
+        }
+        got
+    });
+    t.join().unwrap();
+    assert_eq!(got, want);
+    let (tx, rx) = bounded::<u32>(0);
+    let t = std::thread::spawn(move || {
+        (0..N)
+            .map(|_| {
+                shmlane::select! {
+                    recv(rx) -> v => v.unwrap(),
+                    recv(never::<u32>()) -> _ => unreachable!(),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    block_on(async {
+        for i in 0..N {
+            tx.send_async(i).await.unwrap();
+        }
+    });
+    assert_eq!(t.join().unwrap(), want);
+    // 4 async senders and 4 async receivers on a multi-thread runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (tx, rx) = bounded::<u32>(0);
+    let mut all = rt.block_on(async {
+        let senders: Vec<_> = (0..4u32)
+            .map(|p| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for i in 0..N / 4 {
+                        tx.send_async(p * (N / 4) + i).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let receivers: Vec<_> = (0..4)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Ok(v) = rx.recv_async().await {
+                        got.push(v);
+                    }
+                    got
+                })
+            })
+            .collect();
+        drop(rx);
+        for s in senders {
+            s.await.unwrap();
+        }
+        drop(tx);
+        let mut all = Vec::new();
+        for r in receivers {
+            all.extend(r.await.unwrap());
+        }
+        all
+    });
+    all.sort_unstable();
+    assert_eq!(all, want, "every message exactly once");
+}
+
+/// A rendezvous send's message is listed for receivers while its future
+/// waits: dropping the future takes it back (unsent) unless a receiver
+/// took it first (sent), `into_message` says which, and a disconnect
+/// hands it back in the error. A receive dropped at any point loses
+/// nothing (it never holds a message between polls).
+#[test]
+fn a_cancelled_rendezvous_send_or_receive_loses_and_duplicates_nothing() {
+    struct Counted(u32, Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let polls_to_list = shmlane::WaitStrategy::default().spin() as usize + 1;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = bounded::<Counted>(0);
+    let mut cx = noop_cx();
+    // Listed, then dropped: gone from the channel, dropped once.
+    {
+        let mut fut = pin!(tx.send_async(Counted(1, Arc::clone(&drops))));
+        for _ in 0..polls_to_list {
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        let mut sel = shmlane::Select::new();
+        sel.recv(&rx);
+        assert!(sel.try_ready().is_ok(), "listed: a receiver would pair");
+    }
+    assert_eq!(drops.load(Ordering::Relaxed), 1, "dropped, unsent");
+    assert!(rx.try_recv().is_err(), "nothing left listed");
+    // Listed, then taken back.
+    let mut fut = tx.send_async(Counted(2, Arc::clone(&drops)));
+    for _ in 0..polls_to_list {
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+    }
+    let back = fut.into_message().expect("unsent: comes back");
+    assert_eq!(back.0, 2);
+    assert!(rx.try_recv().is_err());
+    drop(back);
+    // Listed, taken by a receiver: sent, whether the future is polled
+    // again (Ready) or turned back into its message (None).
+    let mut fut = tx.send_async(Counted(3, Arc::clone(&drops)));
+    for _ in 0..polls_to_list {
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+    }
+    let got = rx.try_recv().unwrap();
+    assert_eq!(got.0, 3);
+    assert!(fut.into_message().is_none(), "taken: it was sent");
+    let mut fut = tx.send_async(Counted(4, Arc::clone(&drops)));
+    for _ in 0..polls_to_list {
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+    }
+    let got2 = rx.try_recv().unwrap();
+    assert!(matches!(
+        Pin::new(&mut fut).poll(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
+    drop(fut);
+    assert_eq!((got.0, got2.0), (3, 4));
+    drop((got, got2));
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        4,
+        "each message dropped once"
+    );
+    // A receive that waits, a sender that lists, the receive dropped
+    // before it polls again: the message stays for the next receive.
+    {
+        let mut recv = pin!(rx.recv_async());
+        for _ in 0..polls_to_list {
+            assert!(recv.as_mut().poll(&mut cx).is_pending());
+        }
+        let mut send = tx.send_async(Counted(5, Arc::clone(&drops)));
+        for _ in 0..polls_to_list {
+            assert!(Pin::new(&mut send).poll(&mut cx).is_pending());
+        }
+        // The receive was woken, and is dropped unpolled.
+        std::mem::forget(send); // stays listed (leaked future)
+    }
+    let got = block_on(rx.recv_async()).unwrap();
+    assert_eq!(got.0, 5);
+    drop(got);
+    // Listed when the last receiver goes: the message comes back in the
+    // error.
+    let mut fut = tx.send_async(Counted(6, Arc::clone(&drops)));
+    for _ in 0..polls_to_list {
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+    }
+    drop(rx);
+    match Pin::new(&mut fut).poll(&mut cx) {
+        Poll::Ready(Err(SendError(m))) => assert_eq!(m.0, 6),
+        other => panic!("want the message back, got {:?}", other.is_ready()),
+    }
+}
