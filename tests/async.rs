@@ -879,3 +879,74 @@ fn a_cancelled_rendezvous_send_or_receive_loses_and_duplicates_nothing() {
         other => panic!("want the message back, got {:?}", other.is_ready()),
     }
 }
+
+/// Whether thread `tid` of this process sleeps in the kernel (state `S`).
+fn asleep(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    stat.rsplit(") ").next().and_then(|s| s.chars().next()) == Some('S')
+}
+
+/// A clone of an SPSC ring's receiver, or of a kernel transport's, that
+/// blocks in `recv` holds its end; an async receive on another clone must
+/// not wait for it (that would block the executor's thread): its poll
+/// returns `Pending` and it gets the next message once the clone let go.
+#[test]
+fn an_async_receive_never_waits_for_a_blocking_clone_of_its_end() {
+    let dir = kit::TempDir::new("async-clone");
+    let shm = kit::shm_address("async-clone");
+    let unix = format!("unix:{}/c.sock", dir.path().display());
+    for addr in [shm.as_str(), unix.as_str()] {
+        let (rx, tx, _chan) = if addr.starts_with("shm:") {
+            let chan = Builder::new(addr)
+                .unwrap()
+                .spsc()
+                .capacity(4)
+                .create::<u64>()
+                .unwrap();
+            (chan.receiver().unwrap(), chan.sender().unwrap(), Some(chan))
+        } else {
+            let rx = Builder::new(addr).unwrap().receiver::<u64>().unwrap();
+            let tx = Builder::new(addr).unwrap().sender::<u64>().unwrap();
+            (rx, tx, None)
+        };
+        std::thread::scope(|s| {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let clone = rx.clone();
+            let blocked = s.spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid_tx.send(unsafe { libc::gettid() }).unwrap();
+                clone.recv()
+            });
+            let tid = tid_rx.recv().unwrap();
+            while !asleep(tid) {
+                std::thread::yield_now();
+            }
+            // Polled on another thread, with a hang guard: before the fix
+            // the poll waited for the clone's `recv`, for ever.
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let rx = &rx;
+            let asyncer = s.spawn(move || {
+                let mut fut = Box::pin(rx.recv_async());
+                let first = fut.as_mut().poll(&mut noop_cx());
+                done_tx.send(first.is_pending()).unwrap();
+                match first {
+                    Poll::Ready(got) => got,
+                    Poll::Pending => block_on(fut),
+                }
+            });
+            let Ok(first) = done_rx.recv_timeout(Duration::from_secs(60)) else {
+                // Let both go (so that the scope can end), then fail.
+                tx.send(1).unwrap();
+                tx.send(2).unwrap();
+                panic!("{addr}: an async poll waited for a blocking clone of its end");
+            };
+            assert!(first, "{addr}: nothing to receive yet");
+            tx.send(1).unwrap();
+            assert_eq!(blocked.join().unwrap(), Ok(1), "{addr}");
+            tx.send(2).unwrap();
+            assert_eq!(asyncer.join().unwrap(), Ok(2), "{addr}");
+        });
+        // Nothing is left.
+        assert!(rx.try_recv().is_err(), "{addr}");
+    }
+}

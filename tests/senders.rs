@@ -121,6 +121,126 @@ fn later_sender(rx: &Receiver<Frame>, addr: &str) {
     assert_eq!(rx.recv_timeout(HANG), Err(RecvTimeoutError::Disconnected));
 }
 
+/// A future that counts its polls.
+struct CountPolls<'a, F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: &'a std::cell::Cell<usize>,
+}
+
+impl<F: std::future::Future> std::future::Future for CountPolls<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.set(self.polls.get() + 1);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// Frames per sender in the async cases.
+const ASYNC_FRAMES: u64 = 20_000;
+
+/// As [`many`], received with `recv_async` on a tokio current-thread
+/// runtime, `senders` at once. First an idle wait: one sender connects,
+/// stays quiet while the runtime's timer runs for 200 ms, then sends. The
+/// receive is woken by the event, not by polling: it is polled a handful
+/// of times (the wait strategy's spin, then once per wakeup), where a
+/// future that re-checked every millisecond would be polled ~200 times.
+/// (A slow machine only makes fewer polls: the bound cannot fail on a
+/// slow day.)
+fn many_async(addr: &str, senders: usize) {
+    let rx = builder(addr).receiver::<Frame>().unwrap();
+    let reach = rx.local_address().unwrap_or(addr).to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut quiet = spawn_on_cue(&reach, 0, 1);
+    let polls = std::cell::Cell::new(0);
+    let got = rt.block_on(async {
+        let recv = CountPolls {
+            inner: Box::pin(rx.recv_async()),
+            polls: &polls,
+        };
+        let cue = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            quiet.say("go");
+        };
+        futures_lite::future::zip(recv, cue).await.0
+    });
+    assert_eq!(got, Ok([0, 0]), "{addr}: the quiet sender's frame");
+    let bound = shmlane::WaitStrategy::default().spin() as usize + 20;
+    assert!(
+        polls.get() <= bound,
+        "{addr}: an idle receive was polled {} times (at most {bound} expected): \
+         it is not woken by events",
+        polls.get()
+    );
+    assert_exits(&mut quiet, addr);
+    // Everyone gone: disconnected, at once.
+    let gone = rt.block_on(rx.recv_async());
+    assert_eq!(gone, Err(shmlane::RecvError), "{addr}: disconnected");
+    // Connected first, then sending: a `fifo:` receiver says
+    // `Disconnected` until its next sender has opened the FIFO.
+    let mut kids: Vec<Kid> = (0..senders)
+        .map(|id| spawn_on_cue(&reach, id, ASYNC_FRAMES))
+        .collect();
+    for kid in &mut kids {
+        kid.say("go");
+    }
+    rt.block_on(async {
+        let mut next = vec![0u64; senders];
+        for k in 0..senders as u64 * ASYNC_FRAMES {
+            let [id, seq] = rx
+                .recv_async()
+                .await
+                .unwrap_or_else(|e| panic!("{addr}: after {k} frames: {e:?}"));
+            let id = usize::try_from(id).unwrap();
+            assert!(id < senders, "{addr}: frame from unknown sender {id}");
+            assert_eq!(seq, next[id], "{addr}: sender {id} out of order or lost");
+            next[id] += 1;
+        }
+    });
+    for kid in &mut kids {
+        assert_exits(kid, addr);
+    }
+    let gone = rt.block_on(rx.recv_async());
+    assert_eq!(gone, Err(shmlane::RecvError), "{addr}: disconnected");
+}
+
+fn async_shm() {
+    let name = unique("senders");
+    let mut c = Cleanup::new();
+    c.shm(&name);
+    many_async(&format!("shm:{name}"), SENDERS);
+}
+
+fn async_unix() {
+    let dir = TempDir::new("senders");
+    many_async(&format!("unix:{}/s.sock", dir.path().display()), SENDERS);
+}
+
+fn async_tcp() {
+    many_async("tcp:127.0.0.1:0", SENDERS);
+}
+
+fn async_mq() {
+    let name = unique("senders");
+    let _c = MqCleanup(name.clone());
+    many_async(&format!("mq:{name}"), SENDERS);
+}
+
+fn async_signal() {
+    many_async(&format!("signal:{}", std::process::id()), SENDERS);
+}
+
+fn async_fifo() {
+    let dir = TempDir::new("senders");
+    many_async(&format!("fifo:{}/s.fifo", dir.path().display()), 1);
+}
+
 fn shm() {
     let name = unique("senders");
     let mut c = Cleanup::new();
@@ -408,7 +528,13 @@ fn child(role: &str) {
 
 type Case = (&'static str, fn());
 
-const CASES: [Case; 10] = [
+const CASES: [Case; 16] = [
+    ("async_shm", async_shm),
+    ("async_unix", async_unix),
+    ("async_tcp", async_tcp),
+    ("async_mq", async_mq),
+    ("async_signal", async_signal),
+    ("async_fifo", async_fifo),
     ("shm", shm),
     ("unix", unix),
     ("tcp", tcp),

@@ -9,7 +9,9 @@
 //! the owner's `revoking` check removed (the fast path taken whatever the
 //! revoker says), or the revoker's fences removed (its `revoking` store and
 //! the owner's `busy` store then pass each other). Both models pass at
-//! `LOOM_MAX_PREEMPTIONS=3`.
+//! `LOOM_MAX_PREEMPTIONS=3`. The `try_lock` model fails ("two threads
+//! inside") when a try that gave up on the revocation keeps the lock
+//! anyway.
 
 #![cfg(shmlane_loom)]
 
@@ -36,6 +38,46 @@ fn enter(shared: &Shared) {
     );
     *value += 1;
     shared.inside.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// As [`enter`], through `try_lock`: whether it got in.
+fn try_enter(shared: &Shared) -> bool {
+    let Some(mut value) = shared.lock.try_lock() else {
+        return false;
+    };
+    // Relaxed: as in `enter`.
+    assert_eq!(
+        shared.inside.fetch_add(1, Ordering::Relaxed),
+        0,
+        "two threads inside the lock"
+    );
+    *value += 1;
+    shared.inside.fetch_sub(1, Ordering::Relaxed);
+    true
+}
+
+/// A thread that only tries (an async poll, a `try_recv`) while the owner
+/// goes on: a try that gives up mid-revocation (the owner inside) leaves
+/// the lock consistent, the owner steps back to the shared path, and a
+/// later try or lock finishes the revocation; never two inside, nothing
+/// lost.
+#[test]
+fn a_thread_that_only_tries_and_the_owner_are_never_inside_together() {
+    loom::model(|| {
+        let shared = Arc::new(Shared {
+            lock: Exclusive::new(0),
+            inside: AtomicUsize::new(0),
+        });
+        enter(&shared);
+        let other = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || u64::from(try_enter(&shared)) + u64::from(try_enter(&shared)))
+        };
+        enter(&shared);
+        enter(&shared);
+        let tried = other.join().unwrap();
+        assert_eq!(*shared.lock.lock(), 3 + tried);
+    });
 }
 
 /// The owner (the thread that used the lock first) goes on using it while

@@ -101,6 +101,29 @@ impl<T> Exclusive<T> {
     /// If the calling thread holds it already (see the module docs).
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
+        match self.lock_if(true) {
+            Some(guard) => guard,
+            None => unreachable!("a lock that may wait always returns a guard"),
+        }
+    }
+
+    /// Takes the lock if it is free, or comes free within a short spin
+    /// (64 pause hints and 64 yields); `None` if another thread keeps
+    /// holding it (one blocked in a receive, or lending a message), so
+    /// that a non-blocking operation or an async poll never waits on a
+    /// clone's blocking call.
+    ///
+    /// # Panics
+    ///
+    /// As [`lock`](Self::lock).
+    #[inline]
+    pub fn try_lock(&self) -> Option<Guard<'_, T>> {
+        self.lock_if(false)
+    }
+
+    /// [`lock`](Self::lock) if `wait`, else [`try_lock`](Self::try_lock).
+    #[inline]
+    pub fn lock_if(&self, wait: bool) -> Option<Guard<'_, T>> {
         let me = token();
         // Relaxed: compared with our own token, which only we (or the
         // one-time CAS below, Acquire) wrote; a stale SHARED or other
@@ -128,20 +151,29 @@ impl<T> Exclusive<T> {
             light_fence();
             // Relaxed: ordered by the fences (see above).
             if !self.revoking.load(Ordering::Relaxed) {
-                return Guard {
+                return Some(Guard {
                     lock: self,
                     fast: true,
-                };
+                });
             }
             // Being revoked: step back and queue with everyone else.
             // Release: what we did to the value before is the revoker's.
             self.busy.store(false, Ordering::Release);
         }
-        self.lock_slow(me)
+        self.lock_slow(me, wait)
     }
 
+    /// Steps of `backoff` a `try_lock` spends before giving up: the spins
+    /// and the yields, not the sleeps (under loom, none: a model's yield
+    /// lets the other threads run on, so a try that waited would never
+    /// be seen giving up while the owner is inside).
+    #[cfg(not(shmlane_loom))]
+    const TRY_STEPS: u32 = 128;
+    #[cfg(shmlane_loom)]
+    const TRY_STEPS: u32 = 0;
+
     #[cold]
-    fn lock_slow(&self, me: usize) -> Guard<'_, T> {
+    fn lock_slow(&self, me: usize, wait: bool) -> Option<Guard<'_, T>> {
         let mut step = 0u32;
         loop {
             // Relaxed: only compared with our own token, which no other
@@ -160,27 +192,41 @@ impl<T> Exclusive<T> {
             {
                 break;
             }
+            if !wait && step >= Self::TRY_STEPS {
+                return None;
+            }
             backoff(&mut step);
         }
         // Relaxed: SHARED is only ever written by a holder (us, now, or an
         // earlier holder whose Release we acquired).
-        if self.owner.load(Ordering::Relaxed) != SHARED {
-            self.revoke();
+        if self.owner.load(Ordering::Relaxed) != SHARED && !self.revoke(wait) {
+            // The owner is inside and we may not wait for it: let go (it
+            // steps back at its next lock, since `revoking` stays set).
+            // Release: we changed nothing, but pairs as every release does.
+            self.holder.store(0, Ordering::Release);
+            return None;
         }
-        Guard {
+        Some(Guard {
             lock: self,
             fast: false,
-        }
+        })
     }
 
     /// Ends the bias (holding the slow path's lock): after this the owner
-    /// never takes the fast path again, and is not inside it now.
+    /// never takes the fast path again, and is not inside it now. Without
+    /// `wait`, gives up (false) if the owner stays inside for a short
+    /// spin; a later call finishes the revocation.
     #[cold]
-    fn revoke(&self) {
+    fn revoke(&self, wait: bool) -> bool {
         // Relaxed, then the heavy fence: with the owner's `busy` store and
         // light fence, either the owner sees `revoking` and steps back, or
-        // we see its `busy` and wait for it to leave.
-        self.revoking.store(true, Ordering::Relaxed);
+        // we see its `busy` and wait for it to leave. (A revoker that finds
+        // `revoking` set already follows one that made the fence: the
+        // owner's every later lock sees it.)
+        if self.revoking.swap(true, Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+            return self.wait_owner_out(wait);
+        }
         heavy_fence();
         // The heavy fence can fail after registration (a seccomp filter
         // installed later, ENOMEM): an owner past its light fence may then
@@ -190,16 +236,26 @@ impl<T> Exclusive<T> {
         #[cfg(not(shmlane_loom))]
         std::thread::sleep(std::time::Duration::from_millis(1));
         fence(Ordering::SeqCst);
+        self.wait_owner_out(wait)
+    }
+
+    /// Waits for the owner to leave the fast path (without `wait`, a short
+    /// spin at most), then ends the bias; whether it did.
+    fn wait_owner_out(&self, wait: bool) -> bool {
         let mut step = 0u32;
         // Acquire: pairs with the owner's Release store of `false`, so
         // what it did to the value is visible to us.
         while self.busy.load(Ordering::Acquire) {
+            if !wait && step >= Self::TRY_STEPS {
+                return false;
+            }
             backoff(&mut step);
         }
         // Relaxed: read by threads that then take this slow path, ordered
         // by `holder`; a stale read sends the owner to its `revoking`
         // check, which now fails.
         self.owner.store(SHARED, Ordering::Relaxed);
+        true
     }
 }
 

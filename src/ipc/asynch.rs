@@ -9,20 +9,32 @@
 //! thread does, to notice a peer that died (death sends no wakeup).
 //!
 //! The kernel fallbacks (`unix:`, `tcp:`, `fifo:`, `mq:`, `signal:`, pipes)
-//! have no eventcount: their futures re-check every [`FRAMES_STEP`]
-//! instead (not yet event-driven).
+//! have no eventcount: a waiting future hands the descriptors it waits for
+//! to the process's poller thread instead (see `poller`), which wakes it
+//! when one becomes ready. `mq:` and a `signal:` sender without a pidfd
+//! raise no event when their peer dies: those futures also re-check about
+//! every [`ASYNC_STEP`]; a `signal:` sender facing a full signal queue
+//! (which raises no event either) retries every millisecond.
+//!
+//! A clone of the same SPSC or kernel-transport end in another thread
+//! that is inside a blocking call holds the end: an async attempt does not
+//! wait for it (that would block the executor), it reports nothing ready
+//! and re-checks every [`NUDGE_STEP`] until the clone lets go (the clone
+//! cannot wake it).
 
 use std::future::poll_fn;
-use std::sync::Arc;
+use std::io;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shmlane_semaphore::{AsyncWait, KeepAlive};
 
 use super::handles::{Receiver, RxFlavor, Sender, TxFlavor, Wait};
 use super::kinds::{Message, MsgRef, RecvMsgError, SendMsgError};
+use super::poller::FdWait;
 use super::port;
 use super::side::Side;
+use crate::transport::{Readiness, Recheck};
 
 /// How often a waiting future on a ring channel re-checks by itself (for
 /// peers that died; death sends no wakeup): about every 500 ms (from 250
@@ -32,37 +44,159 @@ use super::side::Side;
 /// receiver re-checks every 10 ms instead: it notices a death sooner.
 pub const ASYNC_STEP: Duration = Duration::from_millis(500);
 
-/// How often a waiting future on a kernel fallback re-checks (it has no
-/// wakeup to wait on yet).
-pub const FRAMES_STEP: Duration = Duration::from_millis(1);
+/// How often a future re-checks while something that sends no wakeup
+/// holds it up: a clone of its end inside a blocking call, or a producer
+/// stopped in the middle of writing the slot at the head (after
+/// [`BUSY_REPOLLS`] immediate re-polls).
+pub const NUDGE_STEP: Duration = Duration::from_millis(1);
 
-/// The wait state of an operation in progress on a ring end: its side's
-/// eventcount (`not_full` for a sender), the handle's tally word, the
-/// side's wait strategy, and `keep`, which holds the end (and so the
-/// mapping the eventcount lives in).
-fn ring_wait(side: &Side, sender: bool, keep: KeepAlive) -> (AsyncWait<'_>, KeepAlive) {
-    let ec = if sender {
-        side.not_full()
-    } else {
-        side.not_empty()
-    };
-    let wait = AsyncWait::new(ec, Some(side.att.waiting(sender)), Some(ASYNC_STEP))
-        .with_strategy(&side.strategy);
-    (wait, keep)
+/// Immediate re-polls (the task wakes itself) while a producer is writing
+/// the head slot, before re-checking on the [`NUDGE_STEP`] timer instead:
+/// a producer preempted mid-write may stay stopped for a whole time slice
+/// or longer (a stopped process, for ever).
+pub const BUSY_REPOLLS: u32 = 64;
+
+/// Re-checks that no wakeup will announce (see [`NUDGE_STEP`]).
+#[derive(Default)]
+struct Nudge {
+    busy_polls: u32,
+    timer: Option<AsyncWait<'static>>,
 }
 
-/// The wait state of an operation on a kernel fallback: re-checks only.
-fn frames_wait() -> (AsyncWait<'static>, KeepAlive) {
-    (AsyncWait::timer(None, Some(FRAMES_STEP)), Arc::new(()))
+impl Nudge {
+    /// After a pending poll, on what the attempts noted: a busy head
+    /// (`busy`), a clone holding the end (`contended`).
+    fn after(&mut self, cx: &mut Context<'_>, busy: bool, contended: bool) {
+        if !busy && !contended {
+            self.busy_polls = 0;
+            return;
+        }
+        if !contended && self.busy_polls < BUSY_REPOLLS {
+            self.busy_polls += 1;
+            cx.waker().wake_by_ref();
+            return;
+        }
+        self.timer(cx, Instant::now() + NUDGE_STEP);
+    }
+
+    /// A wakeup at `at`, through the futex bridge's timers.
+    fn timer(&mut self, cx: &mut Context<'_>, at: Instant) {
+        let mut timer = AsyncWait::timer(Some(at), None);
+        let _ = timer.poll_static(cx, || None::<()>);
+        self.timer = Some(timer);
+    }
+}
+
+/// How an operation in progress waits.
+enum How<'a> {
+    /// On a ring side's eventcount, through the futex bridge; `KeepAlive`
+    /// holds the end (and so the mapping the eventcount lives in).
+    Ring(AsyncWait<'a>, KeepAlive),
+    /// On a kernel transport's descriptors, through the poller.
+    Frames(FdWait),
+}
+
+/// The wait state of one operation in progress, kept across polls.
+struct OpWait<'a> {
+    how: How<'a>,
+    nudge: Nudge,
+}
+
+impl<'a> OpWait<'a> {
+    /// On a ring end: its side's eventcount (`not_full` for a sender), the
+    /// handle's tally word, the side's wait strategy.
+    fn ring(side: &'a Side, sender: bool, keep: KeepAlive) -> Self {
+        let ec = if sender {
+            side.not_full()
+        } else {
+            side.not_empty()
+        };
+        let wait = AsyncWait::new(ec, Some(side.att.waiting(sender)), Some(ASYNC_STEP))
+            .with_strategy(&side.strategy);
+        Self {
+            how: How::Ring(wait, keep),
+            nudge: Nudge::default(),
+        }
+    }
+
+    fn frames() -> Self {
+        Self {
+            how: How::Frames(FdWait::default()),
+            nudge: Nudge::default(),
+        }
+    }
+
+    /// One poll: `cond` (one attempt) until it settles; else arranges the
+    /// wakeup. `readiness` says what a kernel transport waits for (`None`
+    /// while a clone holds the end).
+    fn poll<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        cond: &mut impl FnMut() -> Option<R>,
+        readiness: impl FnOnce() -> Option<io::Result<Readiness>>,
+    ) -> Poll<R> {
+        self.nudge.timer = None;
+        let polled = match &mut self.how {
+            // SAFETY: `keep` holds the end, which holds the mapping the
+            // eventcount lives in.
+            How::Ring(wait, keep) => unsafe { wait.poll(cx, || keep.clone(), &mut *cond) },
+            How::Frames(fds) => {
+                fds.disarm();
+                match cond() {
+                    Some(r) => Poll::Ready(r),
+                    None => Poll::Pending,
+                }
+            }
+        };
+        // The notes are taken whatever the outcome: left set, they would
+        // mislead this thread's next wait.
+        let busy = port::busy::take();
+        let mut contended = port::contended::take();
+        if polled.is_ready() {
+            return polled;
+        }
+        if let How::Frames(fds) = &mut self.how {
+            if !contended {
+                match readiness() {
+                    Some(Ok(r)) => {
+                        let due = match r.recheck {
+                            Recheck::Never => None,
+                            Recheck::Death => Some(Instant::now() + ASYNC_STEP),
+                            Recheck::After(d) => Some(Instant::now() + d),
+                        };
+                        if fds.arm(cx, r.fds, due).is_err() {
+                            // No poller (no thread, no pipe): re-check on
+                            // the bridge's timer instead.
+                            self.nudge.timer(cx, Instant::now() + NUDGE_STEP);
+                        }
+                    }
+                    // A descriptor could not be duplicated (the table is
+                    // full): re-check on a timer.
+                    Some(Err(_)) => self.nudge.timer(cx, Instant::now() + NUDGE_STEP),
+                    None => contended = true,
+                }
+            }
+        }
+        self.nudge.after(cx, busy, contended);
+        Poll::Pending
+    }
 }
 
 impl<M: Message> Receiver<M> {
     /// The wait state of a receive in progress: made on its first poll.
-    fn wait_state(&self) -> (AsyncWait<'_>, KeepAlive) {
+    fn wait_state(&self) -> OpWait<'_> {
         match &self.flavor {
-            RxFlavor::Mpmc(end) => ring_wait(&end.side, false, end.clone()),
-            RxFlavor::Spsc(end) => ring_wait(&end.side, false, end.clone()),
-            RxFlavor::Frames(_) => frames_wait(),
+            RxFlavor::Mpmc(end) => OpWait::ring(&end.side, false, end.clone()),
+            RxFlavor::Spsc(end) => OpWait::ring(&end.side, false, end.clone()),
+            RxFlavor::Frames(_) => OpWait::frames(),
+        }
+    }
+
+    /// What a receive on a kernel transport waits for.
+    fn readiness(&self) -> Option<io::Result<Readiness>> {
+        match &self.flavor {
+            RxFlavor::Frames(frames) => frames.readiness(),
+            _ => Some(Ok(Readiness::default())),
         }
     }
 
@@ -71,27 +205,15 @@ impl<M: Message> Receiver<M> {
     fn poll_recv_with<'a, R>(
         &'a self,
         cx: &mut Context<'_>,
-        state: &mut Option<(AsyncWait<'a>, KeepAlive)>,
+        state: &mut Option<OpWait<'a>>,
         mut attempt: impl FnMut() -> Result<R, RecvMsgError>,
     ) -> Poll<Result<R, RecvMsgError>> {
-        let (wait, keep) = state.get_or_insert_with(|| self.wait_state());
+        let wait = state.get_or_insert_with(|| self.wait_state());
         let mut cond = || match attempt() {
             Err(RecvMsgError::Empty | RecvMsgError::Timeout) => None,
             done => Some(done),
         };
-        // SAFETY: `keep` holds the end, which holds the mapping the
-        // eventcount lives in (or the eventcount is a static).
-        let polled = unsafe { wait.poll(cx, || keep.clone(), &mut cond) };
-        // A live producer is writing the head slot: its commit comes with
-        // a wakeup, but it may be preempted mid-write; look again at the
-        // executor's next turn rather than trust the wakeup alone (as a
-        // parked thread spins and yields there). (The note is taken
-        // whatever the outcome: left set, it would mislead this thread's
-        // next wait.)
-        if port::busy::take() && polled.is_pending() {
-            cx.waker().wake_by_ref();
-        }
-        polled
+        wait.poll(cx, &mut cond, || self.readiness())
     }
 
     /// Waits, without blocking the thread, until `attempt` finds a message
@@ -165,12 +287,36 @@ impl<M: Message> Receiver<M> {
 
 impl<M: Message> Sender<M> {
     /// The wait state of a send in progress.
-    fn wait_state(&self) -> (AsyncWait<'_>, KeepAlive) {
+    fn wait_state(&self) -> OpWait<'_> {
         match &self.flavor {
-            TxFlavor::Mpmc(end) => ring_wait(&end.side, true, end.clone()),
-            TxFlavor::Spsc(end) => ring_wait(&end.side, true, end.clone()),
-            TxFlavor::Frames(_) => frames_wait(),
+            TxFlavor::Mpmc(end) => OpWait::ring(&end.side, true, end.clone()),
+            TxFlavor::Spsc(end) => OpWait::ring(&end.side, true, end.clone()),
+            TxFlavor::Frames(_) => OpWait::frames(),
         }
+    }
+
+    /// What a send on a kernel transport waits for.
+    fn readiness(&self) -> Option<io::Result<Readiness>> {
+        match &self.flavor {
+            TxFlavor::Frames(frames) => frames.readiness(),
+            _ => Some(Ok(Readiness::default())),
+        }
+    }
+
+    /// One poll of a send of `msg`; `state` as in
+    /// [`Receiver::poll_recv_with`].
+    fn poll_send<'a>(
+        &'a self,
+        cx: &mut Context<'_>,
+        state: &mut Option<OpWait<'a>>,
+        msg: &M::Input<'_>,
+    ) -> Poll<Result<(), SendMsgError>> {
+        let wait = state.get_or_insert_with(|| self.wait_state());
+        let mut cond = || match self.put(msg, Wait::Never) {
+            Err(SendMsgError::Full | SendMsgError::Timeout) => None,
+            done => Some(done),
+        };
+        wait.poll(cx, &mut cond, || self.readiness())
     }
 
     /// Sends without blocking the thread: the future waits while the
@@ -182,17 +328,9 @@ impl<M: Message> Sender<M> {
     ///
     /// As [`send`](Self::send).
     pub async fn send_async(&self, msg: M::Input<'_>) -> Result<(), M::SendError> {
-        let (mut wait, keep) = self.wait_state();
-        let sent = poll_fn(|cx| {
-            let mut cond = || match self.put(&msg, Wait::Never) {
-                Err(SendMsgError::Full | SendMsgError::Timeout) => None,
-                done => Some(done),
-            };
-            // SAFETY: as in `recv_with`.
-            unsafe { wait.poll(cx, || keep.clone(), &mut cond) }
-        })
-        .await;
-        drop(wait);
+        let mut state = None;
+        let sent = poll_fn(|cx| self.poll_send(cx, &mut state, &msg)).await;
+        drop(state);
         sent.map_err(|e| M::send_error(msg, e))
     }
 }
@@ -203,7 +341,7 @@ impl<M: Message> Sender<M> {
 #[must_use = "streams do nothing unless polled"]
 pub struct RecvStream<'a, M: Message> {
     rx: &'a Receiver<M>,
-    state: Option<(AsyncWait<'a>, KeepAlive)>,
+    state: Option<OpWait<'a>>,
     done: bool,
 }
 
@@ -269,7 +407,7 @@ where
 pub struct SendSink<'a, T> {
     tx: &'a Sender<T>,
     pending: Option<T>,
-    state: Option<(AsyncWait<'a>, KeepAlive)>,
+    state: Option<OpWait<'a>>,
 }
 
 #[cfg(feature = "futures")]
@@ -314,14 +452,7 @@ where
         let Some(item) = this.pending else {
             return Poll::Ready(Ok(()));
         };
-        let tx = this.tx;
-        let (wait, keep) = this.state.get_or_insert_with(|| tx.wait_state());
-        let mut cond = || match tx.put(&item, Wait::Never) {
-            Err(SendMsgError::Full | SendMsgError::Timeout) => None,
-            done => Some(done),
-        };
-        // SAFETY: as in `Receiver::poll_recv_with`.
-        let polled = unsafe { wait.poll(cx, || keep.clone(), &mut cond) };
+        let polled = this.tx.poll_send(cx, &mut this.state, &item);
         if polled.is_ready() {
             this.pending = None;
             this.state = None;

@@ -12,8 +12,8 @@ use shmlane_codec::archive::{self, CopyBuf, Scratch, ALIGN};
 use shmlane_codec::{EncodeError, InvalidMessage, Trust};
 
 use super::kinds::{Hold, Message, MsgRef, RecvMsgError, SendMsgError};
-use super::port::Failed;
-use crate::transport::{FrameReceiver, FrameRecvError, FrameSendError, FrameSender};
+use super::port::{self, Failed};
+use crate::transport::{FrameReceiver, FrameRecvError, FrameSendError, FrameSender, Readiness};
 use shmlane_semaphore::exclusive::Exclusive;
 
 /// A connected frame sender, taken in turns by the handle's clones.
@@ -80,13 +80,22 @@ impl FramesTx {
         self.max
     }
 
+    /// What an async send waits for; `None` while a clone in another
+    /// thread holds the sender.
+    pub(super) fn readiness(&self) -> Option<std::io::Result<Readiness>> {
+        Some(self.state.try_lock()?.tx.readiness())
+    }
+
     /// Encodes `msg` and sends it as one frame, waiting until `deadline`.
     pub(super) fn send<M: Message>(
         &self,
         msg: &M::Input<'_>,
         deadline: Option<Instant>,
+        nonblocking: bool,
     ) -> Result<(), SendMsgError> {
-        let mut state = self.state.lock();
+        let Some(mut state) = port::lock_end(&self.state, !nonblocking) else {
+            return Err(SendMsgError::Full);
+        };
         let state = &mut *state;
         if state.enc.len() != self.max {
             state.enc.resize(self.max, 0);
@@ -103,9 +112,12 @@ impl FramesTx {
     pub(super) fn send_with<E>(
         &self,
         deadline: Option<Instant>,
+        nonblocking: bool,
         fill: &mut impl FnMut(&mut [u8]) -> Result<usize, E>,
     ) -> Result<(), Failed<E>> {
-        let mut state = self.state.lock();
+        let Some(mut state) = port::lock_end(&self.state, !nonblocking) else {
+            return Err(Failed::Timeout);
+        };
         let state = &mut *state;
         if state.enc.len() != self.max {
             state.enc.resize(self.max, 0);
@@ -149,6 +161,12 @@ impl FramesRx {
         &self.address
     }
 
+    /// What an async receive waits for; `None` while a clone in another
+    /// thread holds the receiver.
+    pub(super) fn readiness(&self) -> Option<std::io::Result<Readiness>> {
+        Some(self.state.try_lock()?.rx.readiness())
+    }
+
     /// Receives one frame, waiting until `deadline`, and lends it as a
     /// message (the lock on the receiver is held until the guard drops).
     pub(super) fn lend<M: Message>(
@@ -156,7 +174,9 @@ impl FramesRx {
         deadline: Option<Instant>,
         nonblocking: bool,
     ) -> Result<MsgRef<'_, M>, RecvMsgError> {
-        let mut state = self.state.lock();
+        let Some(mut state) = port::lock_end(&self.state, !nonblocking) else {
+            return Err(RecvMsgError::Empty);
+        };
         let target = {
             let st = &mut *state;
             st.rx

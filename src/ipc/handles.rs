@@ -325,9 +325,11 @@ impl<M: Message> Sender<M> {
         if M::BARE {
             if let TxFlavor::Spsc(end) = &self.flavor {
                 let side = &end.side;
-                let mut guard = end.ring.lock();
-                let ring = &mut guard.ring;
                 let probe = matches!(wait, Wait::Never);
+                let Some(mut guard) = port::lock_end(&end.ring, !probe) else {
+                    return Err(SendMsgError::Full);
+                };
+                let ring = &mut guard.ring;
                 if let Some(done) = settle(port::spsc_try_put_bare::<M>(ring, side, probe, msg)) {
                     return done;
                 }
@@ -362,7 +364,9 @@ impl<M: Message> Sender<M> {
         match &self.flavor {
             TxFlavor::Spsc(end) => {
                 let side = &end.side;
-                let mut guard = end.ring.lock();
+                let Some(mut guard) = port::lock_end(&end.ring, !probe_first) else {
+                    return Err(SendMsgError::Full);
+                };
                 let state = &mut *guard;
                 let (ring, scratch) = (&mut state.ring, &mut state.scratch);
                 let tried =
@@ -396,7 +400,9 @@ impl<M: Message> Sender<M> {
                 }
                 sent
             }
-            TxFlavor::Frames(frames) => frames.send::<M>(msg, wait.deadline()),
+            TxFlavor::Frames(frames) => {
+                frames.send::<M>(msg, wait.deadline(), matches!(wait, Wait::Never))
+            }
         }
     }
 
@@ -462,7 +468,10 @@ impl<M: Message> Sender<M> {
             },
             TxFlavor::Spsc(end) => {
                 let side = &end.side;
-                let mut guard = end.ring.lock();
+                let Some(mut guard) = port::lock_end(&end.ring, !matches!(wait, Wait::Never))
+                else {
+                    return Err(Failed::Timeout);
+                };
                 let ring = &mut guard.ring;
                 match wait {
                     Wait::Never => once(port::spsc_try_write(ring, side, probe_first, fill)),
@@ -471,7 +480,9 @@ impl<M: Message> Sender<M> {
                     }
                 }
             }
-            TxFlavor::Frames(frames) => frames.send_with(wait.deadline(), fill),
+            TxFlavor::Frames(frames) => {
+                frames.send_with(wait.deadline(), matches!(wait, Wait::Never), fill)
+            }
         }
     }
 
@@ -562,7 +573,9 @@ impl<T: Pod> Sender<T> {
     /// every receiver is gone.
     pub fn try_send_batch(&self, msgs: &[T]) -> Result<usize, TrySendError<usize>> {
         if let TxFlavor::Spsc(end) = &self.flavor {
-            let mut guard = end.ring.lock();
+            let Some(mut guard) = port::lock_end(&end.ring, false) else {
+                return Ok(0);
+            };
             return port::spsc_try_send_batch(&mut guard.ring, &end.side, msgs);
         }
         let mut sent = 0;
@@ -778,7 +791,9 @@ impl<M: Message> Receiver<M> {
             },
             RxFlavor::Spsc(end) => {
                 let side = &end.side;
-                let mut ring = end.ring.lock();
+                let Some(mut ring) = port::lock_end(&end.ring, !matches!(wait, Wait::Never)) else {
+                    return Err(RecvMsgError::Empty);
+                };
                 if let Wait::Until(d) = wait {
                     // Wait until a message is at the front, then lend it:
                     // it stays there, as this is the only consumer.
@@ -802,8 +817,10 @@ impl<M: Message> Receiver<M> {
         if M::BARE {
             if let RxFlavor::Spsc(end) = &self.flavor {
                 let side = &end.side;
-                let mut ring = end.ring.lock();
                 let probe = matches!(wait, Wait::Never);
+                let Some(mut ring) = port::lock_end(&end.ring, !probe) else {
+                    return Err(RecvMsgError::Empty);
+                };
                 return match port::spsc_try_take_bare::<M>(&mut ring, side, probe) {
                     Err(RecvMsgError::Empty) if !probe => {
                         Self::wait_bare(&mut ring, side, wait.deadline())
@@ -951,7 +968,9 @@ impl<T: Pod> Receiver<T> {
         }
         if let RxFlavor::Spsc(end) = &self.flavor {
             let n = {
-                let mut ring = end.ring.lock();
+                let Some(mut ring) = port::lock_end(&end.ring, false) else {
+                    return Ok(0);
+                };
                 port::spsc_try_recv_batch(&mut ring, &end.side, out, max)?
             };
             if n > 0 {

@@ -114,6 +114,7 @@ mod connect;
 pub(crate) mod frames;
 mod handles;
 mod kinds;
+mod poller;
 mod port;
 mod side;
 mod slot;

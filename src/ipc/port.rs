@@ -13,7 +13,7 @@ use super::slot::{Reading, Writing};
 use super::{MpmcEnd, Side, BUSY_RETRIES, FLAG_SKIP};
 use crate::ipc::Role;
 use crate::sync::backoff;
-use shmlane_semaphore::exclusive::Guard;
+use shmlane_semaphore::exclusive::{Exclusive, Guard};
 
 /// How one attempt to send went.
 pub(super) enum Tried<E> {
@@ -330,6 +330,41 @@ pub(super) mod busy {
     pub(in crate::ipc) fn take() -> bool {
         BUSY.with(|b| b.replace(false))
     }
+}
+
+/// A note that a non-blocking attempt found its end's lock held by a
+/// clone in another thread (inside a blocking call, or lending a
+/// message): the attempt reported `Empty` or `Full` without looking. An
+/// async future that reads it re-checks on a short timer (the clone
+/// cannot wake it when it lets go).
+pub(super) mod contended {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CONTENDED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Notes it.
+    pub(in crate::ipc) fn set() {
+        CONTENDED.with(|b| b.set(true));
+    }
+
+    /// Whether it was noted since the last call (and clears it).
+    pub(in crate::ipc) fn take() -> bool {
+        CONTENDED.with(|b| b.replace(false))
+    }
+}
+
+/// Takes an end's lock: waits for it when the operation may wait, else
+/// only tries (a clone in another thread may hold it for as long as its
+/// blocking call lasts), noting a miss (see [`contended`]).
+#[inline]
+pub(super) fn lock_end<T>(lock: &Exclusive<T>, may_wait: bool) -> Option<Guard<'_, T>> {
+    let guard = lock.lock_if(may_wait);
+    if guard.is_none() {
+        contended::set();
+    }
+    guard
 }
 
 /// Finds the oldest message of an SPSC ring, leaving it in place.

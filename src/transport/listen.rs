@@ -138,6 +138,16 @@ impl ListenRx {
         Ok(any)
     }
 
+    /// What an async receive waits for: the listener and every
+    /// connection.
+    pub(crate) fn readiness(&self, r: &mut super::Readiness) -> std::io::Result<()> {
+        r.watch(&self.listener, PollFlags::IN)?;
+        for c in &self.conns {
+            r.watch(c.rx.fd(), PollFlags::IN)?;
+        }
+        Ok(())
+    }
+
     /// Waits until the listener or a connection is ready, or `deadline`;
     /// `Ok(false)` on timeout.
     fn wait(&mut self, deadline: Option<Instant>) -> Result<bool, FrameRecvError> {

@@ -120,7 +120,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -129,6 +129,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{AddressError, FrameRecvError, FrameSendError, OpenError};
 
+use shmlane_sys::poll::PollFlags;
 use stream::{StreamRx, StreamTx};
 
 /// The default and usual max frame of the stream transports: 1 MiB.
@@ -405,6 +406,39 @@ fn passed(until: Option<Instant>) -> bool {
     until.is_some_and(|u| Instant::now() >= u)
 }
 
+/// What an async wait on a kernel transport watches (for the
+/// `crate::ipc` futures): descriptors with the events that mean "try
+/// again" (a peer that closes or dies raises one on streams and pidfds),
+/// and when to look again without an event.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    pub(crate) fds: Vec<(OwnedFd, PollFlags)>,
+    pub(crate) recheck: Recheck,
+}
+
+/// When an async wait on a kernel transport looks again without an event.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recheck {
+    /// Never: every change raises an event on a descriptor.
+    #[default]
+    Never,
+    /// Now and then, to notice a peer's death (it raises no event): the
+    /// futures' periodic step.
+    Death,
+    /// After this long: what is waited for raises no event (a full
+    /// signal queue).
+    After(Duration),
+}
+
+impl Readiness {
+    /// Adds a duplicate of `fd` (the wait holds its own descriptor, so
+    /// the handle may close its own meanwhile).
+    pub(crate) fn watch(&mut self, fd: impl AsFd, events: PollFlags) -> io::Result<()> {
+        self.fds.push((fd.as_fd().try_clone_to_owned()?, events));
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 enum TxImpl {
     Stream(StreamTx),
@@ -468,6 +502,21 @@ impl FrameSender {
             TxImpl::Mq(s) => s.send(frame, deadline),
             TxImpl::Signal(s) => s.send(frame, deadline),
         }
+    }
+
+    /// What an async send that found no room waits for (see
+    /// [`Readiness`]).
+    pub(crate) fn readiness(&self) -> io::Result<Readiness> {
+        let mut r = Readiness::default();
+        match &self.inner {
+            TxImpl::Stream(s) => r.watch(s.fd(), PollFlags::OUT)?,
+            TxImpl::Mq(s) => {
+                r.watch(s.queue(), PollFlags::OUT)?;
+                r.recheck = Recheck::Death;
+            }
+            TxImpl::Signal(_) => r.recheck = Recheck::After(signal::RETRY),
+        }
+        Ok(r)
     }
 
     /// The largest frame this transport carries.
@@ -647,6 +696,22 @@ impl FrameReceiver {
             RxImpl::Mq(s) => s.recv(buf, deadline),
             RxImpl::Signal(s) => s.recv(buf, deadline),
         }
+    }
+
+    /// What an async receive that found nothing waits for (see
+    /// [`Readiness`]).
+    pub(crate) fn readiness(&self) -> io::Result<Readiness> {
+        let mut r = Readiness::default();
+        match &self.inner {
+            RxImpl::Stream(s) => r.watch(s.fd(), PollFlags::IN)?,
+            RxImpl::Listen(s) => s.readiness(&mut r)?,
+            RxImpl::Mq(s) => {
+                r.watch(s.queue(), PollFlags::IN)?;
+                r.recheck = Recheck::Death;
+            }
+            RxImpl::Signal(s) => s.readiness(&mut r)?,
+        }
+        Ok(r)
     }
 
     /// The largest frame this receiver accepts.

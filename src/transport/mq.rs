@@ -93,6 +93,11 @@ pub(crate) struct MqRx {
 }
 
 impl MqRx {
+    /// The queue's descriptor (for an async wait's readiness).
+    pub(crate) fn queue(&self) -> &OwnedFd {
+        &self.queue
+    }
+
     pub(crate) fn bind(name: &str, opts: &Options) -> Result<Self, OpenError> {
         let limit = msgsize_max();
         let max = opts.max_frame.unwrap_or(limit.min(8192));
@@ -202,6 +207,11 @@ pub(crate) struct MqTx {
 }
 
 impl MqTx {
+    /// The queue's descriptor (for an async wait's readiness).
+    pub(crate) fn queue(&self) -> &OwnedFd {
+        &self.queue
+    }
+
     pub(crate) fn connect(name: &str, opts: &Options) -> Result<Self, OpenError> {
         let start = Instant::now();
         let until = start + opts.connect_timeout;

@@ -48,7 +48,7 @@ const MAGIC: u64 = SIGNAL_MAGIC;
 const END: u64 = SIGNAL_END;
 const HELLO: u64 = SIGNAL_HELLO;
 /// A sender that finds the queue full retries this often.
-const RETRY: Duration = Duration::from_millis(1);
+pub(crate) const RETRY: Duration = Duration::from_millis(1);
 /// A sender probes the receiver at most this often while sending.
 const PROBE_EVERY: Duration = Duration::from_millis(10);
 /// How long dropping a sender waits to queue its last words.
@@ -297,6 +297,19 @@ impl SigRx {
             any = true;
         }
         Ok(any)
+    }
+
+    /// What an async receive waits for: the signalfd and the senders'
+    /// pidfds (a sender without one is probed now and then).
+    pub(crate) fn readiness(&self, r: &mut super::Readiness) -> io::Result<()> {
+        r.watch(&self.sfd, PollFlags::IN)?;
+        for p in &self.peers {
+            match &p.pidfd {
+                Some(fd) => r.watch(fd, PollFlags::IN)?,
+                None => r.recheck = super::Recheck::Death,
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn recv(

@@ -88,6 +88,11 @@ impl StreamTx {
         }
     }
 
+    /// The descriptor (for an async wait's readiness).
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// Waits for room; `Ok(false)` on timeout.
     fn wait(&self, deadline: Option<Instant>) -> Result<bool, FrameSendError> {
         poll_one(&self.fd, PollFlags::OUT, deadline)
@@ -379,6 +384,11 @@ fn read_kind(r: io::Result<usize>) -> io::Result<Read> {
 }
 
 impl StreamRx {
+    /// The descriptor (for an async wait's readiness).
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// Whether nothing was read yet.
     pub(crate) fn is_fresh(&self) -> bool {
         self.decoder.is_fresh() && !self.eof
