@@ -9,7 +9,7 @@
 //!   `bounded(cap)` through `send_async`/`recv_async` against
 //!   `tokio::sync::mpsc` and `async-channel`, 1/1 and 4/4 tasks on a
 //!   two-worker multi-thread runtime (medians of 5, ms);
-//! - `async_bench idle [RECEIVERS] [SECONDS]`: the CPU time of a process
+//! - `async_bench idle [RECEIVERS] [SECONDS] [shm|unix]`: the CPU time of a process
 //!   whose tasks await RECEIVERS cross-process receivers (their senders
 //!   in another process, idle) for SECONDS.
 //!
@@ -58,9 +58,7 @@ fn peer(args: &[String]) {
                 .map(|i| {
                     Builder::new(&format!("{}-{i}", args[3]))
                         .unwrap()
-                        .open::<u64>()
-                        .unwrap()
-                        .sender()
+                        .sender::<u64>()
                         .unwrap()
                 })
                 .collect();
@@ -278,18 +276,23 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn idle(n: usize, secs: u64) {
-    let base = format!("shm:async-bench-idle-{}", std::process::id());
-    let chans: Vec<_> = (0..n)
+fn idle(n: usize, secs: u64, scheme: &str) {
+    let base = match scheme {
+        "shm" => format!("shm:async-bench-idle-{}", std::process::id()),
+        "unix" => format!(
+            "unix:{}/async-bench-idle-{}",
+            std::env::temp_dir().display(),
+            std::process::id()
+        ),
+        other => panic!("idle: unknown scheme {other} (shm or unix)"),
+    };
+    let receivers: Vec<_> = (0..n)
         .map(|i| {
-            Builder::new(&format!("{base}-{i}"))
-                .unwrap()
-                .capacity(4)
-                .create::<u64>()
-                .unwrap()
+            let b = Builder::new(&format!("{base}-{i}")).unwrap();
+            let b = if scheme == "shm" { b.capacity(4) } else { b };
+            b.receiver::<u64>().unwrap()
         })
         .collect();
-    let receivers: Vec<_> = chans.iter().map(|c| c.receiver().unwrap()).collect();
     let mut child = spawn_peer(&format!("hold {n} {secs} {base}"));
     let rt = current_thread();
     let (cpu, wall) = rt.block_on(async {
@@ -317,7 +320,7 @@ fn idle(n: usize, secs: u64) {
     });
     child.wait().unwrap();
     println!(
-        "idle: {n} cross-process receivers awaited for {:.1} s: {:.1} ms of CPU ({:.3}% of one CPU)",
+        "idle: {n} cross-process {scheme}: receivers awaited for {:.1} s: {:.1} ms of CPU ({:.3}% of one CPU)",
         wall.as_secs_f64(),
         cpu.as_secs_f64() * 1e3,
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
@@ -335,7 +338,11 @@ fn main() {
     match a.first().map(String::as_str) {
         Some("rtt") => rtt(num(1, 50_000)),
         Some("inproc") => inproc(num(1, 1_000_000)),
-        Some("idle") => idle(num(1, 100) as usize, num(2, 10)),
+        Some("idle") => idle(
+            num(1, 100) as usize,
+            num(2, 10),
+            a.get(3).map_or("shm", String::as_str),
+        ),
         _ => eprintln!("usage: async_bench rtt|inproc|idle"),
     }
 }
