@@ -20,21 +20,24 @@ use std::ops::Deref;
 
 use shmlane_semaphore::EventCount;
 
-#[cfg(not(shmlane_loom))]
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll, Waker};
+
+#[cfg(shmlane_loom)]
+use loom::sync::Mutex;
 #[cfg(not(shmlane_loom))]
 use std::sync::Mutex;
-#[cfg(not(shmlane_loom))]
-use std::task::Waker;
+
+use shmlane_semaphore::WaitStrategy;
+
+use crate::sync::{AtomicUsize, Ordering};
 
 /// An eventcount plus the tasks waiting on the same condition.
-pub(crate) struct Event {
+pub struct Event {
     ec: EventCount,
     /// How many tasks are listed (read by every notify, so it shares the
     /// eventcount's line).
-    #[cfg(not(shmlane_loom))]
     tasks: AtomicUsize,
-    #[cfg(not(shmlane_loom))]
     list: Mutex<Vec<(u64, Waker)>>,
 }
 
@@ -46,13 +49,18 @@ impl Deref for Event {
     }
 }
 
+impl Default for Event {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Event {
-    pub(crate) fn new() -> Self {
+    /// An event nobody waits on.
+    pub fn new() -> Self {
         Self {
             ec: EventCount::new(),
-            #[cfg(not(shmlane_loom))]
             tasks: AtomicUsize::new(0),
-            #[cfg(not(shmlane_loom))]
             list: Mutex::new(Vec::new()),
         }
     }
@@ -61,9 +69,8 @@ impl Event {
     /// thread may both wake for one message; the one that finds it empty
     /// waits again).
     #[inline]
-    pub(crate) fn notify_one_local(&self) {
+    pub fn notify_one_local(&self) {
         self.ec.notify_one_local();
-        #[cfg(not(shmlane_loom))]
         // Relaxed: ordered after the condition by the barrier in the
         // eventcount's notify (see the module notes).
         if self.tasks.load(Ordering::Relaxed) != 0 {
@@ -73,9 +80,8 @@ impl Event {
 
     /// Wakes every parked thread and every listed task.
     #[inline]
-    pub(crate) fn notify_all_local(&self) {
+    pub fn notify_all_local(&self) {
         self.ec.notify_all_local();
-        #[cfg(not(shmlane_loom))]
         // Relaxed: as in `notify_one_local`.
         if self.tasks.load(Ordering::Relaxed) != 0 {
             self.wake_tasks(usize::MAX);
@@ -83,19 +89,21 @@ impl Event {
     }
 
     /// Parked threads and listed tasks (a diagnostic, for tests).
-    pub(crate) fn waiters(&self) -> u32 {
-        #[cfg(not(shmlane_loom))]
+    pub fn waiters(&self) -> u32 {
         // Relaxed: a snapshot.
         let tasks = self.tasks.load(Ordering::Relaxed) as u32;
-        #[cfg(shmlane_loom)]
-        let tasks = 0;
         self.ec.waiters() + tasks
     }
 }
 
-#[cfg(not(shmlane_loom))]
 impl Event {
+    #[cfg(not(shmlane_loom))]
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Waker)>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(shmlane_loom)]
+    fn lock(&self) -> loom::sync::MutexGuard<'_, Vec<(u64, Waker)>> {
         self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -125,10 +133,11 @@ impl Event {
     /// whether the barrier pair held (see
     /// [`shmlane_semaphore::waiter_barrier`]): if not, the caller must
     /// re-check after a bounded step.
-    pub(crate) fn register(&self, waker: &Waker) -> (u64, bool) {
+    fn register(&self, waker: &Waker) -> (u64, bool) {
+        // (A std atomic under loom too: uniqueness is all it gives.)
         static NEXT: AtomicU64 = AtomicU64::new(1);
         // Relaxed: uniqueness only.
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Cloned outside the lock: a waker's clone is executor code.
         let waker = waker.clone();
         {
@@ -144,7 +153,7 @@ impl Event {
     /// Whether task `id` is still listed (no notifier took it), and if so
     /// makes `waker` the one to wake (a task polled again by another
     /// wakeup keeps its place and needs no new barrier).
-    pub(crate) fn still_listed(&self, id: u64, waker: &Waker) -> bool {
+    fn still_listed(&self, id: u64, waker: &Waker) -> bool {
         let mut list = self.lock();
         let Some(entry) = list.iter_mut().find(|(i, _)| *i == id) else {
             return false;
@@ -162,7 +171,7 @@ impl Event {
 
     /// Takes task `id` off the list; whether it was still there (false:
     /// a notifier woke it).
-    pub(crate) fn unregister(&self, id: u64) -> bool {
+    fn unregister(&self, id: u64) -> bool {
         let removed = {
             let mut list = self.lock();
             let removed = list
@@ -177,5 +186,90 @@ impl Event {
         };
         // The waker drops here, outside the lock (see `still_listed`).
         removed.is_some()
+    }
+}
+
+/// One async wait on an [`Event`], kept in a future across polls: the
+/// task spins like the channel's wait strategy (waking itself, so the
+/// executor runs other tasks in between), then lists itself on the event,
+/// where the notifier wakes it directly. Polled again while still listed
+/// (another branch of a `join!` woke it), it keeps its place; woken, it
+/// looks again itself. [`release`](Self::release) (the future's drop)
+/// withdraws a listing, and passes on a wakeup it took and never used.
+#[derive(Debug)]
+pub struct TaskWait {
+    id: Option<u64>,
+    spins: u32,
+    busy: bool,
+}
+
+impl TaskWait {
+    /// A wait that spins like `strategy` before it lists itself (a
+    /// strategy that never parks never lists: an async busy-poll).
+    pub fn new(strategy: &WaitStrategy) -> Self {
+        Self {
+            id: None,
+            spins: strategy.spin(),
+            busy: !strategy.parks(),
+        }
+    }
+
+    /// Checks `cond` on `ev`'s condition: `Ready` with its answer, or
+    /// `Pending` with the task spinning or listed. `recheck` treats a
+    /// standing listing as woken (the caller's own timer fired). The
+    /// `bool` is true when this poll made a listing whose barrier pair did
+    /// not hold (a membarrier that failed, see
+    /// [`shmlane_semaphore::waiter_barrier`]): the caller must then
+    /// re-check after a bounded step itself.
+    pub fn poll<R>(
+        &mut self,
+        ev: &Event,
+        cx: &mut Context<'_>,
+        recheck: bool,
+        mut cond: impl FnMut() -> Option<R>,
+    ) -> (Poll<R>, bool) {
+        if let Some(id) = self.id {
+            if !recheck && ev.still_listed(id, cx.waker()) {
+                // Polled for another reason: the listing stands, so the
+                // barrier made at registration still pairs with every
+                // later notify; look again, keeping the task's place.
+                if let Some(r) = cond() {
+                    ev.unregister(id);
+                    self.id = None;
+                    return (Poll::Ready(r), false);
+                }
+                return (Poll::Pending, false);
+            }
+            // Woken (or re-checking): this poll looks again itself.
+            ev.unregister(id);
+            self.id = None;
+        }
+        if let Some(r) = cond() {
+            return (Poll::Ready(r), false);
+        }
+        if self.busy || self.spins > 0 {
+            self.spins = self.spins.saturating_sub(1);
+            cx.waker().wake_by_ref();
+            return (Poll::Pending, false);
+        }
+        let (id, ordered) = ev.register(cx.waker());
+        if let Some(r) = cond() {
+            ev.unregister(id);
+            return (Poll::Ready(r), false);
+        }
+        self.id = Some(id);
+        (Poll::Pending, !ordered)
+    }
+
+    /// Withdraws a listing (a future dropped while it waits); a wakeup it
+    /// took and never used (a future woken, then dropped unpolled, as one
+    /// that lost a `select!`) goes to the next waiter: it may have been
+    /// the only one for a message that waiter needs.
+    pub fn release(&mut self, ev: &Event) {
+        if let Some(id) = self.id.take() {
+            if !ev.unregister(id) {
+                ev.notify_one_local();
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ use shmlane_semaphore::{AsyncWait, WaitStrategy};
 use crate::chan::{Receiver, ReceiverFlavor, Sender, SenderFlavor};
 use crate::context::{FIRST_OPER, WAITING};
 use crate::error::{RecvError, SendError, TryRecvError, TrySendError};
-use crate::event::Event;
+use crate::event::{Event, TaskWait};
 use crate::sync::SAFETY_STEP;
 use crate::zero::{Listing, Offer};
 
@@ -82,18 +82,13 @@ impl<T> Send<'_, T> {
 }
 
 /// One async wait on an in-process channel, kept in a future across
-/// polls: the task spins like the channel's wait strategy (waking itself),
-/// then lists itself on the channel's event, where the notifier wakes it
-/// directly (see `crate::event`). Dropped while listed, it withdraws; woken
-/// and dropped before using the wakeup, it passes the wakeup on.
+/// polls: an [`TaskWait`] on the channel's event (see `crate::event`),
+/// plus a bridge timer armed only when the barrier pair did not hold at
+/// registration (a membarrier that failed): the task then re-checks after
+/// `SAFETY_STEP`, as a parked thread would.
 struct LocalWait<'a> {
     ev: EvRef<'a>,
-    id: Option<u64>,
-    spins: u32,
-    busy: bool,
-    /// A bridge timer, armed only when the barrier pair did not hold at
-    /// registration (a membarrier that failed): the task then re-checks
-    /// after `SAFETY_STEP`, as a parked thread would.
+    wait: TaskWait,
     fallback: Option<AsyncWait<'static>>,
 }
 
@@ -123,67 +118,29 @@ impl<'a> LocalWait<'a> {
     fn on(ev: EvRef<'a>, strategy: &WaitStrategy) -> Self {
         Self {
             ev,
-            id: None,
-            spins: strategy.spin(),
-            busy: !strategy.parks(),
+            wait: TaskWait::new(strategy),
             fallback: None,
         }
     }
 
-    fn poll<R>(&mut self, cx: &mut Context<'_>, mut cond: impl FnMut() -> Option<R>) -> Poll<R> {
-        if let Some(id) = self.id {
-            if self.fallback.is_none() && self.ev.still_listed(id, cx.waker()) {
-                // Polled for another reason (a sibling branch of a
-                // `join!`): the listing stands, so the barrier made at
-                // registration still pairs with every later notify; look
-                // again, keeping the task's place in the list.
-                if let Some(r) = cond() {
-                    self.ev.unregister(id);
-                    self.id = None;
-                    return Poll::Ready(r);
-                }
-                return Poll::Pending;
-            }
-            // Woken (or on the fallback timer): this poll looks again
-            // itself.
-            self.ev.unregister(id);
-            self.id = None;
-            self.fallback = None;
-        }
-        if let Some(r) = cond() {
-            return Poll::Ready(r);
-        }
-        if self.busy || self.spins > 0 {
-            self.spins = self.spins.saturating_sub(1);
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let (id, ordered) = self.ev.register(cx.waker());
-        if let Some(r) = cond() {
-            self.ev.unregister(id);
-            return Poll::Ready(r);
-        }
-        self.id = Some(id);
-        if !ordered {
+    fn poll<R>(&mut self, cx: &mut Context<'_>, cond: impl FnMut() -> Option<R>) -> Poll<R> {
+        // A fallback timer (fired, or not yet: a poll for another reason)
+        // means the listing is not trusted: look again.
+        let recheck = self.fallback.take().is_some();
+        let (polled, unordered) = self.wait.poll(&self.ev, cx, recheck, cond);
+        if unordered {
             let step = SAFETY_STEP.unwrap_or(std::time::Duration::from_millis(100));
             let mut timer = AsyncWait::timer(Some(std::time::Instant::now() + step), None);
             let _ = timer.poll_static(cx, || None::<()>);
             self.fallback = Some(timer);
         }
-        Poll::Pending
+        polled
     }
 }
 
 impl Drop for LocalWait<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if !self.ev.unregister(id) {
-                // Woken, then dropped unpolled (a future that lost a
-                // `select!`): the wakeup may have been the only one for a
-                // message another waiter needs.
-                self.ev.notify_one_local();
-            }
-        }
+        self.wait.release(&self.ev);
     }
 }
 

@@ -91,6 +91,12 @@
 mod chan;
 #[cfg(not(shmlane_loom))]
 mod context;
+/// The async wakeup core, for the loom models (not an API).
+#[cfg(shmlane_loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::event::{Event, TaskWait};
+}
 mod error;
 mod event;
 #[cfg(all(target_os = "linux", not(shmlane_loom)))]

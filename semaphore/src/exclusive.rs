@@ -172,6 +172,13 @@ impl<T> Exclusive<T> {
     #[cfg(shmlane_loom)]
     const TRY_STEPS: u32 = 0;
 
+    /// Whether a `try_lock` that took `step` steps gives up.
+    // Always true under loom, where `TRY_STEPS` is 0.
+    #[allow(clippy::absurd_extreme_comparisons)]
+    fn tried_enough(step: u32) -> bool {
+        step >= Self::TRY_STEPS
+    }
+
     #[cold]
     fn lock_slow(&self, me: usize, wait: bool) -> Option<Guard<'_, T>> {
         let mut step = 0u32;
@@ -192,7 +199,7 @@ impl<T> Exclusive<T> {
             {
                 break;
             }
-            if !wait && step >= Self::TRY_STEPS {
+            if !wait && Self::tried_enough(step) {
                 return None;
             }
             backoff(&mut step);
@@ -246,7 +253,7 @@ impl<T> Exclusive<T> {
         // Acquire: pairs with the owner's Release store of `false`, so
         // what it did to the value is visible to us.
         while self.busy.load(Ordering::Acquire) {
-            if !wait && step >= Self::TRY_STEPS {
+            if !wait && Self::tried_enough(step) {
                 return false;
             }
             backoff(&mut step);
