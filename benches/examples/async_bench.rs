@@ -249,19 +249,32 @@ fn inproc(messages: u64) {
             })
         };
         let (mut a, mut b, mut c) = (vec![], vec![], vec![]);
+        // The two vCPUs here are SMT siblings at some times and not at
+        // others: a cache-line round trip before and after the row says
+        // which (rows whose floor moved are marked `*`).
+        let before = shmlane_benches::shapes::floor_probe();
         for _ in 0..5 {
             a.push(shmlane());
             b.push(tokio_mpsc());
             c.push(async_channel());
         }
+        let after = shmlane_benches::shapes::floor_probe();
         let (a, b, c) = (median(a), median(b), median(c));
         let best = b.min(c);
+        let (lo, hi) = (before.min(after), before.max(after));
+        let moved = if hi.as_secs_f64() > 1.5 * lo.as_secs_f64() {
+            "*"
+        } else {
+            ""
+        };
         println!(
-            "  {tasks}/{tasks} tasks: shmlane {:>8.1} ms  tokio mpsc {:>8.1} ms  async-channel {:>8.1} ms  shmlane speed / best {:.2}x",
+            "  {tasks}/{tasks} tasks: shmlane {:>8.1} ms  tokio mpsc {:>8.1} ms  async-channel {:>8.1} ms  shmlane speed / best {:.2}x  floor {:.0}/{:.0} ns{moved}",
             a.as_secs_f64() * 1e3,
             b.as_secs_f64() * 1e3,
             c.as_secs_f64() * 1e3,
-            best.as_secs_f64() / a.as_secs_f64()
+            best.as_secs_f64() / a.as_secs_f64(),
+            before.as_secs_f64() * 1e9,
+            after.as_secs_f64() * 1e9,
         );
     }
 }
