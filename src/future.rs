@@ -35,6 +35,9 @@ pub struct Recv<'a, T> {
     rx: &'a Receiver<T>,
     /// The wait on a channel (its own task list).
     local: Option<LocalWait<'a>>,
+    /// A rendezvous receive paired with a select's send arm, waiting for
+    /// it to fill the packet.
+    paired: Option<Arc<crate::zero::Packet<T>>>,
     /// The wait on a timer (through the bridge, for its deadline).
     wait: Option<AsyncWait<'static>>,
 }
@@ -96,7 +99,26 @@ struct LocalWait<'a> {
 /// context of an async rendezvous send (owned by the future).
 enum EvRef<'a> {
     Channel(&'a Event),
-    Context(Arc<crate::context::Context>),
+    /// An event owned by the future: a rendezvous send's context, or the
+    /// packet a rendezvous receive waits for.
+    Owned(Arc<dyn HasEvent>),
+}
+
+/// Something shared that holds an event.
+trait HasEvent: std::marker::Send + Sync {
+    fn event(&self) -> &Event;
+}
+
+impl HasEvent for crate::context::Context {
+    fn event(&self) -> &Event {
+        &self.wake
+    }
+}
+
+impl<T: std::marker::Send> HasEvent for crate::zero::Packet<T> {
+    fn event(&self) -> &Event {
+        self.filled()
+    }
 }
 
 impl std::ops::Deref for EvRef<'_> {
@@ -105,7 +127,7 @@ impl std::ops::Deref for EvRef<'_> {
     fn deref(&self) -> &Event {
         match self {
             EvRef::Channel(ev) => ev,
-            EvRef::Context(cx) => &cx.wake,
+            EvRef::Owned(owner) => owner.event(),
         }
     }
 }
@@ -165,11 +187,42 @@ impl<T: std::marker::Send + 'static> Future for Recv<'_, T> {
                 .get_or_insert_with(|| LocalWait::new(&c.not_empty, &c.strategy))
                 .poll(cx, || settle(c.try_recv())),
             // Waits for a sender to list (`changed`), then pairs with it
-            // in the poll that returns the message (see `crate::zero`).
-            ReceiverFlavor::Zero(c) => this
-                .local
-                .get_or_insert_with(|| LocalWait::new(&c.chan.changed, &c.strategy))
-                .poll(cx, || settle(c.chan.try_recv())),
+            // in the poll that returns the message (see `crate::zero`); a
+            // select's send arm fills its packet only as it completes,
+            // which the future then awaits (`paired`).
+            ReceiverFlavor::Zero(c) => loop {
+                if let Some(packet) = &this.paired {
+                    let wait = this.local.get_or_insert_with(|| {
+                        LocalWait::on(EvRef::Owned(Arc::clone(packet) as _), &c.strategy)
+                    });
+                    let msg = std::task::ready!(wait.poll(cx, || packet.try_take()));
+                    this.local = None;
+                    this.paired = None;
+                    return Poll::Ready(Ok(msg));
+                }
+                let mut paired = None;
+                let got = this
+                    .local
+                    .get_or_insert_with(|| LocalWait::new(&c.chan.changed, &c.strategy))
+                    .poll(cx, || match c.chan.try_recv_async() {
+                        Ok(Ok(msg)) => Some(Ok(msg)),
+                        Ok(Err(packet)) => {
+                            paired = Some(packet);
+                            Some(Err(TryRecvError::Empty))
+                        }
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => Some(Err(TryRecvError::Disconnected)),
+                    });
+                match std::task::ready!(got) {
+                    Ok(msg) => return Poll::Ready(Ok(msg)),
+                    Err(TryRecvError::Disconnected) => return Poll::Ready(Err(RecvError)),
+                    Err(TryRecvError::Empty) => {
+                        // Paired with a select's send arm: wait for it.
+                        this.local = None;
+                        this.paired = paired;
+                    }
+                }
+            },
             ReceiverFlavor::At(c, f) => {
                 // Taken already: crossbeam's `after` channel then never
                 // delivers again.
@@ -235,7 +288,7 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
                     // Listed: wait for a receiver to take the message (it
                     // selects the listing's context and wakes this task).
                     let wait = local.get_or_insert_with(|| {
-                        LocalWait::on(EvRef::Context(Arc::clone(&l.cx)), &c.strategy)
+                        LocalWait::on(EvRef::Owned(Arc::clone(&l.cx) as _), &c.strategy)
                     });
                     let sel = std::task::ready!(wait.poll(cx, || match l.cx.selected() {
                         WAITING => None,
@@ -275,6 +328,21 @@ impl<T: std::marker::Send + 'static> Future for Send<'_, T> {
                     Offer::Listed(l) => *listing = Some(l),
                 }
             },
+        }
+    }
+}
+
+impl<T> Drop for Recv<'_, T> {
+    fn drop(&mut self) {
+        // Paired with a select's send arm and dropped before its message
+        // came: the message must not be lost. If it came, it goes back to
+        // the channel as a listed offer for the next receiver; if not, the
+        // select gets it back when it fills the packet and sends it on.
+        if let (Some(packet), ReceiverFlavor::Zero(c)) = (self.paired.take(), &self.rx.flavor) {
+            self.local = None;
+            if let Some(msg) = packet.abandon() {
+                c.chan.relist(msg);
+            }
         }
     }
 }
@@ -320,6 +388,7 @@ impl<T> Receiver<T> {
         Recv {
             rx: self,
             local: None,
+            paired: None,
             wait: None,
         }
     }

@@ -565,10 +565,18 @@ impl<T> Sender<T> {
                 Ok(())
             }
             (SenderFlavor::List(c), Taken::ListSend) => c.send(msg).map_err(SendError),
-            (SenderFlavor::Zero(_), Taken::Zero(packet)) => {
+            (SenderFlavor::Zero(c), Taken::Zero(packet)) => {
                 // SAFETY: the packet came from this channel of `T`.
-                unsafe { packet.into_packet::<T>() }.put(msg);
-                Ok(())
+                match unsafe { packet.into_packet::<T>() }.put(msg) {
+                    Ok(()) => Ok(()),
+                    // The async receive that paired with this arm was
+                    // dropped before the message came: hand it to the next
+                    // receiver, as a plain rendezvous send.
+                    Err(msg) => c.chan.send(msg, None).map_err(|e| match e {
+                        crate::error::SendTimeoutError::Disconnected(m)
+                        | crate::error::SendTimeoutError::Timeout(m) => SendError(m),
+                    }),
+                }
             }
             _ => unreachable!("a send token of another flavor"),
         }

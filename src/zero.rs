@@ -20,8 +20,6 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use shmlane_semaphore::EventCount;
-
 use crate::context::{Context, ABORTED, DISCONNECTED, FIRST_OPER, WAITING};
 use crate::error::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::event::Event;
@@ -29,27 +27,41 @@ use crate::sync::{backoff, AtomicBool, Ordering, SAFETY_STEP};
 
 /// The message a pair exchanges.
 pub struct Packet<T> {
-    msg: Mutex<Option<T>>,
+    /// The message, and whether its taker gave up waiting for it (an
+    /// async receive dropped while paired with a select's send arm).
+    msg: Mutex<(Option<T>, bool)>,
     ready: AtomicBool,
-    filled: EventCount,
+    filled: Event,
 }
 
 impl<T> Packet<T> {
     fn new(msg: Option<T>) -> Arc<Self> {
         let ready = msg.is_some();
         Arc::new(Self {
-            msg: Mutex::new(msg),
+            msg: Mutex::new((msg, false)),
             ready: AtomicBool::new(ready),
-            filled: EventCount::new(),
+            filled: Event::new(),
         })
     }
 
-    /// Fills the packet for the thread on the other end.
-    pub(crate) fn put(&self, msg: T) {
-        *self.msg.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
-        // Release: pairs with the Acquire in `take`.
-        self.ready.store(true, Ordering::Release);
+    fn lock(&self) -> MutexGuard<'_, (Option<T>, bool)> {
+        self.msg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fills the packet for the thread or task on the other end; the
+    /// message back if that end gave up (see [`abandon`](Self::abandon)).
+    pub(crate) fn put(&self, msg: T) -> Result<(), T> {
+        {
+            let mut slot = self.lock();
+            if slot.1 {
+                return Err(msg);
+            }
+            slot.0 = Some(msg);
+            // Release: pairs with the Acquire in `take`.
+            self.ready.store(true, Ordering::Release);
+        }
         self.filled.notify_all_local();
+        Ok(())
     }
 
     /// Takes the message, waiting for the other end to fill the packet.
@@ -66,9 +78,35 @@ impl<T> Packet<T> {
         self.take_back().expect("a ready packet holds a message")
     }
 
+    /// The message if the other end filled the packet already (never
+    /// waits: an async receive).
+    pub(crate) fn try_take(&self) -> Option<T> {
+        // Acquire: pairs with `put`.
+        if self.ready.load(Ordering::Acquire) {
+            self.take_back()
+        } else {
+            None
+        }
+    }
+
+    /// The taker gives up: the message if it came already; else the
+    /// putter gets it back from [`put`](Self::put) (and sends it on).
+    pub(crate) fn abandon(&self) -> Option<T> {
+        let mut slot = self.lock();
+        if slot.0.is_none() {
+            slot.1 = true;
+        }
+        slot.0.take()
+    }
+
+    /// Where the filling is announced (a waiting task lists itself here).
+    pub(crate) fn filled(&self) -> &Event {
+        &self.filled
+    }
+
     /// The message, if the packet still holds one.
     fn take_back(&self) -> Option<T> {
-        self.msg.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.lock().0.take()
     }
 }
 
@@ -218,11 +256,26 @@ impl<T> Zero<T> {
     pub(crate) fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         match self.start(true, ANYONE) {
             Ok(Some(packet)) => {
-                packet.put(msg);
+                // A receiver's packet (a thread's, a select's receive
+                // arm): its taker never gives up.
+                let _ = packet.put(msg);
                 Ok(())
             }
             Ok(None) => Err(TrySendError::Full(msg)),
             Err(()) => Err(TrySendError::Disconnected(msg)),
+        }
+    }
+
+    /// An async receive's attempt: pairs with a waiting sender and takes
+    /// its message, without waiting for a select's send arm to fill its
+    /// packet: `Ok(Err(packet))` then (the select fills it when it
+    /// completes, and announces it on [`Packet::filled`]).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn try_recv_async(&self) -> Result<Result<T, Arc<Packet<T>>>, TryRecvError> {
+        match self.start(false, ANYONE) {
+            Ok(Some(packet)) => Ok(packet.try_take().ok_or(packet)),
+            Ok(None) => Err(TryRecvError::Empty),
+            Err(()) => Err(TryRecvError::Disconnected),
         }
     }
 
@@ -244,7 +297,8 @@ impl<T> Zero<T> {
             let mut inner = self.lock();
             if let Some(e) = inner.receivers.pair(ANYONE) {
                 drop(inner);
-                e.packet.put(msg);
+                // As in `try_send`.
+                let _ = e.packet.put(msg);
                 e.cx.unpark();
                 return Ok(());
             }
@@ -330,7 +384,8 @@ impl<T> Zero<T> {
         let mut inner = self.lock();
         if let Some(e) = inner.receivers.pair(ANYONE) {
             drop(inner);
-            e.packet.put(msg);
+            // As in `try_send`.
+            let _ = e.packet.put(msg);
             e.cx.unpark();
             return Offer::Taken;
         }
@@ -347,6 +402,21 @@ impl<T> Zero<T> {
         drop(inner);
         self.changed.notify_all_local();
         Offer::Listed(Listing { cx, packet })
+    }
+
+    /// Lists a message that a dropped async receive had taken (see
+    /// `future::Recv`'s drop): for the next receiver, even if every sender
+    /// has gone since (it was sent; a receive pairs with a listed sender
+    /// before it looks at the disconnect). Nobody withdraws it.
+    pub(crate) fn relist(&self, msg: T) {
+        let mut inner = self.lock();
+        inner.senders.0.push(Entry {
+            cx: Context::new(),
+            oper: FIRST_OPER,
+            packet: Packet::new(Some(msg)),
+        });
+        drop(inner);
+        self.changed.notify_all_local();
     }
 
     /// Registers a select's arm: a send arm's packet is filled when the
@@ -442,7 +512,7 @@ mod tests {
             let (p, q) = (Arc::clone(&packet), Arc::clone(&packet));
             asleep(move || q.filled.waiters(), move || p.take())
         };
-        *packet.msg.lock().unwrap() = Some(7);
+        packet.msg.lock().unwrap().0 = Some(7);
         packet.ready.store(true, Ordering::Release);
         assert_eq!(taker.join().unwrap(), 7);
     }

@@ -950,3 +950,141 @@ fn an_async_receive_never_waits_for_a_blocking_clone_of_its_end() {
         assert!(rx.try_recv().is_err(), "{addr}");
     }
 }
+
+/// A rendezvous receive that pairs with a thread's `select!` send arm
+/// waits for the arm's message without blocking its executor: here the
+/// message is computed from what another task on the same single-thread
+/// executor sends (this hung when the receive waited in its poll).
+#[test]
+fn a_rendezvous_receive_paired_with_a_select_send_arm_does_not_block_its_executor() {
+    let (tx, rx) = bounded::<u32>(0);
+    let (u_tx, u_rx) = bounded::<u32>(1);
+    let selector = std::thread::spawn(move || {
+        shmlane::select! {
+            send(tx, u_rx.recv().unwrap() + 1) -> r => r.unwrap(),
+        }
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let got = block_on(futures_lite::future::zip(rx.recv_async(), async {
+            // Let the receive pair first, now and then.
+            futures_lite::future::yield_now().await;
+            u_tx.send_async(41).await.unwrap();
+        }));
+        done_tx.send(got.0).unwrap();
+    });
+    let got = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the receive blocked its executor");
+    assert_eq!(got, Ok(42));
+    selector.join().unwrap();
+}
+
+/// A rendezvous receive dropped while paired with a select's send arm
+/// loses nothing: before the arm filled its packet, the select sends the
+/// message on to the next receiver; after, the dropped receive hands it
+/// back to the channel for the next receiver.
+#[test]
+fn a_rendezvous_receive_dropped_while_paired_loses_nothing() {
+    for fill_first in [false, true] {
+        let (tx, rx) = bounded::<u32>(0);
+        let (evaluating_tx, evaluating_rx) = std::sync::mpsc::channel();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let mut selector = Some(std::thread::spawn(move || {
+            shmlane::select! {
+                send(tx, {
+                    // Chosen: the receive paired with this arm.
+                    evaluating_tx.send(()).unwrap();
+                    gate_rx.recv().unwrap();
+                    7
+                }) -> r => r,
+            }
+        }));
+        {
+            let mut fut = pin!(rx.recv_async());
+            let mut cx = noop_cx();
+            // Poll until the select is chosen (the receive has paired).
+            loop {
+                assert!(fut.as_mut().poll(&mut cx).is_pending());
+                if evaluating_rx.try_recv().is_ok() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            if fill_first {
+                gate_tx.send(()).unwrap();
+                let done = selector.take().unwrap().join().unwrap();
+                assert_eq!(done, Ok(()), "filled: the send completed");
+            }
+            // Dropped here, unpolled.
+        }
+        if !fill_first {
+            gate_tx.send(()).unwrap();
+        }
+        assert_eq!(
+            rx.recv(),
+            Ok(7),
+            "fill_first {fill_first}: the message reached the next receiver"
+        );
+        if let Some(selector) = selector {
+            assert_eq!(selector.join().unwrap(), Ok(()));
+        }
+    }
+}
+
+/// The thread id of this process's poller thread (`shmlane-poll`).
+fn poller_tid() -> i32 {
+    loop {
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() == "shmlane-poll" {
+                return task.file_name().to_str().unwrap().parse().unwrap();
+            }
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// An async receive on a kernel fallback hands copies of its descriptors
+/// to the process's poller; once the future and the receiver are gone,
+/// the poller must let go of them too: a `tcp:` address is free to bind
+/// again (before, the poller slept in `poll` holding the listener, and
+/// the port stayed bound for as long as nothing woke it). The loop is a
+/// hang guard, not a timing: the poller is woken by the drop and closes
+/// its copies at once.
+#[test]
+fn a_dropped_fallback_receive_lets_go_of_its_descriptors() {
+    let rx = Builder::new("tcp:127.0.0.1:0")
+        .unwrap()
+        .receiver::<u64>()
+        .unwrap();
+    let addr = rx.local_address().unwrap().to_owned();
+    {
+        let mut fut = pin!(rx.recv_async());
+        // Nothing to receive: it waits with the poller.
+        assert!(fut.as_mut().poll(&mut noop_cx()).is_pending());
+        // Let the poller take the registration in (it then sleeps in
+        // `poll` on it), so that the drop finds it there.
+        let poller = poller_tid();
+        for _ in 0..3 {
+            while !asleep(poller) {
+                std::thread::yield_now();
+            }
+            std::thread::yield_now();
+        }
+    }
+    drop(rx);
+    let start = std::time::Instant::now();
+    loop {
+        match Builder::new(&addr).unwrap().receiver::<u64>() {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{addr} still bound: {e}"
+                );
+                std::thread::yield_now();
+            }
+        }
+    }
+}

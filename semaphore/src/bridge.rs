@@ -124,6 +124,9 @@ impl Bridge {
     }
 
     fn run(&self) {
+        // The `signal:` transport needs its real-time signal blocked in
+        // every thread; this one was not started by the user.
+        let _ = shmlane_sys::signal::block_realtime();
         let control_word = &self.control as *const AtomicU32;
         let mut words: Vec<(*const AtomicU32, u32)> = Vec::with_capacity(WAITV_MAX);
         let mut woken: Vec<Entry> = Vec::new();

@@ -108,7 +108,9 @@ impl<T> Exclusive<T> {
     }
 
     /// Takes the lock if it is free, or comes free within a short spin
-    /// (64 pause hints and 64 yields); `None` if another thread keeps
+    /// (up to 64 pause hints and 64 yields while another thread holds it,
+    /// and as many again while the first owner leaves its fast path, the
+    /// first time another thread takes it); `None` if another thread keeps
     /// holding it (one blocked in a receive, or lending a message), so
     /// that a non-blocking operation or an async poll never waits on a
     /// clone's blocking call.
@@ -234,14 +236,20 @@ impl<T> Exclusive<T> {
             fence(Ordering::SeqCst);
             return self.wait_owner_out(wait);
         }
+        let was_asymmetric = crate::barrier::asymmetric();
         heavy_fence();
         // The heavy fence can fail after registration (a seccomp filter
         // installed later, ENOMEM): an owner past its light fence may then
         // have a `busy` store not yet visible. Store buffers drain in well
         // under a microsecond; waiting a millisecond, once per handle,
-        // covers that case. Then a SeqCst fence for our own half.
+        // covers that case (and only that case: a fence that held needs
+        // no wait). Then a SeqCst fence for our own half.
         #[cfg(not(shmlane_loom))]
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        if was_asymmetric && !crate::barrier::asymmetric() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        #[cfg(shmlane_loom)]
+        let _ = was_asymmetric;
         fence(Ordering::SeqCst);
         self.wait_owner_out(wait)
     }

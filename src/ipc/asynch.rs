@@ -136,6 +136,9 @@ impl<'a> OpWait<'a> {
         readiness: impl FnOnce() -> Option<io::Result<Readiness>>,
     ) -> Poll<R> {
         self.nudge.timer = None;
+        // Notes left by attempts outside this poll (a plain `try_recv` on
+        // this thread) are not this operation's.
+        let _ = (port::busy::take(), port::contended::take());
         let polled = match &mut self.how {
             // SAFETY: `keep` holds the end, which holds the mapping the
             // eventcount lives in.
@@ -158,11 +161,13 @@ impl<'a> OpWait<'a> {
         if let How::Frames(fds) = &mut self.how {
             if !contended {
                 match readiness() {
+                    Some(Ok(r)) if r.recheck == Recheck::Now => cx.waker().wake_by_ref(),
                     Some(Ok(r)) => {
                         let due = match r.recheck {
                             Recheck::Never => None,
                             Recheck::Death => Some(Instant::now() + ASYNC_STEP),
                             Recheck::After(d) => Some(Instant::now() + d),
+                            Recheck::Now => unreachable!("handled above"),
                         };
                         if fds.arm(cx, r.fds, due).is_err() {
                             // No poller (no thread, no pipe): re-check on

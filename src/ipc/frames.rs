@@ -42,6 +42,38 @@ pub(super) struct FrameRx {
     rx: FrameReceiver,
     buf: Vec<u8>,
     copy: CopyBuf,
+    /// The stamp of the last receive attempt (see [`turns`]).
+    last_turn: u64,
+}
+
+/// Stamps of receive attempts, unique in the process: an async receive
+/// that finds nothing notes its attempt's stamp, and when it then asks
+/// what to wait for, a different stamp on the receiver says a clone in
+/// another thread took a turn in between. That turn may have read frames
+/// out of the kernel into the receiver's buffers, where no descriptor
+/// readiness announces them: the receive looks again at once instead.
+mod turns {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+
+    thread_local! {
+        static MINE: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// A new stamp, noted as this thread's last.
+    pub(super) fn take() -> u64 {
+        // Relaxed: uniqueness only (the receiver's lock orders the rest).
+        let t = NEXT.fetch_add(1, Ordering::Relaxed);
+        MINE.with(|m| m.set(t));
+        t
+    }
+
+    /// This thread's last stamp.
+    pub(super) fn mine() -> u64 {
+        MINE.with(Cell::get)
+    }
 }
 
 fn send_error(e: FrameSendError) -> SendMsgError {
@@ -149,6 +181,7 @@ impl FramesRx {
                 rx,
                 buf: Vec::new(),
                 copy: CopyBuf::new(),
+                last_turn: 0,
             }),
         }
     }
@@ -164,7 +197,11 @@ impl FramesRx {
     /// What an async receive waits for; `None` while a clone in another
     /// thread holds the receiver.
     pub(super) fn readiness(&self) -> Option<std::io::Result<Readiness>> {
-        Some(self.state.try_lock()?.rx.readiness())
+        let state = self.state.try_lock()?;
+        if state.last_turn != turns::mine() {
+            return Some(Ok(Readiness::now()));
+        }
+        Some(state.rx.readiness())
     }
 
     /// Receives one frame, waiting until `deadline`, and lends it as a
@@ -179,6 +216,7 @@ impl FramesRx {
         };
         let target = {
             let st = &mut *state;
+            st.last_turn = turns::take();
             st.rx
                 .recv(&mut st.buf, deadline)
                 .map_err(|e| recv_error(e, nonblocking))?;

@@ -55,30 +55,30 @@ const NAP: Duration = Duration::from_millis(10);
 
 fn poller() -> io::Result<&'static Poller> {
     static POLLER: OnceLock<&'static Poller> = OnceLock::new();
+    static STARTING: Mutex<()> = Mutex::new(());
+    if let Some(p) = POLLER.get() {
+        return Ok(p);
+    }
+    // Published only once its thread runs: a start that failed (no
+    // thread, no pipe) is tried again by the next wait, which meanwhile
+    // falls back to a timer.
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = POLLER.get() {
         return Ok(p);
     }
     let (wake_r, wake_w) = shmlane_sys::fd::pipe()?;
     shmlane_sys::fd::set_nonblocking(&wake_r)?;
     shmlane_sys::fd::set_nonblocking(&wake_w)?;
-    let mut started = None;
-    let p = *POLLER.get_or_init(|| {
-        let p: &'static Poller = Box::leak(Box::new(Poller {
-            entries: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
-            wake_w,
-            wake_r,
-        }));
-        started = Some(
-            std::thread::Builder::new()
-                .name("shmlane-poll".into())
-                .spawn(move || p.run()),
-        );
-        p
-    });
-    if let Some(Err(e)) = started {
-        return Err(e);
-    }
+    let p: &'static Poller = Box::leak(Box::new(Poller {
+        entries: Mutex::new(Vec::new()),
+        next_id: AtomicU64::new(1),
+        wake_w,
+        wake_r,
+    }));
+    std::thread::Builder::new()
+        .name("shmlane-poll".into())
+        .spawn(move || p.run())?;
+    let _ = POLLER.set(p);
     Ok(p)
 }
 
@@ -89,6 +89,11 @@ impl Poller {
 
     fn register(&self, entry: Entry) {
         self.lock().push(entry);
+        self.wake();
+    }
+
+    /// Wakes the poller to watch the current set.
+    fn wake(&self) {
         // A full pipe already holds a wakeup: the error is ignored.
         let _ = shmlane_sys::fd::write_vectored(&self.wake_w, &[io::IoSlice::new(&[1])]);
     }
@@ -101,10 +106,20 @@ impl Poller {
             .position(|e| e.id == id)
             .map(|i| entries.swap_remove(i));
         drop(entries);
+        if gone.is_some() {
+            // The poller's `poll` in progress holds the entry's duplicate
+            // descriptors until it wakes: wake it, so that they close now
+            // (an open duplicate of a listening socket keeps its address
+            // bound; of a connection, keeps the peer's sends succeeding).
+            self.wake();
+        }
         gone.is_some()
     }
 
     fn run(&self) {
+        // The `signal:` transport needs its real-time signal blocked in
+        // every thread; this one was not started by the user.
+        let _ = shmlane_sys::signal::block_realtime();
         let mut woken: Vec<Entry> = Vec::new();
         loop {
             // What to watch: the control pipe, then each entry's

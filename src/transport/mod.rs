@@ -428,9 +428,20 @@ pub(crate) enum Recheck {
     /// After this long: what is waited for raises no event (a full
     /// signal queue).
     After(Duration),
+    /// At once: something may be ready that raises no event (frames
+    /// another thread read into the receiver's buffers).
+    Now,
 }
 
 impl Readiness {
+    /// Look again at once (see [`Recheck::Now`]).
+    pub(crate) fn now() -> Self {
+        Self {
+            fds: Vec::new(),
+            recheck: Recheck::Now,
+        }
+    }
+
     /// Adds a duplicate of `fd` (the wait holds its own descriptor, so
     /// the handle may close its own meanwhile).
     pub(crate) fn watch(&mut self, fd: impl AsFd, events: PollFlags) -> io::Result<()> {

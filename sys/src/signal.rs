@@ -83,6 +83,33 @@ pub fn block(sig: i32) -> io::Result<()> {
     }
 }
 
+/// Blocks every real-time signal (`SIGRTMIN..=SIGRTMAX`) in the calling
+/// thread: for helper threads a library starts, which must not receive
+/// the signals of the `signal:` transport (whose default action kills).
+/// Fault signals (`SIGBUS`, `SIGSEGV`) stay unblocked.
+///
+/// # Errors
+///
+/// As [`block`].
+pub fn block_realtime() -> io::Result<()> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset then reads and
+    // writes only that set, with signal numbers the C library reported.
+    let set = unsafe {
+        cvt(libc::sigemptyset(set.as_mut_ptr()))?;
+        for sig in rt_min()..=rt_max() {
+            cvt(libc::sigaddset(set.as_mut_ptr(), sig))?;
+        }
+        set.assume_init()
+    };
+    // SAFETY: `set` is an initialised set; the old mask is not asked for.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    match r {
+        0 => Ok(()),
+        r => Err(io::Error::from_raw_os_error(r)),
+    }
+}
+
 /// A `signalfd` for signal `sig`, non-blocking and close-on-exec: reading
 /// it takes queued `sig`s (see [`read_signals`]). `sig` must be blocked in
 /// every thread, or its default action runs instead.
