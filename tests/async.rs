@@ -66,8 +66,70 @@ fn child() {
             println!("ready");
             std::thread::sleep(Duration::from_secs(600));
         }
+        // Waits with the bridge (a timer) and with the poller (a tcp:
+        // receive), forks, and has the forked child do the same: it
+        // inherits neither helper thread, so it must start its own. Prints
+        // the forked child's exit status.
+        "forker" => {
+            helpers_round();
+            // SAFETY: the child calls only async-signal-safe-enough code
+            // of this crate's own (no lock another thread could hold: the
+            // helpers' locks are taken briefly, and a fresh helper is made
+            // in the child), then `_exit`.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                // Off the test's pipe: a forked child that hung must not
+                // keep the parent test reading it.
+                let null = std::fs::File::create("/dev/null").unwrap();
+                // SAFETY: replaces this process's stdout with /dev/null.
+                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1) };
+                helpers_round();
+                // SAFETY: ends the forked child without running the
+                // parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            // Hang guard: a forked child that is still waiting after 60 s
+            // is killed and reported.
+            let start = std::time::Instant::now();
+            let mut status = 0;
+            loop {
+                // SAFETY: polls our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(60) {
+                    // SAFETY: our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    println!("forked child hung");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            println!("forked child status {status}");
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// One wait through each helper thread: a 50 ms timer (the futex bridge;
+/// it is woken at its deadline by the bridge) and a
+/// `tcp:` receive whose frame is sent once the poller thread exists.
+fn helpers_round() {
+    assert!(block_on(after(Duration::from_millis(50)).recv_async()).is_ok());
+    let rx = Builder::new("tcp:127.0.0.1:0")
+        .unwrap()
+        .receiver::<u64>()
+        .unwrap();
+    let addr = rx.local_address().unwrap().to_owned();
+    let sender = std::thread::spawn(move || {
+        let tx = Builder::new(&addr).unwrap().sender::<u64>().unwrap();
+        poller_tid();
+        tx.send(5).unwrap();
+    });
+    assert_eq!(block_on(rx.recv_async()), Ok(5));
+    sender.join().unwrap();
 }
 
 fn noop_cx() -> Context<'static> {
@@ -1030,6 +1092,23 @@ fn a_rendezvous_receive_dropped_while_paired_loses_nothing() {
             assert_eq!(selector.join().unwrap(), Ok(()));
         }
     }
+}
+
+/// A forked child starts its own helper threads (it inherits the
+/// parent's bridge and poller, without their threads): its async waits on
+/// a timer and on a kernel fallback complete. The kit's limit is the hang
+/// guard.
+#[test]
+fn a_forked_child_awaits_through_helpers_of_its_own() {
+    let mut kid = Kid::spawn("child", "forker", &[]);
+    let (lines, status) = kid
+        .finish(Duration::from_secs(120))
+        .expect("the forker or its forked child hung");
+    assert!(status.success(), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "forked child status 0"),
+        "{lines:?}"
+    );
 }
 
 /// The thread id of this process's poller thread (`shmlane-poll`).

@@ -21,7 +21,7 @@
 //! announcement and the registration; nothing is left behind.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -77,22 +77,46 @@ struct Bridge {
     /// asleep on the old set wakes to watch the new one.
     control: AtomicU32,
     next_id: AtomicU64,
+    /// The process it serves (a forked child starts its own).
+    pid: u32,
 }
 
+/// The process's bridge, started on first use; started again in a forked
+/// child, which inherits the parent's bridge but not its thread (a wait
+/// registered there would never be woken).
 fn bridge() -> &'static Bridge {
-    static BRIDGE: OnceLock<&'static Bridge> = OnceLock::new();
-    BRIDGE.get_or_init(|| {
-        let b: &'static Bridge = Box::leak(Box::new(Bridge {
-            entries: Mutex::new(Vec::new()),
-            control: AtomicU32::new(0),
-            next_id: AtomicU64::new(1),
-        }));
-        std::thread::Builder::new()
-            .name("shmlane-bridge".into())
-            .spawn(move || b.run())
-            .expect("shmlane: cannot start the async bridge thread");
-        b
-    })
+    static CURRENT: AtomicPtr<Bridge> = AtomicPtr::new(std::ptr::null_mut());
+    static STARTING: Mutex<()> = Mutex::new(());
+    let pid = std::process::id();
+    let current = |pid: u32| {
+        // Acquire: pairs with the Release store below (the bridge's fields
+        // as made).
+        let b = CURRENT.load(Ordering::Acquire);
+        // SAFETY: a published bridge is leaked: it lives for ever.
+        (!b.is_null())
+            .then(|| unsafe { &*b })
+            .filter(|b| b.pid == pid)
+    };
+    if let Some(b) = current(pid) {
+        return b;
+    }
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = current(pid) {
+        return b;
+    }
+    let b: &'static Bridge = Box::leak(Box::new(Bridge {
+        entries: Mutex::new(Vec::new()),
+        control: AtomicU32::new(0),
+        next_id: AtomicU64::new(1),
+        pid,
+    }));
+    std::thread::Builder::new()
+        .name("shmlane-bridge".into())
+        .spawn(move || b.run())
+        .expect("shmlane: cannot start the async bridge thread");
+    // Release: see `current`.
+    CURRENT.store((b as *const Bridge).cast_mut(), Ordering::Release);
+    b
 }
 
 impl Bridge {

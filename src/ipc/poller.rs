@@ -20,8 +20,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,8 @@ struct Poller {
     /// Written (one byte) to wake the poller for a new registration.
     wake_w: OwnedFd,
     wake_r: OwnedFd,
+    /// The process it serves (a forked child starts its own).
+    pid: u32,
 }
 
 /// How long the poller naps after a `poll` error it does not expect (a
@@ -53,17 +55,28 @@ struct Poller {
 /// alive (a poller that died would leave every such wait hanging).
 const NAP: Duration = Duration::from_millis(10);
 
+/// The process's poller, started on first use; started again in a forked
+/// child, which inherits the parent's poller but not its thread.
 fn poller() -> io::Result<&'static Poller> {
-    static POLLER: OnceLock<&'static Poller> = OnceLock::new();
+    static CURRENT: AtomicPtr<Poller> = AtomicPtr::new(std::ptr::null_mut());
     static STARTING: Mutex<()> = Mutex::new(());
-    if let Some(p) = POLLER.get() {
+    let pid = std::process::id();
+    let current = |pid: u32| {
+        // Acquire: pairs with the Release store below.
+        let p = CURRENT.load(Ordering::Acquire);
+        // SAFETY: a published poller is leaked: it lives for ever.
+        (!p.is_null())
+            .then(|| unsafe { &*p })
+            .filter(|p| p.pid == pid)
+    };
+    if let Some(p) = current(pid) {
         return Ok(p);
     }
     // Published only once its thread runs: a start that failed (no
     // thread, no pipe) is tried again by the next wait, which meanwhile
     // falls back to a timer.
     let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = POLLER.get() {
+    if let Some(p) = current(pid) {
         return Ok(p);
     }
     let (wake_r, wake_w) = shmlane_sys::fd::pipe()?;
@@ -74,11 +87,13 @@ fn poller() -> io::Result<&'static Poller> {
         next_id: AtomicU64::new(1),
         wake_w,
         wake_r,
+        pid,
     }));
     std::thread::Builder::new()
         .name("shmlane-poll".into())
         .spawn(move || p.run())?;
-    let _ = POLLER.set(p);
+    // Release: see `current`.
+    CURRENT.store((p as *const Poller).cast_mut(), Ordering::Release);
     Ok(p)
 }
 
