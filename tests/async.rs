@@ -227,13 +227,7 @@ fn a_blocking_receiver_and_an_async_sender_and_the_reverse() {
             tx.send(i).unwrap();
         }
     });
-    let got = block_on(async {
-        let mut got = Vec::new();
-        while let Ok(v) = rx.recv_async().await {
-            got.push(v);
-        }
-        got
-    });
+    let got = block_on(drain(&rx));
     t.join().unwrap();
     assert_eq!(got, (0..500).collect::<Vec<_>>());
 }
@@ -720,6 +714,15 @@ fn a_panicking_waker_breaks_no_in_process_operation() {
     assert_eq!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(3)));
 }
 
+/// Every message until the channel disconnects, awaited one by one.
+async fn drain<T: Send + 'static>(rx: &shmlane::Receiver<T>) -> Vec<T> {
+    let mut got = Vec::new();
+    while let Ok(v) = rx.recv_async().await {
+        got.push(v);
+    }
+    got
+}
+
 /// Rendezvous (`bounded(0)`) channels, async on either side or both,
 /// against blocking threads and a thread's `select!`, under futures-lite
 /// and tokio.
@@ -739,13 +742,7 @@ fn rendezvous_async_with_threads_tasks_and_selects() {
     // A blocking sender, an async receiver.
     let (tx, rx) = bounded::<u32>(0);
     let t = std::thread::spawn(move || (0..N).for_each(|i| tx.send(i).unwrap()));
-    let got: Vec<u32> = block_on(async {
-        let mut got = Vec::new();
-        while let Ok(v) = rx.recv_async().await {
-            got.push(v);
-        }
-        got
-    });
+    let got: Vec<u32> = block_on(drain(&rx));
     t.join().unwrap();
     assert_eq!(got, want);
     // Both async, in one task (a join on a single thread: neither side
@@ -758,13 +755,7 @@ fn rendezvous_async_with_threads_tasks_and_selects() {
             }
             drop(tx);
         };
-        let recv = async {
-            let mut got = Vec::new();
-            while let Ok(v) = rx.recv_async().await {
-                got.push(v);
-            }
-            got
-        };
+        let recv = drain(&rx);
         futures_lite::future::zip(send, recv).await.1
     });
     assert_eq!(got, want);
@@ -778,13 +769,7 @@ fn rendezvous_async_with_threads_tasks_and_selects() {
             }
         }
     });
-    let got: Vec<u32> = block_on(async {
-        let mut got = Vec::new();
-        while let Ok(v) = rx.recv_async().await {
-            got.push(v);
-        }
-        got
-    });
+    let got: Vec<u32> = block_on(drain(&rx));
     t.join().unwrap();
     assert_eq!(got, want);
     let (tx, rx) = bounded::<u32>(0);
