@@ -619,6 +619,47 @@ fn every_message_kind_async_on_both_rings_owned_and_in_place() {
             assert_eq!(lent.sensor, 7);
             assert_eq!(lent.readings.len(), 2);
         });
+        // Both kinds through a sink and a stream (capacity 4, 10
+        // messages: the sink waits for room while the stream drains).
+        let ts: Vec<Telemetry> = (0..10)
+            .map(|i| Telemetry {
+                sensor: i,
+                ..t.clone()
+            })
+            .collect();
+        let consumer = std::thread::spawn(move || {
+            use futures_lite::StreamExt;
+            block_on(rx.stream().take(10).collect::<Vec<_>>())
+        });
+        block_on(send_all(&mut tx.sink(), ts.iter())).unwrap();
+        let got: Vec<Telemetry> = consumer
+            .join()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, ts, "rkyv through a sink and a stream");
+        let chan = Builder::new(&kit::shm_address("async-bytes-sink"))
+            .unwrap()
+            .kind(kind)
+            .capacity(4)
+            .message_size(64)
+            .create::<Bytes>()
+            .unwrap();
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        let frames: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; usize::from(i)]).collect();
+        let consumer = std::thread::spawn(move || {
+            use futures_lite::StreamExt;
+            block_on(rx.stream().take(10).collect::<Vec<_>>())
+        });
+        block_on(send_all(&mut tx.sink(), frames.iter().map(Vec::as_slice))).unwrap();
+        let got: Vec<Vec<u8>> = consumer
+            .join()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, frames, "bytes through a sink and a stream");
     }
 }
 

@@ -9,6 +9,8 @@
 //!   `bounded(cap)` through `send_async`/`recv_async` against
 //!   `tokio::sync::mpsc` and `async-channel`, 1/1 and 4/4 tasks on a
 //!   two-worker multi-thread runtime (medians of 5, ms);
+//! - `async_bench ready [MESSAGES]`: the fast path, a receive that finds a
+//!   message ready: `try_recv` against one poll of `recv_async`;
 //! - `async_bench idle [RECEIVERS] [SECONDS] [shm|unix]`: the CPU time of a process
 //!   whose tasks await RECEIVERS cross-process receivers (their senders
 //!   in another process, idle) for SECONDS.
@@ -340,6 +342,60 @@ fn idle(n: usize, secs: u64, scheme: &str) {
     );
 }
 
+/// The fast path: a receive that finds a message ready, as `try_recv`
+/// and as one poll of `recv_async` (a no-op waker; nothing waits), on a
+/// cross-process SPSC ring of u64 (both ends here), `n` messages in
+/// batches of 1024; the best of 5 rounds of each, ns per message.
+fn ready(n: u64) {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let name = format!("shm:async-bench-ready-{}", std::process::id());
+    let chan = Builder::new(&name)
+        .unwrap()
+        .spsc()
+        .capacity(1024)
+        .create::<u64>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut round = |poll: bool| {
+        let mut spent = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(1024);
+            for i in 0..batch {
+                tx.try_send(i).unwrap();
+            }
+            let t = Instant::now();
+            for _ in 0..batch {
+                if poll {
+                    let mut fut = std::pin::pin!(rx.recv_async());
+                    match fut.as_mut().poll(&mut cx) {
+                        Poll::Ready(v) => {
+                            std::hint::black_box(v.unwrap());
+                        }
+                        Poll::Pending => unreachable!("a message is ready"),
+                    }
+                } else {
+                    std::hint::black_box(rx.try_recv().unwrap());
+                }
+            }
+            spent += t.elapsed();
+            left -= batch;
+        }
+        spent.as_secs_f64() * 1e9 / n as f64
+    };
+    let (mut a, mut b) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        a = a.min(round(false));
+        b = b.min(round(true));
+    }
+    println!(
+        "a ready message, cross-process SPSC ring, u64, best of 5 x {n}: try_recv {a:.1} ns, one poll of recv_async {b:.1} ns (+{:.1} ns)",
+        b - a
+    );
+}
+
 fn main() {
     shmlane_benches::ipc::maybe_run_peer();
     if let Ok(args) = std::env::var(PEER) {
@@ -351,11 +407,12 @@ fn main() {
     match a.first().map(String::as_str) {
         Some("rtt") => rtt(num(1, 50_000)),
         Some("inproc") => inproc(num(1, 1_000_000)),
+        Some("ready") => ready(num(1, 1_000_000)),
         Some("idle") => idle(
             num(1, 100) as usize,
             num(2, 10),
             a.get(3).map_or("shm", String::as_str),
         ),
-        _ => eprintln!("usage: async_bench rtt|inproc|idle"),
+        _ => eprintln!("usage: async_bench rtt|inproc|idle|ready"),
     }
 }

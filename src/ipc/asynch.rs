@@ -213,6 +213,15 @@ impl<M: Message> Receiver<M> {
         state: &mut Option<OpWait<'a>>,
         mut attempt: impl FnMut() -> Result<R, RecvMsgError>,
     ) -> Poll<Result<R, RecvMsgError>> {
+        if state.is_none() {
+            // The fast path: a message that is ready costs one attempt
+            // (the wait state, and the keep-alive it clones, are made only
+            // for a receive that must wait).
+            match attempt() {
+                Err(RecvMsgError::Empty | RecvMsgError::Timeout) => {}
+                done => return Poll::Ready(done),
+            }
+        }
         let wait = state.get_or_insert_with(|| self.wait_state());
         let mut cond = || match attempt() {
             Err(RecvMsgError::Empty | RecvMsgError::Timeout) => None,
@@ -316,6 +325,13 @@ impl<M: Message> Sender<M> {
         state: &mut Option<OpWait<'a>>,
         msg: &M::Input<'_>,
     ) -> Poll<Result<(), SendMsgError>> {
+        if state.is_none() {
+            // The fast path, as for a receive: room now costs one attempt.
+            match self.put(msg, Wait::Never) {
+                Err(SendMsgError::Full | SendMsgError::Timeout) => {}
+                done => return Poll::Ready(done),
+            }
+        }
         let wait = state.get_or_insert_with(|| self.wait_state());
         let mut cond = || match self.put(msg, Wait::Never) {
             Err(SendMsgError::Full | SendMsgError::Timeout) => None,
@@ -387,16 +403,14 @@ impl<M: Message> futures_core::Stream for RecvStream<'_, M> {
 }
 
 #[cfg(feature = "futures")]
-impl<T: bytemuck::Pod + Send> Sender<T>
-where
-    T: Message<Input<'static> = T>,
-{
-    /// The sender as a [`Sink`](futures_sink::Sink) of Pod values (feature
-    /// `futures`): `start_send` keeps the value, `poll_flush` (and
+impl<M: Message> Sender<M> {
+    /// The sender as a [`Sink`](futures_sink::Sink) of its messages
+    /// (feature `futures`): Pod values by value, `&T` for rkyv messages,
+    /// `&[u8]` for bytes. `start_send` keeps the message, `poll_flush` (and
     /// `poll_ready`, before the next one) sends it, waiting while the
-    /// channel is full. Dropping the sink with a value not yet flushed
+    /// channel is full. Dropping the sink with a message not yet flushed
     /// drops it unsent.
-    pub fn sink(&self) -> SendSink<'_, T> {
+    pub fn sink<'m>(&self) -> SendSink<'_, 'm, M> {
         SendSink {
             tx: self,
             pending: None,
@@ -405,18 +419,18 @@ where
     }
 }
 
-/// A cross-process sender of Pod values as a [`Sink`](futures_sink::Sink);
-/// see [`Sender::sink`].
+/// A cross-process sender as a [`Sink`](futures_sink::Sink); see
+/// [`Sender::sink`].
 #[cfg(feature = "futures")]
 #[must_use = "sinks do nothing unless polled"]
-pub struct SendSink<'a, T> {
-    tx: &'a Sender<T>,
-    pending: Option<T>,
+pub struct SendSink<'a, 'm, M: Message> {
+    tx: &'a Sender<M>,
+    pending: Option<M::Input<'m>>,
     state: Option<OpWait<'a>>,
 }
 
 #[cfg(feature = "futures")]
-impl<T> std::fmt::Debug for SendSink<'_, T> {
+impl<M: Message> std::fmt::Debug for SendSink<'_, '_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendSink")
             .field("pending", &self.pending.is_some())
@@ -424,15 +438,12 @@ impl<T> std::fmt::Debug for SendSink<'_, T> {
     }
 }
 
-// The value is never pinned (it is copied into the ring).
+// The message is never pinned (it is encoded into the ring).
 #[cfg(feature = "futures")]
-impl<T> Unpin for SendSink<'_, T> {}
+impl<M: Message> Unpin for SendSink<'_, '_, M> {}
 
 #[cfg(feature = "futures")]
-impl<T: bytemuck::Pod + Send> futures_sink::Sink<T> for SendSink<'_, T>
-where
-    T: Message<Input<'static> = T>,
-{
+impl<'m, M: Message> futures_sink::Sink<M::Input<'m>> for SendSink<'_, 'm, M> {
     type Error = SendMsgError;
 
     fn poll_ready(
@@ -442,7 +453,7 @@ where
         self.poll_flush(cx)
     }
 
-    fn start_send(self: std::pin::Pin<&mut Self>, item: T) -> Result<(), SendMsgError> {
+    fn start_send(self: std::pin::Pin<&mut Self>, item: M::Input<'m>) -> Result<(), SendMsgError> {
         let this = self.get_mut();
         assert!(this.pending.is_none(), "start_send without poll_ready");
         this.pending = Some(item);
@@ -454,10 +465,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendMsgError>> {
         let this = self.get_mut();
-        let Some(item) = this.pending else {
+        let Some(item) = &this.pending else {
             return Poll::Ready(Ok(()));
         };
-        let polled = this.tx.poll_send(cx, &mut this.state, &item);
+        let polled = this.tx.poll_send(cx, &mut this.state, item);
         if polled.is_ready() {
             this.pending = None;
             this.state = None;
