@@ -108,9 +108,9 @@ impl<T> Exclusive<T> {
     }
 
     /// Takes the lock if it is free, or comes free within a short spin
-    /// (up to 64 pause hints and 64 yields while another thread holds it,
-    /// and as many again while the first owner leaves its fast path, the
-    /// first time another thread takes it); `None` if another thread keeps
+    /// (up to 64 pause hints while another thread holds it, and as many
+    /// again while the first owner leaves its fast path, the first time
+    /// another thread takes it); `None` if another thread keeps
     /// holding it (one blocked in a receive, or lending a message), so
     /// that a non-blocking operation or an async poll never waits on a
     /// clone's blocking call.
@@ -165,12 +165,14 @@ impl<T> Exclusive<T> {
         self.lock_slow(me, wait)
     }
 
-    /// Steps of `backoff` a `try_lock` spends before giving up: the spins
-    /// and the yields, not the sleeps (under loom, none: a model's yield
-    /// lets the other threads run on, so a try that waited would never
-    /// be seen giving up while the owner is inside).
+    /// Steps of `backoff` a `try_lock` spends before giving up: the pause
+    /// hints only (a few microseconds), no yield: an async future retried
+    /// every millisecond while a clone blocks must not cost a system call
+    /// a step. (Under loom, none: a model's yield lets the other threads
+    /// run on, so a try that waited would never be seen giving up while
+    /// the owner is inside.)
     #[cfg(not(shmlane_loom))]
-    const TRY_STEPS: u32 = 128;
+    const TRY_STEPS: u32 = 64;
     #[cfg(shmlane_loom)]
     const TRY_STEPS: u32 = 0;
 
