@@ -135,6 +135,7 @@ fn produce(addr: &str, ring: RingKind, kind: Kind, id: u64, batch: bool) {
                 .take_while(|&i| tx.send(&Order::sample(msg(i))).is_ok())
                 .count()
         }
+        (RingKind::Broadcast { .. }, _) => unreachable!("channels only"),
     };
     println!("sent {sent}");
 }
@@ -198,6 +199,7 @@ fn consume(addr: &str, ring: RingKind, kind: Kind, batch: bool) {
             ready_then_hold();
             drain!(rx, check_order);
         }
+        (RingKind::Broadcast { .. }, _) => unreachable!("channels only"),
     }
 }
 
@@ -557,6 +559,7 @@ fn points(victim: Victim, ring: RingKind) -> Vec<&'static str> {
                 "recv.read@7",
             ]
         }
+        (_, RingKind::Broadcast { .. }) => unreachable!("channels only"),
     }
 }
 

@@ -125,7 +125,8 @@ fn in_use_u64(chan: &shmlane::ipc::Channel<u64>) -> Box<dyn std::any::Any> {
             rx.try_recv().unwrap();
             Box::new((tx, rx))
         }
-        RingKind::Spsc => {
+        // SPSC (the seeds are channels only).
+        _ => {
             let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
             tx.try_send_batch(&[0, 1, 2]).unwrap();
             rx.try_recv().unwrap();
@@ -144,7 +145,8 @@ fn in_use_order(chan: &shmlane::ipc::Channel<Rkyv<Order>>) -> Box<dyn std::any::
             rx.try_recv().unwrap();
             Box::new((tx, rx))
         }
-        RingKind::Spsc => {
+        // SPSC (the seeds are channels only).
+        _ => {
             let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
             for i in 0..3 {
                 tx.try_send(&Order::sample(i)).unwrap();
@@ -169,7 +171,8 @@ fn in_use_tick(chan: &shmlane::ipc::Channel<Rkyv<Tick>>) -> Box<dyn std::any::An
             rx.try_recv().unwrap();
             Box::new((tx, rx))
         }
-        RingKind::Spsc => {
+        // SPSC (the seeds are channels only).
+        _ => {
             let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
             for i in 0..3 {
                 tx.try_send(&tick(i)).unwrap();
@@ -190,7 +193,8 @@ fn in_use_bytes(chan: &shmlane::ipc::Channel<Bytes>) -> Box<dyn std::any::Any> {
             rx.try_recv().unwrap();
             Box::new((tx, rx))
         }
-        RingKind::Spsc => {
+        // SPSC (the seeds are channels only).
+        _ => {
             let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
             for i in 0..3u8 {
                 tx.try_send(&[i; 5]).unwrap();

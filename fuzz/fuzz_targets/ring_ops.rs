@@ -136,8 +136,8 @@ impl Region {
         // The slot header (a stamp, and for MPMC an owner word) rounded up
         // to the payload alignment (8).
         let payload_offset = match kind {
-            RingKind::Spsc => 8,
             RingKind::Mpmc => 16,
+            _ => 8,
         };
         Self {
             heap,
@@ -235,7 +235,6 @@ impl Region {
         id
     }
 }
-
 
 /// What the SPSC ring holds, as the model has it.
 struct SpscModel {

@@ -1,14 +1,14 @@
 //! A ring region whose control words, stamps and payloads a hostile peer
 //! wrote: arbitrary bytes overwrite an initialised region, then a sequence
 //! of producer and consumer operations (chosen by the input too) runs on
-//! it. Every operation must return (a value or `Corrupted`), never panic,
+//! it (an SPSC, MPMC or broadcast ring, picked by the input). Every
+//! operation must return (a value or `Corrupted`), never panic,
 //! loop forever, or touch memory outside the region.
 
 #![no_main]
 
-
 use libfuzzer_sys::fuzz_target;
-use shmlane_ring::{mpmc, spsc, HeapRegion, RingKind, RingLayout};
+use shmlane_ring::{broadcast, mpmc, spsc, HeapRegion, RingKind, RingLayout};
 
 /// An initialised region (the ring crate's own heap region) that the
 /// peer then wrote over.
@@ -32,10 +32,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (ops, garbage) = rest.split_at(rest.len().min(32));
-    let kind = if pick & 1 == 0 {
-        RingKind::Spsc
-    } else {
-        RingKind::Mpmc
+    let kind = match (pick & 0x10 != 0, pick & 1 == 0) {
+        (false, true) => RingKind::Spsc,
+        (false, false) => RingKind::Mpmc,
+        (true, overwrite) => RingKind::Broadcast {
+            overwrite,
+            max_subscribers: 31,
+        },
     };
     let capacity = u64::from(pick >> 1 & 7) + 1;
     let layout = RingLayout::new(kind, capacity, 16, 8).unwrap();
@@ -116,6 +119,51 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
+        }
+        RingKind::Broadcast { .. } => {
+            let first = ops.first().copied().unwrap_or(0);
+            // SAFETY: the region outlives both handles; one publisher, and
+            // the subscriber's entry is its own.
+            let (Ok(mut tx), Ok(mut rx)) = (
+                unsafe { broadcast::Publisher::attach(base, len, &layout) },
+                unsafe {
+                    broadcast::Subscriber::join(
+                        base,
+                        len,
+                        &layout,
+                        usize::from(first % 32),
+                        1 + u64::from(first),
+                        u64::from(first >> 3),
+                    )
+                },
+            ) else {
+                return;
+            };
+            for &op in ops {
+                match op % 4 {
+                    0 => {
+                        // An oracle that calls some owners dead.
+                        if tx.room(&mut |who| who % 2 == 0).is_ok() {
+                            tx.publish_with(|p| {
+                                // SAFETY: the publisher's 16-byte slot payload.
+                                unsafe { p.write_bytes(op, 16) };
+                                op & 8 == 0
+                            });
+                        }
+                    }
+                    1 => {
+                        // SAFETY: a 16-byte slot payload, copied out.
+                        let read = rx.try_read(|p| unsafe { p.cast::<[u8; 16]>().read_volatile() });
+                        if read.is_ok() {
+                            rx.advance();
+                        }
+                    }
+                    2 => drop((rx.pending(), rx.position(), tx.position())),
+                    // SAFETY: the region holds a broadcast layout.
+                    _ => drop(unsafe { broadcast::peek(base, &layout) }.unread()),
+                }
+            }
+            rx.leave();
         }
     }
 });

@@ -24,7 +24,25 @@ pub enum RingKind {
     Spsc,
     /// Many producers, many consumers (Vyukov: a sequence stamp per slot).
     Mpmc,
+    /// One publisher, many subscribers that each read every message (a
+    /// seqlock stamp per slot, a cursor per subscriber; see
+    /// [`broadcast`](crate::broadcast)). With `overwrite` the publisher
+    /// never waits and a subscriber that falls a ring behind is told how
+    /// many messages it lost; without, the publisher waits for the
+    /// slowest live subscriber.
+    Broadcast {
+        /// The slow-subscriber policy: overwrite (true) or block (false).
+        overwrite: bool,
+        /// How many subscribers may be attached at once (1 to
+        /// [`CURSORS`]; the region has a cursor for each of [`CURSORS`]
+        /// participants either way: enforcing the limit is the caller's).
+        max_subscribers: u8,
+    },
 }
+
+/// How many subscriber cursors a broadcast region has: one per entry of a
+/// segment's participant table.
+pub const CURSORS: usize = 32;
 
 /// Why a layout or a region was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +69,9 @@ pub enum LayoutError {
         /// The alignment the layout needs.
         required: usize,
     },
+    /// A handle of one ring kind was asked to use a layout of another
+    /// (or a broadcast subscriber an entry past the cursor table).
+    WrongKind,
     /// The region is shorter than [`RingLayout::region_len`].
     RegionTooSmall {
         /// Bytes the layout needs.
@@ -76,6 +97,7 @@ impl fmt::Display for LayoutError {
                 "slot alignment {align} is not a power of two no larger than {MAX_SLOT_ALIGN}"
             ),
             Self::Overflow => f.write_str("capacity times slot size overflows the address space"),
+            Self::WrongKind => f.write_str("the layout is for another ring kind"),
             Self::Misaligned { required } => {
                 write!(f, "ring region is not aligned to {required} bytes")
             }
@@ -119,6 +141,11 @@ const _: () = {
     assert!(size_of::<Control>() == 2 * CACHE_LINE);
     assert!(align_of::<Control>() == CACHE_LINE);
 };
+
+/// One subscriber's entry in a broadcast region's cursor table: `value`
+/// is the next position it reads, `hint` who it is (a participant's owner
+/// id; 0 for a free entry).
+pub(crate) type CursorLine = Line;
 
 /// The header in front of each SPSC slot. `stamp` is written only in the
 /// first slot of a batch: the position one past the batch's last message.
@@ -242,7 +269,9 @@ impl RingLayout {
         }
         let slots = capacity.next_power_of_two().max(2);
         let (header_size, header_align) = match kind {
-            RingKind::Spsc => (size_of::<SpscSlot>(), align_of::<SpscSlot>()),
+            RingKind::Spsc | RingKind::Broadcast { .. } => {
+                (size_of::<SpscSlot>(), align_of::<SpscSlot>())
+            }
             RingKind::Mpmc if compact => (size_of::<MpmcStamp>(), align_of::<MpmcStamp>()),
             RingKind::Mpmc => (size_of::<MpmcSlot>(), align_of::<MpmcSlot>()),
         };
@@ -253,8 +282,13 @@ impl RingLayout {
             .and_then(|n| round_up(n, slot_align_eff))
             .ok_or(LayoutError::Overflow)?;
         let region_align = slot_align_eff.max(CACHE_LINE);
-        let slots_offset =
-            round_up(size_of::<Control>(), region_align).ok_or(LayoutError::Overflow)?;
+        // A broadcast region keeps its subscribers' cursors between the
+        // control lines and the slots.
+        let control = match kind {
+            RingKind::Broadcast { .. } => size_of::<Control>() + CURSORS * size_of::<CursorLine>(),
+            _ => size_of::<Control>(),
+        };
+        let slots_offset = round_up(control, region_align).ok_or(LayoutError::Overflow)?;
         let region_len = usize::try_from(slots)
             .ok()
             .and_then(|n| n.checked_mul(stride))
@@ -367,10 +401,21 @@ impl RingLayout {
         // and at least `region_len > size_of::<Control>()` bytes long, writable
         // per the caller's promise, and unused by anyone else.
         unsafe { ctrl.write(control) };
+        if let RingKind::Broadcast { .. } = self.kind {
+            for i in 0..CURSORS {
+                let line = Line {
+                    value: AtomicU64::new(0),
+                    hint: AtomicU64::new(0),
+                };
+                // SAFETY: the cursor table lies between the control lines and
+                // `slots_offset` (see `build`), aligned to `CACHE_LINE`.
+                unsafe { self.cursor_line(base, i).write(line) };
+            }
+        }
         for i in 0..self.slots {
             let header = self.slot_header(base, i);
             match self.kind {
-                RingKind::Spsc => {
+                RingKind::Spsc | RingKind::Broadcast { .. } => {
                     let slot = SpscSlot {
                         stamp: AtomicU64::new(0),
                         tracker: Tracker::new(),
@@ -413,6 +458,14 @@ impl RingLayout {
     fn slot_header(&self, base: NonNull<u8>, index: u64) -> *mut u8 {
         debug_assert!(index < self.slots);
         base.as_ptr().wrapping_add(self.slot_offset(index))
+    }
+
+    /// Cursor `index` of a broadcast region's cursor table.
+    pub(crate) fn cursor_line(&self, base: NonNull<u8>, index: usize) -> *mut CursorLine {
+        debug_assert!(index < CURSORS && matches!(self.kind, RingKind::Broadcast { .. }));
+        base.as_ptr()
+            .wrapping_add(size_of::<Control>() + index * size_of::<CursorLine>())
+            .cast()
     }
 
     /// The offset of the payload within a slot.

@@ -8,6 +8,8 @@
 //!
 //! - [`spsc`]: one producer, one consumer, with cached indices and batches.
 //! - [`mpmc`]: many producers and consumers, a sequence stamp per slot.
+//! - [`broadcast`]: one publisher, many subscribers that each read every
+//!   message (block or overwrite when a subscriber is slow).
 //!
 //! # Examples
 //!
@@ -58,6 +60,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod broadcast;
 mod heap;
 mod layout;
 pub mod mpmc;
@@ -67,10 +70,13 @@ mod sync;
 use core::fmt;
 
 pub use heap::HeapRegion;
-pub use layout::{LayoutError, RingKind, RingLayout, CACHE_LINE, MAX_SLOTS, MAX_SLOT_ALIGN};
+pub use layout::{
+    LayoutError, RingKind, RingLayout, CACHE_LINE, CURSORS, MAX_SLOTS, MAX_SLOT_ALIGN,
+};
 
 /// The number of messages in a ring region, read without attaching (for
-/// tools), clamped to the capacity. Loads only.
+/// tools), clamped to the capacity: for a broadcast ring, the most any
+/// subscriber has still to read. Loads only.
 ///
 /// # Safety
 ///
@@ -79,6 +85,10 @@ pub use layout::{LayoutError, RingKind, RingLayout, CACHE_LINE, MAX_SLOTS, MAX_S
 pub unsafe fn peek_len(base: core::ptr::NonNull<u8>, layout: &RingLayout) -> u64 {
     // SAFETY: the region starts with an initialised `Control` (caller).
     let ctrl = unsafe { base.cast::<layout::Control>().as_ref() };
+    if let RingKind::Broadcast { .. } = layout.kind() {
+        // SAFETY: as above (the caller's promise).
+        return unsafe { broadcast::peek(base, layout) }.unread();
+    }
     // Relaxed: a snapshot for display; orders nothing.
     let head = ctrl.head.value.load(sync::Ordering::Relaxed);
     let tail = ctrl.tail.value.load(sync::Ordering::Relaxed);

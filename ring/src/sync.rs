@@ -6,10 +6,10 @@
 //! missing happens-before edge between the two as a data race.
 
 #[cfg(shmlane_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
 
 #[cfg(not(shmlane_loom))]
-pub(crate) use core::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use core::sync::atomic::{fence, AtomicU64, Ordering};
 
 /// Stands for the payload bytes of a slot in loom's race detector.
 #[cfg(shmlane_loom)]

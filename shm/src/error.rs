@@ -345,6 +345,14 @@ pub enum AttachError {
         /// The segment's ring kind.
         found: &'static str,
     },
+    /// A topic has as many live participants of this role as it allows
+    /// (one publisher; the subscriber limit set when it was created).
+    TooMany {
+        /// "publisher" or "subscriber".
+        role: &'static str,
+        /// How many it allows.
+        max: u32,
+    },
     /// An OS error while locking.
     Os(io::Error),
 }
@@ -365,6 +373,16 @@ impl fmt::Display for AttachError {
             Self::WrongKind { needs, found } => write!(
                 f,
                 "this handle needs an {needs} ring but the segment holds an {found} ring"
+            ),
+            Self::TooMany {
+                role: "publisher", ..
+            } => f.write_str(
+                "this topic already has a live publisher; a new one can take over once it is gone",
+            ),
+            Self::TooMany { role, max } => write!(
+                f,
+                "this topic allows at most {max} {role}s at once (set when it was created, \
+                 with Builder::max_subscribers)"
             ),
             Self::Os(e) => write!(f, "attaching: {e}"),
         }

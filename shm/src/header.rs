@@ -70,7 +70,8 @@ impl<T: Copy> Shared<T> {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fixed {
-    /// 1 = SPSC, 2 = MPMC.
+    /// 1 = SPSC, 2 = MPMC, 3 = broadcast (block), 4 = broadcast
+    /// (overwrite); broadcast rings keep their subscriber limit in bits 8-15.
     pub ring_kind: u32,
     /// The message codec (see the channel crate).
     pub codec: u32,
@@ -175,6 +176,8 @@ const _: () = {
     assert!(offset_of!(Header, participants) == 512);
     assert!(size_of::<Participant>() == 32);
     assert!(size_of::<Header>() <= HEADER_LEN);
+    // A broadcast ring's cursor table has an entry per participant.
+    assert!(shmlane_ring::CURSORS == MAX_PARTICIPANTS);
 };
 
 impl Fixed {

@@ -89,6 +89,11 @@ pub struct Builder {
     pub(super) strategy: WaitStrategy,
     pub(super) open_timeout: Duration,
     pub(super) allow_group_write: bool,
+    /// Topics only: the slow-subscriber policy, a subscriber's history,
+    /// and the subscriber limit.
+    pub(super) policy: super::Policy,
+    pub(super) history: u64,
+    pub(super) max_subscribers: usize,
     /// Which settings were asked for, so that a kernel transport refuses
     /// them rather than ignore them.
     pub(super) capacity_set: bool,
@@ -120,6 +125,9 @@ impl Builder {
             strategy: WaitStrategy::default(),
             open_timeout: Duration::from_secs(1),
             allow_group_write: false,
+            policy: super::Policy::Block,
+            history: 0,
+            max_subscribers: super::topic::MAX_SUBSCRIBERS,
             capacity_set: false,
             kind_set: false,
             mode_set: false,
@@ -261,6 +269,12 @@ impl Builder {
         // The process's one-time barrier registration, at creation rather
         // than in the first wait (see `shmlane_semaphore::prepare_barriers`).
         shmlane_semaphore::prepare_barriers();
+        if let RingKind::Broadcast { .. } = self.kind {
+            return Err(CreateError::Os(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a broadcast ring is a topic, not a channel: use Builder::create_topic",
+            )));
+        }
         let (needed, slot_align) = slot_shape::<M>(self.kind, self.message_len::<M>(self.kind));
         let slot_size = self
             .slot_size
@@ -340,6 +354,14 @@ impl Builder {
         // will read and write, or a hostile creator could make us access
         // memory past a slot (or past the mapping).
         let layout = seg.layout();
+        if let RingKind::Broadcast { .. } = layout.kind() {
+            return Err(OpenError::LayoutMismatch {
+                field: "ring kind",
+                detail: "the segment is a topic (publish/subscribe), not a channel: \
+                         open it with Builder::open_topic"
+                    .into(),
+            });
+        }
         // Messages of varying length need room for the length word and at
         // least one byte; fixed-length ones need exactly their size.
         let shape = slot_shape::<M>(layout.kind(), M::fixed_len().unwrap_or(1));

@@ -37,6 +37,16 @@ fn kind_name(kind: RingKind) -> &'static str {
     match kind {
         RingKind::Spsc => "SPSC",
         RingKind::Mpmc => "MPMC",
+        RingKind::Broadcast { .. } => "publish/subscribe",
+    }
+}
+
+/// The error of `sender`/`receiver` on a segment that is not a channel
+/// (`create` and `open` refuse those, so only a hand-made one gets here).
+fn not_a_channel(found: RingKind) -> AttachError {
+    AttachError::WrongKind {
+        needs: "SPSC or MPMC",
+        found: kind_name(found),
     }
 }
 
@@ -151,6 +161,8 @@ impl<M: Message> Channel<M> {
     pub fn sender(&self) -> Result<Sender<M>, AttachError> {
         let flavor = match self.kind() {
             RingKind::Mpmc => TxFlavor::Mpmc(self.mpmc_end(Role::Sender)?),
+            // `create` and `open` refuse them for a channel.
+            RingKind::Broadcast { .. } => return Err(not_a_channel(self.kind())),
             RingKind::Spsc => {
                 let side = self.side(Role::Sender, RingKind::Spsc)?;
                 let (base, len) = self.region();
@@ -185,6 +197,8 @@ impl<M: Message> Channel<M> {
     pub fn receiver(&self) -> Result<Receiver<M>, AttachError> {
         let flavor = match self.kind() {
             RingKind::Mpmc => RxFlavor::Mpmc(self.mpmc_end(Role::Receiver)?),
+            // As in `sender`.
+            RingKind::Broadcast { .. } => return Err(not_a_channel(self.kind())),
             RingKind::Spsc => {
                 let side = self.side(Role::Receiver, RingKind::Spsc)?;
                 let (base, len) = self.region();

@@ -118,6 +118,7 @@ mod poller;
 mod port;
 mod side;
 mod slot;
+pub mod topic;
 
 use std::time::Duration;
 
@@ -130,6 +131,7 @@ pub use kinds::{Bytes, Message, MsgRef, RecvMsgError, Rkyv, SendMsgError};
 pub use shmlane_codec::{Codec, EncodeError, InvalidMessage, Trust};
 pub use shmlane_ring::RingKind;
 pub use shmlane_shm::{AttachError, Backend, CreateError, OpenError, Role, Segment};
+pub use topic::{Policy, PublishError, Publisher, Subscriber, Topic, TopicRecvError, TopicRef};
 
 use builder::Target;
 

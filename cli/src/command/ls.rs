@@ -11,13 +11,16 @@ pub(crate) fn kind_name(kind: RingKind) -> &'static str {
     match kind {
         RingKind::Spsc => "spsc",
         RingKind::Mpmc => "mpmc",
+        RingKind::Broadcast { .. } => "topic",
     }
 }
 
 /// List the shmlane segments in /dev/shm.
 ///
-/// One line each: kind, capacity, slot size, messages buffered, senders
-/// and receivers alive/dead, live or stale (and why).
+/// One line each: kind (spsc, mpmc, or topic for publish/subscribe),
+/// capacity, slot size, messages buffered (for a topic: the most any
+/// subscriber has unread), senders (publishers) and receivers
+/// (subscribers) alive/dead, live or stale (and why).
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 

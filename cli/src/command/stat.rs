@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use anyhow::bail;
-use shmlane::ipc::Role;
+use shmlane::ipc::{RingKind, Role};
 use shmlane::segments::{self, Address, Entry};
 
 use crate::command::ls::kind_name;
@@ -58,6 +58,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let _ = writeln!(out, "{:<15}{line}", if i == 0 { "schema" } else { "" });
         }
     }
+    if let RingKind::Broadcast {
+        overwrite,
+        max_subscribers,
+    } = l.kind()
+    {
+        let _ = writeln!(
+            out,
+            "topic          {} policy, at most {max_subscribers} subscribers",
+            if overwrite { "overwrite" } else { "block" }
+        );
+        let peek = seg.topic();
+        let _ = writeln!(out, "published      {} messages", peek.published);
+        for (entry, _, at) in &peek.cursors {
+            let _ = writeln!(
+                out,
+                "subscriber     #{entry:<2} next position {at} ({} unread)",
+                peek.published.saturating_sub(*at)
+            );
+        }
+    }
     let _ = writeln!(out, "segment size   {} bytes", f.total_len);
     let _ = writeln!(out, "buffered       {} messages", seg.buffered());
     let _ = writeln!(
@@ -75,7 +95,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = writeln!(out, "participants   none");
     }
     for p in parts {
-        let role = p.role.map_or("?", Role::name);
+        let role = match (p.role, l.kind()) {
+            (Some(Role::Sender), RingKind::Broadcast { .. }) => "publisher",
+            (Some(Role::Receiver), RingKind::Broadcast { .. }) => "subscriber",
+            (role, _) => role.map_or("?", Role::name),
+        };
         let _ = writeln!(
             out,
             "participant    #{:<2} {role:<8} pid {:<8} {}",

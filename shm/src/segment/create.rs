@@ -321,6 +321,10 @@ pub(super) fn kind_to_raw(kind: RingKind) -> u32 {
     match kind {
         RingKind::Spsc => 1,
         RingKind::Mpmc => 2,
+        RingKind::Broadcast {
+            overwrite,
+            max_subscribers,
+        } => (3 + u32::from(overwrite)) | u32::from(max_subscribers) << 8,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use shmlane_ring::{RingKind, RingLayout};
+use shmlane_ring::{RingKind, RingLayout, CURSORS};
 
 use super::create::protection;
 use super::{map_err_open, Address, Backend, OpenOptions, Segment, CREATOR_LOCK};
@@ -221,9 +221,13 @@ pub(super) fn wait_ready(file: &File, timeout: Duration) -> Result<u64, OpenErro
 
 /// Checks every layout field against the others and the file length.
 pub(super) fn validate(fixed: &Fixed, file_len: u64) -> Result<RingLayout, OpenError> {
-    let kind = match fixed.ring_kind {
-        1 => RingKind::Spsc,
-        2 => RingKind::Mpmc,
+    let kind = match (fixed.ring_kind & 0xff, fixed.ring_kind >> 8) {
+        (1, 0) => RingKind::Spsc,
+        (2, 0) => RingKind::Mpmc,
+        (raw @ (3 | 4), max @ 1..) if max as usize <= CURSORS => RingKind::Broadcast {
+            overwrite: raw == 4,
+            max_subscribers: max as u8,
+        },
         _ => return Err(OpenError::Corrupted { field: "ring kind" }),
     };
     if fixed.data_offset != HEADER_LEN as u64 {

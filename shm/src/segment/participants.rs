@@ -169,6 +169,23 @@ impl Segment {
         unsafe { shmlane_ring::peek_len(base, &self.layout) }
     }
 
+    /// A broadcast ring's counters: messages published and every
+    /// subscriber's position (empty for other rings). Loads only.
+    pub fn topic(&self) -> shmlane_ring::broadcast::Peek {
+        let (base, _) = self.ring_region();
+        match self.layout.kind() {
+            // SAFETY: as in `buffered`, and the layout is a broadcast one.
+            shmlane_ring::RingKind::Broadcast { .. } => unsafe {
+                shmlane_ring::broadcast::peek(base, &self.layout)
+            },
+            _ => shmlane_ring::broadcast::Peek {
+                published: 0,
+                capacity: self.layout.capacity(),
+                cursors: Vec::new(),
+            },
+        }
+    }
+
     /// The pid that created the segment (as it recorded it).
     pub fn creator_pid(&self) -> u32 {
         self.header().creator_pid.read()
