@@ -245,9 +245,11 @@ impl Publisher {
         if self.r.overwrite {
             return Ok(());
         }
-        // Relaxed: ordered after the previous publish by its SeqCst fence
-        // (see `publish_with` and the module's protocol).
-        let joins = self.r.joins().load(Ordering::Relaxed);
+        // After the previous publish's SeqCst fence (see `publish_with` and
+        // the module's protocol). Acquire: a bump seen here comes with the
+        // joiner's cursor entry, which the scan below then reads (Relaxed
+        // would let the scan's loads be satisfied before this one).
+        let joins = self.r.joins().load(Ordering::Acquire);
         let cap = self.capacity();
         if self.scanned && joins == self.joins && self.next.wrapping_sub(self.floor) < cap {
             return Ok(());
@@ -455,13 +457,17 @@ impl Subscriber {
             .store(self.next, Ordering::Release);
     }
 
-    /// Skips to the oldest position the ring may still hold (at least one
-    /// further), and says how many were lost.
+    /// Skips to the oldest position the ring still holds once the
+    /// publisher's next write lands (at least one further), and says how
+    /// many were lost. Not the very oldest: the publisher's next write
+    /// takes that one's slot, and a reader landing there would at once be
+    /// lapped again.
     fn skip(&mut self, tail: u64) -> ReadError {
         // Relaxed: any newer tail only makes the skip larger and safer.
         let tail = tail.max(self.r.tail().load(Ordering::Relaxed));
         let to = tail
             .saturating_sub(self.r.layout.slots())
+            .saturating_add(1)
             .max(self.next + 1);
         let lost = to - self.next;
         self.next = to - 1;
@@ -626,8 +632,8 @@ mod tests {
             p.room(&mut |_| false).unwrap();
             publish(&mut p, v);
         }
-        assert_eq!(read(&mut s), Err(ReadError::Lagged(6)));
-        for v in 6..10 {
+        assert_eq!(read(&mut s), Err(ReadError::Lagged(7)));
+        for v in 7..10 {
             assert_eq!(read(&mut s), Ok(v));
         }
         // A late joiner with history reads what the ring still holds.
@@ -642,7 +648,7 @@ mod tests {
             // SAFETY: as in `read`.
             unsafe { src.cast::<u64>().read_volatile() }
         });
-        assert_eq!(r, Err(ReadError::Lagged(1)));
-        assert_eq!(read(&mut late), Ok(9));
+        assert_eq!(r, Err(ReadError::Lagged(2)));
+        assert_eq!(read(&mut late), Ok(10));
     }
 }

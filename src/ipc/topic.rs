@@ -10,15 +10,27 @@
 //!
 //! - [`Policy::Block`] (the default): the publisher waits (with `try_`,
 //!   `_timeout` and `_deadline` forms) until the slowest live subscriber
-//!   has room. Subscribers read in place: [`Subscriber::recv_ref`] lends
-//!   the message where it lies in the segment.
+//!   has room, so nothing is lost; but a live subscriber that never reads
+//!   stalls the publisher (unlike `tokio::sync::broadcast`, whose sender
+//!   never waits: that is [`Policy::Overwrite`]). Subscribers read in
+//!   place: [`Subscriber::recv_ref`] lends the message where it lies in
+//!   the segment.
 //! - [`Policy::Overwrite`]: the publisher never waits. A subscriber that
-//!   falls a ring behind skips to the oldest message still held and gets
-//!   [`TopicRecvError::Lagged`] with the number it lost, once. It never
+//!   falls a ring behind skips to the oldest message the ring still holds
+//!   after the publisher's next write, and gets [`TopicRecvError::Lagged`]
+//!   with the number it lost (again if it is lapped again). It never
 //!   reads a torn message: each read copies the message out and checks the
 //!   slot's stamp before and after, and a copy that raced with an overwrite
 //!   is reported as lost, never returned. (So under this policy
-//!   `recv_ref` lends a private copy, not the slot.)
+//!   `recv_ref` lends a private copy, not the slot. The copy races with
+//!   the publisher's writes, as a seqlock's reads do, e.g. crossbeam's
+//!   `AtomicCell`: the stamp check, not the copy, decides what is used.)
+//!
+//! # Forked children
+//!
+//! A child forked without exec inherits copies of the handles. Dropping
+//! them there does nothing; using them is a second publisher, or moves the
+//! parent's subscriber cursor: open the topic again in the child.
 //!
 //! # Crashes and leaving
 //!
@@ -53,11 +65,11 @@
 //! for price in 103..109 {
 //!     publisher.send(price)?;
 //! }
-//! assert!(matches!(a.recv(), Err(TopicRecvError::Lagged(4))));
-//! assert_eq!(a.recv()?, 105);
-//! assert!(matches!(b.recv(), Err(TopicRecvError::Lagged(2))));
+//! assert!(matches!(a.recv(), Err(TopicRecvError::Lagged(5))));
+//! assert_eq!(a.recv()?, 106);
+//! assert!(matches!(b.recv(), Err(TopicRecvError::Lagged(3))));
 //! drop(publisher);
-//! assert_eq!(b.try_iter().collect::<Vec<_>>(), [105, 106, 107, 108]);
+//! assert_eq!(b.try_iter().collect::<Vec<_>>(), [106, 107, 108]);
 //! assert!(matches!(b.recv(), Err(TopicRecvError::Disconnected)));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -109,7 +121,10 @@ impl Builder {
 
     /// How many messages published before a subscriber joined it receives
     /// first, as far as the ring still holds them (default 0; at most the
-    /// capacity). A subscriber-side setting: each opener chooses its own.
+    /// capacity, and at most one less than the ring's slot count, the
+    /// capacity rounded up to a power of two: the publisher may be writing
+    /// the oldest slot as the subscriber joins). A subscriber-side setting:
+    /// each opener chooses its own.
     pub fn history(mut self, messages: usize) -> Self {
         self.history = messages as u64;
         self
@@ -451,7 +466,9 @@ impl<M: Message> Publisher<M> {
             return Tried::Gone;
         }
         let seg = self.side.seg();
-        let mut dead = |who| probe && seg.owner_is_dead(who);
+        // Liveness checks (a lock probe each) at most every probe interval.
+        let check = probe && self.side.probe_due();
+        let mut dead = |who| check && seg.owner_is_dead(who);
         if st.ring.room(&mut dead).is_err() {
             if probe && self.side.truncated() {
                 self.side.poison();
@@ -488,9 +505,13 @@ impl<M: Message> Publisher<M> {
     }
 
     fn send_until(&self, msg: M::Input<'_>, deadline: Option<Instant>) -> Result<(), PublishError> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // The lock is held for one attempt at a time, not across the wait:
+        // another thread's `try_send` is never stuck behind a waiting send.
         self.side
-            .wait_send(deadline, |probe| self.attempt(&mut st, &msg, probe))
+            .wait_send(deadline, |probe| {
+                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                self.attempt(&mut st, &msg, probe)
+            })
             .map_err(|e| match e {
                 Failed::Timeout => PublishError::Timeout,
                 Failed::Gone => PublishError::Broken,
@@ -534,6 +555,7 @@ impl<M: Message> Publisher<M> {
     /// As [`send`](Self::send), and [`PublishError::Full`].
     pub fn try_send(&self, msg: M::Input<'_>) -> Result<(), PublishError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // (Held for one attempt at most by any other thread: see `send_until`.)
         match self.attempt(&mut st, &msg, true) {
             Tried::Done => Ok(()),
             Tried::Full => Err(PublishError::Full),
@@ -679,7 +701,13 @@ impl<M: Message> Subscriber<M> {
                     max: cap,
                 }))
             }
-            Err(ReadError::Lagged(n)) => Err(TopicRecvError::Lagged(n)),
+            Err(ReadError::Lagged(n)) => {
+                // The cursor moved: a publisher may be waiting for it.
+                if !self.ring.overwrites() {
+                    self.side.not_full().notify_all();
+                }
+                Err(TopicRecvError::Lagged(n))
+            }
             Err(ReadError::Empty) => Err(TopicRecvError::Empty),
         }
     }

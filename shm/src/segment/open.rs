@@ -224,7 +224,8 @@ pub(super) fn validate(fixed: &Fixed, file_len: u64) -> Result<RingLayout, OpenE
     let kind = match (fixed.ring_kind & 0xff, fixed.ring_kind >> 8) {
         (1, 0) => RingKind::Spsc,
         (2, 0) => RingKind::Mpmc,
-        (raw @ (3 | 4), max @ 1..) if max as usize <= CURSORS => RingKind::Broadcast {
+        // The publisher takes one participant entry.
+        (raw @ (3 | 4), max @ 1..) if (max as usize) < CURSORS => RingKind::Broadcast {
             overwrite: raw == 4,
             max_subscribers: max as u8,
         },
