@@ -116,6 +116,7 @@ mod handles;
 mod kinds;
 mod poller;
 mod port;
+pub mod service;
 mod side;
 mod slot;
 pub mod topic;
@@ -128,6 +129,9 @@ pub use channel::Channel;
 pub use connect::ConnectError;
 pub use handles::{BatchSendError, Iter, Receiver, Sender, TryIter};
 pub use kinds::{Bytes, Message, MsgRef, RecvMsgError, Rkyv, SendMsgError};
+pub use service::{
+    CallError, Client, ClientId, Pending, ReplyError, ServeError, Server, ServiceError,
+};
 pub use shmlane_codec::{Codec, EncodeError, InvalidMessage, Trust};
 pub use shmlane_ring::RingKind;
 pub use shmlane_shm::{AttachError, Backend, CreateError, OpenError, Role, Segment};
