@@ -189,21 +189,61 @@ fn a_response_that_came_too_late_is_not_taken_for_the_next_one() {
     let mut server = builder(&addr).create_server::<u64, Bytes>().unwrap();
     let (go, wait_go) = mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
-        // Answer the first request only once the client gave up on it.
+        // Answer requests 1 and 2 only once the client gave up on them
+        // (the answers go nowhere), then answer 3 at once.
+        for n in [1, 2] {
+            let (client, got) = server.recv_timeout(HANG).unwrap();
+            assert_eq!(got, n);
+            wait_go.recv().unwrap();
+            match server.reply(client, b"late") {
+                Ok(()) | Err(ReplyError::ClientGone) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
         let (client, n) = server.recv_timeout(HANG).unwrap();
-        assert_eq!(n, 1);
-        wait_go.recv().unwrap();
-        server.reply(client, b"one").unwrap();
-        let (client, n) = server.recv_timeout(HANG).unwrap();
-        assert_eq!(n, 2);
-        server.reply(client, b"two").unwrap();
+        assert_eq!(n, 3);
+        server.reply(client, b"three").unwrap();
     });
     let mut client = builder(&addr).connect::<u64, Bytes>().unwrap();
     let mut pending = client.request(1).unwrap();
     assert!(matches!(pending.try_wait(), Err(CallError::Pending)));
-    drop(pending); // gave up
+    drop(pending); // gave up: the connection is dropped
+    assert!(!client.is_connected());
     go.send(()).unwrap();
-    assert_eq!(client.call(2).unwrap(), b"two");
+    // Connects anew (no deadline), then is not answered before its
+    // (short) deadline: the server holds it until told.
+    let err = client
+        .request(2)
+        .unwrap()
+        .wait_deadline(Instant::now() + Duration::from_millis(20))
+        .unwrap_err();
+    assert!(matches!(err, CallError::Timeout), "{err:?}");
+    go.send(()).unwrap();
+    assert_eq!(client.call(3).unwrap(), b"three");
+    worker.join().unwrap();
+}
+
+#[test]
+fn a_refused_request_fails_its_call_and_the_next_call_connects_anew() {
+    let mut clean = Cleanup::new();
+    let addr = format!("shm:{}", clean.unique_shm("svc-refused"));
+    let mut server = builder(&addr).create_server::<u64, u64>().unwrap();
+    let worker = std::thread::spawn(move || {
+        let (client, n) = server.recv_timeout(HANG).unwrap();
+        assert_eq!(n, 1);
+        assert!(server.disconnect(client));
+        assert!(matches!(
+            server.reply(client, 0),
+            Err(ReplyError::ClientGone)
+        ));
+        let (client, n) = server.recv_timeout(HANG).unwrap();
+        assert_eq!(n, 2);
+        server.reply(client, 20).unwrap();
+    });
+    let mut client = builder(&addr).connect::<u64, u64>().unwrap();
+    let err = client.call(1).unwrap_err();
+    assert!(matches!(err, CallError::Refused), "{err:?}");
+    assert_eq!(client.call(2).unwrap(), 20);
     worker.join().unwrap();
 }
 

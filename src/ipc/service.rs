@@ -5,7 +5,7 @@
 //!
 //! - The server creates a registry channel at the address.
 //! - A client creates a channel pair of its own next to it (requests and
-//!   responses, each an SPSC ring: `ADDRESS.<pid>-<n>-req` and `-resp`),
+//!   responses, each an SPSC ring: `ADDRESS.<pid>-<n>-<time>-req` and `-resp`),
 //!   announces it on the registry, and waits until the server has opened
 //!   both ends. So every response reaches only the client that asked, and
 //!   both directions are zero copy for every message kind (rkyv, Pod,
@@ -24,13 +24,25 @@
 //!
 //! # Crashes
 //!
-//! - A dead client's requests are dropped and its pending reply fails
-//!   with [`ReplyError::ClientGone`] at once, without blocking the server.
+//! - A dead client never blocks the server: a reply to it is dropped (or
+//!   fails with [`ReplyError::ClientGone`] once its death is seen), and
+//!   the server drops its connection and removes its channels' names.
+//!   (A client that dies before any server opened its channels leaves
+//!   their names behind.)
 //! - A dead server gives every waiting client [`CallError::ServerGone`]
 //!   as soon as its liveness lock is seen free (the client's wait checks
 //!   every few milliseconds), not after the call's timeout.
-//! - A call that timed out leaves its response to come: the client
-//!   discards it before its next call takes a response.
+//! - A call that timed out (or a [`Pending`] dropped unanswered) may
+//!   still be answered: the client drops that connection, so the late
+//!   answer is never taken for another request's, and its next call
+//!   connects anew. A request the server cannot read closes the
+//!   connection too ([`CallError::Refused`]); [`Server::disconnect`] does
+//!   the same on purpose.
+//! - Clients and server must run as the same user (segments are owned by
+//!   their creator and refused otherwise). A server reads requests in
+//!   place under the default [`Trust::validate`](super::Trust): a server
+//!   that does not trust its clients uses [`Trust::hostile`](super::Trust)
+//!   (each request is copied before it is checked).
 //!
 //! # Examples
 //!
@@ -146,6 +158,13 @@ impl From<super::AttachError> for ServiceError {
     }
 }
 
+fn not_shared_memory() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "a request/response service lives in shared memory: use a shm: or file: address",
+    )
+}
+
 fn address_of(target: &Target) -> Option<String> {
     match target {
         Target::Address(addr) => Some(addr.to_string()),
@@ -155,10 +174,11 @@ fn address_of(target: &Target) -> Option<String> {
 
 impl Builder {
     /// Creates a request/response server at this address, for requests of
-    /// kind `Req` and responses of kind `Resp`. [`message_size`](Self::message_size),
-    /// [`trust`](Self::trust) and [`wait_strategy`](Self::wait_strategy)
-    /// apply to every client's channels; [`open_timeout`](Self::open_timeout)
-    /// bounds how long the server waits for a new client's channels.
+    /// kind `Req` and responses of kind `Resp`. [`trust`](Self::trust) and
+    /// [`wait_strategy`](Self::wait_strategy) apply to the server's ends;
+    /// each client's own builder sizes its channels
+    /// ([`message_size`](Self::message_size) on the client's side bounds
+    /// requests and responses alike).
     ///
     /// # Errors
     ///
@@ -166,14 +186,19 @@ impl Builder {
     pub fn create_server<Req: Message, Resp: Message>(
         &self,
     ) -> Result<Server<Req, Resp>, ServiceError> {
-        if address_of(&self.target).is_none_or(|a| a.len() > 200) {
-            return Err(ServiceError::AddressTooLong);
+        match address_of(&self.target) {
+            None => return Err(ServiceError::Create(CreateError::Os(not_shared_memory()))),
+            Some(a) if a.len() > 200 => return Err(ServiceError::AddressTooLong),
+            Some(_) => {}
         }
         let make = || {
-            self.clone()
+            let mut b = self
+                .clone()
                 .kind(super::RingKind::Mpmc)
                 .capacity(64)
-                .create::<Hello>()
+                .keep(false);
+            (b.slot_size, b.message_size) = (None, None);
+            b.create::<Hello>()
         };
         let registry = match make() {
             // A server that died left its registry: take its place.
@@ -188,6 +213,7 @@ impl Builder {
             conns: Vec::new(),
             next: 0,
             ids: 0,
+            generation: 0,
         })
     }
 
@@ -197,10 +223,12 @@ impl Builder {
         let Target::Address(addr) = &self.target else {
             return false;
         };
+        // Only a registry is replaced, never a user's channel.
         let opts = shmlane_shm::OpenOptions {
             read_only: true,
             ready_timeout: Duration::ZERO,
             allow_group_write: self.allow_group_write,
+            ty: Some(super::builder::type_info::<Hello>()),
             ..shmlane_shm::OpenOptions::default()
         };
         match Segment::open(addr, &opts) {
@@ -218,63 +246,95 @@ impl Builder {
     /// [`ServiceError`]: no server there, a server that did not accept,
     /// or the client's channels could not be created.
     pub fn connect<Req: Message, Resp: Message>(&self) -> Result<Client<Req, Resp>, ServiceError> {
-        static CLIENTS: AtomicU64 = AtomicU64::new(0);
-        let Some(addr) = address_of(&self.target).filter(|a| a.len() <= 200) else {
-            return Err(ServiceError::AddressTooLong);
+        let addr = match address_of(&self.target) {
+            None => return Err(ServiceError::Create(CreateError::Os(not_shared_memory()))),
+            Some(a) if a.len() > 200 => return Err(ServiceError::AddressTooLong),
+            Some(a) => a,
         };
         let registry = self.open::<Hello>()?;
-        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
-        // Unique even across pid reuse: the time too.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let base = format!("{addr}.{}-{n}-{nanos:x}", std::process::id());
-        let make = |suffix: &str| -> Result<Builder, ServiceError> {
-            let b = Builder::new(&format!("{base}-{suffix}"))
-                .map_err(|_| ServiceError::AddressTooLong)?;
-            let mut b = b
-                .spsc()
-                .capacity(1)
-                .trust(self.trust)
-                .wait_strategy(self.strategy)
-                .mode(self.mode);
-            b.message_size = self.message_size;
-            b.slot_size = self.slot_size;
-            Ok(b)
-        };
-        let requests = make("req")?.create::<Req>()?;
-        let responses = make("resp")?.create::<Resp>()?;
-        let (tx, rx) = (requests.sender()?, responses.receiver()?);
-        let mut hello = Hello {
-            len: base.len() as u64,
-            base: [0; 256],
-        };
-        hello.base[..base.len()].copy_from_slice(base.as_bytes());
-        let deadline = Instant::now() + self.open_timeout;
-        let announced = registry.sender()?;
-        if announced.send_deadline(hello, deadline).is_err() {
-            return Err(ServiceError::NoServer);
-        }
-        // The server opens both ends; wait for it (rare: once per client).
-        let registry_seg = Arc::clone(&registry.seg);
-        loop {
-            if requests.seg.ever_attached(Role::Receiver)
-                && responses.seg.ever_attached(Role::Sender)
-            {
-                break;
-            }
-            if Instant::now() >= deadline || registry_seg.live_count(Role::Receiver) == 0 {
-                return Err(ServiceError::NoServer);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        let pair = pair::<Req, Resp>(self, &addr, &registry, deadline_in(self.open_timeout))?;
         Ok(Client {
-            tx,
-            rx,
-            stale: 0,
-            _chans: (requests, responses),
+            builder: self.clone(),
+            addr,
+            registry,
+            pair: Some(pair),
         })
     }
+}
+
+/// `now + timeout`, or no deadline for a timeout too long to add.
+fn deadline_in(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// A client's channel pair, announced to the server and opened by it.
+struct Pair<Req: Message, Resp: Message> {
+    tx: Sender<Req>,
+    rx: Receiver<Resp>,
+    _chans: (Channel<Req>, Channel<Resp>),
+}
+
+/// Creates a client's channel pair next to `addr`, announces it on the
+/// registry, and waits until the server has opened both ends.
+fn pair<Req: Message, Resp: Message>(
+    builder: &Builder,
+    addr: &str,
+    registry: &Channel<Hello>,
+    deadline: Option<Instant>,
+) -> Result<Pair<Req, Resp>, ServiceError> {
+    static CLIENTS: AtomicU64 = AtomicU64::new(0);
+    let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+    // Unique even across pid reuse: the time too.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let base = format!("{addr}.{}-{n}-{nanos:x}", std::process::id());
+    let make = |suffix: &str| -> Result<Builder, ServiceError> {
+        let b =
+            Builder::new(&format!("{base}-{suffix}")).map_err(|_| ServiceError::AddressTooLong)?;
+        let mut b = b
+            .spsc()
+            .capacity(1)
+            .trust(builder.trust)
+            .wait_strategy(builder.strategy)
+            .mode(builder.mode);
+        b.message_size = builder.message_size;
+        b.slot_size = builder.slot_size;
+        Ok(b)
+    };
+    let requests = make("req")?.create::<Req>()?;
+    let responses = make("resp")?.create::<Resp>()?;
+    let (tx, rx) = (requests.sender()?, responses.receiver()?);
+    let mut hello = Hello {
+        len: base.len() as u64,
+        base: [0; 256],
+    };
+    hello.base[..base.len()].copy_from_slice(base.as_bytes());
+    let announced = registry.sender()?;
+    let sent = match deadline {
+        Some(d) => announced.send_deadline(hello, d).is_ok(),
+        None => announced.send(hello).is_ok(),
+    };
+    if !sent {
+        return Err(ServiceError::NoServer);
+    }
+    // The server opens both ends; wait for it (once per connection).
+    loop {
+        if requests.seg.ever_attached(Role::Receiver) && responses.seg.ever_attached(Role::Sender) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            || registry.seg.live_count(Role::Receiver) == 0
+        {
+            return Err(ServiceError::NoServer);
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(Pair {
+        tx,
+        rx,
+        _chans: (requests, responses),
+    })
 }
 
 struct Conn<Req: Message, Resp: Message> {
@@ -315,6 +375,8 @@ pub struct Server<Req: Message, Resp: Message> {
     conns: Vec<Conn<Req, Resp>>,
     next: usize,
     ids: u64,
+    /// Changes whenever a client comes or goes (the set slept on).
+    generation: u64,
 }
 
 impl<Req: Message, Resp: Message> fmt::Debug for Server<Req, Resp> {
@@ -334,7 +396,8 @@ pub enum ServeError {
     /// No request came before the deadline.
     Timeout,
     /// A client's next request was not a valid message of the request
-    /// type; it was skipped (the client still waits for a reply).
+    /// type; its connection was closed (its call fails with
+    /// [`CallError::Refused`]).
     Invalid(ClientId, InvalidMessage),
 }
 
@@ -358,8 +421,9 @@ pub enum ReplyError {
     ClientGone,
     /// That client has no unanswered request.
     NotAsked,
-    /// The response could not be encoded (too large for the service's
-    /// message size); the request stays unanswered.
+    /// The response could not be encoded (too large for the client's
+    /// message size); the request stays unanswered: reply again with a
+    /// response that fits, or [`Server::disconnect`] the client.
     Encode(EncodeError),
 }
 
@@ -385,15 +449,22 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
     /// Opens the channel pairs of clients that announced themselves.
     fn accept(&mut self) -> bool {
         let mut changed = false;
-        while let Ok(hello) = self.hellos.take(Wait::Never) {
+        // A few at a time: a flood of announcements cannot starve the
+        // clients already served.
+        for _ in 0..8 {
+            let Ok(hello) = self.hellos.take(Wait::Never) else {
+                break;
+            };
             let len = (hello.len as usize).min(hello.base.len());
             let Ok(base) = std::str::from_utf8(&hello.base[..len]) else {
                 continue;
             };
             let open = |suffix: &str| {
                 Builder::new(&format!("{base}-{suffix}")).map(|b| {
+                    // An honest client's channels are ready before it
+                    // announces them: never wait for one that is not.
                     let mut b = b
-                        .open_timeout(self.builder.open_timeout)
+                        .open_timeout(Duration::ZERO)
                         .trust(self.builder.trust)
                         .wait_strategy(self.builder.strategy);
                     b.allow_group_write = self.builder.allow_group_write;
@@ -423,6 +494,9 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
             });
             changed = true;
         }
+        if changed {
+            self.generation += 1;
+        }
         changed
     }
 
@@ -440,13 +514,16 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
             let conn = &mut self.conns[i];
             match take(conn.id, &conn.rx) {
                 Ok(r) => {
-                    conn.awaiting += 1;
+                    conn.awaiting = conn.awaiting.saturating_add(1);
                     self.next = i + 1;
                     found = Some(Polled::Got(conn.id, r));
                     break;
                 }
+                // A request we cannot read can never be answered: the
+                // connection is closed, so the client is not left waiting
+                // (its call fails with `CallError::Refused`).
                 Err(RecvMsgError::Invalid(e)) => {
-                    conn.awaiting += 1;
+                    gone.push(i);
                     self.next = i + 1;
                     found = Some(Polled::Invalid(conn.id, e));
                     break;
@@ -455,6 +532,11 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
                 Err(_) => {}
             }
         }
+        if !gone.is_empty() {
+            self.generation += 1;
+        }
+        // Highest index first: `swap_remove` moves only later entries.
+        gone.sort_unstable();
         for i in gone.into_iter().rev() {
             self.conns.swap_remove(i).bury();
         }
@@ -492,12 +574,12 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
                 .iter()
                 .map(|s| (&s.header().not_empty.0, None))
                 .collect();
-            let clients = self.conns.len();
+            let generation = self.generation;
             let got = shmlane_semaphore::wait_any(&ecs, deadline, Some(STEP), &mut || {
                 match self.poll(&mut take) {
                     Some(p) => Some(Some(p)),
                     // A new (or departed) client: sleep on the new set.
-                    None if self.conns.len() != clients => Some(None),
+                    None if self.generation != generation => Some(None),
                     None => None,
                 }
             });
@@ -537,9 +619,7 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
         &mut self,
         timeout: Duration,
     ) -> Result<(ClientId, Req::Output), ServeError> {
-        self.serve(Some(Instant::now() + timeout), true, |_, rx| {
-            rx.take(Wait::Never)
-        })
+        self.serve(deadline_in(timeout), true, |_, rx| rx.take(Wait::Never))
     }
 
     /// Waits (up to `timeout`, or for ever with `None`) for the next
@@ -555,7 +635,7 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
         timeout: Option<Duration>,
         mut handle: impl FnMut(ClientId, &Req::Target) -> R,
     ) -> Result<(ClientId, R), ServeError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_in);
         self.serve(deadline, true, |id, rx| {
             rx.lend(Wait::Never, false).map(|msg| handle(id, &msg))
         })
@@ -590,6 +670,18 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
         }
     }
 
+    /// Closes `client`'s connection, answering none of its requests: its
+    /// waiting call fails with [`CallError::Refused`] (and its next call
+    /// connects anew). Returns whether it was connected.
+    pub fn disconnect(&mut self, client: ClientId) -> bool {
+        let Some(i) = self.conns.iter().position(|c| c.id == client) else {
+            return false;
+        };
+        self.conns.swap_remove(i).bury();
+        self.generation += 1;
+        true
+    }
+
     /// Clients connected now (as far as the server has seen).
     pub fn clients(&mut self) -> usize {
         self.accept();
@@ -603,79 +695,120 @@ impl<Req: Message, Resp: Message> Server<Req, Resp> {
 pub enum CallError {
     /// The server is gone (it died or left); connect to a new one.
     ServerGone,
-    /// No response before the deadline. The request may still be answered;
-    /// the client discards that answer before its next call.
+    /// The server closed this client's connection without answering (it
+    /// could not read the request, or chose to); the next call connects
+    /// anew.
+    Refused,
+    /// No response before the deadline. The client drops the connection
+    /// (the server drops the late answer) and the next call connects anew.
     Timeout,
     /// The request could not be encoded; nothing was sent.
     Encode(EncodeError),
     /// The response was not a valid message of the response type.
     Invalid(InvalidMessage),
-    /// The previous call's response has not come yet (`try_wait` only).
+    /// The response has not come yet (`try_wait` only).
     Pending,
+    /// This handle's response was already taken.
+    Taken,
+    /// A new connection (after a timeout or a refusal) failed.
+    Connect(ServiceError),
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ServerGone => f.write_str("the server is gone; connect to a new one"),
+            Self::Refused => f.write_str(
+                "the server closed this connection without answering (an unreadable request?)",
+            ),
             Self::Timeout => f.write_str("timed out waiting for the response"),
             Self::Encode(e) => write!(f, "{e}"),
             Self::Invalid(e) => write!(f, "invalid response: {e}"),
             Self::Pending => f.write_str("the response has not come yet"),
+            Self::Taken => f.write_str("this request's response was already taken"),
+            Self::Connect(e) => write!(f, "reconnecting: {e}"),
         }
     }
 }
 
-impl error::Error for CallError {}
+impl error::Error for CallError {
+    fn source(&self) -> Option<&(dyn error::Error + 'static)> {
+        match self {
+            Self::Encode(e) => Some(e),
+            Self::Invalid(e) => Some(e),
+            Self::Connect(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A client of a request/response service (see the [module docs](self)).
 pub struct Client<Req: Message, Resp: Message> {
-    tx: Sender<Req>,
-    rx: Receiver<Resp>,
-    /// Responses still to come for calls that timed out.
-    stale: u32,
-    _chans: (Channel<Req>, Channel<Resp>),
+    builder: Builder,
+    addr: String,
+    registry: Channel<Hello>,
+    /// The connection; `None` after a timeout or a refusal, until the next
+    /// call makes a new one.
+    pair: Option<Pair<Req, Resp>>,
 }
 
 impl<Req: Message, Resp: Message> fmt::Debug for Client<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").finish_non_exhaustive()
-    }
-}
-
-fn recv_error(e: RecvMsgError) -> CallError {
-    match e {
-        RecvMsgError::Disconnected => CallError::ServerGone,
-        RecvMsgError::Invalid(e) => CallError::Invalid(e),
-        RecvMsgError::Empty => CallError::Pending,
-        _ => CallError::Timeout,
+        f.debug_struct("Client")
+            .field("connected", &self.pair.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl<Req: Message, Resp: Message> Client<Req, Resp> {
-    /// Sends `req` (after discarding responses to calls that timed out).
+    /// Sends `req` on the connection (made anew if the last one was
+    /// dropped).
     fn send(&mut self, req: &Req::Input<'_>, deadline: Option<Instant>) -> Result<(), CallError> {
-        while self.stale > 0 {
-            match self.rx.take(Wait::Until(deadline)) {
-                Ok(_) | Err(RecvMsgError::Invalid(_)) => self.stale -= 1,
-                Err(e) => return Err(recv_error(e)),
-            }
+        if self.pair.is_none() {
+            let pair = pair::<Req, Resp>(&self.builder, &self.addr, &self.registry, deadline)
+                .map_err(|e| match e {
+                    ServiceError::NoServer if self.server_gone() => CallError::ServerGone,
+                    e => CallError::Connect(e),
+                })?;
+            self.pair = Some(pair);
         }
-        self.tx
-            .put(req, Wait::Until(deadline))
-            .map_err(|e| match e {
-                SendMsgError::Encode(e) => CallError::Encode(e),
-                SendMsgError::Timeout | SendMsgError::Full => CallError::Timeout,
-                _ => CallError::ServerGone,
-            })
+        let pair = self.pair.as_ref().expect("connected above");
+        match pair.tx.put(req, Wait::Until(deadline)) {
+            Ok(()) => Ok(()),
+            Err(SendMsgError::Encode(e)) => Err(CallError::Encode(e)),
+            // The ring has room for one request: full means the server has
+            // not taken the last one, which only a broken server does.
+            Err(SendMsgError::Timeout | SendMsgError::Full) => {
+                self.pair = None;
+                Err(CallError::Timeout)
+            }
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    /// Whether the server at the address is gone (no live receiver on its
+    /// registry).
+    fn server_gone(&self) -> bool {
+        self.registry.seg.live_count(Role::Receiver) == 0
+    }
+
+    /// The connection ended from the server's side: refused, or gone.
+    fn lost(&mut self) -> CallError {
+        self.pair = None;
+        if self.server_gone() {
+            CallError::ServerGone
+        } else {
+            CallError::Refused
+        }
     }
 
     /// Sends `req` and waits for its response.
     ///
     /// # Errors
     ///
-    /// [`CallError::ServerGone`], [`CallError::Encode`] or
-    /// [`CallError::Invalid`].
+    /// [`CallError::ServerGone`], [`CallError::Refused`],
+    /// [`CallError::Encode`], [`CallError::Invalid`] or
+    /// [`CallError::Connect`].
     pub fn call(&mut self, req: Req::Input<'_>) -> Result<Resp::Output, CallError> {
         self.request(req)?.wait()
     }
@@ -691,13 +824,13 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         req: Req::Input<'_>,
         timeout: Duration,
     ) -> Result<Resp::Output, CallError> {
-        let deadline = Instant::now() + timeout;
-        self.send(&req, Some(deadline))?;
-        Pending {
+        let deadline = deadline_in(timeout);
+        self.send(&req, deadline)?;
+        let mut pending = Pending {
             client: self,
             done: false,
-        }
-        .wait_deadline(deadline)
+        };
+        pending.take(Wait::Until(deadline))
     }
 
     /// Sends `req` and returns at once with a handle to wait for its
@@ -714,10 +847,18 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
             done: false,
         })
     }
+
+    /// Whether the client has a connection now (false after a timeout or
+    /// a refusal, until its next call).
+    pub fn is_connected(&self) -> bool {
+        self.pair.is_some()
+    }
 }
 
 /// A request sent and not yet answered ([`Client::request`]). Dropped
-/// unanswered, its response is discarded when it comes.
+/// unanswered, it drops the client's connection (the server drops the
+/// answer) and the next call connects anew.
+#[must_use = "a request's response is taken through its handle"]
 pub struct Pending<'a, Req: Message, Resp: Message> {
     client: &'a mut Client<Req, Resp>,
     done: bool,
@@ -725,12 +866,36 @@ pub struct Pending<'a, Req: Message, Resp: Message> {
 
 impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
     fn take(&mut self, wait: Wait) -> Result<Resp::Output, CallError> {
-        let got = self.client.rx.take(wait);
-        match &got {
-            Err(RecvMsgError::Empty | RecvMsgError::Timeout) => {}
-            _ => self.done = true,
+        if self.done {
+            return Err(CallError::Taken);
         }
-        got.map_err(recv_error)
+        let Some(pair) = self.client.pair.as_ref() else {
+            self.done = true;
+            return Err(CallError::Refused);
+        };
+        let got = pair.rx.take(wait);
+        match got {
+            Ok(resp) => {
+                self.done = true;
+                Ok(resp)
+            }
+            Err(RecvMsgError::Empty) => Err(CallError::Pending),
+            Err(RecvMsgError::Invalid(e)) => {
+                self.done = true;
+                Err(CallError::Invalid(e))
+            }
+            Err(RecvMsgError::Disconnected) => {
+                self.done = true;
+                Err(self.client.lost())
+            }
+            Err(_) => {
+                // Timed out: the answer may still come; drop the connection
+                // so it is never taken for another request's.
+                self.done = true;
+                self.client.pair = None;
+                Err(CallError::Timeout)
+            }
+        }
     }
 
     /// Waits for the response.
@@ -746,8 +911,8 @@ impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
     ///
     /// # Errors
     ///
-    /// As [`Client::call`], and [`CallError::Timeout`] (the response is
-    /// then discarded when it comes).
+    /// As [`Client::call`], and [`CallError::Timeout`] (the connection is
+    /// then dropped and the next call connects anew).
     pub fn wait_deadline(mut self, deadline: Instant) -> Result<Resp::Output, CallError> {
         self.take(Wait::Until(Some(deadline)))
     }
@@ -756,8 +921,8 @@ impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
     ///
     /// # Errors
     ///
-    /// [`CallError::Pending`] if not yet (the handle is still good), or as
-    /// [`Client::call`].
+    /// [`CallError::Pending`] if not yet (the handle is still good),
+    /// [`CallError::Taken`] once it was taken, or as [`Client::call`].
     pub fn try_wait(&mut self) -> Result<Resp::Output, CallError> {
         self.take(Wait::Never)
     }
@@ -766,7 +931,8 @@ impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
 impl<Req: Message, Resp: Message> Drop for Pending<'_, Req, Resp> {
     fn drop(&mut self) {
         if !self.done {
-            self.client.stale += 1;
+            // The answer would be taken for the next request's.
+            self.client.pair = None;
         }
     }
 }
