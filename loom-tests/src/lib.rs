@@ -9,7 +9,7 @@
 //!
 //! This library holds the region helper the models share.
 
-use shmlane_ring::{mpmc, spsc, HeapRegion, RingKind};
+use shmlane_ring::{broadcast, mpmc, spsc, HeapRegion, RingKind};
 
 /// A heap region laid out for one ring (the ring crate's `HeapRegion`),
 /// with handles attached by hand so that a model can take several.
@@ -39,6 +39,22 @@ impl Region {
         let r = &self.0;
         // SAFETY: the models drop the handles before the region.
         unsafe { mpmc::Ring::attach(r.base(), r.len(), r.layout()) }.unwrap()
+    }
+
+    /// The publisher of a broadcast region.
+    pub fn publisher(&self) -> broadcast::Publisher {
+        let r = &self.0;
+        // SAFETY: the region outlives the handle (tests keep it in an
+        // `Arc`); one publisher per region in every model.
+        unsafe { broadcast::Publisher::attach(r.base(), r.len(), r.layout()) }.unwrap()
+    }
+
+    /// A subscriber of a broadcast region, in cursor entry `index`.
+    pub fn subscriber(&self, index: usize, owner: u64, history: u64) -> broadcast::Subscriber {
+        let r = &self.0;
+        // SAFETY: as above; each model gives each subscriber its own entry.
+        unsafe { broadcast::Subscriber::join(r.base(), r.len(), r.layout(), index, owner, history) }
+            .unwrap()
     }
 
     /// An owned handle on an MPMC region that claims slots as `who` (one

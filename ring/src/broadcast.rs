@@ -370,6 +370,9 @@ impl Subscriber {
         // the tail of the write it may be making without us, which can only
         // overwrite position `tail - slots`.
         r.joins().fetch_add(1, Ordering::SeqCst);
+        // A fence pair with the publisher's (store; fence || RMW; fence;
+        // load): the form of the pattern loom models too.
+        fence(Ordering::SeqCst);
         let now = r.tail().load(Ordering::SeqCst);
         let lowest = now.saturating_add(1).saturating_sub(slots);
         if start < lowest {

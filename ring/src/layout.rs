@@ -42,7 +42,13 @@ pub enum RingKind {
 
 /// How many subscriber cursors a broadcast region has: one per entry of a
 /// segment's participant table.
+#[cfg(not(shmlane_loom))]
 pub const CURSORS: usize = 32;
+/// Under loom, two: every cursor is scanned on each of the publisher's
+/// checks, and 32 would multiply the states explored without adding a
+/// behaviour.
+#[cfg(shmlane_loom)]
+pub const CURSORS: usize = 2;
 
 /// Why a layout or a region was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
