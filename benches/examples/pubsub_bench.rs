@@ -14,6 +14,10 @@
 //!
 //! - `pubsub latency SIZE`: ping on one topic, pong on another, one
 //!   subscriber each: one-way latency.
+//! - `fan-out lat 1->N SIZE`: one message in flight at a time, stamped by
+//!   the publisher; each of N subscriber threads records its delivery
+//!   latency and acknowledges; the row is the mean of the subscribers'
+//!   medians. Threads that share a CPU yield when idle, in both libraries.
 //! - `fan-out 1->N SIZE`: one publisher, N subscriber threads (the
 //!   publisher waits for the slowest: shmlane `Policy::Block`, iceoryx2
 //!   `RetryUntilDelivered`), subscribers busy-poll and yield when empty:
@@ -81,8 +85,89 @@ fn floor() -> f64 {
     ns
 }
 
+/// Messages per fan-out latency row.
+const FAN_LAT: u64 = 20_000;
+
+/// Waits politely: spin when each side has a CPU, yield when threads share
+/// them.
+fn idle(shared: bool) {
+    if shared {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
+/// A subscriber's side of a fan-out latency row: `FAN_LAT` messages, each
+/// stamped by the publisher with `epoch`-relative nanoseconds; acknowledges
+/// each; returns its median latency.
+fn lat_subscriber(
+    epoch: Instant,
+    acks: &AtomicU64,
+    shared: bool,
+    mut next: impl FnMut() -> Option<u64>,
+) -> f64 {
+    let mut samples = Vec::with_capacity(FAN_LAT as usize);
+    while (samples.len() as u64) < FAN_LAT {
+        match next() {
+            Some(sent) => {
+                samples.push(epoch.elapsed().as_nanos() as f64 - sent as f64);
+                acks.fetch_add(1, Ordering::Release);
+            }
+            None => idle(shared),
+        }
+    }
+    median(samples)
+}
+
+/// The publisher's side: stamps and publishes each message, then waits for
+/// every subscriber's acknowledgement before the next.
+fn lat_publisher(epoch: Instant, acks: &AtomicU64, n: usize, mut publish: impl FnMut(u64)) {
+    for i in 1..=FAN_LAT {
+        publish(epoch.elapsed().as_nanos() as u64);
+        while acks.load(Ordering::Acquire) < i * n as u64 {
+            idle(n > 1);
+        }
+    }
+}
+
 mod shm {
     use super::*;
+
+    /// Mean over `n` subscribers of each one's median one-way latency, one
+    /// message in flight at a time, ns.
+    pub fn fanout_latency(size: usize, n: usize) -> f64 {
+        let topic = Builder::new(&format!("shm:{}", unique("fanlat")))
+            .unwrap()
+            .capacity(16)
+            .message_size(size)
+            .create_topic::<Bytes>()
+            .unwrap();
+        let (epoch, acks) = (Instant::now(), Arc::new(AtomicU64::new(0)));
+        let subs: Vec<_> = (0..n)
+            .map(|i| {
+                let mut sub = topic.subscriber().unwrap();
+                let acks = Arc::clone(&acks);
+                std::thread::spawn(move || {
+                    pin((i + 1) % 2);
+                    lat_subscriber(epoch, &acks, n > 1, || match sub.try_recv_ref() {
+                        Ok(msg) => Some(u64::from_ne_bytes(msg[..8].try_into().unwrap())),
+                        Err(TopicRecvError::Empty) => None,
+                        Err(e) => panic!("{e}"),
+                    })
+                })
+            })
+            .collect();
+        let publisher = topic.publisher().unwrap();
+        pin(0);
+        let mut buf = vec![0u8; size];
+        lat_publisher(epoch, &acks, n, |t| {
+            buf[..8].copy_from_slice(&t.to_ne_bytes());
+            publisher.send(&buf).unwrap();
+        });
+        let medians: Vec<f64> = subs.into_iter().map(|s| s.join().unwrap()).collect();
+        medians.iter().sum::<f64>() / n as f64
+    }
 
     /// One-way latency through two topics (ping, pong), ns.
     pub fn latency(size: usize) -> f64 {
@@ -294,6 +379,66 @@ mod ice {
         ns
     }
 
+    /// As `shm::fanout_latency`.
+    pub fn fanout_latency(size: usize, n: usize) -> f64 {
+        let name = unique("fanlat");
+        let node = node();
+        let svc = node
+            .service_builder(&name.as_str().try_into().unwrap())
+            .publish_subscribe::<[u8]>()
+            .max_publishers(1)
+            .max_subscribers(n)
+            .history_size(0)
+            .subscriber_max_buffer_size(16)
+            .enable_safe_overflow(false)
+            .create()
+            .unwrap();
+        let publ = svc
+            .publisher_builder()
+            .initial_max_slice_len(size)
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .unwrap();
+        let (epoch, acks) = (Instant::now(), Arc::new(AtomicU64::new(0)));
+        let subs: Vec<_> = (0..n)
+            .map(|i| {
+                let acks = Arc::clone(&acks);
+                let name = name.clone();
+                let ready = Arc::new(Barrier::new(2));
+                let r2 = Arc::clone(&ready);
+                let h = std::thread::spawn(move || {
+                    pin((i + 1) % 2);
+                    let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+                    let svc = node
+                        .service_builder(&name.as_str().try_into().unwrap())
+                        .publish_subscribe::<[u8]>()
+                        .open()
+                        .unwrap();
+                    let sub = svc.subscriber_builder().create().unwrap();
+                    r2.wait();
+                    lat_subscriber(epoch, &acks, n > 1, || {
+                        sub.receive().unwrap().map(|sample| {
+                            u64::from_ne_bytes(sample.payload()[..8].try_into().unwrap())
+                        })
+                    })
+                });
+                ready.wait();
+                h
+            })
+            .collect();
+        pin(0);
+        lat_publisher(epoch, &acks, n, |t| {
+            let stamp = t.to_ne_bytes();
+            let sample = publ.loan_slice_uninit(size).unwrap();
+            sample
+                .write_from_fn(|i| stamp.get(i).copied().unwrap_or(0))
+                .send()
+                .unwrap();
+        });
+        let medians: Vec<f64> = subs.into_iter().map(|s| s.join().unwrap()).collect();
+        medians.iter().sum::<f64>() / n as f64
+    }
+
     /// Messages per second published to `n` subscribers that all read
     /// every one (no overflow; the publisher retries until delivered).
     pub fn fanout(size: usize, n: usize) -> f64 {
@@ -455,6 +600,16 @@ fn rows() -> Vec<Row> {
             Box::new(move || shm::latency(size)),
             theirs!(ice::latency(size)),
         ));
+    }
+    for size in SIZES {
+        for n in [1, 2, 4] {
+            rows.push((
+                format!("fan-out lat 1->{n} {size} B"),
+                "ns",
+                Box::new(move || shm::fanout_latency(size, n)),
+                theirs!(ice::fanout_latency(size, n)),
+            ));
+        }
     }
     for size in SIZES {
         for n in [1, 2, 4] {

@@ -132,3 +132,67 @@ fn stat_shows_an_rkyv_channels_schema() {
         "{out}"
     );
 }
+
+#[test]
+fn ls_and_stat_show_topics_and_services() {
+    let mut cleanup = Cleanup::new();
+    let topic_name = cleanup.unique_shm("cli-topic");
+    let topic = Builder::new(&format!("shm:{topic_name}"))
+        .unwrap()
+        .capacity(8)
+        .max_subscribers(3)
+        .create_topic::<u64>()
+        .unwrap();
+    let publisher = topic.publisher().unwrap();
+    let mut sub = topic.subscriber().unwrap();
+    for i in 0..3 {
+        publisher.send(i).unwrap();
+    }
+    assert_eq!(sub.recv().unwrap(), 0);
+
+    let svc_name = cleanup.unique_shm("cli-svc");
+    let addr = format!("shm:{svc_name}");
+    let mut server = Builder::new(&addr)
+        .unwrap()
+        .create_server::<u64, u64>()
+        .unwrap();
+    let serving = std::thread::spawn(move || {
+        let (client, n) = server.recv().unwrap();
+        server.reply(client, n + 1).unwrap();
+        server
+    });
+    let mut client = Builder::new(&addr).unwrap().connect::<u64, u64>().unwrap();
+    assert_eq!(client.call(1).unwrap(), 2);
+    let server = serving.join().unwrap();
+
+    let (ok, ls) = shmlane(&["ls"]);
+    assert!(ok, "{ls}");
+    assert!(line_of(&ls, &topic_name).contains(" topic "), "{ls}");
+    assert!(
+        line_of(&ls, &format!("{svc_name} ")).contains(" service "),
+        "{ls}"
+    );
+    assert!(
+        line_of(&ls, &format!("{svc_name}.")).contains(" client "),
+        "{ls}"
+    );
+
+    let (ok, stat) = shmlane(&["stat", &topic_name]);
+    assert!(ok, "{stat}");
+    assert!(
+        stat.contains("block policy, at most 3 subscribers"),
+        "{stat}"
+    );
+    assert!(stat.contains("published      3 messages"), "{stat}");
+    assert!(stat.contains("next position 1 (2 unread)"), "{stat}");
+    assert!(line_of(&stat, "publisher").contains("alive"), "{stat}");
+
+    let (ok, stat) = shmlane(&["stat", &svc_name]);
+    assert!(ok, "{stat}");
+    assert!(stat.contains("server alive"), "{stat}");
+    assert!(
+        line_of(&stat, "client         pid").contains("(connected)"),
+        "{stat}"
+    );
+    drop((client, server, sub, publisher, topic));
+}

@@ -91,6 +91,33 @@ struct Hello {
     base: [u8; 256],
 }
 
+/// Whether `seg` is a request/response server's registry (for tools:
+/// `shmlane ls` and `stat`).
+pub fn is_registry(seg: &Segment) -> bool {
+    let ty = super::builder::type_info::<Hello>();
+    seg.fixed().type_hash == ty.hash() && seg.schema() == ty.schema
+}
+
+/// For the name of one of a client's channels (`NAME.<pid>-<n>-<time>-req`
+/// or `-resp`), the service's name and which of the two it is (for
+/// tools).
+pub fn client_channel(name: &str) -> Option<(&str, &'static str)> {
+    let (rest, which) = if let Some(r) = name.strip_suffix("-req") {
+        (r, "requests")
+    } else {
+        (name.strip_suffix("-resp")?, "responses")
+    };
+    let (service, id) = rest.rsplit_once('.')?;
+    let mut parts = id.split('-');
+    let ok = parts.next().is_some_and(|p| p.parse::<u32>().is_ok())
+        && parts.next().is_some_and(|n| n.parse::<u64>().is_ok())
+        && parts
+            .next()
+            .is_some_and(|t| u64::from_str_radix(t, 16).is_ok())
+        && parts.next().is_none();
+    ok.then_some((service, which))
+}
+
 /// Polls of every client before the server sleeps.
 const SPIN_POLLS: u32 = 256;
 
@@ -833,6 +860,22 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         pending.take(Wait::Until(deadline))
     }
 
+    /// Sends `req`, waits for its response and hands it to `read` where it
+    /// lies in the response ring (zero copy: `Resp::Target` is the
+    /// archived value for rkyv, the value for Pod, `[u8]` for bytes);
+    /// returns what `read` returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_with<R>(
+        &mut self,
+        req: Req::Input<'_>,
+        read: impl FnOnce(&Resp::Target) -> R,
+    ) -> Result<R, CallError> {
+        self.request(req)?.wait_with(read)
+    }
+
     /// Sends `req` and returns at once with a handle to wait for its
     /// response on. The handle borrows the client: one request is in
     /// flight per client.
@@ -907,6 +950,30 @@ impl<Req: Message, Resp: Message> Pending<'_, Req, Resp> {
         self.take(Wait::Until(None))
     }
 
+    /// Waits for the response and hands it to `read` where it lies (as
+    /// [`Client::call_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub fn wait_with<R>(mut self, read: impl FnOnce(&Resp::Target) -> R) -> Result<R, CallError> {
+        let Some(pair) = self.client.pair.as_ref() else {
+            self.done = true;
+            return Err(CallError::Refused);
+        };
+        let got = pair.rx.lend(Wait::Until(None), false).map(|msg| read(&msg));
+        self.done = true;
+        match got {
+            Ok(r) => Ok(r),
+            Err(RecvMsgError::Invalid(e)) => Err(CallError::Invalid(e)),
+            Err(RecvMsgError::Disconnected) => Err(self.client.lost()),
+            Err(_) => {
+                self.client.pair = None;
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
     /// Waits for the response until `deadline`.
     ///
     /// # Errors
@@ -933,6 +1000,32 @@ impl<Req: Message, Resp: Message> Drop for Pending<'_, Req, Resp> {
         if !self.done {
             // The answer would be taken for the next request's.
             self.client.pair = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_channel;
+
+    #[test]
+    fn client_channel_names_are_recognised_and_nothing_else() {
+        assert_eq!(
+            client_channel("prices.12779-0-18eece30c65991f4-req"),
+            Some(("prices", "requests"))
+        );
+        assert_eq!(
+            client_channel("a.b.1-2-ff-resp"),
+            Some(("a.b", "responses"))
+        );
+        for other in [
+            "prices",
+            "prices-req",
+            "prices.x-0-ff-req",
+            "prices.1-0-ff-9-req",
+            "p.1-0-zz-resp",
+        ] {
+            assert_eq!(client_channel(other), None, "{other}");
         }
     }
 }

@@ -2,10 +2,27 @@
 
 use std::fmt::Write as _;
 
-use shmlane::ipc::{RingKind, Role};
+use shmlane::ipc::{service, RingKind, Role, Segment};
+use shmlane::segments::Address;
 use shmlane::segments::{self, Status};
 
 use crate::output;
+
+/// What a segment is, for people: a channel's ring kind, `topic`, a
+/// request/response `service` (its registry), or one of a service
+/// `client`'s two channels.
+pub(crate) fn what(seg: &Segment, address: &Address) -> &'static str {
+    if service::is_registry(seg) {
+        return "service";
+    }
+    let name = address.to_string();
+    if let Some(name) = name.strip_prefix("shm:") {
+        if service::client_channel(name).is_some() {
+            return "client";
+        }
+    }
+    kind_name(seg.layout().kind())
+}
 
 pub(crate) fn kind_name(kind: RingKind) -> &'static str {
     match kind {
@@ -17,7 +34,9 @@ pub(crate) fn kind_name(kind: RingKind) -> &'static str {
 
 /// List the shmlane segments in /dev/shm.
 ///
-/// One line each: kind (spsc, mpmc, or topic for publish/subscribe),
+/// One line each: kind (spsc, mpmc, topic for publish/subscribe, service
+/// for a request/response server's registry, client for a client's
+/// channels),
 /// capacity, slot size, messages buffered (for a topic: the most any
 /// subscriber has unread), senders (publishers) and receivers
 /// (subscribers) alive/dead, live or stale (and why).
@@ -36,7 +55,7 @@ fn listing() -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<7} {:<5} {:>9} {:>6} {:>9} {:>13} {:>13}  state",
+        "{:<40} {:<7} {:<7} {:>9} {:>6} {:>9} {:>13} {:>13}  state",
         "NAME", "BACKEND", "KIND", "CAPACITY", "SLOT", "BUFFERED", "SENDERS a/d", "RECEIVERS a/d"
     );
     for row in &rows {
@@ -64,10 +83,10 @@ fn listing() -> String {
         let _ = match row.segment() {
             Ok(seg) => writeln!(
                 out,
-                "{:<40} {:<7} {:<5} {:>9} {:>6} {:>9} {:>13} {:>13}  {state}",
+                "{:<40} {:<7} {:<7} {:>9} {:>6} {:>9} {:>13} {:>13}  {state}",
                 row.address().to_string(),
                 "shm",
-                kind_name(seg.layout().kind()),
+                what(seg, row.address()),
                 seg.layout().capacity(),
                 seg.layout().slot_size(),
                 seg.buffered(),

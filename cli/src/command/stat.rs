@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 
 use anyhow::bail;
-use shmlane::ipc::{RingKind, Role};
+use shmlane::ipc::{service, RingKind, Role};
 use shmlane::segments::{self, Address, Entry};
 
-use crate::command::ls::kind_name;
+use crate::command::ls::what;
 use crate::output;
 
 /// Show one segment in detail.
@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let _ = writeln!(
         out,
         "ring           {} , capacity {} ({} slots)",
-        kind_name(l.kind()),
+        what(seg, &addr),
         l.capacity(),
         l.slots()
     );
@@ -78,6 +78,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    if service::is_registry(seg) {
+        let server = if seg.live_count(Role::Receiver) > 0 {
+            "alive"
+        } else {
+            "gone"
+        };
+        let _ = writeln!(
+            out,
+            "service        request/response registry, server {server}"
+        );
+        let name = addr.to_string();
+        for row in segments::list() {
+            let other = row.address().to_string();
+            let Some((svc, "requests")) =
+                other.strip_prefix("shm:").and_then(service::client_channel)
+            else {
+                continue;
+            };
+            if Some(svc) != name.strip_prefix("shm:") {
+                continue;
+            }
+            if let Ok(req) = row.segment() {
+                let _ = writeln!(
+                    out,
+                    "client         pid {:<8} {} ({})",
+                    req.creator_pid(),
+                    if req.creator_alive() { "alive" } else { "gone" },
+                    if req.live_count(Role::Receiver) > 0 {
+                        "connected"
+                    } else {
+                        "not connected"
+                    }
+                );
+            }
+        }
+    } else if let Some((svc, which)) = addr
+        .to_string()
+        .strip_prefix("shm:")
+        .and_then(service::client_channel)
+    {
+        let _ = writeln!(
+            out,
+            "client         the {which} of a client of service shm:{svc}"
+        );
+    }
     let _ = writeln!(out, "segment size   {} bytes", f.total_len);
     let _ = writeln!(out, "buffered       {} messages", seg.buffered());
     let _ = writeln!(
@@ -95,9 +140,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = writeln!(out, "participants   none");
     }
     for p in parts {
+        let registry = service::is_registry(seg);
         let role = match (p.role, l.kind()) {
             (Some(Role::Sender), RingKind::Broadcast { .. }) => "publisher",
             (Some(Role::Receiver), RingKind::Broadcast { .. }) => "subscriber",
+            (Some(Role::Receiver), _) if registry => "server",
+            (Some(Role::Sender), _) if registry => "client",
             (role, _) => role.map_or("?", Role::name),
         };
         let _ = writeln!(
