@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use shmlane::codec::archive::{self, CopyBuf, Scratch};
 use shmlane::codec::sample::{Order, Status, Telemetry, Tick};
-use shmlane::ipc::{Builder, Bytes, Message, RingKind, Rkyv};
+use shmlane::ipc::{Builder, Bytes, Message, Policy, RingKind, Rkyv};
 use shmlane_shm::header::{offsets, HEADER_LEN};
 
 /// The top half of a `signal:` header word.
@@ -112,6 +112,34 @@ fn segment<M: Message>(
         .create::<M>()
         .unwrap();
     let _handles = in_use.then(|| use_it(&chan));
+    fs::read(&path).unwrap()
+}
+
+/// A real topic's bytes: fresh, or with a publisher and a subscriber
+/// attached, three messages published and one read.
+fn topic_segment<M: Message>(
+    dir: &Path,
+    policy: Policy,
+    in_use: bool,
+    publish: impl Fn(&shmlane::ipc::Publisher<M>, u64),
+) -> Vec<u8> {
+    let path = dir.join("topic");
+    let _ = fs::remove_file(&path);
+    let topic = Builder::new(&format!("file:{}", path.display()))
+        .unwrap()
+        .capacity(4)
+        .message_size(64)
+        .policy(policy)
+        .create_topic::<M>()
+        .unwrap();
+    let _handles = in_use.then(|| {
+        let (p, mut s) = (topic.publisher().unwrap(), topic.subscriber().unwrap());
+        for i in 0..3 {
+            publish(&p, i);
+        }
+        let _ = s.try_recv();
+        (p, s)
+    });
     fs::read(&path).unwrap()
 }
 
@@ -295,6 +323,46 @@ fn write_open_segment_seeds() {
                 let name = format!("real-{k}-{msg}-{state}");
                 fs::write(out.join(&name), segment_input(0, bytes.len(), &bytes)).unwrap();
                 bases.push((name, bytes));
+            }
+        }
+    }
+    // Topics (publish/subscribe) of both policies, fresh and in use (a
+    // publisher, a subscriber, three published and one read); the flags'
+    // bits 3 and up ask the fuzz target's subscriber for that much history.
+    for policy in [Policy::Block, Policy::Overwrite] {
+        let p = if policy == Policy::Block {
+            "block"
+        } else {
+            "overwrite"
+        };
+        for in_use in [false, true] {
+            let state = if in_use { "in-use" } else { "fresh" };
+            let segs = [
+                (
+                    "u64",
+                    topic_segment::<u64>(scratch, policy, in_use, |p, i| p.send(i).unwrap()),
+                ),
+                (
+                    "rkyv-order",
+                    topic_segment::<Rkyv<Order>>(scratch, policy, in_use, |p, i| {
+                        p.send(&Order::sample(i)).unwrap()
+                    }),
+                ),
+                (
+                    "bytes",
+                    topic_segment::<Bytes>(scratch, policy, in_use, |p, i| {
+                        p.send(&[i as u8; 5]).unwrap()
+                    }),
+                ),
+            ];
+            for (msg, bytes) in segs {
+                let name = format!("real-topic-{p}-{msg}-{state}");
+                fs::write(out.join(&name), segment_input(0, bytes.len(), &bytes)).unwrap();
+                fs::write(
+                    out.join(format!("{name}-history")),
+                    segment_input(2 << 3, bytes.len(), &bytes),
+                )
+                .unwrap();
             }
         }
     }

@@ -3,7 +3,9 @@
 //! be written through that mapping), then as a channel of each message
 //! kind, as `Builder::inherited` opens a memfd handed over by a parent,
 //! and, if it opens, attached to and used (senders and receivers of
-//! whichever ring it says it has). Every step must give a value or a typed
+//! whichever ring it says it has), and as a publish/subscribe topic of
+//! three kinds (subscriber with history, publisher, reads and writes).
+//! Every step must give a value or a typed
 //! error, never a panic, a hang or an access outside the mapping; messages
 //! received must fit the slot.
 //!
@@ -24,7 +26,9 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use shmlane::codec::sample::{Order, Tick};
-use shmlane::ipc::{Builder, Bytes, Channel, Message, Receiver, Rkyv, Role, Sender, Trust};
+use shmlane::ipc::{
+    Builder, Bytes, Channel, Message, Publisher, Receiver, Rkyv, Role, Sender, Subscriber, Trust,
+};
 use shmlane_shm::{OpenOptions, Segment};
 
 /// The largest segment tried: enough for every layout the seeds use and
@@ -36,6 +40,10 @@ const MAX_LEN: u64 = 1 << 20;
 trait Kind: Message + Sized {
     fn send(tx: &Sender<Self>, i: u64);
     fn recv(rx: &Receiver<Self>, max: usize);
+    /// Publishing on a topic (the kinds the target opens topics as).
+    fn publish(_: &Publisher<Self>, _: u64) {}
+    /// Receiving from a topic, in place and owned.
+    fn recv_topic(_: &mut Subscriber<Self>, _: usize) {}
 }
 
 impl Kind for u64 {
@@ -49,6 +57,13 @@ impl Kind for u64 {
         let _ = rx.try_recv_batch(&mut out, 3);
         assert!(out.len() <= 3);
     }
+    fn publish(p: &Publisher<Self>, i: u64) {
+        let _ = p.try_send(i);
+    }
+    fn recv_topic(sub: &mut Subscriber<Self>, _: usize) {
+        let _ = sub.try_recv();
+        let _ = sub.try_recv_ref().map(|v| *v);
+    }
 }
 
 impl Kind for Rkyv<Order> {
@@ -58,6 +73,15 @@ impl Kind for Rkyv<Order> {
     fn recv(rx: &Receiver<Self>, _: usize) {
         let _ = rx.try_recv();
         if let Ok(order) = rx.try_recv_ref() {
+            let _ = (order.symbol.len(), order.venue.len());
+        }
+    }
+    fn publish(p: &Publisher<Self>, i: u64) {
+        let _ = p.try_send(&Order::sample(i));
+    }
+    fn recv_topic(sub: &mut Subscriber<Self>, _: usize) {
+        let _ = sub.try_recv();
+        if let Ok(order) = sub.try_recv_ref() {
             let _ = (order.symbol.len(), order.venue.len());
         }
     }
@@ -88,6 +112,25 @@ impl Kind for Bytes {
             );
         }
         if let Ok(m) = rx.try_recv_ref() {
+            assert!(
+                m.len() <= max,
+                "a {}-byte message from a {max}-byte slot",
+                m.len()
+            );
+        }
+    }
+    fn publish(p: &Publisher<Self>, i: u64) {
+        let _ = p.try_send(&i.to_le_bytes());
+    }
+    fn recv_topic(sub: &mut Subscriber<Self>, max: usize) {
+        if let Ok(m) = sub.try_recv() {
+            assert!(
+                m.len() <= max,
+                "a {}-byte message from a {max}-byte slot",
+                m.len()
+            );
+        }
+        if let Ok(m) = sub.try_recv_ref() {
             assert!(
                 m.len() <= max,
                 "a {}-byte message from a {max}-byte slot",
@@ -208,6 +251,48 @@ fn use_channel<M: Kind>(chan: &Channel<M>, sender_first: bool) {
     }
 }
 
+/// Opens the segment as a publish/subscribe topic of kind `M` and uses
+/// it: a subscriber with history, a publisher if none lives, reads and
+/// writes. Messages read must fit the slot.
+fn open_topic_as<M: Kind>(fd: &OwnedFd, flags: u8) {
+    // SAFETY: as in `open_as`.
+    let dup = unsafe { libc::dup(fd.as_raw_fd()) };
+    assert!(dup >= 0);
+    let trust = if flags & 2 == 0 {
+        Trust::validate()
+    } else {
+        Trust::hostile()
+    };
+    // SAFETY: as in `open_as`.
+    let builder = unsafe { Builder::inherited(dup) }
+        .open_timeout(Duration::ZERO)
+        .trust(trust)
+        .history(u64::from(flags >> 3) as usize);
+    let Ok(topic) = builder.open_topic::<M>() else {
+        return;
+    };
+    let max = topic.max_message_len();
+    assert!(max <= topic.segment().layout().slot_size());
+    let _ = (topic.policy(), topic.max_subscribers(), topic.capacity());
+    let _ = topic.segment().topic().unread();
+    let sub = topic.subscriber();
+    let publisher = topic.publisher();
+    if let Ok(mut sub) = sub {
+        for _ in 0..3 {
+            M::recv_topic(&mut sub, max);
+        }
+        if let Ok(p) = &publisher {
+            for i in 0..3 {
+                M::publish(p, i);
+            }
+        }
+        for _ in 0..3 {
+            M::recv_topic(&mut sub, max);
+        }
+        let _ = sub.pending();
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
         return;
@@ -222,4 +307,7 @@ fuzz_target!(|data: &[u8]| {
     open_as::<Rkyv<Order>>(&fd, flags);
     open_as::<Rkyv<Tick>>(&fd, flags);
     open_as::<Bytes>(&fd, flags);
+    open_topic_as::<u64>(&fd, flags);
+    open_topic_as::<Rkyv<Order>>(&fd, flags);
+    open_topic_as::<Bytes>(&fd, flags);
 });

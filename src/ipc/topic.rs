@@ -77,6 +77,7 @@
 use std::error;
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::FromRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -211,6 +212,15 @@ impl Builder {
         };
         let seg = match &self.target {
             Target::Address(addr) => Segment::open(addr, &opts)?,
+            Target::Inherited(fd) => {
+                let seg = Segment::open_inherited(*fd, &opts);
+                // As in `open`: the inherited descriptor shares the parent's
+                // liveness locks, so it is closed whether or not this worked.
+                // SAFETY: `Builder::inherited`'s caller handed the descriptor
+                // over to be consumed; it is owned (and closed) once, here.
+                drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
+                seg?
+            }
             _ => return Err(OpenError::Os(not_a_segment())),
         };
         let layout = seg.layout();
@@ -242,7 +252,7 @@ impl Builder {
 fn not_a_segment() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidInput,
-        "a topic lives in shared memory: use a shm: or file: address",
+        "a topic lives in shared memory: use a shm: or file: address (or a memfd)",
     )
 }
 
