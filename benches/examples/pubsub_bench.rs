@@ -301,8 +301,58 @@ mod ice {
     use super::*;
     use iceoryx2::prelude::*;
 
+    type Factory =
+        iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
+    type Sub = iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>;
+    type Pub = iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>;
+
     fn node() -> Node<ipc::Service> {
         NodeBuilder::new().create::<ipc::Service>().unwrap()
+    }
+
+    /// A byte-slice publish/subscribe service: for latency as iceoryx2's
+    /// benchmark configures it (one subscriber, a buffer of one, safe
+    /// overflow), or for `subscribers` that must each get every message.
+    fn service(
+        node: &Node<ipc::Service>,
+        name: &str,
+        subscribers: usize,
+        buffer: usize,
+    ) -> Factory {
+        node.service_builder(&name.try_into().unwrap())
+            .publish_subscribe::<[u8]>()
+            .max_publishers(1)
+            .max_subscribers(subscribers)
+            .history_size(0)
+            .subscriber_max_buffer_size(buffer)
+            .enable_safe_overflow(buffer == 1)
+            .open_or_create()
+            .unwrap()
+    }
+
+    /// A publisher of `size`-byte slices; with `block`, it retries until
+    /// every subscriber has room.
+    fn publisher(svc: &Factory, size: usize, block: bool) -> Pub {
+        let b = svc.publisher_builder().initial_max_slice_len(size);
+        let b = if block {
+            b.backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        } else {
+            b
+        };
+        b.create().unwrap()
+    }
+
+    /// A subscriber of the existing service `name`, in a node of its own
+    /// (kept alive with it).
+    fn subscriber(name: &str) -> (Node<ipc::Service>, Sub) {
+        let node = node();
+        let svc = node
+            .service_builder(&name.try_into().unwrap())
+            .publish_subscribe::<[u8]>()
+            .open()
+            .unwrap();
+        let sub = svc.subscriber_builder().create().unwrap();
+        (node, sub)
     }
 
     /// One-way latency through two services (ping, pong), ns; configured
@@ -316,24 +366,9 @@ mod ice {
             let h = std::thread::spawn(move || {
                 pin(1);
                 let node = node();
-                let svc = |name: &str| {
-                    node.service_builder(&name.try_into().unwrap())
-                        .publish_subscribe::<[u8]>()
-                        .max_publishers(1)
-                        .max_subscribers(1)
-                        .history_size(0)
-                        .subscriber_max_buffer_size(1)
-                        .enable_safe_overflow(true)
-                        .open_or_create()
-                        .unwrap()
-                };
-                let (s_ping, s_pong) = (svc(&ping), svc(&pong));
+                let (s_ping, s_pong) = (service(&node, &ping, 1, 1), service(&node, &pong, 1, 1));
                 let sub = s_ping.subscriber_builder().create().unwrap();
-                let publ = s_pong
-                    .publisher_builder()
-                    .initial_max_slice_len(size)
-                    .create()
-                    .unwrap();
+                let publ = publisher(&s_pong, size, false);
                 r2.wait();
                 for _ in 0..PINGS {
                     while sub.receive().unwrap().is_none() {
@@ -347,23 +382,8 @@ mod ice {
         };
         pin(0);
         let node = node();
-        let svc = |name: &str| {
-            node.service_builder(&name.try_into().unwrap())
-                .publish_subscribe::<[u8]>()
-                .max_publishers(1)
-                .max_subscribers(1)
-                .history_size(0)
-                .subscriber_max_buffer_size(1)
-                .enable_safe_overflow(true)
-                .open_or_create()
-                .unwrap()
-        };
-        let (s_ping, s_pong) = (svc(&ping), svc(&pong));
-        let publ = s_ping
-            .publisher_builder()
-            .initial_max_slice_len(size)
-            .create()
-            .unwrap();
+        let (s_ping, s_pong) = (service(&node, &ping, 1, 1), service(&node, &pong, 1, 1));
+        let publ = publisher(&s_ping, size, false);
         let sub = s_pong.subscriber_builder().create().unwrap();
         peer.1.wait();
         let start = Instant::now();
@@ -383,22 +403,8 @@ mod ice {
     pub fn fanout_latency(size: usize, n: usize) -> f64 {
         let name = unique("fanlat");
         let node = node();
-        let svc = node
-            .service_builder(&name.as_str().try_into().unwrap())
-            .publish_subscribe::<[u8]>()
-            .max_publishers(1)
-            .max_subscribers(n)
-            .history_size(0)
-            .subscriber_max_buffer_size(16)
-            .enable_safe_overflow(false)
-            .create()
-            .unwrap();
-        let publ = svc
-            .publisher_builder()
-            .initial_max_slice_len(size)
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .create()
-            .unwrap();
+        let svc = service(&node, &name, n, 16);
+        let publ = publisher(&svc, size, true);
         let (epoch, acks) = (Instant::now(), Arc::new(AtomicU64::new(0)));
         let subs: Vec<_> = (0..n)
             .map(|i| {
@@ -408,13 +414,7 @@ mod ice {
                 let r2 = Arc::clone(&ready);
                 let h = std::thread::spawn(move || {
                     pin((i + 1) % 2);
-                    let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
-                    let svc = node
-                        .service_builder(&name.as_str().try_into().unwrap())
-                        .publish_subscribe::<[u8]>()
-                        .open()
-                        .unwrap();
-                    let sub = svc.subscriber_builder().create().unwrap();
+                    let (_node, sub) = subscriber(&name);
                     r2.wait();
                     lat_subscriber(epoch, &acks, n > 1, || {
                         sub.receive().unwrap().map(|sample| {
@@ -444,22 +444,8 @@ mod ice {
     pub fn fanout(size: usize, n: usize) -> f64 {
         let name = unique("fan");
         let node = node();
-        let svc = node
-            .service_builder(&name.as_str().try_into().unwrap())
-            .publish_subscribe::<[u8]>()
-            .max_publishers(1)
-            .max_subscribers(n)
-            .history_size(0)
-            .subscriber_max_buffer_size(256)
-            .enable_safe_overflow(false)
-            .create()
-            .unwrap();
-        let publ = svc
-            .publisher_builder()
-            .initial_max_slice_len(size)
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .create()
-            .unwrap();
+        let svc = service(&node, &name, n, 256);
+        let publ = publisher(&svc, size, true);
         let go = Arc::new(Barrier::new(n + 1));
         let subs: Vec<_> = (0..n)
             .map(|i| {
@@ -469,13 +455,7 @@ mod ice {
                 let r2 = Arc::clone(&ready);
                 let h = std::thread::spawn(move || {
                     pin((i + 1) % 2);
-                    let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
-                    let svc = node
-                        .service_builder(&name.as_str().try_into().unwrap())
-                        .publish_subscribe::<[u8]>()
-                        .open()
-                        .unwrap();
-                    let sub = svc.subscriber_builder().create().unwrap();
+                    let (_node, sub) = subscriber(&name);
                     r2.wait();
                     go.wait();
                     let mut got = 0;

@@ -197,7 +197,9 @@ fn inspect(fd: &OwnedFd) {
     assert!(seg.check_intact());
 }
 
-fn open_as<M: Kind>(fd: &OwnedFd, flags: u8) {
+/// A builder for the segment in `fd`, as a child opens an inherited
+/// memfd, with the trust the flags ask for.
+fn inherited(fd: &OwnedFd, flags: u8) -> Builder {
     // SAFETY: dup of our own descriptor gives a new one nothing else owns;
     // `open` consumes (closes) it, once.
     let dup = unsafe { libc::dup(fd.as_raw_fd()) };
@@ -208,12 +210,15 @@ fn open_as<M: Kind>(fd: &OwnedFd, flags: u8) {
         Trust::hostile()
     };
     // SAFETY: as above.
-    let builder = unsafe { Builder::inherited(dup) }
+    unsafe { Builder::inherited(dup) }
         // No creator holds the lock: a segment that is not READY is
         // refused at once instead of after the usual grace period.
         .open_timeout(Duration::ZERO)
-        .trust(trust);
-    let Ok(chan) = builder.open::<M>() else {
+        .trust(trust)
+}
+
+fn open_as<M: Kind>(fd: &OwnedFd, flags: u8) {
+    let Ok(chan) = inherited(fd, flags).open::<M>() else {
         return;
     };
     use_channel(&chan, flags & 4 != 0);
@@ -255,19 +260,7 @@ fn use_channel<M: Kind>(chan: &Channel<M>, sender_first: bool) {
 /// it: a subscriber with history, a publisher if none lives, reads and
 /// writes. Messages read must fit the slot.
 fn open_topic_as<M: Kind>(fd: &OwnedFd, flags: u8) {
-    // SAFETY: as in `open_as`.
-    let dup = unsafe { libc::dup(fd.as_raw_fd()) };
-    assert!(dup >= 0);
-    let trust = if flags & 2 == 0 {
-        Trust::validate()
-    } else {
-        Trust::hostile()
-    };
-    // SAFETY: as in `open_as`.
-    let builder = unsafe { Builder::inherited(dup) }
-        .open_timeout(Duration::ZERO)
-        .trust(trust)
-        .history(u64::from(flags >> 3) as usize);
+    let builder = inherited(fd, flags).history(usize::from(flags >> 3));
     let Ok(topic) = builder.open_topic::<M>() else {
         return;
     };

@@ -275,40 +275,8 @@ impl Builder {
                 "a broadcast ring is a topic, not a channel: use Builder::create_topic",
             )));
         }
-        let (needed, slot_align) = slot_shape::<M>(self.kind, self.message_len::<M>(self.kind));
-        let slot_size = self
-            .slot_size
-            .unwrap_or_else(|| whole_lines::<M>(self.kind, self.capacity, needed, slot_align));
-        if slot_size < needed {
-            return Err(CreateError::SlotTooSmall {
-                asked: slot_size,
-                needed,
-            });
-        }
-        let spec = Spec {
-            kind: self.kind,
-            capacity: self.capacity,
-            slot_size,
-            slot_align,
-            ty: type_info::<M>(),
-        };
-        let seg = match &self.target {
-            Target::Address(addr) => {
-                let opts = CreateOptions {
-                    mode: self.mode,
-                    keep: self.keep,
-                };
-                Segment::create(addr, &spec, &opts)?
-            }
-            Target::Memfd => Segment::create_memfd(&spec)?,
-            Target::Inherited(_) => {
-                return Err(CreateError::Os(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "an inherited channel already exists: use open()",
-                )))
-            }
-            Target::Frames(addr) => return Err(CreateError::Os(frames_only(addr))),
-        };
+        let seg =
+            self.create_segment::<M>(self.kind, "an inherited channel already exists: use open()")?;
         Ok(Channel::new(seg, self.strategy, self.trust))
     }
 
@@ -320,6 +288,65 @@ impl Builder {
     /// [`OpenError`]: not found, permission denied, not a shmlane segment,
     /// another message type, not ready, corrupted...
     pub fn open<M: Message>(&self) -> Result<Channel<M>, OpenError> {
+        let seg = self.open_segment::<M>()?;
+        if let RingKind::Broadcast { .. } = seg.layout().kind() {
+            return Err(OpenError::LayoutMismatch {
+                field: "ring kind",
+                detail: "the segment is a topic (publish/subscribe), not a channel: \
+                         open it with Builder::open_topic"
+                    .into(),
+            });
+        }
+        Ok(Channel::new(seg, self.strategy, self.trust))
+    }
+
+    /// Creates the segment of a ring of `kind` for messages of kind `M`
+    /// (a channel's or a topic's), at this builder's target. `inherited`
+    /// is the error for an inherited target, which already exists.
+    pub(super) fn create_segment<M: Message>(
+        &self,
+        kind: RingKind,
+        inherited: &'static str,
+    ) -> Result<Segment, CreateError> {
+        let (needed, slot_align) = slot_shape::<M>(kind, self.message_len::<M>(kind));
+        let slot_size = self
+            .slot_size
+            .unwrap_or_else(|| whole_lines::<M>(kind, self.capacity, needed, slot_align));
+        if slot_size < needed {
+            return Err(CreateError::SlotTooSmall {
+                asked: slot_size,
+                needed,
+            });
+        }
+        let spec = Spec {
+            kind,
+            capacity: self.capacity,
+            slot_size,
+            slot_align,
+            ty: type_info::<M>(),
+        };
+        Ok(match &self.target {
+            Target::Address(addr) => {
+                let opts = CreateOptions {
+                    mode: self.mode,
+                    keep: self.keep,
+                };
+                Segment::create(addr, &spec, &opts)?
+            }
+            Target::Memfd => Segment::create_memfd(&spec)?,
+            Target::Inherited(_) => {
+                return Err(CreateError::Os(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    inherited,
+                )))
+            }
+            Target::Frames(addr) => return Err(CreateError::Os(frames_only(addr))),
+        })
+    }
+
+    /// Opens the segment at this builder's target for messages of kind
+    /// `M` (a channel's or a topic's), checking its type and slot shape.
+    pub(super) fn open_segment<M: Message>(&self) -> Result<Segment, OpenError> {
         // The process's one-time barrier registration, at creation rather
         // than in the first wait (see `shmlane_semaphore::prepare_barriers`).
         shmlane_semaphore::prepare_barriers();
@@ -345,42 +372,40 @@ impl Builder {
                 }
                 Target::Memfd => return Err(OpenError::Os(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "a memfd channel has no name to open: use Builder::inherited(fd) in the child",
+                    "a memfd segment has no name to open: use Builder::inherited(fd) in the child",
                 ))),
                 Target::Frames(addr) => return Err(OpenError::Os(frames_only(addr))),
             };
-        // The fingerprint says which type the segment carries, but anyone
-        // can forge it: the slots must also have exactly the shape this side
-        // will read and write, or a hostile creator could make us access
-        // memory past a slot (or past the mapping).
-        let layout = seg.layout();
-        if let RingKind::Broadcast { .. } = layout.kind() {
-            return Err(OpenError::LayoutMismatch {
-                field: "ring kind",
-                detail: "the segment is a topic (publish/subscribe), not a channel: \
-                         open it with Builder::open_topic"
-                    .into(),
-            });
-        }
-        // Messages of varying length need room for the length word and at
-        // least one byte; fixed-length ones need exactly their size.
-        let shape = slot_shape::<M>(layout.kind(), M::fixed_len().unwrap_or(1));
-        // Alignments are powers of two, so "at least" means "a multiple".
-        if layout.slot_size() < shape.0 || layout.slot_align() < shape.1 {
-            return Err(OpenError::LayoutMismatch {
-                field: "slot size",
-                detail: format!(
-                    "{} bytes aligned to {}, but `{}` needs at least {} aligned to {}",
-                    layout.slot_size(),
-                    layout.slot_align(),
-                    M::display_name(),
-                    shape.0,
-                    shape.1
-                ),
-            });
-        }
-        Ok(Channel::new(seg, self.strategy, self.trust))
+        check_slots::<M>(&seg)?;
+        Ok(seg)
     }
+}
+
+/// Whether `seg`'s slots have the shape messages of kind `M` need.
+fn check_slots<M: Message>(seg: &Segment) -> Result<(), OpenError> {
+    // The fingerprint says which type the segment carries, but anyone
+    // can forge it: the slots must also have exactly the shape this side
+    // will read and write, or a hostile creator could make us access
+    // memory past a slot (or past the mapping).
+    let layout = seg.layout();
+    // Messages of varying length need room for the length word and at
+    // least one byte; fixed-length ones need exactly their size.
+    let shape = slot_shape::<M>(layout.kind(), M::fixed_len().unwrap_or(1));
+    // Alignments are powers of two, so "at least" means "a multiple".
+    if layout.slot_size() < shape.0 || layout.slot_align() < shape.1 {
+        return Err(OpenError::LayoutMismatch {
+            field: "slot size",
+            detail: format!(
+                "{} bytes aligned to {}, but `{}` needs at least {} aligned to {}",
+                layout.slot_size(),
+                layout.slot_align(),
+                M::display_name(),
+                shape.0,
+                shape.1
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The error of `create`/`open` on an address served by a kernel

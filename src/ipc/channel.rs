@@ -4,9 +4,8 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use shmlane_ring::{mpmc, spsc};
 use shmlane_semaphore::WaitStrategy;
@@ -105,20 +104,13 @@ impl<M: Message> Channel<M> {
             });
         }
         let attachment = self.seg.attach(role, needs == RingKind::Spsc)?;
-        let meta = meta_len::<M>(needs);
-        Ok(Side {
-            att: attachment,
-            strategy: self.strategy,
-            trust: self.trust,
-            meta,
-            // Length words have 32 bits (flags above them).
-            cap: (self.seg.layout().slot_size() - meta).min(u32::MAX as usize),
-            epoch: Instant::now(),
-            last_probe: AtomicU64::new(0),
-            last_reap: AtomicU64::new(0),
-            corrupted: AtomicBool::new(false),
-            copies: Mutex::new(Vec::new()),
-        })
+        Ok(Side::new(
+            attachment,
+            self.strategy,
+            self.trust,
+            meta_len::<M>(needs),
+            self.seg.layout().slot_size(),
+        ))
     }
 
     pub(super) fn region(&self) -> (std::ptr::NonNull<u8>, usize) {

@@ -34,6 +34,30 @@ pub(super) struct Side {
 }
 
 impl Side {
+    /// A handle's side: `meta` bytes of length word in front of each
+    /// message in slots of `slot_size` bytes.
+    pub(super) fn new(
+        att: Attachment,
+        strategy: WaitStrategy,
+        trust: Trust,
+        meta: usize,
+        slot_size: usize,
+    ) -> Self {
+        Self {
+            att,
+            strategy,
+            trust,
+            meta,
+            // Length words have 32 bits (flags above them).
+            cap: (slot_size - meta).min(u32::MAX as usize),
+            epoch: Instant::now(),
+            last_probe: AtomicU64::new(0),
+            last_reap: AtomicU64::new(0),
+            corrupted: AtomicBool::new(false),
+            copies: Mutex::new(Vec::new()),
+        }
+    }
+
     #[inline]
     pub(super) fn seg(&self) -> &Segment {
         self.att.segment()

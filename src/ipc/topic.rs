@@ -77,9 +77,7 @@
 use std::error;
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::FromRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,13 +86,12 @@ use shmlane_ring::broadcast::{self, ReadError};
 use shmlane_ring::CURSORS;
 use shmlane_semaphore::{Phase, WaitStrategy};
 
-use super::builder::{meta_len, slot_shape, type_info, whole_lines, Target};
+use super::builder::{meta_len, Target};
 use super::port::{Failed, Tried};
 use super::{
     AttachError, Builder, CreateError, EncodeError, InvalidMessage, Message, OpenError, RingKind,
     Role, Segment, Side, Trust, STEP,
 };
-use shmlane_shm::{CreateOptions, OpenOptions, Spec};
 
 /// What a topic's publisher does when a subscriber has not read the
 /// oldest message the ring holds (see the [module docs](self)).
@@ -164,34 +161,11 @@ impl Builder {
             ));
         }
         let kind = self.topic_kind();
-        let (needed, slot_align) = slot_shape::<M>(kind, self.message_len::<M>(kind));
-        let slot_size = self
-            .slot_size
-            .unwrap_or_else(|| whole_lines::<M>(kind, self.capacity, needed, slot_align));
-        if slot_size < needed {
-            return Err(CreateError::SlotTooSmall {
-                asked: slot_size,
-                needed,
-            });
+        if !matches!(self.target, Target::Address(_) | Target::Memfd) {
+            return Err(CreateError::Os(not_a_segment()));
         }
-        let spec = Spec {
-            kind,
-            capacity: self.capacity,
-            slot_size,
-            slot_align,
-            ty: type_info::<M>(),
-        };
-        let seg = match &self.target {
-            Target::Address(addr) => {
-                let opts = CreateOptions {
-                    mode: self.mode,
-                    keep: self.keep,
-                };
-                Segment::create(addr, &spec, &opts)?
-            }
-            Target::Memfd => Segment::create_memfd(&spec)?,
-            _ => return Err(CreateError::Os(not_a_segment())),
-        };
+        let seg =
+            self.create_segment::<M>(kind, "an inherited topic already exists: use open_topic()")?;
         Ok(Topic::new(seg, self))
     }
 
@@ -203,48 +177,16 @@ impl Builder {
     /// As [`open`](Self::open); a segment that is a channel, not a topic,
     /// is [`OpenError::LayoutMismatch`] on the ring kind.
     pub fn open_topic<M: Message>(&self) -> Result<Topic<M>, OpenError> {
-        shmlane_semaphore::prepare_barriers();
-        let opts = OpenOptions {
-            ready_timeout: self.open_timeout,
-            allow_group_write: self.allow_group_write,
-            ty: Some(type_info::<M>()),
-            ..OpenOptions::default()
-        };
-        let seg = match &self.target {
-            Target::Address(addr) => Segment::open(addr, &opts)?,
-            Target::Inherited(fd) => {
-                let seg = Segment::open_inherited(*fd, &opts);
-                // As in `open`: the inherited descriptor shares the parent's
-                // liveness locks, so it is closed whether or not this worked.
-                // SAFETY: `Builder::inherited`'s caller handed the descriptor
-                // over to be consumed; it is owned (and closed) once, here.
-                drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
-                seg?
-            }
-            _ => return Err(OpenError::Os(not_a_segment())),
-        };
-        let layout = seg.layout();
-        let RingKind::Broadcast { .. } = layout.kind() else {
+        if let Target::Frames(_) = self.target {
+            return Err(OpenError::Os(not_a_segment()));
+        }
+        let seg = self.open_segment::<M>()?;
+        let RingKind::Broadcast { .. } = seg.layout().kind() else {
             return Err(OpenError::LayoutMismatch {
                 field: "ring kind",
                 detail: "the segment is a channel, not a topic: open it with Builder::open".into(),
             });
         };
-        // As in `open`: the slots must have the shape this side reads.
-        let shape = slot_shape::<M>(layout.kind(), M::fixed_len().unwrap_or(1));
-        if layout.slot_size() < shape.0 || layout.slot_align() < shape.1 {
-            return Err(OpenError::LayoutMismatch {
-                field: "slot size",
-                detail: format!(
-                    "{} bytes aligned to {}, but `{}` needs at least {} aligned to {}",
-                    layout.slot_size(),
-                    layout.slot_align(),
-                    M::display_name(),
-                    shape.0,
-                    shape.1
-                ),
-            });
-        }
         Ok(Topic::new(seg, self))
     }
 }
@@ -334,19 +276,13 @@ impl<M: Message> Topic<M> {
             }
             other => other?,
         };
-        let meta = meta_len::<M>(self.seg.layout().kind());
-        Ok(Side {
+        Ok(Side::new(
             att,
-            strategy: self.strategy,
-            trust: self.trust,
-            meta,
-            cap: (self.seg.layout().slot_size() - meta).min(u32::MAX as usize),
-            epoch: Instant::now(),
-            last_probe: AtomicU64::new(0),
-            last_reap: AtomicU64::new(0),
-            corrupted: AtomicBool::new(false),
-            copies: Mutex::new(Vec::new()),
-        })
+            self.strategy,
+            self.trust,
+            meta_len::<M>(self.seg.layout().kind()),
+            self.seg.layout().slot_size(),
+        ))
     }
 
     /// The topic's publisher: one live one at a time, in any process. A
