@@ -4,7 +4,7 @@
 //! elapsed / (2 * round trips)).
 //!
 //! ```text
-//! cargo run --release -p shmlane-benches --features iceoryx2 --example pubsub_bench [ROUNDS]
+//! cargo run --release -p shmlane-benches --features iceoryx2 --example pubsub_bench [ROUNDS] [FILTER]
 //! ```
 //!
 //! Without the `iceoryx2` feature only shmlane's rows run. Rows, each the
@@ -287,8 +287,9 @@ mod shm {
         let buf = vec![0u8; size];
         let start = Instant::now();
         for _ in 0..CALLS {
-            let answer = client.call(&buf).unwrap();
-            assert_eq!(answer.len(), size);
+            // Read in place, as iceoryx2's client reads its response.
+            let len = client.call_with(&buf, <[u8]>::len).unwrap();
+            assert_eq!(len, size);
         }
         let ns = start.elapsed().as_nanos() as f64 / CALLS as f64;
         peer.join().unwrap();
@@ -616,13 +617,15 @@ fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
         .map_or(3, |s| s.parse().expect("ROUNDS"));
+    // Only the rows whose name contains FILTER, if given.
+    let filter = std::env::args().nth(2).unwrap_or_default();
     let before = floor();
     println!("floor before: {before:.0} ns one way (CPUs 0 and 1)");
     println!(
         "{:<28} {:>14} {:>14} {:>10}",
         "row (median of rounds)", "shmlane", "iceoryx2", "shm/ice"
     );
-    for (name, unit, ours, theirs) in rows() {
+    for (name, unit, ours, theirs) in rows().into_iter().filter(|r| r.0.contains(&filter)) {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             a.push(ours());
