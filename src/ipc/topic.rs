@@ -682,9 +682,12 @@ impl<M: Message> Subscriber<M> {
 
     /// Reads the next message, waiting until `deadline`.
     fn next(&mut self, deadline: Option<Instant>, wait: bool) -> Result<Found, TopicRecvError> {
+        // A `try_` receive is one attempt, probing for a dead publisher.
+        if !wait {
+            return self.attempt(true);
+        }
         match self.attempt(false) {
-            Err(TopicRecvError::Empty) if wait => {}
-            Err(TopicRecvError::Empty) => return self.attempt(true),
+            Err(TopicRecvError::Empty) => {}
             done => return done,
         }
         let strategy = self.side.strategy;
