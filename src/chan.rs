@@ -174,8 +174,8 @@ impl<T> Chan<T> {
     fn send_slow(&self, msg: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         let mut pending = Some(msg);
         let waited = self
-            .strategy
-            .wait_phased(&self.not_full, deadline, SAFETY_STEP, |phase| {
+            .not_full
+            .wait_phased(&self.strategy, deadline, SAFETY_STEP, |phase| {
                 let msg = pending.take()?;
                 match self.try_send(msg, phase == Phase::Park) {
                     Ok(()) => Some(Ok(())),
@@ -207,8 +207,8 @@ impl<T> Chan<T> {
     #[cold]
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let waited = self
-            .strategy
-            .wait_phased(&self.not_empty, deadline, SAFETY_STEP, |phase| {
+            .not_empty
+            .wait_phased(&self.strategy, deadline, SAFETY_STEP, |phase| {
                 match self.try_recv(phase == Phase::Park) {
                     Ok(msg) => Some(Ok(msg)),
                     Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
@@ -463,8 +463,8 @@ impl<T> Counted<List<T>> {
 
     #[cold]
     fn recv_slow(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        self.strategy
-            .wait_phased(&self.not_empty, deadline, SAFETY_STEP, |_| {
+        self.not_empty
+            .wait_phased(&self.strategy, deadline, SAFETY_STEP, |_| {
                 match self.try_recv() {
                     Ok(msg) => Some(Ok(msg)),
                     Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),

@@ -28,7 +28,11 @@ use loom::sync::Mutex;
 #[cfg(not(shmlane_loom))]
 use std::sync::Mutex;
 
-use shmlane_semaphore::WaitStrategy;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use shmlane_semaphore::{Phase, TimedOut, WaitStrategy};
 
 use crate::sync::{AtomicUsize, Ordering};
 
@@ -39,6 +43,9 @@ pub struct Event {
     /// eventcount's line).
     tasks: AtomicUsize,
     list: Mutex<Vec<(u64, Waker)>>,
+    /// Threads in the spin phase of a wait on this event. On its own line:
+    /// waiters change it, and notifiers must not miss on it.
+    spinning: CachePadded<AtomicUsize>,
 }
 
 impl Deref for Event {
@@ -62,6 +69,7 @@ impl Event {
             ec: EventCount::new(),
             tasks: AtomicUsize::new(0),
             list: Mutex::new(Vec::new()),
+            spinning: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
@@ -88,12 +96,74 @@ impl Event {
         }
     }
 
+    /// Waits for `cond` as `strategy` says ([`WaitStrategy::wait_phased`]),
+    /// except that a thread spins only while fewer threads spin on this
+    /// event than the process has CPUs. Past that, spinning mostly takes
+    /// CPU time from the thread that would make `cond` true: four
+    /// producers on a full `bounded(1)` and its consumer, all on one CPU,
+    /// took 9.5 s for 200,000 messages with every producer spinning, and
+    /// 0.05-0.1 s with one (crossbeam-channel: 3.0 s). The others go
+    /// straight to yielding, then parking. (One spinner per CPU less one
+    /// cost the two-CPU MPMC rows up to 1.5x.)
+    pub fn wait_phased<R>(
+        &self,
+        strategy: &WaitStrategy,
+        deadline: Option<Instant>,
+        step: Option<Duration>,
+        mut cond: impl FnMut(Phase) -> Option<R>,
+    ) -> Result<R, TimedOut> {
+        if cfg!(shmlane_loom) || strategy.spin() == 0 {
+            return strategy.wait_phased(&self.ec, deadline, step, cond);
+        }
+        // Relaxed: a count for a heuristic; it orders nothing.
+        if self.spinning.fetch_add(1, Ordering::Relaxed) >= spinners_allowed() {
+            self.spinning.fetch_sub(1, Ordering::Relaxed);
+            return strategy
+                .with_spin(0)
+                .wait_phased(&self.ec, deadline, step, cond);
+        }
+        // Counted until the first check after the spin phase (or a return
+        // or unwind from it).
+        let mut counted = Spinning(Some(&self.spinning));
+        strategy.wait_phased(&self.ec, deadline, step, |phase| {
+            if phase != Phase::Spin {
+                counted.end();
+            }
+            cond(phase)
+        })
+    }
+
     /// Parked threads and listed tasks (a diagnostic, for tests).
     pub fn waiters(&self) -> u32 {
         // Relaxed: a snapshot.
         let tasks = self.tasks.load(Ordering::Relaxed) as u32;
         self.ec.waiters() + tasks
     }
+}
+
+/// A thread counted in [`Event`]'s `spinning` until `end` or drop.
+struct Spinning<'a>(Option<&'a AtomicUsize>);
+
+impl Spinning<'_> {
+    fn end(&mut self) {
+        if let Some(count) = self.0.take() {
+            // Relaxed: see `Event::wait_phased`.
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Spinning<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// How many threads may spin on one event at once: one per CPU this
+/// process may run on.
+fn spinners_allowed() -> usize {
+    static ALLOWED: OnceLock<usize> = OnceLock::new();
+    *ALLOWED.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Event {
@@ -271,5 +341,50 @@ impl TaskWait {
                 ev.notify_one_local();
             }
         }
+    }
+}
+
+#[cfg(all(test, not(shmlane_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spinners_are_counted_out_on_every_way_out_of_a_wait() {
+        let event = Event::new();
+        let strategy = WaitStrategy::default().with_yields(1);
+        // Met while spinning.
+        assert_eq!(event.wait_phased(&strategy, None, None, |_| Some(1)), Ok(1));
+        // Met after the spin phase.
+        let r = event.wait_phased(&strategy, None, None, |p| (p != Phase::Spin).then_some(2));
+        assert_eq!(r, Ok(2));
+        // Timed out.
+        let past = Instant::now();
+        assert_eq!(
+            event.wait_phased(&strategy, Some(past), None, |_| None::<()>),
+            Err(TimedOut)
+        );
+        // Unwound from the check while spinning.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = event.wait_phased(&strategy, None, None, |_| -> Option<()> {
+                panic!("check failed")
+            });
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(event.spinning.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_waiter_past_the_spinner_limit_still_gets_its_condition() {
+        let event = Event::new();
+        event.spinning.store(spinners_allowed(), Ordering::Relaxed);
+        let mut checks = 0;
+        let r = event.wait_phased(&WaitStrategy::default(), None, None, |p| {
+            checks += 1;
+            // It never spins: its first check comes after a yield.
+            assert_ne!(p, Phase::Spin);
+            (checks == 3).then_some(())
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(event.spinning.load(Ordering::Relaxed), spinners_allowed());
     }
 }

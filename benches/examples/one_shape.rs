@@ -1,6 +1,6 @@
 //! One shape on one crate, for profiling and syscall counts:
 //! `one_shape shmlane|crossbeam bounded|bounded0|bounded1|unbounded SHAPE MESSAGES RUNS`
-use shmlane_benches::shapes::{run, Flavor, Shape};
+use shmlane_benches::shapes::{floor_probe, run, Flavor, Shape};
 use shmlane_benches::Impl;
 
 fn main() {
@@ -26,9 +26,16 @@ fn main() {
     };
     let messages: usize = a[3].parse().unwrap();
     let runs: usize = a[4].parse().unwrap();
+    let before = floor_probe();
     let mut times: Vec<_> = (0..runs)
         .map(|_| run(which, flavor, shape, messages))
         .collect();
     times.sort();
-    println!("median {:?}", times[runs / 2]);
+    let after = floor_probe();
+    println!(
+        "median {:?} floor {}/{} ns",
+        times[runs / 2],
+        before.as_nanos(),
+        after.as_nanos()
+    );
 }

@@ -249,13 +249,21 @@ pub struct ShapeRow {
     pub flavor: Flavor,
     /// The shape.
     pub shape: Shape,
-    /// Median wall time over shmlane.
+    /// Median wall time over shmlane, in the rounds kept.
     pub shmlane: Duration,
-    /// Median wall time over crossbeam-channel.
+    /// Median wall time over crossbeam-channel, in the rounds kept.
     pub crossbeam: Duration,
-    /// The hardware floor (see [`floor_probe`]) just before and just
-    /// after the row's runs.
-    pub floor: [Duration; 2],
+    /// The hardware floor (see [`floor_probe`]) of the rounds kept: the
+    /// median of their probes.
+    pub floor: Duration,
+    /// Rounds (one run of each crate) kept: made on one placement, the
+    /// same for every round kept.
+    pub kept: usize,
+    /// Rounds made.
+    pub made: usize,
+    /// Whether no round had one placement from start to end, so that the
+    /// rounds kept are all of them, on mixed placements.
+    pub mixed: bool,
 }
 
 impl ShapeRow {
@@ -264,14 +272,14 @@ impl ShapeRow {
     pub fn ratio(&self) -> f64 {
         self.crossbeam.as_secs_f64() / self.shmlane.as_secs_f64()
     }
+}
 
-    /// Whether the floor moved by more than half during the row: the
-    /// VM's two CPUs changed placement (SMT siblings or not), so the
-    /// row's runs were not all made on the same hardware.
-    pub fn placement_moved(&self) -> bool {
-        let [a, b] = self.floor.map(|d| d.as_secs_f64());
-        a.max(b) > 1.5 * a.min(b)
-    }
+/// Whether two floors tell the same placement (neither is more than half
+/// again the other): the VM's two CPUs are SMT siblings or not, and
+/// every cross-thread time depends on which.
+fn same_placement(a: Duration, b: Duration) -> bool {
+    let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+    a.max(b) <= 1.5 * a.min(b)
 }
 
 /// Round trips of one cache line between a thread on CPU 0 and one on
@@ -327,14 +335,30 @@ pub fn floor_probe() -> Duration {
     median(&mut per_trip)
 }
 
-/// Runs every row `runs` times per crate, alternating crates (and which
-/// goes first) from run to run, and keeps the medians.
+/// One round of a row: a run of each crate, bracketed by floor probes.
+struct Round {
+    shmlane: Duration,
+    crossbeam: Duration,
+    /// The median of the three probes (before, between, after).
+    floor: Duration,
+    /// Whether the three probes agree on the placement.
+    steady: bool,
+}
+
+/// Runs every row over both crates in rounds (one run of each, which goes
+/// first alternating) with a floor probe before, between and after the
+/// two runs. A round whose probes disagree (the CPUs changed placement
+/// during it) is dropped and made again, up to `3 * runs` rounds in all;
+/// of the rounds left, the row keeps those of the placement most of them
+/// had, and compares the medians of those: ratios only between runs made
+/// on the same hardware.
 pub fn compare(
     rows: &[(Flavor, Shape)],
     messages: usize,
     runs: usize,
     mut progress: impl FnMut(),
 ) -> Vec<ShapeRow> {
+    let runs = runs.max(1);
     // A process's first large allocation and first threads cost more than
     // later ones (fresh pages, the allocator's thresholds): warm both crates
     // up on the array and list channels at this size, untimed, so that the
@@ -351,58 +375,89 @@ pub fn compare(
     }
     rows.iter()
         .map(|&(flavor, shape)| {
-            let before = floor_probe();
-            let mut ours = Vec::with_capacity(runs);
-            let mut theirs = Vec::with_capacity(runs);
-            for r in 0..runs {
-                let order = if r % 2 == 0 {
+            let mut rounds: Vec<Round> = Vec::new();
+            while rounds.iter().filter(|r| r.steady).count() < runs && rounds.len() < 3 * runs {
+                let order = if rounds.len() % 2 == 0 {
                     [Impl::Shmlane, Impl::Crossbeam]
                 } else {
                     [Impl::Crossbeam, Impl::Shmlane]
                 };
+                let mut probes = vec![floor_probe()];
+                let mut times = [Duration::ZERO; 2];
                 for which in order {
-                    let t = run(which, flavor, shape, messages);
-                    match which {
-                        Impl::Shmlane => ours.push(t),
-                        Impl::Crossbeam => theirs.push(t),
+                    times[which as usize] = run(which, flavor, shape, messages);
+                    probes.push(floor_probe());
+                    if rounds.len() < runs {
+                        progress();
                     }
-                    progress();
                 }
+                let steady = same_placement(
+                    *probes.iter().min().expect("probes"),
+                    *probes.iter().max().expect("probes"),
+                );
+                rounds.push(Round {
+                    shmlane: times[Impl::Shmlane as usize],
+                    crossbeam: times[Impl::Crossbeam as usize],
+                    floor: median(&mut probes),
+                    steady,
+                });
             }
+            let made = rounds.len();
+            let mixed = !rounds.iter().any(|r| r.steady);
+            if !mixed {
+                rounds.retain(|r| r.steady);
+                // The placement most rounds had: the rounds whose floor is
+                // within half again the lowest, or the others.
+                let lowest = rounds.iter().map(|r| r.floor).min().expect("rounds");
+                let (near, far): (Vec<Round>, Vec<Round>) = rounds
+                    .into_iter()
+                    .partition(|r| same_placement(r.floor, lowest));
+                rounds = if far.len() > near.len() { far } else { near };
+            }
+            let pick =
+                |f: fn(&Round) -> Duration| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
             ShapeRow {
                 flavor,
                 shape,
-                shmlane: median(&mut ours),
-                crossbeam: median(&mut theirs),
-                floor: [before, floor_probe()],
+                shmlane: pick(|r| r.shmlane),
+                crossbeam: pick(|r| r.crossbeam),
+                floor: pick(|r| r.floor),
+                kept: rounds.len(),
+                made,
+                mixed,
             }
         })
         .collect()
 }
 
-/// Formats the comparison as a table: a row whose floor moved during its
-/// runs is marked `*` (compare it only with a rerun on one placement).
+/// Formats the comparison as a table: each row says its floor and how
+/// many rounds it kept of those it made; a row whose every round changed
+/// placement is marked `*` (compare it only with a rerun).
 pub fn table(rows: &[ShapeRow]) -> String {
     let mut out = String::from(
-        "crossbeam's shapes          shmlane ms   crossbeam ms   shmlane speed / crossbeam   floor ns before/after\n",
+        "crossbeam's shapes          shmlane ms   crossbeam ms   shmlane speed / crossbeam   floor ns   rounds kept/made\n",
     );
     for r in rows {
         let name = format!("{}_{}", r.flavor.name(), r.shape.name());
         out.push_str(&format!(
-            "{:<24} {:>13.1} {:>14.1} {:>26.2}x {:>11}/{:<5}{}\n",
+            "{:<24} {:>13.1} {:>14.1} {:>26.2}x {:>10} {:>11}/{:<3}{}\n",
             name,
             r.shmlane.as_secs_f64() * 1e3,
             r.crossbeam.as_secs_f64() * 1e3,
             r.ratio(),
-            r.floor[0].as_nanos(),
-            r.floor[1].as_nanos(),
-            if r.placement_moved() { " *" } else { "" },
+            r.floor.as_nanos(),
+            r.kept,
+            r.made,
+            if r.mixed { " *" } else { "" },
         ));
     }
-    if rows.iter().any(ShapeRow::placement_moved) {
-        out.push_str(
-            "* the floor moved by more than half during the row: the CPUs changed placement\n",
-        );
+    out.push_str(
+        "rounds (a run of each crate, floor probes before, between and after) in which the floor \
+         moved by more than half (the CPUs changed placement) are dropped and made again; a row \
+         compares only rounds of one placement\n",
+    );
+    if rows.iter().any(|r| r.mixed) {
+        out.push_str("* no round kept one placement: mixed placements, rerun the row\n");
     }
     out
 }
