@@ -38,6 +38,7 @@ pub fn maybe_run_peer() {
         ["sink", addr, n, "8"] => peer_sink::<u64>(addr, n.parse().unwrap()),
         ["sink", addr, n, "64"] => peer_sink::<[u64; 8]>(addr, n.parse().unwrap()),
         ["transport", kind, size] => crate::transports::run_peer(kind, size),
+        ["peers", rest @ ..] => crate::peers::run_peer(rest),
         other => panic!("unknown bench peer command {other:?}"),
     }
     std::process::exit(0);
@@ -61,7 +62,7 @@ pub fn unpin() {
 pub(crate) struct Peer(Child);
 
 impl Peer {
-    fn spawn(args: &str) -> Self {
+    pub(crate) fn spawn(args: &str) -> Self {
         Self::spawn_as(PEER_ENV, args)
     }
 
@@ -174,23 +175,29 @@ impl Samples {
     }
 }
 
-/// A shared mapping of one page in /dev/shm, unlinked when dropped.
-struct SharedPage {
+/// A shared mapping in /dev/shm (one page unless told), unlinked when
+/// dropped.
+pub(crate) struct SharedPage {
     map: memmap2::MmapRaw,
     path: Option<std::path::PathBuf>,
 }
 
 impl SharedPage {
     fn create(path: &std::path::Path) -> Self {
+        Self::create_len(path, 4096)
+    }
+
+    /// Creates `len` bytes (a multiple of the page size) at `path`.
+    pub(crate) fn create_len(path: &std::path::Path, len: usize) -> Self {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)
             .expect("create floor page");
-        f.set_len(4096).expect("size floor page");
+        f.set_len(len as u64).expect("size floor page");
         let map = memmap2::MmapOptions::new()
-            .len(4096)
+            .len(len)
             .map_raw(&f)
             .expect("map floor page");
         Self {
@@ -200,20 +207,57 @@ impl SharedPage {
     }
 
     fn open(path: &str) -> Self {
+        Self::open_len(path, 4096)
+    }
+
+    /// Opens the `len` bytes another process created.
+    pub(crate) fn open_len(path: &str, len: usize) -> Self {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .expect("open page");
         let map = memmap2::MmapOptions::new()
-            .len(4096)
+            .len(len)
             .map_raw(&f)
             .expect("map floor page");
         Self { map, path: None }
     }
 
+    /// Copies `from` into the mapping at `offset`.
+    ///
+    /// # Panics
+    ///
+    /// If it does not fit.
+    pub(crate) fn write(&self, offset: usize, from: &[u8]) {
+        assert!(offset >= 8 && offset + from.len() <= self.map.len());
+        // SAFETY: in bounds (checked), past the counter; the other process
+        // touches these bytes only between the flag flips that hand them
+        // over.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                from.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                from.len(),
+            );
+        }
+    }
+
+    /// Copies the mapping at `offset` into `to`.
+    ///
+    /// # Panics
+    ///
+    /// If it does not fit.
+    pub(crate) fn read(&self, offset: usize, to: &mut [u8]) {
+        assert!(offset >= 8 && offset + to.len() <= self.map.len());
+        // SAFETY: as in `write`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), to.as_mut_ptr(), to.len());
+        }
+    }
+
     /// The counter: the first word of the page, alone on its cache line.
-    fn counter(&self) -> &AtomicU64 {
+    pub(crate) fn counter(&self) -> &AtomicU64 {
         // SAFETY: the page is 4096 bytes, page-aligned, lives as long as
         // `self`, and is only accessed through this atomic in both processes.
         unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
@@ -228,7 +272,7 @@ impl Drop for SharedPage {
     }
 }
 
-fn spin_until(counter: &AtomicU64, value: u64) {
+pub(crate) fn spin_until(counter: &AtomicU64, value: u64) {
     let mut spins = 0u32;
     // Acquire: pairs with the peer's Release store of `value`.
     while counter.load(Ordering::Acquire) != value {

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod ipc;
+pub mod peers;
 pub mod plot;
 pub mod shapes;
 pub mod transports;

@@ -281,3 +281,29 @@ fn in_process_prints_the_thread_table_and_crossbeams_shapes() {
     }
     assert_eq!(text.lines().filter(|l| l.contains("bounded")).count(), 22);
 }
+
+#[test]
+fn peers_prints_a_row_per_size_beside_the_floors() {
+    let out = shmlane(&["bench", "--peers", "--runs", "1", "--scale", "0.01"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    for column in [
+        "floor",
+        "floor+copy",
+        "shmlane busy",
+        "shmlane default",
+        "busy/floor+copy",
+    ] {
+        assert!(stdout.contains(column), "no `{column}` in\n{stdout}");
+    }
+    for size in ["8 B", "64 B", "1 KiB", "4 KiB"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(size)),
+            "no row for {size} in\n{stdout}"
+        );
+    }
+    // --peers is a section of its own.
+    let both = shmlane(&["bench", "--peers", "--only", "codec"]);
+    assert_eq!(both.status.code(), Some(2));
+}

@@ -298,14 +298,23 @@ impl<T: Pod> Message for T {
     #[inline]
     unsafe fn write_bare(payload: *mut u8, msg: &T) {
         // SAFETY: per the contract, an SPSC slot of a Pod channel: sized and
-        // aligned for a bare `T` (checked at open). Volatile: shared.
-        unsafe { payload.cast::<T>().write_volatile(*msg) }
+        // aligned for a bare `T` (checked at open), held by this side until
+        // the ring publishes it with a Release store, which keeps this
+        // write before it. A plain copy, not a volatile one: a volatile
+        // write of a large `T` compiled to one 8-byte move through the
+        // stack per word (4 KiB round trips took 14 us against 0.9 us for
+        // the same bytes copied between the cores).
+        unsafe { payload.cast::<T>().write(*msg) }
     }
 
     #[inline]
     unsafe fn read_bare(payload: *const u8) -> T {
         // SAFETY: per the contract; every bit pattern is a valid `T: Pod`.
-        unsafe { payload.cast::<T>().read_volatile() }
+        // The slot is this side's until the ring frees it with a Release
+        // store, so the copy is made before the peer may write the slot
+        // again (a peer that writes it anyway breaks the protocol, and can
+        // only change which bits arrive). Plain, as in `write_bare`.
+        unsafe { payload.cast::<T>().read() }
     }
 
     const INVALID_IS_FATAL: bool = true;

@@ -581,7 +581,7 @@ pub(super) fn spsc_try_send_batch<T: bytemuck::Pod>(
         // holding a bare `T` (see `meta_len`), until the batch is published
         // after the last call. (Written straight, without a view: the
         // per-message cost of a batch is a few nanoseconds.)
-        unsafe { p.cast::<T>().write_volatile(msgs[i as usize]) };
+        unsafe { p.cast::<T>().write(msgs[i as usize]) };
         fault::point("batch.written");
     });
     if matches!(wrote, Ok(n) if n > 0) {
@@ -619,8 +619,9 @@ pub(super) fn spsc_try_recv_batch<T: bytemuck::Pod>(
     let read = ring.read_batch(max as u64, |_, p| {
         // SAFETY: published slots of this segment's layout, made for a bare
         // `T`, held until the batch is released after the last call; every
-        // bit pattern is a valid `T: Pod`. (Read straight, as above.)
-        out.push(unsafe { p.cast::<T>().read_volatile() });
+        // bit pattern is a valid `T: Pod`. (Read straight, as above; plain
+        // copies as in `Pod::read_bare`.)
+        out.push(unsafe { p.cast::<T>().read() });
         fault::point("batch.read");
     });
     if read.is_err() {

@@ -25,14 +25,23 @@ use crate::output;
 /// then crossbeam-channel's own benchmark shapes, 22 rows of every flavor
 /// and select, 200,000 messages each, alternated; --runs, --messages),
 /// cross-process (SPSC ring against a bare
-/// cache-line ping-pong, and its throughput; --runs, --scale) or codec
-/// (message codec figures; --runs).
+/// cache-line ping-pong, and its throughput; --runs, --scale), codec
+/// (message codec figures; --runs) or peers (the same as --peers).
+///
+/// With --peers: round trips between two pinned processes for 8 B, 64 B,
+/// 1 KiB and 4 KiB messages through the floor (a bare cache-line
+/// ping-pong), the floor moving the payload both ways, shmlane's SPSC
+/// channel (busy-poll and default wait) and, when built with
+/// `--features iceoryx2`, iceoryx2 0.10's publish/subscribe configured as
+/// its own benchmark configures it; each row's rounds alternate the
+/// variants and keep one placement of the CPUs (--runs, --scale).
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     shmlane bench\n  \
     shmlane bench --transports shm,pipe --sizes 8,4K --duration=10\n  \
     shmlane bench --duration=1 --json | python3 -m json.tool\n  \
-    shmlane bench --only cross-process")]
+    shmlane bench --only cross-process\n  \
+    cargo run --release -p shmlane-cli --features iceoryx2 -- bench --peers")]
 pub struct Args {
     /// Comma-separated subset of shm,pipe,fifo,unix,mq,tcp,signal
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_kind)]
@@ -58,10 +67,13 @@ pub struct Args {
     /// Which section to run
     #[arg(long, value_enum, value_name = "SECTION", default_value_t = Section::Transports)]
     only: Section,
+    /// Round trips by size against the floor and iceoryx2 (--only peers)
+    #[arg(long, conflicts_with = "only")]
+    peers: bool,
     /// in-process: messages per run
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
-    /// cross-process: scale the work by F
+    /// cross-process and peers: scale the work by F
     #[arg(long, value_name = "F", value_parser = parse_scale, allow_negative_numbers = true)]
     scale: Option<f64>,
 }
@@ -77,6 +89,9 @@ enum Section {
     CrossProcess,
     /// Message codec figures
     Codec,
+    /// Round trips by size: floor, floor with the payload, shmlane,
+    /// iceoryx2 (with the `iceoryx2` feature)
+    Peers,
 }
 
 impl Section {
@@ -132,7 +147,16 @@ impl Args {
             (self.json, "--json", t),
             (self.plot.is_some(), "--plot", t),
             (self.messages.is_some(), "--messages", Section::InProcess),
-            (self.scale.is_some(), "--scale", Section::CrossProcess),
+            (
+                self.scale.is_some(),
+                "--scale",
+                // Both sections that scale their round trips take it.
+                if self.only == Section::Peers {
+                    Section::Peers
+                } else {
+                    Section::CrossProcess
+                },
+            ),
         ]
         .into_iter()
         .filter(|(given, ..)| *given)
@@ -141,7 +165,10 @@ impl Args {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    if args.peers {
+        args.only = Section::Peers;
+    }
     if let Some((opt, section)) = args
         .section_options()
         .into_iter()
@@ -221,6 +248,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
             bar.finish_and_clear();
             output::print(&ipc::report_table(&report))
+        }
+        Section::Peers => {
+            let runs = runs.unwrap_or(3);
+            eprintln!(
+                "two processes pinned to CPUs 0 and 1, round trips by size, {runs} rounds kept \
+                 per row (variants alternated, one placement)"
+            );
+            let bar = spinner();
+            let rows = shmlane_benches::peers::measure(
+                &shmlane_benches::peers::SIZES,
+                runs,
+                (50_000.0 * args.scale.unwrap_or(1.0)).max(100.0) as u64,
+                |step| bar.set_message(step.to_owned()),
+            );
+            bar.finish_and_clear();
+            output::print(&shmlane_benches::peers::table(&rows))
         }
         Section::Codec => {
             let bar = spinner();

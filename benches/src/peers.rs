@@ -1,0 +1,488 @@
+//! `shmlane bench --peers`: round trips between two processes pinned to
+//! CPUs 0 and 1, by message size, through
+//!
+//! - the floor: a bare cache-line ping-pong (a flag flipped each way);
+//! - the floor with the payload: each side copies `size` bytes into a
+//!   shared buffer before flipping the flag, and the other copies them all
+//!   out after (the same bytes between the same cores, nothing else);
+//! - shmlane: two SPSC `shm:` channels of `[u8; size]` (Pod), busy-poll and
+//!   the default wait strategy; each side receives the whole value and
+//!   sends it back;
+//! - iceoryx2 0.10 (with the `iceoryx2` feature): two publish/subscribe
+//!   services of `[u8]` slices configured as iceoryx2's own benchmark
+//!   configures them (history 0, a subscriber buffer of one, safe
+//!   overflow, `loan_slice_uninit`, busy-polling `receive`); each side
+//!   copies the payload out of the sample and into the next loan, as the
+//!   Pod channel does.
+//!
+//! Each round runs every variant once, in an order that rotates from round
+//! to round, bracketed by floor probes; a round whose placement changed
+//! (the floor moved by more than half: the VM's vCPUs stopped or started
+//! being SMT siblings) is dropped and made again, up to three times the
+//! rounds asked for, and a row keeps the rounds of the placement most of
+//! them had: ratios only between runs on the same hardware.
+
+use std::time::Instant;
+
+use shmlane::ipc::Builder;
+use shmlane::WaitStrategy;
+
+use crate::ipc::{floor, Latency, Peer, Samples, SharedPage};
+
+/// The message sizes of the table.
+pub const SIZES: [usize; 4] = [8, 64, 1024, 4096];
+
+/// One variant of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The bare cache-line ping-pong.
+    Floor,
+    /// The ping-pong moving the payload both ways.
+    FloorCopy,
+    /// shmlane's SPSC channel, busy-poll.
+    Busy,
+    /// shmlane's SPSC channel, the default wait strategy.
+    Default,
+    /// iceoryx2's publish/subscribe.
+    Iceoryx2,
+}
+
+impl Variant {
+    /// Every variant this build can run.
+    pub fn all() -> Vec<Self> {
+        let mut v = vec![Self::Floor, Self::FloorCopy, Self::Busy, Self::Default];
+        if cfg!(feature = "iceoryx2") {
+            v.push(Self::Iceoryx2);
+        }
+        v
+    }
+
+    /// The column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Floor => "floor",
+            Self::FloorCopy => "floor+copy",
+            Self::Busy => "shmlane busy",
+            Self::Default => "shmlane default",
+            Self::Iceoryx2 => "iceoryx2",
+        }
+    }
+
+    fn run(self, size: usize, iters: u64) -> Latency {
+        match self {
+            Self::Floor => floor(iters),
+            Self::FloorCopy => floor_copy(size, iters),
+            Self::Busy => shmlane(size, iters, true),
+            Self::Default => shmlane(size, iters, false),
+            Self::Iceoryx2 => iceoryx2(size, iters),
+        }
+    }
+}
+
+/// One size: the medians over the rounds kept of each variant's p50 and
+/// p99.9.
+#[derive(Debug, Clone)]
+pub struct PeerRow {
+    /// Message size in bytes.
+    pub size: usize,
+    /// (variant, median p50, median p99.9), ns.
+    pub cells: Vec<(Variant, f64, f64)>,
+    /// The floor probes' median over the rounds kept, ns.
+    pub placement: f64,
+    /// Rounds kept and made.
+    pub kept: usize,
+    /// Rounds made.
+    pub made: usize,
+}
+
+impl PeerRow {
+    /// The p50 of `v`, if it ran.
+    pub fn p50(&self, v: Variant) -> Option<f64> {
+        self.cells.iter().find(|c| c.0 == v).map(|c| c.1)
+    }
+}
+
+/// Measures every size in `sizes`: `runs` rounds kept per row of
+/// `iters` round trips per variant. `progress` hears each step.
+pub fn measure(
+    sizes: &[usize],
+    runs: usize,
+    iters: u64,
+    mut progress: impl FnMut(&str),
+) -> Vec<PeerRow> {
+    let variants = Variant::all();
+    let runs = runs.max(1);
+    sizes
+        .iter()
+        .map(|&size| {
+            // (probe median, steady, per-variant latencies)
+            let mut rounds: Vec<(f64, bool, Vec<Latency>)> = Vec::new();
+            while rounds.iter().filter(|r| r.1).count() < runs && rounds.len() < 3 * runs {
+                let r = rounds.len();
+                let mut probes = vec![floor(2_000).p50];
+                let mut got = vec![None; variants.len()];
+                for k in 0..variants.len() {
+                    let i = (k + r) % variants.len();
+                    progress(&format!(
+                        "{size} B, round {}: {}",
+                        r + 1,
+                        variants[i].name()
+                    ));
+                    got[i] = Some(variants[i].run(size, iters));
+                    probes.push(floor(2_000).p50);
+                }
+                let (lo, hi) = probes
+                    .iter()
+                    .fold((f64::MAX, 0f64), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+                probes.sort_by(f64::total_cmp);
+                rounds.push((
+                    probes[probes.len() / 2],
+                    hi <= 1.5 * lo,
+                    got.into_iter()
+                        .map(|l| l.expect("every variant ran"))
+                        .collect(),
+                ));
+            }
+            let made = rounds.len();
+            if rounds.iter().any(|r| r.1) {
+                rounds.retain(|r| r.1);
+                let lowest = rounds.iter().map(|r| r.0).fold(f64::MAX, f64::min);
+                let (near, far): (Vec<_>, Vec<_>) =
+                    rounds.into_iter().partition(|r| r.0 <= 1.5 * lowest);
+                rounds = if far.len() > near.len() { far } else { near };
+            }
+            let med = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let cells = variants
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    (
+                        v,
+                        med(rounds.iter().map(|r| r.2[i].p50).collect()),
+                        med(rounds.iter().map(|r| r.2[i].p999).collect()),
+                    )
+                })
+                .collect();
+            PeerRow {
+                size,
+                cells,
+                placement: med(rounds.iter().map(|r| r.0).collect()),
+                kept: rounds.len(),
+                made,
+            }
+        })
+        .collect()
+}
+
+/// The table: p50 (p99.9) per variant, then shmlane busy-poll as a
+/// multiple of the floor with the payload and of iceoryx2.
+pub fn table(rows: &[PeerRow]) -> String {
+    use std::fmt::Write as _;
+    let variants = Variant::all();
+    let mut out = String::from("round trip ns, p50 (p99.9)");
+    for v in &variants {
+        let _ = write!(out, " | {}", v.name());
+    }
+    out.push_str(" | busy/floor+copy");
+    if variants.contains(&Variant::Iceoryx2) {
+        out.push_str(" | busy/iceoryx2");
+    }
+    out.push_str(" | floor probe ns, rounds kept/made\n");
+    for r in rows {
+        let _ = write!(out, "{:>26}", crate::transports::human_size(r.size));
+        for c in &r.cells {
+            let _ = write!(out, " | {:>6.0} ({:.0})", c.1, c.2);
+        }
+        let busy = r.p50(Variant::Busy).unwrap_or(f64::NAN);
+        let _ = write!(
+            out,
+            " | {:.2}x",
+            busy / r.p50(Variant::FloorCopy).unwrap_or(f64::NAN)
+        );
+        if let Some(ice) = r.p50(Variant::Iceoryx2) {
+            let _ = write!(out, " | {:.2}x", busy / ice);
+        }
+        let _ = writeln!(out, " | {:.0}, {}/{}", r.placement, r.kept, r.made);
+    }
+    if !variants.contains(&Variant::Iceoryx2) {
+        out.push_str(
+            "(iceoryx2 not built in: cargo run --release -p shmlane-cli --features iceoryx2 -- bench --peers)\n",
+        );
+    }
+    out
+}
+
+/// Runs a peer command of this module (`peers VARIANT ...`).
+pub(crate) fn run_peer(args: &[&str]) {
+    match args {
+        ["floor_copy", path, size, iters] => {
+            peer_floor_copy(path, size.parse().unwrap(), iters.parse().unwrap());
+        }
+        ["shmlane", ping, pong, size, iters, busy] => {
+            let (size, iters) = (size.parse().unwrap(), iters.parse().unwrap());
+            let busy = *busy == "busy";
+            match size {
+                8 => peer_shmlane::<8>(ping, pong, iters, busy),
+                64 => peer_shmlane::<64>(ping, pong, iters, busy),
+                1024 => peer_shmlane::<1024>(ping, pong, iters, busy),
+                4096 => peer_shmlane::<4096>(ping, pong, iters, busy),
+                other => panic!("no Pod channel of {other} bytes in this bench"),
+            }
+        }
+        #[cfg(feature = "iceoryx2")]
+        ["iceoryx2", ping, pong, size] => ice::peer(ping, pong, size.parse().unwrap()),
+        other => panic!("unknown peers command {other:?}"),
+    }
+}
+
+/// The payload buffers of [`floor_copy`]: the flag's line, then one buffer
+/// each way, each on lines of its own.
+fn copy_layout(size: usize) -> (usize, usize, usize) {
+    let round = |n: usize| n.div_ceil(128) * 128;
+    let (a, b) = (128, 128 + round(size));
+    let len = (b + round(size)).div_ceil(4096) * 4096;
+    (a, b, len)
+}
+
+fn floor_copy(size: usize, iters: u64) -> Latency {
+    let (a, b, len) = copy_layout(size);
+    let path = std::path::Path::new("/dev/shm").join(crate::ipc::unique("floorcopy"));
+    let page = SharedPage::create_len(&path, len);
+    let mut peer = Peer::spawn(&format!(
+        "peers floor_copy {} {size} {iters}",
+        path.display()
+    ));
+    peer.wait_line("ready");
+    let c = page.counter();
+    let mut local = vec![0u8; size];
+    let mut samples = Samples::new();
+    for i in 0..iters {
+        let t = Instant::now();
+        local[..8.min(size)].copy_from_slice(&i.to_le_bytes()[..8.min(size)]);
+        page.write(a, &local);
+        // Release: pairs with the peer's Acquire in `spin_until`.
+        c.store(2 * i + 1, std::sync::atomic::Ordering::Release);
+        crate::ipc::spin_until(c, 2 * i + 2);
+        page.read(b, &mut local);
+        std::hint::black_box(&local);
+        samples.record(t.elapsed());
+    }
+    peer.finish();
+    samples.latency()
+}
+
+fn peer_floor_copy(path: &str, size: usize, iters: u64) {
+    let (a, b, len) = copy_layout(size);
+    let page = SharedPage::open_len(path, len);
+    let c = page.counter();
+    let mut local = vec![0u8; size];
+    println!("ready");
+    for i in 0..iters {
+        crate::ipc::spin_until(c, 2 * i + 1);
+        page.read(a, &mut local);
+        page.write(b, &local);
+        // Release: pairs with the parent's Acquire in `spin_until`.
+        c.store(2 * i + 2, std::sync::atomic::Ordering::Release);
+    }
+}
+
+fn strategy(busy: bool) -> WaitStrategy {
+    if busy {
+        WaitStrategy::busy_poll()
+    } else {
+        WaitStrategy::default()
+    }
+}
+
+fn shmlane(size: usize, iters: u64, busy: bool) -> Latency {
+    match size {
+        8 => shmlane_n::<8>(iters, busy),
+        64 => shmlane_n::<64>(iters, busy),
+        1024 => shmlane_n::<1024>(iters, busy),
+        4096 => shmlane_n::<4096>(iters, busy),
+        other => panic!("no Pod channel of {other} bytes in this bench"),
+    }
+}
+
+fn shmlane_n<const N: usize>(iters: u64, busy: bool) -> Latency
+where
+    [u8; N]: bytemuck::Pod,
+{
+    let (ping, pong) = (
+        format!("shm:{}", crate::ipc::unique("pping")),
+        format!("shm:{}", crate::ipc::unique("ppong")),
+    );
+    let make = |addr: &str| {
+        Builder::new(addr)
+            .unwrap()
+            .spsc()
+            .capacity(64)
+            .wait_strategy(strategy(busy))
+            .create::<[u8; N]>()
+            .unwrap()
+    };
+    let (ping_chan, pong_chan) = (make(&ping), make(&pong));
+    let tx = ping_chan.sender().unwrap();
+    let rx = pong_chan.receiver().unwrap();
+    let mode = if busy { "busy" } else { "default" };
+    let mut peer = Peer::spawn(&format!("peers shmlane {ping} {pong} {N} {iters} {mode}"));
+    peer.wait_line("ready");
+    let mut msg = [0u8; N];
+    let mut samples = Samples::new();
+    for i in 0..iters {
+        let t = Instant::now();
+        msg[..8.min(N)].copy_from_slice(&i.to_le_bytes()[..8.min(N)]);
+        tx.send(msg).unwrap();
+        msg = rx.recv().unwrap();
+        samples.record(t.elapsed());
+    }
+    drop(tx);
+    peer.finish();
+    samples.latency()
+}
+
+fn peer_shmlane<const N: usize>(ping: &str, pong: &str, iters: u64, busy: bool)
+where
+    [u8; N]: bytemuck::Pod,
+{
+    let open = |addr: &str| {
+        Builder::new(addr)
+            .unwrap()
+            .wait_strategy(strategy(busy))
+            .open::<[u8; N]>()
+            .unwrap()
+    };
+    let (ping, pong) = (open(ping), open(pong));
+    let rx = ping.receiver().unwrap();
+    let tx = pong.sender().unwrap();
+    println!("ready");
+    for _ in 0..iters {
+        let v = rx.recv().unwrap();
+        tx.send(v).unwrap();
+    }
+}
+
+#[cfg(not(feature = "iceoryx2"))]
+fn iceoryx2(_size: usize, _iters: u64) -> Latency {
+    unreachable!("iceoryx2 rows need the `iceoryx2` feature")
+}
+
+#[cfg(feature = "iceoryx2")]
+fn iceoryx2(size: usize, iters: u64) -> Latency {
+    ice::latency(size, iters)
+}
+
+#[cfg(feature = "iceoryx2")]
+mod ice {
+    use super::*;
+    use iceoryx2::prelude::*;
+
+    type Pub = iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>;
+    type Sub = iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>;
+
+    /// The sequence number that ends the peer's loop.
+    const STOP: u64 = u64::MAX;
+
+    /// A publisher on `send_to` and a subscriber on `recv_from`, as
+    /// iceoryx2's publish-subscribe benchmark configures its services.
+    fn ports(node: &Node<ipc::Service>, send_to: &str, recv_from: &str, size: usize) -> (Pub, Sub) {
+        let service = |name: &str| {
+            node.service_builder(&name.try_into().unwrap())
+                .publish_subscribe::<[u8]>()
+                .max_publishers(1)
+                .max_subscribers(1)
+                .history_size(0)
+                .subscriber_max_buffer_size(1)
+                .enable_safe_overflow(true)
+                .open_or_create()
+                .unwrap()
+        };
+        let publisher = service(send_to)
+            .publisher_builder()
+            .initial_max_slice_len(size)
+            .create()
+            .unwrap();
+        let subscriber = service(recv_from).subscriber_builder().create().unwrap();
+        (publisher, subscriber)
+    }
+
+    fn seq(payload: &[u8]) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&payload[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Sends `local` (its first 8 bytes set to `n`).
+    fn send(publisher: &Pub, local: &mut [u8], n: u64) {
+        local[..8].copy_from_slice(&n.to_le_bytes());
+        let sample = publisher.loan_slice_uninit(local.len()).unwrap();
+        sample.write_from_slice(local).send().unwrap();
+    }
+
+    /// Waits for a sample, copies it into `local` and returns its number.
+    fn recv(subscriber: &Sub, local: &mut [u8]) -> u64 {
+        loop {
+            if let Some(sample) = subscriber.receive().unwrap() {
+                local.copy_from_slice(sample.payload());
+                return seq(local);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    pub(super) fn latency(size: usize, iters: u64) -> Latency {
+        assert!(size >= 8, "iceoryx2 rows carry a sequence number");
+        // Its warning that no config file was found, once per node, would
+        // interleave with the table.
+        set_log_level_from_env_or(LogLevel::Error);
+        let (ping, pong) = (crate::ipc::unique("iping"), crate::ipc::unique("ipong"));
+        let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+        let (publisher, subscriber) = ports(&node, &ping, &pong, size);
+        let mut peer = Peer::spawn(&format!("peers iceoryx2 {ping} {pong} {size}"));
+        peer.wait_line("ready");
+        let mut local = vec![0u8; size];
+        // Connect: with history 0 a sample sent before the other side's
+        // subscriber is connected is lost, so say hello until answered.
+        'hello: loop {
+            send(&publisher, &mut local, STOP - 1);
+            let t = Instant::now();
+            while t.elapsed().as_millis() < 2 {
+                if let Some(sample) = subscriber.receive().unwrap() {
+                    if seq(sample.payload()) == STOP - 1 {
+                        break 'hello;
+                    }
+                }
+            }
+        }
+        let mut samples = Samples::new();
+        for i in 0..iters {
+            let t = Instant::now();
+            send(&publisher, &mut local, i);
+            // A late answer to a repeated hello is passed over.
+            while recv(&subscriber, &mut local) != i {}
+            std::hint::black_box(&local);
+            samples.record(t.elapsed());
+        }
+        send(&publisher, &mut local, STOP);
+        peer.finish();
+        samples.latency()
+    }
+
+    pub(super) fn peer(ping: &str, pong: &str, size: usize) {
+        set_log_level_from_env_or(LogLevel::Error);
+        let node = NodeBuilder::new().create::<ipc::Service>().unwrap();
+        let (publisher, subscriber) = ports(&node, pong, ping, size);
+        let mut local = vec![0u8; size];
+        println!("ready");
+        loop {
+            let n = recv(&subscriber, &mut local);
+            if n == STOP {
+                return;
+            }
+            send(&publisher, &mut local, n);
+        }
+    }
+}
