@@ -7,7 +7,9 @@
 //!   out after (the same bytes between the same cores, nothing else);
 //! - shmlane: two SPSC `shm:` channels of `[u8; size]` (Pod), busy-poll and
 //!   the default wait strategy; each side receives the whole value and
-//!   sends it back;
+//!   sends it back; and busy-poll in place: `send_with` copies the payload
+//!   into the slot, `recv_ref` lends it and the receiver copies it out
+//!   once (the floor's copies, through the channel);
 //! - iceoryx2 0.10 (with the `iceoryx2` feature): two publish/subscribe
 //!   services of `[u8]` slices configured as iceoryx2's own benchmark
 //!   configures them (history 0, a subscriber buffer of one, safe
@@ -43,6 +45,8 @@ pub enum Variant {
     Busy,
     /// shmlane's SPSC channel, the default wait strategy.
     Default,
+    /// shmlane's SPSC channel, busy-poll, written and read in place.
+    InPlace,
     /// iceoryx2's publish/subscribe.
     Iceoryx2,
 }
@@ -50,7 +54,13 @@ pub enum Variant {
 impl Variant {
     /// Every variant this build can run.
     pub fn all() -> Vec<Self> {
-        let mut v = vec![Self::Floor, Self::FloorCopy, Self::Busy, Self::Default];
+        let mut v = vec![
+            Self::Floor,
+            Self::FloorCopy,
+            Self::Busy,
+            Self::Default,
+            Self::InPlace,
+        ];
         if cfg!(feature = "iceoryx2") {
             v.push(Self::Iceoryx2);
         }
@@ -64,6 +74,7 @@ impl Variant {
             Self::FloorCopy => "floor+copy",
             Self::Busy => "shmlane busy",
             Self::Default => "shmlane default",
+            Self::InPlace => "shmlane in place",
             Self::Iceoryx2 => "iceoryx2",
         }
     }
@@ -72,8 +83,9 @@ impl Variant {
         match self {
             Self::Floor => floor(iters),
             Self::FloorCopy => floor_copy(size, iters),
-            Self::Busy => shmlane(size, iters, true),
-            Self::Default => shmlane(size, iters, false),
+            Self::Busy => shmlane(size, iters, Mode::Busy),
+            Self::Default => shmlane(size, iters, Mode::Default),
+            Self::InPlace => shmlane(size, iters, Mode::InPlace),
             Self::Iceoryx2 => iceoryx2(size, iters),
         }
     }
@@ -223,12 +235,12 @@ pub(crate) fn run_peer(args: &[&str]) {
         }
         ["shmlane", ping, pong, size, iters, busy] => {
             let (size, iters) = (size.parse().unwrap(), iters.parse().unwrap());
-            let busy = *busy == "busy";
+            let mode = Mode::parse(busy);
             match size {
-                8 => peer_shmlane::<8>(ping, pong, iters, busy),
-                64 => peer_shmlane::<64>(ping, pong, iters, busy),
-                1024 => peer_shmlane::<1024>(ping, pong, iters, busy),
-                4096 => peer_shmlane::<4096>(ping, pong, iters, busy),
+                8 => peer_shmlane::<8>(ping, pong, iters, mode),
+                64 => peer_shmlane::<64>(ping, pong, iters, mode),
+                1024 => peer_shmlane::<1024>(ping, pong, iters, mode),
+                4096 => peer_shmlane::<4096>(ping, pong, iters, mode),
                 other => panic!("no Pod channel of {other} bytes in this bench"),
             }
         }
@@ -289,25 +301,53 @@ fn peer_floor_copy(path: &str, size: usize, iters: u64) {
     }
 }
 
-fn strategy(busy: bool) -> WaitStrategy {
-    if busy {
-        WaitStrategy::busy_poll()
-    } else {
-        WaitStrategy::default()
+/// How the shmlane variants wait and copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Busy-poll; `send` and `recv` by value.
+    Busy,
+    /// The default wait strategy; `send` and `recv` by value.
+    Default,
+    /// Busy-poll; `send_with` and `recv_ref`.
+    InPlace,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Default => "default",
+            Self::InPlace => "inplace",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "busy" => Self::Busy,
+            "default" => Self::Default,
+            _ => Self::InPlace,
+        }
+    }
+
+    fn strategy(self) -> WaitStrategy {
+        match self {
+            Self::Default => WaitStrategy::default(),
+            Self::Busy | Self::InPlace => WaitStrategy::busy_poll(),
+        }
     }
 }
 
-fn shmlane(size: usize, iters: u64, busy: bool) -> Latency {
+fn shmlane(size: usize, iters: u64, mode: Mode) -> Latency {
     match size {
-        8 => shmlane_n::<8>(iters, busy),
-        64 => shmlane_n::<64>(iters, busy),
-        1024 => shmlane_n::<1024>(iters, busy),
-        4096 => shmlane_n::<4096>(iters, busy),
+        8 => shmlane_n::<8>(iters, mode),
+        64 => shmlane_n::<64>(iters, mode),
+        1024 => shmlane_n::<1024>(iters, mode),
+        4096 => shmlane_n::<4096>(iters, mode),
         other => panic!("no Pod channel of {other} bytes in this bench"),
     }
 }
 
-fn shmlane_n<const N: usize>(iters: u64, busy: bool) -> Latency
+fn shmlane_n<const N: usize>(iters: u64, mode: Mode) -> Latency
 where
     [u8; N]: bytemuck::Pod,
 {
@@ -320,23 +360,31 @@ where
             .unwrap()
             .spsc()
             .capacity(64)
-            .wait_strategy(strategy(busy))
+            .wait_strategy(mode.strategy())
             .create::<[u8; N]>()
             .unwrap()
     };
     let (ping_chan, pong_chan) = (make(&ping), make(&pong));
     let tx = ping_chan.sender().unwrap();
     let rx = pong_chan.receiver().unwrap();
-    let mode = if busy { "busy" } else { "default" };
-    let mut peer = Peer::spawn(&format!("peers shmlane {ping} {pong} {N} {iters} {mode}"));
+    let mut peer = Peer::spawn(&format!(
+        "peers shmlane {ping} {pong} {N} {iters} {}",
+        mode.name()
+    ));
     peer.wait_line("ready");
     let mut msg = [0u8; N];
     let mut samples = Samples::new();
     for i in 0..iters {
         let t = Instant::now();
         msg[..8.min(N)].copy_from_slice(&i.to_le_bytes()[..8.min(N)]);
-        tx.send(msg).unwrap();
-        msg = rx.recv().unwrap();
+        if mode == Mode::InPlace {
+            tx.send_with(|slot| slot.copy_from_slice(&msg)).unwrap();
+            msg.copy_from_slice(&*rx.recv_ref().unwrap());
+        } else {
+            tx.send(msg).unwrap();
+            msg = rx.recv().unwrap();
+        }
+        std::hint::black_box(&msg);
         samples.record(t.elapsed());
     }
     drop(tx);
@@ -344,14 +392,14 @@ where
     samples.latency()
 }
 
-fn peer_shmlane<const N: usize>(ping: &str, pong: &str, iters: u64, busy: bool)
+fn peer_shmlane<const N: usize>(ping: &str, pong: &str, iters: u64, mode: Mode)
 where
     [u8; N]: bytemuck::Pod,
 {
     let open = |addr: &str| {
         Builder::new(addr)
             .unwrap()
-            .wait_strategy(strategy(busy))
+            .wait_strategy(mode.strategy())
             .open::<[u8; N]>()
             .unwrap()
     };
@@ -359,9 +407,15 @@ where
     let rx = ping.receiver().unwrap();
     let tx = pong.sender().unwrap();
     println!("ready");
+    let mut local = [0u8; N];
     for _ in 0..iters {
-        let v = rx.recv().unwrap();
-        tx.send(v).unwrap();
+        if mode == Mode::InPlace {
+            local.copy_from_slice(&*rx.recv_ref().unwrap());
+            tx.send_with(|slot| slot.copy_from_slice(&local)).unwrap();
+        } else {
+            let v = rx.recv().unwrap();
+            tx.send(v).unwrap();
+        }
     }
 }
 
