@@ -104,7 +104,12 @@ impl Event {
     /// took 9.5 s for 200,000 messages with every producer spinning, and
     /// 0.05-0.1 s with one (crossbeam-channel: 3.0 s). The others go
     /// straight to yielding, then parking. (One spinner per CPU less one
-    /// cost the two-CPU MPMC rows up to 1.5x.)
+    /// cost the two-CPU MPMC rows up to 1.5x.) Busy-poll strategies, which
+    /// never park, are not limited.
+    ///
+    /// The CPU count is read once, by the first thread that waits; if that
+    /// thread is pinned to fewer CPUs than the process may use, the limit
+    /// is lower than it should be.
     pub fn wait_phased<R>(
         &self,
         strategy: &WaitStrategy,
@@ -112,7 +117,8 @@ impl Event {
         step: Option<Duration>,
         mut cond: impl FnMut(Phase) -> Option<R>,
     ) -> Result<R, TimedOut> {
-        if cfg!(shmlane_loom) || strategy.spin() == 0 {
+        // A strategy that never parks asked to spin: it is not limited.
+        if cfg!(shmlane_loom) || strategy.spin() == 0 || !strategy.parks() {
             return strategy.wait_phased(&self.ec, deadline, step, cond);
         }
         // Relaxed: a count for a heuristic; it orders nothing.

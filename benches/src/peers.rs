@@ -105,6 +105,9 @@ pub struct PeerRow {
     pub kept: usize,
     /// Rounds made.
     pub made: usize,
+    /// Whether no round kept one placement from start to end, so that the
+    /// rounds kept are all of them, on mixed placements.
+    pub mixed: bool,
 }
 
 impl PeerRow {
@@ -124,7 +127,9 @@ pub fn measure(
 ) -> Vec<PeerRow> {
     let variants = Variant::all();
     let runs = runs.max(1);
-    sizes
+    // This side on CPU 0; every peer pins itself to CPU 1.
+    crate::ipc::pin_to_cpu(0);
+    let rows = sizes
         .iter()
         .map(|&size| {
             // (probe median, steady, per-variant latencies)
@@ -156,7 +161,8 @@ pub fn measure(
                 ));
             }
             let made = rounds.len();
-            if rounds.iter().any(|r| r.1) {
+            let mixed = !rounds.iter().any(|r| r.1);
+            if !mixed {
                 rounds.retain(|r| r.1);
                 let lowest = rounds.iter().map(|r| r.0).fold(f64::MAX, f64::min);
                 let (near, far): (Vec<_>, Vec<_>) =
@@ -184,9 +190,12 @@ pub fn measure(
                 placement: med(rounds.iter().map(|r| r.0).collect()),
                 kept: rounds.len(),
                 made,
+                mixed,
             }
         })
-        .collect()
+        .collect();
+    crate::ipc::unpin();
+    rows
 }
 
 /// The table: p50 (p99.9) per variant, then shmlane busy-poll as a
@@ -217,7 +226,17 @@ pub fn table(rows: &[PeerRow]) -> String {
         if let Some(ice) = r.p50(Variant::Iceoryx2) {
             let _ = write!(out, " | {:.2}x", busy / ice);
         }
-        let _ = writeln!(out, " | {:.0}, {}/{}", r.placement, r.kept, r.made);
+        let _ = writeln!(
+            out,
+            " | {:.0}, {}/{}{}",
+            r.placement,
+            r.kept,
+            r.made,
+            if r.mixed { " *" } else { "" }
+        );
+    }
+    if rows.iter().any(|r| r.mixed) {
+        out.push_str("* no round kept one placement: mixed placements, rerun the row\n");
     }
     if !variants.contains(&Variant::Iceoryx2) {
         out.push_str(
@@ -229,6 +248,8 @@ pub fn table(rows: &[PeerRow]) -> String {
 
 /// Runs a peer command of this module (`peers VARIANT ...`).
 pub(crate) fn run_peer(args: &[&str]) {
+    // A peer spins on its CPU: it must not outlive a bench killed midway.
+    let _ = shmlane_sys::process::die_with_parent();
     match args {
         ["floor_copy", path, size, iters] => {
             peer_floor_copy(path, size.parse().unwrap(), iters.parse().unwrap());
@@ -477,15 +498,32 @@ mod ice {
     }
 
     /// Waits for a sample, copies it into `local` and returns its number.
+    ///
+    /// # Panics
+    ///
+    /// After [`HANG`] without one: the other side is gone.
     fn recv(subscriber: &Sub, local: &mut [u8]) -> u64 {
+        let mut spins = 0u32;
+        let mut since: Option<Instant> = None;
         loop {
             if let Some(sample) = subscriber.receive().unwrap() {
                 local.copy_from_slice(sample.payload());
                 return seq(local);
             }
             std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % (1 << 16) == 0 {
+                // Now and then: give the CPU back (a peer on the same CPU
+                // must run) and look at the clock.
+                std::thread::yield_now();
+                let t = *since.get_or_insert_with(Instant::now);
+                assert!(t.elapsed() < HANG, "iceoryx2 bench: no sample for {HANG:?}");
+            }
         }
     }
+
+    /// How long a side waits for the other before it gives up.
+    const HANG: std::time::Duration = std::time::Duration::from_secs(10);
 
     pub(super) fn latency(size: usize, iters: u64) -> Latency {
         assert!(size >= 8, "iceoryx2 rows carry a sequence number");
@@ -500,7 +538,12 @@ mod ice {
         let mut local = vec![0u8; size];
         // Connect: with history 0 a sample sent before the other side's
         // subscriber is connected is lost, so say hello until answered.
+        let began = Instant::now();
         'hello: loop {
+            assert!(
+                began.elapsed() < HANG,
+                "iceoryx2 bench: the peer did not answer in {HANG:?}"
+            );
             send(&publisher, &mut local, STOP - 1);
             let t = Instant::now();
             while t.elapsed().as_millis() < 2 {
