@@ -94,6 +94,61 @@ pub fn run(which: Impl, cfg: Config) -> Duration {
     }
 }
 
+/// A round of a bench row (one run of each variant) with the floor probes
+/// taken around its runs: the VM's two CPUs are SMT siblings or not, and
+/// every cross-CPU time depends on which, so rounds are compared only with
+/// rounds made on the same placement.
+pub(crate) struct Placed<R> {
+    /// The median of the round's probes, ns.
+    pub(crate) floor: f64,
+    /// Whether every probe of the round told the same placement.
+    pub(crate) steady: bool,
+    /// What the round measured.
+    pub(crate) round: R,
+}
+
+impl<R> Placed<R> {
+    /// A round measured between `probes` (floors, ns, at least one).
+    pub(crate) fn new(probes: Vec<f64>, round: R) -> Self {
+        let steady = same_placement(
+            probes.iter().copied().fold(f64::MAX, f64::min),
+            probes.iter().copied().fold(0.0, f64::max),
+        );
+        Self {
+            floor: ipc::median_f64(probes),
+            steady,
+            round,
+        }
+    }
+}
+
+/// Whether two floors tell the same placement: neither is more than half
+/// again the other.
+fn same_placement(a: f64, b: f64) -> bool {
+    a.max(b) <= 1.5 * a.min(b)
+}
+
+/// Whether a row needs another round: fewer than `runs` steady rounds, and
+/// fewer than `3 * runs` made.
+pub(crate) fn more_rounds<R>(rounds: &[Placed<R>], runs: usize) -> bool {
+    rounds.iter().filter(|r| r.steady).count() < runs && rounds.len() < 3 * runs
+}
+
+/// The rounds a row compares: the steady ones of the placement most of them
+/// had (within half again the lowest floor, or the others); every round,
+/// and `true` (mixed), when none was steady.
+pub(crate) fn one_placement<R>(mut rounds: Vec<Placed<R>>) -> (Vec<Placed<R>>, bool) {
+    if !rounds.iter().any(|r| r.steady) {
+        return (rounds, true);
+    }
+    rounds.retain(|r| r.steady);
+    let lowest = rounds.iter().map(|r| r.floor).fold(f64::MAX, f64::min);
+    let (near, far): (Vec<_>, Vec<_>) = rounds
+        .into_iter()
+        .partition(|r| same_placement(r.floor, lowest));
+    (if far.len() > near.len() { far } else { near }, false)
+}
+
 /// The median of some durations.
 ///
 /// # Panics
@@ -189,6 +244,29 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_compares_only_steady_rounds_of_the_commoner_placement() {
+        let near = |f: f64, tag: u32| Placed::new(vec![f, f * 1.1, f], tag);
+        let moved = Placed::new(vec![60.0, 330.0, 60.0], 9);
+        let rounds = vec![
+            near(60.0, 1),
+            moved,
+            near(330.0, 2),
+            near(320.0, 3),
+            near(65.0, 4),
+            near(340.0, 5),
+        ];
+        assert!(more_rounds(&rounds[..2], 3));
+        assert!(!more_rounds(&rounds, 3));
+        let (kept, mixed) = one_placement(rounds);
+        assert!(!mixed);
+        let tags: Vec<u32> = kept.iter().map(|r| r.round).collect();
+        assert_eq!(tags, [2, 3, 5]);
+        // No steady round: all are kept, and the row says so.
+        let (kept, mixed) = one_placement(vec![Placed::new(vec![60.0, 330.0], 1)]);
+        assert!(mixed && kept.len() == 1);
+    }
 
     #[test]
     fn median_of_odd_and_even() {

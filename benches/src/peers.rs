@@ -29,7 +29,8 @@ use std::time::Instant;
 use shmlane::ipc::Builder;
 use shmlane::WaitStrategy;
 
-use crate::ipc::{floor, Latency, Peer, Samples, SharedPage};
+use crate::ipc::{floor, median_f64, Latency, Peer, Samples, SharedPage};
+use crate::{more_rounds, one_placement, Placed};
 
 /// The message sizes of the table.
 pub const SIZES: [usize; 4] = [8, 64, 1024, 4096];
@@ -132,9 +133,9 @@ pub fn measure(
     let rows = sizes
         .iter()
         .map(|&size| {
-            // (probe median, steady, per-variant latencies)
-            let mut rounds: Vec<(f64, bool, Vec<Latency>)> = Vec::new();
-            while rounds.iter().filter(|r| r.1).count() < runs && rounds.len() < 3 * runs {
+            // Per-variant latencies, in `variants` order.
+            let mut rounds: Vec<Placed<Vec<Latency>>> = Vec::new();
+            while more_rounds(&rounds, runs) {
                 let r = rounds.len();
                 let mut probes = vec![floor(2_000).p50];
                 let mut got = vec![None; variants.len()];
@@ -148,46 +149,31 @@ pub fn measure(
                     got[i] = Some(variants[i].run(size, iters));
                     probes.push(floor(2_000).p50);
                 }
-                let (lo, hi) = probes
-                    .iter()
-                    .fold((f64::MAX, 0f64), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-                probes.sort_by(f64::total_cmp);
-                rounds.push((
-                    probes[probes.len() / 2],
-                    hi <= 1.5 * lo,
+                rounds.push(Placed::new(
+                    probes,
                     got.into_iter()
                         .map(|l| l.expect("every variant ran"))
                         .collect(),
                 ));
             }
             let made = rounds.len();
-            let mixed = !rounds.iter().any(|r| r.1);
-            if !mixed {
-                rounds.retain(|r| r.1);
-                let lowest = rounds.iter().map(|r| r.0).fold(f64::MAX, f64::min);
-                let (near, far): (Vec<_>, Vec<_>) =
-                    rounds.into_iter().partition(|r| r.0 <= 1.5 * lowest);
-                rounds = if far.len() > near.len() { far } else { near };
-            }
-            let med = |mut v: Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
+            let (rounds, mixed) = one_placement(rounds);
+            let med = median_f64;
             let cells = variants
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| {
                     (
                         v,
-                        med(rounds.iter().map(|r| r.2[i].p50).collect()),
-                        med(rounds.iter().map(|r| r.2[i].p999).collect()),
+                        med(rounds.iter().map(|r| r.round[i].p50).collect()),
+                        med(rounds.iter().map(|r| r.round[i].p999).collect()),
                     )
                 })
                 .collect();
             PeerRow {
                 size,
                 cells,
-                placement: med(rounds.iter().map(|r| r.0).collect()),
+                placement: med(rounds.iter().map(|r| r.floor).collect()),
                 kept: rounds.len(),
                 made,
                 mixed,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{median, Impl};
+use crate::{median, more_rounds, one_placement, Impl, Placed};
 
 /// Threads on a side that has several.
 pub const THREADS: usize = 4;
@@ -274,14 +274,6 @@ impl ShapeRow {
     }
 }
 
-/// Whether two floors tell the same placement (neither is more than half
-/// again the other): the VM's two CPUs are SMT siblings or not, and
-/// every cross-thread time depends on which.
-fn same_placement(a: Duration, b: Duration) -> bool {
-    let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
-    a.max(b) <= 1.5 * a.min(b)
-}
-
 /// Round trips of one cache line between a thread on CPU 0 and one on
 /// CPU 1: the median over 50 batches of 200 of the time per round trip.
 /// It tells the placement of the machine's first two CPUs now (on this
@@ -335,14 +327,10 @@ pub fn floor_probe() -> Duration {
     median(&mut per_trip)
 }
 
-/// One round of a row: a run of each crate, bracketed by floor probes.
+/// One round of a row: a run of each crate.
 struct Round {
     shmlane: Duration,
     crossbeam: Duration,
-    /// The median of the three probes (before, between, after).
-    floor: Duration,
-    /// Whether the three probes agree on the placement.
-    steady: bool,
 }
 
 /// Runs every row over both crates in rounds (one run of each, which goes
@@ -375,53 +363,44 @@ pub fn compare(
     }
     rows.iter()
         .map(|&(flavor, shape)| {
-            let mut rounds: Vec<Round> = Vec::new();
-            while rounds.iter().filter(|r| r.steady).count() < runs && rounds.len() < 3 * runs {
+            let mut rounds: Vec<Placed<Round>> = Vec::new();
+            while more_rounds(&rounds, runs) {
                 let order = if rounds.len() % 2 == 0 {
                     [Impl::Shmlane, Impl::Crossbeam]
                 } else {
                     [Impl::Crossbeam, Impl::Shmlane]
                 };
-                let mut probes = vec![floor_probe()];
+                let probe = || floor_probe().as_nanos() as f64;
+                let mut probes = vec![probe()];
                 let mut times = [Duration::ZERO; 2];
                 for which in order {
                     times[which as usize] = run(which, flavor, shape, messages);
-                    probes.push(floor_probe());
+                    probes.push(probe());
                     if rounds.len() < runs {
                         progress();
                     }
                 }
-                let steady = same_placement(
-                    *probes.iter().min().expect("probes"),
-                    *probes.iter().max().expect("probes"),
-                );
-                rounds.push(Round {
-                    shmlane: times[Impl::Shmlane as usize],
-                    crossbeam: times[Impl::Crossbeam as usize],
-                    floor: median(&mut probes),
-                    steady,
-                });
+                rounds.push(Placed::new(
+                    probes,
+                    Round {
+                        shmlane: times[Impl::Shmlane as usize],
+                        crossbeam: times[Impl::Crossbeam as usize],
+                    },
+                ));
             }
             let made = rounds.len();
-            let mixed = !rounds.iter().any(|r| r.steady);
-            if !mixed {
-                rounds.retain(|r| r.steady);
-                // The placement most rounds had: the rounds whose floor is
-                // within half again the lowest, or the others.
-                let lowest = rounds.iter().map(|r| r.floor).min().expect("rounds");
-                let (near, far): (Vec<Round>, Vec<Round>) = rounds
-                    .into_iter()
-                    .partition(|r| same_placement(r.floor, lowest));
-                rounds = if far.len() > near.len() { far } else { near };
-            }
-            let pick =
-                |f: fn(&Round) -> Duration| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+            let (rounds, mixed) = one_placement(rounds);
+            let pick = |f: fn(&Round) -> Duration| {
+                median(&mut rounds.iter().map(|r| f(&r.round)).collect::<Vec<_>>())
+            };
             ShapeRow {
                 flavor,
                 shape,
                 shmlane: pick(|r| r.shmlane),
                 crossbeam: pick(|r| r.crossbeam),
-                floor: pick(|r| r.floor),
+                floor: Duration::from_nanos(crate::ipc::median_f64(
+                    rounds.iter().map(|r| r.floor).collect(),
+                ) as u64),
                 kept: rounds.len(),
                 made,
                 mixed,
