@@ -29,6 +29,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use shmlane::ipc::{Builder, Bytes, Policy, TopicRecvError};
+use shmlane_benches::ipc::{median_f64 as median, unique};
 
 const SIZES: [usize; 2] = [8, 4096];
 const PINGS: u64 = 100_000;
@@ -36,53 +37,13 @@ const FANOUT: u64 = 200_000;
 const CALLS: u64 = 100_000;
 
 fn pin(cpu: usize) {
-    let _ = shmlane_sys::process::pin_to_cpu(cpu);
+    shmlane_benches::ipc::pin_to_cpu(cpu);
 }
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "bench-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// One-way cache-line latency between CPUs 0 and 1, ns.
+/// One-way cache-line latency between CPUs 0 and 1, ns: half the
+/// library's round-trip floor probe.
 fn floor() -> f64 {
-    #[repr(align(128))]
-    struct Line(AtomicU64);
-    let (a, b) = (
-        Arc::new(Line(AtomicU64::new(0))),
-        Arc::new(Line(AtomicU64::new(0))),
-    );
-    let (a2, b2) = (Arc::clone(&a), Arc::clone(&b));
-    let iters = 200_000u64;
-    let peer = std::thread::spawn(move || {
-        pin(1);
-        for i in 1..=iters {
-            while a2.0.load(Ordering::Acquire) != i {
-                std::hint::spin_loop();
-            }
-            b2.0.store(i, Ordering::Release);
-        }
-    });
-    pin(0);
-    let start = Instant::now();
-    for i in 1..=iters {
-        a.0.store(i, Ordering::Release);
-        while b.0.load(Ordering::Acquire) != i {
-            std::hint::spin_loop();
-        }
-    }
-    let ns = start.elapsed().as_nanos() as f64 / (2 * iters) as f64;
-    peer.join().unwrap();
-    ns
+    shmlane_benches::shapes::floor_probe().as_nanos() as f64 / 2.0
 }
 
 /// Messages per fan-out latency row.

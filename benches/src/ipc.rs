@@ -113,7 +113,7 @@ impl Drop for Peer {
 
 /// A name no other bench, process or call uses, for the segments, queues
 /// and paths every bench module creates: `shmlane-bench-TAG-PID-N`.
-pub(crate) fn unique(tag: &str) -> String {
+pub fn unique(tag: &str) -> String {
     use std::sync::atomic::AtomicU32;
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -512,7 +512,7 @@ pub struct Report {
 }
 
 /// The median of `v` (the mean of the middle two for an even count).
-pub(crate) fn median_f64(mut v: Vec<f64>) -> f64 {
+pub fn median_f64(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
     if v.len() % 2 == 1 {
