@@ -99,24 +99,21 @@ impl Kind for Rkyv<Tick> {
     }
 }
 
+/// A received byte message fits the slot it came from.
+fn within_slot(len: usize, max: usize) {
+    assert!(len <= max, "a {len}-byte message from a {max}-byte slot");
+}
+
 impl Kind for Bytes {
     fn send(tx: &Sender<Self>, i: u64) {
         let _ = tx.try_send(&i.to_le_bytes());
     }
     fn recv(rx: &Receiver<Self>, max: usize) {
         if let Ok(m) = rx.try_recv() {
-            assert!(
-                m.len() <= max,
-                "a {}-byte message from a {max}-byte slot",
-                m.len()
-            );
+            within_slot(m.len(), max);
         }
         if let Ok(m) = rx.try_recv_ref() {
-            assert!(
-                m.len() <= max,
-                "a {}-byte message from a {max}-byte slot",
-                m.len()
-            );
+            within_slot(m.len(), max);
         }
     }
     fn publish(p: &Publisher<Self>, i: u64) {
@@ -124,18 +121,10 @@ impl Kind for Bytes {
     }
     fn recv_topic(sub: &mut Subscriber<Self>, max: usize) {
         if let Ok(m) = sub.try_recv() {
-            assert!(
-                m.len() <= max,
-                "a {}-byte message from a {max}-byte slot",
-                m.len()
-            );
+            within_slot(m.len(), max);
         }
         if let Ok(m) = sub.try_recv_ref() {
-            assert!(
-                m.len() <= max,
-                "a {}-byte message from a {max}-byte slot",
-                m.len()
-            );
+            within_slot(m.len(), max);
         }
     }
 }
