@@ -8,7 +8,7 @@ fn main() {
     let runs = std::env::args()
         .nth(1)
         .map_or(3, |r| r.parse().expect("RUNS is a number"));
-    let table = shmlane_benches::codec::measure_and_report(runs, |step| {
+    let table = shmlane_benches::codec::measure_and_report(runs, 1.0, |step| {
         eprint!("\r  {step:<50}");
         let _ = std::io::stderr().flush();
     });

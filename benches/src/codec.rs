@@ -1,12 +1,17 @@
 //! Message codec benchmarks, cross-process and pinned (the sender on CPU
-//! 0, the receiving peer on CPU 1), medians of `runs` runs:
+//! 0, the receiving peer on CPU 1):
 //!
-//! - 1 MiB messages over an SPSC [`Bytes`] channel: the zero-copy path
-//!   (the sender writes the message into the slot with `send_with`, the
-//!   receiver reads it where it lies through `recv_ref`) and the copy path
-//!   (`send` copies a private buffer in, the receiver copies the slot out
-//!   into a private buffer), in GB/s, beside a plain 1 MiB `memcpy`
-//!   measured in the same run;
+//! - 64 KiB and 1 MiB messages over an SPSC [`Bytes`] channel of capacity
+//!   4, in GB/s: the zero-copy path (the sender writes the message into
+//!   the slot with `send_with`, the receiver reads every byte where it
+//!   lies through `recv_ref`) and the copy path (`send` copies a private
+//!   buffer in, the receiver copies the slot out into a private buffer),
+//!   each as a multiple of the transfer floor: the same bytes between the
+//!   same two cores with no channel, four shared buffers and two counters
+//!   (the writer fills a free buffer and bumps its counter, the reader
+//!   reads every byte of it and bumps its own). Each round runs the three
+//!   in a rotating order between floor probes, and a size keeps the rounds
+//!   of one CPU placement, as the `peers` section does.
 //! - a small rkyv struct ([`Order`]: an id, a price, a quantity and two
 //!   short strings): `send(&order)` + `recv_ref()` messages per second under
 //!   each trust level, which shows what validation costs.
@@ -16,16 +21,24 @@
 //! [`maybe_run_peer`]).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use shmlane::ipc::{Builder, Bytes, Rkyv, Trust};
 use shmlane::WaitStrategy;
 use shmlane_codec::sample::Order;
 
-use crate::ipc::{median_f64 as median, pin_to_cpu, unique, unpin, Peer};
+use crate::ipc::{floor, median_f64 as median, pin_to_cpu, unique, unpin, Peer, SharedPage};
+use crate::{more_rounds, one_placement, Placed};
 
 const PEER_ENV: &str = "SHMLANE_BENCH_CODEC_PEER";
 const MIB: usize = 1 << 20;
+
+/// The large message sizes measured.
+pub const LARGE: [usize; 2] = [64 << 10, MIB];
+
+/// Buffers of the transfer floor, slots of the channel.
+const CAPACITY: usize = 4;
 
 /// Runs a codec peer and exits, if this process was started as one.
 pub fn maybe_run_peer() {
@@ -34,8 +47,18 @@ pub fn maybe_run_peer() {
     };
     let args: Vec<&str> = args.split(' ').collect();
     pin_to_cpu(1);
+    // A busy-polling peer must not outlive a bench killed midway.
+    let _ = shmlane_sys::process::die_with_parent();
     match args.as_slice() {
-        ["mib", addr, n, mode] => peer_mib(addr, n.parse().unwrap(), *mode == "copy"),
+        ["large", addr, size, n, mode] => peer_large(
+            addr,
+            size.parse().unwrap(),
+            n.parse().unwrap(),
+            *mode == "copy",
+        ),
+        ["floor", path, size, n] => {
+            peer_transfer_floor(path, size.parse().unwrap(), n.parse().unwrap())
+        }
         ["orders", addr, n, trust] => peer_orders(addr, n.parse().unwrap(), trust_named(trust)),
         other => panic!("unknown codec bench peer command {other:?}"),
     }
@@ -69,45 +92,136 @@ fn fold(bytes: &[u8]) -> u64 {
         .fold(0, |acc, w| acc ^ u64::from_ne_bytes(w.try_into().unwrap()))
 }
 
-/// Plain `memcpy` bandwidth, 1 MiB at a time, in GB/s.
-pub fn memcpy_gbps(n: u64) -> f64 {
-    let src = vec![7u8; MIB];
-    let mut dst = vec![0u8; MIB];
-    dst.copy_from_slice(&src);
-    let start = Instant::now();
-    for i in 0..n {
-        dst.copy_from_slice(&src);
-        std::hint::black_box(&mut dst);
-        dst[i as usize % MIB] = 1;
-    }
-    (n as usize * MIB) as f64 / start.elapsed().as_secs_f64() / 1e9
+/// One variant of a large-message row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Large {
+    /// The same bytes between the same cores, no channel.
+    Floor,
+    /// `send_with` + `recv_ref`.
+    ZeroCopy,
+    /// `send` from a private buffer + `recv_ref` copied out.
+    Copy,
 }
 
-/// 1 MiB messages from this process to a peer, in GB/s: in place both
-/// ways (`copy` false) or copied in and out.
-pub fn mib_gbps(n: u64, copy: bool) -> f64 {
-    let addr = format!("shm:{}", unique("codec-mib"));
+impl Large {
+    /// Every variant, in table order.
+    pub const ALL: [Self; 3] = [Self::Floor, Self::ZeroCopy, Self::Copy];
+
+    /// The variant's label and, for the channel's paths, the goal of its
+    /// ratio to the floor.
+    pub fn label(self) -> (&'static str, Option<f64>) {
+        match self {
+            Self::Floor => ("transfer floor (no channel)", None),
+            Self::ZeroCopy => ("zero-copy (send_with + recv_ref)", Some(0.9)),
+            Self::Copy => ("copy in + copy out", Some(0.5)),
+        }
+    }
+
+    /// GB/s moving `n` messages of `size` bytes.
+    fn run(self, size: usize, n: u64) -> f64 {
+        match self {
+            Self::Floor => transfer_floor_gbps(size, n),
+            Self::ZeroCopy => large_gbps(size, n, false),
+            Self::Copy => large_gbps(size, n, true),
+        }
+    }
+}
+
+/// The layout of the transfer floor's mapping: the writer's counter at 0,
+/// the reader's at 128 (lines of their own), then [`CAPACITY`] buffers of
+/// `size` bytes, each page-aligned as the channel's large slots are.
+fn floor_layout(size: usize) -> (usize, usize) {
+    let stride = size.div_ceil(4096) * 4096;
+    (stride, 4096 + CAPACITY * stride)
+}
+
+/// Waits until `counter` reaches at least `value`, spinning (a bounded
+/// spin, then a yield, as [`crate::ipc::spin_until`]).
+fn spin_until_at_least(counter: &AtomicU64, value: u64) {
+    let mut spins = 0u32;
+    // Acquire: pairs with the peer's Release store that reached `value`.
+    while counter.load(Ordering::Acquire) < value {
+        std::hint::spin_loop();
+        spins += 1;
+        if spins % (1 << 16) == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The transfer floor, in GB/s: `n` messages of `size` bytes written in
+/// place (filled, as the zero-copy sender fills its slot) into one of four
+/// shared buffers and read in place by the peer (every byte, as the
+/// zero-copy receiver reads them), with two counters for flow control.
+pub fn transfer_floor_gbps(size: usize, n: u64) -> f64 {
+    let (stride, len) = floor_layout(size);
+    let path = std::path::Path::new("/dev/shm").join(unique("transfer-floor"));
+    let page = SharedPage::create_len(&path, len);
+    let mut peer = spawn_peer(&format!("floor {} {size} {n}", path.display()));
+    peer.wait_line("ready");
+    let (written, read) = (page.word(0), page.word(128));
+    let start = Instant::now();
+    for i in 0..n {
+        // A free buffer: the reader is done with the message CAPACITY back.
+        spin_until_at_least(read, (i + 1).saturating_sub(CAPACITY as u64));
+        let k = i as usize % CAPACITY;
+        // SAFETY: buffer `k` is this side's until `written` passes `i`: the
+        // reader is done with it (above) and starts on it only after.
+        let buf = unsafe { page.bytes_mut(4096 + k * stride, size) };
+        buf.fill(i as u8);
+        // Release: hands the buffer over (pairs with the reader's Acquire).
+        written.store(i + 1, Ordering::Release);
+    }
+    peer.wait_line("done");
+    let elapsed = start.elapsed();
+    peer.finish();
+    (n as usize * size) as f64 / elapsed.as_secs_f64() / 1e9
+}
+
+fn peer_transfer_floor(path: &str, size: usize, n: u64) {
+    let (stride, len) = floor_layout(size);
+    let page = SharedPage::open_len(path, len);
+    let (written, read) = (page.word(0), page.word(128));
+    let mut acc = 0;
+    ready();
+    for i in 0..n {
+        spin_until_at_least(written, i + 1);
+        let k = i as usize % CAPACITY;
+        // SAFETY: the writer handed buffer `k` over (above) and touches it
+        // again only after `read` passes `i`.
+        acc ^= fold(unsafe { page.bytes_mut(4096 + k * stride, size) });
+        // Release: hands the buffer back (pairs with the writer's Acquire).
+        read.store(i + 1, Ordering::Release);
+    }
+    std::hint::black_box(acc);
+    println!("done");
+}
+
+/// `n` messages of `size` bytes from this process to a peer, in GB/s: in
+/// place both ways (`copy` false) or copied in and out.
+pub fn large_gbps(size: usize, n: u64, copy: bool) -> f64 {
+    let addr = format!("shm:{}", unique("codec-large"));
     let chan = Builder::new(&addr)
         .unwrap()
         .spsc()
-        .capacity(4)
-        .message_size(MIB)
+        .capacity(CAPACITY)
+        .message_size(size)
         .wait_strategy(WaitStrategy::busy_poll())
         .create::<Bytes>()
         .unwrap();
     let tx = chan.sender().unwrap();
     let mode = if copy { "copy" } else { "zero-copy" };
-    let mut peer = spawn_peer(&format!("mib {addr} {n} {mode}"));
+    let mut peer = spawn_peer(&format!("large {addr} {size} {n} {mode}"));
     peer.wait_line("ready");
-    let src = vec![3u8; MIB];
+    let src = vec![3u8; size];
     let start = Instant::now();
     for i in 0..n {
         if copy {
             tx.send(&src).unwrap();
         } else {
             tx.send_with(|slot| {
-                slot[..MIB].fill(i as u8);
-                MIB
+                slot[..size].fill(i as u8);
+                size
             })
             .unwrap();
         }
@@ -115,17 +229,17 @@ pub fn mib_gbps(n: u64, copy: bool) -> f64 {
     peer.wait_line("done");
     let elapsed = start.elapsed();
     peer.finish();
-    (n as usize * MIB) as f64 / elapsed.as_secs_f64() / 1e9
+    (n as usize * size) as f64 / elapsed.as_secs_f64() / 1e9
 }
 
-fn peer_mib(addr: &str, n: u64, copy: bool) {
+fn peer_large(addr: &str, size: usize, n: u64, copy: bool) {
     let chan = Builder::new(addr)
         .unwrap()
         .wait_strategy(WaitStrategy::busy_poll())
         .open::<Bytes>()
         .unwrap();
     let rx = chan.receiver().unwrap();
-    let mut private = vec![0u8; MIB];
+    let mut private = vec![0u8; size];
     let mut acc = 0;
     ready();
     for _ in 0..n {
@@ -133,7 +247,7 @@ fn peer_mib(addr: &str, n: u64, copy: bool) {
         if copy {
             private.copy_from_slice(&msg);
             drop(msg);
-            acc ^= private[acc as usize % MIB] as u64;
+            acc ^= private[acc as usize % size] as u64;
         } else {
             acc ^= fold(&msg);
         }
@@ -203,80 +317,153 @@ fn peer_orders(addr: &str, n: u64, trust: Trust) {
     println!("done");
 }
 
-/// Every codec figure, medians of `runs` runs.
+/// One large message size: the medians, over the rounds kept, of each
+/// variant's GB/s.
+#[derive(Debug, Clone)]
+pub struct LargeRow {
+    /// Message size in bytes.
+    pub size: usize,
+    /// GB/s per variant, in [`Large::ALL`] order.
+    pub gbps: [f64; 3],
+    /// The floor probes' median over the rounds kept, ns.
+    pub placement: f64,
+    /// Rounds kept.
+    pub kept: usize,
+    /// Rounds made.
+    pub made: usize,
+    /// Whether no round kept one placement from start to end.
+    pub mixed: bool,
+}
+
+impl LargeRow {
+    /// GB/s of `v`.
+    pub fn gbps(&self, v: Large) -> f64 {
+        self.gbps[Large::ALL.iter().position(|&x| x == v).expect("a variant")]
+    }
+}
+
+/// Every codec figure.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// memcpy of 1 MiB, GB/s.
-    pub memcpy: f64,
-    /// 1 MiB zero-copy, GB/s.
-    pub zero_copy: f64,
-    /// 1 MiB copied in and out, GB/s.
-    pub copy: f64,
-    /// (trust, orders per second).
+    /// One row per size of [`LARGE`].
+    pub large: Vec<LargeRow>,
+    /// (trust, orders per second), medians of the runs.
     pub orders: Vec<(&'static str, f64)>,
     /// Whether the two processes were pinned to different CPUs.
     pub pinned: bool,
-    /// The cache-line ping-pong round trip (p50, ns) in the same run: it
-    /// tells how far apart the two CPUs are, which moves every figure.
+    /// The cache-line ping-pong round trip (p50, ns) around the orders.
     pub floor_ns: f64,
 }
 
-/// Runs every codec figure `runs` times (interleaved); `scale` multiplies
-/// the message counts.
+/// Measures one large size: `runs` rounds kept of the three variants,
+/// each moving `bytes` bytes.
+fn large_row(size: usize, runs: usize, bytes: f64, progress: &mut impl FnMut(&str)) -> LargeRow {
+    let n = ((bytes / size as f64) as u64).max(16);
+    let mut rounds: Vec<Placed<[f64; 3]>> = Vec::new();
+    while more_rounds(&rounds, runs) {
+        let r = rounds.len();
+        let mut probes = vec![floor(2_000).p50];
+        let mut got = [0.0; 3];
+        for k in 0..Large::ALL.len() {
+            let i = (k + r) % Large::ALL.len();
+            let v = Large::ALL[i];
+            progress(&format!(
+                "{}, round {}: {}",
+                crate::transports::human_size(size),
+                r + 1,
+                v.label().0
+            ));
+            got[i] = v.run(size, n);
+            probes.push(floor(2_000).p50);
+        }
+        rounds.push(Placed::new(probes, got));
+    }
+    let made = rounds.len();
+    let (rounds, mixed) = one_placement(rounds);
+    LargeRow {
+        size,
+        gbps: std::array::from_fn(|i| median(rounds.iter().map(|r| r.round[i]).collect())),
+        placement: median(rounds.iter().map(|r| r.floor).collect()),
+        kept: rounds.len(),
+        made,
+        mixed,
+    }
+}
+
+/// Runs every codec figure: `runs` rounds kept per large size, `runs`
+/// interleaved runs of the orders; `scale` multiplies the work.
 pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Report {
+    let runs = runs.max(1);
     let pinned = pin_to_cpu(0);
-    let mib = ((4000.0 * scale) as u64).max(16);
+    let large = LARGE
+        .iter()
+        .map(|&size| large_row(size, runs, 4e9 * scale, &mut progress))
+        .collect();
     let orders = ((20_000_000.0 * scale) as u64).max(10_000);
     let trusts = ["validate", "hostile", "unchecked"];
-    let (mut memcpy, mut zero, mut copy) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_trust = vec![Vec::new(); trusts.len()];
-    let mut floor = Vec::new();
+    let mut floors = Vec::new();
     for run in 1..=runs {
         progress(&format!("run {run}/{runs}: floor (cache-line ping-pong)"));
-        floor.push(crate::ipc::floor(100_000).p50);
-        progress(&format!("run {run}/{runs}: memcpy 1 MiB"));
-        memcpy.push(memcpy_gbps(mib));
-        progress(&format!("run {run}/{runs}: 1 MiB zero-copy"));
-        zero.push(mib_gbps(mib, false));
-        progress(&format!("run {run}/{runs}: 1 MiB copy in/out"));
-        copy.push(mib_gbps(mib, true));
+        floors.push(floor(20_000).p50);
         for (i, trust) in trusts.iter().enumerate() {
             progress(&format!("run {run}/{runs}: rkyv orders, {trust}"));
             per_trust[i].push(orders_per_s(orders, trust));
         }
     }
+    floors.push(floor(20_000).p50);
     unpin();
     Report {
-        memcpy: median(memcpy),
-        zero_copy: median(zero),
-        copy: median(copy),
+        large,
         orders: trusts
             .into_iter()
             .zip(per_trust.into_iter().map(median))
             .collect(),
         pinned,
-        floor_ns: median(floor),
+        floor_ns: median(floors),
     }
 }
 
-/// Formats a report with the codec issue's goals beside each figure.
+/// Formats a report with the goals beside each figure.
 pub fn report_table(r: &Report) -> String {
-    let mut out = String::new();
-    out.push_str("1 MiB messages, cross-process        GB/s   vs memcpy (goal)\n");
-    out.push_str(&format!(
-        "memcpy, 1 MiB (same run)          {:>7.2}\n",
-        r.memcpy
-    ));
-    out.push_str(&format!(
-        "zero-copy (send_with + recv_ref)   {:>7.2}   {:>5.2}x (>= 1.0x)\n",
-        r.zero_copy,
-        r.zero_copy / r.memcpy
-    ));
-    out.push_str(&format!(
-        "copy in + copy out                 {:>7.2}   {:>5.2}x (>= 0.6x)\n",
-        r.copy,
-        r.copy / r.memcpy
-    ));
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "large messages, cross-process, capacity 4      GB/s   vs transfer floor (goal) | floor probe ns, rounds kept/made\n",
+    );
+    for row in &r.large {
+        for v in Large::ALL {
+            let (label, goal) = v.label();
+            let size = if v == Large::Floor {
+                crate::transports::human_size(row.size)
+            } else {
+                String::new()
+            };
+            let _ = write!(out, "{size:>7} {label:<33}{:>8.2}", row.gbps(v));
+            match goal {
+                Some(goal) => {
+                    let _ = writeln!(
+                        out,
+                        "   {:>5.2}x (>= {goal}x)",
+                        row.gbps(v) / row.gbps(Large::Floor)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{:>29} {:.0}, {}/{}{}",
+                        "|",
+                        row.placement,
+                        row.kept,
+                        row.made,
+                        if row.mixed { " *" } else { "" }
+                    );
+                }
+            }
+        }
+    }
+    if r.large.iter().any(|row| row.mixed) {
+        out.push_str("* no round kept one placement: mixed placements, rerun\n");
+    }
     out.push_str("\nrkyv order (send + recv_ref)     Mmsg/s   ns/msg   vs unchecked\n");
     let unchecked = r
         .orders
@@ -289,17 +476,19 @@ pub fn report_table(r: &Report) -> String {
         } else {
             ""
         };
-        out.push_str(&format!(
-            "{trust:<31}{:>8.2}{:>9.1}{:>10.2}x{goal}\n",
+        let _ = writeln!(
+            out,
+            "{trust:<31}{:>8.2}{:>9.1}{:>10.2}x{goal}",
             rate / 1e6,
             1e9 / rate,
             rate / unchecked
-        ));
+        );
     }
-    out.push_str(&format!(
-        "(placement: cache-line ping-pong {:.0} ns round trip in this run)\n",
+    let _ = writeln!(
+        out,
+        "(orders: cache-line ping-pong {:.0} ns round trip, median of the probes around them)",
         r.floor_ns
-    ));
+    );
     if !r.pinned {
         out.push_str("(not pinned: fewer than 2 CPUs or affinity refused)\n");
     }
@@ -308,6 +497,6 @@ pub fn report_table(r: &Report) -> String {
 
 /// Measures the codec figures and returns the table to print (what
 /// `shmlane bench --only codec` shows).
-pub fn measure_and_report(runs: usize, progress: impl FnMut(&str)) -> String {
-    report_table(&measure(runs, 1.0, progress))
+pub fn measure_and_report(runs: usize, scale: f64, progress: impl FnMut(&str)) -> String {
+    report_table(&measure(runs, scale, progress))
 }

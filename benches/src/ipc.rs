@@ -258,9 +258,37 @@ impl SharedPage {
 
     /// The counter: the first word of the page, alone on its cache line.
     pub(crate) fn counter(&self) -> &AtomicU64 {
-        // SAFETY: the page is 4096 bytes, page-aligned, lives as long as
-        // `self`, and is only accessed through this atomic in both processes.
-        unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
+        self.word(0)
+    }
+
+    /// The 8-byte word at `offset` as an atomic.
+    ///
+    /// # Panics
+    ///
+    /// If `offset` is not 8-aligned or the word does not fit.
+    pub(crate) fn word(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.map.len());
+        // SAFETY: in bounds and aligned (checked; the mapping is
+        // page-aligned), lives as long as `self`; every user of this page
+        // accesses the word only through this atomic, in both processes.
+        unsafe { &*self.map.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// `len` bytes at `offset`, for writing in place.
+    ///
+    /// # Panics
+    ///
+    /// If they do not fit or overlap the counter.
+    ///
+    /// # Safety
+    ///
+    /// Nothing else (in this process or the peer) accesses these bytes
+    /// while the slice lives: the protocol has handed them to this side.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        assert!(offset >= 8 && offset + len <= self.map.len());
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), len) }
     }
 }
 

@@ -307,3 +307,30 @@ fn peers_prints_a_row_per_size_beside_the_floors() {
     let both = shmlane(&["bench", "--peers", "--only", "codec"]);
     assert_eq!(both.status.code(), Some(2));
 }
+
+#[test]
+fn codec_compares_large_messages_with_the_transfer_floor() {
+    let out = shmlane(&[
+        "bench", "--only", "codec", "--runs", "1", "--scale", "0.0001",
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    for label in [
+        "transfer floor",
+        "zero-copy (send_with + recv_ref)",
+        "copy in + copy out",
+        "validate",
+        "unchecked",
+    ] {
+        assert!(stdout.contains(label), "no `{label}` in\n{stdout}");
+    }
+    for size in ["64 KiB", "1 MiB"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(size)),
+            "no row for {size} in\n{stdout}"
+        );
+    }
+    // Two ratios to the floor per size.
+    assert_eq!(stdout.matches("x (>= 0.").count(), 4, "{stdout}");
+}
