@@ -537,6 +537,24 @@ pub struct Report {
     pub mpmc_throughput: f64,
     /// Whether the two processes were pinned to different CPUs.
     pub pinned: bool,
+    /// The floor probes' median over the rounds kept, ns.
+    pub placement_ns: f64,
+    /// Rounds kept (steady, of one placement) and made.
+    pub kept: usize,
+    /// Rounds made.
+    pub made: usize,
+    /// Whether no round kept one placement (all are kept then).
+    pub mixed: bool,
+}
+
+/// One round of the cross-process section: every figure once.
+struct Round {
+    floor: Latency,
+    busy: Latency,
+    default: Latency,
+    tput: Vec<f64>,
+    mpmc_busy: Latency,
+    mpmc_tput: f64,
 }
 
 /// The median of `v` (the mean of the middle two for an even count).
@@ -558,54 +576,89 @@ fn median_latency(v: Vec<Latency>) -> Latency {
     }
 }
 
-/// Runs everything `runs` times (interleaved) and takes medians.
-/// `scale` multiplies the message counts (1.0 for the full run).
+/// Runs every figure once per round, each between floor probes, until
+/// `runs` rounds kept one placement (at most `3 * runs` rounds; see
+/// [`crate::one_placement`]), and takes the medians of the rounds of the
+/// commoner placement. `scale` multiplies the message counts (1.0 for the
+/// full run).
 pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Report {
+    let runs = runs.max(1);
     let pinned = pin_to_cpu(0);
     let iters = ((200_000.0 * scale) as u64).max(1000);
     let n8 = ((20_000_000.0 * scale) as u64).max(10_000);
     let nbatch = ((100_000_000.0 * scale) as u64).max(10_000);
-    let (mut floor_r, mut busy_r, mut default_r) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut mpmc_busy_r, mut mpmc_tput_r) = (Vec::new(), Vec::new());
     let cases = [
         (8, SendMode::PerMessage, n8),
         (8, SendMode::Batch, nbatch),
         (64, SendMode::PerMessage, n8 / 2),
         (64, SendMode::Batch, nbatch / 4),
     ];
-    let mut tput: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for run in 0..runs {
-        progress(&format!("run {}/{runs}: floor", run + 1));
-        floor_r.push(floor(iters));
-        progress(&format!("run {}/{runs}: ping-pong busy-poll", run + 1));
-        busy_r.push(pingpong(iters, true));
-        progress(&format!("run {}/{runs}: ping-pong default", run + 1));
-        default_r.push(pingpong(iters, false));
-        for (i, &(size, mode, n)) in cases.iter().enumerate() {
-            progress(&format!(
-                "run {}/{runs}: throughput {size} B {mode:?}",
-                run + 1
-            ));
-            tput[i].push(throughput(n, size, mode));
+    let mut rounds: Vec<crate::Placed<Round>> = Vec::new();
+    while crate::more_rounds(&rounds, runs) {
+        let round = rounds.len() + 1;
+        let mut probes = vec![floor(2_000).p50];
+        let mut step = |what: &str| {
+            progress(&format!("round {round}: {what}"));
+        };
+        let probe = |probes: &mut Vec<f64>| probes.push(floor(2_000).p50);
+        step("floor");
+        let floor_l = floor(iters);
+        step("ping-pong busy-poll");
+        let busy = pingpong(iters, true);
+        probe(&mut probes);
+        step("ping-pong default");
+        let default = pingpong(iters, false);
+        probe(&mut probes);
+        let mut tput = Vec::new();
+        for &(size, mode, n) in &cases {
+            step(&format!("throughput {size} B {mode:?}"));
+            tput.push(throughput(n, size, mode));
+            probe(&mut probes);
         }
-        progress(&format!("run {}/{runs}: MPMC ping-pong busy-poll", run + 1));
-        mpmc_busy_r.push(pingpong_on(iters, true, Ring::Mpmc));
-        progress(&format!("run {}/{runs}: MPMC throughput 8 B", run + 1));
-        mpmc_tput_r.push(throughput_on(n8 / 4, 8, SendMode::PerMessage, Ring::Mpmc));
+        step("MPMC ping-pong busy-poll");
+        let mpmc_busy = pingpong_on(iters, true, Ring::Mpmc);
+        step("MPMC throughput 8 B");
+        let mpmc_tput = throughput_on(n8 / 4, 8, SendMode::PerMessage, Ring::Mpmc);
+        probe(&mut probes);
+        rounds.push(crate::Placed::new(
+            probes,
+            Round {
+                floor: floor_l,
+                busy,
+                default,
+                tput,
+                mpmc_busy,
+                mpmc_tput,
+            },
+        ));
     }
     unpin();
+    let made = rounds.len();
+    let (rounds, mixed) = crate::one_placement(rounds);
+    let lat =
+        |f: fn(&Round) -> Latency| median_latency(rounds.iter().map(|r| f(&r.round)).collect());
     Report {
-        floor: median_latency(floor_r),
-        busy: median_latency(busy_r),
-        default: median_latency(default_r),
+        floor: lat(|r| r.floor),
+        busy: lat(|r| r.busy),
+        default: lat(|r| r.default),
         throughput: cases
             .iter()
-            .zip(tput)
-            .map(|(&(size, mode, _), v)| (size, mode, median_f64(v)))
+            .enumerate()
+            .map(|(i, &(size, mode, _))| {
+                (
+                    size,
+                    mode,
+                    median_f64(rounds.iter().map(|r| r.round.tput[i]).collect()),
+                )
+            })
             .collect(),
-        mpmc_busy: median_latency(mpmc_busy_r),
-        mpmc_throughput: median_f64(mpmc_tput_r),
+        mpmc_busy: lat(|r| r.mpmc_busy),
+        mpmc_throughput: median_f64(rounds.iter().map(|r| r.round.mpmc_tput).collect()),
         pinned,
+        placement_ns: median_f64(rounds.iter().map(|r| r.floor).collect()),
+        kept: rounds.len(),
+        made,
+        mixed,
     }
 }
 
@@ -655,6 +708,17 @@ pub fn report_table(r: &Report) -> String {
         "MPMC: 8 B, per message",
         r.mpmc_throughput / 1e6,
         r.mpmc_throughput * 8.0 / 1e9
+    ));
+    out.push_str(&format!(
+        "(placement: floor probes {:.0} ns round trip; rounds kept/made {}/{}{})\n",
+        r.placement_ns,
+        r.kept,
+        r.made,
+        if r.mixed {
+            ", no round kept one placement: mixed, rerun"
+        } else {
+            ""
+        }
     ));
     if !r.pinned {
         out.push_str("(not pinned: fewer than 2 CPUs or affinity refused)\n");

@@ -124,7 +124,7 @@ impl<R> Placed<R> {
 
 /// Whether two floors tell the same placement: neither is more than half
 /// again the other.
-fn same_placement(a: f64, b: f64) -> bool {
+pub(crate) fn same_placement(a: f64, b: f64) -> bool {
     a.max(b) <= 1.5 * a.min(b)
 }
 

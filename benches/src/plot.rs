@@ -382,6 +382,7 @@ mod tests {
                 samples: 1000,
                 msgs_per_s: rate,
             }),
+            placement: None,
         }
     }
 
@@ -395,6 +396,7 @@ mod tests {
                 kind: Kind::Signal,
                 size: 1 << 20,
                 outcome: Outcome::NotApplicable("signal frames are at most 4 KiB".into()),
+                placement: None,
             },
         ]
     }

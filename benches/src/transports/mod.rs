@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use shmlane::transport::{self, Options};
 
-use crate::ipc::{median_f64 as median, pin_to_cpu, unpin, Latency};
+use crate::ipc::{floor, median_f64 as median, pin_to_cpu, unpin, Latency};
+use crate::{one_placement, Placed};
 use cell::measure_cell;
 use units::mq_msgsize_max;
 
@@ -225,6 +226,34 @@ pub struct Row {
     pub size: usize,
     /// What was measured.
     pub outcome: Outcome,
+    /// The CPU placement the figures were measured on (`None` when the
+    /// processes were not pinned, or nothing was measured).
+    pub placement: Option<Placement>,
+}
+
+/// Where a row's runs ran: each run of a cell is bracketed by cache-line
+/// ping-pong probes (the floor; ~65-150 ns when the two vCPUs are SMT
+/// siblings, 300-560 ns when not, on the project's VM), and a row keeps
+/// the runs whose probes agreed, of the placement most of them had.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// The median floor of the runs kept, ns.
+    pub floor_ns: f64,
+    /// Runs kept.
+    pub kept: usize,
+    /// Runs made.
+    pub made: usize,
+    /// Whether no run kept one placement from start to end (every run is
+    /// kept then, on mixed placements).
+    pub mixed: bool,
+}
+
+impl Placement {
+    /// Whether two rows' figures were measured on the same placement, so
+    /// that a ratio between them means something.
+    pub fn same_as(&self, other: &Placement) -> bool {
+        !self.mixed && !other.mixed && crate::same_placement(self.floor_ns, other.floor_ns)
+    }
 }
 
 impl Row {
@@ -277,18 +306,26 @@ pub fn measure(settings: &Settings, mut progress: impl FnMut(&Progress)) -> Vec<
         .count();
     let total = live * 2 * runs;
     let pinned = pin_to_cpu(0);
+    // The floor, probed between cells (each cell's run is bracketed by
+    // the probe before it and the one after); not probed unpinned.
+    let probe = || if pinned { floor(2_000).p50 } else { f64::NAN };
+    let mut last_probe = probe();
     let start = Instant::now();
     let mut done = 0;
-    // Per cell: the outcomes of each run.
-    let mut results: Vec<Vec<Outcome>> = vec![Vec::new(); cells.len()];
+    // Per cell: the outcomes of each run, with the probes around it.
+    let mut results: Vec<Vec<Placed<Outcome>>> = Vec::new();
+    results.resize_with(cells.len(), Vec::new);
     for run in 0..runs {
         for (i, &(kind, size)) in cells.iter().enumerate() {
             if let Some(why) = kind.cannot_carry(size) {
-                results[i].push(Outcome::NotApplicable(why));
+                results[i].push(Placed::new(vec![last_probe], Outcome::NotApplicable(why)));
                 continue;
             }
             // Once a cell failed, later runs skip it.
-            if matches!(results[i].last(), Some(Outcome::Failed(_))) {
+            if matches!(
+                results[i].last().map(|p| &p.round),
+                Some(Outcome::Failed(_))
+            ) {
                 done += 2;
                 continue;
             }
@@ -319,7 +356,9 @@ pub fn measure(settings: &Settings, mut progress: impl FnMut(&Progress)) -> Vec<
             });
             // A cell that failed early skipped a phase or two.
             done = before + 2;
-            results[i].push(outcome);
+            let after = probe();
+            results[i].push(Placed::new(vec![last_probe, after], outcome));
+            last_probe = after;
         }
     }
     progress(&Progress {
@@ -334,12 +373,42 @@ pub fn measure(settings: &Settings, mut progress: impl FnMut(&Progress)) -> Vec<
     cells
         .into_iter()
         .zip(results)
-        .map(|((kind, size), outcomes)| Row {
-            kind,
-            size,
-            outcome: median_outcome(outcomes),
+        .map(|((kind, size), runs)| {
+            let (outcome, placement) = placed_outcome(runs, pinned);
+            Row {
+                kind,
+                size,
+                outcome,
+                placement,
+            }
         })
         .collect()
+}
+
+/// A cell's outcome over its runs: the medians of the runs of one
+/// placement (see [`Placement`]) when every run measured, else the first
+/// run that did not (not applicable, or failed: a failure shows whatever
+/// placement it happened on).
+fn placed_outcome(runs: Vec<Placed<Outcome>>, pinned: bool) -> (Outcome, Option<Placement>) {
+    let all_measured = runs.iter().all(|r| matches!(r.round, Outcome::Measured(_)));
+    if !all_measured || !pinned {
+        return (
+            median_outcome(runs.into_iter().map(|r| r.round).collect()),
+            None,
+        );
+    }
+    let made = runs.len();
+    let (kept, mixed) = one_placement(runs);
+    let placement = Placement {
+        floor_ns: median(kept.iter().map(|r| r.floor).collect()),
+        kept: kept.len(),
+        made,
+        mixed,
+    };
+    (
+        median_outcome(kept.into_iter().map(|r| r.round).collect()),
+        Some(placement),
+    )
 }
 
 pub(super) fn median_outcome(outcomes: Vec<Outcome>) -> Outcome {

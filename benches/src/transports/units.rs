@@ -116,6 +116,7 @@ mod tests {
             kind: Kind::Pipe,
             size: 8,
             outcome: Outcome::Failed(note.into()),
+            placement: None,
         }];
         let v: serde_json::Value = serde_json::from_str(&json(&rows)).unwrap();
         assert_eq!(v[0]["note"], note);
