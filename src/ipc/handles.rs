@@ -846,6 +846,18 @@ impl<M: Message> Receiver<M> {
             // layers, a copy per layer, which made a 4 KiB round trip
             // four times as long as writing and reading in place.
             side.wait_recv(deadline, |probe| {
+                // A spinning check (`probe` false) looks at the head
+                // slot's stamp alone: the line the message arrives on,
+                // nothing else between two looks. Every other check (each
+                // yield, the last before parking) is the thorough one,
+                // which also sees senders gone and a broken segment.
+                if !probe {
+                    match ring.available() {
+                        Ok(0) => return Err(RecvMsgError::Empty),
+                        Ok(_) => return Ok(()),
+                        Err(_) => {}
+                    }
+                }
                 port::spsc_front(ring, side, probe).map(drop)
             })?;
             match port::spsc_try_take_bare::<M>(ring, side, true) {
