@@ -174,6 +174,14 @@ pub struct Row {
     pub shmlane: f64,
     /// Median messages per second through crossbeam-channel.
     pub crossbeam: f64,
+    /// The floor probes' median over the rounds kept, ns.
+    pub floor_ns: f64,
+    /// Rounds kept (of one placement).
+    pub kept: usize,
+    /// Rounds made.
+    pub made: usize,
+    /// Whether no round kept one placement (all are kept then).
+    pub mixed: bool,
 }
 
 impl Row {
@@ -183,28 +191,52 @@ impl Row {
     }
 }
 
-/// Measures every configuration `runs` times per implementation, the two
-/// interleaved so that machine noise hits both alike, after one warm-up run
-/// each. `progress` is called after every run.
+/// Measures every configuration: after one warm-up run of each
+/// implementation, rounds of one run each (the order alternating), with a
+/// floor probe ([`shapes::floor_probe`]) before, between and after, until
+/// `runs` rounds kept one CPU placement (at most `3 * runs`; see
+/// [`one_placement`]). `progress` is called after every run of the first
+/// `runs` rounds.
 pub fn compare(configs: &[Config], runs: usize, mut progress: impl FnMut()) -> Vec<Row> {
+    let runs = runs.max(1);
     configs
         .iter()
         .map(|&config| {
             run(Impl::Shmlane, config);
             run(Impl::Crossbeam, config);
-            let mut ours = Vec::with_capacity(runs);
-            let mut theirs = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                ours.push(run(Impl::Shmlane, config));
-                progress();
-                theirs.push(run(Impl::Crossbeam, config));
-                progress();
+            let mut rounds: Vec<Placed<[Duration; 2]>> = Vec::new();
+            while more_rounds(&rounds, runs) {
+                let order = if rounds.len() % 2 == 0 {
+                    [Impl::Shmlane, Impl::Crossbeam]
+                } else {
+                    [Impl::Crossbeam, Impl::Shmlane]
+                };
+                let probe = || shapes::floor_probe().as_nanos() as f64;
+                let mut probes = vec![probe()];
+                let mut times = [Duration::ZERO; 2];
+                for which in order {
+                    times[which as usize] = run(which, config);
+                    probes.push(probe());
+                    if rounds.len() < runs {
+                        progress();
+                    }
+                }
+                rounds.push(Placed::new(probes, times));
             }
-            let rate = |d: Duration| config.messages as f64 / d.as_secs_f64();
+            let made = rounds.len();
+            let (rounds, mixed) = one_placement(rounds);
+            let rate = |i: usize| {
+                let mut d: Vec<Duration> = rounds.iter().map(|r| r.round[i]).collect();
+                config.messages as f64 / median(&mut d).as_secs_f64()
+            };
             Row {
                 config,
-                shmlane: rate(median(&mut ours)),
-                crossbeam: rate(median(&mut theirs)),
+                shmlane: rate(Impl::Shmlane as usize),
+                crossbeam: rate(Impl::Crossbeam as usize),
+                floor_ns: ipc::median_f64(rounds.iter().map(|r| r.floor).collect()),
+                kept: rounds.len(),
+                made,
+                mixed,
             }
         })
         .collect()
@@ -226,17 +258,25 @@ pub fn default_configs() -> Vec<Config> {
 
 /// Formats the comparison as a table.
 pub fn table(rows: &[Row]) -> String {
-    let mut out =
-        String::from("threads (p/c)   shmlane Mmsg/s   crossbeam Mmsg/s   shmlane/crossbeam\n");
+    let mut out = String::from(
+        "threads (p/c)   shmlane Mmsg/s   crossbeam Mmsg/s   shmlane/crossbeam   floor ns   rounds kept/made\n",
+    );
     for r in rows {
         out.push_str(&format!(
-            "{:>5}/{:<9} {:>14.2} {:>18.2} {:>18.2}x\n",
+            "{:>5}/{:<9} {:>14.2} {:>18.2} {:>18.2}x {:>10.0} {:>10}/{}{}\n",
             r.config.producers,
             r.config.consumers,
             r.shmlane / 1e6,
             r.crossbeam / 1e6,
-            r.ratio()
+            r.ratio(),
+            r.floor_ns,
+            r.kept,
+            r.made,
+            if r.mixed { " *" } else { "" }
         ));
+    }
+    if rows.iter().any(|r| r.mixed) {
+        out.push_str("* no round kept one placement: mixed placements, rerun the row\n");
     }
     out
 }

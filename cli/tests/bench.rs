@@ -270,6 +270,18 @@ fn in_process_prints_the_thread_table_and_crossbeams_shapes() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("shmlane/crossbeam"), "{text}");
+    // The thread table: 1/1, 2/2 and 4/4, each with its ratio, floor and
+    // rounds kept/made.
+    for threads in ["1/1", "2/2", "4/4"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(threads))
+            .unwrap_or_else(|| panic!("no {threads} row in {text}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert!(cells[3].ends_with('x'), "{line}");
+        assert!(cells[4].parse::<f64>().is_ok(), "{line}");
+        assert!(cells[5].contains('/'), "{line}");
+    }
     // Every row of crossbeam-channel's benchmark program, with a ratio.
     for row in [
         "bounded0_spsc",
