@@ -207,7 +207,8 @@ fn main() {
     let iters = args.next().map_or(2_000_000, |s| s.parse().unwrap());
     let rounds = args.next().map_or(5, |s| s.parse().unwrap());
     let only = args.next();
-    let parts: [(&str, fn(u64) -> f64); 7] = [
+    type Part = (&'static str, fn(u64) -> f64);
+    let parts: [Part; 7] = [
         ("ring_local", ring_local),
         ("channel_local", channel_local),
         ("floor", floor),
