@@ -2,14 +2,22 @@
 //! CPUs 0 and 1, per round trip (total time / round trips, no clock read
 //! inside the loop), in alternating rounds:
 //!
+//! - `ring_local`, `channel_local`: one thread, a send then a receive on
+//!   one bare ring or one `shm:` channel (the instruction path alone, no
+//!   line crossing cores);
 //! - `floor`: one cache line flipped each way;
-//! - `floor2`: two lines, one each way (the channel's shape);
+//! - `floor2`: two lines, one each way (the shape of any round trip
+//!   through two rings);
 //! - `ring`: two bare SPSC rings (`shmlane_ring::spsc`, 8-byte slots),
 //!   `try_push`/`try_pop` spinning;
+//! - `ring_fenced`: `ring` with a SeqCst fence after each push and pop
+//!   (what the channel's wakeup check adds);
 //! - `channel`: two `shm:` SPSC channels of `u64`, busy-poll,
 //!   `send`/`recv`.
 //!
 //! `cargo run --release -p shmlane-benches --example ring_parts [ITERS] [ROUNDS] [PART]`
+//! (PART: run only that part). On one CPU, or where pinning is refused,
+//! the spinning parts yield now and then and crawl.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -25,8 +33,13 @@ fn pin(cpu: usize) {
 }
 
 fn spin(c: &AtomicU64, v: u64) {
+    let mut spins = 0u32;
     while c.load(Ordering::Acquire) != v {
         std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % (1 << 16) == 0 {
+            std::thread::yield_now();
+        }
     }
 }
 

@@ -21,15 +21,17 @@
 //! [`maybe_run_peer`]).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use shmlane::ipc::{Builder, Bytes, Rkyv, Trust};
 use shmlane::WaitStrategy;
 use shmlane_codec::sample::Order;
 
-use crate::ipc::{floor, median_f64 as median, pin_to_cpu, unique, unpin, Peer, SharedPage};
-use crate::{more_rounds, one_placement, Placed};
+use crate::ipc::{
+    floor, median_f64 as median, pin_to_cpu, spin_until, unique, unpin, Peer, SharedPage,
+};
+use crate::rotated_rounds;
 
 const PEER_ENV: &str = "SHMLANE_BENCH_CODEC_PEER";
 const MIB: usize = 1 << 20;
@@ -135,20 +137,6 @@ fn floor_layout(size: usize) -> (usize, usize) {
     (stride, 4096 + CAPACITY * stride)
 }
 
-/// Waits until `counter` reaches at least `value`, spinning (a bounded
-/// spin, then a yield, as [`crate::ipc::spin_until`]).
-fn spin_until_at_least(counter: &AtomicU64, value: u64) {
-    let mut spins = 0u32;
-    // Acquire: pairs with the peer's Release store that reached `value`.
-    while counter.load(Ordering::Acquire) < value {
-        std::hint::spin_loop();
-        spins += 1;
-        if spins % (1 << 16) == 0 {
-            std::thread::yield_now();
-        }
-    }
-}
-
 /// The transfer floor, in GB/s: `n` messages of `size` bytes written in
 /// place (filled, as the zero-copy sender fills its slot) into one of four
 /// shared buffers and read in place by the peer (every byte, as the
@@ -157,13 +145,25 @@ pub fn transfer_floor_gbps(size: usize, n: u64) -> f64 {
     let (stride, len) = floor_layout(size);
     let path = std::path::Path::new("/dev/shm").join(unique("transfer-floor"));
     let page = SharedPage::create_len(&path, len);
+    // Every page touched before the peer starts, as the channel's segment
+    // has its pages reserved: no first-touch faults inside the timing.
+    // SAFETY: no peer yet; nothing else touches the buffers.
+    unsafe { page.bytes_mut(4096, len - 4096) }.fill(0);
     let mut peer = spawn_peer(&format!("floor {} {size} {n}", path.display()));
     peer.wait_line("ready");
     let (written, read) = (page.word(0), page.word(128));
+    // How far the reader was last seen: reloaded only when that is not
+    // far enough.
+    let mut seen_read = 0;
     let start = Instant::now();
     for i in 0..n {
         // A free buffer: the reader is done with the message CAPACITY back.
-        spin_until_at_least(read, (i + 1).saturating_sub(CAPACITY as u64));
+        let need = (i + 1).saturating_sub(CAPACITY as u64);
+        if seen_read < need {
+            spin_until(read, need);
+            // Relaxed: `spin_until`'s Acquire load already ordered it.
+            seen_read = read.load(Ordering::Relaxed);
+        }
         let k = i as usize % CAPACITY;
         // SAFETY: buffer `k` is this side's until `written` passes `i`: the
         // reader is done with it (above) and starts on it only after.
@@ -185,11 +185,11 @@ fn peer_transfer_floor(path: &str, size: usize, n: u64) {
     let mut acc = 0;
     ready();
     for i in 0..n {
-        spin_until_at_least(written, i + 1);
+        spin_until(written, i + 1);
         let k = i as usize % CAPACITY;
         // SAFETY: the writer handed buffer `k` over (above) and touches it
         // again only after `read` passes `i`.
-        acc ^= fold(unsafe { page.bytes_mut(4096 + k * stride, size) });
+        acc ^= fold(unsafe { page.bytes(4096 + k * stride, size) });
         // Release: hands the buffer back (pairs with the writer's Acquire).
         read.store(i + 1, Ordering::Release);
     }
@@ -359,27 +359,16 @@ pub struct Report {
 /// each moving `bytes` bytes.
 fn large_row(size: usize, runs: usize, bytes: f64, progress: &mut impl FnMut(&str)) -> LargeRow {
     let n = ((bytes / size as f64) as u64).max(16);
-    let mut rounds: Vec<Placed<[f64; 3]>> = Vec::new();
-    while more_rounds(&rounds, runs) {
-        let r = rounds.len();
-        let mut probes = vec![floor(2_000).p50];
-        let mut got = [0.0; 3];
-        for k in 0..Large::ALL.len() {
-            let i = (k + r) % Large::ALL.len();
-            let v = Large::ALL[i];
-            progress(&format!(
-                "{}, round {}: {}",
-                crate::transports::human_size(size),
-                r + 1,
-                v.label().0
-            ));
-            got[i] = v.run(size, n);
-            probes.push(floor(2_000).p50);
-        }
-        rounds.push(Placed::new(probes, got));
-    }
-    let made = rounds.len();
-    let (rounds, mixed) = one_placement(rounds);
+    let (rounds, made, mixed) = rotated_rounds(Large::ALL.len(), runs, |i, r| {
+        let v = Large::ALL[i];
+        progress(&format!(
+            "{}, round {}: {}",
+            crate::transports::human_size(size),
+            r + 1,
+            v.label().0
+        ));
+        v.run(size, n)
+    });
     LargeRow {
         size,
         gbps: std::array::from_fn(|i| median(rounds.iter().map(|r| r.round[i]).collect())),
@@ -428,7 +417,7 @@ pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Repor
 pub fn report_table(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
-        "large messages, cross-process, capacity 4      GB/s   vs transfer floor (goal) | floor probe ns, rounds kept/made\n",
+        "large messages, cross-process, capacity 4    GB/s   vs transfer floor (goal) | floor probe ns, rounds kept/made\n",
     );
     for row in &r.large {
         for v in Large::ALL {

@@ -278,7 +278,8 @@ impl SharedPage {
     ///
     /// # Panics
     ///
-    /// If they do not fit or overlap the counter.
+    /// If they do not lie past the first page (the counters' page) and
+    /// inside the mapping.
     ///
     /// # Safety
     ///
@@ -286,9 +287,38 @@ impl SharedPage {
     /// while the slice lives: the protocol has handed them to this side.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn bytes_mut(&self, offset: usize, len: usize) -> &mut [u8] {
-        assert!(offset >= 8 && offset + len <= self.map.len());
+        self.check_bytes(offset, len);
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), len) }
+    }
+
+    /// `len` bytes at `offset`, for reading in place.
+    ///
+    /// # Panics
+    ///
+    /// As [`bytes_mut`](Self::bytes_mut).
+    ///
+    /// # Safety
+    ///
+    /// Nothing writes these bytes while the slice lives: the protocol has
+    /// handed them to this side.
+    pub(crate) unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        self.check_bytes(offset, len);
+        // SAFETY: in bounds (checked); not written meanwhile by the
+        // caller's contract.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
+    }
+
+    /// Byte ranges start past the first page (the counters' lines, which
+    /// are only ever accessed as atomics) and end inside the mapping.
+    fn check_bytes(&self, offset: usize, len: usize) {
+        assert!(
+            offset >= 4096
+                && offset
+                    .checked_add(len)
+                    .is_some_and(|end| end <= self.map.len()),
+            "{len} bytes at {offset} are not past the counters and inside the mapping"
+        );
     }
 }
 
@@ -300,16 +330,28 @@ impl Drop for SharedPage {
     }
 }
 
+/// Waits until `counter` (which only grows) reaches at least `value`,
+/// spinning, with a yield now and then (a peer that is not running would
+/// otherwise be starved on a shared core).
+///
+/// # Panics
+///
+/// After 10 s without reaching it: the peer died or stopped, and a bench
+/// must not hang.
 pub(crate) fn spin_until(counter: &AtomicU64, value: u64) {
     let mut spins = 0u32;
-    // Acquire: pairs with the peer's Release store of `value`.
-    while counter.load(Ordering::Acquire) != value {
+    let mut since: Option<Instant> = None;
+    // Acquire: pairs with the peer's Release store that reached `value`.
+    while counter.load(Ordering::Acquire) < value {
         std::hint::spin_loop();
-        spins += 1;
-        // Bounded spin: give the core back now and then (a peer that is
-        // not running would otherwise be starved on a shared core).
+        spins = spins.wrapping_add(1);
         if spins % (1 << 16) == 0 {
             std::thread::yield_now();
+            let start = *since.get_or_insert_with(Instant::now);
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "bench peer stopped: no progress in 10 s"
+            );
         }
     }
 }

@@ -128,10 +128,30 @@ pub(crate) fn same_placement(a: f64, b: f64) -> bool {
     a.max(b) <= 1.5 * a.min(b)
 }
 
-/// Whether a row needs another round: fewer than `runs` steady rounds, and
-/// fewer than `3 * runs` made.
+/// Whether a steady round belongs to the near group: within half again
+/// the lowest floor of the steady rounds (`lowest`).
+fn is_near<R>(r: &Placed<R>, lowest: f64) -> bool {
+    same_placement(r.floor, lowest)
+}
+
+/// The lowest floor of the steady rounds.
+fn lowest_steady<R>(rounds: &[Placed<R>]) -> f64 {
+    rounds
+        .iter()
+        .filter(|r| r.steady)
+        .map(|r| r.floor)
+        .fold(f64::MAX, f64::min)
+}
+
+/// Whether a row needs another round: the larger group of steady rounds of
+/// one placement (what [`one_placement`] keeps) has fewer than `runs`, and
+/// fewer than `3 * runs` rounds were made.
 pub(crate) fn more_rounds<R>(rounds: &[Placed<R>], runs: usize) -> bool {
-    rounds.iter().filter(|r| r.steady).count() < runs && rounds.len() < 3 * runs
+    let lowest = lowest_steady(rounds);
+    let steady = rounds.iter().filter(|r| r.steady);
+    let near = steady.clone().filter(|r| is_near(r, lowest)).count();
+    let far = steady.count() - near;
+    near.max(far) < runs && rounds.len() < 3 * runs
 }
 
 /// The rounds a row compares: the steady ones of the placement most of them
@@ -142,11 +162,44 @@ pub(crate) fn one_placement<R>(mut rounds: Vec<Placed<R>>) -> (Vec<Placed<R>>, b
         return (rounds, true);
     }
     rounds.retain(|r| r.steady);
-    let lowest = rounds.iter().map(|r| r.floor).fold(f64::MAX, f64::min);
-    let (near, far): (Vec<_>, Vec<_>) = rounds
-        .into_iter()
-        .partition(|r| same_placement(r.floor, lowest));
+    let lowest = lowest_steady(&rounds);
+    let (near, far): (Vec<_>, Vec<_>) = rounds.into_iter().partition(|r| is_near(r, lowest));
     (if far.len() > near.len() { far } else { near }, false)
+}
+
+/// Runs `variants` variants in rounds, each variant once per round in an
+/// order that rotates from round to round, with a cross-process floor
+/// probe before the round and after each variant, until [`more_rounds`]
+/// says enough; `run(i, round)` runs variant `i` in round `round` (from
+/// 0). Returns the rounds [`one_placement`] keeps (each with a result per
+/// variant, in variant order), the number made, and whether they are
+/// mixed.
+pub(crate) fn rotated_rounds<T>(
+    variants: usize,
+    runs: usize,
+    mut run: impl FnMut(usize, usize) -> T,
+) -> (Vec<Placed<Vec<T>>>, usize, bool) {
+    let probe = || ipc::floor(2_000).p50;
+    let mut rounds: Vec<Placed<Vec<T>>> = Vec::new();
+    while more_rounds(&rounds, runs.max(1)) {
+        let r = rounds.len();
+        let mut probes = vec![probe()];
+        let mut got: Vec<Option<T>> = (0..variants).map(|_| None).collect();
+        for k in 0..variants {
+            let i = (k + r) % variants;
+            got[i] = Some(run(i, r));
+            probes.push(probe());
+        }
+        rounds.push(Placed::new(
+            probes,
+            got.into_iter()
+                .map(|t| t.expect("every variant ran"))
+                .collect(),
+        ));
+    }
+    let made = rounds.len();
+    let (kept, mixed) = one_placement(rounds);
+    (kept, made, mixed)
 }
 
 /// The median of some durations.
@@ -298,6 +351,8 @@ mod tests {
             near(340.0, 5),
         ];
         assert!(more_rounds(&rounds[..2], 3));
+        // Four steady rounds, but two of each placement: not enough.
+        assert!(more_rounds(&rounds[..5], 3));
         assert!(!more_rounds(&rounds, 3));
         let (kept, mixed) = one_placement(rounds);
         assert!(!mixed);

@@ -30,7 +30,7 @@ use shmlane::ipc::Builder;
 use shmlane::WaitStrategy;
 
 use crate::ipc::{floor, median_f64, Latency, Peer, Samples, SharedPage};
-use crate::{more_rounds, one_placement, Placed};
+use crate::rotated_rounds;
 
 /// The message sizes of the table.
 pub const SIZES: [usize; 4] = [8, 64, 1024, 4096];
@@ -133,31 +133,14 @@ pub fn measure(
     let rows = sizes
         .iter()
         .map(|&size| {
-            // Per-variant latencies, in `variants` order.
-            let mut rounds: Vec<Placed<Vec<Latency>>> = Vec::new();
-            while more_rounds(&rounds, runs) {
-                let r = rounds.len();
-                let mut probes = vec![floor(2_000).p50];
-                let mut got = vec![None; variants.len()];
-                for k in 0..variants.len() {
-                    let i = (k + r) % variants.len();
-                    progress(&format!(
-                        "{size} B, round {}: {}",
-                        r + 1,
-                        variants[i].name()
-                    ));
-                    got[i] = Some(variants[i].run(size, iters));
-                    probes.push(floor(2_000).p50);
-                }
-                rounds.push(Placed::new(
-                    probes,
-                    got.into_iter()
-                        .map(|l| l.expect("every variant ran"))
-                        .collect(),
+            let (rounds, made, mixed) = rotated_rounds(variants.len(), runs, |i, r| {
+                progress(&format!(
+                    "{size} B, round {}: {}",
+                    r + 1,
+                    variants[i].name()
                 ));
-            }
-            let made = rounds.len();
-            let (rounds, mixed) = one_placement(rounds);
+                variants[i].run(size, iters)
+            });
             let med = median_f64;
             let cells = variants
                 .iter()

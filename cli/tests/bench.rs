@@ -72,8 +72,9 @@ fn json_rows_for_the_chosen_transports_only() {
         let p50 = number(row, "rtt_p50_ns");
         let p99 = number(row, "rtt_p99_ns");
         assert!(p50 <= p99);
-        // Each row says the placement it ran on (pinned on 2+ CPUs).
-        if std::thread::available_parallelism().map_or(1, usize::from) >= 2 {
+        // Each row says the placement it ran on (null where the bench could
+        // not pin its two processes to two CPUs).
+        if !field(row, "floor_ns").is_null() {
             assert!(number(row, "floor_ns") > 0.0, "{row:?}");
             assert!(number(row, "runs_kept") >= 1.0, "{row:?}");
             assert!(number(row, "runs_made") >= number(row, "runs_kept"));

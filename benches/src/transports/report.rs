@@ -30,6 +30,9 @@ fn shm_row(rows: &[Row], size: usize) -> Option<&Row> {
 /// half, or either is mixed): ratios between them would compare hardware,
 /// not transports.
 pub fn placement_differs(rows: &[Row], row: &Row) -> bool {
+    if row.kind == Kind::Shm {
+        return false;
+    }
     match (
         row.placement,
         shm_row(rows, row.size).and_then(|r| r.placement),
@@ -256,6 +259,9 @@ mod tests {
             row(Kind::Tcp, 110.0, true),
         ];
         assert_eq!(ratios(&rows, &rows[1]), (Some(1.0), Some(1.0)));
+        // A mixed shm row is not "another placement than shm's" itself.
+        let mixed_shm = [row(Kind::Shm, 100.0, true)];
+        assert!(!placement_differs(&mixed_shm, &mixed_shm[0]));
         for other in &rows[2..] {
             assert!(placement_differs(&rows, other));
             assert_eq!(ratios(&rows, other), (None, None));
