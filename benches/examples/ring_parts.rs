@@ -84,36 +84,21 @@ fn floor2(iters: u64) -> f64 {
 }
 
 fn ring(iters: u64) -> f64 {
-    let (mut ptx, mut prx) = shmlane_ring::spsc::channel(64, 8, 8).unwrap();
-    let (mut qtx, mut qrx) = shmlane_ring::spsc::channel(64, 8, 8).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            pin(1);
-            let mut buf = [0u8; 8];
-            for _ in 0..iters {
-                while prx.try_pop(&mut buf).is_err() {
-                    std::hint::spin_loop();
-                }
-                while qtx.try_push(&buf).is_err() {}
-            }
-        });
-        pin(0);
-        let mut buf = [0u8; 8];
-        let t = Instant::now();
-        for i in 0..iters {
-            ptx.try_push(&i.to_le_bytes()).unwrap();
-            while qrx.try_pop(&mut buf).is_err() {
-                std::hint::spin_loop();
-            }
-        }
-        t.elapsed().as_nanos() as f64 / iters as f64
-    })
+    ring_with(iters, false)
 }
 
 /// `ring`, with a SeqCst fence after each push and each pop (what the
 /// channel's wakeup check costs on each side).
 fn ring_fenced(iters: u64) -> f64 {
-    use std::sync::atomic::fence;
+    ring_with(iters, true)
+}
+
+fn ring_with(iters: u64, fenced: bool) -> f64 {
+    let fence = || {
+        if fenced {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    };
     let (mut ptx, mut prx) = shmlane_ring::spsc::channel(64, 8, 8).unwrap();
     let (mut qtx, mut qrx) = shmlane_ring::spsc::channel(64, 8, 8).unwrap();
     std::thread::scope(|s| {
@@ -124,9 +109,9 @@ fn ring_fenced(iters: u64) -> f64 {
                 while prx.try_pop(&mut buf).is_err() {
                     std::hint::spin_loop();
                 }
-                fence(Ordering::SeqCst);
+                fence();
                 while qtx.try_push(&buf).is_err() {}
-                fence(Ordering::SeqCst);
+                fence();
             }
         });
         pin(0);
@@ -134,11 +119,11 @@ fn ring_fenced(iters: u64) -> f64 {
         let t = Instant::now();
         for i in 0..iters {
             ptx.try_push(&i.to_le_bytes()).unwrap();
-            fence(Ordering::SeqCst);
+            fence();
             while qrx.try_pop(&mut buf).is_err() {
                 std::hint::spin_loop();
             }
-            fence(Ordering::SeqCst);
+            fence();
         }
         t.elapsed().as_nanos() as f64 / iters as f64
     })

@@ -443,19 +443,17 @@ pub fn report_table(r: &Report) -> String {
                 None => {
                     let _ = writeln!(
                         out,
-                        "{:>29} {:.0}, {}/{}{}",
+                        "{:>29} {:.0}, {}",
                         "|",
                         row.placement,
-                        row.kept,
-                        row.made,
-                        if row.mixed { " *" } else { "" }
+                        crate::kept_text(row.kept, row.made, row.mixed)
                     );
                 }
             }
         }
     }
     if r.large.iter().any(|row| row.mixed) {
-        out.push_str("* no round kept one placement: mixed placements, rerun\n");
+        out.push_str(crate::MIXED_NOTE);
     }
     out.push_str("\nrkyv order (send + recv_ref)     Mmsg/s   ns/msg   vs unchecked\n");
     let unchecked = r

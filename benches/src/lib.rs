@@ -167,6 +167,15 @@ pub(crate) fn one_placement<R>(mut rounds: Vec<Placed<R>>) -> (Vec<Placed<R>>, b
     (if far.len() > near.len() { far } else { near }, false)
 }
 
+/// "kept/made", with ` *` when the rounds kept are of mixed placements.
+pub(crate) fn kept_text(kept: usize, made: usize, mixed: bool) -> String {
+    format!("{kept}/{made}{}", if mixed { " *" } else { "" })
+}
+
+/// The footnote of a table with mixed rows (`*`).
+pub(crate) const MIXED_NOTE: &str =
+    "* no round kept one placement: mixed placements, rerun the row\n";
+
 /// Runs `variants` variants in rounds, each variant once per round in an
 /// order that rotates from round to round, with a cross-process floor
 /// probe before the round and after each variant, until [`more_rounds`]
@@ -316,20 +325,18 @@ pub fn table(rows: &[Row]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{:>5}/{:<9} {:>14.2} {:>18.2} {:>18.2}x {:>10.0} {:>10}/{}{}\n",
+            "{:>5}/{:<9} {:>14.2} {:>18.2} {:>18.2}x {:>10.0} {:>12}\n",
             r.config.producers,
             r.config.consumers,
             r.shmlane / 1e6,
             r.crossbeam / 1e6,
             r.ratio(),
             r.floor_ns,
-            r.kept,
-            r.made,
-            if r.mixed { " *" } else { "" }
+            kept_text(r.kept, r.made, r.mixed)
         ));
     }
     if rows.iter().any(|r| r.mixed) {
-        out.push_str("* no round kept one placement: mixed placements, rerun the row\n");
+        out.push_str(MIXED_NOTE);
     }
     out
 }

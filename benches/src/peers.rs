@@ -197,15 +197,13 @@ pub fn table(rows: &[PeerRow]) -> String {
         }
         let _ = writeln!(
             out,
-            " | {:.0}, {}/{}{}",
+            " | {:.0}, {}",
             r.placement,
-            r.kept,
-            r.made,
-            if r.mixed { " *" } else { "" }
+            crate::kept_text(r.kept, r.made, r.mixed)
         );
     }
     if rows.iter().any(|r| r.mixed) {
-        out.push_str("* no round kept one placement: mixed placements, rerun the row\n");
+        out.push_str(crate::MIXED_NOTE);
     }
     if !variants.contains(&Variant::Iceoryx2) {
         out.push_str(

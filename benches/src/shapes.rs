@@ -436,7 +436,7 @@ pub fn table(rows: &[ShapeRow]) -> String {
          compares only rounds of one placement\n",
     );
     if rows.iter().any(|r| r.mixed) {
-        out.push_str("* no round kept one placement: mixed placements, rerun the row\n");
+        out.push_str(crate::MIXED_NOTE);
     }
     out
 }
