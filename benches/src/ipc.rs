@@ -620,7 +620,7 @@ fn median_latency(v: Vec<Latency>) -> Latency {
 
 /// Runs every figure once per round, each between floor probes, until
 /// `runs` rounds kept one placement (at most `3 * runs` rounds; see
-/// [`crate::one_placement`]), and takes the medians of the rounds of the
+/// `one_placement`), and takes the medians of the rounds of the
 /// commoner placement. `scale` multiplies the message counts (1.0 for the
 /// full run).
 pub fn measure(runs: usize, scale: f64, mut progress: impl FnMut(&str)) -> Report {

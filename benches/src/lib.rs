@@ -257,7 +257,7 @@ impl Row {
 /// implementation, rounds of one run each (the order alternating), with a
 /// floor probe ([`shapes::floor_probe`]) before, between and after, until
 /// `runs` rounds kept one CPU placement (at most `3 * runs`; see
-/// [`one_placement`]). `progress` is called after every run of the first
+/// `one_placement`). `progress` is called after every run of the first
 /// `runs` rounds.
 pub fn compare(configs: &[Config], runs: usize, mut progress: impl FnMut()) -> Vec<Row> {
     let runs = runs.max(1);

@@ -44,7 +44,7 @@ pub fn placement_differs(rows: &[Row], row: &Row) -> bool {
 
 /// A row's round-trip p50 over the ring's, and its throughput over the
 /// ring's (both `None` without a shm row at that size, or when the two
-/// were measured on different placements: see [`placement_differs`]).
+/// were measured on different placements: see `placement_differs`).
 pub fn ratios(rows: &[Row], row: &Row) -> (Option<f64>, Option<f64>) {
     if placement_differs(rows, row) {
         return (None, None);
