@@ -78,6 +78,14 @@ impl WaitStrategy {
     }
 
     /// Sets how many spinning re-checks come before yielding.
+    ///
+    /// A spinning check may be a cheap one: a `shmlane` receive of a
+    /// plain-old-data message from an SPSC ring looks only at the slot the
+    /// next message arrives in, and notices that every sender left (or a
+    /// broken segment) at the first check after the spin, one spin round
+    /// later at most. Keep `spin` in the hundreds or thousands, not near
+    /// `u32::MAX`, where a receive without a deadline must notice that
+    /// soon.
     pub const fn with_spin(mut self, spin: u32) -> Self {
         self.spin = spin;
         self
