@@ -164,9 +164,7 @@ pub fn transfer_floor_gbps(size: usize, n: u64) -> f64 {
         // A free buffer: the reader is done with the message CAPACITY back.
         let need = (i + 1).saturating_sub(CAPACITY as u64);
         if seen_read < need {
-            spin_until(read, need);
-            // Relaxed: `spin_until`'s Acquire load already ordered it.
-            seen_read = read.load(Ordering::Relaxed);
+            seen_read = spin_until(read, need);
         }
         let k = i as usize % CAPACITY;
         // SAFETY: buffer `k` is this side's until `written` passes `i`: the

@@ -332,17 +332,22 @@ impl Drop for SharedPage {
 
 /// Waits until `counter` (which only grows) reaches at least `value`,
 /// spinning, with a yield now and then (a peer that is not running would
-/// otherwise be starved on a shared core).
+/// otherwise be starved on a shared core); returns the value seen, which
+/// the Acquire load that saw it orders.
 ///
 /// # Panics
 ///
 /// After 10 s without reaching it: the peer died or stopped, and a bench
 /// must not hang.
-pub(crate) fn spin_until(counter: &AtomicU64, value: u64) {
+pub(crate) fn spin_until(counter: &AtomicU64, value: u64) -> u64 {
     let mut spins = 0u32;
     let mut since: Option<Instant> = None;
-    // Acquire: pairs with the peer's Release store that reached `value`.
-    while counter.load(Ordering::Acquire) < value {
+    loop {
+        // Acquire: pairs with the peer's Release store of what is seen.
+        let seen = counter.load(Ordering::Acquire);
+        if seen >= value {
+            return seen;
+        }
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
         if spins % (1 << 16) == 0 {
