@@ -361,16 +361,21 @@ pub struct Report {
 /// each moving `bytes` bytes.
 fn large_row(size: usize, runs: usize, bytes: f64, progress: &mut impl FnMut(&str)) -> LargeRow {
     let n = ((bytes / size as f64) as u64).max(16);
-    let (rounds, made, mixed) = rotated_rounds(Large::ALL.len(), runs, |i, r| {
-        let v = Large::ALL[i];
-        progress(&format!(
-            "{}, round {}: {}",
-            crate::transports::human_size(size),
-            r + 1,
-            v.label().0
-        ));
-        v.run(size, n)
-    });
+    let (rounds, made, mixed) = rotated_rounds(
+        Large::ALL.len(),
+        runs,
+        || floor(2_000).p50,
+        |i, r| {
+            let v = Large::ALL[i];
+            progress(&format!(
+                "{}, round {}: {}",
+                crate::transports::human_size(size),
+                r + 1,
+                v.label().0
+            ));
+            v.run(size, n)
+        },
+    );
     LargeRow {
         size,
         gbps: std::array::from_fn(|i| median(rounds.iter().map(|r| r.round[i]).collect())),

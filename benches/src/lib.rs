@@ -24,6 +24,9 @@ pub enum Impl {
     Crossbeam,
 }
 
+/// Both implementations, in the order of every per-implementation array.
+pub(crate) const IMPLS: [Impl; 2] = [Impl::Shmlane, Impl::Crossbeam];
+
 impl Impl {
     /// The name printed in tables.
     pub fn name(self) -> &'static str {
@@ -177,18 +180,18 @@ pub(crate) const MIXED_NOTE: &str =
     "* no round kept one placement: mixed placements, rerun the row\n";
 
 /// Runs `variants` variants in rounds, each variant once per round in an
-/// order that rotates from round to round, with a cross-process floor
-/// probe before the round and after each variant, until [`more_rounds`]
-/// says enough; `run(i, round)` runs variant `i` in round `round` (from
-/// 0). Returns the rounds [`one_placement`] keeps (each with a result per
+/// order that rotates from round to round, with a floor `probe` (ns)
+/// before the round and after each variant, until [`more_rounds`] says
+/// enough; `run(i, round)` runs variant `i` in round `round` (from 0).
+/// Returns the rounds [`one_placement`] keeps (each with a result per
 /// variant, in variant order), the number made, and whether they are
 /// mixed.
 pub(crate) fn rotated_rounds<T>(
     variants: usize,
     runs: usize,
+    probe: impl Fn() -> f64,
     mut run: impl FnMut(usize, usize) -> T,
 ) -> (Vec<Placed<Vec<T>>>, usize, bool) {
-    let probe = || ipc::floor(2_000).p50;
     let mut rounds: Vec<Placed<Vec<T>>> = Vec::new();
     while more_rounds(&rounds, runs.max(1)) {
         let r = rounds.len();
@@ -266,35 +269,22 @@ pub fn compare(configs: &[Config], runs: usize, mut progress: impl FnMut()) -> V
         .map(|&config| {
             run(Impl::Shmlane, config);
             run(Impl::Crossbeam, config);
-            let mut rounds: Vec<Placed<[Duration; 2]>> = Vec::new();
-            while more_rounds(&rounds, runs) {
-                let order = if rounds.len() % 2 == 0 {
-                    [Impl::Shmlane, Impl::Crossbeam]
-                } else {
-                    [Impl::Crossbeam, Impl::Shmlane]
-                };
-                let probe = || shapes::floor_probe().as_nanos() as f64;
-                let mut probes = vec![probe()];
-                let mut times = [Duration::ZERO; 2];
-                for which in order {
-                    times[which as usize] = run(which, config);
-                    probes.push(probe());
-                    if rounds.len() < runs {
-                        progress();
-                    }
+            let probe = || shapes::floor_probe().as_nanos() as f64;
+            let (rounds, made, mixed) = rotated_rounds(2, runs, probe, |i, round| {
+                let took = run(IMPLS[i], config);
+                if round < runs {
+                    progress();
                 }
-                rounds.push(Placed::new(probes, times));
-            }
-            let made = rounds.len();
-            let (rounds, mixed) = one_placement(rounds);
+                took
+            });
             let rate = |i: usize| {
                 let mut d: Vec<Duration> = rounds.iter().map(|r| r.round[i]).collect();
                 config.messages as f64 / median(&mut d).as_secs_f64()
             };
             Row {
                 config,
-                shmlane: rate(Impl::Shmlane as usize),
-                crossbeam: rate(Impl::Crossbeam as usize),
+                shmlane: rate(0),
+                crossbeam: rate(1),
                 floor_ns: ipc::median_f64(rounds.iter().map(|r| r.floor).collect()),
                 kept: rounds.len(),
                 made,

@@ -133,14 +133,19 @@ pub fn measure(
     let rows = sizes
         .iter()
         .map(|&size| {
-            let (rounds, made, mixed) = rotated_rounds(variants.len(), runs, |i, r| {
-                progress(&format!(
-                    "{size} B, round {}: {}",
-                    r + 1,
-                    variants[i].name()
-                ));
-                variants[i].run(size, iters)
-            });
+            let (rounds, made, mixed) = rotated_rounds(
+                variants.len(),
+                runs,
+                || floor(2_000).p50,
+                |i, r| {
+                    progress(&format!(
+                        "{size} B, round {}: {}",
+                        r + 1,
+                        variants[i].name()
+                    ));
+                    variants[i].run(size, iters)
+                },
+            );
             let med = median_f64;
             let cells = variants
                 .iter()

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{median, more_rounds, one_placement, Impl, Placed};
+use crate::{median, rotated_rounds, Impl};
 
 /// Threads on a side that has several.
 pub const THREADS: usize = 4;
@@ -327,12 +327,6 @@ pub fn floor_probe() -> Duration {
     median(&mut per_trip)
 }
 
-/// One round of a row: a run of each crate.
-struct Round {
-    shmlane: Duration,
-    crossbeam: Duration,
-}
-
 /// Runs every row over both crates in rounds (one run of each, which goes
 /// first alternating) with a floor probe before, between and after the
 /// two runs. A round whose probes disagree (the CPUs changed placement
@@ -363,41 +357,21 @@ pub fn compare(
     }
     rows.iter()
         .map(|&(flavor, shape)| {
-            let mut rounds: Vec<Placed<Round>> = Vec::new();
-            while more_rounds(&rounds, runs) {
-                let order = if rounds.len() % 2 == 0 {
-                    [Impl::Shmlane, Impl::Crossbeam]
-                } else {
-                    [Impl::Crossbeam, Impl::Shmlane]
-                };
-                let probe = || floor_probe().as_nanos() as f64;
-                let mut probes = vec![probe()];
-                let mut times = [Duration::ZERO; 2];
-                for which in order {
-                    times[which as usize] = run(which, flavor, shape, messages);
-                    probes.push(probe());
-                    if rounds.len() < runs {
-                        progress();
-                    }
+            let probe = || floor_probe().as_nanos() as f64;
+            let (rounds, made, mixed) = rotated_rounds(2, runs, probe, |i, round| {
+                let took = run(crate::IMPLS[i], flavor, shape, messages);
+                if round < runs {
+                    progress();
                 }
-                rounds.push(Placed::new(
-                    probes,
-                    Round {
-                        shmlane: times[Impl::Shmlane as usize],
-                        crossbeam: times[Impl::Crossbeam as usize],
-                    },
-                ));
-            }
-            let made = rounds.len();
-            let (rounds, mixed) = one_placement(rounds);
-            let pick = |f: fn(&Round) -> Duration| {
-                median(&mut rounds.iter().map(|r| f(&r.round)).collect::<Vec<_>>())
-            };
+                took
+            });
+            let pick =
+                |i: usize| median(&mut rounds.iter().map(|r| r.round[i]).collect::<Vec<_>>());
             ShapeRow {
                 flavor,
                 shape,
-                shmlane: pick(|r| r.shmlane),
-                crossbeam: pick(|r| r.crossbeam),
+                shmlane: pick(0),
+                crossbeam: pick(1),
                 floor: Duration::from_nanos(crate::ipc::median_f64(
                     rounds.iter().map(|r| r.floor).collect(),
                 ) as u64),
