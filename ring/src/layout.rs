@@ -391,6 +391,27 @@ impl RingLayout {
     /// - No handle (producer, consumer, MPMC ring) is using the region
     ///   while it is initialised.
     pub unsafe fn init(&self, base: NonNull<u8>, len: usize) -> Result<(), LayoutError> {
+        // SAFETY: the caller's promise.
+        unsafe { self.init_region(base, len, false) }
+    }
+
+    /// As [`init`](Self::init); with `zeroed`, the caller promises that
+    /// the region's bytes are all zero, and the slot headers are left as
+    /// they are when zero bytes already are an empty slot's header (SPSC
+    /// and broadcast slots, and compact MPMC slots, whose stamps are
+    /// stored relative to the slot's index: see `mpmc::Stamp`). A large
+    /// ring's pages are then first touched when a message reaches them.
+    ///
+    /// # Safety
+    ///
+    /// As [`init`](Self::init), and with `zeroed` every byte of the
+    /// region's `len` is zero.
+    pub(crate) unsafe fn init_region(
+        &self,
+        base: NonNull<u8>,
+        len: usize,
+        zeroed: bool,
+    ) -> Result<(), LayoutError> {
         self.check_region(base, len)?;
         let ctrl = base.as_ptr().cast::<Control>();
         let control = Control {
@@ -418,6 +439,11 @@ impl RingLayout {
                 unsafe { self.cursor_line(base, i).write(line) };
             }
         }
+        // Under loom, every atomic must be made by its constructor.
+        let zero_headers = !matches!(self.kind, RingKind::Mpmc) || self.compact;
+        if zeroed && zero_headers && !cfg!(shmlane_loom) {
+            return Ok(());
+        }
         for i in 0..self.slots {
             let header = self.slot_header(base, i);
             match self.kind {
@@ -433,7 +459,9 @@ impl RingLayout {
                 }
                 RingKind::Mpmc => {
                     let stamp = MpmcStamp {
-                        stamp: AtomicU64::new(i),
+                        // A compact ring stores a stamp less its slot's
+                        // index (see `mpmc::Stamp`).
+                        stamp: AtomicU64::new(if self.compact { 0 } else { i }),
                         tracker: Tracker::new(),
                     };
                     if self.compact {

@@ -61,7 +61,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use crate::layout::{Control, LayoutError, MpmcSlot, MpmcStamp, RingKind, RingLayout};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, Tracker};
 use crate::{HeapRegion, PopError, PushError};
 use alloc::sync::Arc;
 
@@ -110,6 +110,9 @@ pub struct Ring {
     shift: u32,
     /// Whether `capacity < slots`, so pushes must check the dequeue index.
     limited: bool,
+    /// `mask` for a compact layout, whose stamps are stored relative to
+    /// their slot's initial stamp (see [`Slot`]); 0 otherwise.
+    bias_mask: u64,
     /// Who this handle claims slots as; 0 for an anonymous handle.
     who: u64,
     /// The heap region this handle keeps alive, if it lives in one
@@ -172,6 +175,11 @@ impl Ring {
             mask: layout.slots() - 1,
             shift: layout.slots().trailing_zeros(),
             limited: layout.capacity() < layout.slots(),
+            bias_mask: if layout.is_compact() {
+                layout.slots() - 1
+            } else {
+                0
+            },
             who: 0,
             _region: None,
         })
@@ -187,12 +195,12 @@ impl Ring {
     ///
     /// [`LayoutError`] for a capacity, size or alignment no ring takes.
     pub fn heap(capacity: u64, slot_size: usize, slot_align: usize) -> Result<Self, LayoutError> {
-        // Not zeroed: payloads are read only after a producer wrote them,
-        // and the region stays private to this handle.
-        let region = Arc::new(HeapRegion::with_layout(
-            RingLayout::compact_mpmc(capacity, slot_size, slot_align)?,
-            false,
-        )?);
+        // Zeroed: a compact ring's zero stamps are its initial ones (see
+        // `Stamp`), so no slot is written before a message reaches it, and
+        // a large allocation's fresh pages cost nothing until then.
+        let region = Arc::new(HeapRegion::with_layout(RingLayout::compact_mpmc(
+            capacity, slot_size, slot_align,
+        )?)?);
         // SAFETY: the region is initialised for this layout and lives as
         // long as the handle, which keeps the `Arc`; every handle on it is
         // anonymous (this is the only one).
@@ -251,14 +259,22 @@ impl Ring {
     }
 
     #[inline]
-    fn slot(&self, pos: u64) -> (&MpmcStamp, NonNull<u8>) {
-        let offset = self.layout.slot_offset(pos & self.mask);
+    fn slot(&self, pos: u64) -> (Slot<'_>, NonNull<u8>) {
+        let index = pos & self.mask;
+        let offset = self.layout.slot_offset(index);
         let header = self.base.as_ptr().wrapping_add(offset);
         // SAFETY: `pos & mask < slots`, so the header lies inside the region,
         // was initialised by `RingLayout::init`, and is 8-aligned; every
         // layout's header starts with the stamp.
-        let slot = unsafe { &*header.cast::<MpmcStamp>() };
+        let word = unsafe { &*header.cast::<MpmcStamp>() };
         let payload = header.wrapping_add(self.layout.payload_offset());
+        let slot = Slot {
+            stamp: Stamp {
+                word: &word.stamp,
+                bias: index & self.bias_mask,
+            },
+            tracker: &word.tracker,
+        };
         // SAFETY: derived from the non-null base by an in-bounds offset.
         (slot, unsafe { NonNull::new_unchecked(payload) })
     }
@@ -564,7 +580,7 @@ impl Ring {
     #[inline]
     fn reservation<'a>(
         &'a self,
-        slot: &'a MpmcStamp,
+        slot: Slot<'a>,
         payload: NonNull<u8>,
         pos: u64,
     ) -> Reservation<'a> {
@@ -754,7 +770,7 @@ impl Ring {
     #[inline]
     fn claimed<'a>(
         &'a self,
-        slot: &'a MpmcStamp,
+        slot: Slot<'a>,
         payload: NonNull<u8>,
         pos: u64,
         stamp: u64,
@@ -918,11 +934,66 @@ impl Ring {
     }
 }
 
+/// A slot's header as the ring's logic sees it: its stamp and (under loom)
+/// the payload's access tracker.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    stamp: Stamp<'a>,
+    tracker: &'a Tracker,
+}
+
+/// A slot's stamp word, read and written in the terms of the module docs.
+///
+/// A compact ring (the in-process channel's, [`Ring::heap`]) stores each
+/// stamp minus its slot's index (`bias`), so that a zeroed region is an
+/// initialised one: slot `i`'s first empty stamp is `i`, stored as 0. A
+/// large channel then costs no stamp write per slot at creation, and its
+/// pages are touched only when a message first reaches them. Rings shared
+/// between processes store stamps as they are (`bias` 0), so the format
+/// of a segment is unchanged. The mapping is a bijection applied to every
+/// load, store and CAS, so comparisons and CASes mean what they did.
+#[derive(Clone, Copy)]
+struct Stamp<'a> {
+    word: &'a AtomicU64,
+    bias: u64,
+}
+
+impl Stamp<'_> {
+    #[inline]
+    fn load(&self, order: Ordering) -> u64 {
+        self.word.load(order).wrapping_add(self.bias)
+    }
+
+    #[inline]
+    fn store(&self, stamp: u64, order: Ordering) {
+        self.word.store(stamp.wrapping_sub(self.bias), order);
+    }
+
+    #[inline]
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        self.word
+            .compare_exchange(
+                current.wrapping_sub(self.bias),
+                new.wrapping_sub(self.bias),
+                success,
+                failure,
+            )
+            .map(|found| found.wrapping_add(self.bias))
+            .map_err(|found| found.wrapping_add(self.bias))
+    }
+}
+
 /// A slot owned by one producer until it is committed (or dropped, which
 /// commits it too: the ring must never be left with a hole).
 #[must_use = "a reservation publishes its slot when dropped"]
 pub struct Reservation<'a> {
-    slot: &'a MpmcStamp,
+    slot: Slot<'a>,
     payload: NonNull<u8>,
     pos: u64,
     owned: bool,
@@ -1004,7 +1075,7 @@ impl Drop for Reservation<'_> {
 /// A published slot owned by one consumer until it is dropped.
 #[must_use = "a claim frees its slot when dropped"]
 pub struct Claim<'a> {
-    slot: &'a MpmcStamp,
+    slot: Slot<'a>,
     payload: NonNull<u8>,
     /// The stamp the slot had when claimed (`p + 1`, maybe with `SKIP` or
     /// `ADOPTED`).
