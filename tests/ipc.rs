@@ -32,6 +32,13 @@ fn child() {
                 tx.send(i).unwrap();
             }
         }
+        "big-producer" => {
+            let chan = Builder::new(&addr).unwrap().open::<[u8; 4096]>().unwrap();
+            let tx = chan.sender().unwrap();
+            for i in 0..count {
+                tx.send(big(i)).unwrap();
+            }
+        }
         "mpmc-producer" => {
             let id: u64 = env("ID").parse().unwrap();
             let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
@@ -105,6 +112,67 @@ fn child() {
         }
         other => panic!("unknown child role {other}"),
     }
+}
+
+/// A 4 KiB message that says which it is in every byte.
+fn big(i: u64) -> [u8; 4096] {
+    std::array::from_fn(|k| (i as usize).wrapping_mul(31).wrapping_add(k) as u8)
+}
+
+/// Values large enough that a by-value receive copies them from the lent
+/// slot (`Receiver::take_as`): every receive method, each error, and a
+/// stream from another process, intact and in order.
+#[test]
+fn large_pod_values_by_value_every_receive() {
+    const N: u64 = 20_000;
+    let make = |addr: &str| {
+        Builder::new(addr)
+            .unwrap()
+            .spsc()
+            .capacity(8)
+            .create::<[u8; 4096]>()
+            .unwrap()
+    };
+    let local = make(&kit::shm_address("big-local"));
+    let (tx, rx) = (local.sender().unwrap(), local.receiver().unwrap());
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(1)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    for i in 0..3 {
+        tx.send(big(i)).unwrap();
+    }
+    assert_eq!(rx.try_recv(), Ok(big(0)));
+    assert_eq!(rx.recv(), Ok(big(1)));
+    drop(tx);
+    assert_eq!(rx.recv_deadline(Instant::now() + LONG), Ok(big(2)));
+    assert_eq!(rx.recv(), Err(shmlane::RecvError));
+
+    let addr = kit::shm_address("big");
+    let chan = make(&addr);
+    let rx = chan.receiver().unwrap();
+    let _kid = Kid::spawn(
+        "child",
+        "big-producer",
+        &[("ADDR", addr.clone()), ("COUNT", N.to_string())],
+    );
+    for i in 0..N {
+        let got = match i % 3 {
+            0 => rx.recv_timeout(LONG).unwrap(),
+            1 => rx.recv().unwrap(),
+            _ => loop {
+                match rx.try_recv() {
+                    Ok(v) => break v,
+                    Err(TryRecvError::Empty) => std::thread::yield_now(),
+                    Err(e) => panic!("after {i}: {e:?}"),
+                }
+            },
+        };
+        assert!(got == big(i), "message {i} lost, torn or out of order");
+    }
+    assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
 }
 
 #[test]

@@ -676,6 +676,11 @@ fn loan_bytes(
     }
 }
 
+/// The size from which a by-value receive of a Pod type copies from the
+/// lent slot (see `Receiver::take_as`): glibc's `memcpy` moves smaller
+/// values with vector loops, larger ones with `rep movsb`.
+const LEND_FROM: usize = 2048;
+
 impl<M: Message> Receiver<M> {
     /// Receives without blocking.
     ///
@@ -687,7 +692,7 @@ impl<M: Message> Receiver<M> {
     /// `Disconnected`, `Invalid` for a message that does not check, which
     /// is dropped, `Io`) for the others.
     pub fn try_recv(&self) -> Result<M::Output, M::TryRecvError> {
-        self.take(Wait::Never).map_err(M::try_recv_error)
+        self.take_as(Wait::Never, M::try_recv_error)
     }
 
     /// Receives, blocking while the channel is empty.
@@ -698,7 +703,7 @@ impl<M: Message> Receiver<M> {
     /// [`RecvError`](crate::RecvError) for Pod types, [`RecvMsgError`] for
     /// the others.
     pub fn recv(&self) -> Result<M::Output, M::RecvError> {
-        self.take(Wait::Until(None)).map_err(M::recv_error)
+        self.take_as(Wait::Until(None), M::recv_error)
     }
 
     /// Receives, blocking for at most `timeout`.
@@ -709,8 +714,7 @@ impl<M: Message> Receiver<M> {
     /// [`RecvTimeoutError`](crate::RecvTimeoutError) for Pod types,
     /// [`RecvMsgError`] for the others.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<M::Output, M::RecvTimeoutError> {
-        self.take(Wait::Until(deadline_after(timeout)))
-            .map_err(M::recv_timeout_error)
+        self.take_as(Wait::Until(deadline_after(timeout)), M::recv_timeout_error)
     }
 
     /// Receives, blocking until `deadline` at the latest.
@@ -719,8 +723,7 @@ impl<M: Message> Receiver<M> {
     ///
     /// As [`recv_timeout`](Self::recv_timeout).
     pub fn recv_deadline(&self, deadline: Instant) -> Result<M::Output, M::RecvTimeoutError> {
-        self.take(Wait::Until(Some(deadline)))
-            .map_err(M::recv_timeout_error)
+        self.take_as(Wait::Until(Some(deadline)), M::recv_timeout_error)
     }
 
     /// A blocking iterator that ends when the channel disconnects (or a
@@ -809,27 +812,67 @@ impl<M: Message> Receiver<M> {
         }
     }
 
-    /// The one owned-receive path. A Pod value from an SPSC ring (the
-    /// per-message hot path) is tried inline; everything else, and
-    /// waiting, goes out of line.
+    /// The one owned-receive path, with the error mapped for the caller.
     #[inline]
     pub(super) fn take(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
-        if M::BARE {
-            if let RxFlavor::Spsc(end) = &self.flavor {
-                let side = &end.side;
-                let probe = matches!(wait, Wait::Never);
-                let Some(mut ring) = port::lock_end(&end.ring, !probe) else {
-                    return Err(RecvMsgError::Empty);
-                };
-                return match port::spsc_try_take_bare::<M>(&mut ring, side, probe) {
-                    Err(RecvMsgError::Empty) if !probe => {
-                        Self::wait_bare(&mut ring, side, wait.deadline())
+        self.take_as(wait, |e| e)
+    }
+
+    /// The one owned-receive path, its error mapped by `err`. A Pod value
+    /// from an SPSC ring (the per-message hot path) is tried inline and
+    /// copied from its slot straight into the value returned (the receive
+    /// layers pass only a small `Result`); everything else, and waiting,
+    /// goes out of line.
+    #[inline(always)]
+    fn take_as<E>(&self, wait: Wait, err: impl FnOnce(RecvMsgError) -> E) -> Result<M::Output, E> {
+        match &self.flavor {
+            RxFlavor::Spsc(end) if M::BARE && size_of::<M::Output>() >= LEND_FROM => {
+                // A large value is copied from the slot it is lent in
+                // straight into the `Ok` returned, the slot freed after.
+                // Any move of it between two places on the stack is a
+                // `memcpy`, and one between two places about 4 KiB apart
+                // hits `rep movsb`'s slow case (a destination a few bytes
+                // past the source, modulo 4 KiB): 1.2 us for 4 KiB.
+                match self.lend(wait, true) {
+                    Ok(msg) => Ok(M::bare_copy(&msg)),
+                    // A Pod slot of the wrong size: a peer broke the
+                    // protocol (as in `take_slow`).
+                    Err(RecvMsgError::Invalid(_)) if M::INVALID_IS_FATAL => {
+                        end.side.poison();
+                        Err(err(RecvMsgError::Disconnected))
                     }
-                    got => got,
-                };
+                    Err(e) => Err(err(e)),
+                }
             }
+            RxFlavor::Spsc(end) if M::BARE => {
+                // A small value goes from the slot to `out` in one copy;
+                // the receive layers pass only a small `Result`.
+                let mut out = std::mem::MaybeUninit::<M::Output>::uninit();
+                match Self::take_bare(end, wait, out.as_mut_ptr()) {
+                    // SAFETY: `take_bare` wrote a whole value on `Ok`.
+                    Ok(()) => Ok(unsafe { out.assume_init() }),
+                    Err(e) => Err(err(e)),
+                }
+            }
+            _ => self.take_slow(wait).map_err(err),
         }
-        self.take_slow(wait)
+    }
+
+    /// A Pod value from an SPSC ring into `out` (written on `Ok` only).
+    #[inline]
+    fn take_bare(end: &SpscRxEnd, wait: Wait, out: *mut M::Output) -> Result<(), RecvMsgError> {
+        let side = &end.side;
+        let probe = matches!(wait, Wait::Never);
+        let Some(mut ring) = port::lock_end(&end.ring, !probe) else {
+            return Err(RecvMsgError::Empty);
+        };
+        // SAFETY: `out` is the caller's, valid for one `M::Output`.
+        match unsafe { port::spsc_try_take_bare::<M>(&mut ring, side, probe, out) } {
+            Err(RecvMsgError::Empty) if !probe => {
+                Self::wait_bare(&mut ring, side, wait.deadline(), out)
+            }
+            got => got,
+        }
     }
 
     /// A Pod value from an empty SPSC ring: wait for one.
@@ -839,7 +882,8 @@ impl<M: Message> Receiver<M> {
         ring: &mut spsc::Consumer,
         side: &Side,
         deadline: Option<Instant>,
-    ) -> Result<M::Output, RecvMsgError> {
+        out: *mut M::Output,
+    ) -> Result<(), RecvMsgError> {
         loop {
             // Wait until a message is there without taking it: a value
             // taken inside the wait is moved out through each of its
@@ -860,7 +904,8 @@ impl<M: Message> Receiver<M> {
                 }
                 port::spsc_front(ring, side, probe).map(drop)
             })?;
-            match port::spsc_try_take_bare::<M>(ring, side, true) {
+            // SAFETY: `out` is the caller's, valid for one `M::Output`.
+            match unsafe { port::spsc_try_take_bare::<M>(ring, side, true, out) } {
                 // Only this receiver takes from the ring (it holds the
                 // end), so the message found is still there; the loop is
                 // for form.

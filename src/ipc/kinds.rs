@@ -201,14 +201,21 @@ pub trait Message: Codec + sealed::Sealed {
         unreachable!("not a bare kind")
     }
 
-    /// Reads a bare value.
+    /// A bare kind's value, copied out of the slot it is lent in.
+    #[doc(hidden)]
+    fn bare_copy(_target: &Self::Target) -> Self::Output {
+        unreachable!("not a bare kind")
+    }
+
+    /// Reads a bare value into `out`.
     ///
     /// # Safety
     ///
     /// - `BARE` is true and `payload` is a published slot this side holds,
     ///   made for this kind.
+    /// - `out` is valid for a write of one `Output`.
     #[doc(hidden)]
-    unsafe fn read_bare(_payload: *const u8) -> Self::Output {
+    unsafe fn read_bare(_payload: *const u8, _out: *mut Self::Output) {
         unreachable!("not a bare kind")
     }
 
@@ -307,14 +314,20 @@ impl<T: Pod> Message for T {
         unsafe { payload.cast::<T>().write(*msg) }
     }
 
+    #[inline(always)]
+    fn bare_copy(target: &T) -> T {
+        *target
+    }
+
     #[inline]
-    unsafe fn read_bare(payload: *const u8) -> T {
+    unsafe fn read_bare(payload: *const u8, out: *mut T) {
         // SAFETY: per the contract; every bit pattern is a valid `T: Pod`.
         // The slot is this side's until the ring frees it with a Release
         // store, so the copy is made before the peer may write the slot
         // again (a peer that writes it anyway breaks the protocol, and can
-        // only change which bits arrive). Plain, as in `write_bare`.
-        unsafe { payload.cast::<T>().read() }
+        // only change which bits arrive). Plain, as in `write_bare`; `out`
+        // is the caller's, not the slot's, so the two do not overlap.
+        unsafe { out.copy_from_nonoverlapping(payload.cast::<T>(), 1) }
     }
 
     const INVALID_IS_FATAL: bool = true;
