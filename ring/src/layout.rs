@@ -395,6 +395,16 @@ impl RingLayout {
         unsafe { self.init_region(base, len, false) }
     }
 
+    /// Whether an empty ring of this layout is all zero bytes: true for
+    /// SPSC and broadcast rings (zero stamps, zero indices) and compact
+    /// MPMC rings (stamps stored less their slot's index, see
+    /// `mpmc::Stamp`); false for MPMC rings in shared memory (slot `i`'s
+    /// stamp is `i`), and under loom, where every atomic must be made by
+    /// its constructor.
+    pub(crate) fn empty_is_zero(&self) -> bool {
+        (!matches!(self.kind, RingKind::Mpmc) || self.compact) && !cfg!(shmlane_loom)
+    }
+
     /// As [`init`](Self::init); with `zeroed`, the caller promises that
     /// the region's bytes are all zero, and the slot headers are left as
     /// they are when zero bytes already are an empty slot's header (SPSC
@@ -439,9 +449,7 @@ impl RingLayout {
                 unsafe { self.cursor_line(base, i).write(line) };
             }
         }
-        // Under loom, every atomic must be made by its constructor.
-        let zero_headers = !matches!(self.kind, RingKind::Mpmc) || self.compact;
-        if zeroed && zero_headers && !cfg!(shmlane_loom) {
+        if zeroed && self.empty_is_zero() {
             return Ok(());
         }
         for i in 0..self.slots {

@@ -264,8 +264,9 @@ impl Ring {
         let offset = self.layout.slot_offset(index);
         let header = self.base.as_ptr().wrapping_add(offset);
         // SAFETY: `pos & mask < slots`, so the header lies inside the region,
-        // was initialised by `RingLayout::init`, and is 8-aligned; every
-        // layout's header starts with the stamp.
+        // is initialised (written by `RingLayout::init`, or for a compact
+        // ring zero bytes from the allocator, its empty form), and is
+        // 8-aligned; every layout's header starts with the stamp.
         let word = unsafe { &*header.cast::<MpmcStamp>() };
         let payload = header.wrapping_add(self.layout.payload_offset());
         let slot = Slot {
