@@ -124,14 +124,25 @@ fn big(i: u64) -> [u8; 4096] {
 /// stream from another process, intact and in order.
 #[test]
 fn large_pod_values_by_value_every_receive() {
+    large_pod_values(false);
+}
+
+/// As above, on MPMC rings (which lend every Pod value, any size).
+#[test]
+fn large_pod_values_by_value_every_receive_mpmc() {
+    large_pod_values(true);
+}
+
+fn large_pod_values(mpmc: bool) {
     const N: u64 = 20_000;
     let make = |addr: &str| {
-        Builder::new(addr)
-            .unwrap()
-            .spsc()
-            .capacity(8)
-            .create::<[u8; 4096]>()
-            .unwrap()
+        let builder = Builder::new(addr).unwrap();
+        let builder = if mpmc {
+            builder.kind(shmlane::ipc::RingKind::Mpmc)
+        } else {
+            builder.spsc()
+        };
+        builder.capacity(8).create::<[u8; 4096]>().unwrap()
     };
     let local = make(&kit::shm_address("big-local"));
     let (tx, rx) = (local.sender().unwrap(), local.receiver().unwrap());

@@ -833,17 +833,13 @@ impl<M: Message> Receiver<M> {
                 // `memcpy`, and one between two places about 4 KiB apart
                 // hits `rep movsb`'s slow case (a destination a few bytes
                 // past the source, modulo 4 KiB): 1.2 us for 4 KiB.
-                match self.lend(wait, true) {
-                    Ok(msg) => Ok(M::bare_copy(&msg)),
-                    // A Pod slot of the wrong size: a peer broke the
-                    // protocol (as in `take_slow`).
-                    Err(RecvMsgError::Invalid(_)) if M::INVALID_IS_FATAL => {
-                        end.side.poison();
-                        Err(err(RecvMsgError::Disconnected))
-                    }
-                    Err(e) => Err(err(e)),
-                }
+                self.lend_copy(&end.side, wait, err)
             }
+            // A Pod value from an MPMC ring, at any size, the same way:
+            // decoding it moved it through `Result`s (one thread, send and
+            // receive by value: 113 ns at 8 B, 2.1 us at 4 KiB, against 95
+            // and 192 ns lent).
+            RxFlavor::Mpmc(end) if M::BARE => self.lend_copy(&end.side, wait, err),
             RxFlavor::Spsc(end) if M::BARE => {
                 // A small value goes from the slot to `out` in one copy;
                 // the receive layers pass only a small `Result`.
@@ -855,6 +851,27 @@ impl<M: Message> Receiver<M> {
                 }
             }
             _ => self.take_slow(wait).map_err(err),
+        }
+    }
+
+    /// A Pod value copied from the slot it is lent in (`side` is the
+    /// ring's) into the `Ok` returned.
+    #[inline(always)]
+    fn lend_copy<E>(
+        &self,
+        side: &Side,
+        wait: Wait,
+        err: impl FnOnce(RecvMsgError) -> E,
+    ) -> Result<M::Output, E> {
+        match self.lend(wait, true) {
+            Ok(msg) => Ok(M::bare_copy(&msg)),
+            // A Pod slot of the wrong size: a peer broke the protocol (as
+            // in `take_slow`).
+            Err(RecvMsgError::Invalid(_)) if M::INVALID_IS_FATAL => {
+                side.poison();
+                Err(err(RecvMsgError::Disconnected))
+            }
+            Err(e) => Err(err(e)),
         }
     }
 
