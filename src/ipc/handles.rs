@@ -812,17 +812,19 @@ impl<M: Message> Receiver<M> {
         }
     }
 
-    /// The one owned-receive path, with the error mapped for the caller.
+    /// The one owned-receive path, its errors as they are.
     #[inline]
     pub(super) fn take(&self, wait: Wait) -> Result<M::Output, RecvMsgError> {
         self.take_as(wait, |e| e)
     }
 
     /// The one owned-receive path, its error mapped by `err`. A Pod value
-    /// from an SPSC ring (the per-message hot path) is tried inline and
-    /// copied from its slot straight into the value returned (the receive
-    /// layers pass only a small `Result`); everything else, and waiting,
-    /// goes out of line.
+    /// is copied from its slot once: a small one from an SPSC ring (the
+    /// per-message hot path, tried inline) into a place the receive
+    /// layers fill through a pointer, passing only a small `Result`; a
+    /// large one, or one from an MPMC ring, from the lent slot straight
+    /// into the `Ok` returned. Everything else, and waiting, goes out of
+    /// line.
     #[inline(always)]
     fn take_as<E>(&self, wait: Wait, err: impl FnOnce(RecvMsgError) -> E) -> Result<M::Output, E> {
         match &self.flavor {
