@@ -186,6 +186,47 @@ fn large_pod_values(mpmc: bool) {
     assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
 }
 
+/// A peer scribbles the stamp of the slot a large value waits in (one
+/// lent and copied into the returned `Ok`, see `Receiver::take_as`): the
+/// receive reports the channel broken (`Disconnected`, `is_corrupted`),
+/// and returns no value, on SPSC and MPMC rings.
+#[test]
+fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // (ring kind, bytes from a slot's payload back to its stamp: the slot
+    // header is the stamp, plus the owner word on MPMC rings)
+    for (mpmc, header) in [(false, 8), (true, 16)] {
+        let builder = Builder::new(&kit::shm_address("big-scribble")).unwrap();
+        let builder = if mpmc {
+            builder.kind(shmlane::ipc::RingKind::Mpmc)
+        } else {
+            builder.spsc()
+        };
+        let chan = builder.capacity(8).create::<[u8; 4096]>().unwrap();
+        let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+        tx.send(big(0)).unwrap();
+        assert!(rx.recv().unwrap() == big(0));
+        let mut payload = 0;
+        tx.send_with(|v| {
+            payload = std::ptr::from_mut(v).addr();
+            *v = big(1);
+        })
+        .unwrap();
+        // SAFETY: the stamp word of the slot just published, inside the
+        // mapped segment that `chan` keeps, 8-aligned; the ring reads it
+        // only atomically.
+        let stamp = unsafe { &*((payload - header) as *const AtomicU64) };
+        stamp.store(1 << 50, Ordering::SeqCst);
+        assert_eq!(
+            rx.try_recv(),
+            Err(TryRecvError::Disconnected),
+            "mpmc: {mpmc}"
+        );
+        assert!(rx.is_corrupted(), "mpmc: {mpmc}");
+        assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
+    }
+}
+
 #[test]
 fn spsc_ten_million_in_order() {
     const N: u64 = 10_000_000;
