@@ -102,9 +102,10 @@ impl HeapRegion {
         // (zero is their empty form): elsewhere (an MPMC ring for shared
         // memory, whose stamps `init` wrote; loom's atomics) the pages
         // are touched already, and a zero byte would change a stamp.
-        let used = layout.capacity().min(layout.slots());
+        // (`capacity <= slots`, and at least 1: the last used slot's end
+        // lies within `region_len`.)
         let end = if layout.empty_is_zero() {
-            layout.slot_offset(used - 1) + layout.stride()
+            layout.slot_offset(layout.capacity() - 1) + layout.stride()
         } else {
             0
         };

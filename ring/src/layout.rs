@@ -409,8 +409,8 @@ impl RingLayout {
     /// the region's bytes are all zero, and the slot headers are left as
     /// they are when zero bytes already are an empty slot's header (SPSC
     /// and broadcast slots, and compact MPMC slots, whose stamps are
-    /// stored relative to the slot's index: see `mpmc::Stamp`). A large
-    /// ring's pages are then first touched when a message reaches them.
+    /// stored relative to the slot's index: see `mpmc::Stamp`); which
+    /// pages to touch is then the caller's choice (`HeapRegion`).
     ///
     /// # Safety
     ///

@@ -110,8 +110,8 @@ pub struct Ring {
     shift: u32,
     /// Whether `capacity < slots`, so pushes must check the dequeue index.
     limited: bool,
-    /// `mask` for a compact layout, whose stamps are stored relative to
-    /// their slot's initial stamp (see [`Slot`]); 0 otherwise.
+    /// `mask` for a compact layout, whose stamps are stored less their
+    /// slot's index (see [`Stamp`]); 0 otherwise.
     bias_mask: u64,
     /// Who this handle claims slots as; 0 for an anonymous handle.
     who: u64,
@@ -196,8 +196,8 @@ impl Ring {
     /// [`LayoutError`] for a capacity, size or alignment no ring takes.
     pub fn heap(capacity: u64, slot_size: usize, slot_align: usize) -> Result<Self, LayoutError> {
         // Zeroed: a compact ring's zero stamps are its initial ones (see
-        // `Stamp`), so no slot is written before a message reaches it, and
-        // a large allocation's fresh pages cost nothing until then.
+        // `Stamp`), so no stamp is written at creation (`with_layout`
+        // touches the pages of the first `capacity` slots, nothing more).
         let region = Arc::new(HeapRegion::with_layout(RingLayout::compact_mpmc(
             capacity, slot_size, slot_align,
         )?)?);
@@ -948,8 +948,8 @@ struct Slot<'a> {
 /// A compact ring (the in-process channel's, [`Ring::heap`]) stores each
 /// stamp minus its slot's index (`bias`), so that a zeroed region is an
 /// initialised one: slot `i`'s first empty stamp is `i`, stored as 0. A
-/// large channel then costs no stamp write per slot at creation, and its
-/// pages are touched only when a message first reaches them. Rings shared
+/// large channel then costs no stamp write per slot at creation, only a
+/// touch of each page its capacity uses (`HeapRegion::with_layout`). Rings shared
 /// between processes store stamps as they are (`bias` 0), so the format
 /// of a segment is unchanged. The mapping is a bijection applied to every
 /// load, store and CAS, so comparisons and CASes mean what they did.

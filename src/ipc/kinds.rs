@@ -201,7 +201,9 @@ pub trait Message: Codec + sealed::Sealed {
         unreachable!("not a bare kind")
     }
 
-    /// A bare kind's value, copied out of the slot it is lent in.
+    /// A bare kind's value, copied out of the slot it is lent in: as
+    /// [`decode`](Self::decode) without the `Result`, through which a large
+    /// value would be moved once more.
     #[doc(hidden)]
     fn bare_copy(_target: &Self::Target) -> Self::Output {
         unreachable!("not a bare kind")
