@@ -33,6 +33,7 @@ fn addresses(scheme: &str) -> [String; 3] {
             "fifo" => format!("fifo:{}/{name}.fifo", tmp.display()),
             "unix" => format!("unix:{}/{name}.sock", tmp.display()),
             "mq" => format!("mq:{name}"),
+            "sysvmq" => format!("sysvmq:{}", shmlane_testkit::unique_key()),
             "tcp" => "tcp:127.0.0.1:0".to_owned(),
             other => panic!("{other}"),
         }
@@ -164,6 +165,11 @@ fn unix() {
 #[test]
 fn mq() {
     conformance("mq");
+}
+
+#[test]
+fn sysvmq() {
+    conformance("sysvmq");
 }
 
 #[test]

@@ -232,6 +232,13 @@ fn async_mq() {
     many_async(&format!("mq:{name}"), SENDERS);
 }
 
+fn async_sysvmq() {
+    let key = shmlane_testkit::unique_key();
+    let mut c = Cleanup::new();
+    c.sysv(key);
+    many_async(&format!("sysvmq:{key}"), SENDERS);
+}
+
 fn async_signal() {
     many_async(&format!("signal:{}", std::process::id()), SENDERS);
 }
@@ -262,6 +269,13 @@ fn mq() {
     let name = unique("senders");
     let _c = MqCleanup(name.clone());
     many(&format!("mq:{name}"), true);
+}
+
+fn sysvmq() {
+    let key = shmlane_testkit::unique_key();
+    let mut c = Cleanup::new();
+    c.sysv(key);
+    many(&format!("sysvmq:{key}"), true);
 }
 
 fn signal() {
@@ -528,17 +542,19 @@ fn child(role: &str) {
 
 type Case = (&'static str, fn());
 
-const CASES: [Case; 16] = [
+const CASES: [Case; 18] = [
     ("async_shm", async_shm),
     ("async_unix", async_unix),
     ("async_tcp", async_tcp),
     ("async_mq", async_mq),
+    ("async_sysvmq", async_sysvmq),
     ("async_signal", async_signal),
     ("async_fifo", async_fifo),
     ("shm", shm),
     ("unix", unix),
     ("tcp", tcp),
     ("mq", mq),
+    ("sysvmq", sysvmq),
     ("signal", signal),
     ("fifo", fifo),
     ("turns", turns),

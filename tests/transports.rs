@@ -31,15 +31,17 @@ enum Kind {
     Fifo,
     Unix,
     Mq,
+    SysvMq,
     Tcp,
     Signal,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Pipe,
     Kind::Fifo,
     Kind::Unix,
     Kind::Mq,
+    Kind::SysvMq,
     Kind::Tcp,
     Kind::Signal,
 ];
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Fifo => "fifo",
             Kind::Unix => "unix",
             Kind::Mq => "mq",
+            Kind::SysvMq => "sysvmq",
             Kind::Tcp => "tcp",
             Kind::Signal => "signal",
         }
@@ -77,6 +80,7 @@ fn unique(kind: Kind) -> String {
         Kind::Fifo => format!("fifo:/tmp/{tag}.fifo"),
         Kind::Unix => format!("unix:/tmp/{tag}.sock"),
         Kind::Mq => format!("mq:{tag}"),
+        Kind::SysvMq => format!("sysvmq:{}", shmlane_testkit::unique_key()),
         Kind::Tcp => "tcp:127.0.0.1:0".into(),
         Kind::Signal => "signal:".into(),
     }
@@ -99,6 +103,10 @@ impl Drop for Cleanup {
                     libc::mq_unlink(q.as_ptr());
                     libc::shm_unlink(l.as_ptr());
                 }
+            }
+            Ok(Address::SysvMq(key)) => {
+                let mut c = shmlane_testkit::Cleanup::new();
+                c.sysv(key.resolve().unwrap());
             }
             _ => {}
         }
@@ -514,7 +522,7 @@ fn addresses() {
     assert_eq!(
         e.to_string(),
         "unknown scheme `foo` in `foo:bar`: use one of shm:, file:, pipe, fifo:, unix:, mq:, \
-         tcp:, signal:"
+         sysvmq:, tcp:, signal:"
     );
     assert!(matches!(parse_err(""), AddressError::Empty));
     assert!(matches!(
@@ -548,7 +556,42 @@ fn addresses() {
         parse_err("pipe:x"),
         AddressError::PipeTakesNothing { .. }
     ));
+    for bad in [
+        "sysvmq:",
+        "sysvmq:0",
+        "sysvmq:0x0",
+        "sysvmq:/tmp",
+        "sysvmq:/tmp:0",
+        "sysvmq:/tmp:256",
+        "sysvmq:x1",
+    ] {
+        let e = parse_err(bad);
+        assert!(
+            matches!(
+                e,
+                AddressError::BadSysvKey {
+                    scheme: "sysvmq:",
+                    ..
+                }
+            ),
+            "{bad}: {e:?}"
+        );
+        assert!(e.to_string().contains("ftok"), "{e}");
+    }
+    assert_eq!(
+        Address::parse("sysvmq:21248").unwrap(),
+        Address::parse("sysvmq:0x5300").unwrap()
+    );
+    assert_eq!(
+        Address::parse("sysvmq:/etc:7").unwrap(),
+        Address::SysvMq(transport::SysvKey::Ftok {
+            path: "/etc".into(),
+            id: 7
+        })
+    );
     for ok in [
+        "sysvmq:0x00005300",
+        "sysvmq:/etc/hosts:7",
         "pipe",
         "fifo:/tmp/x",
         "unix:/tmp/x.sock",
@@ -658,6 +701,42 @@ fn environment() {
     let _tx = FrameSender::connect(&a, &o).unwrap();
     let _tx2 = FrameSender::connect(&a, &o).unwrap();
     drop(rx);
+
+    // System V queues: the kernel's message limit, a live receiver, no
+    // receiver, several senders, a receiver gone; an ftok path missing.
+    let limit = shmlane_sys::sysv::limit("msgmax").unwrap() as usize;
+    let addr = unique(Kind::SysvMq);
+    let _c = Cleanup(addr.clone());
+    let a = Address::parse(&addr).unwrap();
+    let e = FrameReceiver::bind(&a, &opts().max_frame(limit + 1)).unwrap_err();
+    assert!(
+        matches!(e, OpenError::SysvFrameTooLarge { requested, limit: l, sysctl: "kernel.msgmax" } if requested == limit + 1 && l == limit),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("sysctl -w kernel.msgmax="), "{e}");
+    let e = FrameSender::connect(&a, &o).unwrap_err();
+    assert!(matches!(e, OpenError::NobodyListens { .. }), "{e:?}");
+    let rx = FrameReceiver::bind(&a, &opts()).unwrap();
+    let e = FrameReceiver::bind(&a, &opts()).unwrap_err();
+    assert!(matches!(e, OpenError::AddressInUse { .. }), "{e:?}");
+    let mut tx = FrameSender::connect(&a, &o).unwrap();
+    let _tx2 = FrameSender::connect(&a, &o).unwrap();
+    assert_eq!(tx.max_frame(), rx.max_frame());
+    drop(rx);
+    assert!(matches!(
+        tx.send(b"x", after(LONG)),
+        Err(FrameSendError::Disconnected)
+    ));
+    let missing = tmp_path("ftok");
+    let e = FrameReceiver::bind(
+        &Address::parse(&format!("sysvmq:{}:1", missing.display())).unwrap(),
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(&missing.display().to_string()),
+        "{e}"
+    );
 
     // Port in use, and nobody listening on a port.
     let rx = FrameReceiver::bind(&Address::parse("tcp:127.0.0.1:0").unwrap(), &opts()).unwrap();

@@ -10,7 +10,7 @@
 //! command). An orphan (its creator and every participant gone, nothing
 //! buffered: what a killed run leaves) is removed and created afresh.
 //!
-//! Frame transports (`fifo:`, `unix:`, `tcp:`, `mq:`, `signal:`): `recv`
+//! Frame transports (`fifo:`, `unix:`, `tcp:`, `mq:`, `sysvmq:`, `signal:`): `recv`
 //! binds (creates the FIFO, listens, creates the queue), `send` connects,
 //! retrying until a receiver is there, or failing at once where none ever
 //! can be (a missing directory, a process that does not exist).
@@ -76,7 +76,7 @@ pub fn parse_target(text: &str, receiver: bool) -> Result<Target, String> {
 #[derive(clap::Args, Debug)]
 pub struct Options {
     /// Longest line, newline excluded (shm:/file: default 4096; others: what
-    /// the transport carries: 1 MiB, mq: 8 KiB, signal: 4 KiB)
+    /// the transport carries: 1 MiB, mq: and sysvmq: 8 KiB, signal: 4 KiB)
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line: Option<u64>,
     /// Messages a created shm:/file: ring holds (the segment takes about
@@ -244,6 +244,9 @@ fn line_hint(addr: &Address) -> &'static str {
         }
         Address::Mq(_) => {
             "raise it with --max-line on the receiver, within the system's msgsize_max"
+        }
+        Address::SysvMq(_) => {
+            "raise it with --max-line on the receiver, within the system's kernel.msgmax"
         }
         Address::Signal(_) => "signal: carries at most 4096 bytes",
         _ => "raise it with --max-line on both sides",

@@ -207,6 +207,15 @@ fn mq() {
 }
 
 #[test]
+fn sysvmq() {
+    let key = kit::unique_key();
+    let mut cleanup = Cleanup::new();
+    // The queue and the semaphore set the transport keeps beside it.
+    cleanup.sysv(key);
+    round_trip(&format!("sysvmq:{key}"), 10_000, true);
+}
+
+#[test]
 fn signal() {
     let n = 1_000;
     let input = lines(n);

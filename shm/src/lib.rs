@@ -39,7 +39,8 @@ pub use header::{Fixed, Header};
 pub use segment::schema_difference;
 pub use segment::{
     shm_path, staging_owner, unlink, Address, Attachment, Backend, CreateOptions, Creator,
-    OpenOptions, ParticipantInfo, Role, Segment, Spec, TypeInfo, MAX_SEGMENT_LEN, STAGING_PREFIX,
+    OpenOptions, ParticipantInfo, Role, Segment, Spec, SysvKey, TypeInfo, MAX_SEGMENT_LEN,
+    STAGING_PREFIX,
 };
 pub use shmlane_semaphore::sigbus;
 

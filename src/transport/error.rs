@@ -40,6 +40,14 @@ pub enum AddressError {
         /// What followed `signal:`.
         input: String,
     },
+    /// `sysv:` or `sysvmq:` followed by neither a non-zero key nor
+    /// `PATH:ID`.
+    BadSysvKey {
+        /// The scheme, with its colon.
+        scheme: &'static str,
+        /// What followed it.
+        input: String,
+    },
     /// `pipe` with something after it.
     PipeTakesNothing {
         /// The whole address.
@@ -52,12 +60,12 @@ impl fmt::Display for AddressError {
         match self {
             Self::Empty => f.write_str(
                 "empty address: use one of shm:NAME, file:PATH, pipe, fifo:PATH, unix:PATH, \
-                 mq:NAME, tcp:HOST:PORT, signal:PID",
+                 mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID",
             ),
             Self::UnknownScheme { scheme, input } => write!(
                 f,
                 "unknown scheme `{scheme}` in `{input}`: use one of shm:, file:, pipe, fifo:, \
-                 unix:, mq:, tcp:, signal:"
+                 unix:, mq:, sysvmq:, tcp:, signal:"
             ),
             Self::MissingPath { scheme } => write!(
                 f,
@@ -78,6 +86,12 @@ impl fmt::Display for AddressError {
                 f,
                 "bad process id `{input}` in `signal:{input}`: use `signal:PID` with the \
                  receiver's process id (a receiver may write `signal:` for itself)"
+            ),
+            Self::BadSysvKey { scheme, input } => write!(
+                f,
+                "bad System V key `{input}` after `{scheme}`: use a non-zero key in decimal or \
+                 hex (`{scheme}0x5300`, `{scheme}21248`), or an existing path and a project id \
+                 from 1 to 255 for ftok (`{scheme}/etc/myapp:7`)"
             ),
             Self::PipeTakesNothing { input } => write!(
                 f,
@@ -170,6 +184,17 @@ pub enum OpenError {
         /// `/proc/sys/fs/mqueue/msg_max`.
         limit: usize,
     },
+    /// A max frame larger than a System V message-queue limit: the
+    /// largest message (`kernel.msgmax`) or the bytes a queue holds
+    /// (`kernel.msgmnb`).
+    SysvFrameTooLarge {
+        /// The max frame asked for.
+        requested: usize,
+        /// The limit.
+        limit: usize,
+        /// The sysctl that sets it.
+        sysctl: &'static str,
+    },
     /// A `signal:` receiver can only be bound in the process it names.
     NotOwnPid {
         /// The pid in the address.
@@ -246,6 +271,16 @@ impl fmt::Display for OpenError {
                 "a message-queue capacity of {requested} messages exceeds the system limit of \
                  {limit} (/proc/sys/fs/mqueue/msg_max): raise it as root with `sysctl -w \
                  fs.mqueue.msg_max={requested}`, or ask for at most {limit}"
+            ),
+            Self::SysvFrameTooLarge {
+                requested,
+                limit,
+                sysctl,
+            } => write!(
+                f,
+                "a System V message-queue max frame of {requested} bytes exceeds the system \
+                 limit of {limit} ({sysctl}): raise it as root with `sysctl -w \
+                 {sysctl}={requested}`, or ask for at most {limit} bytes"
             ),
             Self::NotOwnPid { pid } => write!(
                 f,

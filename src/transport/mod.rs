@@ -16,6 +16,7 @@
 //! | `fifo:PATH` | named pipe (`mkfifo`, mode 0600) | 1 MiB (`max_frame`) | one at a time; a second gets [`OpenError::AlreadyConnected`] | unrelated processes, shell tools | EOF after a writer came (`POLLHUP`) / `EPIPE` |
 //! | `unix:PATH` | Unix **stream** socket with length prefixes | 1 MiB (`max_frame`) | any number, merged | unrelated processes, fd-less peers | EOF, `EPIPE` / `ECONNRESET` |
 //! | `mq:NAME` | POSIX message queue | `msgsize_max`, often 8 KiB | any number, merged by the kernel | small messages, kernel-kept boundaries | OFD locks on a companion shm object, probed every 10 ms |
+//! | `sysvmq:KEY` | System V message queue (KEY a non-zero number, or `PATH:ID` for `ftok`) | `kernel.msgmax`, often 8 KiB | any number, merged by the kernel | programs written against `msgsnd`/`msgrcv`, `ipcs` | `SEM_UNDO` semaphores in a set under the same key, probed every 10 ms |
 //! | `tcp:HOST:PORT` | TCP, `TCP_NODELAY`, length prefixes | 1 MiB (`max_frame`) | any number, merged | another machine | EOF, `EPIPE` / `ECONNRESET` |
 //! | `signal:PID` | queued real-time signals, 8 bytes each | 4 KiB | any number of processes, one per process (a second in one process gets [`OpenError::AlreadyConnected`]) | tiny, rare messages; no files at all | pidfds (`kill(pid, 0)` on old kernels) and an end word |
 //!
@@ -60,6 +61,15 @@
 //! `mq:` frames are bounded by `/proc/sys/fs/mqueue/msgsize_max` (a larger
 //! [`Options::max_frame`] is refused with [`OpenError::MqFrameTooLarge`],
 //! which says how to raise the limit), and the queue by `msg_max` messages.
+//!
+//! `sysvmq:` frames are bounded by `kernel.msgmax` and a queue by
+//! `kernel.msgmnb` bytes (a larger [`Options::max_frame`] is refused with
+//! [`OpenError::SysvFrameTooLarge`], naming the sysctl). A System V queue
+//! has no descriptor, so its waits are timed `semtimedop`s on a semaphore
+//! set the receiver creates under the same key (in the semaphores'
+//! namespace), which also carries the liveness flags; async waits look
+//! again every millisecond. A program that sends to the queue with plain
+//! `msgsnd` is received too, within one 10 ms step.
 //!
 //! `signal:` sends one `sigqueue` per 8 bytes plus a header, so it is the
 //! slowest by far, bounded by `RLIMIT_SIGPENDING` (queued signals per user,
@@ -115,6 +125,7 @@ mod mq;
 mod open;
 mod signal;
 mod stream;
+mod sysvmq;
 
 use std::cell::Cell;
 use std::fmt;
@@ -129,6 +140,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{AddressError, FrameRecvError, FrameSendError, OpenError};
 
+pub use shmlane_shm::SysvKey;
 use shmlane_sys::poll::PollFlags;
 use stream::{StreamRx, StreamTx};
 
@@ -153,6 +165,8 @@ pub enum Address {
     Unix(PathBuf),
     /// `mq:NAME`: a POSIX message queue (`/NAME`).
     Mq(String),
+    /// `sysvmq:KEY` or `sysvmq:PATH:ID`: a System V message queue.
+    SysvMq(SysvKey),
     /// `tcp:HOST:PORT`; a receiver may bind port 0 and report the port
     /// it got through [`FrameReceiver::local_address`].
     Tcp {
@@ -212,6 +226,14 @@ impl Address {
             "fifo" => check_path("fifo:", rest_str).map(Self::Fifo),
             "unix" => check_path("unix:", rest_str).map(Self::Unix),
             "mq" => check_name("mq:", rest_str).map(Self::Mq),
+            "sysvmq" => {
+                SysvKey::parse(rest_str)
+                    .map(Self::SysvMq)
+                    .ok_or_else(|| AddressError::BadSysvKey {
+                        scheme: "sysvmq:",
+                        input: rest_str.into(),
+                    })
+            }
             "tcp" => {
                 let bad = || AddressError::BadTcp {
                     input: rest_str.into(),
@@ -262,6 +284,7 @@ impl fmt::Display for Address {
             Self::Fifo(p) => write!(f, "fifo:{}", p.display()),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
             Self::Mq(n) => write!(f, "mq:{n}"),
+            Self::SysvMq(k) => write!(f, "sysvmq:{k}"),
             Self::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Self::Signal(None) => f.write_str("signal:"),
@@ -454,6 +477,7 @@ impl Readiness {
 enum TxImpl {
     Stream(StreamTx),
     Mq(mq::MqTx),
+    SysvMq(sysvmq::SysvMqTx),
     Signal(signal::SigTx),
 }
 
@@ -493,6 +517,7 @@ impl FrameSender {
                 TxImpl::Stream(open::tcp_connect(host, *port, opts.stream_max(), t)?)
             }
             Address::Mq(name) => TxImpl::Mq(mq::MqTx::connect(name, opts)?),
+            Address::SysvMq(key) => TxImpl::SysvMq(sysvmq::SysvMqTx::connect(key, opts)?),
             Address::Signal(Some(pid)) => TxImpl::Signal(signal::SigTx::connect(*pid, opts)?),
             other => return Err(unsupported(other, true)),
         };
@@ -511,6 +536,7 @@ impl FrameSender {
         match &mut self.inner {
             TxImpl::Stream(s) => s.send(frame, deadline),
             TxImpl::Mq(s) => s.send(frame, deadline),
+            TxImpl::SysvMq(s) => s.send(frame, deadline),
             TxImpl::Signal(s) => s.send(frame, deadline),
         }
     }
@@ -525,6 +551,7 @@ impl FrameSender {
                 r.watch(s.queue(), PollFlags::OUT)?;
                 r.recheck = Recheck::Death;
             }
+            TxImpl::SysvMq(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
             TxImpl::Signal(_) => r.recheck = Recheck::After(signal::RETRY),
         }
         Ok(r)
@@ -535,6 +562,7 @@ impl FrameSender {
         match &self.inner {
             TxImpl::Stream(s) => s.max_frame(),
             TxImpl::Mq(s) => s.max_frame(),
+            TxImpl::SysvMq(s) => s.max_frame(),
             TxImpl::Signal(_) => SIGNAL_MAX_FRAME,
         }
     }
@@ -597,6 +625,7 @@ enum RxImpl {
     Stream(StreamRx),
     Listen(listen::ListenRx),
     Mq(mq::MqRx),
+    SysvMq(sysvmq::SysvMqRx),
     Signal(signal::SigRx),
 }
 
@@ -668,6 +697,10 @@ impl FrameReceiver {
             Address::Mq(name) => {
                 Self::new(RxImpl::Mq(mq::MqRx::bind(name, opts)?), addr.clone(), None)
             }
+            Address::SysvMq(key) => {
+                let rx = sysvmq::SysvMqRx::bind(key, opts)?;
+                Self::new(RxImpl::SysvMq(rx), addr.clone(), None)
+            }
             Address::Signal(pid) => {
                 let rx = signal::SigRx::bind(*pid, opts)?;
                 let local = Address::Signal(Some(std::process::id() as i32));
@@ -705,6 +738,7 @@ impl FrameReceiver {
             RxImpl::Stream(s) => s.recv(buf, deadline),
             RxImpl::Listen(s) => s.recv(buf, deadline),
             RxImpl::Mq(s) => s.recv(buf, deadline),
+            RxImpl::SysvMq(s) => s.recv(buf, deadline),
             RxImpl::Signal(s) => s.recv(buf, deadline),
         }
     }
@@ -720,6 +754,7 @@ impl FrameReceiver {
                 r.watch(s.queue(), PollFlags::IN)?;
                 r.recheck = Recheck::Death;
             }
+            RxImpl::SysvMq(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
             RxImpl::Signal(s) => s.readiness(&mut r)?,
         }
         Ok(r)
@@ -731,6 +766,7 @@ impl FrameReceiver {
             RxImpl::Stream(s) => s.max_frame(),
             RxImpl::Listen(s) => s.max_frame(),
             RxImpl::Mq(s) => s.max_frame(),
+            RxImpl::SysvMq(s) => s.max_frame(),
             RxImpl::Signal(_) => SIGNAL_MAX_FRAME,
         }
     }

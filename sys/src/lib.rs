@@ -8,8 +8,8 @@
 //! `EINTR` where a call can be interrupted, and hand out owned
 //! descriptors. They sit on [`rustix`] where it has the call, on [`nix`]
 //! for open-file-description byte-range locks, `posix_fallocate`, message
-//! queues and `signalfd`, and on `libc` only where neither serves: signal
-//! dispositions (the SIGBUS handler, ignoring SIGPIPE), the real-time
+//! queues and `signalfd`, and on `libc` only where neither serves: System
+//! V IPC (in neither), signal dispositions (the SIGBUS handler, ignoring SIGPIPE), the real-time
 //! signal range, `pthread_sigmask` and `sigqueue`, and `mq_receive` into
 //! uninitialised memory (each module says why).
 //!
@@ -37,6 +37,9 @@
 //! - [`poll`]: waiting for descriptors until a deadline, across `EINTR`.
 //! - [`signal`]: ignoring `SIGPIPE` where it has the default action, and
 //!   queued real-time signals (blocking, `signalfd`, `sigqueue`).
+//! - [`sysv`]: System V shared memory, message queues and semaphore
+//!   sets (`shmget`/`shmat`, `msgget`/`msgsnd`/`msgrcv`,
+//!   `semget`/`semtimedop`), and the kernel's tables of them.
 //! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
 //!   asymmetric fence.
 //! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain, and
@@ -90,6 +93,8 @@ pub mod shm;
 pub mod sigbus;
 #[cfg(target_os = "linux")]
 pub mod signal;
+#[cfg(target_os = "linux")]
+pub mod sysv;
 
 /// How a shared object is opened or mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,26 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// A System V key that no other test, process or run uses (in practice):
+/// 31 bits hashed from this process's id, a counter and the clock, never
+/// 0 (`IPC_PRIVATE`). Remove what a test makes under it with
+/// [`Cleanup::sysv`].
+pub fn unique_key() -> i32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // Relaxed: only uniqueness matters.
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in [u64::from(std::process::id()), u64::from(n), nanos] {
+        for b in v.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    ((h ^ (h >> 31)) as i32 & 0x7fff_ffff).max(1)
+}
+
 /// A fresh `shm:` address: `shm:` and a [`unique`] name.
 pub fn shm_address(tag: &str) -> String {
     format!("shm:{}", unique(tag))
@@ -190,6 +210,7 @@ pub fn killed(status: &ExitStatus) -> bool {
 pub struct Cleanup {
     paths: Vec<PathBuf>,
     mqueues: Vec<CString>,
+    keys: Vec<i32>,
 }
 
 impl Cleanup {
@@ -229,8 +250,35 @@ impl Cleanup {
     }
 }
 
+impl Cleanup {
+    /// Removes the System V segment, message queue and semaphore set
+    /// under `key` at the end (those that exist).
+    pub fn sysv(&mut self, key: i32) -> &mut Self {
+        self.keys.push(key);
+        self
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        for &key in &self.keys {
+            // SAFETY: lookups by key and removals by the ids they return;
+            // each only fails when nothing is there.
+            unsafe {
+                let id = libc::shmget(key, 0, 0);
+                if id >= 0 {
+                    libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+                }
+                let id = libc::msgget(key, 0);
+                if id >= 0 {
+                    libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut());
+                }
+                let id = libc::semget(key, 0, 0);
+                if id >= 0 {
+                    libc::semctl(id, 0, libc::IPC_RMID);
+                }
+            }
+        }
         for p in &self.paths {
             if p.is_dir() {
                 let _ = std::fs::remove_dir_all(p);

@@ -23,7 +23,8 @@ use crate::signals;
 #[command(after_help = "Example:\n  shmlane recv shm:demo | wc -l")]
 pub struct Args {
     /// Where to receive: shm:NAME, file:PATH, fifo:PATH, unix:PATH,
-    /// mq:NAME, tcp:HOST:PORT or signal: (which prints its process id)
+    /// mq:NAME, sysvmq:KEY, tcp:HOST:PORT or signal: (which prints its
+    /// process id)
     #[arg(value_name = "ADDR", value_parser = |s: &str| endpoint::parse_target(s, true))]
     addr: Target,
     #[command(flatten)]

@@ -24,7 +24,7 @@ use crate::signals;
 #[command(after_help = "Example:\n  seq 1 1000000 | shmlane send shm:demo")]
 pub struct Args {
     /// Where to send: shm:NAME, file:PATH, fifo:PATH, unix:PATH, mq:NAME,
-    /// tcp:HOST:PORT or signal:PID
+    /// sysvmq:KEY, tcp:HOST:PORT or signal:PID
     #[arg(value_name = "ADDR", value_parser = |s: &str| endpoint::parse_target(s, false))]
     addr: Target,
     #[command(flatten)]

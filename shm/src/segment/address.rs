@@ -62,6 +62,80 @@ impl std::str::FromStr for Address {
     }
 }
 
+/// A System V key as an address writes it: a number (`0x5300` or
+/// `21248`; not 0, which is `IPC_PRIVATE`), or a path and a project id
+/// from 1 to 255 that `ftok` turns into one (`/etc/myapp:7`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SysvKey {
+    /// The key itself.
+    Key(i32),
+    /// `ftok(path, id)`, computed when the address is used (the path must
+    /// exist then; the key follows its inode and device).
+    Ftok {
+        /// An existing path.
+        path: PathBuf,
+        /// The project id, 1 to 255.
+        id: u8,
+    },
+}
+
+impl SysvKey {
+    /// Parses what follows `sysv:` or `sysvmq:`; `None` if it is neither
+    /// a non-zero key (decimal, or hex after `0x`) nor `PATH:ID`.
+    pub fn parse(rest: &str) -> Option<Self> {
+        let number = |t: &str| -> Option<i32> {
+            let v = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()? as i32,
+                None => t
+                    .parse::<u32>()
+                    .map(|v| v as i32)
+                    .or_else(|_| t.parse::<i32>())
+                    .ok()?,
+            };
+            (v != 0).then_some(v)
+        };
+        if let Some(key) = number(rest) {
+            return Some(Self::Key(key));
+        }
+        let (path, id) = rest.rsplit_once(':')?;
+        let id: u8 = id.parse().ok().filter(|&i| i != 0)?;
+        (!path.is_empty()).then(|| Self::Ftok {
+            path: PathBuf::from(path),
+            id,
+        })
+    }
+
+    /// The key: itself, or `ftok` of the path now.
+    ///
+    /// # Errors
+    ///
+    /// For `PATH:ID`, the error of `stat` on the path (`NotFound`...).
+    pub fn resolve(&self) -> io::Result<i32> {
+        match self {
+            Self::Key(k) => Ok(*k),
+            Self::Ftok { path, id } => sys::sysv::ftok(path, *id).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "ftok({}, {id}): {e}; a System V key's path must exist on both \
+                         sides",
+                        path.display()
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for SysvKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(k) => f.write_str(&sys::sysv::key_text(*k)),
+            Self::Ftok { path, id } => write!(f, "{}:{id}", path.display()),
+        }
+    }
+}
+
 /// Removes the name or file of a segment. Processes that have it mapped
 /// keep using it.
 ///

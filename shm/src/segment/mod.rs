@@ -26,7 +26,7 @@ mod open;
 mod options;
 mod participants;
 
-pub use address::{shm_path, unlink, Address};
+pub use address::{shm_path, unlink, Address, SysvKey};
 pub use create::{staging_owner, Creator, MAX_SEGMENT_LEN, STAGING_PREFIX};
 pub use options::{schema_difference, Backend, CreateOptions, OpenOptions, Role, Spec, TypeInfo};
 pub use participants::{Attachment, ParticipantInfo};
