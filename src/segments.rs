@@ -21,13 +21,14 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use shmlane_shm::{header::MAGIC, staging_owner, Creator, OpenOptions, STAGING_PREFIX};
 pub use shmlane_shm::{Address, AddressError, OpenError, ParticipantInfo};
 
 use crate::ipc::{Backend, Channel, Role, Segment};
+use shmlane_sys::sysv;
 
 /// Where named segments live.
 const SHM_DIR: &str = "/dev/shm";
@@ -82,21 +83,20 @@ impl fmt::Debug for Entry {
     }
 }
 
-fn path_of(address: &Address) -> PathBuf {
-    match address {
-        Address::Shm(n) => shmlane_shm::shm_path(n),
-        Address::File(p) => p.clone(),
-    }
-}
-
 /// Opens a segment read-only for inspection, whoever owns it.
 fn open_for_inspection(address: &Address) -> Result<Segment, OpenError> {
     let owner = match address {
-        Address::Shm(n) => std::fs::metadata(shmlane_shm::shm_path(n)),
-        Address::File(p) => std::fs::symlink_metadata(p),
-    }
-    .ok()
-    .map(|m| m.uid());
+        Address::Shm(n) => std::fs::metadata(shmlane_shm::shm_path(n))
+            .ok()
+            .map(|m| m.uid()),
+        Address::File(p) => std::fs::symlink_metadata(p).ok().map(|m| m.uid()),
+        Address::Sysv(key) => key
+            .resolve()
+            .and_then(sysv::shm_get)
+            .and_then(sysv::shm_stat)
+            .ok()
+            .map(|st| st.perm.uid),
+    };
     let opts = OpenOptions {
         read_only: true,
         ready_timeout: Duration::from_millis(20),
@@ -112,7 +112,7 @@ impl Entry {
     pub fn inspect(address: Address) -> Self {
         let staging = match &address {
             Address::Shm(n) => n.starts_with(STAGING_PREFIX).then(|| staging_owner(n)),
-            Address::File(_) => None,
+            Address::File(_) | Address::Sysv(_) => None,
         };
         let segment = if staging.is_some() {
             // Not opened: its creator may still be writing it.
@@ -347,19 +347,29 @@ pub fn is_orphan<M: crate::ipc::Message>(chan: &Channel<M>) -> bool {
 /// process may have replaced it already); a memfd has no name. Returns
 /// whether it removed it.
 pub fn remove_orphan<M: crate::ipc::Message>(chan: Channel<M>) -> bool {
-    let address = match chan.segment().backend() {
-        Backend::Shm(name) => Address::Shm(name.clone()),
-        Backend::File(path) => Address::File(path.clone()),
+    let (address, path) = match chan.segment().backend() {
+        Backend::Shm(name) => (Address::Shm(name.clone()), shmlane_shm::shm_path(name)),
+        Backend::File(path) => (Address::File(path.clone()), path.clone()),
+        &Backend::Sysv { key, id } => {
+            if !is_orphan(&chan) {
+                return false;
+            }
+            // The key still names this very segment.
+            let same = sysv::shm_get(key).is_ok_and(|now| now == id);
+            drop(chan);
+            return same
+                && shmlane_shm::unlink(&Address::Sysv(shmlane_shm::SysvKey::Key(key))).is_ok();
+        }
         Backend::Memfd => return false,
     };
     if !is_orphan(&chan) {
         return false;
     }
     let same = match (
-        chan.segment().file().metadata(),
-        std::fs::symlink_metadata(path_of(&address)),
+        chan.segment().file().map(std::fs::File::metadata),
+        std::fs::symlink_metadata(&path),
     ) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        (Some(Ok(a)), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     };
     drop(chan);

@@ -246,6 +246,8 @@ struct Scenario {
     /// `label@N`.
     fault: &'static str,
     batch: bool,
+    /// A System V segment (`sysv:KEY`) rather than `shm:NAME`.
+    sysv: bool,
 }
 
 fn spawn(s: &Scenario, addr: &str, role: &str, id: u64, fault: Option<&str>) -> Kid {
@@ -338,8 +340,14 @@ fn committed_bounds(fault: &str) -> (u64, u64) {
 }
 
 fn run(s: &Scenario) {
-    let name = unique("crash");
-    let addr = format!("shm:{name}");
+    let mut cleanup = shmlane_testkit::Cleanup::new();
+    let addr = if s.sysv {
+        let key = shmlane_testkit::unique_key();
+        cleanup.sysv(key);
+        format!("sysv:{key}")
+    } else {
+        format!("shm:{}", unique("crash"))
+    };
     // The parent creates and holds the channel; children open it.
     let chan = create(&addr, s.ring, s.kind);
     let spsc = s.ring == RingKind::Spsc;
@@ -564,6 +572,10 @@ fn points(victim: Victim, ring: RingKind) -> Vec<&'static str> {
 }
 
 fn matrix(ring: RingKind, kind: Kind, victim: Victim) {
+    matrix_on(ring, kind, victim, false);
+}
+
+fn matrix_on(ring: RingKind, kind: Kind, victim: Victim, sysv: bool) {
     for fault in points(victim, ring) {
         run(&Scenario {
             ring,
@@ -571,6 +583,7 @@ fn matrix(ring: RingKind, kind: Kind, victim: Victim) {
             victim,
             fault,
             batch: false,
+            sysv,
         });
     }
 }
@@ -615,6 +628,30 @@ fn spsc_rkyv_consumer_crash_points() {
     matrix(RingKind::Spsc, Kind::Rkyv, Victim::Consumer);
 }
 
+// The same crash points on System V segments, whose liveness flags are
+// semaphores rather than file locks (Pod messages; rkyv takes the same
+// ring paths).
+
+#[test]
+fn sysv_mpmc_pod_producer_crash_points() {
+    matrix_on(RingKind::Mpmc, Kind::Pod, Victim::Producer, true);
+}
+
+#[test]
+fn sysv_mpmc_pod_consumer_crash_points() {
+    matrix_on(RingKind::Mpmc, Kind::Pod, Victim::Consumer, true);
+}
+
+#[test]
+fn sysv_spsc_pod_producer_crash_points() {
+    matrix_on(RingKind::Spsc, Kind::Pod, Victim::Producer, true);
+}
+
+#[test]
+fn sysv_spsc_pod_consumer_crash_points() {
+    matrix_on(RingKind::Spsc, Kind::Pod, Victim::Consumer, true);
+}
+
 #[test]
 fn spsc_batch_crash_points() {
     for (victim, fault) in [
@@ -630,6 +667,7 @@ fn spsc_batch_crash_points() {
             victim,
             fault,
             batch: true,
+            sysv: false,
         });
     }
 }
@@ -651,6 +689,7 @@ fn a_receiver_killed_while_parked_leaves_no_phantom_waiter() {
         victim: Victim::Consumer,
         fault: "",
         batch: false,
+        sysv: false,
     };
     let mut kid = spawn(&s, &addr, "parked", 0, None);
     assert!(kid.wait_for("ready"));
@@ -688,15 +727,27 @@ fn a_receiver_killed_while_parked_leaves_no_phantom_waiter() {
 /// can hold a lock across the `fork`.)
 #[test]
 fn a_forked_child_dropping_its_copies_does_not_detach_the_parent() {
+    let shm = format!("shm:{}", unique("fork"));
+    let key = shmlane_testkit::unique_key();
+    let mut cleanup = shmlane_testkit::Cleanup::new();
+    cleanup.sysv(key);
+    // On System V segments the child's copies hold no semaphore of the
+    // parent's, and the child's drop must not count the parent out.
+    for addr in [shm, format!("sysv:{key}")] {
+        forked_child(&addr);
+    }
+}
+
+fn forked_child(addr: &str) {
     let s = Scenario {
         ring: RingKind::Mpmc,
         kind: Kind::Pod,
         victim: Victim::Producer,
         fault: "",
         batch: false,
+        sysv: false,
     };
-    let addr = format!("shm:{}", unique("fork"));
-    let mut kid = spawn(&s, &addr, "forker", 0, None);
+    let mut kid = spawn(&s, addr, "forker", 0, None);
     let (lines, status) = kid.finish(HANG).expect("the forking child hung");
     assert!(status.success(), "{lines:?}");
     assert!(lines.iter().any(|l| l == "parent intact"), "{lines:?}");

@@ -34,6 +34,7 @@ fn addresses(scheme: &str) -> [String; 3] {
             "unix" => format!("unix:{}/{name}.sock", tmp.display()),
             "mq" => format!("mq:{name}"),
             "sysvmq" => format!("sysvmq:{}", shmlane_testkit::unique_key()),
+            "sysv" => format!("sysv:{}", shmlane_testkit::unique_key()),
             "tcp" => "tcp:127.0.0.1:0".to_owned(),
             other => panic!("{other}"),
         }
@@ -48,7 +49,7 @@ fn builder(addr: &str) -> Builder {
         .unwrap()
         .message_size(MAX)
         .open_timeout(Duration::from_secs(20));
-    if addr.starts_with("shm:") || addr.starts_with("file:") {
+    if addr.starts_with("shm:") || addr.starts_with("file:") || addr.starts_with("sysv:") {
         b.capacity(64)
     } else if addr.starts_with("mq:") {
         b.capacity(8)
@@ -86,7 +87,10 @@ fn conformance(scheme: &str) {
     let orders = receiver::<Rkyv<Order>>(&addrs[0]);
     let pods = receiver::<[u64; 2]>(&addrs[1]);
     let bytes = receiver::<Bytes>(&addrs[2]);
-    assert_eq!(orders.is_shared_memory(), matches!(scheme, "shm" | "file"));
+    assert_eq!(
+        orders.is_shared_memory(),
+        matches!(scheme, "shm" | "file" | "sysv")
+    );
     // Nobody has sent: a receive times out (not before the deadline).
     let t = Instant::now();
     assert!(matches!(
@@ -165,6 +169,11 @@ fn unix() {
 #[test]
 fn mq() {
     conformance("mq");
+}
+
+#[test]
+fn sysv() {
+    conformance("sysv");
 }
 
 #[test]

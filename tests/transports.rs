@@ -521,8 +521,8 @@ fn addresses() {
     assert!(matches!(&e, AddressError::UnknownScheme { scheme, .. } if scheme == "foo"));
     assert_eq!(
         e.to_string(),
-        "unknown scheme `foo` in `foo:bar`: use one of shm:, file:, pipe, fifo:, unix:, mq:, \
-         sysvmq:, tcp:, signal:"
+        "unknown scheme `foo` in `foo:bar`: use one of shm:, file:, sysv:, pipe, fifo:, unix:, \
+         mq:, sysvmq:, tcp:, signal:"
     );
     assert!(matches!(parse_err(""), AddressError::Empty));
     assert!(matches!(

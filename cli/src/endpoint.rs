@@ -239,7 +239,7 @@ impl Lines {
 /// What a too-long line error adds, per address kind.
 fn line_hint(addr: &Address) -> &'static str {
     match addr {
-        Address::Shm(_) | Address::File(_) => {
+        Address::Shm(_) | Address::File(_) | Address::Sysv(_) => {
             "raise it with --max-line (the side that creates the segment sets it)"
         }
         Address::Mq(_) => {

@@ -18,6 +18,8 @@ pub enum AddressError {
     BadName(String),
     /// `file:` with an empty path.
     MissingPath,
+    /// `sysv:` followed by neither a non-zero key nor `PATH:ID`.
+    BadSysvKey(String),
 }
 
 impl fmt::Display for AddressError {
@@ -25,7 +27,13 @@ impl fmt::Display for AddressError {
         match self {
             Self::UnknownScheme(s) => write!(
                 f,
-                "unknown address scheme `{s}`: use `shm:NAME` or `file:PATH`"
+                "unknown address scheme `{s}`: use `shm:NAME`, `file:PATH` or `sysv:KEY`"
+            ),
+            Self::BadSysvKey(k) => write!(
+                f,
+                "bad System V key `{k}` after `sysv:`: use a non-zero key in decimal or hex \
+                 (`sysv:0x5300`), or an existing path and a project id from 1 to 255 for ftok \
+                 (`sysv:/etc/myapp:7`)"
             ),
             Self::BadName(n) => write!(
                 f,
@@ -80,6 +88,17 @@ pub enum CreateError {
         /// The largest segment this build creates.
         limit: u64,
     },
+    /// A System V segment above a limit of the kernel's: one segment's
+    /// size (`kernel.shmmax`), or all segments' pages (`kernel.shmall`)
+    /// or their number (`kernel.shmmni`).
+    SysvLimit {
+        /// Bytes the segment needs.
+        needed: u64,
+        /// The limit in bytes (0 where it counts segments).
+        limit: u64,
+        /// The sysctl that sets it.
+        sysctl: &'static str,
+    },
     /// Another OS error.
     Os(io::Error),
 }
@@ -106,6 +125,26 @@ impl fmt::Display for CreateError {
                 "{a} already exists: open it instead, or remove it (`shmlane rm`) if it is stale"
             ),
             Self::PermissionDenied(a) => write!(f, "permission denied creating {a}"),
+            Self::SysvLimit {
+                needed,
+                limit,
+                sysctl,
+            } => {
+                write!(
+                    f,
+                    "a System V segment of {} is over `{sysctl}`",
+                    bytes(*needed)
+                )?;
+                if *limit > 0 {
+                    write!(f, " ({})", bytes(*limit))?;
+                }
+                write!(
+                    f,
+                    ": raise it as root (`sysctl -w {sysctl}=...`), remove stale segments \
+                     (`shmlane rm --stale`, `ipcs -m`), use a `shm:` or `file:` address, or ask \
+                     for a smaller capacity or message size"
+                )
+            }
             Self::Layout(e) => write!(f, "bad channel layout: {e}"),
             Self::SlotTooSmall { asked, needed } => write!(
                 f,

@@ -155,6 +155,10 @@ pub struct Header {
     /// Senders sleep here; receivers notify.
     pub not_full: Line<EventCount>,
     pub(crate) participants: [Participant; MAX_PARTICIPANTS],
+    /// A `sysv:` segment's semaphore set (its liveness flags; see
+    /// `segment::sysv`), written by the creator before anything else;
+    /// 0 in other segments, which never read it.
+    pub(crate) sysv_sems: Shared<i32>,
 }
 
 /// A value alone on a 128-byte line pair.
@@ -175,6 +179,7 @@ const _: () = {
     assert!(offset_of!(Header, not_full) == 384);
     assert!(offset_of!(Header, participants) == 512);
     assert!(size_of::<Participant>() == 32);
+    assert!(offset_of!(Header, sysv_sems) == 512 + 32 * 32);
     assert!(size_of::<Header>() <= HEADER_LEN);
     // A broadcast ring's cursor table has an entry per participant
     // (loom models use a smaller table).
@@ -203,6 +208,8 @@ pub mod offsets {
     pub const VERSION: usize = offset_of!(Header, version);
     /// Offset of `state`.
     pub const STATE: usize = offset_of!(Header, state);
+    /// Offset of a `sysv:` segment's semaphore set id.
+    pub const SYSV_SEMS: usize = offset_of!(Header, sysv_sems);
     /// Offset of a field of [`Fixed`] inside the header.
     pub const fn fixed(field_offset: usize) -> usize {
         offset_of!(Header, fixed) + field_offset

@@ -1,9 +1,11 @@
 //! Shared-memory segments for shmlane.
 //!
 //! A segment is one channel: a header page, then a ring region laid out by
-//! [`shmlane_ring`]. Three backends sit behind [`Segment`]: named POSIX
-//! shared memory (`shm:NAME`), a mmapped file (`file:PATH`), and an
-//! anonymous memfd handed to a child process.
+//! [`shmlane_ring`]. Four backends sit behind [`Segment`]: named POSIX
+//! shared memory (`shm:NAME`), a mmapped file (`file:PATH`), an
+//! anonymous memfd handed to a child process, and a System V segment
+//! (`sysv:KEY`, `shmget`), whose liveness flags are `SEM_UNDO` semaphores
+//! in place of file locks and which cannot be truncated (so no SIGBUS).
 //!
 //! - **Create**: the exact size checked against the filesystem's free
 //!   space (`statvfs`), built under a private name with

@@ -163,9 +163,10 @@ fn the_table_fills_up_with_a_clear_error() {
 fn memfd_is_sealed_and_reopens_through_proc() {
     let seg = Segment::create_memfd(&spec(RingKind::Mpmc)).unwrap();
     // Growing or shrinking a sealed memfd fails.
-    assert!(seg.file().set_len(1 << 20).is_err());
-    assert!(seg.file().set_len(100).is_err());
-    let fd = std::os::fd::AsRawFd::as_raw_fd(seg.file());
+    let file = seg.file().unwrap();
+    assert!(file.set_len(1 << 20).is_err());
+    assert!(file.set_len(100).is_err());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
     let other = Segment::open_inherited(fd, &OpenOptions::default()).unwrap();
     let seg = Arc::new(seg);
     let _tx = seg.attach(Role::Sender, false).unwrap();

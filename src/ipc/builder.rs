@@ -103,7 +103,7 @@ pub struct Builder {
 
 #[derive(Debug, Clone)]
 pub(super) enum Target {
-    /// `shm:` or `file:`: a ring.
+    /// `shm:`, `file:` or `sysv:`: a ring.
     Address(shmlane_shm::Address),
     /// Any other address: frames over a kernel transport.
     Frames(Address),
@@ -143,6 +143,7 @@ impl Builder {
         Ok(Self::with_target(match Address::parse(address)? {
             Address::Shm(name) => Target::Address(shmlane_shm::Address::Shm(name)),
             Address::File(path) => Target::Address(shmlane_shm::Address::File(path)),
+            Address::Sysv(key) => Target::Address(shmlane_shm::Address::Sysv(key)),
             other => Target::Frames(other),
         }))
     }

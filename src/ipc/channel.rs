@@ -93,7 +93,11 @@ impl<M: Message> Channel<M> {
                 "not a memfd channel",
             ));
         }
-        shmlane_sys::fd::dup_inheritable(self.seg.file(), 3)
+        let file = self
+            .seg
+            .file()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a memfd channel"))?;
+        shmlane_sys::fd::dup_inheritable(file, 3)
     }
 
     pub(super) fn side(&self, role: Role, needs: RingKind) -> Result<Side, AttachError> {

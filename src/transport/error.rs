@@ -59,13 +59,13 @@ impl fmt::Display for AddressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str(
-                "empty address: use one of shm:NAME, file:PATH, pipe, fifo:PATH, unix:PATH, \
-                 mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID",
+                "empty address: use one of shm:NAME, file:PATH, sysv:KEY, pipe, fifo:PATH, \
+                 unix:PATH, mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID",
             ),
             Self::UnknownScheme { scheme, input } => write!(
                 f,
-                "unknown scheme `{scheme}` in `{input}`: use one of shm:, file:, pipe, fifo:, \
-                 unix:, mq:, sysvmq:, tcp:, signal:"
+                "unknown scheme `{scheme}` in `{input}`: use one of shm:, file:, sysv:, pipe, \
+                 fifo:, unix:, mq:, sysvmq:, tcp:, signal:"
             ),
             Self::MissingPath { scheme } => write!(
                 f,

@@ -157,6 +157,9 @@ pub enum Address {
     Shm(String),
     /// `file:PATH`: served by [`crate::ipc`], not by this module.
     File(PathBuf),
+    /// `sysv:KEY` or `sysv:PATH:ID`: a System V segment, served by
+    /// [`crate::ipc`], not by this module.
+    Sysv(SysvKey),
     /// `pipe`: an anonymous pipe; see [`pipe`].
     Pipe,
     /// `fifo:PATH`: a named pipe.
@@ -226,6 +229,14 @@ impl Address {
             "fifo" => check_path("fifo:", rest_str).map(Self::Fifo),
             "unix" => check_path("unix:", rest_str).map(Self::Unix),
             "mq" => check_name("mq:", rest_str).map(Self::Mq),
+            "sysv" => {
+                SysvKey::parse(rest_str)
+                    .map(Self::Sysv)
+                    .ok_or_else(|| AddressError::BadSysvKey {
+                        scheme: "sysv:",
+                        input: rest_str.into(),
+                    })
+            }
             "sysvmq" => {
                 SysvKey::parse(rest_str)
                     .map(Self::SysvMq)
@@ -284,6 +295,7 @@ impl fmt::Display for Address {
             Self::Fifo(p) => write!(f, "fifo:{}", p.display()),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
             Self::Mq(n) => write!(f, "mq:{n}"),
+            Self::Sysv(k) => write!(f, "sysv:{k}"),
             Self::SysvMq(k) => write!(f, "sysvmq:{k}"),
             Self::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Self::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
@@ -604,7 +616,7 @@ impl FrameSender {
 
 fn unsupported(addr: &Address, sender: bool) -> OpenError {
     let hint = match addr {
-        Address::Shm(_) | Address::File(_) => {
+        Address::Shm(_) | Address::File(_) | Address::Sysv(_) => {
             "shared-memory rings are served by `shmlane::ipc::Builder`, not by frame transports"
         }
         Address::Pipe => {

@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     signals::catch()?;
     match opts.addr() {
-        Address::Shm(_) | Address::File(_) => recv_shm(&opts),
+        Address::Shm(_) | Address::File(_) | Address::Sysv(_) => recv_shm(&opts),
         _ => recv_frames(&opts),
     }
 }

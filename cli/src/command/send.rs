@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = Opts::new(args.addr, args.options);
     signals::catch()?;
     match opts.addr() {
-        Address::Shm(_) | Address::File(_) => send_shm(&opts),
+        Address::Shm(_) | Address::File(_) | Address::Sysv(_) => send_shm(&opts),
         _ => send_frames(&opts),
     }
 }

@@ -15,10 +15,13 @@ pub enum Address {
     Shm(String),
     /// A mmapped file; survives restarts of both sides when kept.
     File(PathBuf),
+    /// A System V segment (`shmget`) under a key.
+    Sysv(SysvKey),
 }
 
 impl Address {
-    /// Parses `shm:NAME` or `file:PATH`.
+    /// Parses `shm:NAME`, `file:PATH` or `sysv:KEY` (a non-zero number,
+    /// decimal or `0x` hex, or `PATH:ID` for `ftok`).
     ///
     /// # Errors
     ///
@@ -41,6 +44,9 @@ impl Address {
             }
             "file" if rest.is_empty() => Err(AddressError::MissingPath),
             "file" => Ok(Self::File(PathBuf::from(rest))),
+            "sysv" => SysvKey::parse(rest)
+                .map(Self::Sysv)
+                .ok_or_else(|| AddressError::BadSysvKey(rest.to_owned())),
             other => Err(AddressError::UnknownScheme(other.to_owned())),
         }
     }
@@ -51,6 +57,7 @@ impl fmt::Display for Address {
         match self {
             Self::Shm(n) => write!(f, "shm:{n}"),
             Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Sysv(k) => write!(f, "sysv:{k}"),
         }
     }
 }
@@ -146,6 +153,7 @@ pub fn unlink(addr: &Address) -> io::Result<()> {
     match addr {
         Address::Shm(name) => sys::shm::unlink(name),
         Address::File(path) => fs::remove_file(path),
+        Address::Sysv(key) => super::sysv::unlink(key),
     }
 }
 

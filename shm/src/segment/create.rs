@@ -152,6 +152,7 @@ impl Segment {
         let public = match addr {
             Address::Shm(n) => shm_path(n),
             Address::File(p) => p.clone(),
+            Address::Sysv(key) => return Self::create_sysv(key, spec, layout, total, opts),
         };
         // Fail fast (the rename below is the real arbiter).
         if fs::symlink_metadata(&public).is_ok() {
@@ -166,6 +167,7 @@ impl Segment {
         let staged_path = dir.join(&staged);
         let file = match addr {
             Address::Shm(_) => sys::shm::create(&staged, opts.mode),
+            Address::Sysv(_) => unreachable!("created above"),
             Address::File(_) => FsOpenOptions::new()
                 .read(true)
                 .write(true)
@@ -184,6 +186,7 @@ impl Segment {
         let backend = match addr {
             Address::Shm(n) => Backend::Shm(n.clone()),
             Address::File(p) => Backend::File(p.clone()),
+            Address::Sysv(_) => unreachable!("created above"),
         };
         let mut seg = Self::init(file, backend, spec, layout, total, &dir)?;
         fault::point("create.before_rename");
@@ -214,7 +217,9 @@ impl Segment {
             total,
             Path::new("memfd"),
         )?;
-        sys::memfd::seal_size(&seg.file).map_err(CreateError::Os)?;
+        if let Some(file) = seg.file() {
+            sys::memfd::seal_size(file).map_err(CreateError::Os)?;
+        }
         Ok(seg)
     }
 
@@ -255,15 +260,64 @@ impl Segment {
         fault::point("create.after_reserve");
         let map = Map::new(&file, total, Access::ReadWrite, protection(&backend))
             .map_err(CreateError::Os)?;
-        let mut type_name = [0u8; TYPE_NAME_LEN];
-        let cut = spec.ty.name.len().min(TYPE_NAME_LEN - 1);
-        type_name[..cut].copy_from_slice(&spec.ty.name.as_bytes()[..cut]);
-        let schema_offset = HEADER_LEN + layout.region_len();
+        let fixed = fixed_of(spec, &layout, total);
         // Through the file, not the mapping: no reference into shared
         // memory, and nobody else can see this file before READY.
-        file.write_all_at(spec.ty.schema.as_bytes(), schema_offset as u64)
+        file.write_all_at(spec.ty.schema.as_bytes(), fixed.schema_offset)
             .map_err(CreateError::Os)?;
-        let fixed = Fixed {
+        let seg = Self {
+            live: super::Liveness::File(file),
+            map: super::Memory::Map(map),
+            broken: AtomicBool::new(false),
+            backend,
+            fixed,
+            layout,
+            schema: spec.ty.schema.clone(),
+            unlink_on_drop: false,
+            read_only: false,
+            held: Mutex::new(0),
+            pid: sys::process::pid(),
+        };
+        seg.publish()?;
+        Ok(seg)
+    }
+
+    /// Writes every header field, lays out the ring and publishes READY
+    /// (the schema text is in place already).
+    pub(super) fn publish(&self) -> Result<(), CreateError> {
+        let h = self.header();
+        h.magic.write(MAGIC);
+        h.version.write(VERSION);
+        h.fixed.write(self.fixed);
+        h.creator_pid.write(sys::process::pid());
+        h.creator_start
+            .write(sys::process::start_time(sys::process::pid()));
+        fault::point("create.after_header");
+        let (base, len) = self.ring_region();
+        // SAFETY: the region lies inside our fresh mapping (HEADER_LEN +
+        // region_len bytes, then the schema), page-aligned plus HEADER_LEN (4096, at least the
+        // region alignment), and nobody can use it before READY.
+        unsafe { self.layout.init(base, len) }.map_err(CreateError::Layout)?;
+        if self.is_broken() {
+            return Err(CreateError::Os(io::Error::other(
+                "the segment was truncated by another process while it was being created",
+            )));
+        }
+        // Release: publishes every field written above; pairs with the
+        // Acquire load of `state` in `open`.
+        h.state.store(STATE_READY, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The header's descriptive fields for a new segment.
+pub(super) fn fixed_of(spec: &Spec, layout: &RingLayout, total: usize) -> Fixed {
+    let mut type_name = [0u8; TYPE_NAME_LEN];
+    let cut = spec.ty.name.len().min(TYPE_NAME_LEN - 1);
+    type_name[..cut].copy_from_slice(&spec.ty.name.as_bytes()[..cut]);
+    let schema_offset = HEADER_LEN + layout.region_len();
+    {
+        Fixed {
             ring_kind: kind_to_raw(layout.kind()),
             codec: spec.ty.codec,
             capacity: layout.capacity(),
@@ -278,42 +332,7 @@ impl Segment {
             schema_offset: schema_offset as u64,
             schema_len: spec.ty.schema.len() as u64,
             type_name,
-        };
-        let seg = Self {
-            file,
-            map,
-            broken: AtomicBool::new(false),
-            backend,
-            fixed,
-            layout,
-            schema: spec.ty.schema.clone(),
-            unlink_on_drop: false,
-            read_only: false,
-            held: Mutex::new(0),
-            pid: sys::process::pid(),
-        };
-        let h = seg.header();
-        h.magic.write(MAGIC);
-        h.version.write(VERSION);
-        h.fixed.write(fixed);
-        h.creator_pid.write(sys::process::pid());
-        h.creator_start
-            .write(sys::process::start_time(sys::process::pid()));
-        fault::point("create.after_header");
-        let (base, len) = seg.ring_region();
-        // SAFETY: the region lies inside our fresh mapping (HEADER_LEN +
-        // region_len bytes, then the schema), page-aligned plus HEADER_LEN (4096, at least the
-        // region alignment), and nobody can use it before READY.
-        unsafe { layout.init(base, len) }.map_err(CreateError::Layout)?;
-        if seg.is_broken() {
-            return Err(CreateError::Os(io::Error::other(
-                "the segment was truncated by another process while it was being created",
-            )));
         }
-        // Release: publishes every field written above; pairs with the
-        // Acquire load of `state` in `open`.
-        h.state.store(STATE_READY, Ordering::Release);
-        Ok(seg)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Creating, opening, validating and attaching to segments, one concern
 //! a file: `address` (where a segment lives), `options` (what to create
-//! or open), `create`, `open` (and validation), and `participants`
-//! (attach, liveness, reaping, detach).
+//! or open), `create`, `open` (and validation), `participants` (attach,
+//! liveness, reaping, detach), and `sysv` (System V segments, whose
+//! liveness flags are semaphores).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -25,6 +26,7 @@ mod create;
 mod open;
 mod options;
 mod participants;
+mod sysv;
 
 pub use address::{shm_path, unlink, Address, SysvKey};
 pub use create::{staging_owner, Creator, MAX_SEGMENT_LEN, STAGING_PREFIX};
@@ -34,10 +36,12 @@ pub use participants::{Attachment, ParticipantInfo};
 /// A mapped, validated segment. The layout was copied out of shared memory
 /// when it was opened and is never read from there again.
 pub struct Segment {
-    file: File,
-    /// The mapping, registered with the SIGBUS handler unless it is a
-    /// sealed memfd (see `create::protection`).
-    map: Map,
+    /// The file and its liveness locks, or a System V segment's
+    /// semaphores.
+    live: Liveness,
+    /// The mapping (registered with the SIGBUS handler unless it is a
+    /// sealed memfd, see `create::protection`), or a System V attachment.
+    map: Memory,
     /// Set once the file was found shorter than the layout.
     broken: AtomicBool,
     backend: Backend,
@@ -64,6 +68,67 @@ impl fmt::Debug for Segment {
             .field("layout", &self.layout)
             .field("type", &self.fixed.type_name())
             .finish_non_exhaustive()
+    }
+}
+
+/// What marks participants alive: byte locks on the segment's file (OFD
+/// locks), or `SEM_UNDO` semaphores of a System V segment's set.
+#[derive(Debug)]
+enum Liveness {
+    File(File),
+    Sysv(sysv::Sems),
+}
+
+impl Liveness {
+    /// Takes lock `offset` (`CREATOR_LOCK` or a `lock_offset`) without
+    /// waiting; false if someone else holds it.
+    fn try_lock(&self, offset: u64) -> io::Result<bool> {
+        match self {
+            Self::File(f) => sys::lock::try_lock(f, offset),
+            Self::Sysv(s) => s.try_take(offset),
+        }
+    }
+
+    fn unlock(&self, offset: u64) -> io::Result<()> {
+        match self {
+            Self::File(f) => sys::lock::unlock(f, offset),
+            Self::Sysv(s) => s.release(offset),
+        }
+    }
+
+    /// Whether someone else holds lock `offset` (OFD locks: another open
+    /// file description), or it cannot be told.
+    fn is_locked_or_unknown(&self, offset: u64) -> bool {
+        match self {
+            Self::File(f) => sys::lock::is_locked_or_unknown(f, offset),
+            Self::Sysv(s) => s.is_held_or_unknown(offset),
+        }
+    }
+}
+
+/// The segment's bytes in this process.
+#[derive(Debug)]
+enum Memory {
+    Map(Map),
+    Sysv(sys::sysv::Attachment),
+}
+
+impl Memory {
+    #[inline]
+    fn as_ptr(&self) -> *mut u8 {
+        match self {
+            Self::Map(m) => m.as_ptr(),
+            Self::Sysv(a) => a.as_ptr(),
+        }
+    }
+
+    #[inline]
+    fn is_broken(&self) -> bool {
+        match self {
+            Self::Map(m) => m.is_broken(),
+            // Nobody can shrink a System V segment.
+            Self::Sysv(_) => false,
+        }
     }
 }
 
@@ -134,9 +199,13 @@ impl Segment {
         &self.backend
     }
 
-    /// The open file (for a memfd: the descriptor to hand to a child).
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The open file (for a memfd: the descriptor to hand to a child);
+    /// `None` for a System V segment, which has none.
+    pub fn file(&self) -> Option<&File> {
+        match &self.live {
+            Liveness::File(f) => Some(f),
+            Liveness::Sysv(_) => None,
+        }
     }
 
     /// Whether the segment was opened read-only.
@@ -164,8 +233,12 @@ impl Segment {
         if self.is_broken() {
             return false;
         }
+        let Liveness::File(file) = &self.live else {
+            // A System V segment cannot be resized.
+            return true;
+        };
         if self.backend != Backend::Memfd
-            && sigbus::shorter_than(std::os::fd::AsFd::as_fd(&self.file), self.fixed.total_len)
+            && sigbus::shorter_than(std::os::fd::AsFd::as_fd(file), self.fixed.total_len)
         {
             // Relaxed: as in `is_broken`.
             self.broken.store(true, Ordering::Relaxed);
@@ -177,11 +250,19 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.unlink_on_drop && sys::process::pid() == self.pid {
+        if sys::process::pid() != self.pid {
+            // A forked child's copy: the segment is the parent's.
+            return;
+        }
+        if let Backend::Sysv { id, .. } = self.backend {
+            self.leave_sysv(id);
+            return;
+        }
+        if self.unlink_on_drop {
             let _ = match &self.backend {
                 Backend::Shm(n) => sys::shm::unlink(n),
                 Backend::File(p) => fs::remove_file(p),
-                Backend::Memfd => Ok(()),
+                Backend::Memfd | Backend::Sysv { .. } => Ok(()),
             };
         }
     }

@@ -30,6 +30,7 @@ impl Segment {
     pub fn open(addr: &Address, opts: &OpenOptions) -> Result<Self, OpenError> {
         let name = addr.to_string();
         let file = match addr {
+            Address::Sysv(key) => return Self::open_sysv(key, opts),
             Address::Shm(n) => sys::shm::open(n, access(opts)),
             Address::File(p) => FsOpenOptions::new()
                 .read(true)
@@ -42,6 +43,7 @@ impl Segment {
         let backend = match addr {
             Address::Shm(n) => Backend::Shm(n.clone()),
             Address::File(p) => Backend::File(p.clone()),
+            Address::Sysv(_) => unreachable!("opened above"),
         };
         Self::open_file(file, backend, opts)
     }
@@ -160,8 +162,8 @@ impl Segment {
             });
         }
         Ok(Self {
-            file,
-            map,
+            live: super::Liveness::File(file),
+            map: super::Memory::Map(map),
             broken: AtomicBool::new(false),
             backend,
             fixed,
@@ -175,7 +177,7 @@ impl Segment {
     }
 }
 
-fn access(opts: &OpenOptions) -> Access {
+pub(super) fn access(opts: &OpenOptions) -> Access {
     if opts.read_only {
         Access::ReadOnly
     } else {

@@ -16,6 +16,13 @@ pub enum Backend {
     File(PathBuf),
     /// An anonymous memfd, shared by inheritance.
     Memfd,
+    /// A System V segment (`shmget`).
+    Sysv {
+        /// The key it was found or created under.
+        key: i32,
+        /// Its id (`shmid`).
+        id: i32,
+    },
 }
 
 /// What a segment carries, so that two sides agree on it.

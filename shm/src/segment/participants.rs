@@ -36,7 +36,7 @@ impl Segment {
             return true;
         }
         // Never reap a participant we cannot prove dead.
-        sys::lock::is_locked_or_unknown(&self.file, lock_offset(index))
+        self.live.is_locked_or_unknown(lock_offset(index))
     }
 
     /// Marks a dead participant's slot free, once; the winner also takes
@@ -158,7 +158,7 @@ impl Segment {
     /// Whether the process that created the segment still has it open
     /// (through another open file description than this one).
     pub fn creator_alive(&self) -> bool {
-        sys::lock::is_locked_or_unknown(&self.file, CREATOR_LOCK)
+        self.live.is_locked_or_unknown(CREATOR_LOCK)
     }
 
     /// Messages buffered in the ring now (a snapshot, for tools).
@@ -281,7 +281,11 @@ impl Segment {
             }
             // The lock is the ownership: whoever holds it owns slot i, and a
             // slot whose lock is free has no live owner.
-            if !sys::lock::try_lock(&self.file, lock_offset(i)).map_err(AttachError::Os)? {
+            if !self
+                .live
+                .try_lock(lock_offset(i))
+                .map_err(AttachError::Os)?
+            {
                 continue;
             }
             crate::fault::point("attach.locked");
@@ -366,7 +370,7 @@ impl Segment {
         {
             self.count_down(role);
         }
-        let _ = sys::lock::unlock(&self.file, lock_offset(index));
+        let _ = self.live.unlock(lock_offset(index));
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) &= !(1 << index);
         // Blocked peers re-check whether their side is disconnected.
         h.not_empty.0.notify_all();
