@@ -203,27 +203,229 @@ fn is_shmlane_file(path: &Path) -> bool {
         && magic == MAGIC
 }
 
-/// Every shmlane segment in `/dev/shm`, and every private name one is (or
-/// was) being built under, sorted by address. Files that are not shmlane
-/// segments are left out.
-pub fn list() -> Vec<Entry> {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+/// Whether System V segment `id` (of `size` bytes) starts with shmlane's
+/// magic.
+fn is_shmlane_sysv(id: i32, size: u64) -> bool {
+    if size < 4096 {
+        return false;
+    }
+    sysv::Attachment::new(id, 4096, shmlane_sys::Access::ReadOnly).is_ok_and(|a| {
+        let mut magic = [0u8; 8];
+        for (i, b) in magic.iter_mut().enumerate() {
+            // SAFETY: 4096 bytes are attached; a volatile read of bytes
+            // another process may write.
+            *b = unsafe { a.as_ptr().add(i).read_volatile() };
+        }
+        magic == MAGIC
+    })
+}
+
+/// The shmlane System V segments this user can see, with the key they
+/// are found under (segments removed with `IPC_RMID` and still attached
+/// have none and are left out).
+fn sysv_segments() -> Vec<Address> {
+    let Ok(rows) = sysv::table(sysv::Table::Shm) else {
         return Vec::new();
     };
-    let mut out: Vec<Entry> = dir
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(STAGING_PREFIX))
-                || is_shmlane_file(&e.path())
-        })
-        .filter_map(|e| e.file_name().into_string().ok())
-        .map(|name| Entry::inspect(Address::Shm(name)))
-        .collect();
+    rows.into_iter()
+        .filter(|r| r.key != 0 && is_shmlane_sysv(r.id, r.get("size").unwrap_or(0)))
+        .map(|r| Address::Sysv(shmlane_shm::SysvKey::Key(r.key)))
+        .collect()
+}
+
+/// Every shmlane segment in `/dev/shm` and every System V one
+/// (`sysv:KEY`), and every private name one is (or was) being built
+/// under, sorted by address. Files that are not shmlane segments are left
+/// out.
+pub fn list() -> Vec<Entry> {
+    let mut out: Vec<Entry> = sysv_segments().into_iter().map(Entry::inspect).collect();
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else {
+        out.sort_by_key(|e| e.address.to_string());
+        return out;
+    };
+    out.extend(
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+                    || is_shmlane_file(&e.path())
+            })
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|name| Entry::inspect(Address::Shm(name))),
+    );
     out.sort_by_key(|e| e.address.to_string());
     out
+}
+
+/// A System V message queue of shmlane's (`sysvmq:KEY`), found by the
+/// semaphore set its receiver keeps under the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// The key.
+    pub key: i32,
+    /// The queue's id (`msqid`); `None` if only the set is left.
+    pub id: Option<i32>,
+    /// The semaphore set's id.
+    pub sems: i32,
+    /// Messages queued.
+    pub messages: u64,
+    /// Whether its receiver lives.
+    pub receiver_alive: bool,
+    /// Senders alive.
+    pub senders: u32,
+}
+
+impl Queue {
+    /// Its address, `sysvmq:0x...`.
+    pub fn address(&self) -> String {
+        format!("sysvmq:{}", sysv::key_text(self.key))
+    }
+
+    /// Stale once its receiver is gone (a receiver that lives removes
+    /// both when it drops; a killed one leaves them).
+    pub fn status(&self) -> Status {
+        if self.receiver_alive {
+            Status::Live
+        } else {
+            Status::Stale("its receiver died")
+        }
+    }
+}
+
+/// shmlane's System V message queues, sorted by key.
+pub fn queues() -> Vec<Queue> {
+    use crate::transport::sysvmq::{MARK, MARK_SEM, RECEIVER, SEMS, SENDERS};
+    let Ok(rows) = sysv::table(sysv::Table::Sem) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Queue> = rows
+        .into_iter()
+        .filter(|r| r.key != 0 && r.get("nsems") == Some(u64::from(SEMS)))
+        .filter(|r| sysv::sem_value(r.id, MARK_SEM).is_ok_and(|v| v == MARK))
+        .map(|r| {
+            let id = sysv::msg_get(r.key).ok();
+            Queue {
+                key: r.key,
+                id,
+                sems: r.id,
+                messages: id
+                    .and_then(|q| sysv::msg_stat(q).ok())
+                    .map_or(0, |st| st.messages),
+                // Unknown counts as alive: never removed on a guess.
+                receiver_alive: sysv::sem_value(r.id, RECEIVER).map_or(true, |v| v > 0),
+                senders: sysv::sem_value(r.id, SENDERS).map_or(0, |v| v.max(0) as u32),
+            }
+        })
+        .collect();
+    out.sort_by_key(|q| q.key as u32);
+    out
+}
+
+/// Removes a System V queue and its semaphore set if its receiver is
+/// gone.
+///
+/// # Errors
+///
+/// [`RemoveError::QueueInUse`] while its receiver lives,
+/// [`RemoveError::QueueNotFound`] if there is no shmlane queue under the
+/// key, [`RemoveError::QueueOs`] if removing fails.
+pub fn remove_queue(key: i32) -> Result<(), RemoveError> {
+    let address = format!("sysvmq:{}", sysv::key_text(key));
+    let Some(q) = queues().into_iter().find(|q| q.key == key) else {
+        return Err(RemoveError::QueueNotFound { address });
+    };
+    if q.receiver_alive {
+        return Err(RemoveError::QueueInUse { address });
+    }
+    remove_queue_ids(&q).map_err(|error| RemoveError::QueueOs { address, error })
+}
+
+fn remove_queue_ids(q: &Queue) -> io::Result<()> {
+    if let Some(id) = q.id {
+        sysv::msg_remove(id)?;
+    }
+    sysv::sem_remove(q.sems)
+}
+
+/// Semaphore sets of System V segments that no segment names any more
+/// and no process holds: what a process killed as the last user of a
+/// segment (or one killed while creating it) leaves. Returns their ids.
+fn orphan_segment_sets() -> Vec<i32> {
+    let (Ok(sems), Ok(shms)) = (sysv::table(sysv::Table::Sem), sysv::table(sysv::Table::Shm))
+    else {
+        return Vec::new();
+    };
+    let me = shmlane_sys::process::euid();
+    // Every set a shmlane segment names, keyed or already removed.
+    let named: Vec<i32> = shms
+        .iter()
+        .filter(|r| is_shmlane_sysv(r.id, r.get("size").unwrap_or(0)))
+        .filter_map(|r| {
+            let a = sysv::Attachment::new(r.id, 4096, shmlane_sys::Access::ReadOnly).ok()?;
+            // SAFETY: 4096 bytes attached; a volatile read of an i32 at
+            // its aligned header offset.
+            Some(unsafe {
+                a.as_ptr()
+                    .add(shmlane_shm::header::offsets::SYSV_SEMS)
+                    .cast::<i32>()
+                    .read_volatile()
+            })
+        })
+        .collect();
+    sems.into_iter()
+        .filter(|r| {
+            r.key == 0
+                && r.uid == me
+                && r.get("nsems") == Some(u64::from(shmlane_shm::SYSV_SEMS))
+                && !named.contains(&r.id)
+                && sysv::sem_value(r.id, shmlane_shm::SYSV_MARK)
+                    .is_ok_and(|v| v == shmlane_shm::SYSV_MARK_VALUE)
+                && sysv::sem_value(r.id, shmlane_shm::SYSV_ATTACHED).is_ok_and(|v| v == 0)
+                && sysv::sem_value(r.id, 0).is_ok_and(|v| v == 0)
+        })
+        .map(|r| r.id)
+        .collect()
+}
+
+/// Removes what System V IPC objects of shmlane's a killed process left
+/// besides segments: queues whose receiver died (with their semaphore
+/// sets), and segments' semaphore sets that no segment names and no
+/// process holds. Returns what it removed, and why.
+///
+/// # Errors
+///
+/// [`RemoveError::QueueOs`] for the first that could not be removed.
+pub fn remove_stale_sysv() -> Result<Vec<(String, &'static str)>, RemoveError> {
+    let mut removed = Vec::new();
+    for q in queues() {
+        if let Status::Stale(why) = q.status() {
+            match remove_queue_ids(&q) {
+                Ok(()) => removed.push((q.address(), why)),
+                Err(e)
+                    if matches!(
+                        shmlane_sys::errno::Errno::from_io_error(&e),
+                        Some(shmlane_sys::errno::Errno::INVAL | shmlane_sys::errno::Errno::IDRM)
+                    ) => {}
+                Err(error) => {
+                    return Err(RemoveError::QueueOs {
+                        address: q.address(),
+                        error,
+                    })
+                }
+            }
+        }
+    }
+    for id in orphan_segment_sets() {
+        if sysv::sem_remove(id).is_ok() {
+            removed.push((
+                format!("System V semaphore set {id}"),
+                "a segment's liveness flags that no segment names",
+            ));
+        }
+    }
+    Ok(removed)
 }
 
 /// Why [`remove`] did not remove a segment.
@@ -242,6 +444,23 @@ pub enum RemoveError {
         /// Why.
         error: OpenError,
     },
+    /// A System V queue's receiver lives.
+    QueueInUse {
+        /// `sysvmq:KEY`.
+        address: String,
+    },
+    /// No shmlane System V queue is under the key.
+    QueueNotFound {
+        /// `sysvmq:KEY`.
+        address: String,
+    },
+    /// Removing a System V queue or its semaphore set failed.
+    QueueOs {
+        /// `sysvmq:KEY`.
+        address: String,
+        /// The error.
+        error: io::Error,
+    },
     /// Removing the name failed.
     Os {
         /// The segment.
@@ -259,6 +478,15 @@ impl fmt::Display for RemoveError {
             }
             Self::Unreadable { address, error } => write!(f, "{address}: {error}"),
             Self::Os { address, error } => write!(f, "{address}: {error}"),
+            Self::QueueInUse { address } => {
+                write!(f, "{address}: its receiver lives; stop it first")
+            }
+            Self::QueueNotFound { address } => write!(
+                f,
+                "{address}: no shmlane queue under this key (`ipcs -q` lists every queue; \
+                 `ipcrm -Q KEY` removes another program's)"
+            ),
+            Self::QueueOs { address, error } => write!(f, "{address}: {error}"),
         }
     }
 }
@@ -268,7 +496,8 @@ impl std::error::Error for RemoveError {
         match self {
             Self::InUse { .. } => None,
             Self::Unreadable { error, .. } => Some(error),
-            Self::Os { error, .. } => Some(error),
+            Self::Os { error, .. } | Self::QueueOs { error, .. } => Some(error),
+            Self::QueueInUse { .. } | Self::QueueNotFound { .. } => None,
         }
     }
 }
@@ -308,7 +537,8 @@ pub fn remove(address: &Address) -> Result<(), RemoveError> {
     unlink(address)
 }
 
-/// Removes every stale segment in `/dev/shm` (see [`Status`]); returns
+/// Removes every stale segment in `/dev/shm` and every stale System V
+/// segment (see [`Status`]; [`remove_stale_sysv`] does queues); returns
 /// each one removed, with why it was stale. One removed meanwhile by
 /// another process is skipped.
 ///

@@ -196,3 +196,125 @@ fn ls_and_stat_show_topics_and_services() {
     );
     drop((client, server, sub, publisher, topic));
 }
+
+/// System V segments and queues in `ls`, `stat` and `rm`: live ones shown
+/// and never removed, stale ones (a kept segment nobody holds, a queue
+/// whose receiver was killed, a semaphore set nothing names) removed by
+/// `rm --stale` or by name.
+#[test]
+fn sysv_segments_and_queues() {
+    use shmlane::transport::{Address, FrameReceiver, Options};
+    use shmlane_sys::sysv;
+
+    let mut cleanup = Cleanup::new();
+    let [live, stale, queue, dead_queue] = [0; 4].map(|_| {
+        let k = shmlane_testkit::unique_key();
+        cleanup.sysv(k);
+        k
+    });
+    let text = |k: i32| sysv::key_text(k);
+
+    // A live channel with a sender and 3 messages; a stale, kept one.
+    let chan = Builder::new(&format!("sysv:{live}"))
+        .unwrap()
+        .capacity(16)
+        .create::<u64>()
+        .unwrap();
+    let tx = chan.sender().unwrap();
+    for i in 0..3 {
+        tx.send(i).unwrap();
+    }
+    drop(
+        Builder::new(&format!("sysv:{stale}"))
+            .unwrap()
+            .spsc()
+            .keep(true)
+            .create::<u32>()
+            .unwrap(),
+    );
+    let stale_id = sysv::shm_get(stale).unwrap();
+    // A live queue (its receiver here), and one whose receiver is killed.
+    let rx = FrameReceiver::bind(
+        &Address::parse(&format!("sysvmq:{queue}")).unwrap(),
+        &Options::new(),
+    )
+    .unwrap();
+    let mut recv = shmlane_testkit::Kid::from_child(
+        Command::new(env!("CARGO_BIN_EXE_shmlane"))
+            .args(["recv", &format!("sysvmq:{dead_queue}")])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while sysv::msg_get(dead_queue).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no queue"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    recv.kill();
+    recv.wait();
+    // A segment's semaphore set nothing names (what a process killed as
+    // the last user of a removed segment leaves).
+    let orphan = sysv::sem_create(sysv::PRIVATE, shmlane_shm::SYSV_SEMS, 0o600).unwrap();
+    sysv::sem_set_value(orphan, shmlane_shm::SYSV_MARK, shmlane_shm::SYSV_MARK_VALUE).unwrap();
+
+    let (ok, out) = shmlane(&["ls"]);
+    assert!(ok, "{out}");
+    let row = line_of(&out, &format!("sysv:{}", text(live)));
+    assert!(
+        row.contains("sysv")
+            && row.contains("mpmc")
+            && row.contains(" 16 ")
+            && row.contains("live"),
+        "{row}"
+    );
+    assert!(row.contains("1/0") && row.contains("nattch 1"), "{row}");
+    assert!(
+        row.split_whitespace().any(|w| w == "3"),
+        "3 buffered: {row}"
+    );
+    let row = line_of(&out, &format!("sysv:{}", text(stale)));
+    assert!(row.contains("spsc") && row.contains("stale"), "{row}");
+    let row = line_of(&out, &format!("sysvmq:{}", text(queue)));
+    assert!(row.contains("alive") && row.contains("live"), "{row}");
+    let row = line_of(&out, &format!("sysvmq:{}", text(dead_queue)));
+    assert!(row.contains("dead") && row.contains("stale"), "{row}");
+
+    let (ok, out) = shmlane(&["stat", &format!("sysv:{live}")]);
+    assert!(ok && out.contains("buffered       3 messages"), "{out}");
+
+    // Live ones are refused by name.
+    let (ok, out) = shmlane(&["rm", &format!("sysv:{live}")]);
+    assert!(!ok && out.contains("in use"), "{out}");
+    let (ok, out) = shmlane(&["rm", &format!("sysvmq:{queue}")]);
+    assert!(!ok && out.contains("receiver lives"), "{out}");
+    let (ok, out) = shmlane(&["rm", "sysvmq:0x7fff1234"]);
+    assert!(!ok && out.contains("no shmlane queue"), "{out}");
+
+    // --stale takes the stale ones (and their semaphore sets) only.
+    let (ok, out) = shmlane(&["rm", "--stale"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("removed sysv:{}", text(stale))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("removed sysvmq:{}", text(dead_queue))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("System V semaphore set {orphan}")),
+        "{out}"
+    );
+    assert!(sysv::shm_stat(stale_id).is_err());
+    assert!(sysv::msg_get(dead_queue).is_err() && sysv::sem_get(dead_queue).is_err());
+    assert!(sysv::sem_stat(orphan).is_err());
+    assert!(sysv::shm_get(live).is_ok() && sysv::msg_get(queue).is_ok());
+    drop(rx);
+    assert!(sysv::msg_get(queue).is_err() && sysv::sem_get(queue).is_err());
+    drop((tx, chan));
+    assert!(sysv::shm_get(live).is_err());
+}

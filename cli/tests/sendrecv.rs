@@ -157,6 +157,21 @@ fn shm_sender_first() {
 }
 
 #[test]
+fn sysv_both_orders() {
+    for receiver_first in [true, false] {
+        let key = kit::unique_key();
+        let mut cleanup = Cleanup::new();
+        cleanup.sysv(key);
+        let said = round_trip(&format!("sysv:{key}"), 10_000, receiver_first);
+        assert_eq!(said, "");
+        assert!(
+            shmlane_sys::sysv::shm_get(key).is_err(),
+            "segment left behind"
+        );
+    }
+}
+
+#[test]
 fn file_ring() {
     let dir = kit::TempDir::new("file");
     let path = dir.path().join("ring");

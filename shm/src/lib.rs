@@ -42,7 +42,7 @@ pub use segment::schema_difference;
 pub use segment::{
     shm_path, staging_owner, unlink, Address, Attachment, Backend, CreateOptions, Creator,
     OpenOptions, ParticipantInfo, Role, Segment, Spec, SysvKey, TypeInfo, MAX_SEGMENT_LEN,
-    STAGING_PREFIX,
+    STAGING_PREFIX, SYSV_ATTACHED, SYSV_MARK, SYSV_MARK_VALUE, SYSV_SEMS,
 };
 pub use shmlane_semaphore::sigbus;
 

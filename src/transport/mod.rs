@@ -125,7 +125,7 @@ mod mq;
 mod open;
 mod signal;
 mod stream;
-mod sysvmq;
+pub(crate) mod sysvmq;
 
 use std::cell::Cell;
 use std::fmt;

@@ -48,14 +48,14 @@ const PROBE_EVERY: Duration = Duration::from_millis(10);
 /// How often an async wait looks again (nothing raises an event).
 pub(crate) const RECHECK: Duration = Duration::from_millis(1);
 
-const RECEIVER: u16 = 0;
-const SENDERS: u16 = 1;
+pub(crate) const RECEIVER: u16 = 0;
+pub(crate) const SENDERS: u16 = 1;
 const CAME: u16 = 2;
 const AVAIL: u16 = 3;
 const SPACE: u16 = 4;
 const MAX_LO: u16 = 5;
 const MAX_HI: u16 = 6;
-const MARK_SEM: u16 = 7;
+pub(crate) const MARK_SEM: u16 = 7;
 /// How many semaphores the set has.
 pub(crate) const SEMS: u16 = 8;
 /// The value of the `MARK` semaphore of a ready shmlane queue ("SQ").

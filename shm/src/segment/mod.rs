@@ -32,6 +32,9 @@ pub use address::{shm_path, unlink, Address, SysvKey};
 pub use create::{staging_owner, Creator, MAX_SEGMENT_LEN, STAGING_PREFIX};
 pub use options::{schema_difference, Backend, CreateOptions, OpenOptions, Role, Spec, TypeInfo};
 pub use participants::{Attachment, ParticipantInfo};
+pub use sysv::{
+    ATTACHED as SYSV_ATTACHED, MARK as SYSV_MARK, MARK_VALUE as SYSV_MARK_VALUE, SEMS as SYSV_SEMS,
+};
 
 /// A mapped, validated segment. The layout was copied out of shared memory
 /// when it was opened and is never read from there again.
@@ -205,6 +208,15 @@ impl Segment {
         match &self.live {
             Liveness::File(f) => Some(f),
             Liveness::Sysv(_) => None,
+        }
+    }
+
+    /// A System V segment's semaphore set (its liveness flags), as read
+    /// when it was opened; `None` for the other backends.
+    pub fn sysv_semaphores(&self) -> Option<i32> {
+        match &self.live {
+            Liveness::Sysv(s) => Some(s.0),
+            Liveness::File(_) => None,
         }
     }
 
