@@ -124,6 +124,19 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// A System V key no other bench, process or call uses (in practice): a
+/// hash of a [`unique`] name and the clock, 31 bits, never 0.
+pub fn unique_key() -> i32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in unique("key").bytes().chain(nanos.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    ((h ^ (h >> 31)) as i32 & 0x7fff_ffff).max(1)
+}
+
 /// Round-trip latency percentiles, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {

@@ -44,6 +44,8 @@ fn colour(kind: Kind) -> &'static RGBColor {
         Kind::Mq => &RGBColor(0xed, 0xc9, 0x48),
         Kind::Tcp => &RGBColor(0xb0, 0x7a, 0xa1),
         Kind::Signal => &RGBColor(0x9c, 0x75, 0x5f),
+        Kind::Sysv => &RGBColor(0xff, 0x9d, 0xa7),
+        Kind::SysvMq => &RGBColor(0xf2, 0x8e, 0x2b),
     }
 }
 

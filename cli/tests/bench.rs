@@ -83,6 +83,38 @@ fn json_rows_for_the_chosen_transports_only() {
     }
 }
 
+/// The System V rows: the ring in a System V segment and the System V
+/// queue measure as the others do, and the queue's n/a above msgmax.
+#[test]
+fn system_v_rows() {
+    let out = shmlane(&[
+        "bench",
+        "--transports",
+        "sysv,sysvmq",
+        "--sizes",
+        "8,1M",
+        "--duration",
+        "2",
+        "--json",
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let rows = parse_rows(&stdout);
+    assert_eq!(rows.len(), 4, "{stdout}");
+    for row in &rows {
+        let name = field(row, "transport").as_str().unwrap();
+        let size = number(row, "size");
+        if name == "sysvmq" && size > 8.0 {
+            assert_eq!(field(row, "status"), "n/a", "{row:?}");
+            continue;
+        }
+        assert_eq!(field(row, "status"), "ok", "{row:?}");
+        assert!(number(row, "rtt_p50_ns") > 0.0, "{row:?}");
+        assert!(number(row, "msgs_per_s") > 0.0, "{row:?}");
+    }
+}
+
 #[test]
 fn cells_a_transport_cannot_carry_are_not_errors() {
     let out = shmlane(&[

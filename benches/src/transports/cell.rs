@@ -80,7 +80,7 @@ pub(super) fn echo(rx: &Rx, tx: &Tx, size: usize, deadline: Instant) -> Result<u
 /// The frame options for `kind` at `size`.
 pub(super) fn frame_options(kind: Kind, size: usize) -> Options {
     let opts = Options::new().connect_timeout(Duration::from_secs(5));
-    if kind == Kind::Mq {
+    if kind == Kind::Mq || kind == Kind::SysvMq {
         opts.max_frame(size)
     } else {
         opts
@@ -249,7 +249,7 @@ pub(super) fn measure_cell(
     };
     let mut temps = Vec::new();
     let result = match kind {
-        Kind::Shm => set_up_shm(size, cmd, deadline),
+        Kind::Shm | Kind::Sysv => set_up_shm(kind, size, cmd, deadline),
         Kind::Pipe => set_up_pipe(size, cmd, deadline),
         _ => set_up_frames(kind, size, cmd, deadline, &mut temps),
     };
@@ -280,10 +280,14 @@ pub(super) fn measure_cell(
 /// A peer and this side's two links (and the rings, kept until the end).
 type Parts = (Peer, Tx, Rx, Vec<Channel<Bytes>>);
 
-/// shm: this side creates both rings; the peer opens them.
-fn set_up_shm(size: usize, cmd: Command, deadline: Instant) -> Result<Parts, String> {
+/// shm, sysv: this side creates both rings; the peer opens them.
+fn set_up_shm(kind: Kind, size: usize, cmd: Command, deadline: Instant) -> Result<Parts, String> {
     let make = |tag: &str| -> Result<(String, Channel<Bytes>), String> {
-        let addr = format!("shm:{}", unique(tag));
+        let addr = if kind == Kind::Sysv {
+            format!("sysv:{}", crate::ipc::unique_key())
+        } else {
+            format!("shm:{}", unique(tag))
+        };
         let chan = Builder::new(&addr)
             .map_err(|e| e.to_string())?
             .spsc()
@@ -297,7 +301,7 @@ fn set_up_shm(size: usize, cmd: Command, deadline: Instant) -> Result<Parts, Str
     let (from_peer, b) = make("from-peer")?;
     let tx = a.sender().map_err(|e| e.to_string())?;
     let rx = b.receiver().map_err(|e| e.to_string())?;
-    let mut peer = Peer::spawn(Kind::Shm, size, &to_peer, &from_peer, cmd)?;
+    let mut peer = Peer::spawn(kind, size, &to_peer, &from_peer, cmd)?;
     peer.expect("ready", deadline).map_err(|e| peer.fail(e))?;
     Ok((peer, tx, rx, vec![a, b]))
 }
@@ -349,9 +353,15 @@ fn set_up_frames(
             format!("mq:{}", unique("mq-a")),
             format!("mq:{}", unique("mq-b")),
         ),
+        Kind::SysvMq => (
+            format!("sysvmq:{}", crate::ipc::unique_key()),
+            format!("sysvmq:{}", crate::ipc::unique_key()),
+        ),
         Kind::Tcp => ("tcp:127.0.0.1:0".to_owned(), "tcp:127.0.0.1:0".to_owned()),
         Kind::Signal => ("signal:".to_owned(), "signal:".to_owned()),
-        Kind::Shm | Kind::Pipe => return Err("not a frame transport with addresses".into()),
+        Kind::Shm | Kind::Sysv | Kind::Pipe => {
+            return Err("not a frame transport with addresses".into())
+        }
     };
     let opts = &frame_options(kind, size);
     let addr = Address::parse(&ours).map_err(|e| e.to_string())?;

@@ -81,6 +81,10 @@ pub enum Kind {
     Unix,
     /// A POSIX message queue (`mq:NAME`).
     Mq,
+    /// The shared-memory SPSC ring in a System V segment (`sysv:KEY`).
+    Sysv,
+    /// A System V message queue (`sysvmq:KEY`).
+    SysvMq,
     /// TCP on 127.0.0.1 (`tcp:127.0.0.1:PORT`).
     Tcp,
     /// Queued real-time signals (`signal:PID`).
@@ -89,12 +93,14 @@ pub enum Kind {
 
 impl Kind {
     /// Every transport, in the default order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Shm,
+        Kind::Sysv,
         Kind::Pipe,
         Kind::Fifo,
         Kind::Unix,
         Kind::Mq,
+        Kind::SysvMq,
         Kind::Tcp,
         Kind::Signal,
     ];
@@ -107,6 +113,8 @@ impl Kind {
             Kind::Fifo => "fifo",
             Kind::Unix => "unix",
             Kind::Mq => "mq",
+            Kind::Sysv => "sysv",
+            Kind::SysvMq => "sysvmq",
             Kind::Tcp => "tcp",
             Kind::Signal => "signal",
         }
@@ -128,6 +136,11 @@ impl Kind {
                         human_size(max)
                     )
                 })
+            }
+            Kind::SysvMq => {
+                let max = shmlane_sys::sysv::limit("msgmax").map_or(8192, |v| v as usize);
+                (size > max)
+                    .then(|| format!("above System V msgmax ({}; kernel.msgmax)", human_size(max)))
             }
             Kind::Signal => (size > transport::SIGNAL_MAX_FRAME).then(|| {
                 format!(

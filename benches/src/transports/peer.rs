@@ -36,7 +36,7 @@ pub(super) fn peer(kind: Kind, size: usize) -> Result<(), String> {
     let (rx_addr, tx_addr) = (env(PEER_RX_ENV)?, env(PEER_TX_ENV)?);
     let opts = frame_options(kind, size);
     let (rx, tx, _chans) = match kind {
-        Kind::Shm => {
+        Kind::Shm | Kind::Sysv => {
             let open = |addr: &str| {
                 Builder::new(addr)
                     .map_err(|e| e.to_string())?

@@ -14,8 +14,9 @@ use crate::output;
 /// Compare every IPC mechanism between two processes pinned to different
 /// CPUs.
 ///
-/// The shared-memory ring (shm) against pipe, fifo, unix socket, POSIX
-/// message queue (mq), TCP on loopback and queued real-time signals, for
+/// The shared-memory ring (shm, and in a System V segment: sysv) against
+/// pipe, fifo, unix socket, POSIX and System V message queues (mq,
+/// sysvmq), TCP on loopback and queued real-time signals, for
 /// 8 B, 64 B, 4 KiB and 1 MiB messages: round trip p50/p99/p99.9 and
 /// one-way messages/s and GB/s, with each transport's ratio to shm. Takes
 /// about a minute. Progress goes to stderr (a bar on a terminal only).
@@ -45,7 +46,7 @@ use crate::output;
     shmlane bench --only cross-process\n  \
     cargo run --release -p shmlane-cli --features iceoryx2 -- bench --peers")]
 pub struct Args {
-    /// Comma-separated subset of shm,pipe,fifo,unix,mq,tcp,signal
+    /// Comma-separated subset of shm,sysv,pipe,fifo,unix,mq,sysvmq,tcp,signal
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_kind)]
     transports: Vec<Kind>,
     /// Comma-separated message sizes, 8 B to 1 MiB, with K/M suffixes
