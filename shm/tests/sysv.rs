@@ -346,27 +346,90 @@ fn a_scribbled_semaphore_set_id_is_corruption() {
     Segment::open(&addr, &OpenOptions::default()).unwrap();
 }
 
+/// Set in the copy of this binary re-run in a private IPC namespace.
+const PRIVATE_IPC: &str = "SHMLANE_TEST_PRIVATE_IPC";
+
+/// Re-runs test `name` in a private IPC namespace (`unshare -i`) where
+/// `kernel.shmmax` is 1 MiB and `kernel.shmall` 512 pages; false (and a
+/// line saying so) where that is not permitted.
+fn rerun_with_small_limits(name: &str) -> bool {
+    let probe = std::process::Command::new("unshare")
+        .args(["-i", "sh", "-c", "echo 1048576 > /proc/sys/kernel/shmmax"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!("skipped {name}: `unshare -i` with a sysctl is not permitted here (needs root)");
+        return false;
+    }
+    let out = std::process::Command::new("unshare")
+        .args([
+            "-i",
+            "sh",
+            "-c",
+            "echo 1048576 > /proc/sys/kernel/shmmax && echo 512 > /proc/sys/kernel/shmall \
+             && exec \"$0\" \"$@\"",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1", "-q"])
+        .env(PRIVATE_IPC, "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name} with small limits failed:\n{text}"
+    );
+    assert!(text.contains("limits checked"), "{text}");
+    true
+}
+
+/// Over `kernel.shmmax` and over `kernel.shmall`: typed errors that name
+/// the sysctl, and nothing left behind (in a private IPC namespace with
+/// small limits, where permitted).
 #[test]
 fn limits_are_typed_errors() {
-    let (_key, addr, _c) = fresh();
-    let max = sysv::limit("shmmax").unwrap();
-    if max >= shmlane_shm::MAX_SEGMENT_LEN {
-        // No segment this build makes can be over it.
+    if std::env::var_os(PRIVATE_IPC).is_none() {
+        rerun_with_small_limits("limits_are_typed_errors");
         return;
     }
+    assert_eq!(sysv::limit("shmmax"), Some(1 << 20));
+    let (key, addr, _c) = fresh();
     let mut big = spec(RingKind::Mpmc);
-    big.capacity = 1 << 20;
-    big.slot_size = (max as usize >> 20) + 4096;
+    big.capacity = 2048;
+    big.slot_size = 1024;
     let e = Segment::create(&addr, &big, &CreateOptions::default()).unwrap_err();
+    assert!(
+        matches!(e, CreateError::SysvLimit { sysctl: "kernel.shmmax", limit, .. } if limit == 1 << 20),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("sysctl -w kernel.shmmax"), "{e}");
+    assert!(sysv::shm_get(key).is_err());
+    // 900 KiB segments: two fit in shmall's 2 MiB, the third does not.
+    let mut mid = spec(RingKind::Mpmc);
+    mid.capacity = 512;
+    mid.slot_size = 1696;
+    let made: Vec<_> = (0..2)
+        .map(|_| {
+            let (_, a, c) = fresh();
+            (
+                Segment::create(&a, &mid, &CreateOptions::default()).unwrap(),
+                c,
+            )
+        })
+        .collect();
+    let e = Segment::create(&addr, &mid, &CreateOptions::default()).unwrap_err();
     assert!(
         matches!(
             e,
             CreateError::SysvLimit {
-                sysctl: "kernel.shmmax",
+                sysctl: "kernel.shmall",
                 ..
             }
         ),
         "{e:?}"
     );
-    assert!(e.to_string().contains("sysctl -w kernel.shmmax"), "{e}");
+    assert!(sysv::shm_get(key).is_err());
+    drop(made);
+    println!("limits checked");
 }
