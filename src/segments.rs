@@ -365,13 +365,14 @@ fn orphan_segment_sets() -> Vec<i32> {
         .filter_map(|r| {
             let a = sysv::Attachment::new(r.id, 4096, shmlane_sys::Access::ReadOnly).ok()?;
             // SAFETY: 4096 bytes attached; a volatile read of an i32 at
-            // its aligned header offset.
-            Some(unsafe {
+            // its aligned header offset (the set's id plus one).
+            let raw = unsafe {
                 a.as_ptr()
                     .add(shmlane_shm::header::offsets::SYSV_SEMS)
                     .cast::<i32>()
                     .read_volatile()
-            })
+            };
+            Some(raw.wrapping_sub(1))
         })
         .collect();
     sems.into_iter()
@@ -580,15 +581,16 @@ pub fn remove_orphan<M: crate::ipc::Message>(chan: Channel<M>) -> bool {
     let (address, path) = match chan.segment().backend() {
         Backend::Shm(name) => (Address::Shm(name.clone()), shmlane_shm::shm_path(name)),
         Backend::File(path) => (Address::File(path.clone()), path.clone()),
-        &Backend::Sysv { key, id } => {
+        &Backend::Sysv { id, .. } => {
             if !is_orphan(&chan) {
                 return false;
             }
-            // The key still names this very segment.
-            let same = sysv::shm_get(key).is_ok_and(|now| now == id);
+            // By id, never by key: the key may name a segment someone
+            // made since. Dropping the channel then removes the set once
+            // nobody holds the segment open.
+            let removed = sysv::shm_remove(id).is_ok();
             drop(chan);
-            return same
-                && shmlane_shm::unlink(&Address::Sysv(shmlane_shm::SysvKey::Key(key))).is_ok();
+            return removed;
         }
         Backend::Memfd => return false,
     };

@@ -97,3 +97,32 @@ fn an_orphan_is_removed_only_when_nobody_holds_it() {
     assert!(segments::remove_orphan(opened));
     assert!(listed(&name).is_none());
 }
+
+/// The same on a System V segment: removed by id, and its key is free
+/// afterwards (nothing else is removed).
+#[test]
+fn a_sysv_orphan_is_removed_only_when_nobody_holds_it() {
+    let key = shmlane_testkit::unique_key();
+    let mut cleanup = Cleanup::new();
+    cleanup.sysv(key);
+    let addr = format!("sysv:{key}");
+    let created = Builder::new(&addr)
+        .unwrap()
+        .spsc()
+        .keep(true)
+        .create::<Bytes>()
+        .unwrap();
+    let opened = Builder::new(&addr).unwrap().open::<Bytes>().unwrap();
+    assert!(!segments::is_orphan(&opened));
+    assert!(!segments::remove_orphan(opened));
+    drop(created);
+    let opened = Builder::new(&addr).unwrap().open::<Bytes>().unwrap();
+    assert!(segments::is_orphan(&opened));
+    let sems = opened.segment().sysv_semaphores().unwrap();
+    assert!(segments::remove_orphan(opened));
+    assert!(shmlane_sys::sysv::shm_get(key).is_err());
+    assert!(
+        shmlane_sys::sysv::sem_stat(sems).is_err(),
+        "its set went too"
+    );
+}

@@ -727,6 +727,35 @@ fn environment() {
         tx.send(b"x", after(LONG)),
         Err(FrameSendError::Disconnected)
     ));
+    // Receivers racing to bind one key: exactly one wins, every time, and
+    // it works (a set being made is never taken for a dead receiver's).
+    for _ in 0..30 {
+        let addr = unique(Kind::SysvMq);
+        let _c = Cleanup(addr.clone());
+        let a = Address::parse(&addr).unwrap();
+        let barrier = std::sync::Barrier::new(4);
+        let won: Vec<FrameReceiver> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        match FrameReceiver::bind(&a, &opts()) {
+                            Ok(rx) => Some(rx),
+                            Err(OpenError::AddressInUse { .. }) => None,
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(won.len(), 1);
+        let mut rx = won.into_iter().next().unwrap();
+        let mut tx = FrameSender::connect(&a, &o).unwrap();
+        tx.send(b"won", None).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv(&mut buf, after(LONG)).unwrap(), 3);
+    }
     let missing = tmp_path("ftok");
     let e = FrameReceiver::bind(
         &Address::parse(&format!("sysvmq:{}:1", missing.display())).unwrap(),

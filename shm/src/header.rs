@@ -155,9 +155,9 @@ pub struct Header {
     /// Senders sleep here; receivers notify.
     pub not_full: Line<EventCount>,
     pub(crate) participants: [Participant; MAX_PARTICIPANTS],
-    /// A `sysv:` segment's semaphore set (its liveness flags; see
-    /// `segment::sysv`), written by the creator before anything else;
-    /// 0 in other segments, which never read it.
+    /// A `sysv:` segment's semaphore set id plus one (its liveness flags;
+    /// see `segment::sysv`), written by the creator before anything else;
+    /// 0 until then, and in other segments, which never read it.
     pub(crate) sysv_sems: Shared<i32>,
 }
 
@@ -208,7 +208,7 @@ pub mod offsets {
     pub const VERSION: usize = offset_of!(Header, version);
     /// Offset of `state`.
     pub const STATE: usize = offset_of!(Header, state);
-    /// Offset of a `sysv:` segment's semaphore set id.
+    /// Offset of a `sysv:` segment's semaphore set id (stored plus one).
     pub const SYSV_SEMS: usize = offset_of!(Header, sysv_sems);
     /// Offset of a field of [`Fixed`] inside the header.
     pub const fn fixed(field_offset: usize) -> usize {

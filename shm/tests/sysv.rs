@@ -46,7 +46,8 @@ fn ids(seg: &Segment) -> (i32, i32) {
             let base = (seg.header() as *const shmlane_shm::Header).cast::<u8>();
             // SAFETY: the header page is attached for as long as `seg`.
             let sems = unsafe { base.add(offsets::SYSV_SEMS).cast::<i32>().read_volatile() };
-            (*id, sems)
+            // The header holds the id plus one.
+            (*id, sems - 1)
         }
         other => panic!("{other:?}"),
     }
@@ -304,6 +305,7 @@ fn a_scribbled_semaphore_set_id_is_corruption() {
     let (shm, sems) = ids(&a);
     let att = sysv::Attachment::new(shm, 4096, shmlane_sys::Access::ReadWrite).unwrap();
     for bad in [0, -1, sems + 1_000_000] {
+        // (Raw header values: the id plus one.)
         // SAFETY: the header page is attached here.
         unsafe {
             att.as_ptr()
@@ -329,7 +331,7 @@ fn a_scribbled_semaphore_set_id_is_corruption() {
         att.as_ptr()
             .add(offsets::SYSV_SEMS)
             .cast::<i32>()
-            .write_volatile(foreign)
+            .write_volatile(foreign + 1)
     };
     assert!(matches!(
         Segment::open(&addr, &OpenOptions::default()),
@@ -341,7 +343,7 @@ fn a_scribbled_semaphore_set_id_is_corruption() {
         att.as_ptr()
             .add(offsets::SYSV_SEMS)
             .cast::<i32>()
-            .write_volatile(sems)
+            .write_volatile(sems + 1)
     };
     Segment::open(&addr, &OpenOptions::default()).unwrap();
 }
@@ -432,4 +434,34 @@ fn limits_are_typed_errors() {
     assert!(sysv::shm_get(key).is_err());
     drop(made);
     println!("limits checked");
+}
+
+/// An opener racing the last user's drop either opens a segment that
+/// stays (it counted itself in before the last user looked) or finds
+/// nothing; never a removed segment, a corrupted one, or an error.
+#[test]
+fn an_opener_racing_the_last_user_opens_a_live_segment_or_nothing() {
+    for _ in 0..100 {
+        let (_key, addr, _c) = fresh();
+        let a = Segment::create(&addr, &spec(RingKind::Mpmc), &CreateOptions::default()).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let opened = std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                drop(a);
+            });
+            barrier.wait();
+            Segment::open(&addr, &OpenOptions::default())
+        });
+        match opened {
+            Ok(b) => {
+                let (shm, _) = ids(&b);
+                assert!(exists_shm(shm), "opened a removed segment");
+                let b = Arc::new(b);
+                drop(b.attach(Role::Sender, false).unwrap());
+            }
+            Err(OpenError::NotFound(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
 }

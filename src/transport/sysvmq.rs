@@ -27,6 +27,13 @@
 //! it drops; senders then see `Disconnected`. A receiver that was killed
 //! leaves both behind, and the next receiver bound to the key replaces
 //! them (`shmlane rm --stale` removes them too).
+//!
+//! The key belongs to the application: a queue of another program of the
+//! same user under it is taken for a dead receiver's and replaced, and
+//! another program's set of eight semaphores likewise. The liveness
+//! semaphores belong to processes: a program that binds or connects and
+//! then daemonizes (forks, and the parent exits) is taken for gone by its
+//! peers; bind or connect after daemonizing.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -239,18 +246,29 @@ impl SysvMqRx {
 
 /// Creates the semaphore set under `k` and takes its receiver semaphore,
 /// replacing a set whose receiver died; returns its id.
+///
+/// A set under the key whose receiver semaphore is 0 is either being
+/// made (its creator has not taken the semaphore yet: no `semop` ever
+/// touched the set) or left by a receiver that died. The first is waited
+/// for (up to [`FRESH`]; a creator that dies in between leaves one that
+/// is then taken for stale), the second removed by id, never a set made
+/// since.
 fn take_set(key: &SysvKey, k: i32) -> Result<i32, OpenError> {
+    /// How long a set nobody has used yet counts as being made.
+    const FRESH: Duration = Duration::from_secs(1);
+    let in_use = || OpenError::AddressInUse {
+        address: address(key),
+    };
     let take = [SemOp::keep(RECEIVER, 0), SemOp::undo(RECEIVER, 1)];
-    for _ in 0..3 {
+    let give_up = Instant::now() + FRESH;
+    loop {
         match sysv::sem_create(k, SEMS, 0o600) {
             Ok(id) => {
                 if sysv::sem_op(id, &take, Some(Duration::ZERO))? {
                     return Ok(id);
                 }
                 // Another receiver found our fresh set and took it.
-                return Err(OpenError::AddressInUse {
-                    address: address(key),
-                });
+                return Err(in_use());
             }
             Err(e) if Errno::from_io_error(&e) == Some(Errno::EXIST) => {
                 let id = match sysv::sem_get(k) {
@@ -269,21 +287,19 @@ fn take_set(key: &SysvKey, k: i32) -> Result<i32, OpenError> {
                 };
                 if st.count != u64::from(SEMS) || st.perm.uid != shmlane_sys::process::euid() {
                     // Another program's semaphores under this key.
-                    return Err(OpenError::AddressInUse {
-                        address: address(key),
-                    });
+                    return Err(in_use());
                 }
                 match sysv::sem_value(id, RECEIVER) {
+                    Ok(0) if st.last_op == 0 && Instant::now() < give_up => {
+                        // Being made by another receiver: see who wins.
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                     Ok(0) => {
                         // Its receiver died: remove it (by id, so never a
                         // set someone made meanwhile) and make ours.
                         let _ = sysv::sem_remove(id);
                     }
-                    Ok(_) => {
-                        return Err(OpenError::AddressInUse {
-                            address: address(key),
-                        })
-                    }
+                    Ok(_) => return Err(in_use()),
                     Err(e) if gone(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -292,9 +308,6 @@ fn take_set(key: &SysvKey, k: i32) -> Result<i32, OpenError> {
             Err(e) => return Err(e.into()),
         }
     }
-    Err(OpenError::AddressInUse {
-        address: address(key),
-    })
 }
 
 impl Drop for SysvMqRx {

@@ -246,6 +246,9 @@ pub struct SemStat {
     pub perm: Perm,
     /// How many semaphores it has.
     pub count: u64,
+    /// When a `semop` last changed it (seconds since the epoch); 0 if
+    /// none ever did (a set its creator has not used yet).
+    pub last_op: i64,
 }
 
 /// `IPC_STAT` of semaphore set `id`.
@@ -261,6 +264,7 @@ pub fn sem_stat(id: i32) -> io::Result<SemStat> {
     Ok(SemStat {
         perm: perm(&ds.sem_perm),
         count: ds.sem_nsems as u64,
+        last_op: ds.sem_otime as i64,
     })
 }
 
@@ -274,15 +278,26 @@ pub fn sem_value(id: i32, num: u16) -> io::Result<i32> {
     cvt(unsafe { libc::semctl(id, libc::c_int::from(num), libc::GETVAL) })
 }
 
-/// Sets semaphore `num` of set `id` to `value` (`SETVAL`, no undo).
+/// `semctl`'s fourth argument (`union semun`, which the caller defines).
+#[repr(C)]
+union Semun {
+    val: libc::c_int,
+    buf: *mut libc::semid_ds,
+    array: *mut libc::c_ushort,
+}
+
+/// Sets semaphore `num` of set `id` to `value` (`SETVAL`, no undo; the
+/// undo adjustments of every process for that semaphore are cleared).
 ///
 /// # Errors
 ///
 /// As [`sem_value`]; `ERANGE` above `SEMVMX` (32767).
 pub fn sem_set_value(id: i32, num: u16, value: i32) -> io::Result<()> {
-    // SAFETY: SETVAL takes an `int` (the union's `val`) as its fourth
-    // argument, passed as the int it is.
-    cvt(unsafe { libc::semctl(id, libc::c_int::from(num), libc::SETVAL, value) }).map(drop)
+    let arg = Semun { val: value };
+    // SAFETY: SETVAL takes a `union semun` by value and reads its `val`,
+    // the member set here (passed as the union, as glibc reads it with
+    // `va_arg(ap, union semun)`, right on every byte order).
+    cvt(unsafe { libc::semctl(id, libc::c_int::from(num), libc::SETVAL, arg) }).map(drop)
 }
 
 /// How many processes wait for semaphore `num` of set `id` to grow

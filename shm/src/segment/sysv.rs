@@ -13,7 +13,10 @@
 //! | [`ATTACHED`] | how many processes' `Segment`s hold it open (not read-only ones) |
 //! | [`MARK`] | [`MARK_VALUE`]: the set is a shmlane segment's |
 //! | [`KEEP`] | 1 when the segment outlives its last user |
+//! | [`LOCK`] | held (with undo) around an opener's count and a leaver's last-user check |
 //!
+//! The header stores the set's id plus one, so that 0 means "not written
+//! yet" (the kernel hands out id 0 too).
 //! Creation is not atomic as a rename is: the key names the segment from
 //! `shmget` on, zero-filled, and openers wait for READY as they do for a
 //! file (the creator's semaphore, or while the set is not written yet the
@@ -26,7 +29,10 @@
 //! The undo semaphores belong to the process, not to a descriptor: a
 //! forked child holds none of its parent's (and its copy of a `Segment`
 //! does nothing when dropped), and a process that `exec`s keeps its own
-//! until it exits, though its attachment is gone.
+//! until it exits, though its attachment is gone. A program that creates
+//! or opens a segment and then daemonizes (forks, and the parent exits)
+//! leaves the child unseen: its peers take it for dead. Open the segment
+//! after daemonizing.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,8 +61,14 @@ pub const ATTACHED: u16 = 1 + MAX_PARTICIPANTS as u16;
 pub const MARK: u16 = ATTACHED + 1;
 /// Semaphore that is 1 when the segment is kept after its last user.
 pub const KEEP: u16 = MARK + 1;
+/// Semaphore held (with undo) while an opener counts itself in or a
+/// leaver decides whether it is the last user.
+pub const LOCK: u16 = KEEP + 1;
 /// Semaphores in a segment's set.
-pub const SEMS: u16 = KEEP + 1;
+pub const SEMS: u16 = LOCK + 1;
+/// The longest an opener or a leaver waits for [`LOCK`] (held for a few
+/// system calls at a time; the kernel gives it back if its holder dies).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// The value of [`MARK`] in a shmlane segment's set ("SS").
 pub const MARK_VALUE: i32 = 0x5353;
 
@@ -209,8 +221,8 @@ impl Segment {
             pid: sys::process::pid(),
         };
         // First: openers that find the segment INIT check the creator
-        // through it.
-        seg.header().sysv_sems.write(sems);
+        // through it (id + 1: 0 is "not written").
+        seg.header().sysv_sems.write(sems + 1);
         let schema = spec.ty.schema.as_bytes();
         // SAFETY: the text fits between `schema_offset` and the end of the
         // `total`-byte attachment (fixed_of computed both), no reference
@@ -281,8 +293,15 @@ impl Segment {
         }
         let fixed = header.fixed.read();
         let layout = validate(&fixed, st.size)?;
-        let sems = header.sysv_sems.read();
-        check_sems(sems, st.perm.uid)?;
+        let sems = header.sysv_sems.read().wrapping_sub(1);
+        if let Err(e) = check_sems(sems, st.perm.uid) {
+            // The last user may have removed the segment and its set
+            // since we found it: then it is not there.
+            if ipc::shm_stat(id).map_or(true, |st| st.perm.mode & ipc::SHM_DEST != 0) {
+                return Err(OpenError::NotFound(name));
+            }
+            return Err(e);
+        }
         if let Some(kind) = opts.kind {
             if kind != layout.kind() {
                 return Err(OpenError::LayoutMismatch {
@@ -315,8 +334,7 @@ impl Segment {
             }
         }
         if !opts.read_only {
-            ipc::sem_op(sems, &[SemOp::undo(ATTACHED, 1)], Some(Duration::ZERO))
-                .map_err(OpenError::Os)?;
+            count_in(sems, id, &name)?;
         }
         Ok(Self {
             live: Liveness::Sysv(Sems(sems)),
@@ -350,19 +368,72 @@ impl Segment {
         if self.read_only {
             return;
         }
+        // Under the lock, so that no opener counts itself in between
+        // our count reaching 0 and the removal (it would get a removed
+        // segment); without it (a holder stuck for LOCK_WAIT), only our
+        // count goes.
+        let locked = ipc::sem_op(sems, &TAKE_LOCK, Some(LOCK_WAIT)).unwrap_or(false);
         let _ = ipc::sem_op(sems, &[SemOp::undo(ATTACHED, -1)], Some(Duration::ZERO));
-        if ipc::sem_value(sems, ATTACHED).unwrap_or(1) != 0 {
-            return;
+        if locked && ipc::sem_value(sems, ATTACHED).is_ok_and(|v| v == 0) {
+            let keep = ipc::sem_value(sems, KEEP).unwrap_or(1) != 0;
+            let removed = ipc::shm_stat(id).map_or(true, |st| st.perm.mode & ipc::SHM_DEST != 0);
+            if !keep {
+                let _ = ipc::shm_remove(id);
+            }
+            if !keep || removed {
+                // Releases the lock too: waiters wake with EIDRM.
+                let _ = ipc::sem_remove(sems);
+                return;
+            }
         }
-        let keep = ipc::sem_value(sems, KEEP).unwrap_or(1) != 0;
-        let removed = ipc::shm_stat(id).map_or(true, |st| st.perm.mode & ipc::SHM_DEST != 0);
-        if !keep {
-            let _ = ipc::shm_remove(id);
-        }
-        if !keep || removed {
-            let _ = ipc::sem_remove(sems);
+        if locked {
+            let _ = ipc::sem_op(sems, &[SemOp::undo(LOCK, -1)], Some(Duration::ZERO));
         }
     }
+}
+
+/// Wait for [`LOCK`] to be 0, then raise it with undo.
+const TAKE_LOCK: [SemOp; 2] = [
+    SemOp {
+        num: LOCK,
+        op: 0,
+        undo: false,
+    },
+    SemOp {
+        num: LOCK,
+        op: 1,
+        undo: true,
+    },
+];
+
+/// Counts an opener in ([`ATTACHED`]), under [`LOCK`], unless the last
+/// user removed the segment meanwhile: then `NotFound` (as if the opener
+/// had come a moment later), and nothing counted.
+fn count_in(sems: i32, id: i32, name: &str) -> Result<(), OpenError> {
+    let gone = || OpenError::NotFound(name.to_owned());
+    let vanished =
+        |e: &io::Error| matches!(Errno::from_io_error(e), Some(Errno::IDRM | Errno::INVAL));
+    match ipc::sem_op(sems, &TAKE_LOCK, Some(LOCK_WAIT)) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(OpenError::Os(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a System V segment's lock semaphore was held too long",
+            )))
+        }
+        Err(e) if vanished(&e) => return Err(gone()),
+        Err(e) => return Err(OpenError::Os(e)),
+    }
+    let removed = ipc::shm_stat(id).map_or(true, |st| st.perm.mode & ipc::SHM_DEST != 0);
+    let counted = if removed {
+        Err(gone())
+    } else {
+        ipc::sem_op(sems, &[SemOp::undo(ATTACHED, 1)], Some(Duration::ZERO))
+            .map(drop)
+            .map_err(OpenError::Os)
+    };
+    let _ = ipc::sem_op(sems, &[SemOp::undo(LOCK, -1)], Some(Duration::ZERO));
+    counted
 }
 
 /// Removes the System V segment under `key` (`IPC_RMID`: processes that
@@ -376,12 +447,12 @@ pub(super) fn unlink(key: &SysvKey) -> io::Result<()> {
         // SAFETY: HEADER_LEN bytes attached, page-aligned; `Header` holds
         // only atomics and `Shared` cells.
         let header = unsafe { &*att.as_ptr().cast::<Header>() };
-        header.sysv_sems.read()
+        header.sysv_sems.read().wrapping_sub(1)
     } else {
-        0
+        -1
     };
     ipc::shm_remove(id)?;
-    if sems != 0
+    if sems >= 0
         && check_sems(sems, st.perm.uid).is_ok()
         && ipc::sem_value(sems, ATTACHED).is_ok_and(|v| v == 0)
     {
@@ -409,8 +480,8 @@ fn wait_ready(header: &Header, creator_pid: u32, timeout: Duration) -> Result<()
         if state != STATE_INIT && state != STATE_READY {
             return Err(OpenError::Corrupted { field: "state" });
         }
-        let sems = header.sysv_sems.read();
-        let creator_alive = if sems != 0 {
+        let sems = header.sysv_sems.read().wrapping_sub(1);
+        let creator_alive = if sems >= 0 {
             ipc::sem_value(sems, 0).is_ok_and(|v| v > 0)
         } else {
             !sys::process::is_gone(creator_pid as i32, None)
