@@ -254,6 +254,20 @@ fn a_refused_request_fails_its_call_and_the_next_call_connects_anew() {
 }
 
 #[test]
+fn a_service_on_a_sysv_key_is_refused_with_what_to_use() {
+    let addr = format!("sysv:{}", shmlane_testkit::unique_key());
+    for err in [
+        builder(&addr)
+            .create_server::<u64, u64>()
+            .map(drop)
+            .unwrap_err(),
+        builder(&addr).connect::<u64, u64>().map(drop).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("not sysv:"), "{err}");
+    }
+}
+
+#[test]
 fn clients_of_other_types_and_missing_servers_get_typed_errors() {
     let mut clean = Cleanup::new();
     let addr = format!("shm:{}", clean.unique_shm("svc-errors"));

@@ -146,12 +146,27 @@ fn a_dead_subscriber_never_blocks_the_publisher() {
     }
     let mut clean = Cleanup::new();
     let addr = format!("shm:{}", clean.unique_shm("topic-dead-sub"));
-    let topic = builder(&addr).capacity(4).create_topic::<u64>().unwrap();
-    let mut kid = Kid::spawn(
-        "a_dead_subscriber_never_blocks_the_publisher",
-        "stuck",
-        &[("ADDR", addr.clone())],
+    dead_subscriber(&addr, "a_dead_subscriber_never_blocks_the_publisher");
+}
+
+/// The same on a System V segment, whose liveness flags are semaphores.
+#[test]
+fn a_dead_subscriber_never_blocks_the_publisher_on_sysv() {
+    if role().is_some() {
+        return stuck_subscriber_child();
+    }
+    let key = shmlane_testkit::unique_key();
+    let mut clean = Cleanup::new();
+    clean.sysv(key);
+    dead_subscriber(
+        &format!("sysv:{key}"),
+        "a_dead_subscriber_never_blocks_the_publisher_on_sysv",
     );
+}
+
+fn dead_subscriber(addr: &str, test: &str) {
+    let topic = builder(addr).capacity(4).create_topic::<u64>().unwrap();
+    let mut kid = Kid::spawn(test, "stuck", &[("ADDR", addr.to_owned())]);
     assert!(kid.wait_for("ready"));
     let publisher = topic.publisher().unwrap();
     for i in 0..4 {

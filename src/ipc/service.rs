@@ -188,12 +188,16 @@ impl From<super::AttachError> for ServiceError {
 fn not_shared_memory() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidInput,
-        "a request/response service lives in shared memory: use a shm: or file: address",
+        "a request/response service lives in named shared memory, its clients' channels \
+         named after it: use a shm: or file: address (not sysv:, whose keys are numbers)",
     )
 }
 
+/// The service's address: a `shm:` or `file:` segment's (a `sysv:` key
+/// cannot name its clients' channels beside it).
 fn address_of(target: &Target) -> Option<String> {
     match target {
+        Target::Address(shmlane_shm::Address::Sysv(_)) => None,
         Target::Address(addr) => Some(addr.to_string()),
         _ => None,
     }
