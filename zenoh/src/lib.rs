@@ -7,7 +7,7 @@
 //! liveliness token `KEY/@shmlane/rx/ID`; a [`ZenohTx`] waits (up to its
 //! connect timeout) for such a token, publishes each frame on `KEY` with
 //! `CongestionControl::Block` (a full path slows the sender, nothing is
-//! dropped) and its 8-byte id as the attachment, holds a token
+//! dropped), its 8-byte id as the first frame's attachment, holds a token
 //! `KEY/@shmlane/tx/ID`, and on drop publishes an in-band end marker (a
 //! `delete` on `KEY` carrying its id), which travels behind its last
 //! frame. The receiver counts a sender gone at its end marker, or
@@ -341,8 +341,9 @@ impl ZenohRx {
             .declare_subscriber(key.to_owned())
             .callback(move |sample: Sample| {
                 let Some(id) = attachment_id(&sample) else {
-                    // Not one of ours: taken as a frame of an unknown
-                    // sender (it never counts for disconnection).
+                    // A sender's later frame (only its first carries its
+                    // id), or a plain Zenoh publisher's (which never
+                    // counts for disconnection).
                     if sample.kind() == SampleKind::Put {
                         let _ = tx.send(Event::Frame(sample.payload().clone()));
                     }
@@ -463,7 +464,12 @@ struct Receivers {
 /// The sending end: a publisher on `KEY`.
 pub struct ZenohTx {
     publisher: Publisher<'static>,
-    id: [u8; 8],
+    /// This sender's id, the attachment of its first frame and of its end
+    /// marker (shared, not copied).
+    id: ZBytes,
+    /// Whether a frame carried the id yet (the receiver learns of the
+    /// sender from it, or from its token, whichever comes first).
+    introduced: bool,
     receivers: Arc<Mutex<Receivers>>,
     max: usize,
     _token: LivelinessToken,
@@ -535,7 +541,8 @@ impl ZenohTx {
             .map_err(z)?;
         Ok(Self {
             publisher,
-            id: id.to_le_bytes(),
+            id: ZBytes::from(id.to_le_bytes().to_vec()),
+            introduced: false,
             receivers,
             max: opts.max_frame,
             _token: token,
@@ -568,11 +575,14 @@ impl ZenohTx {
                 return Err(ZSendError::Disconnected);
             }
         }
-        self.publisher
-            .put(frame.to_vec())
-            .attachment(self.id.to_vec())
-            .wait()
-            .map_err(|e| ZSendError::Zenoh(e.to_string()))
+        let put = self.publisher.put(frame.to_vec());
+        let put = if self.introduced {
+            put
+        } else {
+            self.introduced = true;
+            put.attachment(self.id.clone())
+        };
+        put.wait().map_err(|e| ZSendError::Zenoh(e.to_string()))
     }
 }
 
@@ -580,7 +590,7 @@ impl Drop for ZenohTx {
     fn drop(&mut self) {
         // The end marker, in band behind the last frame; then the token
         // goes (with the fields).
-        let _ = self.publisher.delete().attachment(self.id.to_vec()).wait();
+        let _ = self.publisher.delete().attachment(self.id.clone()).wait();
     }
 }
 
