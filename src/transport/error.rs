@@ -65,12 +65,12 @@ impl fmt::Display for AddressError {
         match self {
             Self::Empty => f.write_str(
                 "empty address: use one of shm:NAME, file:PATH, sysv:KEY, pipe, fifo:PATH, \
-                 unix:PATH, mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID",
+                 unix:PATH, mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID, zenoh:KEY",
             ),
             Self::UnknownScheme { scheme, input } => write!(
                 f,
                 "unknown scheme `{scheme}` in `{input}`: use one of shm:, file:, sysv:, pipe, \
-                 fifo:, unix:, mq:, sysvmq:, tcp:, signal:"
+                 fifo:, unix:, mq:, sysvmq:, tcp:, signal:, zenoh:"
             ),
             Self::MissingPath { scheme } => write!(
                 f,
