@@ -522,7 +522,7 @@ fn addresses() {
     assert_eq!(
         e.to_string(),
         "unknown scheme `foo` in `foo:bar`: use one of shm:, file:, sysv:, pipe, fifo:, unix:, \
-         mq:, sysvmq:, tcp:, signal:"
+         mq:, sysvmq:, tcp:, signal:, zenoh:"
     );
     assert!(matches!(parse_err(""), AddressError::Empty));
     assert!(matches!(
@@ -589,7 +589,14 @@ fn addresses() {
             id: 7
         })
     );
+    for bad in ["zenoh:", "zenoh:a/*", "zenoh:a/$*"] {
+        assert!(
+            matches!(parse_err(bad), AddressError::BadZenohKey { .. }),
+            "{bad}"
+        );
+    }
     for ok in [
+        "zenoh:factory/line1/orders",
         "sysvmq:0x00005300",
         "sysvmq:/etc/hosts:7",
         "pipe",
@@ -625,6 +632,17 @@ fn addresses() {
             FrameReceiver::bind(&a, &opts()).unwrap_err()
         };
         assert!(matches!(e, OpenError::Unsupported { .. }), "{addr}: {e:?}");
+    }
+    // Without the feature, zenoh: says how to get it.
+    #[cfg(not(feature = "zenoh"))]
+    for connect in [true, false] {
+        let a = Address::parse("zenoh:a/b").unwrap();
+        let e = if connect {
+            FrameSender::connect(&a, &opts()).unwrap_err()
+        } else {
+            FrameReceiver::bind(&a, &opts()).unwrap_err()
+        };
+        assert!(e.to_string().contains("`zenoh` cargo feature"), "{e}");
     }
 }
 

@@ -49,6 +49,7 @@ enum Command {
     Ls(command::ls::Args),
     Stat(command::stat::Args),
     Rm(command::rm::Args),
+    Bridge(command::bridge::Args),
 }
 
 impl Command {
@@ -60,6 +61,7 @@ impl Command {
             Self::Ls(_) => "ls",
             Self::Stat(_) => "stat",
             Self::Rm(_) => "rm",
+            Self::Bridge(_) => "bridge",
         }
     }
 }
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => command::ls::run(args),
         Command::Stat(args) => command::stat::run(args),
         Command::Rm(args) => command::rm::run(args),
+        Command::Bridge(args) => command::bridge::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,27 @@ pub fn catch() -> anyhow::Result<()> {
     result
 }
 
+static USR1: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Records SIGUSR1 (once installed), for [`take_usr1`].
+pub fn catch_usr1() -> anyhow::Result<()> {
+    let mut result = Ok(());
+    USR1.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        result = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&flag))
+            .map(drop)
+            .context("installing the SIGUSR1 handler");
+        flag
+    });
+    result
+}
+
+/// Whether SIGUSR1 came since the last call.
+pub fn take_usr1() -> bool {
+    // Relaxed: as in `check`.
+    USR1.get().is_some_and(|f| f.swap(false, Ordering::Relaxed))
+}
+
 /// `Err(Interrupted)` once a signal came.
 pub fn check() -> anyhow::Result<()> {
     let Some(flags) = FLAGS.get() else {

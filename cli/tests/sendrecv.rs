@@ -38,8 +38,19 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
 /// Starts `shmlane ARGS`, feeding it `input` (then end of file) if given;
 /// with `keep_stdout` false its stdout is a pipe closed at once.
 fn start(args: &[&str], input: Option<Vec<u8>>, keep_stdout: bool) -> Running {
+    start_with_env(args, input, keep_stdout, &[])
+}
+
+/// [`start`] with environment variables set.
+fn start_with_env(
+    args: &[&str],
+    input: Option<Vec<u8>>,
+    keep_stdout: bool,
+    envs: &[(&str, &str)],
+) -> Running {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -436,4 +447,199 @@ fn send_to_an_address_that_can_never_come_up_fails_with_a_message() {
         assert_eq!(done.status.code(), Some(1), "{addr}: {}", done.stderr);
         assert!(done.stderr.contains(says), "{addr}: {}", done.stderr);
     }
+}
+
+/// shm: -> bridge -> unix: -> recv, four processes: every line once and
+/// in order; each side ends when its sender is gone; the bridge counts
+/// what it forwarded at exit.
+#[test]
+fn bridge_shm_to_unix() {
+    let n = 10_000;
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("bridge");
+    let dir = kit::TempDir::new("bridge");
+    let sock = format!("unix:{}/b.sock", dir.path().display());
+    let shm = format!("shm:{name}");
+    let input = lines(n);
+    let recv = start(&["recv", &sock], None, true);
+    let bridge = start(&["bridge", &shm, &sock], None, true);
+    let send = start(&["send", &shm], Some(input.clone()), true);
+    let sent = finish(send);
+    let bridged = finish(bridge);
+    let got = finish(recv);
+    assert!(sent.status.success(), "send: {}", sent.stderr);
+    assert!(bridged.status.success(), "bridge: {}", bridged.stderr);
+    assert!(got.status.success(), "recv: {}", got.stderr);
+    assert!(got.stdout == input, "lines differ");
+    assert!(
+        bridged
+            .stderr
+            .contains(&format!("{n} forwarded, 0 dropped")),
+        "{}",
+        bridged.stderr
+    );
+}
+
+/// SIGUSR1 prints the counts and the bridge goes on; Ctrl-C (SIGINT)
+/// ends it with the counts, status 130.
+#[test]
+fn bridge_counts_on_sigusr1_and_at_exit() {
+    let mut cleanup = Cleanup::new();
+    let name = cleanup.unique_shm("bridge-usr1");
+    let dir = kit::TempDir::new("bridge-usr1");
+    let path = dir.path().join("in.sock");
+    let run = start(
+        &[
+            "bridge",
+            &format!("unix:{}", path.display()),
+            &format!("shm:{name}"),
+        ],
+        None,
+        true,
+    );
+    // The socket exists once the bridge bound it, after its handlers are
+    // installed. (A bound only against a hang.)
+    let start_wait = Instant::now();
+    while !path.exists() {
+        assert!(start_wait.elapsed() < LIMIT, "the bridge never bound");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let pid = run.kid.pid() as i32;
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    // Whenever SIGINT comes, the bridge prints SIGUSR1's counts first (it
+    // looks at SIGUSR1 before the stop flag); the pause only lets it run.
+    thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let done = finish(run);
+    assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
+    assert_eq!(
+        done.stderr.matches("0 forwarded, 0 dropped").count(),
+        2,
+        "{}",
+        done.stderr
+    );
+}
+
+/// Zenoh configuration files for a bridge pair on loopback: one listens
+/// on a free port, the other connects to it; no scouting.
+#[cfg(feature = "zenoh")]
+fn zenoh_configs(dir: &kit::TempDir) -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let write = |name: &str, listen: &str, connect: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "{{ mode: \"peer\", listen: {{ endpoints: [{listen}] }}, \
+                 connect: {{ endpoints: [{connect}] }}, \
+                 scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let ep = format!("\"tcp/127.0.0.1:{port}\"");
+    (
+        write("listen.json5", &ep, ""),
+        write("connect.json5", "", &ep),
+    )
+}
+
+/// shm: -> bridge -> zenoh: -> bridge -> shm:, with a sender and a
+/// receiver at the ends: six processes, every line exactly once and in
+/// order; the ends' disconnection travels through both bridges.
+#[cfg(feature = "zenoh")]
+#[test]
+fn bridges_through_zenoh() {
+    let n = 20_000;
+    let mut cleanup = Cleanup::new();
+    let (a, b) = (cleanup.unique_shm("zb-a"), cleanup.unique_shm("zb-b"));
+    let (a, b) = (format!("shm:{a}"), format!("shm:{b}"));
+    let dir = kit::TempDir::new("zenoh-bridge");
+    let (listen, connect) = zenoh_configs(&dir);
+    let key = format!("zenoh:shmlane/test/{}", kit::unique("bridge"));
+    let input = lines(n);
+    let recv = start(&["recv", &b], None, true);
+    let far = start_with_env(
+        &["bridge", &key, &b],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &listen)],
+    );
+    let near = start_with_env(
+        &["bridge", &a, &key],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &connect)],
+    );
+    let send = start(&["send", &a], Some(input.clone()), true);
+    let sent = finish(send);
+    let near = finish(near);
+    let far = finish(far);
+    let got = finish(recv);
+    for (what, d) in [
+        ("send", &sent),
+        ("near bridge", &near),
+        ("far bridge", &far),
+        ("recv", &got),
+    ] {
+        assert!(d.status.success(), "{what}: {:?} {}", d.status, d.stderr);
+    }
+    assert!(got.stdout == input, "lines differ");
+    for d in [&near, &far] {
+        assert!(
+            d.stderr.contains(&format!("{n} forwarded, 0 dropped")),
+            "{}",
+            d.stderr
+        );
+    }
+}
+
+/// A bridge killed mid-stream: what reached the far side arrives whole
+/// and in order (a prefix of the lines), and the far side ends as when a
+/// local sender dies.
+#[cfg(feature = "zenoh")]
+#[test]
+fn a_killed_bridge_leaves_a_prefix_then_disconnection() {
+    let n = 200_000;
+    let mut cleanup = Cleanup::new();
+    let (a, b) = (cleanup.unique_shm("zk-a"), cleanup.unique_shm("zk-b"));
+    let (a, b) = (format!("shm:{a}"), format!("shm:{b}"));
+    let dir = kit::TempDir::new("zenoh-kill");
+    let (listen, connect) = zenoh_configs(&dir);
+    let key = format!("zenoh:shmlane/test/{}", kit::unique("kill"));
+    let input = lines(n);
+    let recv = start(&["recv", &b], None, true);
+    let far = start_with_env(
+        &["bridge", &key, &b],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &listen)],
+    );
+    let mut near = start_with_env(
+        &["bridge", &a, &key],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &connect)],
+    );
+    let send = start(&["send", &a], Some(input.clone()), true);
+    // Kill the near bridge once lines flow (bounded only against a hang).
+    thread::sleep(Duration::from_millis(300));
+    near.kid.kill();
+    let far = finish(far);
+    let got = finish(recv);
+    drop(finish(send));
+    assert!(far.status.success(), "far bridge: {}", far.stderr);
+    assert!(got.status.success(), "recv: {}", got.stderr);
+    assert!(input.starts_with(&got.stdout), "not a prefix of the lines");
+    assert!(
+        got.stdout.is_empty() || got.stdout.ends_with(b"\n"),
+        "a torn line"
+    );
 }

@@ -99,6 +99,8 @@ pub struct Builder {
     pub(super) capacity_set: bool,
     pub(super) kind_set: bool,
     pub(super) mode_set: bool,
+    #[cfg(feature = "zenoh")]
+    pub(super) zenoh_config: Option<shmlane_zenoh::Config>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,8 @@ impl Builder {
             capacity_set: false,
             kind_set: false,
             mode_set: false,
+            #[cfg(feature = "zenoh")]
+            zenoh_config: None,
         }
     }
 
@@ -245,6 +249,15 @@ impl Builder {
     /// How blocked handles wait (default: spin, yield, then park).
     pub fn wait_strategy(mut self, strategy: WaitStrategy) -> Self {
         self.strategy = strategy;
+        self
+    }
+
+    /// The Zenoh session's configuration for a `zenoh:` address (default:
+    /// the JSON5 file named by `ZENOH_CONFIG`, else Zenoh's default peer,
+    /// which scouts by multicast).
+    #[cfg(feature = "zenoh")]
+    pub fn zenoh_config(mut self, config: shmlane_zenoh::Config) -> Self {
+        self.zenoh_config = Some(config);
         self
     }
 

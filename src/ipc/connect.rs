@@ -234,6 +234,10 @@ impl Builder {
         if self.capacity_set {
             opts = opts.mq_capacity(self.capacity as usize);
         }
+        #[cfg(feature = "zenoh")]
+        if let Some(c) = &self.zenoh_config {
+            opts = opts.zenoh_config(c.clone());
+        }
         opts
     }
 
@@ -256,10 +260,10 @@ impl Builder {
         if self.mode_set || self.allow_group_write {
             return refuse("mode", "permissions apply to shm: and file: segments only");
         }
-        if self.capacity_set && !matches!(addr, Address::Mq(_)) {
+        if self.capacity_set && !matches!(addr, Address::Mq(_) | Address::Zenoh(_)) {
             return refuse(
                 "capacity",
-                "the kernel sizes this mechanism's buffer; only mq: takes a capacity",
+                "the kernel sizes this mechanism's buffer; only mq: and zenoh: take a capacity",
             );
         }
         Ok(())

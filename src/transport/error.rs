@@ -48,6 +48,11 @@ pub enum AddressError {
         /// What followed it.
         input: String,
     },
+    /// `zenoh:` with an empty key or one with wildcards.
+    BadZenohKey {
+        /// What followed `zenoh:`.
+        input: String,
+    },
     /// `pipe` with something after it.
     PipeTakesNothing {
         /// The whole address.
@@ -60,12 +65,12 @@ impl fmt::Display for AddressError {
         match self {
             Self::Empty => f.write_str(
                 "empty address: use one of shm:NAME, file:PATH, sysv:KEY, pipe, fifo:PATH, \
-                 unix:PATH, mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID",
+                 unix:PATH, mq:NAME, sysvmq:KEY, tcp:HOST:PORT, signal:PID, zenoh:KEY",
             ),
             Self::UnknownScheme { scheme, input } => write!(
                 f,
                 "unknown scheme `{scheme}` in `{input}`: use one of shm:, file:, sysv:, pipe, \
-                 fifo:, unix:, mq:, sysvmq:, tcp:, signal:"
+                 fifo:, unix:, mq:, sysvmq:, tcp:, signal:, zenoh:"
             ),
             Self::MissingPath { scheme } => write!(
                 f,
@@ -92,6 +97,11 @@ impl fmt::Display for AddressError {
                 "bad System V key `{input}` after `{scheme}`: use a non-zero key in decimal or \
                  hex (`{scheme}0x5300`, `{scheme}21248`), or an existing path and a project id \
                  from 1 to 255 for ftok (`{scheme}/etc/myapp:7`)"
+            ),
+            Self::BadZenohKey { input } => write!(
+                f,
+                "bad Zenoh key `{input}` after `zenoh:`: use a key without wildcards, as in \
+                 `zenoh:factory/line1/orders`"
             ),
             Self::PipeTakesNothing { input } => write!(
                 f,
@@ -208,6 +218,9 @@ pub enum OpenError {
         /// How many threads do not block it.
         threads: usize,
     },
+    /// The Zenoh gateway could not make the endpoint (a bad key or
+    /// configuration, or Zenoh failed): what it said.
+    Zenoh(String),
     /// Any other failure of the operating system.
     Os(io::Error),
 }
@@ -294,6 +307,7 @@ impl fmt::Display for OpenError {
                  would kill the process: call `shmlane::transport::block_signal` at the start \
                  of main, before any thread is spawned"
             ),
+            Self::Zenoh(e) => f.write_str(e),
             Self::Os(e) => write!(f, "operating system error: {e}"),
         }
     }

@@ -180,6 +180,9 @@ pub enum Address {
     },
     /// `signal:PID`, or `signal:` for this process (receivers only).
     Signal(Option<i32>),
+    /// `zenoh:KEY/EXPR`: a Zenoh key expression, through the gateway
+    /// (the `zenoh` cargo feature).
+    Zenoh(String),
 }
 
 fn check_name(scheme: &'static str, name: &str) -> Result<String, AddressError> {
@@ -263,6 +266,12 @@ impl Address {
                     port,
                 })
             }
+            "zenoh" if rest_str.is_empty() || rest_str.contains(['*', '$']) => {
+                Err(AddressError::BadZenohKey {
+                    input: rest_str.into(),
+                })
+            }
+            "zenoh" => Ok(Self::Zenoh(rest_str.to_owned())),
             "signal" if rest_str.is_empty() => Ok(Self::Signal(None)),
             "signal" => match rest_str.parse::<i32>() {
                 Ok(pid) if pid > 0 => Ok(Self::Signal(Some(pid))),
@@ -301,6 +310,7 @@ impl fmt::Display for Address {
             Self::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
             Self::Signal(None) => f.write_str("signal:"),
             Self::Signal(Some(pid)) => write!(f, "signal:{pid}"),
+            Self::Zenoh(k) => write!(f, "zenoh:{k}"),
         }
     }
 }
@@ -312,6 +322,8 @@ pub struct Options {
     max_frame: Option<usize>,
     mq_capacity: Option<usize>,
     rt_signal: u8,
+    #[cfg(feature = "zenoh")]
+    zenoh_config: Option<shmlane_zenoh::Config>,
 }
 
 impl Default for Options {
@@ -330,6 +342,26 @@ impl Options {
             max_frame: None,
             mq_capacity: None,
             rt_signal: 5,
+            #[cfg(feature = "zenoh")]
+            zenoh_config: None,
+        }
+    }
+
+    /// The Zenoh session's configuration for `zenoh:` (default: the
+    /// JSON5 file named by `ZENOH_CONFIG`, else Zenoh's default peer).
+    #[cfg(feature = "zenoh")]
+    pub fn zenoh_config(mut self, config: shmlane_zenoh::Config) -> Self {
+        self.zenoh_config = Some(config);
+        self
+    }
+
+    #[cfg(feature = "zenoh")]
+    fn zenoh(&self) -> shmlane_zenoh::ZOptions {
+        shmlane_zenoh::ZOptions {
+            config: self.zenoh_config.clone(),
+            max_frame: self.stream_max(),
+            capacity: self.mq_capacity.unwrap_or(shmlane_zenoh::DEFAULT_CAPACITY),
+            connect_timeout: self.connect_timeout,
         }
     }
 
@@ -430,6 +462,17 @@ unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A Zenoh endpoint's open error as the transports' own.
+#[cfg(feature = "zenoh")]
+fn zenoh_open(e: shmlane_zenoh::ZOpenError) -> OpenError {
+    match e {
+        shmlane_zenoh::ZOpenError::NobodyListens { address, waited } => {
+            OpenError::NobodyListens { address, waited }
+        }
+        other => OpenError::Zenoh(other.to_string()),
+    }
+}
+
 /// The earlier of `until` and `step` from now.
 fn step(until: Option<Instant>, step: Duration) -> Instant {
     let next = Instant::now() + step;
@@ -491,6 +534,8 @@ enum TxImpl {
     Mq(mq::MqTx),
     SysvMq(sysvmq::SysvMqTx),
     Signal(signal::SigTx),
+    #[cfg(feature = "zenoh")]
+    Zenoh(shmlane_zenoh::ZenohTx),
 }
 
 /// The sending end of a frame transport. `Send`, not `Sync`.
@@ -531,6 +576,10 @@ impl FrameSender {
             Address::Mq(name) => TxImpl::Mq(mq::MqTx::connect(name, opts)?),
             Address::SysvMq(key) => TxImpl::SysvMq(sysvmq::SysvMqTx::connect(key, opts)?),
             Address::Signal(Some(pid)) => TxImpl::Signal(signal::SigTx::connect(*pid, opts)?),
+            #[cfg(feature = "zenoh")]
+            Address::Zenoh(key) => TxImpl::Zenoh(
+                shmlane_zenoh::ZenohTx::connect(key, &opts.zenoh()).map_err(zenoh_open)?,
+            ),
             other => return Err(unsupported(other, true)),
         };
         Ok(Self::new(inner))
@@ -549,6 +598,14 @@ impl FrameSender {
             TxImpl::Stream(s) => s.send(frame, deadline),
             TxImpl::Mq(s) => s.send(frame, deadline),
             TxImpl::SysvMq(s) => s.send(frame, deadline),
+            #[cfg(feature = "zenoh")]
+            TxImpl::Zenoh(s) => s.send(frame).map_err(|e| match e {
+                shmlane_zenoh::ZSendError::Disconnected => FrameSendError::Disconnected,
+                shmlane_zenoh::ZSendError::TooLarge { len, max } => {
+                    FrameSendError::TooLarge { len, max }
+                }
+                other => FrameSendError::Os(io::Error::other(other.to_string())),
+            }),
             TxImpl::Signal(s) => s.send(frame, deadline),
         }
     }
@@ -564,6 +621,8 @@ impl FrameSender {
                 r.recheck = Recheck::Death;
             }
             TxImpl::SysvMq(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
+            #[cfg(feature = "zenoh")]
+            TxImpl::Zenoh(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
             TxImpl::Signal(_) => r.recheck = Recheck::After(signal::RETRY),
         }
         Ok(r)
@@ -575,6 +634,8 @@ impl FrameSender {
             TxImpl::Stream(s) => s.max_frame(),
             TxImpl::Mq(s) => s.max_frame(),
             TxImpl::SysvMq(s) => s.max_frame(),
+            #[cfg(feature = "zenoh")]
+            TxImpl::Zenoh(s) => s.max_frame(),
             TxImpl::Signal(_) => SIGNAL_MAX_FRAME,
         }
     }
@@ -624,6 +685,9 @@ fn unsupported(addr: &Address, sender: bool) -> OpenError {
              hand one to the child"
         }
         Address::Signal(None) if sender => "a sender needs the receiver's pid: `signal:PID`",
+        Address::Zenoh(_) => {
+            "zenoh: needs shmlane built with the `zenoh` cargo feature (which builds Zenoh)"
+        }
         _ => "not supported here",
     };
     OpenError::Unsupported {
@@ -639,6 +703,8 @@ enum RxImpl {
     Mq(mq::MqRx),
     SysvMq(sysvmq::SysvMqRx),
     Signal(signal::SigRx),
+    #[cfg(feature = "zenoh")]
+    Zenoh(shmlane_zenoh::ZenohRx),
 }
 
 /// Removes a path when dropped.
@@ -713,6 +779,11 @@ impl FrameReceiver {
                 let rx = sysvmq::SysvMqRx::bind(key, opts)?;
                 Self::new(RxImpl::SysvMq(rx), addr.clone(), None)
             }
+            #[cfg(feature = "zenoh")]
+            Address::Zenoh(key) => {
+                let rx = shmlane_zenoh::ZenohRx::bind(key, &opts.zenoh()).map_err(zenoh_open)?;
+                Self::new(RxImpl::Zenoh(rx), addr.clone(), None)
+            }
             Address::Signal(pid) => {
                 let rx = signal::SigRx::bind(*pid, opts)?;
                 let local = Address::Signal(Some(std::process::id() as i32));
@@ -751,6 +822,15 @@ impl FrameReceiver {
             RxImpl::Listen(s) => s.recv(buf, deadline),
             RxImpl::Mq(s) => s.recv(buf, deadline),
             RxImpl::SysvMq(s) => s.recv(buf, deadline),
+            #[cfg(feature = "zenoh")]
+            RxImpl::Zenoh(s) => s.recv(buf, deadline).map_err(|e| match e {
+                shmlane_zenoh::ZRecvError::Timeout => FrameRecvError::Timeout,
+                shmlane_zenoh::ZRecvError::Disconnected => FrameRecvError::Disconnected,
+                other => FrameRecvError::Os(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    other.to_string(),
+                )),
+            }),
             RxImpl::Signal(s) => s.recv(buf, deadline),
         }
     }
@@ -767,6 +847,8 @@ impl FrameReceiver {
                 r.recheck = Recheck::Death;
             }
             RxImpl::SysvMq(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
+            #[cfg(feature = "zenoh")]
+            RxImpl::Zenoh(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
             RxImpl::Signal(s) => s.readiness(&mut r)?,
         }
         Ok(r)
@@ -779,6 +861,8 @@ impl FrameReceiver {
             RxImpl::Listen(s) => s.max_frame(),
             RxImpl::Mq(s) => s.max_frame(),
             RxImpl::SysvMq(s) => s.max_frame(),
+            #[cfg(feature = "zenoh")]
+            RxImpl::Zenoh(s) => s.max_frame(),
             RxImpl::Signal(_) => SIGNAL_MAX_FRAME,
         }
     }

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod bench;
+pub mod bridge;
 pub mod ls;
 pub mod recv;
 pub mod rm;

@@ -1,0 +1,625 @@
+//! shmlane's Zenoh gateway: frames on a Zenoh key expression, for peers
+//! on other machines, with the semantics of shmlane's other frame
+//! transports (boundaries, order per sender, deadlines on receive,
+//! `Disconnected` once every sender is gone and its frames delivered).
+//!
+//! A [`ZenohRx`] subscribes to `KEY` and announces itself with a
+//! liveliness token `KEY/@shmlane/rx/ID`; a [`ZenohTx`] waits (up to its
+//! connect timeout) for such a token, publishes each frame on `KEY` with
+//! `CongestionControl::Block` (a full path slows the sender, nothing is
+//! dropped), its 8-byte id as the first frame's attachment, holds a token
+//! `KEY/@shmlane/tx/ID`, and on drop publishes an in-band end marker (a
+//! `delete` on `KEY` carrying its id), which travels behind its last
+//! frame. The receiver counts a sender gone at its end marker, or
+//! [`DEATH_GRACE`] after its token disappears (its process died or its
+//! link broke: a token may overtake the frames still in flight, as Zenoh
+//! sends declarations ahead of data). The receiver's subscriber queues at
+//! most `capacity` frames and then blocks Zenoh's reception, which
+//! pushes back to the senders.
+//!
+//! What Zenoh guarantees, and so this gateway: reliable, ordered delivery
+//! per publisher over each hop (TCP links, Block congestion control);
+//! nothing end to end: frames a process had queued when it died, or
+//! published while no route existed (between a link breaking and Zenoh
+//! reconnecting), are lost. Every subscriber under the key gets every
+//! frame (a second receiver is a second copy, not a second consumer).
+//!
+//! Sessions are configured by a [`Config`]: the one in [`ZOptions`], else
+//! the file named by `ZENOH_CONFIG`, else Zenoh's default (a peer that
+//! scouts by multicast). Zenoh's runtime cannot be driven from a Tokio
+//! current-thread runtime: make and use these from plain threads.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zenoh::bytes::ZBytes;
+use zenoh::liveliness::LivelinessToken;
+use zenoh::pubsub::{Publisher, Subscriber};
+use zenoh::qos::CongestionControl;
+use zenoh::sample::{Sample, SampleKind};
+use zenoh::{Session, Wait};
+
+pub use zenoh::Config;
+
+/// How long after a sender's token disappears its frames may still be
+/// arriving (a token travels ahead of the data); it counts as gone then.
+pub const DEATH_GRACE: Duration = Duration::from_millis(500);
+/// The default largest frame: 1 MiB, as the stream transports.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// The default receive queue, in frames.
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// Waits are cut into steps this long to look at the senders.
+const STEP: Duration = Duration::from_millis(10);
+
+/// Settings for a Zenoh endpoint.
+#[derive(Debug, Clone)]
+pub struct ZOptions {
+    /// The session's configuration (`None`: `ZENOH_CONFIG`'s file, else
+    /// Zenoh's default).
+    pub config: Option<Config>,
+    /// The largest frame sent or accepted.
+    pub max_frame: usize,
+    /// Frames the receiver queues before it pushes back.
+    pub capacity: usize,
+    /// How long a sender waits for a receiver to appear.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ZOptions {
+    fn default() -> Self {
+        Self {
+            config: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            capacity: DEFAULT_CAPACITY,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why an endpoint could not be made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ZOpenError {
+    /// The key expression is empty, has a wildcard or a `@` chunk, or is
+    /// not a valid key expression.
+    BadKey {
+        /// The key as written.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The configuration could not be read or used.
+    Config(String),
+    /// No receiver's token appeared within the connect timeout.
+    NobodyListens {
+        /// `zenoh:KEY`.
+        address: String,
+        /// How long the sender waited.
+        waited: Duration,
+    },
+    /// Zenoh failed.
+    Zenoh(String),
+}
+
+impl fmt::Display for ZOpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadKey { key, why } => write!(
+                f,
+                "bad Zenoh key `{key}`: {why}; use a key without wildcards or `@` chunks, as in \
+                 `zenoh:factory/line1/orders`"
+            ),
+            Self::Config(e) => write!(
+                f,
+                "Zenoh configuration: {e} (a JSON5 file named by ZENOH_CONFIG, or the config \
+                 passed in the options)"
+            ),
+            Self::NobodyListens { address, waited } => write!(
+                f,
+                "nobody listens on `{address}` (waited {waited:?}): start the receiver first, \
+                 check that both sessions reach each other (connect/listen endpoints, \
+                 scouting), or raise the connect timeout"
+            ),
+            Self::Zenoh(e) => write!(f, "Zenoh: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ZOpenError {}
+
+/// Why a frame was not sent.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ZSendError {
+    /// Every receiver that came has gone.
+    Disconnected,
+    /// The frame is larger than the max frame; nothing was sent.
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The max frame.
+        max: usize,
+    },
+    /// Zenoh failed.
+    Zenoh(String),
+}
+
+impl fmt::Display for ZSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disconnected => f.write_str("sending on a disconnected Zenoh key"),
+            Self::TooLarge { len, max } => {
+                write!(f, "a frame of {len} bytes is larger than the max of {max}")
+            }
+            Self::Zenoh(e) => write!(f, "Zenoh: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ZSendError {}
+
+/// Why no frame was received.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ZRecvError {
+    /// The deadline passed with no frame.
+    Timeout,
+    /// A sender came, and every sender is gone and its frames delivered.
+    Disconnected,
+    /// A frame larger than the max frame arrived (and was dropped).
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The max frame.
+        max: usize,
+    },
+}
+
+impl fmt::Display for ZRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out receiving on a Zenoh key"),
+            Self::Disconnected => f.write_str("receiving on an empty and disconnected Zenoh key"),
+            Self::TooLarge { len, max } => write!(
+                f,
+                "a Zenoh frame of {len} bytes above the max of {max} was dropped"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ZRecvError {}
+
+/// Checks a key: non-empty, a valid key expression, no wildcards, no
+/// `@` chunk (reserved for the gateway's tokens).
+pub fn check_key(key: &str) -> Result<(), ZOpenError> {
+    let bad = |why: &str| ZOpenError::BadKey {
+        key: key.to_owned(),
+        why: why.to_owned(),
+    };
+    if key.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if key.contains('*') || key.contains('$') {
+        return Err(bad("it has a wildcard"));
+    }
+    if key.split('/').any(|c| c.starts_with('@')) {
+        return Err(bad("a chunk starts with `@`"));
+    }
+    zenoh::key_expr::KeyExpr::try_from(key.to_owned()).map_err(|e| bad(&e.to_string()))?;
+    Ok(())
+}
+
+fn open_session(opts: &ZOptions) -> Result<Session, ZOpenError> {
+    let config = match &opts.config {
+        Some(c) => c.clone(),
+        None if std::env::var_os("ZENOH_CONFIG").is_some() => {
+            Config::from_env().map_err(|e| ZOpenError::Config(e.to_string()))?
+        }
+        None => Config::default(),
+    };
+    zenoh::open(config)
+        .wait()
+        .map_err(|e| ZOpenError::Zenoh(e.to_string()))
+}
+
+/// An id for an endpoint: unique in practice (the pid, a counter and the
+/// clock hashed), never 0.
+fn new_id() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // Relaxed: only uniqueness matters.
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in [u64::from(std::process::id()), n, nanos] {
+        for b in v.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
+/// The id in the last chunk of a token's key (16 hex digits).
+fn token_id(sample: &Sample) -> Option<u64> {
+    let key = sample.key_expr().as_str();
+    u64::from_str_radix(key.rsplit('/').next()?, 16).ok()
+}
+
+fn attachment_id(sample: &Sample) -> Option<u64> {
+    let a = sample.attachment()?.to_bytes();
+    Some(u64::from_le_bytes(a.as_ref().try_into().ok()?))
+}
+
+/// What the receiver's subscriber hands over, in arrival order.
+enum Event {
+    Frame(ZBytes),
+    /// A sender's end marker.
+    End(u64),
+}
+
+/// The senders a receiver has seen.
+#[derive(Default)]
+struct Senders {
+    came: bool,
+    /// Live senders; `Some(t)`: its token went at `t`.
+    live: HashMap<u64, Option<Instant>>,
+    /// Senders whose end marker came (a late token does not revive them).
+    ended: HashSet<u64>,
+}
+
+impl Senders {
+    fn seen(&mut self, id: u64) {
+        self.came = true;
+        if !self.ended.contains(&id) {
+            self.live.entry(id).or_insert(None);
+        }
+    }
+
+    fn ended(&mut self, id: u64) {
+        self.came = true;
+        self.live.remove(&id);
+        self.ended.insert(id);
+    }
+
+    fn token_gone(&mut self, id: u64) {
+        if let Some(t) = self.live.get_mut(&id) {
+            t.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Whether every sender that came is gone (ended, or its token gone
+    /// for longer than the grace).
+    fn all_gone(&mut self) -> bool {
+        let now = Instant::now();
+        self.live
+            .retain(|_, gone| gone.is_none_or(|t| now.duration_since(t) < DEATH_GRACE));
+        self.came && self.live.is_empty()
+    }
+}
+
+fn lock(s: &Mutex<Senders>) -> std::sync::MutexGuard<'_, Senders> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The receiving end: a subscriber on `KEY`.
+pub struct ZenohRx {
+    events: mpsc::Receiver<Event>,
+    senders: Arc<Mutex<Senders>>,
+    max: usize,
+    // Dropped in this order: the token, the subscribers, the session.
+    _token: LivelinessToken,
+    _frames: Subscriber<()>,
+    _tokens: Subscriber<()>,
+    _session: Session,
+}
+
+impl fmt::Debug for ZenohRx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZenohRx").field("max", &self.max).finish()
+    }
+}
+
+impl ZenohRx {
+    /// Subscribes to `key` and announces a receiver there.
+    ///
+    /// # Errors
+    ///
+    /// [`ZOpenError`].
+    pub fn bind(key: &str, opts: &ZOptions) -> Result<Self, ZOpenError> {
+        check_key(key)?;
+        let session = open_session(opts)?;
+        let z = |e: zenoh::Error| ZOpenError::Zenoh(e.to_string());
+        let senders = Arc::new(Mutex::new(Senders::default()));
+        let (tx, events) = mpsc::sync_channel(opts.capacity.max(1));
+        let s = Arc::clone(&senders);
+        let frames = session
+            .declare_subscriber(key.to_owned())
+            .callback(move |sample: Sample| {
+                let Some(id) = attachment_id(&sample) else {
+                    // A sender's later frame (only its first carries its
+                    // id), or a plain Zenoh publisher's (which never
+                    // counts for disconnection).
+                    if sample.kind() == SampleKind::Put {
+                        let _ = tx.send(Event::Frame(sample.payload().clone()));
+                    }
+                    return;
+                };
+                let event = match sample.kind() {
+                    SampleKind::Put => {
+                        lock(&s).seen(id);
+                        Event::Frame(sample.payload().clone())
+                    }
+                    SampleKind::Delete => Event::End(id),
+                };
+                // Blocks while the queue is full: Zenoh stops reading,
+                // which pushes back to the senders. An error means the
+                // receiver is gone.
+                let _ = tx.send(event);
+            })
+            .wait()
+            .map_err(z)?;
+        let s = Arc::clone(&senders);
+        let tokens = session
+            .liveliness()
+            .declare_subscriber(format!("{key}/@shmlane/tx/*"))
+            .history(true)
+            .callback(move |sample: Sample| {
+                let Some(id) = token_id(&sample) else { return };
+                match sample.kind() {
+                    SampleKind::Put => lock(&s).seen(id),
+                    SampleKind::Delete => lock(&s).token_gone(id),
+                }
+            })
+            .wait()
+            .map_err(z)?;
+        let token = session
+            .liveliness()
+            .declare_token(format!("{key}/@shmlane/rx/{:016x}", new_id()))
+            .wait()
+            .map_err(z)?;
+        Ok(Self {
+            events,
+            senders,
+            max: opts.max_frame,
+            _token: token,
+            _frames: frames,
+            _tokens: tokens,
+            _session: session,
+        })
+    }
+
+    /// The largest frame accepted.
+    pub fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    /// Receives one frame into `buf` (cleared first), waiting until
+    /// `deadline` (`None`: no limit; `Some(now)`: a try).
+    ///
+    /// # Errors
+    ///
+    /// [`ZRecvError`].
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, ZRecvError> {
+        loop {
+            let event = match self.events.try_recv() {
+                Ok(e) => Some(e),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(ZRecvError::Disconnected),
+                Err(mpsc::TryRecvError::Empty) => {
+                    // Queue empty: every frame of the senders seen so far
+                    // that arrived is delivered.
+                    if lock(&self.senders).all_gone() {
+                        return Err(ZRecvError::Disconnected);
+                    }
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(ZRecvError::Timeout);
+                    }
+                    let wait = deadline.map_or(STEP, |d| (d - now).min(STEP));
+                    match self.events.recv_timeout(wait) {
+                        Ok(e) => Some(e),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(ZRecvError::Disconnected)
+                        }
+                    }
+                }
+            };
+            match event {
+                Some(Event::Frame(bytes)) => {
+                    if bytes.len() > self.max {
+                        return Err(ZRecvError::TooLarge {
+                            len: bytes.len(),
+                            max: self.max,
+                        });
+                    }
+                    buf.clear();
+                    for slice in bytes.slices() {
+                        buf.extend_from_slice(slice);
+                    }
+                    return Ok(buf.len());
+                }
+                Some(Event::End(id)) => lock(&self.senders).ended(id),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The receivers a sender has seen.
+#[derive(Default)]
+struct Receivers {
+    seen: bool,
+    live: HashSet<u64>,
+}
+
+/// The sending end: a publisher on `KEY`.
+pub struct ZenohTx {
+    publisher: Publisher<'static>,
+    /// This sender's id, the attachment of its first frame and of its end
+    /// marker (shared, not copied).
+    id: ZBytes,
+    /// Whether a frame carried the id yet (the receiver learns of the
+    /// sender from it, or from its token, whichever comes first).
+    introduced: bool,
+    receivers: Arc<Mutex<Receivers>>,
+    max: usize,
+    _token: LivelinessToken,
+    _watch: Subscriber<()>,
+    _session: Session,
+}
+
+impl fmt::Debug for ZenohTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZenohTx").field("max", &self.max).finish()
+    }
+}
+
+impl ZenohTx {
+    /// Waits (up to the connect timeout) for a receiver on `key`, then
+    /// publishes there.
+    ///
+    /// # Errors
+    ///
+    /// [`ZOpenError`]; `NobodyListens` when no receiver appeared.
+    pub fn connect(key: &str, opts: &ZOptions) -> Result<Self, ZOpenError> {
+        check_key(key)?;
+        let start = Instant::now();
+        let session = open_session(opts)?;
+        let z = |e: zenoh::Error| ZOpenError::Zenoh(e.to_string());
+        let receivers = Arc::new(Mutex::new(Receivers::default()));
+        let r = Arc::clone(&receivers);
+        let watch = session
+            .liveliness()
+            .declare_subscriber(format!("{key}/@shmlane/rx/*"))
+            .history(true)
+            .callback(move |sample: Sample| {
+                let Some(id) = token_id(&sample) else { return };
+                let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+                match sample.kind() {
+                    SampleKind::Put => {
+                        r.seen = true;
+                        r.live.insert(id);
+                    }
+                    SampleKind::Delete => {
+                        r.live.remove(&id);
+                    }
+                }
+            })
+            .wait()
+            .map_err(z)?;
+        loop {
+            if receivers.lock().unwrap_or_else(|e| e.into_inner()).seen {
+                break;
+            }
+            if start.elapsed() >= opts.connect_timeout {
+                return Err(ZOpenError::NobodyListens {
+                    address: format!("zenoh:{key}"),
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(STEP);
+        }
+        let publisher = session
+            .declare_publisher(key.to_owned())
+            .congestion_control(CongestionControl::Block)
+            .wait()
+            .map_err(z)?;
+        let id = new_id();
+        let token = session
+            .liveliness()
+            .declare_token(format!("{key}/@shmlane/tx/{id:016x}"))
+            .wait()
+            .map_err(z)?;
+        Ok(Self {
+            publisher,
+            id: ZBytes::from(id.to_le_bytes().to_vec()),
+            introduced: false,
+            receivers,
+            max: opts.max_frame,
+            _token: token,
+            _watch: watch,
+            _session: session,
+        })
+    }
+
+    /// The largest frame sent.
+    pub fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    /// Publishes one frame. It may wait inside Zenoh while the path is
+    /// full (Block congestion control), whatever the caller's deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`ZSendError`].
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), ZSendError> {
+        if frame.len() > self.max {
+            return Err(ZSendError::TooLarge {
+                len: frame.len(),
+                max: self.max,
+            });
+        }
+        {
+            let r = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+            if r.seen && r.live.is_empty() {
+                return Err(ZSendError::Disconnected);
+            }
+        }
+        let put = self.publisher.put(frame.to_vec());
+        let put = if self.introduced {
+            put
+        } else {
+            self.introduced = true;
+            put.attachment(self.id.clone())
+        };
+        put.wait().map_err(|e| ZSendError::Zenoh(e.to_string()))
+    }
+}
+
+impl Drop for ZenohTx {
+    fn drop(&mut self) {
+        // The end marker, in band behind the last frame; then the token
+        // goes (with the fields).
+        let _ = self.publisher.delete().attachment(self.id.clone()).wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(check_key("a/b/c").is_ok());
+        for bad in ["", "a/*", "a/**", "a/$*b", "a/@x", "a//b", "/a"] {
+            assert!(check_key(bad).is_err(), "{bad}");
+        }
+        let e = check_key("a/*").unwrap_err();
+        assert!(e.to_string().contains("wildcard"), "{e}");
+    }
+
+    #[test]
+    fn senders_are_gone_at_their_end_or_after_the_grace() {
+        let mut s = Senders::default();
+        assert!(!s.all_gone(), "nobody came yet");
+        s.seen(1);
+        s.seen(2);
+        s.ended(1);
+        assert!(!s.all_gone());
+        s.seen(1); // a late token of an ended sender
+        s.token_gone(2);
+        assert!(!s.all_gone(), "within the grace");
+        *s.live.get_mut(&2).unwrap() = Some(Instant::now() - DEATH_GRACE);
+        assert!(s.all_gone());
+    }
+}

@@ -1,0 +1,139 @@
+//! Frames over Zenoh between two real processes on loopback (explicit
+//! endpoints, multicast scouting off): order, the end marker, a killed
+//! sender. This binary re-runs itself as the sender.
+
+use std::time::{Duration, Instant};
+
+use shmlane_testkit::{self as kit, Kid};
+use shmlane_zenoh::{Config, ZOptions, ZRecvError, ZenohRx, ZenohTx};
+
+const FRAMES: u64 = 100_000;
+const HANG: Duration = Duration::from_secs(60);
+
+/// A free TCP port on 127.0.0.1 (bound and released: the receiver takes
+/// it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A peer session that listens on `listen` or connects to `connect`,
+/// with no scouting: loopback only.
+fn options(listen: Option<u16>, connect: Option<u16>) -> ZOptions {
+    let ep = |p: Option<u16>| p.map_or("[]".to_owned(), |p| format!("[\"tcp/127.0.0.1:{p}\"]"));
+    let json = format!(
+        "{{ mode: \"peer\", listen: {{ endpoints: {} }}, connect: {{ endpoints: {} }}, \
+         scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}",
+        ep(listen),
+        ep(connect)
+    );
+    ZOptions {
+        config: Some(Config::from_json5(&json).unwrap()),
+        connect_timeout: Duration::from_secs(20),
+        ..ZOptions::default()
+    }
+}
+
+fn frame(i: u64) -> Vec<u8> {
+    let mut f = i.to_le_bytes().to_vec();
+    f.extend((0..i % 61).map(|k| (i as u8).wrapping_add(k as u8)));
+    f
+}
+
+/// In a re-executed copy: connect to `PORT` on `KEY`, send `COUNT` frames,
+/// then either exit (dropping the sender: the end marker) or, with `HOLD`,
+/// say `sent` and wait to be killed.
+#[test]
+fn child() {
+    let Some(role) = kit::role() else { return };
+    let port: u16 = kit::env("PORT").parse().unwrap();
+    let count: u64 = kit::env("COUNT").parse().unwrap();
+    let mut tx = ZenohTx::connect(&kit::env("KEY"), &options(None, Some(port))).unwrap();
+    for i in 0..count {
+        tx.send(&frame(i)).unwrap();
+    }
+    if role == "hold" {
+        println!("sent");
+        std::thread::sleep(HANG);
+    }
+}
+
+fn receive_all(rx: &mut ZenohRx, count: u64) {
+    let mut buf = Vec::new();
+    for i in 0..count {
+        match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+            Ok(_) => assert!(buf == frame(i), "frame {i} differs"),
+            Err(e) => panic!("after {i} frames: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_hundred_thousand_frames_in_order_then_disconnected() {
+    let port = free_port();
+    let key = format!("shmlane/test/{}", kit::unique("order"));
+    let mut rx = ZenohRx::bind(&key, &options(Some(port), None)).unwrap();
+    let mut kid = Kid::spawn(
+        "child",
+        "send",
+        &[
+            ("PORT", port.to_string()),
+            ("KEY", key.clone()),
+            ("COUNT", FRAMES.to_string()),
+        ],
+    );
+    receive_all(&mut rx, FRAMES);
+    let mut buf = Vec::new();
+    match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+        Err(ZRecvError::Disconnected) => {}
+        other => panic!("after the last frame: {other:?}"),
+    }
+    assert!(kid.wait().success());
+}
+
+#[test]
+fn a_killed_sender_is_seen_gone_after_its_frames() {
+    let port = free_port();
+    let key = format!("shmlane/test/{}", kit::unique("killed"));
+    let mut rx = ZenohRx::bind(&key, &options(Some(port), None)).unwrap();
+    let mut kid = Kid::spawn(
+        "child",
+        "hold",
+        &[
+            ("PORT", port.to_string()),
+            ("KEY", key.clone()),
+            ("COUNT", "1000".to_owned()),
+        ],
+    );
+    assert!(kid.wait_for("sent"));
+    kid.kill();
+    kid.wait();
+    // What Zenoh had delivered before the kill arrives, in order and
+    // whole (what it still had queued in the dead process is lost, as
+    // documented); then it is gone.
+    let mut buf = Vec::new();
+    let mut got = 0;
+    loop {
+        match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+            Ok(_) => {
+                assert!(buf == frame(got), "frame {got} differs");
+                got += 1;
+            }
+            Err(ZRecvError::Disconnected) => break,
+            Err(e) => panic!("after {got} frames: {e:?}"),
+        }
+    }
+    assert!(got <= 1000);
+}
+
+#[test]
+fn nobody_listens_is_a_typed_error() {
+    let port = free_port();
+    let mut opts = options(None, Some(port));
+    opts.connect_timeout = Duration::from_millis(300);
+    let e = ZenohTx::connect("shmlane/test/nobody", &opts).unwrap_err();
+    assert!(e.to_string().contains("nobody listens"), "{e}");
+}
