@@ -215,11 +215,7 @@ fn unix_both_orders() {
 
 #[test]
 fn tcp() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = kit::free_port();
     round_trip(&format!("tcp:127.0.0.1:{port}"), 10_000, true);
 }
 
@@ -526,11 +522,7 @@ fn bridge_counts_on_sigusr1_and_at_exit() {
 /// on a free port, the other connects to it; no scouting.
 #[cfg(feature = "zenoh")]
 fn zenoh_configs(dir: &kit::TempDir) -> (String, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = kit::free_port();
     let write = |name: &str, listen: &str, connect: &str| {
         let path = dir.path().join(name);
         std::fs::write(

@@ -462,6 +462,30 @@ unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Calls `attempt` every `step` until it connects (`Some`), fails, or
+/// `timeout` has passed: then `NobodyListens` at `address`.
+fn connect_within<T>(
+    address: impl FnOnce() -> String,
+    timeout: Duration,
+    step: Duration,
+    mut attempt: impl FnMut() -> Result<Option<T>, OpenError>,
+) -> Result<T, OpenError> {
+    let start = Instant::now();
+    let until = start + timeout;
+    loop {
+        match attempt()? {
+            Some(t) => return Ok(t),
+            None if Instant::now() >= until => {
+                return Err(OpenError::NobodyListens {
+                    address: address(),
+                    waited: start.elapsed(),
+                })
+            }
+            None => std::thread::sleep(step.min(until - Instant::now())),
+        }
+    }
+}
+
 /// A Zenoh endpoint's open error as the transports' own.
 #[cfg(feature = "zenoh")]
 fn zenoh_open(e: shmlane_zenoh::ZOpenError) -> OpenError {

@@ -213,20 +213,12 @@ impl MqTx {
     }
 
     pub(crate) fn connect(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        let start = Instant::now();
-        let until = start + opts.connect_timeout;
-        loop {
-            match Self::try_connect(name)? {
-                Some(tx) => return Ok(tx),
-                None if Instant::now() >= until => {
-                    return Err(OpenError::NobodyListens {
-                        address: format!("mq:{name}"),
-                        waited: start.elapsed(),
-                    })
-                }
-                None => std::thread::sleep(STEP.min(until - Instant::now())),
-            }
-        }
+        super::connect_within(
+            || format!("mq:{name}"),
+            opts.connect_timeout,
+            STEP,
+            || Self::try_connect(name),
+        )
     }
 
     fn try_connect(name: &str) -> Result<Option<Self>, OpenError> {

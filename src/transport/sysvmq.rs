@@ -333,21 +333,13 @@ pub(crate) struct SysvMqTx {
 
 impl SysvMqTx {
     pub(crate) fn connect(key: &SysvKey, opts: &Options) -> Result<Self, OpenError> {
-        let start = Instant::now();
-        let until = start + opts.connect_timeout;
         let k = key.resolve()?;
-        loop {
-            match Self::try_connect(key, k)? {
-                Some(tx) => return Ok(tx),
-                None if Instant::now() >= until => {
-                    return Err(OpenError::NobodyListens {
-                        address: address(key),
-                        waited: start.elapsed(),
-                    })
-                }
-                None => std::thread::sleep(STEP.min(until - Instant::now())),
-            }
-        }
+        super::connect_within(
+            || address(key),
+            opts.connect_timeout,
+            STEP,
+            || Self::try_connect(key, k),
+        )
     }
 
     fn try_connect(key: &SysvKey, k: i32) -> Result<Option<Self>, OpenError> {

@@ -48,6 +48,15 @@ pub fn unique_key() -> i32 {
     ((h ^ (h >> 31)) as i32 & 0x7fff_ffff).max(1)
 }
 
+/// A free TCP port on 127.0.0.1 (bound and let go: whoever binds it next
+/// gets it, unless another process takes it in between).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// A fresh `shm:` address: `shm:` and a [`unique`] name.
 pub fn shm_address(tag: &str) -> String {
     format!("shm:{}", unique(tag))

@@ -27,14 +27,7 @@ fn port() -> u16 {
 }
 
 fn config(listen: Option<u16>, connect: Option<u16>) -> Config {
-    let ep = |p: Option<u16>| p.map_or("[]".to_owned(), |p| format!("[\"tcp/127.0.0.1:{p}\"]"));
-    let json = format!(
-        "{{ mode: \"peer\", listen: {{ endpoints: {} }}, connect: {{ endpoints: {} }}, \
-         scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}",
-        ep(listen),
-        ep(connect)
-    );
-    Config::from_json5(&json).unwrap()
+    shmlane_zenoh::loopback_config(listen, connect)
 }
 
 static KEYS: AtomicU64 = AtomicU64::new(0);

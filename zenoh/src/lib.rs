@@ -193,6 +193,30 @@ impl fmt::Display for ZRecvError {
 
 impl std::error::Error for ZRecvError {}
 
+/// The JSON5 of a peer session on one host: listening on
+/// `tcp/127.0.0.1:LISTEN` and connecting to `tcp/127.0.0.1:CONNECT` where
+/// given, with no multicast scouting and no gossip (explicit endpoints
+/// only). For tests, examples and benchmarks on loopback; two hosts put
+/// their addresses where this puts 127.0.0.1.
+pub fn loopback_json5(listen: Option<u16>, connect: Option<u16>) -> String {
+    let ep = |p: Option<u16>| p.map_or("[]".to_owned(), |p| format!("[\"tcp/127.0.0.1:{p}\"]"));
+    format!(
+        "{{ mode: \"peer\", listen: {{ endpoints: {} }}, connect: {{ endpoints: {} }}, \
+         scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}",
+        ep(listen),
+        ep(connect)
+    )
+}
+
+/// [`loopback_json5`] as a [`Config`].
+///
+/// # Panics
+///
+/// Never: the text is a valid configuration.
+pub fn loopback_config(listen: Option<u16>, connect: Option<u16>) -> Config {
+    Config::from_json5(&loopback_json5(listen, connect)).expect("a valid configuration")
+}
+
 /// Checks a key: non-empty, a valid key expression, no wildcards, no
 /// `@` chunk (reserved for the gateway's tokens).
 pub fn check_key(key: &str) -> Result<(), ZOpenError> {

@@ -9,31 +9,15 @@ use std::time::Duration;
 use shmlane::codec::sample::Order;
 use shmlane::ipc::{Builder, Rkyv};
 use shmlane_testkit::{self as kit, Kid};
-use shmlane_zenoh::Config;
 
 const MESSAGES: u64 = 100_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The builder of each side: a peer that listens (receiver) or connects
 /// (sender) on 127.0.0.1, no scouting.
 fn builder(key: &str, listen: Option<u16>, connect: Option<u16>) -> Builder {
-    let ep = |p: Option<u16>| p.map_or("[]".to_owned(), |p| format!("[\"tcp/127.0.0.1:{p}\"]"));
-    let json = format!(
-        "{{ mode: \"peer\", listen: {{ endpoints: {} }}, connect: {{ endpoints: {} }}, \
-         scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}",
-        ep(listen),
-        ep(connect)
-    );
     Builder::new(&format!("zenoh:{key}"))
         .unwrap()
-        .zenoh_config(Config::from_json5(&json).unwrap())
+        .zenoh_config(shmlane_zenoh::loopback_config(listen, connect))
         .open_timeout(Duration::from_secs(20))
 }
 
@@ -57,7 +41,7 @@ fn child() {
 }
 
 fn run(role: &str, count: u64) {
-    let port = free_port();
+    let port = kit::free_port();
     let key = format!("shmlane/test/{}", kit::unique("channel"));
     let rx = builder(&key, Some(port), None)
         .receiver::<Rkyv<Order>>()

@@ -5,33 +5,16 @@
 use std::time::{Duration, Instant};
 
 use shmlane_testkit::{self as kit, Kid};
-use shmlane_zenoh::{Config, ZOptions, ZRecvError, ZenohRx, ZenohTx};
+use shmlane_zenoh::{ZOptions, ZRecvError, ZenohRx, ZenohTx};
 
 const FRAMES: u64 = 100_000;
 const HANG: Duration = Duration::from_secs(60);
 
-/// A free TCP port on 127.0.0.1 (bound and released: the receiver takes
-/// it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A peer session that listens on `listen` or connects to `connect`,
 /// with no scouting: loopback only.
 fn options(listen: Option<u16>, connect: Option<u16>) -> ZOptions {
-    let ep = |p: Option<u16>| p.map_or("[]".to_owned(), |p| format!("[\"tcp/127.0.0.1:{p}\"]"));
-    let json = format!(
-        "{{ mode: \"peer\", listen: {{ endpoints: {} }}, connect: {{ endpoints: {} }}, \
-         scouting: {{ multicast: {{ enabled: false }}, gossip: {{ enabled: false }} }} }}",
-        ep(listen),
-        ep(connect)
-    );
     ZOptions {
-        config: Some(Config::from_json5(&json).unwrap()),
+        config: Some(shmlane_zenoh::loopback_config(listen, connect)),
         connect_timeout: Duration::from_secs(20),
         ..ZOptions::default()
     }
@@ -73,7 +56,7 @@ fn receive_all(rx: &mut ZenohRx, count: u64) {
 
 #[test]
 fn a_hundred_thousand_frames_in_order_then_disconnected() {
-    let port = free_port();
+    let port = kit::free_port();
     let key = format!("shmlane/test/{}", kit::unique("order"));
     let mut rx = ZenohRx::bind(&key, &options(Some(port), None)).unwrap();
     let mut kid = Kid::spawn(
@@ -96,7 +79,7 @@ fn a_hundred_thousand_frames_in_order_then_disconnected() {
 
 #[test]
 fn a_killed_sender_is_seen_gone_after_its_frames() {
-    let port = free_port();
+    let port = kit::free_port();
     let key = format!("shmlane/test/{}", kit::unique("killed"));
     let mut rx = ZenohRx::bind(&key, &options(Some(port), None)).unwrap();
     let mut kid = Kid::spawn(
@@ -131,7 +114,7 @@ fn a_killed_sender_is_seen_gone_after_its_frames() {
 
 #[test]
 fn nobody_listens_is_a_typed_error() {
-    let port = free_port();
+    let port = kit::free_port();
     let mut opts = options(None, Some(port));
     opts.connect_timeout = Duration::from_millis(300);
     let e = ZenohTx::connect("shmlane/test/nobody", &opts).unwrap_err();

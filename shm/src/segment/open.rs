@@ -114,47 +114,12 @@ impl Segment {
         // the length), page-aligned, and lives as long as `map`; `Header`
         // holds only atomics and `Shared` cells, valid for any bytes.
         let header = unsafe { &*map.as_ptr().cast::<Header>() };
-        // Acquire: pairs with the creator's Release store of READY, so the
-        // fields read below are the ones it wrote.
-        if header.state.load(Ordering::Acquire) != STATE_READY {
-            return Err(OpenError::Corrupted { field: "state" });
-        }
-        if header.magic.read() != MAGIC {
-            return Err(OpenError::BadMagic);
-        }
-        let version = header.version.read();
-        if version != VERSION {
-            return Err(OpenError::VersionMismatch {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        let fixed = header.fixed.read();
-        let layout = validate(&fixed, len)?;
+        let (fixed, layout) = read_header(header, len)?;
         // `validate` bounded the length and placed the text inside the file.
         let mut schema = vec![0u8; fixed.schema_len as usize];
         file.read_exact_at(&mut schema, fixed.schema_offset)
             .map_err(OpenError::Os)?;
-        if let Some(kind) = opts.kind {
-            if kind != layout.kind() {
-                return Err(OpenError::LayoutMismatch {
-                    field: "ring kind",
-                    detail: format!(
-                        "this side needs {kind:?}, the segment is {:?}",
-                        layout.kind()
-                    ),
-                });
-            }
-        }
-        if let Some(ty) = &opts.ty {
-            if !ty.matches(&fixed, &schema) {
-                return Err(OpenError::TypeMismatch {
-                    expected: ty.name.clone(),
-                    found: fixed.type_name(),
-                    difference: ty.difference(&fixed, &schema),
-                });
-            }
-        }
+        check_wanted(opts, &layout, &fixed, &schema)?;
         if backend == Backend::Memfd && !sys::memfd::is_size_sealed(&file) {
             return Err(OpenError::LayoutMismatch {
                 field: "seals",
@@ -183,6 +148,60 @@ pub(super) fn access(opts: &OpenOptions) -> Access {
     } else {
         Access::ReadWrite
     }
+}
+
+/// Reads a published header: READY, magic and version checked, then every
+/// layout field validated against the segment's length `len`.
+pub(super) fn read_header(header: &Header, len: u64) -> Result<(Fixed, RingLayout), OpenError> {
+    // Acquire: pairs with the creator's Release store of READY, so the
+    // fields read below are the ones it wrote.
+    if header.state.load(Ordering::Acquire) != STATE_READY {
+        return Err(OpenError::Corrupted { field: "state" });
+    }
+    if header.magic.read() != MAGIC {
+        return Err(OpenError::BadMagic);
+    }
+    let version = header.version.read();
+    if version != VERSION {
+        return Err(OpenError::VersionMismatch {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let fixed = header.fixed.read();
+    let layout = validate(&fixed, len)?;
+    Ok((fixed, layout))
+}
+
+/// Checks what this side needs of a segment: its ring kind and message
+/// type (with the schema text copied out of it).
+pub(super) fn check_wanted(
+    opts: &OpenOptions,
+    layout: &RingLayout,
+    fixed: &Fixed,
+    schema: &[u8],
+) -> Result<(), OpenError> {
+    if let Some(kind) = opts.kind {
+        if kind != layout.kind() {
+            return Err(OpenError::LayoutMismatch {
+                field: "ring kind",
+                detail: format!(
+                    "this side needs {kind:?}, the segment is {:?}",
+                    layout.kind()
+                ),
+            });
+        }
+    }
+    if let Some(ty) = &opts.ty {
+        if !ty.matches(fixed, schema) {
+            return Err(OpenError::TypeMismatch {
+                expected: ty.name.clone(),
+                found: fixed.type_name(),
+                difference: ty.difference(fixed, schema),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the creator to publish READY; returns the file length.

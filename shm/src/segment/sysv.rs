@@ -42,13 +42,13 @@ use std::time::{Duration, Instant};
 use shmlane_ring::RingLayout;
 
 use super::create::fixed_of;
-use super::open::{access, validate};
+use super::open::{access, check_wanted, read_header};
 use super::{
     Backend, CreateOptions, Liveness, Memory, OpenOptions, Segment, Spec, SysvKey, CREATOR_LOCK,
 };
 use crate::error::{CreateError, OpenError};
 use crate::header::{
-    Header, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS, STATE_INIT, STATE_READY, VERSION,
+    Header, HEADER_LEN, LOCK_BASE, MAGIC, MAX_PARTICIPANTS, STATE_INIT, STATE_READY,
 };
 use crate::sys;
 use crate::sys::errno::Errno;
@@ -281,18 +281,7 @@ impl Segment {
         // atomics and `Shared` cells, valid for any bytes.
         let header = unsafe { &*att.as_ptr().cast::<Header>() };
         wait_ready(header, st.creator_pid, opts.ready_timeout)?;
-        if header.magic.read() != MAGIC {
-            return Err(OpenError::BadMagic);
-        }
-        let version = header.version.read();
-        if version != VERSION {
-            return Err(OpenError::VersionMismatch {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        let fixed = header.fixed.read();
-        let layout = validate(&fixed, st.size)?;
+        let (fixed, layout) = read_header(header, st.size)?;
         let sems = header.sysv_sems.read().wrapping_sub(1);
         if let Err(e) = check_sems(sems, st.perm.uid) {
             // The last user may have removed the segment and its set
@@ -301,17 +290,6 @@ impl Segment {
                 return Err(OpenError::NotFound(name));
             }
             return Err(e);
-        }
-        if let Some(kind) = opts.kind {
-            if kind != layout.kind() {
-                return Err(OpenError::LayoutMismatch {
-                    field: "ring kind",
-                    detail: format!(
-                        "this side needs {kind:?}, the segment is {:?}",
-                        layout.kind()
-                    ),
-                });
-            }
         }
         // `validate` bounded the text and placed it inside the segment.
         let mut schema = vec![0u8; fixed.schema_len as usize];
@@ -324,15 +302,7 @@ impl Segment {
                     .read_volatile()
             };
         }
-        if let Some(ty) = &opts.ty {
-            if !ty.matches(&fixed, &schema) {
-                return Err(OpenError::TypeMismatch {
-                    expected: ty.name.clone(),
-                    found: fixed.type_name(),
-                    difference: ty.difference(&fixed, &schema),
-                });
-            }
-        }
+        check_wanted(opts, &layout, &fixed, &schema)?;
         if !opts.read_only {
             count_in(sems, id, &name)?;
         }
