@@ -183,6 +183,12 @@ pub use shmlane_semaphore::sigbus;
 #[cfg(not(shmlane_loom))]
 pub use shmlane_codec as codec;
 
+/// The Zenoh gateway behind `zenoh:` addresses (the `zenoh` feature): its
+/// configuration type, Zenoh itself, and loopback configurations for
+/// tests and benchmarks.
+#[cfg(all(feature = "zenoh", not(shmlane_loom)))]
+pub use shmlane_zenoh as zenoh;
+
 /// The rkyv crate shmlane archives messages with. [`macro@Message`] needs
 /// nothing else; for rkyv's own derives, write
 /// `#[rkyv(crate = shmlane::rkyv)]` (or depend on rkyv 0.8 directly).

@@ -46,6 +46,8 @@ fn colour(kind: Kind) -> &'static RGBColor {
         Kind::Signal => &RGBColor(0x9c, 0x75, 0x5f),
         Kind::Sysv => &RGBColor(0xff, 0x9d, 0xa7),
         Kind::SysvMq => &RGBColor(0xf2, 0x8e, 0x2b),
+        #[cfg(feature = "zenoh")]
+        Kind::Zenoh => &RGBColor(0xba, 0xb0, 0xac),
     }
 }
 
@@ -180,7 +182,8 @@ fn err(e: impl std::fmt::Display) -> String {
 /// [`Kind::ALL`].
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rows: &[Row]) -> Result<(), String> {
     let kinds: Vec<Kind> = Kind::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|k| rows.iter().any(|r| r.kind == *k))
         .collect();
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();

@@ -115,6 +115,34 @@ fn system_v_rows() {
     }
 }
 
+/// With the `zenoh` feature, `zenoh` rows: Zenoh pub/sub between the two
+/// processes on loopback, as every other transport is measured.
+#[cfg(feature = "zenoh")]
+#[test]
+fn zenoh_rows() {
+    let out = shmlane(&[
+        "bench",
+        "--transports",
+        "zenoh",
+        "--sizes",
+        "8,4K",
+        "--duration",
+        "2",
+        "--json",
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let rows = parse_rows(&stdout);
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in &rows {
+        assert_eq!(field(row, "transport"), "zenoh");
+        assert_eq!(field(row, "status"), "ok", "{row:?}");
+        assert!(number(row, "rtt_p50_ns") > 0.0, "{row:?}");
+        assert!(number(row, "msgs_per_s") > 0.0, "{row:?}");
+    }
+}
+
 #[test]
 fn cells_a_transport_cannot_carry_are_not_errors() {
     let out = shmlane(&[

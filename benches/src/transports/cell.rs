@@ -359,24 +359,57 @@ fn set_up_frames(
         ),
         Kind::Tcp => ("tcp:127.0.0.1:0".to_owned(), "tcp:127.0.0.1:0".to_owned()),
         Kind::Signal => ("signal:".to_owned(), "signal:".to_owned()),
+        #[cfg(feature = "zenoh")]
+        Kind::Zenoh => {
+            let key = unique("zenoh");
+            (
+                format!("zenoh:shmlane/bench/{key}/a"),
+                format!("zenoh:shmlane/bench/{key}/b"),
+            )
+        }
         Kind::Shm | Kind::Sysv | Kind::Pipe => {
             return Err("not a frame transport with addresses".into())
         }
     };
     let opts = &frame_options(kind, size);
+    // zenoh: each receiver listens on a port of its own and each sender
+    // connects to the other side's (sessions per end, direct links).
+    #[allow(unused_mut)]
+    let (mut rx_opts, mut tx_opts, mut cmd) = (opts.clone(), opts.clone(), cmd);
+    #[cfg(feature = "zenoh")]
+    if kind == Kind::Zenoh {
+        let (ours_port, theirs_port) = (free_port()?, free_port()?);
+        rx_opts = rx_opts.zenoh_config(shmlane::zenoh::loopback_config(Some(ours_port), None));
+        tx_opts = tx_opts.zenoh_config(shmlane::zenoh::loopback_config(None, Some(theirs_port)));
+        cmd.env(ZENOH_PORTS_ENV, format!("{theirs_port} {ours_port}"));
+    }
     let addr = Address::parse(&ours).map_err(|e| e.to_string())?;
-    let rx = FrameReceiver::bind(&addr, opts).map_err(|e| format!("bind {addr}: {e}"))?;
+    let rx = FrameReceiver::bind(&addr, &rx_opts).map_err(|e| format!("bind {addr}: {e}"))?;
     let mut peer = Peer::spawn(kind, size, &theirs, &rx.local_address().to_string(), cmd)?;
     let peer_addr = peer.expect("ready", deadline).map_err(|e| peer.fail(e))?;
     let to = Address::parse(&peer_addr).map_err(|e| peer.fail(e.to_string()))?;
     let tx =
-        FrameSender::connect(&to, opts).map_err(|e| peer.fail(format!("connect {to}: {e}")))?;
+        FrameSender::connect(&to, &tx_opts).map_err(|e| peer.fail(format!("connect {to}: {e}")))?;
     Ok((
         peer,
         Tx::from_frames(tx),
         Rx::from_frames(rx, Trust::validate()),
         Vec::new(),
     ))
+}
+
+/// The zenoh: peer's two ports: the one its receiver listens on, the
+/// one its sender connects to.
+#[cfg(feature = "zenoh")]
+pub(super) const ZENOH_PORTS_ENV: &str = "SHMLANE_BENCH_ZENOH_PORTS";
+
+/// A free TCP port on 127.0.0.1 (bound and let go).
+#[cfg(feature = "zenoh")]
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("a free port: {e}"))
 }
 
 /// Round trips a cell measures at least, however long they take.

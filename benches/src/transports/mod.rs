@@ -85,6 +85,9 @@ pub enum Kind {
     Sysv,
     /// A System V message queue (`sysvmq:KEY`).
     SysvMq,
+    /// Zenoh pub/sub on loopback (`zenoh:KEY`; the `zenoh` feature).
+    #[cfg(feature = "zenoh")]
+    Zenoh,
     /// TCP on 127.0.0.1 (`tcp:127.0.0.1:PORT`).
     Tcp,
     /// Queued real-time signals (`signal:PID`).
@@ -93,7 +96,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every transport, in the default order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: &'static [Kind] = &[
         Kind::Shm,
         Kind::Sysv,
         Kind::Pipe,
@@ -103,6 +106,8 @@ impl Kind {
         Kind::SysvMq,
         Kind::Tcp,
         Kind::Signal,
+        #[cfg(feature = "zenoh")]
+        Kind::Zenoh,
     ];
 
     /// The name used on the command line, in tables and in JSON.
@@ -115,6 +120,8 @@ impl Kind {
             Kind::Mq => "mq",
             Kind::Sysv => "sysv",
             Kind::SysvMq => "sysvmq",
+            #[cfg(feature = "zenoh")]
+            Kind::Zenoh => "zenoh",
             Kind::Tcp => "tcp",
             Kind::Signal => "signal",
         }
@@ -122,7 +129,7 @@ impl Kind {
 
     /// The transport called `name`.
     pub fn parse(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == name)
+        Kind::ALL.iter().copied().find(|k| k.name() == name)
     }
 
     /// Why this transport cannot carry `size`-byte messages, if it cannot.

@@ -68,11 +68,26 @@ pub(super) fn peer(kind: Kind, size: usize) -> Result<(), String> {
             if kind == Kind::Signal {
                 transport::block_signal(&opts).map_err(|e| e.to_string())?;
             }
+            #[allow(unused_mut)]
+            let (mut rx_opts, mut tx_opts) = (opts.clone(), opts.clone());
+            #[cfg(feature = "zenoh")]
+            if kind == Kind::Zenoh {
+                let ports = env(super::cell::ZENOH_PORTS_ENV)?;
+                let (listen, connect) = ports
+                    .split_once(' ')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .ok_or_else(|| format!("bad zenoh ports {ports:?}"))?;
+                rx_opts = rx_opts.zenoh_config(shmlane::zenoh::loopback_config(Some(listen), None));
+                tx_opts =
+                    tx_opts.zenoh_config(shmlane::zenoh::loopback_config(None, Some(connect)));
+            }
             let addr = Address::parse(&rx_addr).map_err(|e| e.to_string())?;
-            let rx = FrameReceiver::bind(&addr, &opts).map_err(|e| format!("bind {addr}: {e}"))?;
+            let rx =
+                FrameReceiver::bind(&addr, &rx_opts).map_err(|e| format!("bind {addr}: {e}"))?;
             println!("ready {}", rx.local_address());
             let to = Address::parse(&tx_addr).map_err(|e| e.to_string())?;
-            let tx = FrameSender::connect(&to, &opts).map_err(|e| format!("connect {to}: {e}"))?;
+            let tx =
+                FrameSender::connect(&to, &tx_opts).map_err(|e| format!("connect {to}: {e}"))?;
             (
                 Rx::from_frames(rx, Trust::validate()),
                 Tx::from_frames(tx),

@@ -47,6 +47,7 @@ use crate::output;
     cargo run --release -p shmlane-cli --features iceoryx2 -- bench --peers")]
 pub struct Args {
     /// Comma-separated subset of shm,sysv,pipe,fifo,unix,mq,sysvmq,tcp,signal
+    /// (and zenoh, when built with the `zenoh` feature)
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_kind)]
     transports: Vec<Kind>,
     /// Comma-separated message sizes, 8 B to 1 MiB, with K/M suffixes
