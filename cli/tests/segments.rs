@@ -21,8 +21,18 @@ fn line_of<'a>(text: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
 }
 
+/// Held by the tests that run `rm --stale` (which sweeps every stale
+/// segment and queue of the machine) and by those that make stale ones on
+/// purpose, so that one's sweep never takes the other's.
+static SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sweep_lock() -> std::sync::MutexGuard<'static, ()> {
+    SWEEP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn ls_stat_and_rm() {
+    let _sweep = sweep_lock();
     let pid = std::process::id();
     // Removes the kept segments even if the test fails.
     let mut cleanup = Cleanup::new();
@@ -206,6 +216,7 @@ fn sysv_segments_and_queues() {
     use shmlane::transport::{Address, FrameReceiver, Options};
     use shmlane_sys::sysv;
 
+    let _sweep = sweep_lock();
     let mut cleanup = Cleanup::new();
     let [live, stale, queue, dead_queue] = [0; 4].map(|_| {
         let k = shmlane_testkit::unique_key();

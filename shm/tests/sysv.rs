@@ -65,6 +65,13 @@ fn exists_sems(id: i32) -> bool {
 }
 
 #[test]
+fn the_test_kit_knows_where_the_set_id_is() {
+    assert_eq!(kit::SYSV_SEMS_OFFSET, offsets::SYSV_SEMS);
+    assert_eq!(shmlane_shm::SYSV_MARK, 34);
+    assert_eq!(shmlane_shm::SYSV_MARK_VALUE, 0x5353);
+}
+
+#[test]
 fn create_open_and_validate() {
     let (key, addr, _c) = fresh();
     assert_eq!(addr.to_string(), format!("sysv:{}", sysv::key_text(key)));

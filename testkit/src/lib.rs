@@ -276,6 +276,7 @@ impl Drop for Cleanup {
             unsafe {
                 let id = libc::shmget(key, 0, 0);
                 if id >= 0 {
+                    remove_segment_set(id);
                     libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
                 }
                 let id = libc::msgget(key, 0);
@@ -299,6 +300,41 @@ impl Drop for Cleanup {
             // SAFETY: a NUL-terminated name; unlinking a queue that may
             // not exist only fails.
             unsafe { libc::mq_unlink(q.as_ptr()) };
+        }
+    }
+}
+
+/// Where a `sysv:` segment's header keeps its semaphore set's id plus one
+/// (`shmlane_shm::header::offsets::SYSV_SEMS`; a test there checks they
+/// agree).
+pub const SYSV_SEMS_OFFSET: usize = 1536;
+
+/// Removes the semaphore set a shmlane System V segment names (a test's
+/// killed processes leave it behind).
+///
+/// # Safety
+///
+/// `id` is a segment id; the set is removed whoever still uses it.
+unsafe fn remove_segment_set(id: i32) {
+    // SAFETY: a read-only attachment of a live segment id, read with
+    // volatile loads within its first page and detached again; the set
+    // is removed only if it carries shmlane's mark.
+    unsafe {
+        let p = libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY);
+        if p as isize == -1 {
+            return;
+        }
+        let base = p.cast::<u8>();
+        let magic: [u8; 8] = std::array::from_fn(|i| base.add(i).read_volatile());
+        let sems = base
+            .add(SYSV_SEMS_OFFSET)
+            .cast::<i32>()
+            .read_volatile()
+            .wrapping_sub(1);
+        libc::shmdt(p);
+        // Semaphore 34 holds the mark "SS" in a segment's set.
+        if &magic == b"SHMLANE\0" && sems >= 0 && libc::semctl(sems, 34, libc::GETVAL) == 0x5353 {
+            libc::semctl(sems, 0, libc::IPC_RMID);
         }
     }
 }
@@ -346,13 +382,15 @@ pub fn has_private_shm() -> bool {
 ///
 /// If the re-run test fails (its output is in the message).
 pub fn rerun_with_private_shm(test: &str, size: &str, envs: &[(&str, String)]) -> bool {
+    // A private IPC namespace too: the re-run test's `rm --stale` and
+    // `ls` must not see (or sweep) other tests' System V objects.
     let probe = Command::new("unshare")
-        .args(["-m", "true"])
+        .args(["-m", "-i", "true"])
         .stderr(Stdio::null())
         .status();
     if !probe.is_ok_and(|s| s.success()) {
         println!(
-            "skipped {test}: `unshare -m` is not permitted here (needs root or user namespaces)"
+            "skipped {test}: `unshare -m -i` is not permitted here (needs root or user namespaces)"
         );
         return false;
     }
@@ -360,7 +398,7 @@ pub fn rerun_with_private_shm(test: &str, size: &str, envs: &[(&str, String)]) -
         "mount --make-rprivate / && mount -t tmpfs -o size={size},mode=1777 tmpfs /dev/shm && exec \"$0\" \"$@\""
     );
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "sh", "-c", &script])
+    cmd.args(["-m", "-i", "sh", "-c", &script])
         .arg(std::env::current_exe().expect("test binary path"))
         .args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
         .arg("--include-ignored")
