@@ -15,7 +15,15 @@
 //! link broke: a token may overtake the frames still in flight, as Zenoh
 //! sends declarations ahead of data). The receiver's subscriber queues at
 //! most `capacity` frames and then blocks Zenoh's reception, which
-//! pushes back to the senders.
+//! pushes back to the senders. Zenoh closes a link whose blocked
+//! publication waited longer than `wait_before_close` (5 s by default),
+//! or that heard nothing from its peer for a lease (10 s; a receiver
+//! whose queue is full stops Zenoh's reading, keep-alives included),
+//! dropping what it had queued. shmlane raises them to an hour and 60 s
+//! unless the configuration sets them: a receiver may stop reading for
+//! most of a minute and lose nothing (tested with 7 s, which the
+//! defaults did not survive); a silent network partition is found within
+//! the lease.
 //!
 //! What Zenoh guarantees, and so this gateway: reliable, ordered delivery
 //! per publisher over each hop (TCP links, Block congestion control);
@@ -245,9 +253,61 @@ fn open_session(opts: &ZOptions) -> Result<Session, ZOpenError> {
         }
         None => Config::default(),
     };
+    let config = block_longer(config)?;
     zenoh::open(config)
         .wait()
         .map_err(|e| ZOpenError::Zenoh(e.to_string()))
+}
+
+/// Where Zenoh keeps how long a blocked publication may wait for room
+/// before it closes the link, in microseconds.
+const WAIT_BEFORE_CLOSE: &str =
+    "transport/link/tx/queue/congestion_control/block/wait_before_close";
+/// Zenoh's default for it: 5 s.
+const ZENOH_WAIT_BEFORE_CLOSE_US: u64 = 5_000_000;
+/// Ours: an hour. A receiver that stops reading for longer than Zenoh's
+/// 5 s would otherwise have its senders' links closed and their queued
+/// frames dropped; backpressure should wait instead.
+const WAIT_BEFORE_CLOSE_US: u64 = 3_600_000_000;
+
+/// Where Zenoh keeps a link's lease, in milliseconds: a link that hears
+/// nothing from its peer that long is closed.
+const LEASE: &str = "transport/link/tx/lease";
+/// Zenoh's default lease: 10 s.
+const ZENOH_LEASE_MS: u64 = 10_000;
+/// Ours: 60 s. A receiver whose queue is full stops Zenoh's reading, so
+/// the peer's keep-alives go unheard; with 10 s a pause of a few seconds
+/// already closed the link (measured: 7 s did), dropping what the
+/// senders had queued. A silent network partition is found within it.
+const LEASE_MS: u64 = 60_000;
+
+/// Sets `key` to `ours` unless the configuration set it to something
+/// other than Zenoh's default `zenoh`.
+fn unless_set(config: &mut Config, key: &str, zenoh: u64, ours: u64) -> Result<(), ZOpenError> {
+    let now: Option<u64> = config
+        .get_json(key)
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    if now.is_none_or(|v| v == zenoh) {
+        config
+            .insert_json5(key, &ours.to_string())
+            .map_err(|e| ZOpenError::Config(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Raises Zenoh's block `wait_before_close` (5 s) to an hour and its
+/// link lease (10 s) to 60 s, unless the configuration set other values:
+/// backpressure waits instead of closing links.
+fn block_longer(mut config: Config) -> Result<Config, ZOpenError> {
+    unless_set(
+        &mut config,
+        WAIT_BEFORE_CLOSE,
+        ZENOH_WAIT_BEFORE_CLOSE_US,
+        WAIT_BEFORE_CLOSE_US,
+    )?;
+    unless_set(&mut config, LEASE, ZENOH_LEASE_MS, LEASE_MS)?;
+    Ok(config)
 }
 
 /// An id for an endpoint: unique in practice (the pid, a counter and the
@@ -300,7 +360,9 @@ impl Senders {
     fn seen(&mut self, id: u64) {
         self.came = true;
         if !self.ended.contains(&id) {
-            self.live.entry(id).or_insert(None);
+            // A token that comes back (a link that broke and was made
+            // again) makes its sender live again.
+            self.live.insert(id, None);
         }
     }
 
@@ -316,12 +378,15 @@ impl Senders {
         }
     }
 
-    /// Whether every sender that came is gone (ended, or its token gone
-    /// for longer than the grace).
-    fn all_gone(&mut self) -> bool {
+    /// Whether every sender that came is gone: ended, or its token gone
+    /// and no frame arrived for [`DEATH_GRACE`] since (its frames still in
+    /// flight when the token left come first; `last_frame` is the latest
+    /// arrival of any frame).
+    fn all_gone(&mut self, last_frame: Instant) -> bool {
         let now = Instant::now();
-        self.live
-            .retain(|_, gone| gone.is_none_or(|t| now.duration_since(t) < DEATH_GRACE));
+        self.live.retain(|_, gone| {
+            gone.is_none_or(|t| now.duration_since(t.max(last_frame)) < DEATH_GRACE)
+        });
         self.came && self.live.is_empty()
     }
 }
@@ -332,9 +397,14 @@ fn lock(s: &Mutex<Senders>) -> std::sync::MutexGuard<'_, Senders> {
 
 /// The receiving end: a subscriber on `KEY`.
 pub struct ZenohRx {
+    // First: dropped first, which wakes a callback blocked on a full
+    // queue, so that undeclaring the subscriber below cannot wait on it.
     events: mpsc::Receiver<Event>,
     senders: Arc<Mutex<Senders>>,
     max: usize,
+    /// When the last frame was taken (frames are taken after they arrive,
+    /// so a sender's grace never ends early by it).
+    last_frame: Instant,
     // Dropped in this order: the token, the subscribers, the session.
     _token: LivelinessToken,
     _frames: Subscriber<()>,
@@ -410,6 +480,7 @@ impl ZenohRx {
             events,
             senders,
             max: opts.max_frame,
+            last_frame: Instant::now(),
             _token: token,
             _frames: frames,
             _tokens: tokens,
@@ -440,7 +511,7 @@ impl ZenohRx {
                 Err(mpsc::TryRecvError::Empty) => {
                     // Queue empty: every frame of the senders seen so far
                     // that arrived is delivered.
-                    if lock(&self.senders).all_gone() {
+                    if lock(&self.senders).all_gone(self.last_frame) {
                         return Err(ZRecvError::Disconnected);
                     }
                     let now = Instant::now();
@@ -469,6 +540,7 @@ impl ZenohRx {
                     for slice in bytes.slices() {
                         buf.extend_from_slice(slice);
                     }
+                    self.last_frame = Instant::now();
                     return Ok(buf.len());
                 }
                 Some(Event::End(id)) => lock(&self.senders).ended(id),
@@ -634,16 +706,44 @@ mod tests {
 
     #[test]
     fn senders_are_gone_at_their_end_or_after_the_grace() {
+        let long_ago = Instant::now() - DEATH_GRACE * 2;
         let mut s = Senders::default();
-        assert!(!s.all_gone(), "nobody came yet");
+        assert!(!s.all_gone(long_ago), "nobody came yet");
         s.seen(1);
         s.seen(2);
         s.ended(1);
-        assert!(!s.all_gone());
+        assert!(!s.all_gone(long_ago));
         s.seen(1); // a late token of an ended sender
         s.token_gone(2);
-        assert!(!s.all_gone(), "within the grace");
+        assert!(!s.all_gone(long_ago), "within the grace");
         *s.live.get_mut(&2).unwrap() = Some(Instant::now() - DEATH_GRACE);
-        assert!(s.all_gone());
+        // A frame taken just now: its sender's frames may still come.
+        assert!(!s.all_gone(Instant::now()));
+        assert!(s.all_gone(long_ago));
+    }
+
+    #[test]
+    fn a_token_that_comes_back_revives_its_sender() {
+        let long_ago = Instant::now() - DEATH_GRACE * 2;
+        let mut s = Senders::default();
+        s.seen(3);
+        s.token_gone(3);
+        *s.live.get_mut(&3).unwrap() = Some(long_ago);
+        s.seen(3); // the link was made again
+        assert!(!s.all_gone(long_ago));
+    }
+
+    #[test]
+    fn blocked_publications_wait_an_hour_unless_configured() {
+        let c = block_longer(Config::default()).unwrap();
+        assert_eq!(
+            c.get_json(WAIT_BEFORE_CLOSE).unwrap().trim(),
+            WAIT_BEFORE_CLOSE_US.to_string()
+        );
+        assert_eq!(c.get_json(LEASE).unwrap().trim(), LEASE_MS.to_string());
+        let mut mine = Config::default();
+        mine.insert_json5(WAIT_BEFORE_CLOSE, "7000000").unwrap();
+        let c = block_longer(mine).unwrap();
+        assert_eq!(c.get_json(WAIT_BEFORE_CLOSE).unwrap().trim(), "7000000");
     }
 }

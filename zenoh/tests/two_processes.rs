@@ -120,3 +120,40 @@ fn nobody_listens_is_a_typed_error() {
     let e = ZenohTx::connect("shmlane/test/nobody", &opts).unwrap_err();
     assert!(e.to_string().contains("nobody listens"), "{e}");
 }
+
+/// A receiver that stops reading for longer than Zenoh's default 5 s
+/// `wait_before_close` loses nothing: its senders wait (shmlane raises
+/// the limit), then everything arrives in order.
+#[test]
+fn a_receiver_that_pauses_longer_than_zenohs_default_loses_nothing() {
+    const COUNT: u64 = 20_000;
+    let port = kit::free_port();
+    let key = format!("shmlane/test/{}", kit::unique("pause"));
+    let mut opts = options(Some(port), None);
+    opts.capacity = 16;
+    let mut rx = ZenohRx::bind(&key, &opts).unwrap();
+    let mut kid = Kid::spawn(
+        "child",
+        "send",
+        &[
+            ("PORT", port.to_string()),
+            ("KEY", key.clone()),
+            ("COUNT", COUNT.to_string()),
+        ],
+    );
+    receive_all(&mut rx, 100);
+    // The pause is the scenario, not a measurement.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut buf = Vec::new();
+    for i in 100..COUNT {
+        match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+            Ok(_) => assert!(buf == frame(i), "frame {i} differs"),
+            Err(e) => panic!("after {i} frames: {e:?}"),
+        }
+    }
+    match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+        Err(ZRecvError::Disconnected) => {}
+        other => panic!("after the last frame: {other:?}"),
+    }
+    assert!(kid.wait().success());
+}

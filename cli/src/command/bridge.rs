@@ -34,7 +34,8 @@ pub struct Args {
     /// Where they go
     #[arg(value_name = "TO", value_parser = |s: &str| endpoint::parse_target(s, false))]
     to: Target,
-    /// Drop a message TO has no room for (counted) instead of waiting
+    /// Drop a message TO has no room for (counted) instead of waiting (not
+    /// for a zenoh: TO, whose sends wait inside Zenoh)
     #[arg(long)]
     lossy: bool,
     /// Largest message (rings this command creates hold this much; the
@@ -71,13 +72,15 @@ impl Counts {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout.unwrap_or(60));
-    let opts = |target: Target| Opts {
+    let opts = |target: Target, timeout| Opts {
         target,
         max_line: args.max_message.map(|n| n as usize),
         capacity: args.capacity as usize,
-        timeout: Some(timeout),
+        timeout,
     };
-    let (from, to) = (opts(args.from), opts(args.to));
+    // The source may stay quiet as long as it likes; only TO's receiver
+    // is waited for within the timeout.
+    let (from, to) = (opts(args.from, None), opts(args.to, Some(timeout)));
     if matches!(from.addr(), Address::Signal(_)) {
         transport::block_signal(&transport::Options::new())
             .context("blocking the signal transport's signal")?;
