@@ -462,6 +462,10 @@ unsafe fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// How often an async wait looks again on a transport that has no
+/// descriptor to raise an event (`sysvmq:`, `zenoh:`).
+const NO_EVENT_RECHECK: Duration = Duration::from_millis(1);
+
 /// Calls `attempt` every `step` until it connects (`Some`), fails, or
 /// `timeout` has passed: then `NobodyListens` at `address`.
 fn connect_within<T>(
@@ -618,6 +622,14 @@ impl FrameSender {
     /// [`max_frame`](Self::max_frame), `Timeout` (nothing sent),
     /// `Disconnected` once the receiver closed or died, `Os` otherwise.
     pub fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), FrameSendError> {
+        // Checked here for every transport: none sends a byte of it.
+        let max = self.max_frame();
+        if frame.len() > max {
+            return Err(FrameSendError::TooLarge {
+                len: frame.len(),
+                max,
+            });
+        }
         match &mut self.inner {
             TxImpl::Stream(s) => s.send(frame, deadline),
             TxImpl::Mq(s) => s.send(frame, deadline),
@@ -644,9 +656,9 @@ impl FrameSender {
                 r.watch(s.queue(), PollFlags::OUT)?;
                 r.recheck = Recheck::Death;
             }
-            TxImpl::SysvMq(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
+            TxImpl::SysvMq(_) => r.recheck = Recheck::After(NO_EVENT_RECHECK),
             #[cfg(feature = "zenoh")]
-            TxImpl::Zenoh(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
+            TxImpl::Zenoh(_) => r.recheck = Recheck::After(NO_EVENT_RECHECK),
             TxImpl::Signal(_) => r.recheck = Recheck::After(signal::RETRY),
         }
         Ok(r)
@@ -870,9 +882,9 @@ impl FrameReceiver {
                 r.watch(s.queue(), PollFlags::IN)?;
                 r.recheck = Recheck::Death;
             }
-            RxImpl::SysvMq(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
+            RxImpl::SysvMq(_) => r.recheck = Recheck::After(NO_EVENT_RECHECK),
             #[cfg(feature = "zenoh")]
-            RxImpl::Zenoh(_) => r.recheck = Recheck::After(sysvmq::RECHECK),
+            RxImpl::Zenoh(_) => r.recheck = Recheck::After(NO_EVENT_RECHECK),
             RxImpl::Signal(s) => s.readiness(&mut r)?,
         }
         Ok(r)

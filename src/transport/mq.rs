@@ -270,12 +270,6 @@ impl MqTx {
         frame: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), FrameSendError> {
-        if frame.len() > self.max {
-            return Err(FrameSendError::TooLarge {
-                len: frame.len(),
-                max: self.max,
-            });
-        }
         let now = Instant::now();
         if now >= self.next_probe {
             self.next_probe = now + PROBE_EVERY;

@@ -516,12 +516,6 @@ impl SigTx {
         frame: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), FrameSendError> {
-        if frame.len() > MAX_FRAME {
-            return Err(FrameSendError::TooLarge {
-                len: frame.len(),
-                max: MAX_FRAME,
-            });
-        }
         let now = Instant::now();
         if now >= self.next_probe {
             self.next_probe = now + PROBE_EVERY;

@@ -124,12 +124,6 @@ impl StreamTx {
         frame: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), FrameSendError> {
-        if frame.len() > self.max {
-            return Err(FrameSendError::TooLarge {
-                len: frame.len(),
-                max: self.max,
-            });
-        }
         self.flush(deadline)?;
         let header = (frame.len() as u32).to_le_bytes();
         let total = header.len() + frame.len();

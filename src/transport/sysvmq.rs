@@ -52,8 +52,6 @@ const STEP: Duration = Duration::from_millis(10);
 const FULL_STEP: Duration = Duration::from_millis(1);
 /// A sender probes the receiver's semaphore at most this often.
 const PROBE_EVERY: Duration = Duration::from_millis(10);
-/// How often an async wait looks again (nothing raises an event).
-pub(crate) const RECHECK: Duration = Duration::from_millis(1);
 
 pub(crate) const RECEIVER: u16 = 0;
 pub(crate) const SENDERS: u16 = 1;
@@ -405,12 +403,6 @@ impl SysvMqTx {
         frame: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), FrameSendError> {
-        if frame.len() > self.max {
-            return Err(FrameSendError::TooLarge {
-                len: frame.len(),
-                max: self.max,
-            });
-        }
         let now = Instant::now();
         if now >= self.next_probe {
             self.next_probe = now + PROBE_EVERY;
