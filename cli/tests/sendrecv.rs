@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shmlane_testkit::{self as kit, Cleanup, Kid};
 
@@ -86,6 +86,21 @@ fn finish(mut r: Running) -> Done {
         status,
         stdout: r.stdout.map(|h| h.join().unwrap()).unwrap_or_default(),
         stderr: String::from_utf8_lossy(&r.stderr.join().unwrap()).into_owned(),
+    }
+}
+
+/// Waits until the running command has made `path`; fails (with what it
+/// said) if it exits first.
+fn until_made(r: &mut Running, path: &std::path::Path) {
+    while !path.exists() {
+        if !r.kid.is_running() {
+            panic!(
+                "exited ({:?}) before making {}",
+                r.kid.wait(),
+                path.display()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -323,13 +338,10 @@ fn interrupt_removes_what_it_created() {
     let name = cleanup.unique_shm("int");
     let dir = kit::TempDir::new("int-fifo");
     let fifo = dir.path().join("fifo");
-    let shm = start(&["recv", &format!("shm:{name}")], None, true);
-    let ff = start(&["recv", &format!("fifo:{}", fifo.display())], None, true);
-    let start = Instant::now();
-    while !(shm_path(&name).exists() && fifo.exists()) {
-        assert!(start.elapsed() < LIMIT, "never created");
-        thread::sleep(Duration::from_millis(5));
-    }
+    let mut shm = start(&["recv", &format!("shm:{name}")], None, true);
+    let mut ff = start(&["recv", &format!("fifo:{}", fifo.display())], None, true);
+    until_made(&mut shm, &shm_path(&name));
+    until_made(&mut ff, &fifo);
     for r in [&shm, &ff] {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(r.kid.pid() as i32, libc::SIGINT) };
@@ -484,7 +496,7 @@ fn bridge_counts_on_sigusr1_and_at_exit() {
     let name = cleanup.unique_shm("bridge-usr1");
     let dir = kit::TempDir::new("bridge-usr1");
     let path = dir.path().join("in.sock");
-    let run = start(
+    let mut run = start(
         &[
             "bridge",
             &format!("unix:{}", path.display()),
@@ -494,12 +506,8 @@ fn bridge_counts_on_sigusr1_and_at_exit() {
         true,
     );
     // The socket exists once the bridge bound it, after its handlers are
-    // installed. (A bound only against a hang.)
-    let start_wait = Instant::now();
-    while !path.exists() {
-        assert!(start_wait.elapsed() < LIMIT, "the bridge never bound");
-        thread::sleep(Duration::from_millis(10));
-    }
+    // installed.
+    until_made(&mut run, &path);
     let pid = run.kid.pid() as i32;
     // SAFETY: signals to our own child.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
