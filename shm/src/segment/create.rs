@@ -267,7 +267,7 @@ impl Segment {
             .map_err(CreateError::Os)?;
         let seg = Self {
             live: super::Liveness::File(file),
-            map: super::Memory::Map(map),
+            map: super::Memory::map(map),
             broken: AtomicBool::new(false),
             backend,
             fixed,

@@ -109,28 +109,57 @@ impl Liveness {
     }
 }
 
-/// The segment's bytes in this process.
+/// The segment's bytes in this process: their base (taken once, for the
+/// per-message paths, which reach the header through it) and what keeps
+/// them mapped.
 #[derive(Debug)]
-enum Memory {
+struct Memory {
+    base: NonNull<u8>,
+    owner: Owner,
+}
+
+// SAFETY: `base` is the base of the mapping or attachment `owner` holds,
+// which are Send and Sync themselves (they hand out only raw pointers);
+// the copy of their pointer adds nothing to share.
+unsafe impl Send for Memory {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Memory {}
+
+#[derive(Debug)]
+enum Owner {
     Map(Map),
-    Sysv(sys::sysv::Attachment),
+    /// Held for its drop (`shmdt`).
+    Sysv {
+        _attached: sys::sysv::Attachment,
+    },
 }
 
 impl Memory {
-    #[inline]
-    fn as_ptr(&self) -> *mut u8 {
-        match self {
-            Self::Map(m) => m.as_ptr(),
-            Self::Sysv(a) => a.as_ptr(),
+    fn map(m: Map) -> Self {
+        Self {
+            base: NonNull::new(m.as_ptr()).expect("a mapping's base is not null"),
+            owner: Owner::Map(m),
+        }
+    }
+
+    fn sysv(a: sys::sysv::Attachment) -> Self {
+        Self {
+            base: NonNull::new(a.as_ptr()).expect("an attachment's base is not null"),
+            owner: Owner::Sysv { _attached: a },
         }
     }
 
     #[inline]
+    fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    #[inline]
     fn is_broken(&self) -> bool {
-        match self {
-            Self::Map(m) => m.is_broken(),
+        match &self.owner {
+            Owner::Map(m) => m.is_broken(),
             // Nobody can shrink a System V segment.
-            Self::Sysv(_) => false,
+            Owner::Sysv { .. } => false,
         }
     }
 }

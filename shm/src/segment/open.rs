@@ -128,7 +128,7 @@ impl Segment {
         }
         Ok(Self {
             live: super::Liveness::File(file),
-            map: super::Memory::Map(map),
+            map: super::Memory::map(map),
             broken: AtomicBool::new(false),
             backend,
             fixed,

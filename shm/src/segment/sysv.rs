@@ -207,7 +207,7 @@ impl Segment {
         let fixed = fixed_of(spec, &layout, total);
         let seg = Self {
             live: Liveness::Sysv(live),
-            map: Memory::Sysv(att),
+            map: Memory::sysv(att),
             broken: AtomicBool::new(false),
             backend: Backend::Sysv { key: k, id },
             fixed,
@@ -308,7 +308,7 @@ impl Segment {
         }
         Ok(Self {
             live: Liveness::Sysv(Sems(sems)),
-            map: Memory::Sysv(att),
+            map: Memory::sysv(att),
             broken: AtomicBool::new(false),
             backend: Backend::Sysv { key: k, id },
             fixed,
