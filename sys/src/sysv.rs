@@ -716,8 +716,14 @@ mod tests {
         (0x5300_0000 | ((std::process::id() & 0xffff) << 8) | (n & 0xff)) as i32
     }
 
+    /// Held by the test that counts attachments and by the test that forks:
+    /// a child forked while a segment is attached inherits the attachment,
+    /// and the count it asserts would include the child's (CI saw 4, not 2).
+    static FORKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn segment_attaches_shares_and_is_removed() {
+        let _alone = FORKING.lock().unwrap_or_else(|e| e.into_inner());
         let k = key();
         let id = shm_create(k, 10_000, 0o600).unwrap();
         assert_eq!(
@@ -760,6 +766,7 @@ mod tests {
 
     #[test]
     fn semaphores_with_undo_are_liveness_flags() {
+        let _alone = FORKING.lock().unwrap_or_else(|e| e.into_inner());
         let id = sem_create(PRIVATE, 3, 0o600).unwrap();
         assert_eq!(sem_stat(id).unwrap().count, 3);
         // Take semaphore 1 if it is 0.
