@@ -187,7 +187,7 @@ impl Builder {
         match &self.target {
             Target::Frames(addr) => {
                 self.frames_settings(addr)?;
-                let tx = FrameSender::connect(addr, &self.transport_options())?;
+                let tx = FrameSender::connect(addr, &self.transport_options::<M>())?;
                 Ok(Sender::from_frames(tx))
             }
             _ => Ok(self.ring::<M>()?.sender()?),
@@ -208,7 +208,7 @@ impl Builder {
         match &self.target {
             Target::Frames(addr) => {
                 self.frames_settings(addr)?;
-                let rx = FrameReceiver::bind(addr, &self.transport_options())?;
+                let rx = FrameReceiver::bind(addr, &self.transport_options::<M>())?;
                 Ok(Receiver::from_frames(rx, self.trust))
             }
             _ => Ok(self.ring::<M>()?.receiver()?),
@@ -226,7 +226,7 @@ impl Builder {
         }
     }
 
-    fn transport_options(&self) -> transport::Options {
+    fn transport_options<M: Message>(&self) -> transport::Options {
         let mut opts = transport::Options::new().connect_timeout(self.open_timeout);
         if let Some(bytes) = self.message_size {
             opts = opts.max_frame(bytes);
@@ -237,6 +237,10 @@ impl Builder {
         #[cfg(feature = "zenoh")]
         if let Some(c) = &self.zenoh_config {
             opts = opts.zenoh_config(c.clone());
+        }
+        #[cfg(feature = "zenoh")]
+        {
+            opts = opts.message_type(&M::fingerprint());
         }
         opts
     }

@@ -221,6 +221,16 @@ pub enum OpenError {
     /// The Zenoh gateway could not make the endpoint (a bad key or
     /// configuration, or Zenoh failed): what it said.
     Zenoh(String),
+    /// A receiver on the `zenoh:` key carries another message type.
+    TypeMismatch {
+        /// The address.
+        address: String,
+        /// This sender's message type.
+        ours: String,
+        /// The receiver's type, as far as it is announced (a hash of its
+        /// fingerprint).
+        theirs: String,
+    },
     /// Any other failure of the operating system.
     Os(io::Error),
 }
@@ -308,6 +318,16 @@ impl fmt::Display for OpenError {
                  of main, before any thread is spawned"
             ),
             Self::Zenoh(e) => f.write_str(e),
+            Self::TypeMismatch {
+                address,
+                ours,
+                theirs,
+            } => write!(
+                f,
+                "message type mismatch: a receiver on `{address}` takes {theirs}, not this \
+                 sender's `{ours}`: build both sides with the same message type, or use \
+                 another key"
+            ),
             Self::Os(e) => write!(f, "operating system error: {e}"),
         }
     }

@@ -324,6 +324,9 @@ pub struct Options {
     rt_signal: u8,
     #[cfg(feature = "zenoh")]
     zenoh_config: Option<shmlane_zenoh::Config>,
+    /// The message type, for the transports that check it (`zenoh:`).
+    #[cfg(feature = "zenoh")]
+    type_tag: Option<shmlane_zenoh::TypeTag>,
 }
 
 impl Default for Options {
@@ -344,7 +347,27 @@ impl Options {
             rt_signal: 5,
             #[cfg(feature = "zenoh")]
             zenoh_config: None,
+            #[cfg(feature = "zenoh")]
+            type_tag: None,
         }
+    }
+
+    /// The message type these frames carry, for `zenoh:` endpoints, whose
+    /// senders and receivers refuse each other when their types differ
+    /// (the channel API sets it; frames sent through this module directly
+    /// are untyped and agree with any type).
+    #[cfg(feature = "zenoh")]
+    pub(crate) fn message_type(mut self, f: &shmlane_codec::Fingerprint) -> Self {
+        self.type_tag = Some(shmlane_zenoh::TypeTag::new(
+            f.name,
+            &[
+                &f.codec.to_le_bytes(),
+                &(f.size as u64).to_le_bytes(),
+                &(f.align as u64).to_le_bytes(),
+                f.schema.as_bytes(),
+            ],
+        ));
+        self
     }
 
     /// The Zenoh session's configuration for `zenoh:` (default: the
@@ -362,6 +385,7 @@ impl Options {
             max_frame: self.stream_max(),
             capacity: self.mq_capacity.unwrap_or(shmlane_zenoh::DEFAULT_CAPACITY),
             connect_timeout: self.connect_timeout,
+            type_tag: self.type_tag.clone(),
         }
     }
 
@@ -497,6 +521,15 @@ fn zenoh_open(e: shmlane_zenoh::ZOpenError) -> OpenError {
         shmlane_zenoh::ZOpenError::NobodyListens { address, waited } => {
             OpenError::NobodyListens { address, waited }
         }
+        shmlane_zenoh::ZOpenError::TypeMismatch {
+            address,
+            ours,
+            theirs,
+        } => OpenError::TypeMismatch {
+            address,
+            ours,
+            theirs: format!("another type (type hash {theirs:016x})"),
+        },
         other => OpenError::Zenoh(other.to_string()),
     }
 }
@@ -563,7 +596,8 @@ enum TxImpl {
     SysvMq(sysvmq::SysvMqTx),
     Signal(signal::SigTx),
     #[cfg(feature = "zenoh")]
-    Zenoh(shmlane_zenoh::ZenohTx),
+    /// Boxed: the gateway's sender is several times the others' size.
+    Zenoh(Box<shmlane_zenoh::ZenohTx>),
 }
 
 /// The sending end of a frame transport. `Send`, not `Sync`.
@@ -605,9 +639,9 @@ impl FrameSender {
             Address::SysvMq(key) => TxImpl::SysvMq(sysvmq::SysvMqTx::connect(key, opts)?),
             Address::Signal(Some(pid)) => TxImpl::Signal(signal::SigTx::connect(*pid, opts)?),
             #[cfg(feature = "zenoh")]
-            Address::Zenoh(key) => TxImpl::Zenoh(
+            Address::Zenoh(key) => TxImpl::Zenoh(Box::new(
                 shmlane_zenoh::ZenohTx::connect(key, &opts.zenoh()).map_err(zenoh_open)?,
-            ),
+            )),
             other => return Err(unsupported(other, true)),
         };
         Ok(Self::new(inner))
@@ -640,7 +674,12 @@ impl FrameSender {
                 shmlane_zenoh::ZSendError::TooLarge { len, max } => {
                     FrameSendError::TooLarge { len, max }
                 }
-                other => FrameSendError::Os(io::Error::other(other.to_string())),
+                // The gateway's error inside: `get_ref` and downcast to
+                // `shmlane_zenoh::ZSendError` for its fields.
+                e @ shmlane_zenoh::ZSendError::TypeMismatch { .. } => {
+                    FrameSendError::Os(io::Error::new(io::ErrorKind::InvalidData, e))
+                }
+                other => FrameSendError::Os(io::Error::other(other)),
             }),
             TxImpl::Signal(s) => s.send(frame, deadline),
         }
@@ -862,10 +901,9 @@ impl FrameReceiver {
             RxImpl::Zenoh(s) => s.recv(buf, deadline).map_err(|e| match e {
                 shmlane_zenoh::ZRecvError::Timeout => FrameRecvError::Timeout,
                 shmlane_zenoh::ZRecvError::Disconnected => FrameRecvError::Disconnected,
-                other => FrameRecvError::Os(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    other.to_string(),
-                )),
+                // The gateway's error inside (`TooLarge`, `TypeMismatch`):
+                // `get_ref` and downcast to `shmlane_zenoh::ZRecvError`.
+                other => FrameRecvError::Os(io::Error::new(io::ErrorKind::InvalidData, other)),
             }),
             RxImpl::Signal(s) => s.recv(buf, deadline),
         }

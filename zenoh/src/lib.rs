@@ -4,11 +4,13 @@
 //! `Disconnected` once every sender is gone and its frames delivered).
 //!
 //! A [`ZenohRx`] subscribes to `KEY` and announces itself with a
-//! liveliness token `KEY/@shmlane/rx/ID`; a [`ZenohTx`] waits (up to its
-//! connect timeout) for such a token, publishes each frame on `KEY` with
+//! liveliness token `KEY/@shmlane/rx/ID/TAG` (TAG: its message type's
+//! [`TypeTag`] hash, or `any`); a [`ZenohTx`] waits (up to its connect
+//! timeout) for such a token, refuses to connect when a receiver's tag
+//! differs from its own, publishes each frame on `KEY` with
 //! `CongestionControl::Block` (a full path slows the sender, nothing is
 //! dropped), its 8-byte id as the first frame's attachment, holds a token
-//! `KEY/@shmlane/tx/ID`, and on drop publishes an in-band end marker (a
+//! `KEY/@shmlane/tx/ID/TAG`, and on drop publishes an in-band end marker (a
 //! `delete` on `KEY` carrying its id), which travels behind its last
 //! frame. The receiver counts a sender gone at its end marker, or
 //! [`DEATH_GRACE`] after its token disappears (its process died or its
@@ -31,6 +33,17 @@
 //! published while no route existed (between a link breaking and Zenoh
 //! reconnecting), are lost. Every subscriber under the key gets every
 //! frame (a second receiver is a second copy, not a second consumer).
+//!
+//! Message types: a sender refuses a receiver of another type at connect
+//! ([`ZOpenError::TypeMismatch`]), and stops sending while one that came
+//! later is on the key ([`ZSendError::TypeMismatch`]); a receiver reports
+//! each sender of another type once ([`ZRecvError::TypeMismatch`]) and
+//! does not wait for it. A receiver that joins while a sender is
+//! publishing can be handed that sender's frames until the sender sees
+//! its token (the subscriber is declared first). The channel API
+//! validates every frame from a kernel transport, this one included, so
+//! such a frame is refused or read as a valid value of the receiver's
+//! type, never read out of bounds.
 //!
 //! Sessions are configured by a [`Config`]: the one in [`ZOptions`], else
 //! the file named by `ZENOH_CONFIG`, else Zenoh's default (a peer that
@@ -74,6 +87,58 @@ pub struct ZOptions {
     pub capacity: usize,
     /// How long a sender waits for a receiver to appear.
     pub connect_timeout: Duration,
+    /// The message type this endpoint carries (`None`: any). Senders and
+    /// receivers whose tags differ refuse each other.
+    pub type_tag: Option<TypeTag>,
+}
+
+/// What a receiver and a sender check they agree on: a hash of the
+/// message type's fingerprint, announced in each endpoint's liveliness
+/// token, and the type's name for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeTag {
+    /// The type's name, as this side knows it.
+    pub name: String,
+    /// A hash of what both sides must agree on (the structure, size,
+    /// alignment and codec; not the name).
+    pub hash: u64,
+}
+
+impl TypeTag {
+    /// A tag from a name and the parts of a fingerprint that must agree,
+    /// hashed with FNV-1a.
+    pub fn new(name: &str, parts: &[&[u8]]) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in parts {
+            // The length first, so that parts cannot run into each other.
+            for b in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        Self {
+            name: name.to_owned(),
+            hash: h,
+        }
+    }
+}
+
+/// A tag as a token's last chunk: 16 hex digits, or `any`.
+fn tag_chunk(tag: Option<&TypeTag>) -> String {
+    tag.map_or_else(|| "any".to_owned(), |t| format!("{:016x}", t.hash))
+}
+
+/// A token's tag: `None` for `any` (or a chunk that is not a tag, which
+/// no shmlane endpoint writes).
+fn chunk_tag(chunk: &str) -> Option<u64> {
+    u64::from_str_radix(chunk, 16).ok()
+}
+
+/// Whether endpoints with these tags may talk.
+fn agree(ours: Option<&TypeTag>, theirs: Option<u64>) -> bool {
+    match (ours, theirs) {
+        (Some(o), Some(t)) => o.hash == t,
+        _ => true,
+    }
 }
 
 impl Default for ZOptions {
@@ -83,6 +148,7 @@ impl Default for ZOptions {
             max_frame: DEFAULT_MAX_FRAME,
             capacity: DEFAULT_CAPACITY,
             connect_timeout: Duration::from_secs(5),
+            type_tag: None,
         }
     }
 }
@@ -108,6 +174,15 @@ pub enum ZOpenError {
         /// How long the sender waited.
         waited: Duration,
     },
+    /// A receiver on the key carries another message type.
+    TypeMismatch {
+        /// `zenoh:KEY`.
+        address: String,
+        /// This sender's type.
+        ours: String,
+        /// The receiver's type hash (its name is not announced).
+        theirs: u64,
+    },
     /// Zenoh failed.
     Zenoh(String),
 }
@@ -131,6 +206,16 @@ impl fmt::Display for ZOpenError {
                  check that both sessions reach each other (connect/listen endpoints, \
                  scouting), or raise the connect timeout"
             ),
+            Self::TypeMismatch {
+                address,
+                ours,
+                theirs,
+            } => write!(
+                f,
+                "a receiver on `{address}` takes another message type (type hash \
+                 {theirs:016x}) than this sender's `{ours}`: build both sides with the same \
+                 message type, or use another key"
+            ),
             Self::Zenoh(e) => write!(f, "Zenoh: {e}"),
         }
     }
@@ -151,6 +236,14 @@ pub enum ZSendError {
         /// The max frame.
         max: usize,
     },
+    /// A receiver of another message type is on the key (it came after
+    /// this sender connected); nothing was sent.
+    TypeMismatch {
+        /// This sender's type.
+        ours: String,
+        /// The receiver's type hash.
+        theirs: u64,
+    },
     /// Zenoh failed.
     Zenoh(String),
 }
@@ -162,6 +255,11 @@ impl fmt::Display for ZSendError {
             Self::TooLarge { len, max } => {
                 write!(f, "a frame of {len} bytes is larger than the max of {max}")
             }
+            Self::TypeMismatch { ours, theirs } => write!(
+                f,
+                "a receiver of another message type (type hash {theirs:016x}) than this \
+                 sender's `{ours}` is on the key; nothing is sent while it is there"
+            ),
             Self::Zenoh(e) => write!(f, "Zenoh: {e}"),
         }
     }
@@ -184,6 +282,15 @@ pub enum ZRecvError {
         /// The max frame.
         max: usize,
     },
+    /// A sender of another message type came (reported once per such
+    /// sender; it sends nothing while this receiver is there, and does not
+    /// count as a sender for `Disconnected`).
+    TypeMismatch {
+        /// This receiver's type.
+        ours: String,
+        /// The sender's type hash.
+        theirs: u64,
+    },
 }
 
 impl fmt::Display for ZRecvError {
@@ -194,6 +301,12 @@ impl fmt::Display for ZRecvError {
             Self::TooLarge { len, max } => write!(
                 f,
                 "a Zenoh frame of {len} bytes above the max of {max} was dropped"
+            ),
+            Self::TypeMismatch { ours, theirs } => write!(
+                f,
+                "a sender of another message type (type hash {theirs:016x}) than this \
+                 receiver's `{ours}` came on the key: build both sides with the same message \
+                 type"
             ),
         }
     }
@@ -328,10 +441,12 @@ fn new_id() -> u64 {
     h.max(1)
 }
 
-/// The id in the last chunk of a token's key (16 hex digits).
-fn token_id(sample: &Sample) -> Option<u64> {
-    let key = sample.key_expr().as_str();
-    u64::from_str_radix(key.rsplit('/').next()?, 16).ok()
+/// The id and the tag in the last two chunks of a token's key
+/// (`…/ID/TAG`: 16 hex digits, and 16 more or `any`).
+fn token_id(sample: &Sample) -> Option<(u64, Option<u64>)> {
+    let mut chunks = sample.key_expr().as_str().rsplit('/');
+    let tag = chunk_tag(chunks.next()?);
+    Some((u64::from_str_radix(chunks.next()?, 16).ok()?, tag))
 }
 
 fn attachment_id(sample: &Sample) -> Option<u64> {
@@ -354,16 +469,31 @@ struct Senders {
     live: HashMap<u64, Option<Instant>>,
     /// Senders whose end marker came (a late token does not revive them).
     ended: HashSet<u64>,
+    /// Senders of another message type (never live), and the tags of
+    /// those not reported yet.
+    mismatched: HashSet<u64>,
+    unreported: Vec<u64>,
 }
 
 impl Senders {
     fn seen(&mut self, id: u64) {
+        if self.mismatched.contains(&id) {
+            return;
+        }
         self.came = true;
         if !self.ended.contains(&id) {
             // A token that comes back (a link that broke and was made
             // again) makes its sender live again.
             self.live.insert(id, None);
         }
+    }
+
+    /// A sender of another type: reported once, never counted.
+    fn mismatch(&mut self, id: u64, tag: u64) {
+        if self.mismatched.insert(id) {
+            self.unreported.push(tag);
+        }
+        self.live.remove(&id);
     }
 
     fn ended(&mut self, id: u64) {
@@ -402,6 +532,7 @@ pub struct ZenohRx {
     events: mpsc::Receiver<Event>,
     senders: Arc<Mutex<Senders>>,
     max: usize,
+    tag: Option<TypeTag>,
     /// When the last frame was taken (frames are taken after they arrive,
     /// so a sender's grace never ends early by it).
     last_frame: Instant,
@@ -458,28 +589,39 @@ impl ZenohRx {
             .wait()
             .map_err(z)?;
         let s = Arc::clone(&senders);
+        let ours = opts.type_tag.clone();
         let tokens = session
             .liveliness()
-            .declare_subscriber(format!("{key}/@shmlane/tx/*"))
+            .declare_subscriber(format!("{key}/@shmlane/tx/*/*"))
             .history(true)
             .callback(move |sample: Sample| {
-                let Some(id) = token_id(&sample) else { return };
-                match sample.kind() {
-                    SampleKind::Put => lock(&s).seen(id),
-                    SampleKind::Delete => lock(&s).token_gone(id),
+                let Some((id, tag)) = token_id(&sample) else {
+                    return;
+                };
+                match (sample.kind(), tag) {
+                    (SampleKind::Put, Some(t)) if !agree(ours.as_ref(), tag) => {
+                        lock(&s).mismatch(id, t)
+                    }
+                    (SampleKind::Put, _) => lock(&s).seen(id),
+                    (SampleKind::Delete, _) => lock(&s).token_gone(id),
                 }
             })
             .wait()
             .map_err(z)?;
         let token = session
             .liveliness()
-            .declare_token(format!("{key}/@shmlane/rx/{:016x}", new_id()))
+            .declare_token(format!(
+                "{key}/@shmlane/rx/{:016x}/{}",
+                new_id(),
+                tag_chunk(opts.type_tag.as_ref())
+            ))
             .wait()
             .map_err(z)?;
         Ok(Self {
             events,
             senders,
             max: opts.max_frame,
+            tag: opts.type_tag.clone(),
             last_frame: Instant::now(),
             _token: token,
             _frames: frames,
@@ -505,6 +647,15 @@ impl ZenohRx {
         deadline: Option<Instant>,
     ) -> Result<usize, ZRecvError> {
         loop {
+            if let Some(theirs) = lock(&self.senders).unreported.pop() {
+                return Err(ZRecvError::TypeMismatch {
+                    ours: self
+                        .tag
+                        .as_ref()
+                        .map_or_else(String::new, |t| t.name.clone()),
+                    theirs,
+                });
+            }
             let event = match self.events.try_recv() {
                 Ok(e) => Some(e),
                 Err(mpsc::TryRecvError::Disconnected) => return Err(ZRecvError::Disconnected),
@@ -554,7 +705,19 @@ impl ZenohRx {
 #[derive(Default)]
 struct Receivers {
     seen: bool,
-    live: HashSet<u64>,
+    /// Live receivers, with their tags.
+    live: HashMap<u64, Option<u64>>,
+}
+
+impl Receivers {
+    /// The tag of a live receiver this sender's tag disagrees with.
+    fn disagreeing(&self, ours: Option<&TypeTag>) -> Option<u64> {
+        self.live
+            .values()
+            .find(|t| !agree(ours, **t))
+            .copied()
+            .flatten()
+    }
 }
 
 /// The sending end: a publisher on `KEY`.
@@ -568,6 +731,7 @@ pub struct ZenohTx {
     introduced: bool,
     receivers: Arc<Mutex<Receivers>>,
     max: usize,
+    tag: Option<TypeTag>,
     _token: LivelinessToken,
     _watch: Subscriber<()>,
     _session: Session,
@@ -595,15 +759,17 @@ impl ZenohTx {
         let r = Arc::clone(&receivers);
         let watch = session
             .liveliness()
-            .declare_subscriber(format!("{key}/@shmlane/rx/*"))
+            .declare_subscriber(format!("{key}/@shmlane/rx/*/*"))
             .history(true)
             .callback(move |sample: Sample| {
-                let Some(id) = token_id(&sample) else { return };
+                let Some((id, tag)) = token_id(&sample) else {
+                    return;
+                };
                 let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
                 match sample.kind() {
                     SampleKind::Put => {
                         r.seen = true;
-                        r.live.insert(id);
+                        r.live.insert(id, tag);
                     }
                     SampleKind::Delete => {
                         r.live.remove(&id);
@@ -613,8 +779,21 @@ impl ZenohTx {
             .wait()
             .map_err(z)?;
         loop {
-            if receivers.lock().unwrap_or_else(|e| e.into_inner()).seen {
-                break;
+            {
+                let r = receivers.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(theirs) = r.disagreeing(opts.type_tag.as_ref()) {
+                    return Err(ZOpenError::TypeMismatch {
+                        address: format!("zenoh:{key}"),
+                        ours: opts
+                            .type_tag
+                            .as_ref()
+                            .map_or_else(String::new, |t| t.name.clone()),
+                        theirs,
+                    });
+                }
+                if r.seen {
+                    break;
+                }
             }
             if start.elapsed() >= opts.connect_timeout {
                 return Err(ZOpenError::NobodyListens {
@@ -632,7 +811,10 @@ impl ZenohTx {
         let id = new_id();
         let token = session
             .liveliness()
-            .declare_token(format!("{key}/@shmlane/tx/{id:016x}"))
+            .declare_token(format!(
+                "{key}/@shmlane/tx/{id:016x}/{}",
+                tag_chunk(opts.type_tag.as_ref())
+            ))
             .wait()
             .map_err(z)?;
         Ok(Self {
@@ -641,6 +823,7 @@ impl ZenohTx {
             introduced: false,
             receivers,
             max: opts.max_frame,
+            tag: opts.type_tag.clone(),
             _token: token,
             _watch: watch,
             _session: session,
@@ -669,6 +852,15 @@ impl ZenohTx {
             let r = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
             if r.seen && r.live.is_empty() {
                 return Err(ZSendError::Disconnected);
+            }
+            if let Some(theirs) = r.disagreeing(self.tag.as_ref()) {
+                return Err(ZSendError::TypeMismatch {
+                    ours: self
+                        .tag
+                        .as_ref()
+                        .map_or_else(String::new, |t| t.name.clone()),
+                    theirs,
+                });
             }
         }
         let put = self.publisher.put(frame.to_vec());
@@ -719,6 +911,41 @@ mod tests {
         *s.live.get_mut(&2).unwrap() = Some(Instant::now() - DEATH_GRACE);
         // A frame taken just now: its sender's frames may still come.
         assert!(!s.all_gone(Instant::now()));
+        assert!(s.all_gone(long_ago));
+    }
+
+    #[test]
+    fn tags_agree_when_equal_or_either_is_any() {
+        let a = TypeTag::new("A", &[b"x", b"y"]);
+        let b = TypeTag::new("B", &[b"x", b"y"]);
+        let c = TypeTag::new("A", &[b"xy"]);
+        assert_eq!(a.hash, b.hash, "the name is not hashed");
+        assert_ne!(a.hash, c.hash, "parts do not run into each other");
+        assert!(agree(Some(&a), Some(b.hash)));
+        assert!(!agree(Some(&a), Some(c.hash)));
+        assert!(agree(None, Some(c.hash)) && agree(Some(&a), None) && agree(None, None));
+        assert_eq!(chunk_tag(&tag_chunk(Some(&a))), Some(a.hash));
+        assert_eq!(chunk_tag(&tag_chunk(None)), None);
+        let mut r = Receivers::default();
+        r.live.insert(1, Some(a.hash));
+        r.live.insert(2, None);
+        assert_eq!(r.disagreeing(Some(&b)), None);
+        r.live.insert(3, Some(c.hash));
+        assert_eq!(r.disagreeing(Some(&a)), Some(c.hash));
+        assert_eq!(r.disagreeing(None), None);
+    }
+
+    #[test]
+    fn a_sender_of_another_type_is_reported_once_and_never_waited_for() {
+        let long_ago = Instant::now() - DEATH_GRACE * 2;
+        let mut s = Senders::default();
+        s.mismatch(7, 0xabc);
+        s.mismatch(7, 0xabc);
+        s.seen(7); // its first frame, in a race
+        assert_eq!(s.unreported, [0xabc]);
+        assert!(!s.all_gone(long_ago), "nobody of this type came");
+        s.seen(8);
+        s.ended(8);
         assert!(s.all_gone(long_ago));
     }
 

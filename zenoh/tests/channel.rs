@@ -1,14 +1,17 @@
 //! The channel API over `zenoh:` between two real processes on loopback
 //! (explicit endpoints, scouting off): 100,000 rkyv messages arrive
 //! checked, complete and in order, then `Disconnected`; a killed sender
-//! is seen gone after its messages. This binary re-runs itself as the
+//! is seen gone after its messages; senders and receivers of different
+//! message types refuse each other. This binary re-runs itself as the
 //! sender.
 
 use std::time::Duration;
 
 use shmlane::codec::sample::Order;
-use shmlane::ipc::{Builder, Rkyv};
+use shmlane::ipc::{Builder, Bytes, ConnectError, RecvMsgError, Rkyv, SendMsgError};
+use shmlane::transport::OpenError;
 use shmlane_testkit::{self as kit, Kid};
+use shmlane_zenoh::{ZRecvError, ZSendError};
 
 const MESSAGES: u64 = 100_000;
 
@@ -94,4 +97,84 @@ fn a_hundred_thousand_rkyv_messages_checked_and_in_order() {
 #[test]
 fn a_killed_sender_is_disconnected_after_its_messages() {
     run("hold", 1000);
+}
+
+/// Many more tries than loopback ever needs, so that a broken build fails
+/// instead of hanging.
+const TRIES: u32 = 12_000;
+
+/// A sender of another message type is refused at connect, with both
+/// types named; a receiver of another type that comes later stops the
+/// sender (a typed error inside `SendMsgError::Io`) until it goes, and is
+/// told about the sender (inside `RecvMsgError::Io`).
+#[test]
+fn senders_and_receivers_of_different_types_refuse_each_other() {
+    let (p1, p2) = (kit::free_port(), kit::free_port());
+    let key = format!("shmlane/test/{}", kit::unique("types"));
+    let orders = builder(&key, Some(p1), None)
+        .receiver::<Rkyv<Order>>()
+        .unwrap();
+    match builder(&key, None, Some(p1)).sender::<u64>() {
+        Err(ConnectError::Transport(e @ OpenError::TypeMismatch { .. })) => {
+            let text = e.to_string();
+            assert!(text.contains("u64") && text.contains("type hash"), "{text}");
+        }
+        other => panic!("a u64 sender to an Order receiver: {other:?}"),
+    }
+    // The same type connects. It also listens, for the receiver below.
+    let tx = builder(&key, Some(p2), Some(p1))
+        .sender::<Rkyv<Order>>()
+        .unwrap();
+    tx.send(&Order::sample(0)).unwrap();
+    assert_eq!(orders.recv_ref().unwrap().id.to_native(), 0);
+
+    let words = builder(&key, None, Some(p2)).receiver::<Bytes>().unwrap();
+    let mut sent = 1;
+    let refused = (0..TRIES)
+        .find_map(|_| match tx.send(&Order::sample(sent)) {
+            Ok(()) => {
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            }
+            Err(SendMsgError::Io(e)) => Some(e),
+            Err(e) => panic!("{e:?}"),
+        })
+        .expect("the sender never saw the receiver of another type");
+    let inner = refused
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ZSendError>());
+    assert!(
+        matches!(inner, Some(ZSendError::TypeMismatch { ours, .. }) if ours.contains("Order")),
+        "{refused}"
+    );
+    // The receiver of another type is told (after any frames that reached
+    // it before the sender saw it: raw bytes take anything).
+    let told = (0..TRIES)
+        .find_map(|_| match words.recv_timeout(Duration::from_secs(60)) {
+            Ok(_) => None,
+            Err(RecvMsgError::Io(e)) => Some(e),
+            Err(e) => panic!("{e:?}"),
+        })
+        .expect("the receiver was never told");
+    let inner = told.get_ref().and_then(|e| e.downcast_ref::<ZRecvError>());
+    assert!(
+        matches!(inner, Some(ZRecvError::TypeMismatch { ours, .. }) if ours == "bytes"),
+        "{told}"
+    );
+    // Once it is gone, sending goes on, in order, to the Order receiver.
+    drop(words);
+    (0..TRIES)
+        .find(|_| {
+            let ok = tx.send(&Order::sample(sent)).is_ok();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            ok
+        })
+        .expect("the sender never resumed");
+    let ids: Vec<u64> = (1..=sent)
+        .map(|_| orders.recv_ref().unwrap().id.to_native())
+        .collect();
+    assert_eq!(ids, (1..=sent).collect::<Vec<_>>());
 }
