@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use shmlane::ipc::{Bytes, Channel, Receiver, RecvMsgError, SendMsgError, Sender};
+use shmlane::ipc::{
+    Bytes, Channel, ConnectError, Receiver, RecvMsgError, Role, SendMsgError, Sender,
+};
 use shmlane::transport::{self, Address};
 
 use crate::endpoint::{self, Opts, Target, STEP};
@@ -18,7 +20,9 @@ use crate::signals;
 /// counts (forwarded, dropped) go to stderr on SIGUSR1 and at exit.
 /// Ctrl-C stops taking from FROM and delivers the message in hand first
 /// (a second Ctrl-C ends at once). It exits 0 once FROM's senders are
-/// gone and everything is forwarded, 1 if TO's receivers went first.
+/// gone and everything is forwarded, 1 if TO's receivers went first;
+/// with --reconnect it waits for new ones instead, and delivers the
+/// message in hand to TO's next receiver.
 ///
 /// Messages go as bytes: rings must carry bytes (as `shmlane send` and
 /// `recv` make them); the receiving end checks each message as it would
@@ -49,6 +53,11 @@ pub struct Args {
     /// Give up (exit 1) when TO has no receiver within SECS (default 60)
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
+    /// Outlive the peers: when FROM's senders are gone, wait for new ones;
+    /// when TO's receivers are gone, wait (without a limit) for a new one
+    /// and deliver the message in hand to it. Ends on a signal only.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 fn is_ring(addr: &Address) -> bool {
@@ -103,10 +112,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("shmlane bridge: listening on {local}");
         }
     }
+    let mut to_ring = None;
     let tx: Sender<Bytes> = if is_ring(to.addr()) {
         let chan = endpoint::open_or_create(&to)?;
         let tx = chan.sender().with_context(|| to.text().to_owned())?;
-        chans.push(chan);
+        to_ring = Some(chan);
         tx
     } else {
         endpoint::frames_builder(&to)?
@@ -123,20 +133,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         forwarded: 0,
         dropped: 0,
     };
-    let result = forward(&rx, &tx, args.lossy, &mut counts, &from, &to);
+    let mut tx = tx;
+    let how = How {
+        lossy: args.lossy,
+        reconnect: args.reconnect,
+    };
+    let result = forward(
+        &rx,
+        &mut tx,
+        how,
+        &mut counts,
+        &from,
+        (&to, to_ring.as_ref()),
+    );
     counts.say(from.text(), to.text());
     result
 }
 
+/// The forwarding options.
+#[derive(Clone, Copy)]
+struct How {
+    lossy: bool,
+    reconnect: bool,
+}
+
 fn forward(
     rx: &Receiver<Bytes>,
-    tx: &Sender<Bytes>,
-    lossy: bool,
+    tx: &mut Sender<Bytes>,
+    how: How,
     counts: &mut Counts,
     from: &Opts,
-    to: &Opts,
+    (to, to_ring): (&Opts, Option<&Channel<Bytes>>),
 ) -> anyhow::Result<()> {
     let start = Instant::now();
+    // Whether FROM's senders are gone (said once per time, with --reconnect).
+    let mut source_gone = false;
     loop {
         if signals::take_usr1() {
             counts.say(from.text(), to.text());
@@ -151,14 +182,32 @@ fn forward(
                 }
                 continue;
             }
+            Err(RecvMsgError::Disconnected) if how.reconnect => {
+                if !source_gone {
+                    source_gone = true;
+                    eprintln!(
+                        "shmlane bridge: {}'s senders are gone; waiting for new ones (--reconnect)",
+                        from.text()
+                    );
+                }
+                std::thread::sleep(STEP);
+                continue;
+            }
             Err(RecvMsgError::Disconnected) => return Ok(()),
             Err(e) => return Err(e).with_context(|| format!("receiving from {}", from.text())),
         };
+        source_gone = false;
         let msg: &[u8] = &held;
-        if lossy {
+        if how.lossy {
             match tx.try_send(msg) {
                 Ok(()) => counts.forwarded += 1,
                 Err(SendMsgError::Full) => counts.dropped += 1,
+                Err(e) if how.reconnect && e.is_disconnected() => {
+                    // Dropped, as a full TO's would be; a new receiver
+                    // gets the next ones.
+                    counts.dropped += 1;
+                    reconnect(tx, to, to_ring)?;
+                }
                 Err(e) => return delivery_failed(e, to),
             }
             continue;
@@ -175,11 +224,52 @@ fn forward(
                         counts.say(from.text(), to.text());
                     }
                 }
+                Err(e) if how.reconnect && e.is_disconnected() => reconnect(tx, to, to_ring)?,
                 Err(e) => return delivery_failed(e, to),
             }
         }
     }
 }
+
+/// With --reconnect, once TO's receivers are gone: waits (as long as it
+/// takes; a second Ctrl-C ends it) until TO has a receiver again. A ring
+/// is the same ring (its next receiver attaches to it); a transport's
+/// sender is made again.
+fn reconnect(
+    tx: &mut Sender<Bytes>,
+    to: &Opts,
+    to_ring: Option<&Channel<Bytes>>,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "shmlane bridge: {}'s receivers are gone; waiting for a new one (--reconnect)",
+        to.text()
+    );
+    loop {
+        if let Some(chan) = to_ring {
+            if chan.segment().live_count(Role::Receiver) > 0 {
+                eprintln!("shmlane bridge: {} has a receiver again", to.text());
+                return Ok(());
+            }
+            std::thread::sleep(STEP);
+            continue;
+        }
+        match endpoint::frames_builder(to)?
+            .open_timeout(RECONNECT_WAIT)
+            .sender::<Bytes>()
+        {
+            Ok(new) => {
+                *tx = new;
+                eprintln!("shmlane bridge: {} has a receiver again", to.text());
+                return Ok(());
+            }
+            Err(ConnectError::Transport(transport::OpenError::NobodyListens { .. })) => {}
+            Err(e) => return Err(e).with_context(|| format!("reconnecting to {}", to.text())),
+        }
+    }
+}
+
+/// How long one attempt to reconnect waits for a receiver.
+const RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 fn delivery_failed(e: SendMsgError, to: &Opts) -> anyhow::Result<()> {
     if e.is_disconnected() {
