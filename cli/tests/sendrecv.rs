@@ -700,22 +700,15 @@ fn a_bridge_with_reconnect_outlives_a_killed_peer_and_resumes() {
     // Kill the first near bridge once lines came through it; once the far
     // bridge has seen its sender gone (where it would exit without
     // --reconnect), start another.
-    for polls in 0.. {
-        if out.lock().unwrap().len() > 1000 {
-            break;
-        }
-        assert!(polls < 12_000, "no line came through the first bridge");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("no line came through the first bridge", None, || {
+        out.lock().unwrap().len() > 1000
+    });
     near.kid.kill();
-    for polls in 0.. {
-        if far_said("senders are gone; waiting for new ones") {
-            break;
-        }
-        assert!(far.is_running(), "the far bridge exited");
-        assert!(polls < 12_000, "the far bridge never saw its sender go");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the far bridge never saw its sender go",
+        Some(&mut far),
+        || far_said("senders are gone; waiting for new ones"),
+    );
     let near = start_with_env(
         &["bridge", &a, &key],
         None,
@@ -731,24 +724,11 @@ fn a_bridge_with_reconnect_outlives_a_killed_peer_and_resumes() {
     const STEP: Duration = Duration::from_millis(100);
     let last = format!("\n{}\n", n - 1);
     // Bounded only against a hang (a guard, not a timing assertion).
-    for polls in 0.. {
-        if out.lock().unwrap().ends_with(last.as_bytes()) {
-            break;
-        }
-        assert!(recv.is_running(), "recv ended before the last line");
-        assert!(polls < 12_000, "the last line never came");
-        thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(far.pid() as i32, libc::SIGINT) };
-    let status = far.wait_timeout(LIMIT);
-    far_reader.join().unwrap();
-    let far_stderr = String::from_utf8_lossy(&said.lock().unwrap()).into_owned();
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(130),
-        "far bridge: {far_stderr}"
-    );
+    wait_until("the last line never came", Some(&mut recv), || {
+        out.lock().unwrap().ends_with(last.as_bytes())
+    });
+    let (code, far_stderr) = interrupt(far, far_reader, &said);
+    assert_eq!(code, Some(130), "far bridge: {far_stderr}");
     assert!(recv.wait_timeout(LIMIT).is_some_and(|s| s.success()));
     reader.join().unwrap();
     let numbers: Vec<u64> = String::from_utf8(out.lock().unwrap().clone())
@@ -770,6 +750,38 @@ fn a_bridge_with_reconnect_outlives_a_killed_peer_and_resumes() {
         numbers.len(),
         far_stderr
     );
+}
+
+/// Polls `done` until it holds; panics saying `never` if `kid` exits
+/// first, or after 12,000 polls 10 ms apart (only against a hang, not a
+/// timing assertion).
+#[cfg(feature = "zenoh")]
+fn wait_until(never: &str, mut kid: Option<&mut Kid>, mut done: impl FnMut() -> bool) {
+    for polls in 0.. {
+        if done() {
+            return;
+        }
+        if let Some(kid) = kid.as_mut() {
+            assert!(kid.is_running(), "{never}: it exited");
+        }
+        assert!(polls < 12_000, "{never}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ctrl-C (SIGINT) to `kid`; its exit code and what `reader` collected.
+#[cfg(feature = "zenoh")]
+fn interrupt(
+    mut kid: Kid,
+    reader: JoinHandle<()>,
+    said: &std::sync::Mutex<Vec<u8>>,
+) -> (Option<i32>, String) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(kid.pid() as i32, libc::SIGINT) };
+    let status = kid.wait_timeout(LIMIT);
+    reader.join().unwrap();
+    let said = String::from_utf8_lossy(&said.lock().unwrap()).into_owned();
+    (status.and_then(|s| s.code()), said)
 }
 
 /// `shmlane ARGS` with `envs`, its stdout (or with `stderr`, its stderr)
@@ -841,26 +853,19 @@ fn a_bridge_with_reconnect_waits_for_a_new_receiver() {
         }
     });
     // Kill the first receiver once lines came through it.
-    for polls in 0.. {
-        if first_out.lock().unwrap().len() > 1000 {
-            break;
-        }
-        assert!(polls < 12_000, "no line reached the first receiver");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("no line reached the first receiver", None, || {
+        first_out.lock().unwrap().len() > 1000
+    });
     first.kill();
     first.wait();
     first_reader.join().unwrap();
     // Once the bridge saw it gone (where it would exit without
     // --reconnect), a second receiver.
-    for polls in 0.. {
-        if bridge_said("receivers are gone; waiting for a new one") {
-            break;
-        }
-        assert!(bridge.is_running(), "the bridge exited");
-        assert!(polls < 12_000, "the bridge never saw its receiver go");
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the bridge never saw its receiver go",
+        Some(&mut bridge),
+        || bridge_said("receivers are gone; waiting for a new one"),
+    );
     let (mut second, second_out, second_reader) =
         streaming(&["recv", &key], &[("ZENOH_CONFIG", &listen)], false);
     send.join().unwrap();
@@ -868,20 +873,11 @@ fn a_bridge_with_reconnect_waits_for_a_new_receiver() {
     // With --reconnect the bridge waits for the next sender forever: once
     // the last line is out, Ctrl-C ends it, which ends the receiver.
     let last = format!("\n{}\n", n - 1);
-    for polls in 0.. {
-        if second_out.lock().unwrap().ends_with(last.as_bytes()) {
-            break;
-        }
-        assert!(second.is_running(), "the second receiver ended early");
-        assert!(polls < 12_000, "the last line never came");
-        thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: a signal to our own child.
-    unsafe { libc::kill(bridge.pid() as i32, libc::SIGINT) };
-    let status = bridge.wait_timeout(LIMIT);
-    bridge_reader.join().unwrap();
-    let said = String::from_utf8_lossy(&said.lock().unwrap()).into_owned();
-    assert_eq!(status.and_then(|s| s.code()), Some(130), "bridge: {said}");
+    wait_until("the last line never came", Some(&mut second), || {
+        second_out.lock().unwrap().ends_with(last.as_bytes())
+    });
+    let (code, said) = interrupt(bridge, bridge_reader, &said);
+    assert_eq!(code, Some(130), "bridge: {said}");
     assert!(said.contains("has a receiver again"), "{said}");
     assert!(second.wait_timeout(LIMIT).is_some_and(|s| s.success()));
     second_reader.join().unwrap();

@@ -133,6 +133,11 @@ fn chunk_tag(chunk: &str) -> Option<u64> {
     u64::from_str_radix(chunk, 16).ok()
 }
 
+/// A tag's type name for messages (empty for none).
+fn tag_name(tag: Option<&TypeTag>) -> String {
+    tag.map_or_else(String::new, |t| t.name.clone())
+}
+
 /// Whether endpoints with these tags may talk.
 fn agree(ours: Option<&TypeTag>, theirs: Option<u64>) -> bool {
     match (ours, theirs) {
@@ -649,10 +654,7 @@ impl ZenohRx {
         loop {
             if let Some(theirs) = lock(&self.senders).unreported.pop() {
                 return Err(ZRecvError::TypeMismatch {
-                    ours: self
-                        .tag
-                        .as_ref()
-                        .map_or_else(String::new, |t| t.name.clone()),
+                    ours: tag_name(self.tag.as_ref()),
                     theirs,
                 });
             }
@@ -784,10 +786,7 @@ impl ZenohTx {
                 if let Some(theirs) = r.disagreeing(opts.type_tag.as_ref()) {
                     return Err(ZOpenError::TypeMismatch {
                         address: format!("zenoh:{key}"),
-                        ours: opts
-                            .type_tag
-                            .as_ref()
-                            .map_or_else(String::new, |t| t.name.clone()),
+                        ours: tag_name(opts.type_tag.as_ref()),
                         theirs,
                     });
                 }
@@ -855,10 +854,7 @@ impl ZenohTx {
             }
             if let Some(theirs) = r.disagreeing(self.tag.as_ref()) {
                 return Err(ZSendError::TypeMismatch {
-                    ours: self
-                        .tag
-                        .as_ref()
-                        .map_or_else(String::new, |t| t.name.clone()),
+                    ours: tag_name(self.tag.as_ref()),
                     theirs,
                 });
             }
