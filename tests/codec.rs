@@ -527,3 +527,56 @@ fn rkyv_and_byte_messages_batch_on_both_rings() {
         assert!(rx.recv_batch(&mut got, 10).unwrap_err().is_disconnected());
     }
 }
+
+/// A typed channel opened as bytes (for bridges and recorders): an rkyv
+/// ring's messages move out and back in unchanged on both ring kinds, the
+/// type stays the ring's own, a typed receiver still checks what comes in
+/// as bytes, and Pod channels and topics are refused.
+#[test]
+fn typed_channels_open_as_bytes() {
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        let addr = kit::shm_address("as-bytes");
+        let typed = Builder::new(&addr)
+            .unwrap()
+            .kind(kind)
+            .capacity(8)
+            .create::<Rkyv<Order>>()
+            .unwrap();
+        let raw = Builder::new(&addr).unwrap().open_as_bytes().unwrap();
+        assert_eq!(raw.segment().type_info(), typed.segment().type_info());
+        assert_eq!(raw.max_message_len(), typed.max_message_len());
+        // Out: a typed sender, a receiver of bytes.
+        let tx = typed.sender().unwrap();
+        let raw_rx = raw.receiver().unwrap();
+        for i in 0..20 {
+            tx.send(&Order::sample(i)).unwrap();
+            assert_eq!(raw_rx.recv().unwrap(), encode(&Order::sample(i)));
+        }
+        drop((tx, raw_rx));
+        // In: a sender of bytes, a typed receiver that checks them.
+        let raw_tx = raw.sender().unwrap();
+        let rx = typed.receiver().unwrap();
+        for i in 0..20 {
+            raw_tx.send(&encode(&Order::sample(i))).unwrap();
+            assert_eq!(rx.recv().unwrap(), Order::sample(i));
+        }
+        // Too short to be an archive of an Order.
+        raw_tx.send(&[0xff; 3]).unwrap();
+        let got = rx.recv();
+        assert!(matches!(got, Err(RecvMsgError::Invalid(_))), "{got:?}");
+        raw_tx.send(&encode(&Order::sample(99))).unwrap();
+        assert_eq!(rx.recv().unwrap(), Order::sample(99));
+    }
+    let addr = kit::shm_address("as-bytes-pod");
+    let _pod = Builder::new(&addr).unwrap().create::<u64>().unwrap();
+    assert!(matches!(
+        Builder::new(&addr).unwrap().open_as_bytes(),
+        Err(OpenError::TypeMismatch { .. })
+    ));
+    let addr = kit::shm_address("as-bytes-topic");
+    let _topic = Builder::new(&addr).unwrap().create_topic::<Bytes>().unwrap();
+    assert!(matches!(
+        Builder::new(&addr).unwrap().open_as_bytes(),
+        Err(OpenError::LayoutMismatch { .. })
+    ));
+}

@@ -894,3 +894,86 @@ fn a_bridge_with_reconnect_waits_for_a_new_receiver() {
         "the second receiver's lines are not consecutive"
     );
 }
+
+/// A typed (rkyv) ring bridged through `zenoh:` into a ring of the same
+/// type: every order arrives checked and in order. A far ring of another
+/// type is refused: the near bridge's sender sees the far receiver
+/// announce another type, and says so.
+#[cfg(feature = "zenoh")]
+#[test]
+fn bridges_a_typed_ring_and_refuses_another_type() {
+    use shmlane::codec::sample::{Order, Telemetry};
+    use shmlane::ipc::{Builder, Rkyv};
+
+    let n: u64 = 10_000;
+    let mut cleanup = Cleanup::new();
+    let [a, b, c] = ["zt-a", "zt-b", "zt-c"].map(|t| format!("shm:{}", cleanup.unique_shm(t)));
+    let dir = kit::TempDir::new("zenoh-typed");
+    let (listen, connect) = zenoh_configs(&dir);
+    let key = format!("zenoh:shmlane/test/{}", kit::unique("typed"));
+    // The producer's and the consumer's programs create their rings.
+    let ring_a = Builder::new(&a).unwrap().create::<Rkyv<Order>>().unwrap();
+    let ring_b = Builder::new(&b).unwrap().create::<Rkyv<Order>>().unwrap();
+    let rx = ring_b.receiver().unwrap();
+    let far = start_with_env(
+        &["bridge", &key, &b],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &listen)],
+    );
+    let near = start_with_env(
+        &["bridge", &a, &key],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &connect)],
+    );
+    let tx = ring_a.sender().unwrap();
+    let send = thread::spawn(move || {
+        for i in 0..n {
+            tx.send(&Order::sample(i)).unwrap();
+        }
+    });
+    for i in 0..n {
+        let o = rx.recv_ref().unwrap();
+        let want = Order::sample(i);
+        assert_eq!(o.id.to_native(), i, "lost or out of order");
+        assert_eq!(o.symbol.as_str(), want.symbol);
+        assert_eq!(o.qty.to_native(), want.qty);
+    }
+    send.join().unwrap();
+    drop(ring_a);
+    let (near, far) = (finish(near), finish(far));
+    assert!(near.status.success(), "near bridge: {}", near.stderr);
+    assert!(far.status.success(), "far bridge: {}", far.stderr);
+
+    // Another type on the far side.
+    let ring_a = Builder::new(&a).unwrap().create::<Rkyv<Order>>().unwrap();
+    let _ring_c = Builder::new(&c)
+        .unwrap()
+        .create::<Rkyv<Telemetry>>()
+        .unwrap();
+    let mut far = start_with_env(
+        &["bridge", &key, &c],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &listen)],
+    );
+    let near = finish(start_with_env(
+        &["bridge", &a, &key],
+        None,
+        true,
+        &[("ZENOH_CONFIG", &connect)],
+    ));
+    far.kid.kill();
+    drop(ring_a);
+    assert!(!near.status.success());
+    assert!(
+        near.stderr.contains("message type mismatch") && near.stderr.contains("Order"),
+        "{}",
+        near.stderr
+    );
+    // Two rings of different types are refused before anything moves.
+    let both = finish(start(&["bridge", &b, &c], None, true));
+    assert!(!both.status.success());
+    assert!(both.stderr.contains("one message type"), "{}", both.stderr);
+}

@@ -9,9 +9,11 @@ use std::time::Duration;
 use shmlane_semaphore::WaitStrategy;
 use shmlane_shm::{CreateOptions, OpenOptions, Spec, TypeInfo};
 
+use shmlane_codec::archive;
+
 use super::{
-    Address, AddressError, Channel, CreateError, Message, OpenError, RingKind, Segment, Trust,
-    DEFAULT_SLOT,
+    Address, AddressError, Bytes, Channel, CreateError, Message, OpenError, RingKind, Segment,
+    Trust, DEFAULT_SLOT,
 };
 
 /// Bytes in front of each message in a slot: its length (low 32 bits) and
@@ -101,6 +103,9 @@ pub struct Builder {
     pub(super) mode_set: bool,
     #[cfg(feature = "zenoh")]
     pub(super) zenoh_config: Option<shmlane_zenoh::Config>,
+    /// The message type a `zenoh:` end announces, when not its own.
+    #[cfg(feature = "zenoh")]
+    pub(super) announced_type: Option<TypeInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +140,8 @@ impl Builder {
             mode_set: false,
             #[cfg(feature = "zenoh")]
             zenoh_config: None,
+            #[cfg(feature = "zenoh")]
+            announced_type: None,
         }
     }
 
@@ -261,6 +268,17 @@ impl Builder {
         self
     }
 
+    /// The message type a `zenoh:` sender or receiver made by this builder
+    /// announces, instead of its own: for a bridge that forwards a typed
+    /// channel's messages as bytes ([`open_as_bytes`](Self::open_as_bytes)),
+    /// so that the far side's type is checked against the channel's
+    /// ([`Segment::type_info`]).
+    #[cfg(feature = "zenoh")]
+    pub fn announce_type(mut self, ty: TypeInfo) -> Self {
+        self.announced_type = Some(ty);
+        self
+    }
+
     /// How long `open` waits for a creator to finish (default 1 s).
     pub fn open_timeout(mut self, timeout: Duration) -> Self {
         self.open_timeout = timeout;
@@ -314,6 +332,80 @@ impl Builder {
         Ok(Channel::new(seg, self.strategy, self.trust))
     }
 
+    /// Opens an existing channel whatever message type it carries, to move
+    /// its messages as their encoded bytes: for bridges and recorders,
+    /// which forward or store what a typed channel's senders wrote without
+    /// knowing the type. The type stays the channel's own
+    /// ([`Segment::type_info`]): receivers of the type still check each
+    /// message as their [`Trust`] says, so bytes sent here must be what
+    /// the type encodes to (an rkyv archive of it, as a typed sender
+    /// writes; a bridge forwards those unchanged).
+    ///
+    /// Channels of raw bytes and of rkyv archives open this way; Pod
+    /// channels do not (their SPSC slots hold the bare value, with no
+    /// length).
+    ///
+    /// ```
+    /// use shmlane::ipc::{Builder, Bytes, Rkyv};
+    /// use shmlane::codec::sample::Order;
+    ///
+    /// let name = format!("shm:doc-as-bytes-{}", std::process::id());
+    /// let typed = Builder::new(&name)?.create::<Rkyv<Order>>()?;
+    /// typed.sender()?.send(&Order::sample(7))?;
+    /// // A tool that does not know `Order` moves it as bytes...
+    /// let raw = Builder::new(&name)?.open_as_bytes()?;
+    /// assert_eq!(raw.segment().type_info().name, typed.segment().type_info().name);
+    /// let bytes: Vec<u8> = raw.receiver()?.recv()?;
+    /// // ...and writes it back, where a typed receiver checks it.
+    /// raw.sender()?.send(&bytes)?;
+    /// assert_eq!(typed.receiver()?.recv_ref()?.id.to_native(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); a Pod channel is
+    /// [`OpenError::TypeMismatch`].
+    pub fn open_as_bytes(&self) -> Result<Channel<Bytes>, OpenError> {
+        let seg = self.open_any_segment()?;
+        let meta = match seg.fixed().codec {
+            shmlane_codec::kind::BYTES => meta_len::<Bytes>(seg.layout().kind()),
+            shmlane_codec::kind::RKYV => archive::ALIGN.max(8),
+            _ => {
+                return Err(OpenError::TypeMismatch {
+                    expected: "bytes or an rkyv archive".into(),
+                    found: seg.fixed().type_name(),
+                    difference: Some(
+                        "a Pod channel is opened with its type (its SPSC slots hold the bare \
+                         value, with no length to move it by)"
+                            .into(),
+                    ),
+                })
+            }
+        };
+        if let RingKind::Broadcast { .. } = seg.layout().kind() {
+            return Err(OpenError::LayoutMismatch {
+                field: "ring kind",
+                detail: "the segment is a topic (publish/subscribe), not a channel".into(),
+            });
+        }
+        // The shape the channel's own type checks on open (see
+        // `check_slots`): room for the length word and a byte, aligned for it.
+        let layout = seg.layout();
+        if layout.slot_size() <= meta || layout.slot_align() < meta {
+            return Err(OpenError::LayoutMismatch {
+                field: "slot size",
+                detail: format!(
+                    "{} bytes aligned to {}, but its messages need more than {meta} aligned to \
+                     {meta}",
+                    layout.slot_size(),
+                    layout.slot_align()
+                ),
+            });
+        }
+        Ok(Channel::with_meta(seg, self.strategy, self.trust, meta))
+    }
+
     /// Creates the segment of a ring of `kind` for messages of kind `M`
     /// (a channel's or a topic's), at this builder's target. `inherited`
     /// is the error for an inherited target, which already exists.
@@ -361,13 +453,25 @@ impl Builder {
     /// Opens the segment at this builder's target for messages of kind
     /// `M` (a channel's or a topic's), checking its type and slot shape.
     pub(super) fn open_segment<M: Message>(&self) -> Result<Segment, OpenError> {
+        let seg = self.open_typed_segment(Some(type_info::<M>()))?;
+        check_slots::<M>(&seg)?;
+        Ok(seg)
+    }
+
+    /// Opens the segment at this builder's target whatever its type (the
+    /// caller checks the slots).
+    fn open_any_segment(&self) -> Result<Segment, OpenError> {
+        self.open_typed_segment(None)
+    }
+
+    fn open_typed_segment(&self, ty: Option<TypeInfo>) -> Result<Segment, OpenError> {
         // The process's one-time barrier registration, at creation rather
         // than in the first wait (see `shmlane_semaphore::prepare_barriers`).
         shmlane_semaphore::prepare_barriers();
         let opts = OpenOptions {
             ready_timeout: self.open_timeout,
             allow_group_write: self.allow_group_write,
-            ty: Some(type_info::<M>()),
+            ty,
             ..OpenOptions::default()
         };
         let seg =
@@ -390,7 +494,6 @@ impl Builder {
                 ))),
                 Target::Frames(addr) => return Err(OpenError::Os(frames_only(addr))),
             };
-        check_slots::<M>(&seg)?;
         Ok(seg)
     }
 }

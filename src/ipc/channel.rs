@@ -21,6 +21,10 @@ pub struct Channel<M> {
     pub(super) seg: Arc<Segment>,
     pub(super) strategy: WaitStrategy,
     pub(super) trust: Trust,
+    /// Bytes in front of each message in a slot: `meta_len::<M>` but for
+    /// a channel opened [as bytes](super::Builder::open_as_bytes), which
+    /// keeps its own type's.
+    pub(super) meta: usize,
     pub(super) _msg: PhantomData<fn(M) -> M>,
 }
 
@@ -51,17 +55,28 @@ fn not_a_channel(found: RingKind) -> AttachError {
 
 impl<M: Message> Channel<M> {
     pub(super) fn new(seg: Segment, strategy: WaitStrategy, trust: Trust) -> Self {
+        let meta = meta_len::<M>(seg.layout().kind());
+        Self::with_meta(seg, strategy, trust, meta)
+    }
+
+    pub(super) fn with_meta(
+        seg: Segment,
+        strategy: WaitStrategy,
+        trust: Trust,
+        meta: usize,
+    ) -> Self {
         Self {
             seg: Arc::new(seg),
             strategy,
             trust,
+            meta,
             _msg: PhantomData,
         }
     }
 
     /// The largest message the channel carries, in encoded bytes.
     pub fn max_message_len(&self) -> usize {
-        self.seg.layout().slot_size() - meta_len::<M>(self.kind())
+        self.seg.layout().slot_size() - self.meta
     }
 
     /// The ring algorithm.
@@ -112,7 +127,7 @@ impl<M: Message> Channel<M> {
             attachment,
             self.strategy,
             self.trust,
-            meta_len::<M>(needs),
+            self.meta,
             self.seg.layout().slot_size(),
         ))
     }

@@ -64,14 +64,17 @@ impl fmt::Display for ConnectError {
     }
 }
 
+/// Transparent: the message is the wrapped error's, and so is the source
+/// (an error chain printed whole, as `anyhow`'s `{:#}` does, says each
+/// part once; match the variant for the wrapped error).
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Address(e) => Some(e),
-            Self::Create(e) => Some(e),
-            Self::Open(e) => Some(e),
-            Self::Attach(e) => Some(e),
-            Self::Transport(e) => Some(e),
+            Self::Address(e) => e.source(),
+            Self::Create(e) => e.source(),
+            Self::Open(e) => e.source(),
+            Self::Attach(e) => e.source(),
+            Self::Transport(e) => e.source(),
             Self::Unsupported { .. } => None,
         }
     }
@@ -240,7 +243,8 @@ impl Builder {
         }
         #[cfg(feature = "zenoh")]
         {
-            opts = opts.message_type(&M::fingerprint());
+            let announced = self.announced_type.clone();
+            opts = opts.message_type(&announced.unwrap_or_else(super::builder::type_info::<M>));
         }
         opts
     }

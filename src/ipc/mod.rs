@@ -134,7 +134,7 @@ pub use service::{
 };
 pub use shmlane_codec::{Codec, EncodeError, InvalidMessage, Trust};
 pub use shmlane_ring::RingKind;
-pub use shmlane_shm::{AttachError, Backend, CreateError, OpenError, Role, Segment};
+pub use shmlane_shm::{AttachError, Backend, CreateError, OpenError, Role, Segment, TypeInfo};
 pub use topic::{Policy, PublishError, Publisher, Subscriber, Topic, TopicRecvError, TopicRef};
 
 use builder::Target;

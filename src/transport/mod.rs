@@ -357,14 +357,14 @@ impl Options {
     /// (the channel API sets it; frames sent through this module directly
     /// are untyped and agree with any type).
     #[cfg(feature = "zenoh")]
-    pub(crate) fn message_type(mut self, f: &shmlane_codec::Fingerprint) -> Self {
+    pub(crate) fn message_type(mut self, t: &shmlane_shm::TypeInfo) -> Self {
         self.type_tag = Some(shmlane_zenoh::TypeTag::new(
-            f.name,
+            &t.name,
             &[
-                &f.codec.to_le_bytes(),
-                &(f.size as u64).to_le_bytes(),
-                &(f.align as u64).to_le_bytes(),
-                f.schema.as_bytes(),
+                &t.codec.to_le_bytes(),
+                &t.size.to_le_bytes(),
+                &t.align.to_le_bytes(),
+                t.schema.as_bytes(),
             ],
         ));
         self

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use shmlane::ipc::{
-    Bytes, Channel, ConnectError, Receiver, RecvMsgError, Role, SendMsgError, Sender,
+    self, Bytes, Channel, ConnectError, OpenError, Receiver, RecvMsgError, Role, SendMsgError,
+    Sender, TypeInfo,
 };
 use shmlane::transport::{self, Address};
 
@@ -24,9 +25,12 @@ use crate::signals;
 /// with --reconnect it waits for new ones instead, and delivers the
 /// message in hand to TO's next receiver.
 ///
-/// Messages go as bytes: rings must carry bytes (as `shmlane send` and
-/// `recv` make them); the receiving end checks each message as it would
-/// from a local sender.
+/// Messages go as their bytes. A ring may carry bytes (as `shmlane send`
+/// and `recv` make them) or rkyv archives of a type (as a typed program
+/// makes them): the bridge opens it whatever its type, and a zenoh: end
+/// announces that type, so a far side of another type is refused. Two
+/// rings must carry one type. Pod rings are not bridged. The receiving
+/// end checks each message as it would from a local sender.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  \
     shmlane bridge shm:orders zenoh:factory/orders    # on host A\n  \
@@ -96,33 +100,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     signals::catch()?;
     signals::catch_usr1()?;
-    let mut chans: Vec<Channel<Bytes>> = Vec::new();
-    let rx: Receiver<Bytes> = if is_ring(from.addr()) {
-        let chan = endpoint::open_or_create(&from)?;
-        let rx = chan.receiver().with_context(|| from.text().to_owned())?;
-        chans.push(chan);
-        rx
-    } else {
-        endpoint::frames_builder(&from)?
+    // Rings first: a typed one's message type is announced on the other
+    // side (zenoh: checks it there).
+    let from_ring = is_ring(from.addr()).then(|| open_ring(&from)).transpose()?;
+    let to_ring = is_ring(to.addr()).then(|| open_ring(&to)).transpose()?;
+    let ty = typed(from_ring.as_ref(), to_ring.as_ref(), &from, &to)?;
+    let rx: Receiver<Bytes> = match &from_ring {
+        Some(chan) => chan.receiver().with_context(|| from.text().to_owned())?,
+        None => frames(&from, ty.as_ref())?
             .receiver::<Bytes>()
-            .with_context(|| format!("listening on {}", from.text()))?
+            .with_context(|| format!("listening on {}", from.text()))?,
     };
     if let Some(local) = rx.local_address() {
         if local != from.text() {
             eprintln!("shmlane bridge: listening on {local}");
         }
     }
-    let mut to_ring = None;
-    let tx: Sender<Bytes> = if is_ring(to.addr()) {
-        let chan = endpoint::open_or_create(&to)?;
-        let tx = chan.sender().with_context(|| to.text().to_owned())?;
-        to_ring = Some(chan);
-        tx
-    } else {
-        endpoint::frames_builder(&to)?
+    let to_frames = frames(&to, ty.as_ref())?;
+    let tx: Sender<Bytes> = match &to_ring {
+        Some(chan) => chan.sender().with_context(|| to.text().to_owned())?,
+        None => to_frames
+            .clone()
             .open_timeout(timeout)
             .sender::<Bytes>()
-            .with_context(|| format!("connecting to {}", to.text()))?
+            .with_context(|| format!("connecting to {}", to.text()))?,
     };
     eprintln!(
         "shmlane bridge: forwarding {} -> {}",
@@ -144,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         how,
         &mut counts,
         &from,
-        (&to, to_ring.as_ref()),
+        (&to, to_ring.as_ref(), &to_frames),
     );
     counts.say(from.text(), to.text());
     result
@@ -163,7 +164,7 @@ fn forward(
     how: How,
     counts: &mut Counts,
     from: &Opts,
-    (to, to_ring): (&Opts, Option<&Channel<Bytes>>),
+    (to, to_ring, to_frames): (&Opts, Option<&Channel<Bytes>>, &ipc::Builder),
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     // Whether FROM's senders are gone (said once per time, with --reconnect).
@@ -206,7 +207,7 @@ fn forward(
                     // Dropped, as a full TO's would be; a new receiver
                     // gets the next ones.
                     counts.dropped += 1;
-                    reconnect(tx, to, to_ring)?;
+                    reconnect(tx, to, to_ring, to_frames)?;
                 }
                 Err(e) => return delivery_failed(e, to),
             }
@@ -224,7 +225,9 @@ fn forward(
                         counts.say(from.text(), to.text());
                     }
                 }
-                Err(e) if how.reconnect && e.is_disconnected() => reconnect(tx, to, to_ring)?,
+                Err(e) if how.reconnect && e.is_disconnected() => {
+                    reconnect(tx, to, to_ring, to_frames)?
+                }
                 Err(e) => return delivery_failed(e, to),
             }
         }
@@ -239,6 +242,7 @@ fn reconnect(
     tx: &mut Sender<Bytes>,
     to: &Opts,
     to_ring: Option<&Channel<Bytes>>,
+    to_frames: &ipc::Builder,
 ) -> anyhow::Result<()> {
     eprintln!(
         "shmlane bridge: {}'s receivers are gone; waiting for a new one (--reconnect)",
@@ -253,7 +257,8 @@ fn reconnect(
             std::thread::sleep(STEP);
             continue;
         }
-        match endpoint::frames_builder(to)?
+        match to_frames
+            .clone()
             .open_timeout(RECONNECT_WAIT)
             .sender::<Bytes>()
         {
@@ -266,6 +271,57 @@ fn reconnect(
             Err(e) => return Err(e).with_context(|| format!("reconnecting to {}", to.text())),
         }
     }
+}
+
+/// The ring at `opts`: opened (as bytes whatever its message type) or
+/// created (an SPSC ring of bytes).
+fn open_ring(opts: &Opts) -> anyhow::Result<Channel<Bytes>> {
+    match endpoint::open_or_create(opts) {
+        Err(e) if matches!(e.downcast_ref(), Some(OpenError::TypeMismatch { .. })) => {
+            ipc::Builder::new(opts.text())?
+                .open_as_bytes()
+                .with_context(|| format!("opening {}", opts.text()))
+        }
+        other => other,
+    }
+}
+
+/// The message type of the typed ring among the bridge's ends, if any;
+/// two rings must carry the same type.
+fn typed(
+    from_ring: Option<&Channel<Bytes>>,
+    to_ring: Option<&Channel<Bytes>>,
+    from: &Opts,
+    to: &Opts,
+) -> anyhow::Result<Option<TypeInfo>> {
+    let key = |t: &TypeInfo| (t.codec, t.size, t.align, t.schema.clone());
+    let [a, b] = [from_ring, to_ring].map(|c| c.map(|c| c.segment().type_info()));
+    if let (Some(a), Some(b)) = (&a, &b) {
+        if key(a) != key(b) {
+            bail!(
+                "{} carries `{}` and {} carries `{}`: a bridge forwards between channels of \
+                 one message type",
+                from.text(),
+                a.name,
+                to.text(),
+                b.name
+            );
+        }
+    }
+    Ok(a.or(b).filter(|t| t.codec != shmlane::codec::kind::BYTES))
+}
+
+/// The builder of a transport end; it announces `ty` (on `zenoh:`, whose
+/// far side checks it) when the bridge's ring is typed.
+fn frames(opts: &Opts, ty: Option<&TypeInfo>) -> anyhow::Result<ipc::Builder> {
+    let b = endpoint::frames_builder(opts)?;
+    #[cfg(feature = "zenoh")]
+    if let Some(t) = ty {
+        return Ok(b.announce_type(t.clone()));
+    }
+    #[cfg(not(feature = "zenoh"))]
+    let _ = ty;
+    Ok(b)
 }
 
 /// How long one attempt to reconnect waits for a receiver.

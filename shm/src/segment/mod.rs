@@ -226,6 +226,18 @@ impl Segment {
         &self.schema
     }
 
+    /// The message type the segment carries, as its header records it
+    /// (for tools that move its messages without knowing the type).
+    pub fn type_info(&self) -> TypeInfo {
+        TypeInfo {
+            name: self.fixed.type_name(),
+            schema: self.schema.clone(),
+            size: self.fixed.type_size,
+            align: self.fixed.type_align,
+            codec: self.fixed.codec,
+        }
+    }
+
     /// Where the segment came from.
     pub fn backend(&self) -> &Backend {
         &self.backend
