@@ -574,7 +574,10 @@ fn typed_channels_open_as_bytes() {
         Err(OpenError::TypeMismatch { .. })
     ));
     let addr = kit::shm_address("as-bytes-topic");
-    let _topic = Builder::new(&addr).unwrap().create_topic::<Bytes>().unwrap();
+    let _topic = Builder::new(&addr)
+        .unwrap()
+        .create_topic::<Bytes>()
+        .unwrap();
     assert!(matches!(
         Builder::new(&addr).unwrap().open_as_bytes(),
         Err(OpenError::LayoutMismatch { .. })

@@ -351,14 +351,15 @@ impl Builder {
     ///
     /// let name = format!("shm:doc-as-bytes-{}", std::process::id());
     /// let typed = Builder::new(&name)?.create::<Rkyv<Order>>()?;
-    /// typed.sender()?.send(&Order::sample(7))?;
+    /// let (tx, rx) = (typed.sender()?, typed.receiver()?);
+    /// tx.send(&Order::sample(7))?;
     /// // A tool that does not know `Order` moves it as bytes...
     /// let raw = Builder::new(&name)?.open_as_bytes()?;
-    /// assert_eq!(raw.segment().type_info().name, typed.segment().type_info().name);
+    /// assert_eq!(raw.segment().type_info(), typed.segment().type_info());
     /// let bytes: Vec<u8> = raw.receiver()?.recv()?;
-    /// // ...and writes it back, where a typed receiver checks it.
+    /// // ...and writes it back, where the typed receiver checks it.
     /// raw.sender()?.send(&bytes)?;
-    /// assert_eq!(typed.receiver()?.recv_ref()?.id.to_native(), 7);
+    /// assert_eq!(rx.recv_ref()?.id.to_native(), 7);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///

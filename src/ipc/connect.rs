@@ -229,7 +229,13 @@ impl Builder {
         }
     }
 
-    fn transport_options<M: Message>(&self) -> transport::Options {
+    /// `M` is the message type a `zenoh:` end announces (unused without
+    /// the feature: no other transport checks types).
+    #[cfg_attr(
+        not(feature = "zenoh"),
+        allow(clippy::extra_unused_type_parameters)
+    )]
+    pub(super) fn transport_options<M: Message>(&self) -> transport::Options {
         let mut opts = transport::Options::new().connect_timeout(self.open_timeout);
         if let Some(bytes) = self.message_size {
             opts = opts.max_frame(bytes);

@@ -3,6 +3,9 @@
 //! [`Subscriber`]s, and every subscriber receives every message published
 //! after it joined (plus, if asked, the last few before). Each message is
 //! written once into the segment, whatever the number of subscribers.
+//! [`Builder::publisher`] and [`Builder::subscriber`] take the ends at
+//! any address, `zenoh:` included (with the `zenoh` feature: across
+//! machines, see [`Builder::publisher`] for what Zenoh carries).
 //!
 //! # Slow subscribers
 //!
@@ -88,10 +91,12 @@ use shmlane_semaphore::{Phase, WaitStrategy};
 
 use super::builder::{meta_len, Target};
 use super::port::{Failed, Tried};
+use super::ConnectError;
 use super::{
     AttachError, Builder, CreateError, EncodeError, InvalidMessage, Message, OpenError, RingKind,
     Role, Segment, Side, Trust, STEP,
 };
+use crate::transport::{FrameReceiver, FrameRecvError, FrameSendError, FrameSender};
 
 /// What a topic's publisher does when a subscriber has not read the
 /// oldest message the ring holds (see the [module docs](self)).
@@ -188,6 +193,132 @@ impl Builder {
             });
         };
         Ok(Topic::new(seg, self))
+    }
+}
+
+impl Builder {
+    /// A publisher at this builder's address, whatever the mechanism (the
+    /// topic's counterpart of [`sender`](Self::sender)):
+    ///
+    /// - `shm:`, `file:`, `sysv:`: opens the topic, or creates it with
+    ///   this builder's settings, and takes its publisher;
+    /// - `zenoh:KEY` (with the `zenoh` feature): publishes on the key.
+    ///   It waits for no subscriber; messages published while none is
+    ///   there go nowhere, as on a topic in a segment. It blocks while
+    ///   the path to a subscriber is full (Zenoh's congestion control
+    ///   `Block`), like [`Policy::Block`]; [`Policy::Overwrite`] and
+    ///   [`history`](Self::history) are not carried over Zenoh and are
+    ///   refused. A subscriber of another message type stops it
+    ///   ([`PublishError::Io`], with the gateway's error inside).
+    ///
+    /// ```
+    /// use shmlane::ipc::Builder;
+    ///
+    /// let b = Builder::new(&format!("shm:doc-publisher-{}", std::process::id()))?;
+    /// let publisher = b.publisher::<u64>()?;
+    /// let mut subscriber = b.subscriber::<u64>()?;
+    /// publisher.send(42)?;
+    /// assert_eq!(subscriber.recv()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`]: as [`create_topic`](Self::create_topic),
+    /// [`open_topic`](Self::open_topic) and [`Topic::publisher`]; for a
+    /// kernel transport other than `zenoh:`,
+    /// [`transport::OpenError::Unsupported`](crate::transport::OpenError::Unsupported).
+    pub fn publisher<M: Message>(&self) -> Result<Publisher<M>, ConnectError> {
+        match &self.target {
+            Target::Frames(addr) => {
+                self.zenoh_topic_settings(addr)?;
+                let tx = FrameSender::publish(addr, &self.transport_options::<M>())?;
+                Ok(Publisher {
+                    end: PubEnd::Frames(Mutex::new(FramePub {
+                        tx,
+                        enc: Vec::new(),
+                        scratch: None,
+                        published: 0,
+                    })),
+                    _msg: PhantomData,
+                })
+            }
+            _ => Ok(self.topic::<M>()?.publisher()?),
+        }
+    }
+
+    /// A subscriber at this builder's address, whatever the mechanism (the
+    /// topic's counterpart of [`receiver`](Self::receiver)): on `shm:`,
+    /// `file:`, `sysv:` the topic's, opened or created as
+    /// [`publisher`](Self::publisher) does; on `zenoh:KEY` a subscriber
+    /// of the key, which gets every message published after it joined and
+    /// checks each as a subscriber in a segment does (always validated).
+    /// It reports [`TopicRecvError::Disconnected`] once every publisher
+    /// that came is gone and its messages are read (not before one came);
+    /// a new publisher may come after.
+    ///
+    /// # Errors
+    ///
+    /// As [`publisher`](Self::publisher).
+    pub fn subscriber<M: Message>(&self) -> Result<Subscriber<M>, ConnectError> {
+        match &self.target {
+            Target::Frames(addr) => {
+                self.zenoh_topic_settings(addr)?;
+                let rx = FrameReceiver::subscribe(addr, &self.transport_options::<M>())?;
+                Ok(Subscriber {
+                    end: SubEnd::Frames(FrameSub {
+                        rx,
+                        buf: Vec::new(),
+                    }),
+                    // Frames come from anyone who reaches the key: always
+                    // validated.
+                    trust: if self.trust.validates() {
+                        self.trust
+                    } else {
+                        Trust::validate()
+                    },
+                    copy: CopyBuf::new(),
+                    _msg: PhantomData,
+                })
+            }
+            _ => Ok(self.topic::<M>()?.subscriber()?),
+        }
+    }
+
+    /// The topic at this builder's address: opened, or created.
+    fn topic<M: Message>(&self) -> Result<Topic<M>, ConnectError> {
+        loop {
+            match self.open_topic::<M>() {
+                Err(OpenError::NotFound(_)) => match self.create_topic::<M>() {
+                    // Created meanwhile by another process: open theirs.
+                    Err(CreateError::AlreadyExists(_)) => continue,
+                    other => return Ok(other?),
+                },
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Refuses the topic settings Zenoh does not carry.
+    fn zenoh_topic_settings(&self, addr: &crate::transport::Address) -> Result<(), ConnectError> {
+        let refuse = |setting, hint| ConnectError::Unsupported {
+            setting,
+            address: addr.to_string(),
+            hint,
+        };
+        if self.policy == Policy::Overwrite {
+            return Err(refuse(
+                "policy",
+                "a zenoh: topic blocks while a subscriber's path is full (Policy::Block)",
+            ));
+        }
+        if self.history > 0 {
+            return Err(refuse(
+                "history",
+                "a zenoh: subscriber gets what is published after it joined",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -301,11 +432,13 @@ impl<M: Message> Topic<M> {
         let ring = unsafe { broadcast::Publisher::attach(base, len, self.seg.layout()) }
             .expect("validated layout");
         Ok(Publisher {
-            side,
-            state: Mutex::new(PubState {
-                ring,
-                scratch: None,
-            }),
+            end: PubEnd::Ring {
+                side,
+                state: Mutex::new(PubState {
+                    ring,
+                    scratch: None,
+                }),
+            },
             _msg: PhantomData,
         })
     }
@@ -338,8 +471,8 @@ impl<M: Message> Topic<M> {
         }
         .expect("validated layout");
         Ok(Subscriber {
-            side,
-            ring,
+            trust: side.trust,
+            end: SubEnd::Ring(RingSub { side, ring }),
             copy: CopyBuf::new(),
             _msg: PhantomData,
         })
@@ -351,11 +484,29 @@ struct PubState {
     scratch: Option<Scratch>,
 }
 
-/// The publishing end of a [`Topic`]. `Send` and `Sync`: threads may share
-/// it (they take turns).
+/// A publisher over a frame transport (`zenoh:`).
+struct FramePub {
+    tx: FrameSender,
+    /// The encoding buffer: the transport's max frame.
+    enc: Vec<u8>,
+    scratch: Option<Scratch>,
+    published: u64,
+}
+
+enum PubEnd {
+    /// In a segment: its broadcast ring.
+    Ring {
+        side: Side,
+        state: Mutex<PubState>,
+    },
+    Frames(Mutex<FramePub>),
+}
+
+/// The publishing end of a [`Topic`] (or of a `zenoh:` topic, from
+/// [`Builder::publisher`]). `Send` and `Sync`: threads may share it (they
+/// take turns).
 pub struct Publisher<M: Message> {
-    side: Side,
-    state: Mutex<PubState>,
+    end: PubEnd,
     _msg: PhantomData<fn(M)>,
 }
 
@@ -380,6 +531,10 @@ pub enum PublishError {
     Encode(EncodeError),
     /// The segment is broken (truncated by a peer): create a new topic.
     Broken,
+    /// The transport failed (`zenoh:`), or refused the message: a
+    /// subscriber of another message type is on the key (the gateway's
+    /// error inside).
+    Io(std::io::Error),
 }
 
 impl fmt::Display for PublishError {
@@ -392,6 +547,7 @@ impl fmt::Display for PublishError {
             Self::Timeout => f.write_str("timed out waiting for the slowest subscriber"),
             Self::Encode(e) => write!(f, "{e}"),
             Self::Broken => f.write_str("the topic's segment is broken (truncated by a peer)"),
+            Self::Io(e) => write!(f, "{e}"),
         }
     }
 }
@@ -400,6 +556,7 @@ impl error::Error for PublishError {
     fn source(&self) -> Option<&(dyn error::Error + 'static)> {
         match self {
             Self::Encode(e) => Some(e),
+            Self::Io(e) => e.source(),
             _ => None,
         }
     }
@@ -407,22 +564,27 @@ impl error::Error for PublishError {
 
 impl<M: Message> Publisher<M> {
     /// One attempt: publishes `msg` if there is room.
-    fn attempt(&self, st: &mut PubState, msg: &M::Input<'_>, probe: bool) -> Tried<EncodeError> {
-        if self.side.corrupted() {
+    fn attempt(
+        side: &Side,
+        st: &mut PubState,
+        msg: &M::Input<'_>,
+        probe: bool,
+    ) -> Tried<EncodeError> {
+        if side.corrupted() {
             return Tried::Gone;
         }
-        let seg = self.side.seg();
+        let seg = side.seg();
         // Liveness checks (a lock probe each) at most every probe interval.
-        let check = probe && self.side.probe_due();
+        let check = probe && side.probe_due();
         let mut dead = |who| check && seg.owner_is_dead(who);
         if st.ring.room(&mut dead).is_err() {
-            if probe && self.side.truncated() {
-                self.side.poison();
+            if probe && side.truncated() {
+                side.poison();
                 return Tried::Gone;
             }
             return Tried::Full;
         }
-        let (meta, cap) = (self.side.meta, self.side.cap);
+        let (meta, cap) = (side.meta, side.cap);
         let scratch = &mut st.scratch;
         let mut failed = None;
         let published = st.ring.publish_with(|slot| {
@@ -446,23 +608,59 @@ impl<M: Message> Publisher<M> {
         if !published {
             return Tried::Rejected(failed.expect("publish_with failed only if encode did"));
         }
-        self.side.not_empty().notify_all();
+        side.not_empty().notify_all();
         Tried::Done
     }
 
     fn send_until(&self, msg: M::Input<'_>, deadline: Option<Instant>) -> Result<(), PublishError> {
+        let (side, state) = match &self.end {
+            PubEnd::Ring { side, state } => (side, state),
+            PubEnd::Frames(f) => return Self::send_frame(f, &msg, deadline, false),
+        };
         // The lock is held for one attempt at a time, not across the wait:
         // another thread's `try_send` is never stuck behind a waiting send.
-        self.side
-            .wait_send(deadline, |probe| {
-                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                self.attempt(&mut st, &msg, probe)
-            })
-            .map_err(|e| match e {
-                Failed::Timeout => PublishError::Timeout,
-                Failed::Gone => PublishError::Broken,
-                Failed::Rejected(e) => PublishError::Encode(e),
-            })
+        side.wait_send(deadline, |probe| {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            Self::attempt(side, &mut st, &msg, probe)
+        })
+        .map_err(|e| match e {
+            Failed::Timeout => PublishError::Timeout,
+            Failed::Gone => PublishError::Broken,
+            Failed::Rejected(e) => PublishError::Encode(e),
+        })
+    }
+
+    /// Publishes over a frame transport (`try_` with `now` as the
+    /// deadline: a full path is `Full`, not `Timeout`).
+    fn send_frame(
+        f: &Mutex<FramePub>,
+        msg: &M::Input<'_>,
+        deadline: Option<Instant>,
+        is_try: bool,
+    ) -> Result<(), PublishError> {
+        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+        let f = &mut *f;
+        let max = f.tx.max_frame();
+        if f.enc.len() != max {
+            f.enc.resize(max, 0);
+        }
+        let len = M::encode(msg, &mut f.enc, &mut f.scratch).map_err(PublishError::Encode)?;
+        match f.tx.send(&f.enc[..len], deadline) {
+            Ok(()) => {
+                f.published += 1;
+                Ok(())
+            }
+            Err(FrameSendError::Timeout) if is_try => Err(PublishError::Full),
+            Err(FrameSendError::Timeout) => Err(PublishError::Timeout),
+            Err(FrameSendError::TooLarge { len, max }) => {
+                Err(PublishError::Encode(EncodeError::TooLarge { len, max }))
+            }
+            // A publisher is never disconnected; kept for completeness.
+            Err(FrameSendError::Disconnected) => {
+                Err(PublishError::Io(std::io::ErrorKind::NotConnected.into()))
+            }
+            Err(FrameSendError::Os(e)) => Err(PublishError::Io(e)),
+        }
     }
 
     /// Publishes `msg` to every subscriber. Under [`Policy::Block`] waits
@@ -500,9 +698,13 @@ impl<M: Message> Publisher<M> {
     ///
     /// As [`send`](Self::send), and [`PublishError::Full`].
     pub fn try_send(&self, msg: M::Input<'_>) -> Result<(), PublishError> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (side, state) = match &self.end {
+            PubEnd::Ring { side, state } => (side, state),
+            PubEnd::Frames(f) => return Self::send_frame(f, &msg, Some(Instant::now()), true),
+        };
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         // (Held for one attempt at most by any other thread: see `send_until`.)
-        match self.attempt(&mut st, &msg, true) {
+        match Self::attempt(side, &mut st, &msg, true) {
             Tried::Done => Ok(()),
             Tried::Full => Err(PublishError::Full),
             Tried::Gone => Err(PublishError::Broken),
@@ -510,18 +712,31 @@ impl<M: Message> Publisher<M> {
         }
     }
 
-    /// Messages published on the topic so far (by every publisher it had).
+    /// Messages published on the topic so far (by every publisher it had;
+    /// on `zenoh:`, by this one).
     pub fn published(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ring
-            .position()
+        match &self.end {
+            PubEnd::Ring { state, .. } => state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ring
+                .position(),
+            PubEnd::Frames(f) => f.lock().unwrap_or_else(|e| e.into_inner()).published,
+        }
     }
 
-    /// Live subscribers now (a scan of the participant table).
+    /// Live subscribers now (a scan of the participant table; on `zenoh:`,
+    /// the subscribers' liveliness tokens this side has heard of).
     pub fn subscribers(&self) -> usize {
-        self.side.seg().live_count(Role::Receiver) as usize
+        match &self.end {
+            PubEnd::Ring { side, .. } => side.seg().live_count(Role::Receiver) as usize,
+            PubEnd::Frames(f) => f
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tx
+                .receivers()
+                .unwrap_or(0),
+        }
     }
 }
 
@@ -542,6 +757,9 @@ pub enum TopicRecvError {
     /// The next message was not a valid message of the topic's type; it
     /// was skipped.
     Invalid(InvalidMessage),
+    /// The transport failed (`zenoh:`), or a publisher of another message
+    /// type came (the gateway's error inside).
+    Io(std::io::Error),
 }
 
 impl fmt::Display for TopicRecvError {
@@ -558,6 +776,7 @@ impl fmt::Display for TopicRecvError {
                 f.write_str("every message was read and the topic has no live publisher")
             }
             Self::Invalid(e) => write!(f, "{e}"),
+            Self::Io(e) => write!(f, "{e}"),
         }
     }
 }
@@ -566,36 +785,59 @@ impl error::Error for TopicRecvError {
     fn source(&self) -> Option<&(dyn error::Error + 'static)> {
         match self {
             Self::Invalid(e) => Some(e),
+            Self::Io(e) => e.source(),
             _ => None,
         }
     }
 }
 
-/// A subscribing end of a [`Topic`]: receives every message published
-/// after it joined. `Send`; one thread receives at a time (`&mut self`).
+/// A subscribing end of a [`Topic`] (or of a `zenoh:` topic, from
+/// [`Builder::subscriber`]): receives every message published after it
+/// joined. `Send`; one thread receives at a time (`&mut self`).
 pub struct Subscriber<M: Message> {
-    side: Side,
-    ring: broadcast::Subscriber,
-    /// The private copy of the message being read (overwrite policy, or
-    /// `Trust::hostile`).
+    end: SubEnd,
+    trust: Trust,
+    /// The private copy of the message being read (overwrite policy,
+    /// `Trust::hostile`, or a frame transport).
     copy: CopyBuf,
     _msg: PhantomData<fn() -> M>,
 }
 
+enum SubEnd {
+    Ring(RingSub),
+    Frames(FrameSub),
+}
+
+/// A subscriber's cursor on a segment's broadcast ring.
+struct RingSub {
+    side: Side,
+    ring: broadcast::Subscriber,
+}
+
+/// A subscriber over a frame transport (`zenoh:`).
+struct FrameSub {
+    rx: FrameReceiver,
+    buf: Vec<u8>,
+}
+
 impl<M: Message> fmt::Debug for Subscriber<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscriber")
-            .field("position", &self.ring.position())
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Subscriber");
+        if let SubEnd::Ring(r) = &self.end {
+            d.field("position", &r.ring.position());
+        }
+        d.finish_non_exhaustive()
     }
 }
 
 impl<M: Message> Drop for Subscriber<M> {
     fn drop(&mut self) {
-        if self.side.att.is_own_process() {
-            self.ring.leave();
-            // A publisher waiting for this subscriber looks again.
-            self.side.not_full().notify_all();
+        if let SubEnd::Ring(r) = &mut self.end {
+            if r.side.att.is_own_process() {
+                r.ring.leave();
+                // A publisher waiting for this subscriber looks again.
+                r.side.not_full().notify_all();
+            }
         }
     }
 }
@@ -608,12 +850,11 @@ enum Found {
     Copy,
 }
 
-impl<M: Message> Subscriber<M> {
+impl RingSub {
     /// Reads the next message if one is published.
-    fn read(&mut self) -> Result<Found, TopicRecvError> {
+    fn read(&mut self, copy: &mut CopyBuf) -> Result<Found, TopicRecvError> {
         let (meta, cap) = (self.side.meta, self.side.cap);
         let copies = self.ring.overwrites() || self.side.trust.copies();
-        let copy = &mut self.copy;
         let read = self.ring.try_read(|slot| {
             // SAFETY: the slot's payload holds the length word and `cap`
             // bytes after it (`Topic::side`); under the block policy nobody
@@ -660,11 +901,11 @@ impl<M: Message> Subscriber<M> {
 
     /// One attempt to read the next message; `Disconnected` once it is
     /// read and the publisher is gone (`probe` as in `Side::wait_send`).
-    fn attempt(&mut self, probe: bool) -> Result<Found, TopicRecvError> {
-        match self.read() {
+    fn attempt(&mut self, copy: &mut CopyBuf, probe: bool) -> Result<Found, TopicRecvError> {
+        match self.read(copy) {
             Err(TopicRecvError::Empty) if self.side.peers_gone(Role::Sender, probe) => {
                 // A last message may have come before the publisher left.
-                match self.read() {
+                match self.read(copy) {
                     Err(TopicRecvError::Empty) => Err(TopicRecvError::Disconnected),
                     other => other,
                 }
@@ -681,12 +922,17 @@ impl<M: Message> Subscriber<M> {
     }
 
     /// Reads the next message, waiting until `deadline`.
-    fn next(&mut self, deadline: Option<Instant>, wait: bool) -> Result<Found, TopicRecvError> {
+    fn next(
+        &mut self,
+        copy: &mut CopyBuf,
+        deadline: Option<Instant>,
+        wait: bool,
+    ) -> Result<Found, TopicRecvError> {
         // A `try_` receive is one attempt, probing for a dead publisher.
         if !wait {
-            return self.attempt(true);
+            return self.attempt(copy, true);
         }
-        match self.attempt(false) {
+        match self.attempt(copy, false) {
             Err(TopicRecvError::Empty) => {}
             done => return done,
         }
@@ -701,12 +947,51 @@ impl<M: Message> Subscriber<M> {
             Some(STEP),
             // SAFETY: the tally is in the segment `seg` keeps mapped.
             Some(unsafe { &*tally }),
-            |phase| match self.attempt(phase != Phase::Spin) {
+            |phase| match self.attempt(copy, phase != Phase::Spin) {
                 Err(TopicRecvError::Empty) => None,
                 done => Some(done),
             },
         );
         got.unwrap_or(Err(TopicRecvError::Timeout))
+    }
+}
+
+impl FrameSub {
+    /// Receives the next frame into `copy`, waiting until `deadline`.
+    fn next(
+        &mut self,
+        copy: &mut CopyBuf,
+        deadline: Option<Instant>,
+        wait: bool,
+    ) -> Result<Found, TopicRecvError> {
+        let until = if wait { deadline } else { Some(Instant::now()) };
+        match self.rx.recv(&mut self.buf, until) {
+            Ok(_) => {
+                copy.clear();
+                copy.extend_from_slice(&self.buf);
+                Ok(Found::Copy)
+            }
+            Err(FrameRecvError::Timeout) if wait => Err(TopicRecvError::Timeout),
+            Err(FrameRecvError::Timeout) => Err(TopicRecvError::Empty),
+            Err(FrameRecvError::Disconnected) => Err(TopicRecvError::Disconnected),
+            Err(FrameRecvError::Os(e)) => Err(TopicRecvError::Io(e)),
+        }
+    }
+}
+
+impl<M: Message> Subscriber<M> {
+    fn next(&mut self, deadline: Option<Instant>, wait: bool) -> Result<Found, TopicRecvError> {
+        match &mut self.end {
+            SubEnd::Ring(r) => r.next(&mut self.copy, deadline, wait),
+            SubEnd::Frames(f) => f.next(&mut self.copy, deadline, wait),
+        }
+    }
+
+    /// Moves past a message read in its slot.
+    fn advance(&mut self) {
+        if let SubEnd::Ring(r) = &mut self.end {
+            r.advance();
+        }
     }
 
     /// The message `found` names, checked.
@@ -718,7 +1003,7 @@ impl<M: Message> Subscriber<M> {
             Found::Slot(at, len) => unsafe { std::slice::from_raw_parts(at.as_ptr(), len) },
             Found::Copy => self.copy.as_slice(),
         };
-        M::view(bytes, self.side.trust)
+        M::view(bytes, self.trust)
     }
 
     fn owned(&mut self, found: Found) -> Result<M::Output, TopicRecvError> {
@@ -834,9 +1119,13 @@ impl<M: Message> Subscriber<M> {
         std::iter::from_fn(move || self.try_recv().ok())
     }
 
-    /// Messages published that this subscriber has not read yet.
+    /// Messages published that this subscriber has not read yet (on
+    /// `zenoh:`, those that arrived).
     pub fn pending(&self) -> u64 {
-        self.ring.pending()
+        match &self.end {
+            SubEnd::Ring(r) => r.ring.pending(),
+            SubEnd::Frames(f) => f.rx.queued().unwrap_or(0) as u64,
+        }
     }
 }
 

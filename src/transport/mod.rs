@@ -703,6 +703,36 @@ impl FrameSender {
         Ok(r)
     }
 
+    /// A publisher of a topic at `addr` (`zenoh:` only): it waits for no
+    /// subscriber, and publishing with none is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Unsupported`] for any other address; as
+    /// [`connect`](Self::connect) otherwise.
+    pub(crate) fn publish(addr: &Address, opts: &Options) -> Result<Self, OpenError> {
+        match addr {
+            #[cfg(feature = "zenoh")]
+            Address::Zenoh(key) => Ok(Self::new(TxImpl::Zenoh(Box::new(
+                shmlane_zenoh::ZenohTx::publish(key, &opts.zenoh()).map_err(zenoh_open)?,
+            )))),
+            _ => {
+                let _ = opts;
+                Err(not_a_topic(addr))
+            }
+        }
+    }
+
+    /// The receivers this sender knows of, where the transport tells
+    /// (`zenoh:`: their liveliness tokens).
+    pub(crate) fn receivers(&self) -> Option<usize> {
+        match &self.inner {
+            #[cfg(feature = "zenoh")]
+            TxImpl::Zenoh(s) => Some(s.receivers()),
+            _ => None,
+        }
+    }
+
     /// The largest frame this transport carries.
     pub fn max_frame(&self) -> usize {
         match &self.inner {
@@ -747,6 +777,19 @@ impl FrameSender {
             socket,
             DEFAULT_MAX_FRAME,
         )?)))
+    }
+}
+
+/// The error of a topic end on an address that carries no topics.
+fn not_a_topic(addr: &Address) -> OpenError {
+    OpenError::Unsupported {
+        address: addr.to_string(),
+        hint: if cfg!(feature = "zenoh") || !matches!(addr, Address::Zenoh(_)) {
+            "publish/subscribe runs over shared memory (shm:, file:, sysv:, a memfd) and, \
+             across machines, zenoh:"
+        } else {
+            "zenoh: needs shmlane built with the `zenoh` cargo feature (which builds Zenoh)"
+        },
     }
 }
 
@@ -926,6 +969,33 @@ impl FrameReceiver {
             RxImpl::Signal(s) => s.readiness(&mut r)?,
         }
         Ok(r)
+    }
+
+    /// A subscriber of a topic at `addr` (`zenoh:` only).
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Unsupported`] for any other address; as
+    /// [`bind`](Self::bind) otherwise.
+    pub(crate) fn subscribe(addr: &Address, opts: &Options) -> Result<Self, OpenError> {
+        match addr {
+            #[cfg(feature = "zenoh")]
+            Address::Zenoh(_) => Self::bind(addr, opts),
+            _ => {
+                let _ = opts;
+                Err(not_a_topic(addr))
+            }
+        }
+    }
+
+    /// Frames that arrived and were not received yet, where the transport
+    /// tells (`zenoh:`).
+    pub(crate) fn queued(&self) -> Option<usize> {
+        match &self.inner {
+            #[cfg(feature = "zenoh")]
+            RxImpl::Zenoh(s) => Some(s.queued()),
+            _ => None,
+        }
     }
 
     /// The largest frame this receiver accepts.

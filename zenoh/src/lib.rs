@@ -52,7 +52,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -535,6 +535,8 @@ pub struct ZenohRx {
     // First: dropped first, which wakes a callback blocked on a full
     // queue, so that undeclaring the subscriber below cannot wait on it.
     events: mpsc::Receiver<Event>,
+    /// Frames in `events` (or being put there).
+    queued: Arc<AtomicUsize>,
     senders: Arc<Mutex<Senders>>,
     max: usize,
     tag: Option<TypeTag>,
@@ -566,6 +568,8 @@ impl ZenohRx {
         let z = |e: zenoh::Error| ZOpenError::Zenoh(e.to_string());
         let senders = Arc::new(Mutex::new(Senders::default()));
         let (tx, events) = mpsc::sync_channel(opts.capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = Arc::clone(&queued);
         let s = Arc::clone(&senders);
         let frames = session
             .declare_subscriber(key.to_owned())
@@ -575,6 +579,8 @@ impl ZenohRx {
                     // id), or a plain Zenoh publisher's (which never
                     // counts for disconnection).
                     if sample.kind() == SampleKind::Put {
+                        // Relaxed: a count for display only.
+                        q.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.send(Event::Frame(sample.payload().clone()));
                     }
                     return;
@@ -582,6 +588,7 @@ impl ZenohRx {
                 let event = match sample.kind() {
                     SampleKind::Put => {
                         lock(&s).seen(id);
+                        q.fetch_add(1, Ordering::Relaxed);
                         Event::Frame(sample.payload().clone())
                     }
                     SampleKind::Delete => Event::End(id),
@@ -624,6 +631,7 @@ impl ZenohRx {
             .map_err(z)?;
         Ok(Self {
             events,
+            queued,
             senders,
             max: opts.max_frame,
             tag: opts.type_tag.clone(),
@@ -638,6 +646,11 @@ impl ZenohRx {
     /// The largest frame accepted.
     pub fn max_frame(&self) -> usize {
         self.max
+    }
+
+    /// Frames that arrived and were not received yet.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Receives one frame into `buf` (cleared first), waiting until
@@ -683,6 +696,7 @@ impl ZenohRx {
             };
             match event {
                 Some(Event::Frame(bytes)) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
                     if bytes.len() > self.max {
                         return Err(ZRecvError::TooLarge {
                             len: bytes.len(),
@@ -734,6 +748,9 @@ pub struct ZenohTx {
     receivers: Arc<Mutex<Receivers>>,
     max: usize,
     tag: Option<TypeTag>,
+    /// A publisher of a topic: it waits for nobody and is never
+    /// disconnected (with no subscriber, its messages go nowhere).
+    publishing: bool,
     _token: LivelinessToken,
     _watch: Subscriber<()>,
     _session: Session,
@@ -753,6 +770,32 @@ impl ZenohTx {
     ///
     /// [`ZOpenError`]; `NobodyListens` when no receiver appeared.
     pub fn connect(key: &str, opts: &ZOptions) -> Result<Self, ZOpenError> {
+        Self::open(key, opts, false)
+    }
+
+    /// A publisher of a topic on `key`: it does not wait for subscribers,
+    /// and publishing with none is not an error (the messages go nowhere,
+    /// as Zenoh's own publications do); a subscriber of another type
+    /// stops it as it stops a sender.
+    ///
+    /// # Errors
+    ///
+    /// [`ZOpenError`].
+    pub fn publish(key: &str, opts: &ZOptions) -> Result<Self, ZOpenError> {
+        Self::open(key, opts, true)
+    }
+
+    /// The receivers (subscribers) live on the key, as far as this side
+    /// has heard.
+    pub fn receivers(&self) -> usize {
+        self.receivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+            .len()
+    }
+
+    fn open(key: &str, opts: &ZOptions, publishing: bool) -> Result<Self, ZOpenError> {
         check_key(key)?;
         let start = Instant::now();
         let session = open_session(opts)?;
@@ -790,7 +833,7 @@ impl ZenohTx {
                         theirs,
                     });
                 }
-                if r.seen {
+                if r.seen || publishing {
                     break;
                 }
             }
@@ -823,6 +866,7 @@ impl ZenohTx {
             receivers,
             max: opts.max_frame,
             tag: opts.type_tag.clone(),
+            publishing,
             _token: token,
             _watch: watch,
             _session: session,
@@ -849,7 +893,7 @@ impl ZenohTx {
         }
         {
             let r = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
-            if r.seen && r.live.is_empty() {
+            if r.seen && r.live.is_empty() && !self.publishing {
                 return Err(ZSendError::Disconnected);
             }
             if let Some(theirs) = r.disagreeing(self.tag.as_ref()) {
