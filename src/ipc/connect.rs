@@ -231,10 +231,7 @@ impl Builder {
 
     /// `M` is the message type a `zenoh:` end announces (unused without
     /// the feature: no other transport checks types).
-    #[cfg_attr(
-        not(feature = "zenoh"),
-        allow(clippy::extra_unused_type_parameters)
-    )]
+    #[cfg_attr(not(feature = "zenoh"), allow(clippy::extra_unused_type_parameters))]
     pub(super) fn transport_options<M: Message>(&self) -> transport::Options {
         let mut opts = transport::Options::new().connect_timeout(self.open_timeout);
         if let Some(bytes) = self.message_size {

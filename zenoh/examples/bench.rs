@@ -3,7 +3,9 @@
 //! same payloads and settings (two sessions, TCP on 127.0.0.1, Block
 //! congestion control), and, for scale, shmlane's `tcp:` and `shm:`
 //! channels. Each round measures every variant once, in turn; medians of
-//! the rounds are printed, with the gateway's time over plain Zenoh's.
+//! the rounds are printed, and the ratios to plain Zenoh are medians of
+//! each round's ratio (a round's variants run back to back, so they share
+//! the machine's state on a noisy VM more than different rounds do).
 //!
 //! cargo run --release -p shmlane-zenoh --example bench [ROUNDS]
 
@@ -261,7 +263,8 @@ fn main() -> Result<(), Error> {
         ("shm: channel", shm),
     ];
     println!(
-        "loopback, two threads, {rounds} rounds alternating the variants, medians\n\
+        "loopback, two threads, {rounds} rounds alternating the variants, medians \
+         (ratios: medians of the rounds' ratios)\n\
          {:<16} {:>8} {:>12} {:>14} {:>11} {:>13}",
         "variant", "size", "rtt p50", "msgs/s", "rtt / plain", "rate / plain"
     );
@@ -282,14 +285,23 @@ fn main() -> Result<(), Error> {
             })
             .collect();
         for (i, (name, _)) in variants.iter().enumerate() {
+            let paired = |f: &dyn Fn(&Figures) -> f64| {
+                median(
+                    got[i]
+                        .iter()
+                        .zip(&got[0])
+                        .map(|(v, plain)| f(v) / f(plain))
+                        .collect(),
+                )
+            };
             println!(
                 "{:<16} {:>8} {:>10.1}us {:>14.0} {:>10.2}x {:>12.2}x",
                 name,
                 size,
                 med[i].0.as_secs_f64() * 1e6,
                 med[i].1,
-                med[i].0.as_secs_f64() / med[0].0.as_secs_f64(),
-                med[i].1 / med[0].1,
+                paired(&|f| f.rtt.as_secs_f64()),
+                paired(&|f| f.rate),
             );
         }
         println!();

@@ -52,7 +52,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -478,6 +478,9 @@ struct Senders {
     /// those not reported yet.
     mismatched: HashSet<u64>,
     unreported: Vec<u64>,
+    /// Whether `unreported` has any: read by every receive without the
+    /// lock.
+    to_report: Arc<AtomicBool>,
 }
 
 impl Senders {
@@ -497,6 +500,8 @@ impl Senders {
     fn mismatch(&mut self, id: u64, tag: u64) {
         if self.mismatched.insert(id) {
             self.unreported.push(tag);
+            // Relaxed: a hint; the receive that sees it takes the lock.
+            self.to_report.store(true, Ordering::Relaxed);
         }
         self.live.remove(&id);
     }
@@ -526,7 +531,7 @@ impl Senders {
     }
 }
 
-fn lock(s: &Mutex<Senders>) -> std::sync::MutexGuard<'_, Senders> {
+fn lock<T>(s: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -538,6 +543,8 @@ pub struct ZenohRx {
     /// Frames in `events` (or being put there).
     queued: Arc<AtomicUsize>,
     senders: Arc<Mutex<Senders>>,
+    /// `Senders::to_report`, shared.
+    to_report: Arc<AtomicBool>,
     max: usize,
     tag: Option<TypeTag>,
     /// When the last frame was taken (frames are taken after they arrive,
@@ -629,10 +636,12 @@ impl ZenohRx {
             ))
             .wait()
             .map_err(z)?;
+        let to_report = Arc::clone(&lock(&senders).to_report);
         Ok(Self {
             events,
             queued,
             senders,
+            to_report,
             max: opts.max_frame,
             tag: opts.type_tag.clone(),
             last_frame: Instant::now(),
@@ -665,7 +674,17 @@ impl ZenohRx {
         deadline: Option<Instant>,
     ) -> Result<usize, ZRecvError> {
         loop {
-            if let Some(theirs) = lock(&self.senders).unreported.pop() {
+            // Relaxed: see `Senders::mismatch`.
+            let theirs = if self.to_report.load(Ordering::Relaxed) {
+                let mut s = lock(&self.senders);
+                let theirs = s.unreported.pop();
+                s.to_report
+                    .store(!s.unreported.is_empty(), Ordering::Relaxed);
+                theirs
+            } else {
+                None
+            };
+            if let Some(theirs) = theirs {
                 return Err(ZRecvError::TypeMismatch {
                     ours: tag_name(self.tag.as_ref()),
                     theirs,
@@ -723,9 +742,21 @@ struct Receivers {
     seen: bool,
     /// Live receivers, with their tags.
     live: HashMap<u64, Option<u64>>,
+    /// Whether a send must look here ([`Receivers::calm`] false): every
+    /// receiver gone, or one of another type there. Kept beside the map so
+    /// that a send in the usual case reads one atomic, not the lock.
+    alarm: Arc<AtomicBool>,
 }
 
 impl Receivers {
+    /// Updates the alarm after a change, for a sender of tag `ours`.
+    fn changed(&self, ours: Option<&TypeTag>) {
+        let alarm = (self.seen && self.live.is_empty()) || self.disagreeing(ours).is_some();
+        // Relaxed: a hint; the send that sees it set takes the lock, which
+        // orders the map.
+        self.alarm.store(alarm, Ordering::Relaxed);
+    }
+
     /// The tag of a live receiver this sender's tag disagrees with.
     fn disagreeing(&self, ours: Option<&TypeTag>) -> Option<u64> {
         self.live
@@ -746,6 +777,8 @@ pub struct ZenohTx {
     /// sender from it, or from its token, whichever comes first).
     introduced: bool,
     receivers: Arc<Mutex<Receivers>>,
+    /// `Receivers::alarm`, shared.
+    alarm: Arc<AtomicBool>,
     max: usize,
     tag: Option<TypeTag>,
     /// A publisher of a topic: it waits for nobody and is never
@@ -801,7 +834,9 @@ impl ZenohTx {
         let session = open_session(opts)?;
         let z = |e: zenoh::Error| ZOpenError::Zenoh(e.to_string());
         let receivers = Arc::new(Mutex::new(Receivers::default()));
+        let alarm = Arc::clone(&lock(&receivers).alarm);
         let r = Arc::clone(&receivers);
+        let ours = opts.type_tag.clone();
         let watch = session
             .liveliness()
             .declare_subscriber(format!("{key}/@shmlane/rx/*/*"))
@@ -810,7 +845,7 @@ impl ZenohTx {
                 let Some((id, tag)) = token_id(&sample) else {
                     return;
                 };
-                let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+                let mut r = lock(&r);
                 match sample.kind() {
                     SampleKind::Put => {
                         r.seen = true;
@@ -820,6 +855,7 @@ impl ZenohTx {
                         r.live.remove(&id);
                     }
                 }
+                r.changed(ours.as_ref());
             })
             .wait()
             .map_err(z)?;
@@ -864,6 +900,7 @@ impl ZenohTx {
             id: ZBytes::from(id.to_le_bytes().to_vec()),
             introduced: false,
             receivers,
+            alarm,
             max: opts.max_frame,
             tag: opts.type_tag.clone(),
             publishing,
@@ -891,8 +928,9 @@ impl ZenohTx {
                 max: self.max,
             });
         }
-        {
-            let r = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        // Relaxed: see `Receivers::changed`.
+        if self.alarm.load(Ordering::Relaxed) {
+            let r = lock(&self.receivers);
             if r.seen && r.live.is_empty() && !self.publishing {
                 return Err(ZSendError::Disconnected);
             }
@@ -967,10 +1005,18 @@ mod tests {
         assert_eq!(chunk_tag(&tag_chunk(Some(&a))), Some(a.hash));
         assert_eq!(chunk_tag(&tag_chunk(None)), None);
         let mut r = Receivers::default();
+        let alarm = |r: &Receivers| r.alarm.load(Ordering::Relaxed);
+        r.seen = true;
+        r.changed(Some(&a));
+        assert!(alarm(&r), "every receiver gone");
         r.live.insert(1, Some(a.hash));
         r.live.insert(2, None);
+        r.changed(Some(&a));
+        assert!(!alarm(&r));
         assert_eq!(r.disagreeing(Some(&b)), None);
         r.live.insert(3, Some(c.hash));
+        r.changed(Some(&a));
+        assert!(alarm(&r), "a receiver of another type");
         assert_eq!(r.disagreeing(Some(&a)), Some(c.hash));
         assert_eq!(r.disagreeing(None), None);
     }
