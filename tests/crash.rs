@@ -785,3 +785,39 @@ fn fork_and_drop(addr: &str) {
     assert!(Builder::new(addr).unwrap().open::<[u64; 4]>().is_ok());
     println!("parent intact");
 }
+
+/// A consumer that dies holding a message (MPMC): the receiver that comes
+/// after it gets that message first, then the rest in the ring's order.
+/// The dead claim is adopted at the next claim after the reap, not only
+/// once the ring is found empty (where it used to come after up to a
+/// ring's worth of newer messages).
+#[test]
+fn a_dead_consumers_message_comes_first_to_the_next_receiver() {
+    let s = Scenario {
+        ring: RingKind::Mpmc,
+        kind: Kind::Pod,
+        victim: Victim::Consumer,
+        fault: "recv.read@1",
+        batch: false,
+        sysv: false,
+    };
+    let addr = format!("shm:{}", unique("orphan-first"));
+    let chan = Builder::new(&addr)
+        .unwrap()
+        .capacity(16)
+        .create::<[u64; 4]>()
+        .unwrap();
+    let tx = chan.sender().unwrap();
+    let n = chan.capacity() as u64;
+    for i in 0..n {
+        tx.send(pod(i)).unwrap();
+    }
+    let mut victim = spawn(&s, &addr, "consumer", 0, Some(s.fault));
+    let (got, killed) = reports(&mut victim);
+    // It dies at its first read: holding message 0 (having reported it
+    // or not).
+    assert!(killed && got.len() <= 1, "{killed} {got:?}");
+    let rx = chan.receiver().unwrap();
+    let got: Vec<u64> = (0..n).map(|_| check_pod(&rx.recv().unwrap())).collect();
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+}

@@ -737,8 +737,8 @@ fn a_bridge_with_reconnect_outlives_a_killed_peer_and_resumes() {
         .map(|l| l.parse().expect("a whole line"))
         .collect();
     // In order, but for the killed bridge's message in hand: the ring
-    // delivers it again (at least once), to the second bridge, once the
-    // dead claim is found, which may be after newer messages (README).
+    // delivers it again (at least once) to the second bridge, first; a
+    // duplicate, if the killed bridge had forwarded it, is out of order.
     let descents: Vec<_> = numbers.windows(2).filter(|w| w[0] >= w[1]).collect();
     let mut unique = numbers.clone();
     unique.sort_unstable();

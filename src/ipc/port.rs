@@ -204,21 +204,21 @@ fn mpmc_claim(
     let mut step = 0;
     let mut senders_gone = false;
     loop {
-        // While spinning, never read the producers' index (as above).
-        let first = if probe {
-            end.ring.try_claim()
+        // A dead consumer's claim first, when a participant was reaped
+        // since this end last looked (and at this end's first claim): its
+        // message is older than any the ring holds, so delivered again
+        // before them it keeps the ring's order. Looked for once more
+        // before reporting the end.
+        let orphan = if end.orphans_possible() {
+            end.ring.adopt_dead_reader(is_dead).ok()
         } else {
-            end.ring.try_claim_spin()
+            None
         };
-        let claimed = match first {
-            Ok(slot) => Ok(slot),
-            // A dead consumer's claim, adopted: only looked for when a
-            // participant was reaped since this end last looked, and once
-            // more before reporting the end.
-            Err(PopError::Empty) if (probe || senders_gone) && end.orphans_possible() => {
-                end.ring.adopt_dead_reader(is_dead)
-            }
-            Err(e) => Err(e),
+        let claimed = match orphan {
+            Some(slot) => Ok(slot),
+            // While spinning, never read the producers' index (as above).
+            None if probe => end.ring.try_claim(),
+            None => end.ring.try_claim_spin(),
         };
         match claimed {
             Ok(slot) => {

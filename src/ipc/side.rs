@@ -289,8 +289,11 @@ impl MpmcEnd {
     /// claims the dead left behind (and notes that it looks now).
     pub(super) fn orphans_possible(&self) -> bool {
         let now = self.side.seg().reaped();
-        // Relaxed: a local note; the segment counter orders the reap.
-        self.seen_reaped.swap(now, Ordering::Relaxed) != now
+        // Relaxed: a local note; the segment counter orders the reap. A
+        // load first: this is asked at every claim, and nothing changed
+        // is the rule.
+        self.seen_reaped.load(Ordering::Relaxed) != now
+            && self.seen_reaped.swap(now, Ordering::Relaxed) != now
     }
 
     /// Makes the next [`orphans_possible`](Self::orphans_possible) true.
