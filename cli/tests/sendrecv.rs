@@ -977,3 +977,20 @@ fn bridges_a_typed_ring_and_refuses_another_type() {
     assert!(!both.status.success());
     assert!(both.stderr.contains("one message type"), "{}", both.stderr);
 }
+
+/// `--lossy` toward `zenoh:` is refused as a usage error (its sends wait
+/// inside Zenoh, so it would not drop), before anything is opened.
+#[test]
+fn bridge_refuses_lossy_toward_zenoh() {
+    let done = finish(start(
+        &["bridge", "--lossy", "shm:unused", "zenoh:some/key"],
+        None,
+        true,
+    ));
+    assert_eq!(done.status.code(), Some(2), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("--lossy does not apply"),
+        "{}",
+        done.stderr
+    );
+}

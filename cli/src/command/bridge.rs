@@ -42,8 +42,8 @@ pub struct Args {
     /// Where they go
     #[arg(value_name = "TO", value_parser = |s: &str| endpoint::parse_target(s, false))]
     to: Target,
-    /// Drop a message TO has no room for (counted) instead of waiting (not
-    /// for a zenoh: TO, whose sends wait inside Zenoh)
+    /// Drop a message TO has no room for (counted) instead of waiting
+    /// (refused for a zenoh: TO, whose sends wait inside Zenoh)
     #[arg(long)]
     lossy: bool,
     /// Largest message (rings this command creates hold this much; the
@@ -94,6 +94,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The source may stay quiet as long as it likes; only TO's receiver
     // is waited for within the timeout.
     let (from, to) = (opts(args.from, None), opts(args.to, Some(timeout)));
+    if args.lossy && matches!(to.addr(), Address::Zenoh(_)) {
+        crate::usage_error(
+            "bridge",
+            "--lossy does not apply to a zenoh: TO: its sends wait inside Zenoh while the path \
+             is full (nothing is dropped); leave it out",
+        );
+    }
     if matches!(from.addr(), Address::Signal(_)) {
         transport::block_signal(&transport::Options::new())
             .context("blocking the signal transport's signal")?;
