@@ -45,7 +45,11 @@
 //! such a frame is refused or read as a valid value of the receiver's
 //! type, never read out of bounds.
 //!
-//! Sessions are configured by a [`Config`]: the one in [`ZOptions`], else
+//! Each endpoint opens its own session (sharing one would let a receiver
+//! whose queue is full stall every other endpoint of the process, as
+//! reception blocks to push back), so a configuration that listens on a
+//! fixed port serves one endpoint per process. Sessions are configured
+//! by a [`Config`]: the one in [`ZOptions`], else
 //! the file named by `ZENOH_CONFIG`, else Zenoh's default (a peer that
 //! scouts by multicast). Zenoh's runtime cannot be driven from a Tokio
 //! current-thread runtime: make and use these from plain threads.

@@ -159,7 +159,7 @@ fn senders_and_receivers_of_different_types_refuse_each_other() {
         .expect("the receiver was never told");
     let inner = told.get_ref().and_then(|e| e.downcast_ref::<ZRecvError>());
     assert!(
-        matches!(inner, Some(ZRecvError::TypeMismatch { ours, .. }) if ours == "bytes"),
+        matches!(inner, Some(ZRecvError::TypeMismatch { ours, .. }) if ours == "Bytes"),
         "{told}"
     );
     // Once it is gone, sending goes on, in order, to the Order receiver.
