@@ -129,6 +129,11 @@ impl FramesTx {
             return Err(SendMsgError::Full);
         };
         let state = &mut *state;
+        // Raw bytes and Pod values go as they are, without a copy into the
+        // frame buffer (the transport checks the max frame).
+        if let Some(bytes) = M::as_bytes(msg) {
+            return state.tx.send(bytes, deadline).map_err(send_error);
+        }
         if state.enc.len() != self.max {
             state.enc.resize(self.max, 0);
         }

@@ -640,12 +640,20 @@ impl<M: Message> Publisher<M> {
     ) -> Result<(), PublishError> {
         let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
         let f = &mut *f;
-        let max = f.tx.max_frame();
-        if f.enc.len() != max {
-            f.enc.resize(max, 0);
-        }
-        let len = M::encode(msg, &mut f.enc, &mut f.scratch).map_err(PublishError::Encode)?;
-        match f.tx.send(&f.enc[..len], deadline) {
+        // Raw bytes and Pod values go as they are (see `FramesTx::send`).
+        let sent = match M::as_bytes(msg) {
+            Some(bytes) => f.tx.send(bytes, deadline),
+            None => {
+                let max = f.tx.max_frame();
+                if f.enc.len() != max {
+                    f.enc.resize(max, 0);
+                }
+                let len =
+                    M::encode(msg, &mut f.enc, &mut f.scratch).map_err(PublishError::Encode)?;
+                f.tx.send(&f.enc[..len], deadline)
+            }
+        };
+        match sent {
             Ok(()) => {
                 f.published += 1;
                 Ok(())
