@@ -398,7 +398,15 @@ fn run(s: &Scenario) {
     let mut victim_done = false;
     if hold {
         let (got, k) = reports(&mut consumers[n - 1]);
-        assert!(k, "{}: the consumer was not killed", s.fault);
+        // (Seen once in a loaded CI run, not reproduced in 65 runs since:
+        // what the victim reported says how far it got.)
+        assert!(
+            k,
+            "{}: the consumer was not killed; it exited normally after reporting {} messages: \
+             {got:?}",
+            s.fault,
+            got.len()
+        );
         victim_reports = got;
         victim_done = true;
         for c in &mut consumers[..n - 1] {
