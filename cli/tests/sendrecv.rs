@@ -526,6 +526,12 @@ fn bridge_counts_on_sigusr1_and_at_exit() {
     );
 }
 
+/// `shmlane ARGS` with `ZENOH_CONFIG` naming `config`, its stdout kept.
+#[cfg(feature = "zenoh")]
+fn zenoh_cmd(args: &[&str], config: &str) -> Running {
+    start_with_env(args, None, true, &[("ZENOH_CONFIG", config)])
+}
+
 /// Zenoh configuration files for a bridge pair on loopback: one listens
 /// on a free port, the other connects to it; no scouting.
 #[cfg(feature = "zenoh")]
@@ -566,18 +572,8 @@ fn bridges_through_zenoh() {
     let key = format!("zenoh:shmlane/test/{}", kit::unique("bridge"));
     let input = lines(n);
     let recv = start(&["recv", &b], None, true);
-    let far = start_with_env(
-        &["bridge", &key, &b],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &listen)],
-    );
-    let near = start_with_env(
-        &["bridge", &a, &key],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &connect)],
-    );
+    let far = zenoh_cmd(&["bridge", &key, &b], &listen);
+    let near = zenoh_cmd(&["bridge", &a, &key], &connect);
     let send = start(&["send", &a], Some(input.clone()), true);
     let sent = finish(send);
     let near = finish(near);
@@ -616,18 +612,8 @@ fn a_killed_bridge_leaves_a_prefix_then_disconnection() {
     let key = format!("zenoh:shmlane/test/{}", kit::unique("kill"));
     let input = lines(n);
     let (mut recv, out, reader) = streaming(&["recv", &b], &[], false);
-    let far = start_with_env(
-        &["bridge", &key, &b],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &listen)],
-    );
-    let mut near = start_with_env(
-        &["bridge", &a, &key],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &connect)],
-    );
+    let far = zenoh_cmd(&["bridge", &key, &b], &listen);
+    let mut near = zenoh_cmd(&["bridge", &a, &key], &connect);
     let send = start(&["send", &a], Some(input.clone()), true);
     // Kill the near bridge once lines came through it (killed before its
     // Zenoh sender was up, the far side would rightly wait for a sender).
@@ -675,12 +661,7 @@ fn a_bridge_with_reconnect_outlives_a_killed_peer_and_resumes() {
         true,
     );
     let far_said = |what: &str| String::from_utf8_lossy(&said.lock().unwrap()).contains(what);
-    let mut near = start_with_env(
-        &["bridge", &a, &key],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &connect)],
-    );
+    let mut near = zenoh_cmd(&["bridge", &a, &key], &connect);
     let tx = ring_a.sender().unwrap();
     let send = thread::spawn(move || {
         for i in 0..n {
@@ -710,12 +691,7 @@ fn a_bridge_with_reconnect_outlives_a_killed_peer_and_resumes() {
         Some(&mut far),
         || far_said("senders are gone; waiting for new ones"),
     );
-    let near = start_with_env(
-        &["bridge", &a, &key],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &connect)],
-    );
+    let near = zenoh_cmd(&["bridge", &a, &key], &connect);
     send.join().unwrap();
     drop(ring_a);
     let near = finish(near);
@@ -916,18 +892,8 @@ fn bridges_a_typed_ring_and_refuses_another_type() {
     let ring_a = Builder::new(&a).unwrap().create::<Rkyv<Order>>().unwrap();
     let ring_b = Builder::new(&b).unwrap().create::<Rkyv<Order>>().unwrap();
     let rx = ring_b.receiver().unwrap();
-    let far = start_with_env(
-        &["bridge", &key, &b],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &listen)],
-    );
-    let near = start_with_env(
-        &["bridge", &a, &key],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &connect)],
-    );
+    let far = zenoh_cmd(&["bridge", &key, &b], &listen);
+    let near = zenoh_cmd(&["bridge", &a, &key], &connect);
     let tx = ring_a.sender().unwrap();
     let send = thread::spawn(move || {
         for i in 0..n {
@@ -953,18 +919,8 @@ fn bridges_a_typed_ring_and_refuses_another_type() {
         .unwrap()
         .create::<Rkyv<Telemetry>>()
         .unwrap();
-    let mut far = start_with_env(
-        &["bridge", &key, &c],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &listen)],
-    );
-    let near = finish(start_with_env(
-        &["bridge", &a, &key],
-        None,
-        true,
-        &[("ZENOH_CONFIG", &connect)],
-    ));
+    let mut far = zenoh_cmd(&["bridge", &key, &c], &listen);
+    let near = finish(zenoh_cmd(&["bridge", &a, &key], &connect));
     far.kid.kill();
     drop(ring_a);
     assert!(!near.status.success());
