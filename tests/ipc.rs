@@ -193,8 +193,9 @@ fn large_pod_values(mpmc: bool) {
 #[test]
 fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
     use std::sync::atomic::{AtomicU64, Ordering};
-    // (ring kind, bytes from a slot's payload back to its stamp: the slot
-    // header is the stamp, plus the owner word on MPMC rings)
+    // (ring kind, the slot header's size: the stamp, plus the owner word
+    // on MPMC rings; the payload starts at the next multiple of the slot
+    // alignment, 64 for values this large)
     for (mpmc, header) in [(false, 8), (true, 16)] {
         let builder = Builder::new(&kit::shm_address("big-scribble")).unwrap();
         let builder = if mpmc {
@@ -212,10 +213,11 @@ fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
             *v = big(1);
         })
         .unwrap();
-        // SAFETY: the stamp word of the slot just published, inside the
+        // SAFETY: the stamp word (the slot's first) of the slot just published, inside the
         // mapped segment that `chan` keeps, 8-aligned; the ring reads it
         // only atomically.
-        let stamp = unsafe { &*((payload - header) as *const AtomicU64) };
+        let offset = (header as usize).next_multiple_of(chan.segment().layout().slot_align());
+        let stamp = unsafe { &*((payload - offset) as *const AtomicU64) };
         stamp.store(1 << 50, Ordering::SeqCst);
         assert_eq!(
             rx.try_recv(),
@@ -566,6 +568,66 @@ fn spsc_batches_between_processes_keep_every_value() {
         }
     }
     assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected));
+}
+
+/// Pod messages of 256 bytes and more start on a 64-byte line of their
+/// own in the slots a creator makes (aligned copies, no line shared by two
+/// slots); segments made with the old shape (the payload right after the
+/// stamp) open and carry messages alike.
+#[test]
+fn large_pod_slots_start_on_a_line_and_either_shape_opens() {
+    use shmlane::ipc::RingKind;
+    use shmlane_shm::{CreateOptions, Segment, Spec};
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        let mut cleanup = kit::Cleanup::new();
+        let addr = kit::shm_address("aligned");
+        let big = Builder::new(&addr)
+            .unwrap()
+            .kind(kind)
+            .capacity(4)
+            .create::<[u8; 1024]>()
+            .unwrap();
+        let layout = *big.segment().layout();
+        assert_eq!(layout.slot_align(), 64, "{kind:?}");
+        assert_eq!(layout.stride() % 64, 0, "{kind:?}");
+        // Smaller ones keep their own alignment.
+        let small = Builder::new(&kit::shm_address("unaligned"))
+            .unwrap()
+            .kind(kind)
+            .capacity(4)
+            .create::<[u8; 128]>()
+            .unwrap();
+        assert!(small.segment().layout().slot_align() < 64, "{kind:?}");
+        // The old shape, as an earlier creator made it: the payload right
+        // after the stamp (SPSC), or after an 8-byte length word (MPMC).
+        let (slot_size, slot_align) = match kind {
+            RingKind::Spsc => (1024, 1),
+            _ => (1032, 8),
+        };
+        let old = kit::shm_address("oldshape");
+        let parsed = shmlane_shm::Address::parse(&old).unwrap();
+        cleanup.shm(old.trim_start_matches("shm:"));
+        let spec = Spec {
+            kind,
+            capacity: 4,
+            slot_size,
+            slot_align,
+            ty: big.segment().type_info(),
+        };
+        let _seg = Segment::create(&parsed, &spec, &CreateOptions::default()).unwrap();
+        for addr in [addr.as_str(), old.as_str()] {
+            let chan = Builder::new(addr).unwrap().open::<[u8; 1024]>().unwrap();
+            let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+            for i in 0..100u32 {
+                let mut m = [0u8; 1024];
+                m.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, b)| *b = (i as usize * 7 + j) as u8);
+                tx.send(m).unwrap();
+                assert_eq!(rx.recv().unwrap(), m, "{kind:?} {addr} {i}");
+            }
+        }
+    }
 }
 
 #[test]
