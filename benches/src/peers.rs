@@ -5,11 +5,19 @@
 //! - the floor with the payload: each side copies `size` bytes into a
 //!   shared buffer before flipping the flag, and the other copies them all
 //!   out after (the same bytes between the same cores, nothing else);
-//! - shmlane: two SPSC `shm:` channels of `[u8; size]` (Pod), busy-poll and
-//!   the default wait strategy; each side receives the whole value and
-//!   sends it back; and busy-poll in place: `send_with` copies the payload
-//!   into the slot, `recv_ref` lends it and the receiver copies it out
-//!   once (the floor's copies, through the channel);
+//! - the same with two flags, one each way (`floor2+copy`): the shape of
+//!   any round trip through two channels, whose two rings are two lines;
+//! - shmlane: two SPSC `shm:` channels of `[u8; size]` (Pod) of 2 slots,
+//!   the shape of a request/response exchange (one message in flight; the
+//!   library's own services use one slot) and of iceoryx2's subscriber
+//!   buffer of one: busy-poll and the default wait strategy, each side
+//!   receiving the whole value and sending it back; busy-poll in place
+//!   (`send_with` copies the payload into the slot, `recv_ref` lends it
+//!   and the receiver copies it out once: the floor's copies, through the
+//!   channel); and busy-poll on channels of 64 slots. A ping-pong writes
+//!   the next slot each time, so 64 slots of 1 KiB or 4 KiB are 64 or
+//!   256 KiB per direction cycled through the caches, where two slots stay
+//!   hot;
 //! - iceoryx2 0.10 (with the `iceoryx2` feature): two publish/subscribe
 //!   services of `[u8]` slices configured as iceoryx2's own benchmark
 //!   configures them (history 0, a subscriber buffer of one, safe
@@ -24,6 +32,7 @@
 //! rounds asked for, and a row keeps the rounds of the placement most of
 //! them had: ratios only between runs on the same hardware.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use shmlane::ipc::Builder;
@@ -42,12 +51,16 @@ pub enum Variant {
     Floor,
     /// The ping-pong moving the payload both ways.
     FloorCopy,
+    /// As `FloorCopy`, with one flag each way.
+    Floor2Copy,
     /// shmlane's SPSC channel, busy-poll.
     Busy,
     /// shmlane's SPSC channel, the default wait strategy.
     Default,
     /// shmlane's SPSC channel, busy-poll, written and read in place.
     InPlace,
+    /// shmlane's SPSC channel of 64 slots, busy-poll.
+    Busy64,
     /// iceoryx2's publish/subscribe.
     Iceoryx2,
 }
@@ -58,9 +71,11 @@ impl Variant {
         let mut v = vec![
             Self::Floor,
             Self::FloorCopy,
+            Self::Floor2Copy,
             Self::Busy,
             Self::Default,
             Self::InPlace,
+            Self::Busy64,
         ];
         if cfg!(feature = "iceoryx2") {
             v.push(Self::Iceoryx2);
@@ -73,9 +88,11 @@ impl Variant {
         match self {
             Self::Floor => "floor",
             Self::FloorCopy => "floor+copy",
+            Self::Floor2Copy => "floor2+copy",
             Self::Busy => "shmlane busy",
             Self::Default => "shmlane default",
             Self::InPlace => "shmlane in place",
+            Self::Busy64 => "busy, 64 slots",
             Self::Iceoryx2 => "iceoryx2",
         }
     }
@@ -83,10 +100,12 @@ impl Variant {
     fn run(self, size: usize, iters: u64) -> Latency {
         match self {
             Self::Floor => floor(iters),
-            Self::FloorCopy => floor_copy(size, iters),
+            Self::FloorCopy => floor_copy(size, iters, false),
+            Self::Floor2Copy => floor_copy(size, iters, true),
             Self::Busy => shmlane(size, iters, Mode::Busy),
             Self::Default => shmlane(size, iters, Mode::Default),
             Self::InPlace => shmlane(size, iters, Mode::InPlace),
+            Self::Busy64 => shmlane(size, iters, Mode::Busy64),
             Self::Iceoryx2 => iceoryx2(size, iters),
         }
     }
@@ -181,7 +200,7 @@ pub fn table(rows: &[PeerRow]) -> String {
     for v in &variants {
         let _ = write!(out, " | {}", v.name());
     }
-    out.push_str(" | busy/floor+copy");
+    out.push_str(" | busy/floor+copy | busy/floor2+copy | 64 slots/floor+copy");
     if variants.contains(&Variant::Iceoryx2) {
         out.push_str(" | busy/iceoryx2");
     }
@@ -192,10 +211,14 @@ pub fn table(rows: &[PeerRow]) -> String {
             let _ = write!(out, " | {:>6.0} ({:.0})", c.1, c.2);
         }
         let busy = r.p50(Variant::Busy).unwrap_or(f64::NAN);
+        let p50 = |v| r.p50(v).unwrap_or(f64::NAN);
+        let floor_copy = p50(Variant::FloorCopy);
         let _ = write!(
             out,
-            " | {:.2}x",
-            busy / r.p50(Variant::FloorCopy).unwrap_or(f64::NAN)
+            " | {:.2}x | {:.2}x | {:.2}x",
+            busy / floor_copy,
+            busy / p50(Variant::Floor2Copy),
+            p50(Variant::Busy64) / floor_copy
         );
         if let Some(ice) = r.p50(Variant::Iceoryx2) {
             let _ = write!(out, " | {:.2}x", busy / ice);
@@ -207,6 +230,10 @@ pub fn table(rows: &[PeerRow]) -> String {
             crate::kept_text(r.kept, r.made, r.mixed)
         );
     }
+    out.push_str(
+        "(shmlane's channels hold 2 slots, what one message in flight needs; \
+         `busy, 64 slots` shows what a larger ring costs a ping-pong)\n",
+    );
     if rows.iter().any(|r| r.mixed) {
         out.push_str(crate::MIXED_NOTE);
     }
@@ -223,8 +250,13 @@ pub(crate) fn run_peer(args: &[&str]) {
     // A peer spins on its CPU: it must not outlive a bench killed midway.
     let _ = shmlane_sys::process::die_with_parent();
     match args {
-        ["floor_copy", path, size, iters] => {
-            peer_floor_copy(path, size.parse().unwrap(), iters.parse().unwrap());
+        ["floor_copy", path, size, iters, two] => {
+            peer_floor_copy(
+                path,
+                size.parse().unwrap(),
+                iters.parse().unwrap(),
+                *two == "2",
+            );
         }
         ["shmlane", ping, pong, size, iters, busy] => {
             let (size, iters) = (size.parse().unwrap(), iters.parse().unwrap());
@@ -243,25 +275,32 @@ pub(crate) fn run_peer(args: &[&str]) {
     }
 }
 
-/// The payload buffers of [`floor_copy`]: the flag's line, then one buffer
-/// each way, each on lines of its own.
+/// The payload buffers of [`floor_copy`]: the flags' lines (the second
+/// used by `floor2+copy` only), then one buffer each way, each on lines of
+/// its own.
 fn copy_layout(size: usize) -> (usize, usize, usize) {
     let round = |n: usize| n.div_ceil(128) * 128;
-    let (a, b) = (128, 128 + round(size));
+    let (a, b) = (2 * 128, 2 * 128 + round(size));
     let len = (b + round(size)).div_ceil(4096) * 4096;
     (a, b, len)
 }
 
-fn floor_copy(size: usize, iters: u64) -> Latency {
+/// The flag each way: one word for both, or one line each (`two`).
+fn copy_flags(page: &SharedPage, two: bool) -> (&AtomicU64, &AtomicU64) {
+    (page.counter(), page.word(if two { 128 } else { 0 }))
+}
+
+fn floor_copy(size: usize, iters: u64, two: bool) -> Latency {
     let (a, b, len) = copy_layout(size);
     let path = std::path::Path::new("/dev/shm").join(crate::ipc::unique("floorcopy"));
     let page = SharedPage::create_len(&path, len);
     let mut peer = Peer::spawn(&format!(
-        "peers floor_copy {} {size} {iters}",
-        path.display()
+        "peers floor_copy {} {size} {iters} {}",
+        path.display(),
+        if two { 2 } else { 1 }
     ));
     peer.wait_line("ready");
-    let c = page.counter();
+    let (ping, pong) = copy_flags(&page, two);
     let mut local = vec![0u8; size];
     let mut samples = Samples::new();
     for i in 0..iters {
@@ -269,8 +308,8 @@ fn floor_copy(size: usize, iters: u64) -> Latency {
         local[..8.min(size)].copy_from_slice(&i.to_le_bytes()[..8.min(size)]);
         page.write(a, &local);
         // Release: pairs with the peer's Acquire in `spin_until`.
-        c.store(2 * i + 1, std::sync::atomic::Ordering::Release);
-        crate::ipc::spin_until(c, 2 * i + 2);
+        ping.store(2 * i + 1, Ordering::Release);
+        crate::ipc::spin_until(pong, 2 * i + 2);
         page.read(b, &mut local);
         std::hint::black_box(&local);
         samples.record(t.elapsed());
@@ -279,18 +318,18 @@ fn floor_copy(size: usize, iters: u64) -> Latency {
     samples.latency()
 }
 
-fn peer_floor_copy(path: &str, size: usize, iters: u64) {
+fn peer_floor_copy(path: &str, size: usize, iters: u64, two: bool) {
     let (a, b, len) = copy_layout(size);
     let page = SharedPage::open_len(path, len);
-    let c = page.counter();
+    let (ping, pong) = copy_flags(&page, two);
     let mut local = vec![0u8; size];
     println!("ready");
     for i in 0..iters {
-        crate::ipc::spin_until(c, 2 * i + 1);
+        crate::ipc::spin_until(ping, 2 * i + 1);
         page.read(a, &mut local);
         page.write(b, &local);
         // Release: pairs with the parent's Acquire in `spin_until`.
-        c.store(2 * i + 2, std::sync::atomic::Ordering::Release);
+        pong.store(2 * i + 2, Ordering::Release);
     }
 }
 
@@ -303,6 +342,8 @@ enum Mode {
     Default,
     /// Busy-poll; `send_with` and `recv_ref`.
     InPlace,
+    /// Busy-poll, by value, on channels of 64 slots.
+    Busy64,
 }
 
 impl Mode {
@@ -311,6 +352,7 @@ impl Mode {
             Self::Busy => "busy",
             Self::Default => "default",
             Self::InPlace => "inplace",
+            Self::Busy64 => "busy64",
         }
     }
 
@@ -318,6 +360,7 @@ impl Mode {
         match s {
             "busy" => Self::Busy,
             "default" => Self::Default,
+            "busy64" => Self::Busy64,
             _ => Self::InPlace,
         }
     }
@@ -325,7 +368,15 @@ impl Mode {
     fn strategy(self) -> WaitStrategy {
         match self {
             Self::Default => WaitStrategy::default(),
-            Self::Busy | Self::InPlace => WaitStrategy::busy_poll(),
+            Self::Busy | Self::InPlace | Self::Busy64 => WaitStrategy::busy_poll(),
+        }
+    }
+
+    /// Slots per channel (the peer opens what was made).
+    fn capacity(self) -> usize {
+        match self {
+            Self::Busy64 => 64,
+            _ => 2,
         }
     }
 }
@@ -352,7 +403,7 @@ where
         Builder::new(addr)
             .unwrap()
             .spsc()
-            .capacity(64)
+            .capacity(mode.capacity())
             .wait_strategy(mode.strategy())
             .create::<[u8; N]>()
             .unwrap()

@@ -371,9 +371,13 @@ fn peers_prints_a_row_per_size_beside_the_floors() {
     for column in [
         "floor",
         "floor+copy",
+        "floor2+copy",
         "shmlane busy",
         "shmlane default",
+        "busy, 64 slots",
         "busy/floor+copy",
+        "busy/floor2+copy",
+        "64 slots/floor+copy",
     ] {
         assert!(stdout.contains(column), "no `{column}` in\n{stdout}");
     }
