@@ -213,10 +213,10 @@ fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
             *v = big(1);
         })
         .unwrap();
-        // SAFETY: the stamp word (the slot's first) of the slot just published, inside the
-        // mapped segment that `chan` keeps, 8-aligned; the ring reads it
-        // only atomically.
         let offset = (header as usize).next_multiple_of(chan.segment().layout().slot_align());
+        // SAFETY: the stamp word (the slot's first) of the slot just
+        // published, inside the mapped segment that `chan` keeps, 8-aligned;
+        // the ring reads it only atomically.
         let stamp = unsafe { &*((payload - offset) as *const AtomicU64) };
         stamp.store(1 << 50, Ordering::SeqCst);
         assert_eq!(
