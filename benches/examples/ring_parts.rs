@@ -34,7 +34,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use shmlane::ipc::Builder;
+use shmlane::ipc::{Builder, Receiver, Sender};
 use shmlane::WaitStrategy;
 
 #[repr(align(128))]
@@ -141,24 +141,30 @@ fn ring_with(iters: u64, fenced: bool) -> f64 {
     })
 }
 
-fn channel(iters: u64) -> f64 {
+/// Two `shm:` SPSC channels of `T` (ping and pong) with `cap` slots,
+/// busy-poll: the ping's ends, then the pong's.
+fn two_channels<T: bytemuck::Pod>(cap: usize) -> (Sender<T>, Receiver<T>, Sender<T>, Receiver<T>) {
     let make = |tag: &str| {
         let addr = format!("shm:ring-parts-{tag}-{}", std::process::id());
         Builder::new(&addr)
             .unwrap()
             .spsc()
-            .capacity(64)
+            .capacity(cap)
             .wait_strategy(WaitStrategy::busy_poll())
-            .create::<u64>()
+            .create::<T>()
             .unwrap()
     };
     let (p, q) = (make("p"), make("q"));
-    let (ptx, prx, qtx, qrx) = (
+    (
         p.sender().unwrap(),
         p.receiver().unwrap(),
         q.sender().unwrap(),
         q.receiver().unwrap(),
-    );
+    )
+}
+
+fn channel(iters: u64) -> f64 {
+    let (ptx, prx, qtx, qrx) = two_channels::<u64>(64);
     std::thread::scope(|s| {
         s.spawn(move || {
             pin(1);
@@ -179,24 +185,8 @@ fn channel(iters: u64) -> f64 {
 
 /// `channel`, receiving with `try_recv` in a spin loop instead of `recv`.
 fn channel_try(iters: u64) -> f64 {
-    let make = |tag: &str| {
-        let addr = format!("shm:ring-parts-{tag}-{}", std::process::id());
-        Builder::new(&addr)
-            .unwrap()
-            .spsc()
-            .capacity(64)
-            .wait_strategy(WaitStrategy::busy_poll())
-            .create::<u64>()
-            .unwrap()
-    };
-    let (p, q) = (make("p"), make("q"));
-    let (ptx, prx, qtx, qrx) = (
-        p.sender().unwrap(),
-        p.receiver().unwrap(),
-        q.sender().unwrap(),
-        q.receiver().unwrap(),
-    );
-    let take = |rx: &shmlane::ipc::Receiver<u64>| loop {
+    let (ptx, prx, qtx, qrx) = two_channels::<u64>(64);
+    let take = |rx: &Receiver<u64>| loop {
         match rx.try_recv() {
             Ok(v) => break v,
             Err(_) => std::hint::spin_loop(),
@@ -396,23 +386,7 @@ fn channel_n_with<const N: usize>(iters: u64, cap: u64) -> f64
 where
     [u8; N]: bytemuck::Pod,
 {
-    let make = |tag: &str| {
-        let addr = format!("shm:ring-parts-{tag}-{}", std::process::id());
-        Builder::new(&addr)
-            .unwrap()
-            .spsc()
-            .capacity(cap as usize)
-            .wait_strategy(WaitStrategy::busy_poll())
-            .create::<[u8; N]>()
-            .unwrap()
-    };
-    let (p, q) = (make("p"), make("q"));
-    let (ptx, prx, qtx, qrx) = (
-        p.sender().unwrap(),
-        p.receiver().unwrap(),
-        q.sender().unwrap(),
-        q.receiver().unwrap(),
-    );
+    let (ptx, prx, qtx, qrx) = two_channels::<[u8; N]>(cap as usize);
     std::thread::scope(|s| {
         s.spawn(move || {
             pin(1);
