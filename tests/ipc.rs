@@ -64,6 +64,14 @@ fn child() {
             let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
             std::fs::write(env("OUT"), bytes).unwrap();
         }
+        "probing-consumer" => {
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            let rx = chan.receiver().unwrap();
+            match rx.recv_timeout(LONG) {
+                Ok(v) => println!("got {v}"),
+                Err(e) => println!("error {e:?}"),
+            }
+        }
         "endless-producer" => {
             let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
             // Sends until killed (the parent never lets it finish); the
@@ -627,6 +635,76 @@ fn large_pod_slots_start_on_a_line_and_either_shape_opens() {
                 assert_eq!(rx.recv().unwrap(), m, "{kind:?} {addr} {i}");
             }
         }
+    }
+}
+
+/// A receiver waiting before any sender ever attached looks, now and then,
+/// whether senders came and went. A sender that attaches while that look
+/// scans the table must not read as one that left: the receiver here is
+/// paused (a test-only pause point) right after its scan found no sender,
+/// a sender attaches, and the receiver goes on. It must wait for the
+/// sender's message, not end with `Disconnected` (it did, on both ring
+/// kinds: the cause of a crash test's rare "consumer was not killed").
+#[test]
+fn a_sender_attaching_during_a_receivers_look_is_not_taken_for_gone() {
+    use shmlane::ipc::RingKind;
+    if !shmlane_shm::fault::ENABLED {
+        return;
+    }
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        let addr = kit::shm_address("probe");
+        let dir = kit::TempDir::new("probe");
+        let base = dir.path().join("pause");
+        let chan = Builder::new(&addr)
+            .unwrap()
+            .kind(kind)
+            .capacity(4)
+            .create::<u64>()
+            .unwrap();
+        let mut kid = Kid::spawn(
+            "child",
+            "probing-consumer",
+            &[
+                ("ADDR", addr.clone()),
+                (
+                    "SHMLANE_PAUSE",
+                    format!(
+                        "probe.scanned:{0}-scanned,probe.attached:{0}-attached",
+                        base.display()
+                    ),
+                ),
+            ],
+        );
+        // Waits until the receiver reached `point` (or exited); the limit
+        // is a hang guard, not a timing assumption.
+        let reached = |kid: &mut Kid, point: &str| {
+            let path = std::path::PathBuf::from(format!("{}-{point}.reached", base.display()));
+            let start = Instant::now();
+            while !path.exists() && kid.is_running() {
+                assert!(start.elapsed() < LONG, "{kind:?}: no {point}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let go = |point: &str| {
+            std::fs::write(format!("{}-{point}.go", base.display()), b"").unwrap();
+        };
+        // Paused right after a look that found no sender: one attaches.
+        reached(&mut kid, "scanned");
+        let tx = chan.sender().unwrap();
+        go("scanned");
+        // A receiver that took it for gone has ended by now; one that did
+        // not looks again later, with the sender attached, and then gets
+        // the message.
+        reached(&mut kid, "attached");
+        go("attached");
+        // (Fails once the receiver is gone: then the lines below say why.)
+        let sent = tx.send(7);
+        let (lines, status) = kid.finish(LONG).expect("the receiver hung");
+        assert!(
+            lines.iter().any(|l| l == "got 7"),
+            "{kind:?}: the receiver said {lines:?} (send: {sent:?})"
+        );
+        assert!(status.success(), "{kind:?}");
     }
 }
 

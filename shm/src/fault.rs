@@ -14,6 +14,22 @@
 #[inline(always)]
 pub fn point(_label: &'static str) {}
 
+/// A labelled pause point (test only): with the `fault-injection` feature,
+/// when `SHMLANE_PAUSE` holds `LABEL:PATH` (several, separated by `,`),
+/// the first hit of `LABEL` creates the file `PATH.reached`, then waits
+/// until a file `PATH.go` exists (60 s at most, a hang guard), so that a
+/// test can act at exactly that point of another process. Without the
+/// feature it is an empty inline function.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn pause(_label: &'static str) {}
+
+/// A labelled pause point. See [`pause`] without the feature.
+#[cfg(feature = "fault-injection")]
+pub fn pause(label: &'static str) {
+    armed::pause(label);
+}
+
 /// Whether crash points are compiled in.
 pub const ENABLED: bool = cfg!(feature = "fault-injection");
 
@@ -45,6 +61,32 @@ mod armed {
                 Some(Target { label, nth })
             })
             .as_ref()
+    }
+
+    pub(super) fn pause(label: &'static str) {
+        use std::sync::atomic::AtomicBool;
+        static SPECS: OnceLock<Vec<(String, String, AtomicBool)>> = OnceLock::new();
+        let specs = SPECS.get_or_init(|| {
+            std::env::var("SHMLANE_PAUSE")
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|s| s.split_once(':'))
+                .map(|(l, p)| (l.to_owned(), p.to_owned(), AtomicBool::new(false)))
+                .collect()
+        });
+        // Relaxed: only the first hit pauses; nothing else is ordered.
+        let Some((_, path, _)) = specs
+            .iter()
+            .find(|(l, _, done)| l == label && !done.swap(true, Ordering::Relaxed))
+        else {
+            return;
+        };
+        let _ = std::fs::write(format!("{path}.reached"), b"");
+        let go = std::path::PathBuf::from(format!("{path}.go"));
+        let start = std::time::Instant::now();
+        while !go.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     pub(super) fn point(label: &'static str) {

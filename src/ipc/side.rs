@@ -8,7 +8,7 @@ use std::time::Instant;
 use shmlane_codec::archive::CopyBuf;
 use shmlane_ring::mpmc;
 use shmlane_semaphore::{EventCount, Phase, WaitStrategy};
-use shmlane_shm::Attachment;
+use shmlane_shm::{fault, Attachment};
 
 use super::port::{self, Failed, Tried};
 use super::{RecvMsgError, Role, Segment, Trust, PROBE_INTERVAL, STEP};
@@ -133,8 +133,16 @@ impl Side {
             }
             // A peer that died while attaching never said it was there:
             // the scan reaps it and marks its role seen.
-            let live = seg.live_count(peer);
-            return seg.ever_attached(peer) && live == 0;
+            let _ = seg.live_count(peer);
+            fault::pause("probe.scanned");
+            // "Gone" is confirmed by a scan made after `seen` was loaded
+            // (as below): a peer that published its entry behind the scan
+            // above and then marked its role seen is found by this one.
+            // Reading `seen` after a single scan took such a peer, still
+            // attaching, for one that had come and gone: a receiver that
+            // looked before its first sender attached could end with
+            // `Disconnected` and nothing received.
+            return seg.ever_attached(peer) && seg.live_count(peer) == 0;
         }
         if seg.live_hint(peer) == 0 {
             // The peers may have left because they found the segment
@@ -147,6 +155,7 @@ impl Side {
         if !probe || !self.probe_due() {
             return false;
         }
+        fault::pause("probe.attached");
         !seg.check_intact() || seg.live_count(peer) == 0
     }
 
