@@ -203,8 +203,9 @@ fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
     use std::sync::atomic::{AtomicU64, Ordering};
     // (ring kind, the slot header's size: the stamp, plus the owner word
     // on MPMC rings; the payload starts at the next multiple of the slot
-    // alignment, 64 for values this large)
-    for (mpmc, header) in [(false, 8), (true, 16)] {
+    // alignment, 64 for values this large on SPSC rings; the value is past
+    // a length word on MPMC rings)
+    for (mpmc, header, meta) in [(false, 8, 0), (true, 16, 8)] {
         let builder = Builder::new(&kit::shm_address("big-scribble")).unwrap();
         let builder = if mpmc {
             builder.kind(shmlane::ipc::RingKind::Mpmc)
@@ -221,7 +222,8 @@ fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
             *v = big(1);
         })
         .unwrap();
-        let offset = (header as usize).next_multiple_of(chan.segment().layout().slot_align());
+        let offset =
+            (header as usize).next_multiple_of(chan.segment().layout().slot_align()) + meta;
         // SAFETY: the stamp word (the slot's first) of the slot just
         // published, inside the mapped segment that `chan` keeps, 8-aligned;
         // the ring reads it only atomically.
@@ -579,9 +581,10 @@ fn spsc_batches_between_processes_keep_every_value() {
 }
 
 /// Pod messages of 256 bytes and more start on a 64-byte line of their
-/// own in the slots a creator makes (aligned copies, no line shared by two
-/// slots); segments made with the old shape (the payload right after the
-/// stamp) open and carry messages alike.
+/// own in the SPSC slots a creator makes (aligned copies, no line shared by
+/// two slots); MPMC slots, which put a length word in front of the value,
+/// keep the value's alignment. Segments made with the old shape (the
+/// payload right after the stamp) open and carry messages alike.
 #[test]
 fn large_pod_slots_start_on_a_line_and_either_shape_opens() {
     use shmlane::ipc::RingKind;
@@ -596,8 +599,18 @@ fn large_pod_slots_start_on_a_line_and_either_shape_opens() {
             .create::<[u8; 1024]>()
             .unwrap();
         let layout = *big.segment().layout();
-        assert_eq!(layout.slot_align(), 64, "{kind:?}");
-        assert_eq!(layout.stride() % 64, 0, "{kind:?}");
+        if kind == RingKind::Spsc {
+            assert_eq!(layout.slot_align(), 64);
+            assert_eq!(layout.stride() % 64, 0);
+            let tx = big.sender().unwrap();
+            let mut at = 0;
+            tx.send_with(|v| at = std::ptr::from_mut(v).addr()).unwrap();
+            assert_eq!(at % 64, 0, "the value starts on a line");
+            drop(tx);
+            big.receiver().unwrap().recv().unwrap();
+        } else {
+            assert!(layout.slot_align() < 64, "{kind:?}");
+        }
         // Smaller ones keep their own alignment.
         let small = Builder::new(&kit::shm_address("unaligned"))
             .unwrap()

@@ -155,8 +155,10 @@ pub(crate) type CursorLine = Line;
 
 /// The header in front of each SPSC slot. `stamp` is written only in the
 /// first slot of a batch: the position one past the batch's last message.
-/// It sits on the same cache line as the slot's payload, so a consumer
-/// waiting for the next message watches one line, not the producer's index.
+/// It sits on the same cache line as the slot's payload (unless the slot
+/// is aligned to a line, which puts the payload on the next one), so a
+/// consumer waiting for the next message watches one line, not the
+/// producer's index.
 #[repr(C)]
 pub(crate) struct SpscSlot {
     pub(crate) stamp: AtomicU64,
@@ -166,7 +168,8 @@ pub(crate) struct SpscSlot {
 /// The header in front of each MPMC slot: the sequence stamp and, for
 /// rings shared between processes, who holds the slot now (see
 /// [`mpmc`](crate::mpmc)). Both sit on the slot's own line, next to its
-/// payload.
+/// payload (unless the slot is aligned to a line, which puts the payload
+/// on the next one).
 #[repr(C)]
 pub(crate) struct MpmcSlot {
     pub(crate) head: MpmcStamp,

@@ -7,8 +7,10 @@
 //! A batch of `n` messages at position `t` is published with one store:
 //! the stamp of slot `t` becomes `t + n` (Release). The consumer, once it
 //! has read everything it knew of, looks at the stamp of its head slot,
-//! which is on the same cache line as that slot's payload; so a message
-//! crosses between cores as one cache line, as in a bare ping-pong. A stamp
+//! which is on the same cache line as that slot's payload (unless the slots
+//! are aligned to a line: then the payload starts on the next line); so a
+//! small message crosses between cores as one cache line, as in a bare
+//! ping-pong. A stamp
 //! left from an earlier lap is never greater than its slot's position, so
 //! it never reads as news. `tail` is still stored after each batch, for
 //! tools, for a consumer that attaches mid-stream, and for

@@ -1,4 +1,4 @@
-//! Test-only crash points.
+//! Test-only crash points, and pause points (see [`pause`]).
 //!
 //! With the `fault-injection` feature (enabled only by the workspace's
 //! dev-dependencies, never by a release build of the library or the CLI),
@@ -15,7 +15,8 @@
 pub fn point(_label: &'static str) {}
 
 /// A labelled pause point (test only): with the `fault-injection` feature,
-/// when `SHMLANE_PAUSE` holds `LABEL:PATH` (several, separated by `,`),
+/// when `SHMLANE_PAUSE` holds `LABEL:PATH` (several, separated by `,`; so
+/// a PATH without commas),
 /// the first hit of `LABEL` creates the file `PATH.reached`, then waits
 /// until a file `PATH.go` exists (60 s at most, a hang guard), so that a
 /// test can act at exactly that point of another process. Without the

@@ -62,18 +62,21 @@ pub(super) fn whole_lines<M: Message>(
 /// of their own in the slots a creator makes (see [`created_align`]).
 const LINE_ALIGNED_FROM: usize = 256;
 
-/// The slot alignment a creator asks for, given the least `align` that
-/// messages of kind `M` need. A large fixed-size (Pod) message starts on
-/// a 64-byte line of its own, past the ring's stamp: each slot then fills
+/// The slot alignment a creator of a `kind` ring asks for, given the
+/// least `align` that messages of kind `M` need. On an SPSC ring, whose
+/// Pod slots hold the bare value, a large fixed-size message starts on a
+/// 64-byte line of its own, past the ring's stamp: each slot then fills
 /// whole lines, so no two slots share one, and the copies in and out of a
-/// slot run on aligned lines (with the payload 8 bytes past a line, a
-/// 4 KiB ping-pong took 1.25-1.4x as long; see `ring_parts`). The line
-/// count per slot stays the same for sizes that are multiples of 64.
-/// Openers need only `align` (the header records the one chosen), so
-/// segments of either shape open alike.
-pub(super) fn created_align<M: Message>(align: usize) -> usize {
+/// slot run on aligned lines (a 4 KiB ping-pong in threads, capacity 2:
+/// median 1,170 ns against 1,300 with the value 8 bytes past a line; see
+/// `ring_parts`). The line count per slot stays the same for sizes that
+/// are multiples of 64. Other rings put a length word in front of every
+/// value, which would sit 8 bytes past the line, for more memory per slot:
+/// they keep `align`. Openers need only `align` (the header records the
+/// one chosen), so segments of either shape open alike.
+pub(super) fn created_align<M: Message>(kind: RingKind, align: usize) -> usize {
     match M::fixed_len() {
-        Some(n) if n >= LINE_ALIGNED_FROM => align.max(64),
+        Some(n) if n >= LINE_ALIGNED_FROM && meta_len::<M>(kind) == 0 => align.max(64),
         _ => align,
     }
 }
@@ -444,7 +447,7 @@ impl Builder {
         inherited: &'static str,
     ) -> Result<Segment, CreateError> {
         let (needed, slot_align) = slot_shape::<M>(kind, self.message_len::<M>(kind));
-        let slot_align = created_align::<M>(slot_align);
+        let slot_align = created_align::<M>(kind, slot_align);
         let slot_size = self
             .slot_size
             .unwrap_or_else(|| whole_lines::<M>(kind, self.capacity, needed, slot_align));
