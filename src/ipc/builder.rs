@@ -208,9 +208,10 @@ impl Builder {
     /// touched in turn even when it never holds more than one message.
     /// Where messages are large and at most one or two are in flight (a
     /// request and its reply, a ping-pong), a small capacity keeps the
-    /// slots in the cache: a 1 KiB ping-pong between two processes took
-    /// 1.5-1.9x as long on channels of 64 slots as on channels of 2
-    /// (`shmlane bench --peers`, `busy, 64 slots` against `shmlane busy`).
+    /// slots in the cache: a ping-pong between two processes took 1.6x as
+    /// long at 1 KiB, and 1.3x at 4 KiB, on channels of 64 slots as on
+    /// channels of 2 (`shmlane bench --peers`, `busy, 64 slots` against
+    /// `shmlane busy`).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity as u64;
         self.capacity_set = true;
