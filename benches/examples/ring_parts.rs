@@ -163,16 +163,19 @@ fn two_channels<T: bytemuck::Pod>(cap: usize) -> (Sender<T>, Receiver<T>, Sender
     )
 }
 
+/// The far side of a channel part, on CPU 1: each message back.
+fn echo<T: bytemuck::Pod>(iters: u64, rx: &Receiver<T>, tx: &Sender<T>) {
+    pin(1);
+    for _ in 0..iters {
+        let v = rx.recv().unwrap();
+        tx.send(v).unwrap();
+    }
+}
+
 fn channel(iters: u64) -> f64 {
     let (ptx, prx, qtx, qrx) = two_channels::<u64>(64);
     std::thread::scope(|s| {
-        s.spawn(move || {
-            pin(1);
-            for _ in 0..iters {
-                let v = prx.recv().unwrap();
-                qtx.send(v).unwrap();
-            }
-        });
+        s.spawn(move || echo(iters, &prx, &qtx));
         pin(0);
         let t = Instant::now();
         for i in 0..iters {
@@ -388,13 +391,7 @@ where
 {
     let (ptx, prx, qtx, qrx) = two_channels::<[u8; N]>(cap as usize);
     std::thread::scope(|s| {
-        s.spawn(move || {
-            pin(1);
-            for _ in 0..iters {
-                let v = prx.recv().unwrap();
-                qtx.send(v).unwrap();
-            }
-        });
+        s.spawn(move || echo(iters, &prx, &qtx));
         pin(0);
         let mut msg = [1u8; N];
         let t = Instant::now();
