@@ -64,6 +64,16 @@ fn child() {
             let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
             std::fs::write(env("OUT"), bytes).unwrap();
         }
+        "probing-producer" => {
+            // The second send waits on the full ring, before any receiver.
+            let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
+            let tx = chan.sender().unwrap();
+            tx.send(1).unwrap();
+            match tx.send_timeout(2, LONG) {
+                Ok(()) => println!("sent 2"),
+                Err(e) => println!("error {e:?}"),
+            }
+        }
         "probing-consumer" => {
             let chan = Builder::new(&addr).unwrap().open::<u64>().unwrap();
             let rx = chan.receiver().unwrap();
@@ -658,25 +668,37 @@ fn large_pod_slots_start_on_a_line_and_either_shape_opens() {
 /// a sender attaches, and the receiver goes on. It must wait for the
 /// sender's message, not end with `Disconnected` (it did, on both ring
 /// kinds: the cause of a crash test's rare "consumer was not killed").
+/// The same for a sender waiting on a full ring for its first receiver.
 #[test]
-fn a_sender_attaching_during_a_receivers_look_is_not_taken_for_gone() {
+fn a_peer_attaching_during_a_look_is_not_taken_for_gone() {
     use shmlane::ipc::RingKind;
     if !shmlane_shm::fault::ENABLED {
         return;
     }
-    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+    // (ring kind, whether the waiting side is the sender: one sent, the
+    // second waits on a full ring of one slot for a receiver to come)
+    for (kind, sender_waits) in [
+        (RingKind::Spsc, false),
+        (RingKind::Mpmc, false),
+        (RingKind::Spsc, true),
+        (RingKind::Mpmc, true),
+    ] {
         let addr = kit::shm_address("probe");
         let dir = kit::TempDir::new("probe");
         let base = dir.path().join("pause");
         let chan = Builder::new(&addr)
             .unwrap()
             .kind(kind)
-            .capacity(4)
+            .capacity(1)
             .create::<u64>()
             .unwrap();
         let mut kid = Kid::spawn(
             "child",
-            "probing-consumer",
+            if sender_waits {
+                "probing-producer"
+            } else {
+                "probing-consumer"
+            },
             &[
                 ("ADDR", addr.clone()),
                 (
@@ -701,6 +723,24 @@ fn a_sender_attaching_during_a_receivers_look_is_not_taken_for_gone() {
         let go = |point: &str| {
             std::fs::write(format!("{}-{point}.go", base.display()), b"").unwrap();
         };
+        if sender_waits {
+            // Paused right after a look that found no receiver: one
+            // attaches, and takes both messages once the sender went on.
+            reached(&mut kid, "scanned");
+            let rx = chan.receiver().unwrap();
+            go("scanned");
+            reached(&mut kid, "attached");
+            go("attached");
+            let got = [rx.recv_timeout(LONG), rx.recv_timeout(LONG)];
+            let (lines, status) = kid.finish(LONG).expect("the sender hung");
+            assert!(
+                lines.iter().any(|l| l == "sent 2"),
+                "{kind:?}: the sender said {lines:?} (received: {got:?})"
+            );
+            assert_eq!(got, [Ok(1), Ok(2)], "{kind:?}");
+            assert!(status.success(), "{kind:?}");
+            continue;
+        }
         // Paused right after a look that found no sender: one attaches.
         reached(&mut kid, "scanned");
         let tx = chan.sender().unwrap();
