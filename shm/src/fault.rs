@@ -15,9 +15,9 @@
 pub fn point(_label: &'static str) {}
 
 /// A labelled pause point (test only): with the `fault-injection` feature,
-/// when `SHMLANE_PAUSE` holds `LABEL:PATH` (several, separated by `,`; so
-/// a PATH without commas),
-/// the first hit of `LABEL` creates the file `PATH.reached`, then waits
+/// when `SHMLANE_PAUSE` holds `LABEL:PATH` (several, separated by `,`, so
+/// a PATH has no comma), the first hit of `LABEL` creates the file
+/// `PATH.reached`, then waits
 /// until a file `PATH.go` exists (60 s at most, a hang guard), so that a
 /// test can act at exactly that point of another process. Without the
 /// feature it is an empty inline function.
@@ -25,7 +25,7 @@ pub fn point(_label: &'static str) {}
 #[inline(always)]
 pub fn pause(_label: &'static str) {}
 
-/// A labelled pause point. See [`pause`] without the feature.
+/// A labelled pause point (see the doc of the featureless `pause`).
 #[cfg(feature = "fault-injection")]
 pub fn pause(label: &'static str) {
     armed::pause(label);
