@@ -249,6 +249,54 @@ fn a_scribbled_stamp_under_a_large_pod_value_is_corruption() {
     }
 }
 
+/// A peer scribbles the stamp of a batch's first slot to a smaller end,
+/// still in range: a receiver polling with `try_recv`, which reads the
+/// producer's index only now and then once it knows where batches start,
+/// takes the batch's first two messages, then finds the third within 64
+/// empty looks, not never.
+#[test]
+fn a_scribbled_batch_stamp_strands_no_message() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let chan = Builder::new(&kit::shm_address("stamp-short"))
+        .unwrap()
+        .spsc()
+        .capacity(8)
+        .create::<u64>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    // Two single sends show where slots 0 and 1 lie.
+    let mut at = [0usize; 2];
+    for (i, a) in at.iter_mut().enumerate() {
+        tx.send_with(|v| {
+            *a = std::ptr::from_mut(v).addr();
+            *v = i as u64;
+        })
+        .unwrap();
+        assert_eq!(rx.recv(), Ok(i as u64));
+    }
+    let stride = at[1] - at[0];
+    // A batch of three at positions 2, 3 and 4, stamped in slot 2 with its
+    // end, 5; the stamp is the word in front of a `u64` payload.
+    assert_eq!(tx.try_send_batch(&[10, 11, 12]), Ok(3));
+    // SAFETY: slot 2's stamp word, inside the mapped segment `chan` keeps,
+    // 8-aligned; the ring reads it only atomically.
+    let stamp = unsafe { &*((at[1] + stride - 8) as *const AtomicU64) };
+    assert_eq!(stamp.load(Ordering::SeqCst), 5);
+    stamp.store(4, Ordering::SeqCst);
+    let mut got = Vec::new();
+    let mut empty = 0;
+    while got.len() < 3 {
+        match rx.try_recv() {
+            Ok(v) => got.push(v),
+            Err(TryRecvError::Empty) if empty < 1_000 => empty += 1,
+            Err(e) => panic!("after {got:?} and {empty} empty looks: {e:?}"),
+        }
+    }
+    assert_eq!(got, [10, 11, 12]);
+    assert!(empty <= 64, "{empty} empty looks");
+    assert!(!rx.is_corrupted());
+}
+
 #[test]
 fn spsc_ten_million_in_order() {
     const N: u64 = 10_000_000;

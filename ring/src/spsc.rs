@@ -90,11 +90,20 @@ pub struct Producer {
 // attach contract keeps alive and shared only through atomics.
 unsafe impl Send for Producer {}
 
+/// One look in this many by a synced consumer also reads the producer's
+/// index (see [`Consumer::resync_due`]).
+const RESYNC_EVERY: u32 = 64;
+
 /// The reading end of an SPSC ring. `Send` but not `Sync`: there is one.
 pub struct Consumer {
     geo: Geometry,
     head: u64,
     cached_tail: u64,
+    /// Whether a look at the producer's index succeeded (see
+    /// [`synced`](Self::synced)).
+    synced: bool,
+    /// Calls of [`resync_due`](Self::resync_due), counted while synced.
+    looks: u32,
     /// As [`Producer`]'s.
     _region: Option<Arc<HeapRegion>>,
 }
@@ -365,6 +374,8 @@ impl Consumer {
             geo,
             head,
             cached_tail: head,
+            synced: false,
+            looks: 0,
             _region: None,
         };
         // A previous consumer may have stopped inside a batch, whose stamp
@@ -406,9 +417,10 @@ impl Consumer {
     }
 
     /// As [`available`](Self::available), but also reads the producer's
-    /// index: needed only by a consumer that did not see every batch start
-    /// (one attached inside a batch), and before sleeping. Costs a read of
-    /// the line the producer writes last.
+    /// index: needed only by a consumer that does not know where the next
+    /// batch starts (not [`synced`](Self::synced)), and now and then by
+    /// any (see [`resync_due`](Self::resync_due)). Costs a read of the
+    /// line the producer writes last.
     ///
     /// # Errors
     ///
@@ -416,6 +428,31 @@ impl Consumer {
     /// messages ready.
     pub fn refresh(&mut self) -> Result<u64, Corrupted> {
         self.look(true, 1)
+    }
+
+    /// Whether this consumer has read the producer's index once (at
+    /// attach, or in a [`refresh`](Self::refresh) since) and found it
+    /// sound. From then on the end it knows is always where a batch starts,
+    /// so the head slot's stamp alone tells whether more is published, for
+    /// sleeping too (the stamp is stored before the producer's wakeup
+    /// check): only a consumer not yet synced needs `refresh` to find
+    /// messages.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Whether a consumer that polls by stamps should also read the
+    /// producer's index ([`refresh`](Self::refresh)) on this look: always
+    /// while it is not [`synced`](Self::synced), and on one call in
+    /// `RESYNC_EVERY` (64) after. The occasional read puts a consumer that
+    /// a peer's scribbled stamp sent short of a batch's end back in line;
+    /// otherwise it would wait for good for messages published behind it.
+    pub fn resync_due(&mut self) -> bool {
+        if !self.synced {
+            return true;
+        }
+        self.looks = self.looks.wrapping_add(1);
+        self.looks % RESYNC_EVERY == 0
     }
 
     /// Learns how many messages are ready, following batch stamps from the
@@ -427,6 +464,8 @@ impl Consumer {
         if end.wrapping_sub(self.head) as i64 <= 0 {
             end = self.head;
         }
+        // Whether `end` is known to be where a batch starts (see `synced`).
+        let mut boundary = self.synced;
         while end.wrapping_sub(self.head) < want.min(capacity) {
             // `end` is where the next batch starts (or, for a consumer that
             // attached inside a batch, a position whose stamp is stale and
@@ -441,6 +480,7 @@ impl Consumer {
                 return Err(Corrupted);
             }
             end = stamp;
+            boundary = true;
         }
         if precise {
             // Acquire: pairs with the Release store of `tail` in
@@ -451,7 +491,10 @@ impl Consumer {
                     return Err(Corrupted);
                 }
                 end = tail;
-            } else if tail != end {
+                boundary = true;
+            } else if tail == end {
+                boundary = true;
+            } else {
                 // `tail` is behind: a producer stamped a batch at `tail` and
                 // died before recording it (a consumer may even be inside
                 // that batch). The batch's stamp still says where it ends.
@@ -463,8 +506,13 @@ impl Consumer {
                         return Err(Corrupted);
                     }
                     end = stamp;
+                    boundary = true;
                 }
             }
+            // The producer's index and every end a batch's stamp names are
+            // where a batch starts; only an end no stamp or index confirmed
+            // (garbage at `tail`) leaves the consumer unsynced.
+            self.synced = boundary;
         }
         self.cached_tail = end;
         Ok(end.wrapping_sub(self.head))

@@ -143,13 +143,80 @@ fn a_consumer_attaching_inside_a_batch_sees_the_rest() {
         assert_eq!(rx.read_batch(2, |_, p| seen.push(read_u64(p))), Ok(2));
         assert_eq!(seen, [0, 1]);
     }
-    // The new consumer's head is inside the batch, past its stamp.
+    // The new consumer's head is inside the batch, past its stamp. Its
+    // attach read the producer's index, so it knows where the next batch
+    // starts (`synced`) and finds everything from the stamps alone.
     let (mut tx, mut rx) = region.spsc();
+    assert!(rx.synced());
     assert_eq!(rx.available(), Ok(3));
     assert_eq!(tx.write_batch(2, |i, p| write_u64(p, 10 + i)), Ok(2));
     let mut seen = Vec::new();
     assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(5));
     assert_eq!(seen, [2, 3, 4, 10, 11]);
+}
+
+#[test]
+fn a_consumer_is_synced_only_by_a_sound_producer_index() {
+    let region = Region::new(RingKind::Spsc, 8, 8);
+    {
+        let (mut tx, mut rx) = region.spsc();
+        assert_eq!(tx.write_batch(5, |i, p| write_u64(p, i)), Ok(5));
+        let mut seen = Vec::new();
+        assert_eq!(rx.read_batch(2, |_, p| seen.push(read_u64(p))), Ok(2));
+    }
+    // Garbage in `tail` (a scribbling peer): the consumer inside the batch
+    // cannot know where the next one starts, stays unsynced (so the
+    // channel layer keeps reading the index), and says so.
+    let tail = region.word(128);
+    tail.store(1_000, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the region outlives the handle; it is the only consumer.
+    let mut rx = unsafe {
+        shmlane_ring::spsc::Consumer::attach(region.0.base(), region.0.len(), region.0.layout())
+    }
+    .unwrap();
+    assert!(!rx.synced());
+    assert!(rx.refresh().is_err());
+    assert!(!rx.synced());
+    // Every probing look reads the index while it is not synced.
+    assert!((0..100).all(|_| rx.resync_due()));
+    // The stamps alone show nothing from inside the batch.
+    assert_eq!(rx.available(), Ok(0));
+    // Once the index is sound again, one look at it syncs the consumer.
+    tail.store(5, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(rx.refresh(), Ok(3));
+    assert!(rx.synced());
+    let mut seen = Vec::new();
+    assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(3));
+    assert_eq!(seen, [2, 3, 4]);
+}
+
+/// A peer scribbles a batch's stamp to a smaller, in-range end: a synced
+/// consumer that polls by stamps stops short of the batch's end, and the
+/// occasional look at the producer's index (`resync_due`) brings it back.
+#[test]
+fn a_consumer_stranded_by_a_scribbled_stamp_finds_its_way_back() {
+    let region = Region::new(RingKind::Spsc, 8, 8);
+    let (mut tx, mut rx) = region.spsc();
+    assert!(rx.synced());
+    assert_eq!(tx.write_batch(3, |i, p| write_u64(p, i)), Ok(3));
+    // The head slot's stamp (first word after the control lines) says the
+    // batch ends at 2, not 3.
+    region
+        .word(256)
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = Vec::new();
+    assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(2));
+    assert_eq!(rx.available(), Ok(0), "the stamps alone strand it");
+    // A poller asks `resync_due` on each probing look: within
+    // `RESYNC_EVERY` looks it reads the index and finds message 2.
+    let looks = (1..=64)
+        .find(|_| rx.resync_due())
+        .expect("due within 64 looks");
+    assert_eq!(looks, 64);
+    assert_eq!(rx.refresh(), Ok(1));
+    assert_eq!(rx.read_batch(10, |_, p| seen.push(read_u64(p))), Ok(1));
+    assert_eq!(seen, [0, 1, 2]);
+    assert!(rx.synced());
 }
 
 #[test]

@@ -146,7 +146,8 @@ use side::{MpmcEnd, Side};
 const FLAG_SKIP: u64 = 1 << 32;
 /// A parked side wakes at least this often to check on its peers.
 const STEP: Duration = Duration::from_millis(10);
-/// Lock probes for dead peers happen at most this often per handle.
+/// Lock probes for dead peers happen about this often per handle at most
+/// (measured on the coarse monotonic clock: give or take one tick, 1-10 ms).
 const PROBE_INTERVAL: Duration = Duration::from_millis(5);
 /// Busy-slot retries before a side treats the ring as full or empty and
 /// waits in steps instead (the busy peer may be dead).

@@ -470,11 +470,16 @@ fn spsc_next<R>(
                 return Err(RecvMsgError::Disconnected);
             }
             Err(PopError::Empty | PopError::Busy) => {
-                // Spinning checks look only at the head slot's stamp; any
-                // other check (and the last before parking) also reads the
-                // producer's index, in case this receiver attached inside
-                // a batch.
-                if (probe || senders_gone) && !refreshed {
+                // The head slot's stamp is enough for a consumer that knows
+                // where the next batch starts (`synced`: from its attach on,
+                // unless the producer's index held garbage then): a probing
+                // check (a `try_recv` on an empty ring, the last look before
+                // parking) reads the producer's index only while it does
+                // not, and one time in 64 after (`resync_due`: a scribbled
+                // stamp cannot strand it). Reading it on every `try_recv`
+                // pulled the line the producer writes last away from it
+                // each time. Senders gone: read it before saying so.
+                if (senders_gone || (probe && ring.resync_due())) && !refreshed {
                     refreshed = true;
                     match ring.refresh() {
                         Ok(0) => {}

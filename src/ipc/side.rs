@@ -24,7 +24,6 @@ pub(super) struct Side {
     pub(super) meta: usize,
     /// Bytes a slot holds after the length word.
     pub(super) cap: usize,
-    pub(super) epoch: Instant,
     pub(super) last_probe: AtomicU64,
     /// When a receiver last looked for dead receivers (see `reap_due`).
     pub(super) last_reap: AtomicU64,
@@ -50,7 +49,6 @@ impl Side {
             meta,
             // Length words have 32 bits (flags above them).
             cap: (slot_size - meta).min(u32::MAX as usize),
-            epoch: Instant::now(),
             last_probe: AtomicU64::new(0),
             last_reap: AtomicU64::new(0),
             corrupted: AtomicBool::new(false),
@@ -171,7 +169,11 @@ impl Side {
     }
 
     pub(super) fn due(&self, last: &AtomicU64) -> bool {
-        let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+        // The coarse clock: a `try_recv` spinning on an empty ring asks
+        // this on every call, and `Instant::now` was a quarter of such a
+        // loop's time (19 ns a call, against 5). Its tick (1-10 ms) makes
+        // the interval up to one tick longer or shorter.
+        let now = shmlane_sys::clock::coarse_nanos().max(1);
         // Relaxed: a rate limit, local to this handle.
         let then = last.load(Ordering::Relaxed);
         if then != 0 && now.saturating_sub(then) < PROBE_INTERVAL.as_nanos() as u64 {

@@ -42,6 +42,7 @@
 //!   `semget`/`semtimedop`), and the kernel's tables of them.
 //! - [`futex`] and [`membarrier`]: the eventcount's wait, wake and
 //!   asymmetric fence.
+//! - [`clock`]: a coarse monotonic clock for rate limits on hot paths.
 //! - [`errno`]: `cvt` and `EINTR` retry for the raw calls that remain, and
 //!   the error numbers to match.
 //!
@@ -64,6 +65,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+#[cfg(target_os = "linux")]
+pub mod clock;
 pub mod errno;
 #[cfg(target_os = "linux")]
 pub mod fd;
