@@ -5,6 +5,9 @@
 //! - `ring_local`, `channel_local`: one thread, a send then a receive on
 //!   one bare ring or one `shm:` channel (the instruction path alone, no
 //!   line crossing cores);
+//! - `empty_try_spsc`, `empty_try_mpmc`: one thread, a `try_recv` on an
+//!   empty channel with a live sender (a `try_recv` spinner's cost per
+//!   look);
 //! - `floor`: one cache line flipped each way;
 //! - `floor2`: two lines, one each way (the shape of any round trip
 //!   through two rings);
@@ -234,6 +237,33 @@ fn channel_local(iters: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / iters as f64
 }
 
+/// One thread: a `try_recv` on an empty channel of `kind` with a live
+/// sender, per call (what a receiver spinning on `try_recv` pays per look).
+fn empty_try(iters: u64, kind: shmlane::ipc::RingKind) -> f64 {
+    let addr = format!("shm:ring-parts-empty-{}", std::process::id());
+    let c = Builder::new(&addr)
+        .unwrap()
+        .kind(kind)
+        .capacity(64)
+        .create::<u64>()
+        .unwrap();
+    let (_tx, rx) = (c.sender().unwrap(), c.receiver().unwrap());
+    pin(0);
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(rx.try_recv()).unwrap_err();
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
+fn empty_try_spsc(iters: u64) -> f64 {
+    empty_try(iters, shmlane::ipc::RingKind::Spsc)
+}
+
+fn empty_try_mpmc(iters: u64) -> f64 {
+    empty_try(iters, shmlane::ipc::RingKind::Mpmc)
+}
+
 /// As `channel_local`, on the bare ring.
 fn ring_local(iters: u64) -> f64 {
     let (mut tx, mut rx) = shmlane_ring::spsc::channel(64, 8, 8).unwrap();
@@ -427,9 +457,11 @@ fn main() {
     let rounds = args.next().map_or(5, |s| s.parse().unwrap());
     let only = args.next();
     type Part = (&'static str, fn(u64) -> f64);
-    let parts: [Part; 16] = [
+    let parts: [Part; 18] = [
         ("ring_local", ring_local),
         ("channel_local", channel_local),
+        ("empty_try_spsc", empty_try_spsc),
+        ("empty_try_mpmc", empty_try_mpmc),
         ("floor", floor),
         ("floor2", floor2),
         ("ring", ring),
