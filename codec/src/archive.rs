@@ -89,8 +89,15 @@ pub fn copy_into<'a>(buf: &'a mut CopyBuf, bytes: &[u8]) -> &'a [u8] {
 }
 
 type Ser<'w, 'a> = LowSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::Error>;
-type Val<'a> = LowValidator<'a, rancor::Error>;
-type De = LowDeserializer<rancor::Error>;
+/// The validator of every receive: its error keeps nothing (rancor's
+/// `Failure`), so a valid message costs no more than it must.
+type Val<'a> = LowValidator<'a, rancor::Failure>;
+/// The validator that says why a message failed `Val` (rancor's
+/// `BoxedError` keeps the text in every build; its `Error` keeps it only
+/// where debug assertions are on, so a release build said "failed without
+/// error information").
+type Explain<'a> = LowValidator<'a, rancor::BoxedError>;
+type De = LowDeserializer<rancor::BoxedError>;
 
 /// A type that can travel as an rkyv archive.
 ///
@@ -143,7 +150,7 @@ pub trait Message: Archive + Schema + Sized {
 impl<T> Message for T
 where
     T: Archive + Schema + for<'w, 'a> Serialize<Ser<'w, 'a>>,
-    T::Archived: for<'a> CheckBytes<Val<'a>> + Deserialize<T, De>,
+    T::Archived: for<'a> CheckBytes<Val<'a>> + for<'a> CheckBytes<Explain<'a>> + Deserialize<T, De>,
 {
     fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {
         debug_assert!(
@@ -165,13 +172,50 @@ where
     }
 
     fn check(bytes: &[u8]) -> Result<&Self::Archived, InvalidMessage> {
-        low::access::<T::Archived, rancor::Error>(bytes).map_err(InvalidMessage::Check)
+        match low::access::<T::Archived, rancor::Failure>(bytes) {
+            Ok(root) => Ok(root),
+            // Only a message that failed is checked again, for the reason.
+            Err(rancor::Failure) => Err(InvalidMessage::Check(explain::<T>(bytes))),
+        }
     }
 
     fn decode(archived: &Self::Archived) -> Result<Self, InvalidMessage> {
-        low::deserialize::<T, rancor::Error>(archived).map_err(InvalidMessage::Check)
+        low::deserialize::<T, rancor::BoxedError>(archived).map_err(InvalidMessage::Check)
     }
 }
+
+/// Why `bytes` are not a valid archive of `T`: the check made again with an
+/// error that keeps its text.
+#[cold]
+#[inline(never)]
+fn explain<T>(bytes: &[u8]) -> rancor::BoxedError
+where
+    T: Archive,
+    T::Archived: for<'a> CheckBytes<Explain<'a>>,
+{
+    match low::access::<T::Archived, rancor::BoxedError>(bytes) {
+        Err(e) => e,
+        // A message is checked where it lies: a peer may write it between
+        // the two checks.
+        Ok(_) => <rancor::BoxedError as rancor::Source>::new(ChangedWhileChecked),
+    }
+}
+
+/// A message that failed its check and passed a second one just after.
+#[derive(Debug)]
+struct ChangedWhileChecked;
+
+impl core::fmt::Display for ChangedWhileChecked {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(
+            "the message failed validation, then passed a second check: \
+             a peer wrote it while it was read (receive with Trust::hostile \
+             to check a private copy)",
+        )
+    }
+}
+
+impl core::error::Error for ChangedWhileChecked {}
 
 /// The archived root of a message received as `bytes`, as far as `trust`
 /// allows: validated in place, copied into `copy` and validated there,
@@ -239,4 +283,37 @@ pub fn archived_len<T: Message>(value: &T) -> usize {
 /// use [`archived_len`] on a large sample instead.
 pub const fn fixed_archived_len<T: Archive>() -> usize {
     size_of::<Archived<T>>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Order;
+    use alloc::string::ToString;
+
+    #[test]
+    fn a_failed_check_says_why_in_every_build() {
+        let mut buf = AlignedVec::<ALIGN>::new();
+        buf.resize(512, 0);
+        let len = Order::sample(1)
+            .encode_into(&mut buf, &mut Scratch::new())
+            .unwrap();
+        let bytes = &buf[..len];
+        assert!(Order::check(bytes).is_ok());
+        // Too short for the root: the reason is kept, with or without
+        // debug assertions (rancor's `Error` said "failed without error
+        // information" in release builds).
+        match Order::check(&bytes[..len - 8]) {
+            Err(InvalidMessage::Check(e)) => {
+                let text = e.to_string();
+                assert!(!text.contains("without error information"), "{text}");
+                assert!(!text.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Bytes that pass the second look: a peer wrote them between the
+        // two checks, and the error says so.
+        let e = explain::<Order>(bytes);
+        assert!(e.to_string().contains("second check"), "{e}");
+    }
 }

@@ -261,8 +261,9 @@ pub enum InvalidMessage {
         /// The alignment the type needs.
         align: usize,
     },
-    /// The bytes fail validation.
-    Check(rkyv::rancor::Error),
+    /// The bytes fail validation (or, on receive, a `Deserialize` impl
+    /// failed); the error says why.
+    Check(rkyv::rancor::BoxedError),
 }
 
 impl fmt::Display for InvalidMessage {

@@ -455,6 +455,18 @@ fn run_spsc(shape: &Shape, ops: &[SpscOp]) {
                 }
             }
         }
+        if exact {
+            // The consumer's attach read a sound index, so it is synced,
+            // and the end it knows is where a batch starts (or the
+            // producer's next one): the head slot's stamp alone finds what
+            // comes next, which is what lets the channel skip `refresh`.
+            assert!(rx.synced(), "a consumer that read a sound index is synced");
+            let end = m.cached_tail.max(m.head);
+            assert!(
+                end == m.tail || m.batches.contains_key(&end),
+                "a synced consumer's known end {end} is inside a batch"
+            );
+        }
     }
 }
 
