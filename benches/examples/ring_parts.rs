@@ -5,9 +5,9 @@
 //! - `ring_local`, `channel_local`: one thread, a send then a receive on
 //!   one bare ring or one `shm:` channel (the instruction path alone, no
 //!   line crossing cores);
-//! - `empty_try_spsc`, `empty_try_mpmc`: one thread, a `try_recv` on an
-//!   empty channel with a live sender (a `try_recv` spinner's cost per
-//!   look);
+//! - `empty_try_spsc`, `empty_try_mpmc`, `empty_try_topic`: one thread,
+//!   a `try_recv` on an empty channel with a live sender, or an empty
+//!   topic with a live publisher (a `try_recv` spinner's cost per look);
 //! - `floor`: one cache line flipped each way;
 //! - `floor2`: two lines, one each way (the shape of any round trip
 //!   through two rings);
@@ -256,6 +256,23 @@ fn empty_try(iters: u64, kind: shmlane::ipc::RingKind) -> f64 {
     t.elapsed().as_nanos() as f64 / iters as f64
 }
 
+/// As `empty_try`, for a topic's subscriber (a publisher attached).
+fn empty_try_topic(iters: u64) -> f64 {
+    let addr = format!("shm:ring-parts-topic-{}", std::process::id());
+    let topic = Builder::new(&addr)
+        .unwrap()
+        .capacity(64)
+        .create_topic::<u64>()
+        .unwrap();
+    let (_tx, mut rx) = (topic.publisher().unwrap(), topic.subscriber().unwrap());
+    pin(0);
+    let t = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(rx.try_recv()).unwrap_err();
+    }
+    t.elapsed().as_nanos() as f64 / iters as f64
+}
+
 fn empty_try_spsc(iters: u64) -> f64 {
     empty_try(iters, shmlane::ipc::RingKind::Spsc)
 }
@@ -457,11 +474,12 @@ fn main() {
     let rounds = args.next().map_or(5, |s| s.parse().unwrap());
     let only = args.next();
     type Part = (&'static str, fn(u64) -> f64);
-    let parts: [Part; 18] = [
+    let parts: [Part; 19] = [
         ("ring_local", ring_local),
         ("channel_local", channel_local),
         ("empty_try_spsc", empty_try_spsc),
         ("empty_try_mpmc", empty_try_mpmc),
+        ("empty_try_topic", empty_try_topic),
         ("floor", floor),
         ("floor2", floor2),
         ("ring", ring),
