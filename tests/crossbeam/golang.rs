@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI32, AtomicIsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -217,12 +217,14 @@ thread_local! {
     static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+// shmlane: signed, as a sender thread frees at its exit what it allocated
+// before it opted in (see `Counter`); unsigned, the count wrapped below 0.
+static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counter {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ret = System.alloc(layout);
         if !ret.is_null() && COUNTED.with(|c| c.get()) {
-            ALLOCATED.fetch_add(layout.size(), SeqCst);
+            ALLOCATED.fetch_add(layout.size() as isize, SeqCst);
         }
         ret
     }
@@ -230,7 +232,7 @@ unsafe impl GlobalAlloc for Counter {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout);
         if COUNTED.with(|c| c.get()) {
-            ALLOCATED.fetch_sub(layout.size(), SeqCst);
+            ALLOCATED.fetch_sub(layout.size() as isize, SeqCst);
         }
     }
 }
@@ -777,7 +779,7 @@ mod select2 {
 
         assert!(
             !(ALLOCATED.load(SeqCst) > alloc
-                && (ALLOCATED.load(SeqCst) - alloc) > (N as usize + 10000))
+                && (ALLOCATED.load(SeqCst) - alloc) > (N as isize + 10000))
         )
     }
 }
