@@ -168,3 +168,38 @@ fn mpmc_capacity_hint_racing_producers() {
         });
     }
 }
+
+/// A synced consumer that parks after looking only at the head slot's
+/// stamp (`available`, as the channel's receive does once synced, without
+/// reading the producer's index) is always woken: the producer stores the
+/// stamp before its wakeup check, and the eventcount's fence pair orders
+/// the two sides.
+#[test]
+fn a_synced_consumer_parking_on_the_stamp_alone_is_woken() {
+    use shmlane_semaphore::{EventCount, WaitStrategy};
+    loom::model(|| {
+        let region = Arc::new(Region::new(RingKind::Spsc, 2));
+        let ec = Arc::new(EventCount::new());
+        let (mut tx, mut rx) = region.spsc();
+        assert!(rx.synced());
+        let producer = {
+            let ec = Arc::clone(&ec);
+            thread::spawn(move || {
+                for v in 0..2 {
+                    tx.try_push_with(|p| write_u64(p, v)).unwrap();
+                    ec.notify_one();
+                }
+            })
+        };
+        for expect in 0..2 {
+            // A lost wakeup parks this thread forever: loom reports a
+            // deadlock.
+            WaitStrategy::default()
+                .wait(&ec, None, || (rx.available().unwrap() > 0).then_some(()))
+                .unwrap();
+            assert_eq!(rx.try_pop_with(read_u64), Ok(expect));
+        }
+        assert!(rx.synced());
+        producer.join().unwrap();
+    });
+}
