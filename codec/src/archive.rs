@@ -97,7 +97,10 @@ type Val<'a> = LowValidator<'a, rancor::Failure>;
 /// where debug assertions are on, so a release build said "failed without
 /// error information").
 type Explain<'a> = LowValidator<'a, rancor::BoxedError>;
-type De = LowDeserializer<rancor::BoxedError>;
+/// The deserializer of every owned receive, and the one that says why it
+/// failed (as `Val` and `Explain`).
+type De = LowDeserializer<rancor::Failure>;
+type DeExplain = LowDeserializer<rancor::BoxedError>;
 
 /// A type that can travel as an rkyv archive.
 ///
@@ -150,7 +153,10 @@ pub trait Message: Archive + Schema + Sized {
 impl<T> Message for T
 where
     T: Archive + Schema + for<'w, 'a> Serialize<Ser<'w, 'a>>,
-    T::Archived: for<'a> CheckBytes<Val<'a>> + for<'a> CheckBytes<Explain<'a>> + Deserialize<T, De>,
+    T::Archived: for<'a> CheckBytes<Val<'a>>
+        + for<'a> CheckBytes<Explain<'a>>
+        + Deserialize<T, De>
+        + Deserialize<T, DeExplain>,
 {
     fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError> {
         debug_assert!(
@@ -180,7 +186,11 @@ where
     }
 
     fn decode(archived: &Self::Archived) -> Result<Self, InvalidMessage> {
-        low::deserialize::<T, rancor::BoxedError>(archived).map_err(InvalidMessage::Check)
+        // As `check`: the reason is looked for only after a failure (only a
+        // type's own `Deserialize` can fail on a checked archive).
+        low::deserialize::<T, rancor::Failure>(archived).or_else(|rancor::Failure| {
+            low::deserialize::<T, rancor::BoxedError>(archived).map_err(InvalidMessage::Check)
+        })
     }
 }
 
