@@ -6,23 +6,24 @@
 //! reads). It advances once per scheduler tick (1-10 ms), so it suits
 //! intervals of several milliseconds, not timing.
 
-use rustix::time::{clock_gettime, ClockId};
+use rustix::time::{clock_getres, clock_gettime, ClockId, Timespec};
 
 /// Nanoseconds on the coarse monotonic clock (since an unspecified
 /// start; never decreasing).
 #[inline]
 pub fn coarse_nanos() -> u64 {
-    let t = clock_gettime(ClockId::MonotonicCoarse);
-    // The clock starts near boot: seconds fit in u64 nanoseconds for
-    // centuries. A negative value cannot come from a monotonic clock.
-    (t.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(t.tv_nsec as u64)
+    nanos(clock_gettime(ClockId::MonotonicCoarse))
 }
 
 /// The coarse clock's resolution in nanoseconds (one scheduler tick).
 pub fn coarse_resolution_nanos() -> u64 {
-    let t = rustix::time::clock_getres(ClockId::MonotonicCoarse);
+    nanos(clock_getres(ClockId::MonotonicCoarse))
+}
+
+#[inline]
+fn nanos(t: Timespec) -> u64 {
+    // The clock starts near boot: seconds fit in u64 nanoseconds for
+    // centuries. A negative value cannot come from a monotonic clock.
     (t.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(t.tv_nsec as u64)
