@@ -88,7 +88,11 @@ pub fn copy_into<'a>(buf: &'a mut CopyBuf, bytes: &[u8]) -> &'a [u8] {
     buf.as_slice()
 }
 
-type Ser<'w, 'a> = LowSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::Error>;
+/// The serializer of every send: its error keeps nothing (rancor's
+/// `Failure`), as `Val`'s.
+type Ser<'w, 'a> = LowSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::Failure>;
+/// The serializer that says why a message failed `Ser` (as `Explain`).
+type SerExplain<'w, 'a> = LowSerializer<SlotWriter<'w>, ArenaHandle<'a>, rancor::BoxedError>;
 /// The validator of every receive: its error keeps nothing (rancor's
 /// `Failure`), so a valid message costs no more than it must.
 type Val<'a> = LowValidator<'a, rancor::Failure>;
@@ -152,7 +156,10 @@ pub trait Message: Archive + Schema + Sized {
 
 impl<T> Message for T
 where
-    T: Archive + Schema + for<'w, 'a> Serialize<Ser<'w, 'a>>,
+    T: Archive
+        + Schema
+        + for<'w, 'a> Serialize<Ser<'w, 'a>>
+        + for<'w, 'a> Serialize<SerExplain<'w, 'a>>,
     T::Archived: for<'a> CheckBytes<Val<'a>>
         + for<'a> CheckBytes<Explain<'a>>
         + Deserialize<T, De>
@@ -164,14 +171,19 @@ where
             "unaligned slot"
         );
         let max = buf.len();
-        let writer = SlotWriter::new(buf);
-        let writer = low::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+        let written = low::to_bytes_in_with_alloc::<_, _, rancor::Failure>(
             self,
-            writer,
+            SlotWriter::new(buf),
             scratch.arena.acquire(),
-        )
-        .map_err(EncodeError::Failed)?;
-        match writer.pos {
+        );
+        let pos = match written {
+            Ok(writer) => writer.pos,
+            // Only a message that failed is serialized again, for the reason.
+            Err(rancor::Failure) => {
+                return Err(EncodeError::Failed(explain_encode(self, buf, scratch)));
+            }
+        };
+        match pos {
             len if len <= max => Ok(len),
             len => Err(EncodeError::TooLarge { len, max }),
         }
@@ -210,6 +222,41 @@ where
         Ok(_) => <rancor::BoxedError as rancor::Source>::new(ChangedWhileChecked),
     }
 }
+
+/// Why `value` failed to serialize: serialized again with an error that
+/// keeps its text.
+#[cold]
+#[inline(never)]
+fn explain_encode<T>(value: &T, buf: &mut [u8], scratch: &mut Scratch) -> rancor::BoxedError
+where
+    T: for<'w, 'a> Serialize<SerExplain<'w, 'a>>,
+{
+    let again = low::to_bytes_in_with_alloc::<_, _, rancor::BoxedError>(
+        value,
+        SlotWriter::new(buf),
+        scratch.arena.acquire(),
+    );
+    match again {
+        Err(e) => e,
+        Ok(_) => <rancor::BoxedError as rancor::Source>::new(SerializedOnSecondTry),
+    }
+}
+
+/// A value whose `Serialize` failed, then succeeded when called again.
+#[derive(Debug)]
+struct SerializedOnSecondTry;
+
+impl core::fmt::Display for SerializedOnSecondTry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(
+            "serializing the message failed, then succeeded when tried again \
+             for the reason: its type's Serialize gives different results for \
+             the same value",
+        )
+    }
+}
+
+impl core::error::Error for SerializedOnSecondTry {}
 
 /// A message that failed its check and passed a second one just after.
 #[derive(Debug)]
@@ -325,5 +372,61 @@ mod tests {
         // two checks, and the error says so.
         let e = explain::<Order>(bytes);
         assert!(e.to_string().contains("second check"), "{e}");
+    }
+
+    /// A type whose `Serialize` always fails, with a reason.
+    struct Refuses;
+
+    #[derive(Debug)]
+    struct Why;
+
+    impl core::fmt::Display for Why {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("this value refuses to be sent")
+        }
+    }
+
+    impl core::error::Error for Why {}
+
+    impl Archive for Refuses {
+        type Archived = ();
+        type Resolver = ();
+        fn resolve(&self, (): (), _: rkyv::Place<()>) {}
+    }
+
+    impl<S: rancor::Fallible + ?Sized> Serialize<S> for Refuses
+    where
+        S::Error: rancor::Source,
+    {
+        fn serialize(&self, _: &mut S) -> Result<(), S::Error> {
+            Err(<S::Error as rancor::Source>::new(Why))
+        }
+    }
+
+    impl<D: rancor::Fallible + ?Sized> Deserialize<Refuses, D> for () {
+        fn deserialize(&self, _: &mut D) -> Result<Refuses, D::Error> {
+            Ok(Refuses)
+        }
+    }
+
+    impl Schema for Refuses {
+        fn describe(_: &mut crate::schema::Describer) -> alloc::string::String {
+            "Refuses".into()
+        }
+    }
+
+    #[test]
+    fn a_failed_encode_says_why_in_every_build() {
+        let mut buf = AlignedVec::<ALIGN>::new();
+        buf.resize(64, 0);
+        match Refuses.encode_into(&mut buf, &mut Scratch::new()) {
+            Err(EncodeError::Failed(e)) => {
+                let text = e.to_string();
+                assert!(text.contains("refuses to be sent"), "{text}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // Measuring a value that cannot be encoded says 0, not a panic.
+        assert_eq!(archived_len(&Refuses), 0);
     }
 }

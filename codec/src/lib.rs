@@ -220,8 +220,9 @@ pub enum EncodeError {
         /// Bytes a slot holds.
         max: usize,
     },
-    /// The serializer failed (a type's own `Serialize` returned an error).
-    Failed(rkyv::rancor::Error),
+    /// The serializer failed (a type's own `Serialize` returned an error);
+    /// the error says why, in every build.
+    Failed(rkyv::rancor::BoxedError),
 }
 
 impl fmt::Display for EncodeError {
