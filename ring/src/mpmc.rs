@@ -928,9 +928,17 @@ impl Ring {
     /// Whether the slot at the dequeue index holds a published message
     /// (or a skipped slot) now: a snapshot, for passing a wakeup on.
     pub fn head_ready(&self) -> bool {
-        let pos = self.head();
+        self.published(self.head())
+    }
+
+    /// Whether position `pos` holds a published message (or a skipped
+    /// slot) now: a snapshot, for a consumer that wants to know how far
+    /// the producers are ahead of it. One load of that slot's stamp;
+    /// orders nothing (a claim re-reads the stamp with Acquire).
+    #[inline]
+    pub fn published(&self, pos: u64) -> bool {
         let (slot, _) = self.slot(pos);
-        // Relaxed: a hint; a claim re-reads it with Acquire.
+        // Relaxed: a hint (see above).
         slot.stamp.load(Ordering::Relaxed) & !FLAGS == pos.wrapping_add(1)
     }
 }
@@ -1091,6 +1099,13 @@ impl Claim<'_> {
     #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.payload.as_ptr()
+    }
+
+    /// The position of this slot in the ring's history.
+    #[inline]
+    pub fn position(&self) -> u64 {
+        // The claimed stamp is `position + 1`, maybe with flags.
+        (self.stamp & !FLAGS).wrapping_sub(1)
     }
 
     /// Whether the slot holds no message: a survivor skipped it after its

@@ -52,6 +52,42 @@ fn free_ahead_says_when_a_stretch_past_the_enqueue_index_is_free() {
 }
 
 #[test]
+fn published_says_which_positions_hold_a_message_now() {
+    let region = Region::new(RingKind::Mpmc, 8, 8);
+    let heap = shmlane_ring::mpmc::Ring::heap(8, 8, 8).unwrap();
+    // Both layouts: the shared one, and the compact heap one whose stamps
+    // are stored less their slot's index.
+    for ring in [&region.mpmc(), &heap] {
+        assert!(!ring.published(0) && !ring.head_ready());
+        for i in 0..3 {
+            ring.try_push_with(|p| write_u64(p, i)).unwrap();
+        }
+        assert!(ring.published(0) && ring.published(2) && ring.head_ready());
+        assert!(!ring.published(3));
+        // A position one lap on is not published by its slot's older
+        // message.
+        assert!(!ring.published(8) && !ring.published(10));
+        let claim = ring.try_claim().unwrap();
+        assert_eq!(claim.position(), 0);
+        // Claimed but not freed: still published until the claim drops.
+        assert!(ring.published(0));
+        drop(claim);
+        assert!(!ring.published(0) && ring.published(1));
+        // A reservation in progress is not published.
+        let reservation = ring.try_reserve().unwrap();
+        assert_eq!(reservation.position(), 3);
+        assert!(!ring.published(3));
+        reservation.commit().unwrap();
+        assert!(ring.published(3));
+        let positions: Vec<u64> = (0..3)
+            .map(|_| ring.try_claim().unwrap().position())
+            .collect();
+        assert_eq!(positions, [1, 2, 3]);
+        assert!(!ring.published(3) && !ring.head_ready());
+    }
+}
+
+#[test]
 fn an_open_reservation_hides_later_messages_until_committed() {
     let region = Region::new(RingKind::Mpmc, 4, 8);
     let ring = region.mpmc();
