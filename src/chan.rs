@@ -320,6 +320,13 @@ impl<T> Drop for Chan<T> {
 /// `crossbeam_channel::bounded`; `bounded(0)` makes a rendezvous channel,
 /// where a send completes only when a receiver takes the message.
 ///
+/// A receiver that streams (more messages wait behind the one it takes)
+/// but has caught up to within a few cache lines of the senders pauses
+/// for a moment, at most 16 pause hints one receive in 16, so that it
+/// stops reading the lines the senders are writing: on a channel of
+/// `cap >= 256` and messages of 56 bytes or less. A receiver that keeps up
+/// with messages one at a time never pauses.
+///
 /// # Examples
 ///
 /// ```
