@@ -17,7 +17,7 @@ use crate::error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::list::{List, ListEmpty};
-use crate::sync::{backoff, Arc, AtomicBool, AtomicUsize, Ordering, SAFETY_STEP};
+use crate::sync::{backoff, spin_loop, Arc, AtomicBool, AtomicUsize, Ordering, SAFETY_STEP};
 #[cfg(not(shmlane_loom))]
 use crate::timers::{At, Tick};
 #[cfg(not(shmlane_loom))]
@@ -96,25 +96,29 @@ impl Slip {
     }
 
     /// After a receive of position `pos`: wait, if the receiver streams
-    /// and has caught up (see the type's docs).
+    /// and has caught up (see the type's docs). Returns the checks made
+    /// while waiting (0: it did not wait).
     #[inline]
-    fn keep_distance(self, ring: &mpmc::Ring, pos: u64) {
+    fn keep_distance(self, ring: &mpmc::Ring, pos: u64) -> u32 {
         if pos % SLIP_EVERY == 0
             && ring.published(pos.wrapping_add(1))
             && !ring.published(pos.wrapping_add(self.near))
         {
-            self.fall_back(ring, pos);
+            self.fall_back(ring, pos)
+        } else {
+            0
         }
     }
 
     #[cold]
-    fn fall_back(self, ring: &mpmc::Ring, pos: u64) {
-        for _ in 0..SLIP_CHECKS {
-            std::hint::spin_loop();
+    fn fall_back(self, ring: &mpmc::Ring, pos: u64) -> u32 {
+        for checks in 1..=SLIP_CHECKS {
+            spin_loop();
             if ring.published(pos.wrapping_add(self.far)) {
-                return;
+                return checks;
             }
         }
+        SLIP_CHECKS
     }
 }
 
@@ -323,9 +327,14 @@ impl<T> Drop for Chan<T> {
 /// A receiver that streams (more messages wait behind the one it takes)
 /// but has caught up to within a few cache lines of the senders pauses
 /// for a moment, at most 16 pause hints one receive in 16, so that it
-/// stops reading the lines the senders are writing: on a channel of
-/// `cap >= 256` and messages of 56 bytes or less. A receiver that keeps up
-/// with messages one at a time never pauses.
+/// stops reading the lines the senders are writing (on a 2-vCPU Intel VM,
+/// crossbeam's `bounded_spsc` shape took 0.73-0.83x the time it took
+/// without). That holds for `recv`, `try_recv`, iterators and async
+/// receives alike, whatever the [`WaitStrategy`], on channels where a
+/// message and its 8-byte stamp fit one 64-byte line (up to 56 bytes with
+/// an alignment of 8 or less) and whose slots take at least 4 KiB (`cap >=
+/// 256` for 8-byte messages, 64 for 56-byte ones). A receiver that keeps
+/// up with messages one at a time never pauses.
 ///
 /// # Examples
 ///
@@ -1084,6 +1093,39 @@ mod tests {
         // 64-byte slots: 4 and 32 positions. Larger slots: none.
         assert_eq!(slip_of::<[u64; 7]>(1024), Some(Slip { near: 4, far: 32 }));
         assert_eq!(slip_of::<[u64; 8]>(1024), None);
+    }
+
+    #[test]
+    fn a_receiver_falls_back_only_while_it_streams_close_behind() {
+        let chan = Chan::<u64>::new(1024, WaitStrategy::default());
+        let slip = chan.slip.unwrap();
+        let distance = |pos| slip.keep_distance(&chan.ring, pos);
+        let send = |n: u64| {
+            for i in 0..n {
+                chan.try_send(i, true).unwrap();
+            }
+        };
+        // One message waiting: a receiver answering messages one at a time.
+        send(1);
+        assert_eq!(distance(0), 0);
+        // A second behind it, and nothing 16 on: it streams close behind
+        // the sender, and waits every check for position 128, which
+        // nobody sends meanwhile.
+        send(1);
+        assert_eq!(distance(0), SLIP_CHECKS);
+        // Only one position in 16 looks.
+        assert_eq!(distance(1), 0);
+        // Position 16 held open by a sender still writing it, 17 to 128
+        // published: the wait ends at its first check.
+        send(14);
+        let hole = chan.ring.try_reserve().unwrap();
+        assert_eq!(hole.position(), 16);
+        assert!(!chan.ring.published(128));
+        send(112);
+        assert_eq!(distance(0), 1);
+        // 16 on published (a skipped slot counts): far enough behind.
+        hole.cancel();
+        assert_eq!(distance(0), 0);
     }
 
     #[test]

@@ -124,7 +124,9 @@ pub trait Message: Archive + Schema + Sized {
     ///
     /// [`EncodeError::TooLarge`] (with the length needed) when `buf` is too
     /// short: then `buf` holds garbage and must not be published.
-    /// [`EncodeError::Failed`] when a `Serialize` impl fails.
+    /// [`EncodeError::Failed`] when a `Serialize` impl fails; the value is
+    /// then serialized a second time, with an error type that keeps the
+    /// reason (so a `Serialize` with side effects sees two calls).
     fn encode_into(&self, buf: &mut [u8], scratch: &mut Scratch) -> Result<usize, EncodeError>;
 
     /// Validates `bytes` as an archive of `Self` and returns its root.
@@ -421,6 +423,10 @@ mod tests {
         buf.resize(64, 0);
         match Refuses.encode_into(&mut buf, &mut Scratch::new()) {
             Err(EncodeError::Failed(e)) => {
+                // The reason's type keeps its text in every build (the test
+                // below passes with `rancor::Error` too where debug
+                // assertions are on; this line would not compile).
+                let e: rancor::BoxedError = e;
                 let text = e.to_string();
                 assert!(text.contains("refuses to be sent"), "{text}");
             }

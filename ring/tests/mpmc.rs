@@ -84,6 +84,14 @@ fn published_says_which_positions_hold_a_message_now() {
             .collect();
         assert_eq!(positions, [1, 2, 3]);
         assert!(!ring.published(3) && !ring.head_ready());
+        // A skipped slot (its stamp carries a flag) is published, and its
+        // claim knows its position.
+        let reservation = ring.try_reserve().unwrap();
+        reservation.cancel();
+        assert!(ring.published(4));
+        let skipped = ring.try_claim().unwrap();
+        assert!(skipped.is_skipped());
+        assert_eq!(skipped.position(), 4);
     }
 }
 
