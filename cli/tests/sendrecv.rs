@@ -824,9 +824,10 @@ fn a_bridge_with_reconnect_waits_for_a_new_receiver() {
     );
     let bridge_said = |what: &str| String::from_utf8_lossy(&said.lock().unwrap()).contains(what);
     let tx = ring_a.sender().unwrap();
+    // Bounded: a bridge that stops draining A fails the test, not hangs it.
     let send = thread::spawn(move || {
         for i in 0..n {
-            tx.send(i.to_string().as_bytes()).unwrap();
+            tx.send_timeout(i.to_string().as_bytes(), LIMIT).unwrap();
         }
     });
     // Kill the first receiver once lines came through it.
