@@ -55,7 +55,7 @@ pub(crate) struct Chan<T> {
 /// with crossbeam's `bounded_spsc` shape (one million `usize` messages
 /// through `bounded(1_000_000)`, 2-vCPU Intel VM), sampling `len()`: this
 /// channel's receiver settled 8-12 messages behind the sender and a run
-/// took 37-39 ms; crossbeam's settled about 270 behind and took 20 ms.
+/// took 33-40 ms; crossbeam's settled 250-300 behind and took 17-24 ms.
 ///
 /// So one message in [`SLIP_EVERY`], a receiver that has more messages
 /// waiting (it streams; it is not answering one message at a time) but
@@ -332,8 +332,8 @@ impl<T> Drop for Chan<T> {
 /// without). That holds for `recv`, `try_recv`, iterators and async
 /// receives alike, whatever the [`WaitStrategy`], on channels where a
 /// message and its 8-byte stamp fit one 64-byte line (up to 56 bytes with
-/// an alignment of 8 or less) and whose slots take at least 4 KiB (`cap >=
-/// 256` for 8-byte messages, 64 for 56-byte ones). A receiver that keeps
+/// an alignment of 8 or less) and whose slots take about 4 KiB or more
+/// (`cap >= 256` for 8-byte messages, 64 for 56-byte ones). A receiver that keeps
 /// up with messages one at a time never pauses.
 ///
 /// # Examples
