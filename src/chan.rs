@@ -1129,6 +1129,51 @@ mod tests {
     }
 
     #[test]
+    fn several_senders_and_receivers_with_slip_on_get_each_message_once_in_sender_order() {
+        const SENDERS: u64 = 4;
+        const RECEIVERS: usize = 4;
+        const EACH: u64 = 50_000;
+        assert!(slip_of::<u64>(1024).is_some());
+        let (tx, rx) = bounded::<u64>(1024);
+        let got: Vec<Vec<u64>> = std::thread::scope(|s| {
+            for id in 0..SENDERS {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    for seq in 0..EACH {
+                        tx.send(id << 32 | seq).unwrap();
+                    }
+                });
+            }
+            drop(tx);
+            let receivers: Vec<_> = (0..RECEIVERS)
+                .map(|_| {
+                    let rx = rx.clone();
+                    s.spawn(move || rx.iter().collect::<Vec<u64>>())
+                })
+                .collect();
+            receivers.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut seen = vec![vec![false; EACH as usize]; SENDERS as usize];
+        for mine in &got {
+            // Each receiver sees each sender's messages in sending order.
+            let mut last = vec![None; SENDERS as usize];
+            for &m in mine {
+                let (id, seq) = ((m >> 32) as usize, m & 0xffff_ffff);
+                assert!(
+                    last[id].is_none_or(|l| l < seq),
+                    "sender {id}: {seq} after {last:?}"
+                );
+                last[id] = Some(seq);
+                assert!(
+                    !std::mem::replace(&mut seen[id][seq as usize], true),
+                    "{m} twice"
+                );
+            }
+        }
+        assert!(seen.iter().flatten().all(|&s| s), "a message was lost");
+    }
+
+    #[test]
     fn a_receiver_that_falls_back_loses_and_reorders_nothing() {
         // One thread: at position 0 the next message is waiting and the
         // 16th is not, so the receive falls back (every check fails, as
