@@ -423,9 +423,9 @@ mod tests {
         buf.resize(64, 0);
         match Refuses.encode_into(&mut buf, &mut Scratch::new()) {
             Err(EncodeError::Failed(e)) => {
-                // The reason's type keeps its text in every build (the test
-                // below passes with `rancor::Error` too where debug
-                // assertions are on; this line would not compile).
+                // The reason's type keeps its text in every build (the
+                // assertion below also passes with `rancor::Error` where
+                // debug assertions are on; this line would not compile).
                 let e: rancor::BoxedError = e;
                 let text = e.to_string();
                 assert!(text.contains("refuses to be sent"), "{text}");
