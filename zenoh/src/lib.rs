@@ -12,7 +12,12 @@
 //! dropped), its 8-byte id as the first frame's attachment, holds a token
 //! `KEY/@shmlane/tx/ID/TAG`, and on drop publishes an in-band end marker (a
 //! `delete` on `KEY` carrying its id), which travels behind its last
-//! frame. The receiver counts a sender gone at its end marker, or
+//! frame. A sender made while others publish on the key is not
+//! returned before each receiver it knows has heard of it (each receiver
+//! answers a query on `KEY/@shmlane/known/ID`, up to the connect
+//! timeout): an old sender dropped after a new one is made cannot leave
+//! a receiver with no live sender, though its end marker and the new
+//! token travel on different links. The receiver counts a sender gone at its end marker, or
 //! [`DEATH_GRACE`] after its token disappears (its process died or its
 //! link broke: a token may overtake the frames still in flight, as Zenoh
 //! sends declarations ahead of data). The receiver's subscriber queues at
@@ -64,6 +69,7 @@ use zenoh::bytes::ZBytes;
 use zenoh::liveliness::LivelinessToken;
 use zenoh::pubsub::{Publisher, Subscriber};
 use zenoh::qos::CongestionControl;
+use zenoh::query::{ConsolidationMode, Query, QueryTarget, Queryable};
 use zenoh::sample::{Sample, SampleKind};
 use zenoh::{Session, Wait};
 
@@ -522,6 +528,12 @@ impl Senders {
         }
     }
 
+    /// Whether sender `id` was heard of (a receiver answers senders'
+    /// `known` queries with it).
+    fn knows(&self, id: u64) -> bool {
+        self.live.contains_key(&id) || self.ended.contains(&id) || self.mismatched.contains(&id)
+    }
+
     /// Whether every sender that came is gone: ended, or its token gone
     /// and no frame arrived for [`DEATH_GRACE`] since (its frames still in
     /// flight when the token left come first; `last_frame` is the latest
@@ -554,8 +566,10 @@ pub struct ZenohRx {
     /// When the last frame was taken (frames are taken after they arrive,
     /// so a sender's grace never ends early by it).
     last_frame: Instant,
-    // Dropped in this order: the token, the subscribers, the session.
+    // Dropped in this order: the token, the queryable, the subscribers,
+    // the session.
     _token: LivelinessToken,
+    _known: Queryable<()>,
     _frames: Subscriber<()>,
     _tokens: Subscriber<()>,
     _session: Session,
@@ -631,11 +645,29 @@ impl ZenohRx {
             })
             .wait()
             .map_err(z)?;
+        // Answers a sender's "have you heard of me" (see `ZenohTx::open`),
+        // declared before the token senders wait for.
+        let id = new_id();
+        let s = Arc::clone(&senders);
+        let known_key = format!("{key}/@shmlane/known/{id:016x}");
+        let known = session
+            .declare_queryable(known_key.clone())
+            .callback(move |query: Query| {
+                let knows = query
+                    .parameters()
+                    .get("tx")
+                    .and_then(|tx| u64::from_str_radix(tx, 16).ok())
+                    .is_some_and(|tx| lock(&s).knows(tx));
+                let answer = if knows { "1" } else { "0" };
+                // Under this receiver's own key: the query's is a wildcard.
+                let _ = query.reply(known_key.as_str(), answer).wait();
+            })
+            .wait()
+            .map_err(z)?;
         let token = session
             .liveliness()
             .declare_token(format!(
-                "{key}/@shmlane/rx/{:016x}/{}",
-                new_id(),
+                "{key}/@shmlane/rx/{id:016x}/{}",
                 tag_chunk(opts.type_tag.as_ref())
             ))
             .wait()
@@ -650,6 +682,7 @@ impl ZenohRx {
             tag: opts.type_tag.clone(),
             last_frame: Instant::now(),
             _token: token,
+            _known: known,
             _frames: frames,
             _tokens: tokens,
             _session: session,
@@ -899,6 +932,7 @@ impl ZenohTx {
             ))
             .wait()
             .map_err(z)?;
+        introduce(&session, key, id, &receivers, start + opts.connect_timeout);
         Ok(Self {
             publisher,
             id: ZBytes::from(id.to_le_bytes().to_vec()),
@@ -953,6 +987,49 @@ impl ZenohTx {
             put.attachment(self.id.clone())
         };
         put.wait().map_err(|e| ZSendError::Zenoh(e.to_string()))
+    }
+}
+
+/// Waits, until `until`, for each receiver sender `id` knows of to have
+/// heard of it (its token or frame), asking each on `KEY/@shmlane/known/ID`.
+/// Then an older sender can end with no receiver left believing every
+/// sender gone: its end marker and this sender's token travel on
+/// different links, so the end may arrive first. Past `until` (a receiver
+/// that does not answer, or whose reception is blocked by a full queue)
+/// the sender goes on as if it had been heard.
+fn introduce(session: &Session, key: &str, id: u64, receivers: &Mutex<Receivers>, until: Instant) {
+    loop {
+        let waiting: HashSet<u64> = lock(receivers).live.keys().copied().collect();
+        let now = Instant::now();
+        if waiting.is_empty() || now >= until {
+            return;
+        }
+        let Ok(replies) = session
+            .get(format!("{key}/@shmlane/known/*?tx={id:016x}"))
+            .target(QueryTarget::All)
+            .consolidation(ConsolidationMode::None)
+            .timeout(until - now)
+            .wait()
+        else {
+            return;
+        };
+        let mut heard = HashSet::new();
+        while let Ok(reply) = replies.recv() {
+            let Ok(sample) = reply.result() else { continue };
+            let rx = sample
+                .key_expr()
+                .as_str()
+                .rsplit('/')
+                .next()
+                .and_then(|rx| u64::from_str_radix(rx, 16).ok());
+            if let (Some(rx), true) = (rx, sample.payload().to_bytes().as_ref() == b"1") {
+                heard.insert(rx);
+            }
+        }
+        if waiting.is_subset(&heard) {
+            return;
+        }
+        std::thread::sleep(STEP);
     }
 }
 
@@ -1048,6 +1125,19 @@ mod tests {
         *s.live.get_mut(&3).unwrap() = Some(long_ago);
         s.seen(3); // the link was made again
         assert!(!s.all_gone(long_ago));
+    }
+
+    /// What a receiver answers a new sender's `known` query.
+    #[test]
+    fn a_receiver_knows_live_ended_and_mismatched_senders_only() {
+        let mut s = Senders::default();
+        assert!(!s.knows(1));
+        s.seen(1);
+        s.seen(2);
+        s.ended(2);
+        s.mismatch(3, 0xab);
+        assert!(s.knows(1) && s.knows(2) && s.knows(3));
+        assert!(!s.knows(4));
     }
 
     #[test]

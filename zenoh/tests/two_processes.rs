@@ -34,6 +34,20 @@ fn child() {
     let Some(role) = kit::role() else { return };
     let port: u16 = kit::env("PORT").parse().unwrap();
     let count: u64 = kit::env("COUNT").parse().unwrap();
+    if role == "handover" {
+        // A chain of senders, each made before the one before it is
+        // dropped, each sending one frame: `count` handovers.
+        let key = kit::env("KEY");
+        let mut prev = ZenohTx::connect(&key, &options(None, Some(port))).unwrap();
+        prev.send(&frame(0)).unwrap();
+        for i in 1..=count {
+            let mut next = ZenohTx::connect(&key, &options(None, Some(port))).unwrap();
+            drop(prev);
+            next.send(&frame(i)).unwrap();
+            prev = next;
+        }
+        return;
+    }
     let mut tx = ZenohTx::connect(&kit::env("KEY"), &options(None, Some(port))).unwrap();
     for i in 0..count {
         tx.send(&frame(i)).unwrap();
@@ -110,6 +124,45 @@ fn a_killed_sender_is_seen_gone_after_its_frames() {
         }
     }
     assert!(got <= 1000);
+}
+
+/// A sender made before the last one is dropped keeps the receiver
+/// connected: the receiver never says `Disconnected` between the old
+/// sender's end marker and the new sender's token, which travel on
+/// different links. Every frame arrives, then `Disconnected`.
+#[test]
+fn a_sender_handover_is_not_a_disconnection() {
+    const HANDOVERS: u64 = 20;
+    let port = kit::free_port();
+    let key = format!("shmlane/test/{}", kit::unique("handover"));
+    let mut rx = ZenohRx::bind(&key, &options(Some(port), None)).unwrap();
+    let mut kid = Kid::spawn(
+        "child",
+        "handover",
+        &[
+            ("PORT", port.to_string()),
+            ("KEY", key.clone()),
+            ("COUNT", HANDOVERS.to_string()),
+        ],
+    );
+    // Frames of different senders may arrive in either order.
+    let mut got = std::collections::BTreeSet::new();
+    let mut buf = Vec::new();
+    while got.len() as u64 <= HANDOVERS {
+        match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+            Ok(_) => {
+                let i = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                assert!(buf == frame(i), "frame {i} differs");
+                assert!(got.insert(i), "frame {i} twice");
+            }
+            Err(e) => panic!("after frames {got:?}: {e:?}"),
+        }
+    }
+    match rx.recv(&mut buf, Some(Instant::now() + HANG)) {
+        Err(ZRecvError::Disconnected) => {}
+        other => panic!("after the last frame: {other:?}"),
+    }
+    assert!(kid.wait().success());
 }
 
 #[test]
