@@ -165,6 +165,32 @@ fn a_sender_handover_is_not_a_disconnection() {
     assert!(kid.wait().success());
 }
 
+/// A receiver that never answers a new sender's `known` query (it
+/// announces itself but runs no queryable, as a build from before the
+/// query would) does not stop the sender: `connect` returns once its
+/// connect timeout has passed, and frames go through.
+#[test]
+fn a_receiver_that_never_answers_holds_connect_only_to_its_timeout() {
+    use zenoh::Wait;
+    let port = kit::free_port();
+    let key = format!("shmlane/test/{}", kit::unique("mute"));
+    let session = zenoh::open(shmlane_zenoh::loopback_config(Some(port), None))
+        .wait()
+        .unwrap();
+    let frames = session.declare_subscriber(key.clone()).wait().unwrap();
+    let _token = session
+        .liveliness()
+        .declare_token(format!("{key}/@shmlane/rx/{:016x}/any", 7))
+        .wait()
+        .unwrap();
+    let mut opts = options(None, Some(port));
+    opts.connect_timeout = Duration::from_millis(500);
+    let mut tx = ZenohTx::connect(&key, &opts).unwrap();
+    tx.send(b"after the wait").unwrap();
+    let sample = frames.recv_timeout(HANG).unwrap().expect("the frame");
+    assert_eq!(sample.payload().to_bytes().as_ref(), b"after the wait");
+}
+
 #[test]
 fn nobody_listens_is_a_typed_error() {
     let port = kit::free_port();
