@@ -12,12 +12,18 @@
 //! dropped), its 8-byte id as the first frame's attachment, holds a token
 //! `KEY/@shmlane/tx/ID/TAG`, and on drop publishes an in-band end marker (a
 //! `delete` on `KEY` carrying its id), which travels behind its last
-//! frame. A sender made while others publish on the key is not
-//! returned before each receiver it knows has heard of it (each receiver
-//! answers a query on `KEY/@shmlane/known/ID`, up to the connect
-//! timeout): an old sender dropped after a new one is made cannot leave
-//! a receiver with no live sender, though its end marker and the new
-//! token travel on different links. The receiver counts a sender gone at its end marker, or
+//! frame. A new sender (or publisher) is not returned before each
+//! receiver whose token it has seen has heard of it: it asks them on
+//! `KEY/@shmlane/known/*` (each receiver answers for itself on
+//! `KEY/@shmlane/known/ID`), until all say yes or its connect timeout,
+//! counted from the start of `connect`, has passed. So an old sender
+//! dropped after a new one is made leaves none of those receivers with
+//! no live sender, though its end marker and the new token travel on
+//! different links. Not covered: a receiver the new sender had not seen
+//! yet (a sender waits for the first receiver's token only; a publisher
+//! for none), and one that did not answer in time (it does not run the
+//! query, or its reception is blocked by a full queue, or the timeout
+//! is short or zero). The receiver counts a sender gone at its end marker, or
 //! [`DEATH_GRACE`] after its token disappears (its process died or its
 //! link broke: a token may overtake the frames still in flight, as Zenoh
 //! sends declarations ahead of data). The receiver's subscriber queues at
@@ -95,7 +101,9 @@ pub struct ZOptions {
     pub max_frame: usize,
     /// Frames the receiver queues before it pushes back.
     pub capacity: usize,
-    /// How long a sender waits for a receiver to appear.
+    /// How long a sender waits for a receiver to appear, and then (the
+    /// same budget, counted from the start) for the receivers it has seen
+    /// to say they heard of it (see the module docs).
     pub connect_timeout: Duration,
     /// The message type this endpoint carries (`None`: any). Senders and
     /// receivers whose tags differ refuse each other.
@@ -843,10 +851,12 @@ impl ZenohTx {
         Self::open(key, opts, false)
     }
 
-    /// A publisher of a topic on `key`: it does not wait for subscribers,
-    /// and publishing with none is not an error (the messages go nowhere,
-    /// as Zenoh's own publications do); a subscriber of another type
-    /// stops it as it stops a sender.
+    /// A publisher of a topic on `key`: it does not wait for subscribers
+    /// to appear, and publishing with none is not an error (the messages
+    /// go nowhere, as Zenoh's own publications do); a subscriber of
+    /// another type stops it as it stops a sender. Subscribers whose
+    /// tokens it has seen by then are asked whether they heard of it, as a
+    /// sender asks (up to the connect timeout).
     ///
     /// # Errors
     ///
@@ -932,7 +942,10 @@ impl ZenohTx {
             ))
             .wait()
             .map_err(z)?;
-        introduce(&session, key, id, &receivers, start + opts.connect_timeout);
+        // No deadline where the timeout overflows an `Instant`: the wait
+        // for a receiver above took such a timeout for "forever" too.
+        let until = start.checked_add(opts.connect_timeout);
+        introduce(&session, key, id, &receivers, until);
         Ok(Self {
             publisher,
             id: ZBytes::from(id.to_le_bytes().to_vec()),
@@ -990,25 +1003,35 @@ impl ZenohTx {
     }
 }
 
-/// Waits, until `until`, for each receiver sender `id` knows of to have
-/// heard of it (its token or frame), asking each on `KEY/@shmlane/known/ID`.
-/// Then an older sender can end with no receiver left believing every
-/// sender gone: its end marker and this sender's token travel on
-/// different links, so the end may arrive first. Past `until` (a receiver
-/// that does not answer, or whose reception is blocked by a full queue)
-/// the sender goes on as if it had been heard.
-fn introduce(session: &Session, key: &str, id: u64, receivers: &Mutex<Receivers>, until: Instant) {
+/// Waits, until `until` (`None`: no limit), for each receiver sender `id`
+/// knows of to have heard of it (its token or frame), asking each on
+/// `KEY/@shmlane/known/ID`. Then an older sender can end with no such
+/// receiver left believing every sender gone: its end marker and this
+/// sender's token travel on different links, so the end may arrive
+/// first. Past `until` (a receiver that does not answer, or whose
+/// reception is blocked by a full queue) the sender goes on as if it had
+/// been heard.
+fn introduce(
+    session: &Session,
+    key: &str,
+    id: u64,
+    receivers: &Mutex<Receivers>,
+    until: Option<Instant>,
+) {
+    /// A query's own limit when the caller set none: it is asked again.
+    const QUERY_LIMIT: Duration = Duration::from_secs(10);
     loop {
         let waiting: HashSet<u64> = lock(receivers).live.keys().copied().collect();
         let now = Instant::now();
-        if waiting.is_empty() || now >= until {
+        if waiting.is_empty() || until.is_some_and(|u| now >= u) {
             return;
         }
+        let limit = until.map_or(QUERY_LIMIT, |u| u - now);
         let Ok(replies) = session
             .get(format!("{key}/@shmlane/known/*?tx={id:016x}"))
             .target(QueryTarget::All)
             .consolidation(ConsolidationMode::None)
-            .timeout(until - now)
+            .timeout(limit)
             .wait()
         else {
             return;

@@ -165,30 +165,68 @@ fn a_sender_handover_is_not_a_disconnection() {
     assert!(kid.wait().success());
 }
 
-/// A receiver that never answers a new sender's `known` query (it
-/// announces itself but runs no queryable, as a build from before the
-/// query would) does not stop the sender: `connect` returns once its
-/// connect timeout has passed, and frames go through.
+/// A receiver that never answers a new sender's `known` query (its
+/// queryable keeps every query and never replies; or it runs none, as a
+/// build from before the query would) does not stop the sender:
+/// `connect` waits out its connect timeout, then returns, and frames go
+/// through.
 #[test]
 fn a_receiver_that_never_answers_holds_connect_only_to_its_timeout() {
     use zenoh::Wait;
+    const TIMEOUT: Duration = Duration::from_millis(500);
     let port = kit::free_port();
     let key = format!("shmlane/test/{}", kit::unique("mute"));
     let session = zenoh::open(shmlane_zenoh::loopback_config(Some(port), None))
         .wait()
         .unwrap();
     let frames = session.declare_subscriber(key.clone()).wait().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    let _known = session
+        .declare_queryable(format!("{key}/@shmlane/known/{:016x}", 7))
+        .callback(move |query| keep.lock().unwrap().push(query))
+        .wait()
+        .unwrap();
     let _token = session
         .liveliness()
         .declare_token(format!("{key}/@shmlane/rx/{:016x}/any", 7))
         .wait()
         .unwrap();
     let mut opts = options(None, Some(port));
-    opts.connect_timeout = Duration::from_millis(500);
-    let mut tx = ZenohTx::connect(&key, &opts).unwrap();
+    opts.connect_timeout = TIMEOUT;
+    let (done, connected) = std::sync::mpsc::channel();
+    let connecting = key.clone();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let tx = ZenohTx::connect(&connecting, &opts);
+        let _ = done.send((tx, started.elapsed()));
+    });
+    let (tx, waited) = connected.recv_timeout(HANG).expect("connect returned");
+    let mut tx = tx.unwrap();
+    // Not a measurement: `connect` returns before its deadline only when
+    // every receiver it knows said yes, which this one never does.
+    assert!(waited >= TIMEOUT, "connect returned after {waited:?}");
+    // (Whether a query reached `held` depends on when the queryable's
+    // declaration reached the sender: asserted in neither direction.)
+    drop(held);
     tx.send(b"after the wait").unwrap();
     let sample = frames.recv_timeout(HANG).unwrap().expect("the frame");
     assert_eq!(sample.payload().to_bytes().as_ref(), b"after the wait");
+}
+
+/// A connect timeout too long to add to an `Instant` (`Duration::MAX`)
+/// means no limit, in the wait for receivers to say they heard of the
+/// sender as in the wait for a receiver (it panicked in the first).
+#[test]
+fn a_connect_timeout_of_duration_max_is_no_limit() {
+    let port = kit::free_port();
+    let key = format!("shmlane/test/{}", kit::unique("forever"));
+    let mut rx = ZenohRx::bind(&key, &options(Some(port), None)).unwrap();
+    let mut opts = options(None, Some(port));
+    opts.connect_timeout = Duration::MAX;
+    let mut tx = ZenohTx::connect(&key, &opts).unwrap();
+    tx.send(&frame(0)).unwrap();
+    receive_all(&mut rx, 1);
 }
 
 #[test]
