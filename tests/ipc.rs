@@ -888,15 +888,22 @@ fn open_or_create_races_settle_on_one_segment_in_either_order() {
     }
 }
 
-/// A producer that found an MPMC ring full waits, while spinning, for a
-/// stretch of free slots (a throughput hint); a send whose deadline has
-/// passed must still take a free slot rather than report a timeout.
+/// A producer that found a ring full waits, while spinning, for a
+/// stretch of free slots (a throughput hint, on MPMC and SPSC rings); a
+/// send whose deadline has passed must still take a free slot rather than
+/// report a timeout.
 #[test]
 fn a_due_send_takes_a_free_slot_after_the_ring_was_full() {
+    due_send_after_full(shmlane::ipc::RingKind::Mpmc);
+    due_send_after_full(shmlane::ipc::RingKind::Spsc);
+}
+
+fn due_send_after_full(kind: shmlane::ipc::RingKind) {
     let mut cleanup = kit::Cleanup::new();
     let name = cleanup.unique_shm("refill");
     let chan = Builder::new(&format!("shm:{name}"))
         .unwrap()
+        .kind(kind)
         .capacity(256)
         .create::<u64>()
         .unwrap();
@@ -912,5 +919,83 @@ fn a_due_send_takes_a_free_slot_after_the_ring_was_full() {
     assert!(tx.try_send(sent + 1).is_err(), "full again");
     for want in 1..=sent {
         assert_eq!(rx.try_recv(), Ok(want));
+    }
+}
+
+/// The same for a kind that goes through the encoding send path (raw
+/// bytes here), and a blocking `send` into a ring that has one slot free
+/// while its receiver takes nothing more: the spinning looks wait for a
+/// stretch, the later ones take the slot, so the send returns.
+#[test]
+fn an_encoded_send_takes_a_free_slot_after_the_ring_was_full() {
+    use shmlane::ipc::RingKind;
+    for kind in [RingKind::Spsc, RingKind::Mpmc] {
+        encoded_send_after_full(kind);
+        blocked_sends_take_single_freed_slots(kind);
+    }
+}
+
+/// Senders blocked on a full ring, each let go by one receive and nothing
+/// more: whether a send was already waiting when the slot was freed or
+/// not, it must take it (a spinning sender waits for a stretch of free
+/// slots only until its spin ends).
+fn blocked_sends_take_single_freed_slots(kind: shmlane::ipc::RingKind) {
+    let mut cleanup = kit::Cleanup::new();
+    let name = cleanup.unique_shm("refill-blocked");
+    let chan = Builder::new(&format!("shm:{name}"))
+        .unwrap()
+        .kind(kind)
+        .capacity(64)
+        .create::<u64>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    for i in 0..64 {
+        tx.try_send(i).unwrap();
+    }
+    let (done, sent) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 64..74 {
+                // A deadline far off, so that a sender that never takes
+                // the slot fails the test instead of hanging it.
+                tx.send_timeout(i, LONG).unwrap();
+                done.send(i).unwrap();
+            }
+        });
+        for want in 0..10 {
+            assert_eq!(rx.recv_timeout(LONG), Ok(want), "{kind:?}");
+            assert_eq!(sent.recv_timeout(LONG), Ok(want + 64), "{kind:?}");
+        }
+    });
+    for want in 10..74 {
+        assert_eq!(rx.try_recv(), Ok(want), "{kind:?}");
+    }
+}
+
+fn encoded_send_after_full(kind: shmlane::ipc::RingKind) {
+    use shmlane::ipc::Bytes;
+    let mut cleanup = kit::Cleanup::new();
+    let name = cleanup.unique_shm("refill-bytes");
+    let chan = Builder::new(&format!("shm:{name}"))
+        .unwrap()
+        .kind(kind)
+        .capacity(256)
+        .message_size(16)
+        .create::<Bytes>()
+        .unwrap();
+    let (tx, rx) = (chan.sender().unwrap(), chan.receiver().unwrap());
+    let mut sent = 0u64;
+    while tx.try_send(&sent.to_le_bytes()).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 256, "{kind:?}");
+    assert_eq!(rx.try_recv().unwrap(), 0u64.to_le_bytes());
+    tx.send_timeout(&sent.to_le_bytes(), Duration::ZERO)
+        .unwrap();
+    assert!(tx.try_send(&[1]).is_err(), "full again");
+    assert_eq!(rx.try_recv().unwrap(), 1u64.to_le_bytes());
+    tx.send(&(sent + 1).to_le_bytes()).unwrap();
+    for want in 2..=sent + 1 {
+        assert_eq!(rx.try_recv().unwrap(), want.to_le_bytes(), "{kind:?}");
     }
 }

@@ -81,6 +81,12 @@ pub struct Producer {
     geo: Geometry,
     tail: u64,
     cached_head: u64,
+    /// Whether the last look at the room found the ring full (see
+    /// [`refilled`](Self::refilled)).
+    found_full: bool,
+    /// How many slots past one must be free before [`refilled`](Self::refilled)
+    /// says so, after the ring was found full (0: one free slot is enough).
+    refill: u64,
     /// The heap region this producer keeps alive, if it lives in one
     /// ([`channel`]).
     _region: Option<Arc<HeapRegion>>,
@@ -189,6 +195,8 @@ impl Producer {
             geo,
             tail,
             cached_head: head,
+            found_full: false,
+            refill: 0,
             _region: None,
         })
     }
@@ -196,6 +204,50 @@ impl Producer {
     /// The number of messages the ring holds at most.
     pub fn capacity(&self) -> u64 {
         self.geo.layout.capacity()
+    }
+
+    /// Sets how many slots past one a producer that found the ring full
+    /// waits to see free before [`refilled`](Self::refilled) says so
+    /// (clamped below the capacity; 0, the default, is one free slot).
+    pub fn set_refill(&mut self, slots: u64) {
+        self.refill = slots.min(self.capacity().saturating_sub(1));
+    }
+
+    /// A hint for a producer that waits by spinning: false from when a
+    /// push found the ring full until `refill + 1` slots are free again
+    /// (it reads the consumer's index each time until then); true
+    /// otherwise. A producer that writes each slot the moment the consumer
+    /// frees it writes on the cache lines the consumer is reading, and the
+    /// two then move at the pace of those lines crossing between their
+    /// cores; one that waits for a stretch writes lines apart from them.
+    /// Pushes do not look at it: a push succeeds whenever a slot is free.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] as for [`free`](Self::free).
+    #[inline]
+    pub fn refilled(&mut self) -> Result<bool, Corrupted> {
+        if !self.found_full {
+            return Ok(true);
+        }
+        self.refilled_slow()
+    }
+
+    #[cold]
+    fn refilled_slow(&mut self) -> Result<bool, Corrupted> {
+        let capacity = self.capacity();
+        // Acquire: as in `free`.
+        let head = self.geo.control().head.value.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if used > capacity {
+            return Err(Corrupted);
+        }
+        self.cached_head = head;
+        if capacity - used > self.refill {
+            self.found_full = false;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// The size of one slot's payload in bytes.
@@ -234,6 +286,9 @@ impl Producer {
             return Err(Corrupted);
         }
         self.cached_head = head;
+        // Only here, where the consumer's index was read: a full ring
+        // found from the cached index alone never gets this far.
+        self.found_full = used == capacity;
         Ok(capacity - used)
     }
 

@@ -16,6 +16,41 @@ fn push_pop_wraps_many_times() {
     assert_eq!(rx.try_pop_with(read_u64), Err(PopError::Empty));
 }
 
+/// After a push found the ring full, `refilled` says no until `refill + 1`
+/// slots are free; pushes take any free slot all along.
+#[test]
+fn refilled_waits_for_a_stretch_after_the_ring_was_full() {
+    let region = Region::new(RingKind::Spsc, 8, 8);
+    let (mut tx, mut rx) = region.spsc();
+    tx.set_refill(2);
+    assert_eq!(tx.refilled(), Ok(true), "never full yet");
+    for i in 0..8 {
+        tx.try_push_with(|p| write_u64(p, i)).unwrap();
+    }
+    assert_eq!(tx.refilled(), Ok(true), "no push has found it full");
+    assert_eq!(tx.try_push_with(|p| write_u64(p, 8)), Err(PushError::Full));
+    assert_eq!(tx.refilled(), Ok(false));
+    assert_eq!(rx.try_pop_with(read_u64), Ok(0));
+    assert_eq!(tx.refilled(), Ok(false), "one free");
+    // A push does not look at the hint.
+    tx.try_push_with(|p| write_u64(p, 8)).unwrap();
+    for want in 1..=3 {
+        assert_eq!(rx.try_pop_with(read_u64), Ok(want));
+    }
+    assert_eq!(tx.refilled(), Ok(true), "three free");
+    assert_eq!(tx.refilled(), Ok(true), "and it stays so");
+    // Clamped below the capacity: one free slot is a stretch of 7.
+    tx.set_refill(100);
+    for i in 9..12 {
+        tx.try_push_with(|p| write_u64(p, i)).unwrap();
+    }
+    assert_eq!(tx.try_push_with(|p| write_u64(p, 12)), Err(PushError::Full));
+    for want in 4..12 {
+        assert_eq!(rx.try_pop_with(read_u64), Ok(want));
+    }
+    assert_eq!(tx.refilled(), Ok(true), "all eight free");
+}
+
 #[test]
 fn capacity_is_exact_even_when_not_a_power_of_two() {
     let region = Region::new(RingKind::Spsc, 3, 8);

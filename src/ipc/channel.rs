@@ -182,8 +182,11 @@ impl<M: Message> Channel<M> {
                 // the ring handle; the exclusive attach guarantees no other
                 // live producer, and a dead one published nothing
                 // half-written.
-                let ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
+                let mut ring = unsafe { spsc::Producer::attach(base, len, self.seg.layout()) }
                     .expect("validated layout");
+                // As for an MPMC producer: after finding the ring full, a
+                // spinning sender waits for a stretch of free slots.
+                ring.set_refill((ring.capacity() / 4).min(REFILL_MAX).saturating_sub(1));
                 TxFlavor::Spsc(Arc::new(SpscTxEnd {
                     side,
                     ring: exclusive::Exclusive::new(SpscProducer {

@@ -352,6 +352,9 @@ impl<M: Message> Sender<M> {
         deadline: Option<Instant>,
     ) -> Result<(), SendMsgError> {
         side.wait_send(deadline, |probe| {
+            if let Some(full) = port::spsc_wait_refill(ring, side, probe) {
+                return full;
+            }
             port::spsc_try_put_bare::<M>(ring, side, probe, msg)
         })
         .map_err(SendMsgError::from_failed)
@@ -381,9 +384,14 @@ impl<M: Message> Sender<M> {
                 }
                 let deadline = wait.deadline();
                 if passed(deadline) {
+                    // The first try above ignores the refill hint: a free
+                    // slot was taken.
                     return Err(SendMsgError::Timeout);
                 }
                 side.wait_send(deadline, |probe| {
+                    if let Some(full) = port::spsc_wait_refill(ring, side, probe) {
+                        return full;
+                    }
                     port::spsc_try_write(ring, side, probe, &mut |buf: &mut [u8]| {
                         M::encode(msg, buf, scratch)
                     })

@@ -376,6 +376,29 @@ pub(super) fn spsc_front(
     spsc_next(ring, side, probe, spsc::Consumer::front)
 }
 
+/// After an SPSC producer found the ring full, the spinning looks of its
+/// wait (not `probe`s, nor a `try_send`, nor a send's first try, which
+/// stays as short as it was) wait until the consumer has freed a stretch
+/// of slots ([`spsc::Producer::refilled`]): `Some(Full)` until then.
+#[inline]
+pub(super) fn spsc_wait_refill<E>(
+    ring: &mut spsc::Producer,
+    side: &Side,
+    probe: bool,
+) -> Option<Tried<E>> {
+    if probe {
+        return None;
+    }
+    match ring.refilled() {
+        Ok(true) => None,
+        Ok(false) => Some(Tried::Full),
+        Err(_) => {
+            side.poison();
+            Some(Tried::Gone)
+        }
+    }
+}
+
 /// One attempt to send a bare message (a Pod type) through an SPSC ring:
 /// the per-message hot path, kept as short as the ring allows.
 #[inline]
