@@ -891,7 +891,9 @@ fn open_or_create_races_settle_on_one_segment_in_either_order() {
 /// A producer that found a ring full waits, while spinning, for a
 /// stretch of free slots (a throughput hint, on MPMC and SPSC rings); a
 /// send whose deadline has passed must still take a free slot rather than
-/// report a timeout.
+/// report a timeout. (On an SPSC ring a send's first try ignores the
+/// hint and takes the slot, so this checks that; the hinted waits are
+/// exercised by `blocked_sends_take_single_freed_slots`.)
 #[test]
 fn a_due_send_takes_a_free_slot_after_the_ring_was_full() {
     due_send_after_full(shmlane::ipc::RingKind::Mpmc);

@@ -81,8 +81,9 @@ pub struct Producer {
     geo: Geometry,
     tail: u64,
     cached_head: u64,
-    /// Whether the last look at the room found the ring full (see
-    /// [`refilled`](Self::refilled)).
+    /// Set by a reload of the consumer's index that found the ring full
+    /// (in [`free`](Self::free), so in every push); cleared by a reload
+    /// that finds room, there or in [`refilled`](Self::refilled).
     found_full: bool,
     /// How many slots past one must be free before [`refilled`](Self::refilled)
     /// says so, after the ring was found full (0: one free slot is enough).
@@ -214,9 +215,10 @@ impl Producer {
     }
 
     /// A hint for a producer that waits by spinning: false from when a
-    /// push found the ring full until `refill + 1` slots are free again
-    /// (it reads the consumer's index each time until then); true
-    /// otherwise. A producer that writes each slot the moment the consumer
+    /// reload of the consumer's index found the ring full (a push that
+    /// found it full, or a call of [`free`](Self::free)) until `refill + 1`
+    /// slots are free again (it reads the consumer's index each time until
+    /// then); true otherwise. A producer that writes each slot the moment the consumer
     /// frees it writes on the cache lines the consumer is reading, and the
     /// two then move at the pace of those lines crossing between their
     /// cores; one that waits for a stretch writes lines apart from them.

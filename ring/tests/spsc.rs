@@ -49,6 +49,19 @@ fn refilled_waits_for_a_stretch_after_the_ring_was_full() {
         assert_eq!(rx.try_pop_with(read_u64), Ok(want));
     }
     assert_eq!(tx.refilled(), Ok(true), "all eight free");
+    // A reload in `free` that finds room clears it too.
+    for i in 12..20 {
+        tx.try_push_with(|p| write_u64(p, i)).unwrap();
+    }
+    assert_eq!(tx.free(), Ok(0));
+    assert_eq!(tx.refilled(), Ok(false));
+    assert_eq!(rx.try_pop_with(read_u64), Ok(12));
+    assert_eq!(tx.free(), Ok(1));
+    assert_eq!(
+        tx.refilled(),
+        Ok(true),
+        "cleared by the reload that found room"
+    );
 }
 
 #[test]

@@ -384,8 +384,9 @@ impl<M: Message> Sender<M> {
                 }
                 let deadline = wait.deadline();
                 if passed(deadline) {
-                    // The first try above ignores the refill hint: a free
-                    // slot was taken.
+                    // The first try above ignores the refill hint, so its
+                    // `Full` means no slot was free (unlike `put_mpmc`, no
+                    // precise look is owed).
                     return Err(SendMsgError::Timeout);
                 }
                 side.wait_send(deadline, |probe| {
@@ -484,7 +485,18 @@ impl<M: Message> Sender<M> {
                 match wait {
                     Wait::Never => once(port::spsc_try_write(ring, side, probe_first, fill)),
                     Wait::Until(d) => {
-                        side.wait_send(d, |probe| port::spsc_try_write(ring, side, probe, fill))
+                        // The first try ignores the refill hint, as a
+                        // send's does (`put`); the looks of the wait after
+                        // it follow it.
+                        let mut first = true;
+                        side.wait_send(d, |probe| {
+                            if !std::mem::take(&mut first) {
+                                if let Some(full) = port::spsc_wait_refill(ring, side, probe) {
+                                    return full;
+                                }
+                            }
+                            port::spsc_try_write(ring, side, probe, fill)
+                        })
                     }
                 }
             }

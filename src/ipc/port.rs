@@ -376,10 +376,12 @@ pub(super) fn spsc_front(
     spsc_next(ring, side, probe, spsc::Consumer::front)
 }
 
-/// After an SPSC producer found the ring full, the spinning looks of its
-/// wait (not `probe`s, nor a `try_send`, nor a send's first try, which
-/// stays as short as it was) wait until the consumer has freed a stretch
-/// of slots ([`spsc::Producer::refilled`]): `Some(Full)` until then.
+/// After an SPSC producer found the ring full, the non-`probe` looks of
+/// its wait (`Side::wait_send`'s first look and its spinning ones; not the
+/// later ones, nor a `try_send`, nor a send's first try, which stays as
+/// short as it was) wait until the consumer has freed a stretch of slots
+/// ([`spsc::Producer::refilled`]): `Some(Full)` until then. A broken
+/// segment or a receiver that left is reported first, as a try would.
 #[inline]
 pub(super) fn spsc_wait_refill<E>(
     ring: &mut spsc::Producer,
@@ -388,6 +390,9 @@ pub(super) fn spsc_wait_refill<E>(
 ) -> Option<Tried<E>> {
     if probe {
         return None;
+    }
+    if side.corrupted() || side.peers_gone(Role::Receiver, false) {
+        return Some(Tried::Gone);
     }
     match ring.refilled() {
         Ok(true) => None,
