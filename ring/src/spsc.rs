@@ -237,15 +237,8 @@ impl Producer {
 
     #[cold]
     fn refilled_slow(&mut self) -> Result<bool, Corrupted> {
-        let capacity = self.capacity();
-        // Acquire: as in `free`.
-        let head = self.geo.control().head.value.load(Ordering::Acquire);
-        let used = self.tail.wrapping_sub(head);
-        if used > capacity {
-            return Err(Corrupted);
-        }
-        self.cached_head = head;
-        if capacity - used > self.refill {
+        let used = self.reload_head()?;
+        if self.capacity() - used > self.refill {
             self.found_full = false;
             return Ok(true);
         }
@@ -279,19 +272,32 @@ impl Producer {
         if used < capacity {
             return Ok(capacity - used);
         }
-        // Acquire: pairs with the Release store of `head` in
-        // `Consumer::read_batch`; the consumer is done with every slot
-        // before `head`, so they may be overwritten.
-        let head = self.geo.control().head.value.load(Ordering::Acquire);
-        let used = self.tail.wrapping_sub(head);
-        if used > capacity {
-            return Err(Corrupted);
-        }
-        self.cached_head = head;
+        let used = self.reload_head()?;
         // Only here, where the consumer's index was read: a full ring
         // found from the cached index alone never gets this far.
         self.found_full = used == capacity;
         Ok(capacity - used)
+    }
+
+    /// Reads the consumer's index (once) into the cached copy; returns the
+    /// slots in use.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] if that index is not within `capacity` behind the
+    /// producer's (it comes from shared memory).
+    #[inline]
+    fn reload_head(&mut self) -> Result<u64, Corrupted> {
+        // Acquire: pairs with the Release store of `head` in
+        // `Consumer::read_batch` and `release_front`; the consumer is done
+        // with every slot before `head`, so they may be overwritten.
+        let head = self.geo.control().head.value.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        if used > self.capacity() {
+            return Err(Corrupted);
+        }
+        self.cached_head = head;
+        Ok(used)
     }
 
     /// Writes up to `max` messages and publishes them with one store.

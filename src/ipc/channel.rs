@@ -12,7 +12,7 @@ use shmlane_semaphore::WaitStrategy;
 
 use super::builder::meta_len;
 use super::handles::{RxFlavor, SpscProducer, SpscRxEnd, SpscTxEnd, TxFlavor};
-use super::side::{MpmcEnd, Side, REFILL_MAX};
+use super::side::{refill_for, MpmcEnd, Side};
 use super::{AttachError, Backend, Message, Receiver, RingKind, Role, Segment, Sender, Trust};
 use shmlane_semaphore::exclusive;
 
@@ -147,10 +147,7 @@ impl<M: Message> Channel<M> {
         // Every slot this end holds records its participant, so survivors
         // can recover it if this process dies.
         let ring = ring.with_owner(side.att.owner_id());
-        // How many slots a producer that found the ring full waits to see
-        // freed before it writes again: a stretch of cache lines apart
-        // from the ones the consumers are reading (none for tiny rings).
-        let refill = (ring.capacity() / 4).min(REFILL_MAX).saturating_sub(1);
+        let refill = refill_for(ring.capacity());
         Ok(Arc::new(MpmcEnd {
             ring,
             side,
@@ -186,7 +183,7 @@ impl<M: Message> Channel<M> {
                     .expect("validated layout");
                 // As for an MPMC producer: after finding the ring full, a
                 // spinning sender waits for a stretch of free slots.
-                ring.set_refill((ring.capacity() / 4).min(REFILL_MAX).saturating_sub(1));
+                ring.set_refill(refill_for(ring.capacity()));
                 TxFlavor::Spsc(Arc::new(SpscTxEnd {
                     side,
                     ring: exclusive::Exclusive::new(SpscProducer {

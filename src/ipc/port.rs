@@ -391,11 +391,12 @@ pub(super) fn spsc_wait_refill<E>(
     if probe {
         return None;
     }
-    if side.corrupted() || side.peers_gone(Role::Receiver, false) {
-        return Some(Tried::Gone);
-    }
     match ring.refilled() {
+        // The try that follows makes its own checks.
         Ok(true) => None,
+        Ok(false) if side.corrupted() || side.peers_gone(Role::Receiver, false) => {
+            Some(Tried::Gone)
+        }
         Ok(false) => Some(Tried::Full),
         Err(_) => {
             side.poison();

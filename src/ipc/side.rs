@@ -265,7 +265,15 @@ impl Side {
 
 /// The most slots a producer that found the ring full waits to see freed
 /// before it writes again (see `Ring::free_ahead`).
-pub(super) const REFILL_MAX: u64 = 64;
+const REFILL_MAX: u64 = 64;
+
+/// How many slots past one a producer that found a ring of `capacity`
+/// full waits to see freed before it writes again, on either ring kind: a
+/// stretch of cache lines apart from the ones the consumers are reading
+/// (a quarter of the ring, at most [`REFILL_MAX`]; none for tiny rings).
+pub(super) fn refill_for(capacity: u64) -> u64 {
+    (capacity / 4).min(REFILL_MAX).saturating_sub(1)
+}
 
 pub(super) struct MpmcEnd {
     pub(super) ring: mpmc::Ring,
